@@ -1,0 +1,1 @@
+from chunkwise.cli import main; import sys; sys.exit(main())

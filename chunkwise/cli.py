@@ -1,0 +1,42 @@
+"""The `chunkwise` command: one subcommand per module in `chunkwise.commands`.
+
+Each command module exposes `NAME`, `HELP`, `add_arguments(parser)` and `run(args) -> int`.
+Exit codes are shared by every command: 0 success, 1 finished with failed requests (resumable),
+2 bad input, configuration or an unreachable server, 130 interrupted before finishing (resumable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: Subcommands in the order `--help` lists them; each is `chunkwise.commands.<name>`.
+COMMANDS = ("run", "resume", "plan", "sample", "sim", "measure", "serve")
+
+EXIT_OK, EXIT_FAILED_REQUESTS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chunkwise", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"chunkwise.commands.{name}")
+        except ModuleNotFoundError as exc:  # a command not written yet must not break the others
+            if exc.name != f"chunkwise.commands.{name}":
+                raise
+            continue
+        p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Process-wide settings, read once from the environment (prefix `CHUNKWISE_`).
+
+Settings are what an operator configures for a machine (where Ollama lives, timeouts, sampling
+interval); what one batch does is a flow parameter (`chunkwise.params.RunParams`). `OLLAMA_HOST` is
+honoured the way Ollama's own client honours it when `CHUNKWISE_OLLAMA_HOST` is not set.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
+
+
+class Settings(BaseSettings):
+    """Machine-level configuration. Every field can be set as `CHUNKWISE_<FIELD>`."""
+
+    model_config = SettingsConfigDict(env_prefix="CHUNKWISE_", extra="ignore")
+
+    ollama_host: str = Field(
+        default_factory=lambda: os.environ.get("OLLAMA_HOST") or DEFAULT_OLLAMA_HOST,
+        description="Ollama base URL; `host`, `host:port` and `scheme://host:port` are accepted, "
+        "as `OLLAMA_HOST` is by Ollama's client. Only http and https.",
+    )
+    output_dir: Path = Field(
+        default=Path("runs"),
+        description="Directory under which each run gets `<output_dir>/<run_name>/`.",
+    )
+    connect_timeout_s: float = Field(default=10.0, gt=0, description="TCP connect timeout per request, seconds.")
+    read_timeout_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="Longest silence tolerated while waiting for a response, seconds. A long "
+        "generation on a loaded GPU can take minutes; Ollama aborts the generation when the client "
+        "disconnects, so too short a value wastes GPU time.",
+    )
+    chunk_workers: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Prefect thread-pool workers, i.e. chunks in flight at once. Bounded because "
+        "Prefect's default pool is unbounded (1,532 mapped chunks would mean 1,532 threads).",
+    )
+    gpu_sample_interval_s: float = Field(default=1.0, gt=0, description="GPU sampler period, seconds.")
+    stop_grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="On Ctrl-C/SIGTERM, how long in-flight requests may finish before the run exits, seconds.",
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings, read from the environment on first use and cached for the process."""
+    return Settings()

@@ -1,0 +1,111 @@
+"""Client-side token estimates and silent-truncation detection.
+
+Ollama has no tokenize endpoint (research/ollama.md section 7), so chunkwise estimates a prompt's
+tokens from its length in characters. The ratio starts at `DEFAULT_CHARS_PER_TOKEN` (English BPE
+vocabularies give about 4) and is recalibrated from the run's own answers: every answered request
+whose `prompt_eval_count` is well below the context (so it cannot have been cut) contributes
+`characters / prompt_eval_count`. The calibrated ratio is the median of those samples; its error
+bar is the spread between their 5th and 95th percentiles, and the truncation tolerance widens with
+it.
+
+A prompt is flagged `context_truncated` when Ollama evaluated clearly fewer tokens than expected
+(`observed < expected x (1 - tolerance)`), or when the evaluated prompt filled the whole context
+(`observed >= num_ctx - 1`: Ollama v0.4-v0.29 cut to exactly num_ctx; v0.30.11+ cut to about
+num_ctx / 2 + 2, which the first rule catches).
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+from dataclasses import dataclass
+
+DEFAULT_CHARS_PER_TOKEN = 4.0
+#: Tolerance before calibration: the default ratio may be off by this fraction for unusual text.
+UNCALIBRATED_TOLERANCE = 0.35
+#: Never flag a shortfall smaller than this fraction, however tight the calibration.
+MIN_TOLERANCE = 0.15
+#: Samples needed before the calibrated ratio replaces the default.
+MIN_SAMPLES = 20
+#: Samples kept (the first ones of the run; later answers don't move the ratio).
+MAX_SAMPLES = 500
+#: Characters per token no tokenizer goes above; used to reject prompts that cannot fit at all.
+MAX_PLAUSIBLE_CHARS_PER_TOKEN = 8.0
+
+
+def estimate_tokens(chars: int, chars_per_token: float = DEFAULT_CHARS_PER_TOKEN) -> int:
+    """Estimated tokens for `chars` characters of text."""
+    return int(round(chars / chars_per_token))
+
+
+def min_plausible_tokens(chars: int) -> int:
+    """A lower bound on the tokens of `chars` characters: no vocabulary packs text tighter."""
+    return int(chars // MAX_PLAUSIBLE_CHARS_PER_TOKEN)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The ratio in use and how sure we are of it."""
+
+    chars_per_token: float
+    samples: int
+    #: Relative half-width of the 5th-95th percentile band of the samples (0.1 = +-10 %).
+    relative_error: float
+    calibrated: bool
+
+    @property
+    def tolerance(self) -> float:
+        if not self.calibrated:
+            return UNCALIBRATED_TOLERANCE
+        return max(MIN_TOLERANCE, 2.0 * self.relative_error)
+
+    def as_dict(self) -> dict:
+        return {
+            "chars_per_token": round(self.chars_per_token, 4),
+            "samples": self.samples,
+            "relative_error": round(self.relative_error, 4),
+            "calibrated": self.calibrated,
+            "truncation_tolerance": round(self.tolerance, 4),
+        }
+
+
+class TokenEstimator:
+    """Thread-safe chars-per-token calibration shared by all chunks of a run."""
+
+    def __init__(self, initial_chars_per_token: float = DEFAULT_CHARS_PER_TOKEN) -> None:
+        self._initial = initial_chars_per_token
+        self._ratios: list[float] = []
+        self._lock = threading.Lock()
+        self._calibration = Calibration(initial_chars_per_token, 0, 0.0, False)
+
+    @property
+    def calibration(self) -> Calibration:
+        return self._calibration
+
+    def observe(self, chars: int, prompt_eval_count: int | None, num_ctx: int) -> None:
+        """Record one answered request. Counts near or above half the context are ignored: they may
+        have been cut, and a cut count would teach the estimator that text is denser than it is."""
+        if not prompt_eval_count or chars <= 0 or prompt_eval_count >= num_ctx // 2:
+            return
+        with self._lock:
+            if len(self._ratios) >= MAX_SAMPLES:
+                return
+            self._ratios.append(chars / prompt_eval_count)
+            if len(self._ratios) >= MIN_SAMPLES:
+                ratios = sorted(self._ratios)
+                median = statistics.median(ratios)
+                lo = ratios[int(0.05 * (len(ratios) - 1))]
+                hi = ratios[int(0.95 * (len(ratios) - 1))]
+                self._calibration = Calibration(median, len(ratios), (hi - lo) / (2 * median), True)
+
+    def expected_tokens(self, chars: int) -> int:
+        return estimate_tokens(chars, self._calibration.chars_per_token)
+
+    def is_truncated(self, chars: int, prompt_eval_count: int | None, num_ctx: int) -> bool:
+        """Whether Ollama evaluated a cut prompt (see the module docstring for the rule)."""
+        if prompt_eval_count is None:
+            return False
+        if prompt_eval_count >= num_ctx - 1:
+            return True
+        expected = self.expected_tokens(chars)
+        return prompt_eval_count < expected * (1.0 - self._calibration.tolerance)

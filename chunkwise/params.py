@@ -1,0 +1,159 @@
+"""The parameters of one batch run: one pydantic model, used by the CLI and as the Prefect flow's
+parameter (the Prefect UI renders it as a form with these bounds and descriptions and rejects bad
+values before a run starts).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Mode = Literal["conversation", "independent"]
+
+#: Run names become a directory name: letters, digits, `.`, `_`, `-`; no leading dot.
+RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+#: Go duration strings as Ollama parses `keep_alive` (a bare number string is rejected by Ollama).
+GO_DURATION_RE = re.compile(r"^-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$|^0$")
+
+
+class RunParams(BaseModel):
+    """One batch: which requests, which model, how they are chunked and sent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_path: str = Field(
+        description="Parquet file of requests: `id` (unique string or integer), `prompt` (string), "
+        "optional `system`; other columns are carried through to the results.",
+        min_length=1,
+        json_schema_extra={"position": 0},
+    )
+    model: str = Field(
+        default="llama3.1:8b", min_length=1, description="Ollama model tag.", json_schema_extra={"position": 1}
+    )
+    host: str | None = Field(
+        default=None,
+        description="Ollama base URL (http or https). Empty: CHUNKWISE_OLLAMA_HOST, then OLLAMA_HOST, "
+        "then http://127.0.0.1:11434.",
+        json_schema_extra={"position": 2},
+    )
+    mode: Mode = Field(
+        default="conversation",
+        description="conversation: one chat per chunk, the system prompt once, each request a user turn "
+        "(the reference design). independent: every request on its own with the system prompt first, "
+        "so Ollama's prefix cache serves it, up to `parallel` in flight.",
+        json_schema_extra={"position": 3},
+    )
+    num_ctx: int = Field(
+        default=128_000,
+        ge=256,
+        le=1_048_576,
+        description="Context window in tokens, sent explicitly on every request (a change reloads the "
+        "model). Ollama reserves num_ctx x parallel tokens of KV cache at load.",
+        json_schema_extra={"position": 4},
+    )
+    chunk_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="Requests per chunk. Empty: floor(0.8 x (budget - system prompt tokens) / mean "
+        "tokens per request), the budget being num_ctx (conversation) or chunk_token_budget (independent).",
+        json_schema_extra={"position": 5},
+    )
+    parallel: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Requests in flight at once; set it to the server's OLLAMA_NUM_PARALLEL. In "
+        "conversation mode it is the number of conversations in flight.",
+        json_schema_extra={"position": 6},
+    )
+    system_prompt: str = Field(default="", description="System prompt for every request (a row's `system` overrides it).")
+    system_prompt_file: str | None = Field(
+        default=None, description="Read the system prompt from this UTF-8 file instead of `system_prompt`."
+    )
+    num_predict: int = Field(
+        default=512, ge=1, le=131_072, description="Most tokens generated per answer; never unlimited."
+    )
+    expected_answer_tokens: int = Field(
+        default=200,
+        ge=1,
+        le=131_072,
+        description="Mean answer length assumed when sizing chunks and estimating time, tokens.",
+    )
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="Sampling temperature; 0 for reproducible batches.")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Sampling seed sent with every request.")
+    keep_alive: str = Field(
+        default="30m",
+        description="How long Ollama keeps the model loaded after a request (Go duration such as '30m', "
+        "'24h'; '-1m' keeps it forever).",
+    )
+    trim_threshold: float = Field(
+        default=0.875,
+        gt=0.1,
+        le=1.0,
+        description="Conversation mode: when the running context passes this fraction of num_ctx, the "
+        "oldest request/answer pairs are dropped (the system prompt is kept).",
+    )
+    chunk_token_budget: int = Field(
+        default=128_000,
+        ge=1_000,
+        le=10_000_000,
+        description="Independent mode: tokens of work per chunk used to size chunks when chunk_size is "
+        "empty (a chunk is then only the unit of checkpoint and retry).",
+    )
+    format: dict[str, Any] | None = Field(
+        default=None, description="JSON schema the answers must follow (Ollama structured outputs)."
+    )
+    max_attempts: int = Field(
+        default=6, ge=1, le=50, description="Attempts per request for transient failures (connection, timeout, 5xx)."
+    )
+    invalid_output_attempts: int = Field(
+        default=3, ge=1, le=20, description="Attempts per request whose answer fails the JSON schema."
+    )
+    retry_output_truncated: bool = Field(
+        default=False,
+        description="Retry an answer cut by num_predict (done_reason 'length') once with twice the num_predict.",
+    )
+    output_dir: str = Field(default="runs", min_length=1, description="Directory holding run directories.")
+    run_name: str | None = Field(
+        default=None,
+        description="Run directory name under output_dir (letters, digits, '.', '_', '-'). Reusing a name "
+        "resumes that run. Empty: derived from the input file and the time.",
+    )
+    new_run: bool = Field(
+        default=False,
+        description="Start a fresh run even when run_name exists with different settings (the old run is "
+        "kept untouched; the new one gets a suffixed name).",
+    )
+    retry_failed: bool = Field(
+        default=False, description="On an existing run, send again only the requests that failed."
+    )
+
+    @field_validator("run_name")
+    @classmethod
+    def _safe_run_name(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not RUN_NAME_RE.match(value) or ".." in value:
+            raise ValueError(
+                f"run_name {value!r} is not a plain directory name: use letters, digits, '.', '_' and '-' "
+                "(no '/', no '..', not starting with '.')"
+            )
+        return value
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _go_duration(cls, value: str) -> str:
+        if not GO_DURATION_RE.match(value.strip()):
+            raise ValueError(
+                f"keep_alive {value!r} is not a Go duration; write it with a unit such as '30m', '24h' or '-1m'"
+            )
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _one_system_prompt(self) -> RunParams:
+        if self.system_prompt and self.system_prompt_file:
+            raise ValueError("give system_prompt or system_prompt_file, not both")
+        return self

@@ -46,6 +46,20 @@ class Settings(BaseSettings):
         description="Prefect thread-pool workers, i.e. chunks in flight at once. Bounded because "
         "Prefect's default pool is unbounded (1,532 mapped chunks would mean 1,532 threads).",
     )
+    retry_base_delay_s: float = Field(
+        default=1.0, ge=0, description="First backoff delay after a transient request failure, seconds; doubles per attempt."
+    )
+    retry_max_delay_s: float = Field(default=30.0, ge=0, description="Longest backoff delay between request attempts, seconds.")
+    chunk_retries: int = Field(
+        default=8,
+        ge=0,
+        le=100,
+        description="Prefect retries of a chunk task that failed transiently (e.g. Ollama down for a while); "
+        "answered requests are never re-sent thanks to the ledger.",
+    )
+    chunk_retry_delay_s: float = Field(
+        default=10.0, ge=0, description="First delay before a chunk retry, seconds; doubles per retry, with jitter."
+    )
     gpu_sample_interval_s: float = Field(default=1.0, gt=0, description="GPU sampler period, seconds.")
     stop_grace_s: float = Field(
         default=30.0,

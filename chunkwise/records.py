@@ -1,0 +1,71 @@
+"""What one request's outcome looks like, in the ledger, the chunk checkpoints and results.parquet.
+
+Statuses: `ok` (answered), `failed` (recorded with a failure class and message; the response text
+is kept when there was one, since the run paid for it), `rejected` (quarantined before sending).
+
+Failure classes and their policies:
+- `transient`: connection error, timeout, 5xx, 503, an answer without `done: true` -- retried with
+  exponential backoff and jitter up to `max_attempts`;
+- `context_truncated`: Ollama evaluated a cut prompt (per `prompt_eval_count`) or answered 400
+  "input length exceeds the context length" -- not retried as is;
+- `output_truncated`: `done_reason: length` -- recorded; retried once with twice the num_predict
+  when `retry_output_truncated` is set;
+- `invalid_output`: the answer fails the requested JSON schema -- retried up to
+  `invalid_output_attempts` times;
+- `fatal`: model not found, bad request -- stops the run at once with the server's message.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import pyarrow as pa
+
+
+class Status(StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+    REJECTED = "rejected"
+
+
+class FailureClass(StrEnum):
+    TRANSIENT = "transient"
+    CONTEXT_TRUNCATED = "context_truncated"
+    OUTPUT_TRUNCATED = "output_truncated"
+    INVALID_OUTPUT = "invalid_output"
+    FATAL = "fatal"
+
+
+#: Columns of a request outcome, in order. Durations are integer nanoseconds; `latency_ns` is the
+#: client-side wall time of the final attempt.
+OUTCOME_SCHEMA = pa.schema(
+    [
+        ("_row", pa.int64()),
+        ("status", pa.string()),
+        ("response", pa.string()),
+        ("done_reason", pa.string()),
+        ("prompt_eval_count", pa.int64()),
+        ("eval_count", pa.int64()),
+        ("total_duration_ns", pa.int64()),
+        ("load_duration_ns", pa.int64()),
+        ("prompt_eval_duration_ns", pa.int64()),
+        ("eval_duration_ns", pa.int64()),
+        ("latency_ns", pa.int64()),
+        ("prompt_chars", pa.int64()),
+        ("expected_prompt_tokens", pa.int64()),
+        ("chunk", pa.int32()),
+        ("attempts", pa.int32()),
+        ("error_class", pa.string()),
+        ("error_message", pa.string()),
+    ]
+)
+
+OUTCOME_FIELDS = tuple(OUTCOME_SCHEMA.names)
+
+
+def outcome(**values: object) -> dict[str, object]:
+    """A complete outcome record: every column present, missing ones None."""
+    unknown = set(values) - set(OUTCOME_FIELDS)
+    if unknown:
+        raise KeyError(f"unknown outcome fields: {sorted(unknown)}")
+    return {name: values.get(name) for name in OUTCOME_FIELDS}

@@ -1,0 +1,80 @@
+"""`chunkwise sim`: run the Ollama simulator (a development tool, never a real Ollama server).
+
+Flags are generated from `chunkwise.sim.options.SimOptions`: one per field, `--field-name`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import typing
+
+from pydantic import ValidationError
+
+from chunkwise.cli import EXIT_BAD_INPUT, EXIT_OK
+
+NAME = "sim"
+HELP = "Run the Ollama simulator: Ollama's HTTP API with modelled timing, truncation and faults (for tests and demos)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from chunkwise.sim.options import SimOptions
+
+    for name, field in SimOptions.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        default = field.default
+        kwargs: dict[str, typing.Any] = {"dest": name, "default": None, "help": f"{field.description} (default: "
+                                         f"{':'.join(map(str, default)) if isinstance(default, tuple) else default})"}
+        annotation = field.annotation
+        if typing.get_origin(annotation) is typing.Literal:
+            kwargs["choices"] = list(typing.get_args(annotation))
+        elif annotation in (int, float):
+            kwargs["type"] = annotation
+            kwargs["metavar"] = "N" if annotation is int else "X"
+        else:
+            kwargs["metavar"] = "MIN:MAX" if name == "answer_tokens" else "TEXT"
+        parser.add_argument(flag, **kwargs)
+
+
+def options_from_args(args: argparse.Namespace):
+    from chunkwise.sim.options import SimOptions
+
+    given = {name: getattr(args, name) for name in SimOptions.model_fields if getattr(args, name, None) is not None}
+    return SimOptions(**given)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        options = options_from_args(args)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "options"
+        print(f"chunkwise sim: {field}: {first['msg']}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        asyncio.run(_serve(options))
+    except OSError as exc:
+        print(f"chunkwise sim: cannot listen on {options.host}:{options.port}: {exc.strerror or exc}; "
+              "pick another --port", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
+async def _serve(options) -> None:
+    from chunkwise.sim.server import start_server, stop_server
+
+    runner, url = await start_server(options)
+    print(f"chunkwise sim: listening on {url}", flush=True)
+    print("chunkwise sim: this is a SIMULATOR of the Ollama API (chunkwise), not a real Ollama server; "
+          "responses carry X-Ollama-Simulator: chunkwise", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await stop_server(runner)
+        print("chunkwise sim: stopped", flush=True)

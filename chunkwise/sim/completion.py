@@ -1,0 +1,245 @@
+"""POST /api/chat and /api/generate.
+
+Order of work: parse (400), count the fingerprint's receipt, look up the model (404) and the other
+fields (400), render and truncate the prompt (400 when it may not be cut), draw a fault (500 at
+once), wait for a slot (503 past the queue), then sleep the modelled prefill and decode times and
+write the answer (streamed NDJSON by default, one object with `stream: false`).
+
+Durations: prompt_eval_duration and eval_duration are the modelled times (`timing.py`) exactly;
+load_duration is measured from handler entry until the model was ready for this request (waiting
+for in-flight requests before a reload, plus the load); total_duration is measured from handler
+entry to the final line. A client that disconnects is recorded as 499 and its generation stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from aiohttp import web
+
+from chunkwise.sim.answer import Answer, chunk_body, make_answer, metrics, now_rfc3339, stream_lines, token_id
+from chunkwise.sim.faults import RUNNER_STOPPED, pick_fault
+from chunkwise.sim.prompt import Prompt, PromptTooLong, chat_prompt, generate_prompt
+from chunkwise.sim.request import ApiError, CompletionRequest, parse_head, parse_rest
+from chunkwise.sim.scheduler import Lease, LoadKey, ServerBusy
+from chunkwise.sim.state import JSON_TYPE, NDJSON_TYPE, STATE, SimState
+from chunkwise.sim.timing import decode_ns, prefill_ns
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    return await _complete(request, "chat")
+
+
+async def generate(request: web.Request) -> web.StreamResponse:
+    return await _complete(request, "generate")
+
+
+async def _complete(request: web.Request, kind: str) -> web.StreamResponse:
+    t0 = time.perf_counter_ns()
+    state = request.app[STATE]
+    endpoint = request.path
+    try:
+        req = parse_head(kind, await request.read())
+    except ApiError as exc:
+        return state.error(endpoint, exc.status, exc.message)
+    receipts_before = state.stats.receive(req.fingerprint)
+    opts = state.options
+    try:
+        parse_rest(req, opts.keep_alive_default_s)
+        num_ctx = max(4, min(req.num_ctx or opts.num_ctx_default, req.profile.context_length))
+        key = LoadKey(req.profile.name, num_ctx, opts.parallel, opts.kv_cache_type)
+        if req.empty:
+            return await _load_only(request, state, req, key, t0)
+        prompt = _prompt(req, num_ctx, opts.truncation)
+    except ApiError as exc:
+        return state.error(endpoint, exc.status, exc.message)
+    except PromptTooLong as exc:
+        return state.error(endpoint, 400, str(exc))
+    fault = pick_fault(opts, req.fingerprint, receipts_before)
+    if fault == "error":
+        state.stats.faults["error"] += 1
+        return state.error(endpoint, 500, RUNNER_STOPPED)
+    answer = make_answer(req, opts.answer_tokens, num_ctx, len(prompt.tokens))
+    t_sched = time.perf_counter_ns()
+    try:
+        lease = await state.scheduler.acquire(key, req.profile, prompt.tokens, req.keep_alive_s)
+    except ServerBusy as exc:
+        return state.error(endpoint, 503, str(exc))
+    except asyncio.CancelledError:
+        state.stats.record(endpoint, 499)
+        raise
+    run = _Run(request, state, req, prompt, answer, lease, fault, t0, max(lease.loaded.ready_ns, t_sched) - t0)
+    return await run.execute()
+
+
+def _prompt(req: CompletionRequest, num_ctx: int, mode: str) -> Prompt:
+    bos = req.profile.adds_bos
+    if req.kind == "chat":
+        return chat_prompt(req.messages, num_ctx, req.num_keep, bos, mode, req.truncate)
+    return generate_prompt(req.prompt, req.system, req.raw, num_ctx, req.num_keep, bos, mode, req.truncate)
+
+
+async def _load_only(request: web.Request, state: SimState, req: CompletionRequest, key: LoadKey, t0: int) -> web.Response:
+    """Empty prompt: load the model (done_reason "load"), or unload it with keep_alive 0 ("unload")."""
+    sched = state.scheduler
+    if req.keep_alive_given and req.keep_alive_s == 0:
+        if sched.loaded is not None and sched.loaded.key.model == key.model and sched.loaded.active == 0:
+            sched.unload()
+        reason = "unload"
+    else:
+        try:
+            lease = await sched.acquire(key, req.profile, None, req.keep_alive_s)
+        except ServerBusy as exc:
+            return state.error(request.path, 503, str(exc))
+        sched.release(lease, None)
+        reason = "load"
+    return state.json(request.path, 200, chunk_body(req, "", True, done_reason=reason))
+
+
+class _Run:
+    """A request holding a slot: sleeps the modelled time and writes the answer."""
+
+    def __init__(self, request, state, req, prompt, answer, lease, fault, t0, load_ns) -> None:
+        self.request: web.Request = request
+        self.state: SimState = state
+        self.req: CompletionRequest = req
+        self.prompt: Prompt = prompt
+        self.answer: Answer = answer
+        self.lease: Lease = lease
+        self.fault: str | None = fault
+        self.t0, self.load_ns = t0, load_ns
+        self.recorded = False
+        opts = state.options
+        n, cached, gen = len(prompt.tokens), lease.cached, len(answer.tokens)
+        scale = opts.attention_scale_tokens
+        self.prefill_ns = prefill_ns(cached, n - cached, opts.prefill_tps, scale)
+        self.decode = lambda k: decode_ns(n, k, opts.decode_tps, scale)
+        self.eval_ns = self.decode(gen)
+
+    def _record(self, status: int | str) -> None:
+        if not self.recorded:
+            self.recorded = True
+            self.state.stats.record(self.request.path, status)
+
+    async def execute(self) -> web.StreamResponse:
+        cache = self.prompt.tokens
+        try:
+            if self.fault == "stall":
+                self.state.stats.faults["stall"] += 1
+                await asyncio.sleep(self.state.options.stall_s)
+            if self.fault == "reset":
+                return await self._reset()
+            writer = self._stream if self.req.stream else self._single
+            response = await writer()
+            cache = self.prompt.tokens + self.answer.tokens
+            return response
+        except asyncio.CancelledError:
+            self._record(499)
+            raise
+        except ConnectionError:
+            self._record(499)
+            raise asyncio.CancelledError from None
+        finally:
+            self.state.scheduler.release(self.lease, cache)
+
+    def _final(self) -> dict:
+        req, answer = self.req, self.answer
+        extra = {}
+        if req.kind == "generate" and not req.raw:
+            extra["context"] = [token_id(t) for t in self.prompt_full_tokens() + answer.tokens]
+        total = time.perf_counter_ns() - self.t0
+        extra.update(metrics(total, self.load_ns, len(self.prompt.tokens), self.prefill_ns, len(answer.tokens), self.eval_ns))
+        return chunk_body(req, "" if req.stream else answer.text, True, done_reason=answer.done_reason, **extra)
+
+    def prompt_full_tokens(self) -> list[str]:
+        """Ollama's `context` re-tokenizes the untruncated rendered prompt (research ollama.md section 1)."""
+        from chunkwise.sim.prompt import generate_messages, render_messages
+
+        return render_messages(generate_messages(self.req.prompt, self.req.system))
+
+    async def _sleep_until(self, start: float, offset_ns: int) -> None:
+        delay = start + offset_ns / 1e9 - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def _single(self) -> web.StreamResponse:
+        start = time.perf_counter()
+        await self._sleep_until(start, self.prefill_ns + self.eval_ns)
+        if self.fault == "incomplete":
+            self.state.stats.faults["incomplete"] += 1
+            half = self.answer.tokens[: len(self.answer.tokens) // 2]
+            body = chunk_body(self.req, "".join(half), False)
+        else:
+            body = self._final()
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        response = web.StreamResponse(status=200)
+        response.content_type = JSON_TYPE
+        response.content_length = len(data)
+        await response.prepare(self.request)
+        await response.write_eof(data)
+        self._done()
+        return response
+
+    async def _stream(self) -> web.StreamResponse:
+        start = time.perf_counter()
+        tokens, step = self.answer.tokens, self.state.options.stream_chunk_tokens
+        ends = list(range(step, len(tokens), step)) + [len(tokens)] if tokens else []
+        if self.fault == "incomplete":
+            self.state.stats.faults["incomplete"] += 1
+            ends = ends[: max(1, len(ends) // 2)] if ends else []
+        response = web.StreamResponse(status=200)
+        response.content_type = NDJSON_TYPE
+        previous = 0
+        if self.prefill_ns == 0 and self.eval_ns == 0:  # nothing to wait for: one write
+            pieces = tokens[: len(ends)] if step == 1 else ["".join(tokens[a:b]) for a, b in zip([0] + ends[:-1], ends)]
+            data = stream_lines(self.req, pieces, now_rfc3339())
+            await response.prepare(self.request)
+            await response.write(data)
+        else:
+            for end in ends:
+                await self._sleep_until(start, self.prefill_ns + self.decode(end))
+                if not response.prepared:
+                    await response.prepare(self.request)
+                await response.write(stream_lines(self.req, ["".join(tokens[previous:end])], now_rfc3339()))
+                previous = end
+            await self._sleep_until(start, self.prefill_ns + self.eval_ns)
+        if not response.prepared:
+            await response.prepare(self.request)
+        if self.fault != "incomplete":
+            await response.write((json.dumps(self._final(), ensure_ascii=False) + "\n").encode("utf-8"))
+        await response.write_eof()
+        if self.fault != "incomplete":
+            self._done()
+        else:
+            self._record(200)
+        return response
+
+    def _done(self) -> None:
+        self._record(200)
+        if self.fault != "incomplete":
+            self.state.stats.answered(self.req.fingerprint)
+
+    async def _reset(self) -> web.StreamResponse:
+        """Send the headers and about half of the body, then abort the TCP connection."""
+        self.state.stats.faults["reset"] += 1
+        start = time.perf_counter()
+        await self._sleep_until(start, self.prefill_ns + self.eval_ns // 2)
+        if self.req.stream:
+            half = self.answer.tokens[: max(1, len(self.answer.tokens) // 2)]
+            data = stream_lines(self.req, list(half), now_rfc3339())
+        else:
+            data = json.dumps(self._final(), ensure_ascii=False).encode("utf-8")
+            data = data[: len(data) // 2]
+        response = web.StreamResponse(status=200)
+        response.content_type = NDJSON_TYPE if self.req.stream else JSON_TYPE
+        if not self.req.stream:
+            response.content_length = len(data) * 2 + 1
+        await response.prepare(self.request)
+        await response.write(data)
+        self._record("reset")
+        transport = self.request.transport
+        if transport is not None:
+            transport.abort()
+        raise asyncio.CancelledError

@@ -1,0 +1,40 @@
+"""Request fingerprints: which logical request a chat/generate call is, whatever its options.
+
+The fingerprint is the first 32 hex digits of sha256 over canonical JSON (sorted keys, no spaces,
+UTF-8) of `{"model", "messages"}` for /api/chat or `{"model", "system", "prompt"}` for
+/api/generate (a missing system or prompt counts as ""). Options, stream, format and keep_alive
+are NOT part of it, so a retry with other options is the same request. /sim/stats counts
+receipts and answers per fingerprint, and fault draws depend on it (see `faults.py`); a pipeline
+can compute the same value client-side to check "every item answered exactly once".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+FINGERPRINT_HEX = 32
+
+
+def _digest(obj: dict[str, Any]) -> str:
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:FINGERPRINT_HEX]
+
+
+def chat_fingerprint(model: str, messages: Sequence[Mapping[str, Any]]) -> str:
+    """Fingerprint of an /api/chat request (messages exactly as sent)."""
+    return _digest({"model": model, "messages": list(messages)})
+
+
+def generate_fingerprint(model: str, prompt: str | None, system: str | None = None) -> str:
+    """Fingerprint of an /api/generate request."""
+    return _digest({"model": model, "system": system or "", "prompt": prompt or ""})
+
+
+def request_fingerprint(endpoint: str, body: Mapping[str, Any]) -> str:
+    """Fingerprint of a request body sent to `endpoint` ("/api/chat" or "/api/generate", or "chat"/"generate")."""
+    if endpoint.rstrip("/").endswith("chat"):
+        return chat_fingerprint(body.get("model", ""), body.get("messages") or [])
+    return generate_fingerprint(body.get("model", ""), body.get("prompt"), body.get("system"))

@@ -1,0 +1,110 @@
+"""`SimOptions`: every setting of the Ollama simulator, shared by the CLI, the harness and /sim/config.
+
+Each field maps onto one `chunkwise sim` flag (`--` + the field name with `-` for `_`, e.g.
+`prefill_tps` -> `--prefill-tps`); `chunkwise.commands.sim` builds the parser from this model, so a
+new field is a new flag. Rates of 0 mean "infinitely fast": the simulator then never sleeps.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+TruncationMode = Literal["keep-tail", "half", "error"]
+FAULT_FIELDS = ("fail_rate", "reset_rate", "stall_rate", "incomplete_rate")
+#: Fields fixed for the life of a server (POST /sim/config refuses them).
+STARTUP_ONLY = ("host", "port")
+
+
+class SimOptions(BaseModel):
+    """Settings of one simulated Ollama server."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    host: str = Field(default="127.0.0.1", description="Address to bind; loopback by default.")
+    port: int = Field(default=11434, ge=0, le=65535, description="TCP port; 0 picks a free one.")
+    parallel: int = Field(
+        default=1, ge=1, le=256, description="Parallel slots, like OLLAMA_NUM_PARALLEL (Ollama's default is 1)."
+    )
+    max_queue: int = Field(
+        default=512,
+        ge=0,
+        description="Requests that may wait for a slot or a model load, like OLLAMA_MAX_QUEUE; one more "
+        "is answered 503 at once. Unlike Ollama >= 0.11.5 (research ollama.md section 5, #7758) the "
+        "limit also applies to requests for the loaded model, so backpressure can be tested.",
+    )
+    num_ctx_default: int = Field(
+        default=4096, ge=4, description="Context (tokens) when a request sets no options.num_ctx (OLLAMA_CONTEXT_LENGTH)."
+    )
+    prefill_tps: float = Field(default=0.0, ge=0, description="Prompt evaluation rate, tokens/s; 0 = instant.")
+    decode_tps: float = Field(default=0.0, ge=0, description="Generation rate, tokens/s; 0 = instant.")
+    attention_scale_tokens: int = Field(
+        default=131072,
+        ge=0,
+        description="Context slowdown: a token at context position p costs (1 + p / this) times the "
+        "base time (1.98x at 131,072 on an H100, gpu-measurements.md section 2); 0 disables it.",
+    )
+    load_ms: float = Field(default=0.0, ge=0, description="Model (re)load time, milliseconds (a real sleep).")
+    kv_cache_type: Literal["f16", "q8_0", "q4_0"] = Field(
+        default="f16", description="KV cache element type (OLLAMA_KV_CACHE_TYPE); sizes /api/ps."
+    )
+    vram_mib: int = Field(
+        default=81920, ge=0, description="GPU memory, MiB (81920 = H100 80GB); /api/ps size_vram = min(size, this)."
+    )
+    truncation: TruncationMode = Field(
+        default="keep-tail",
+        description="Over-length prompts: keep-tail (Ollama 0.4-0.29: first num_keep + last tokens, "
+        "exactly num_ctx), half (>= 0.30.11: num_ctx - (num_ctx - keep) // 2), error (HTTP 400).",
+    )
+    answer_tokens: tuple[int, int] = Field(
+        default=(16, 256),
+        description="MIN:MAX natural answer length in tokens (num_predict and 10 x num_ctx cap it).",
+    )
+    stream_chunk_tokens: int = Field(
+        default=1, ge=1, description="Tokens per streamed NDJSON line (Ollama sends 1)."
+    )
+    keep_alive_default_s: float = Field(
+        default=300.0, description="keep_alive when a request sends none, seconds (OLLAMA_KEEP_ALIVE 5m); < 0 = forever."
+    )
+    fail_rate: float = Field(default=0.0, ge=0, le=1, description="Share of chat/generate requests answered 500.")
+    reset_rate: float = Field(
+        default=0.0, ge=0, le=1, description="Share whose connection is reset after part of the body."
+    )
+    stall_rate: float = Field(
+        default=0.0, ge=0, le=1, description="Share that hold their slot silently for stall_s before answering."
+    )
+    stall_s: float = Field(default=30.0, ge=0, description="Length of a stall, seconds.")
+    incomplete_rate: float = Field(
+        default=0.0, ge=0, le=1, description="Share answered 200 without done:true and without metrics."
+    )
+    seed: int = Field(default=0, description="Seed of the fault draws (output text depends on options.seed).")
+    ollama_version: str = Field(default="0.13.0", description="Version reported by GET /api/version.")
+
+    @field_validator("answer_tokens", mode="before")
+    @classmethod
+    def _parse_range(cls, value: object) -> object:
+        if isinstance(value, str):
+            lo, sep, hi = value.partition(":")
+            if not sep or not lo.strip().isdigit() or not hi.strip().isdigit():
+                raise ValueError(f"answer_tokens must be MIN:MAX in tokens, e.g. 16:256; got {value!r}")
+            return (int(lo), int(hi))
+        return value
+
+    @field_validator("answer_tokens")
+    @classmethod
+    def _check_range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if not 1 <= value[0] <= value[1]:
+            raise ValueError(f"answer_tokens needs 1 <= MIN <= MAX; got {value[0]}:{value[1]}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_fault_sum(self) -> "SimOptions":
+        total = sum(getattr(self, name) for name in FAULT_FIELDS)
+        if total > 1.0 + 1e-9:
+            raise ValueError(f"fault rates {', '.join(FAULT_FIELDS)} add up to {total:g}; they must add up to <= 1")
+        return self
+
+    def updated(self, changes: dict) -> "SimOptions":
+        """A validated copy with `changes` applied (all fields checked together)."""
+        return SimOptions.model_validate({**self.model_dump(), **changes})

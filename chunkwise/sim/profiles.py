@@ -1,0 +1,153 @@
+"""Built-in model profiles of the simulator: the architecture numbers of real Ollama models.
+
+Numbers are those of research/ollama.md section 6 (layers, attention heads, KV heads, head size,
+training context) plus the size of the usual Ollama download. They drive /api/show `model_info`,
+the num_ctx clamp, the /api/ps memory figure (via `chunkwise.kv`) and, for the `half` truncation
+mode, whether the tokenizer adds a BOS token (Ollama counts it in num_keep).
+
+Names: a profile is found by its exact name (`llama3.1:8b`). A name without a tag gets `:latest`,
+as Ollama does, and `ALIASES` maps `<family>:latest` to the tag the Ollama library serves under
+`latest` (llama3.1 -> llama3.1:8b, ...). Anything else is `model 'X' not found`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+# The chat template the simulator applies; it describes `chunkwise.tokenizer.render_chat`.
+TEMPLATE = "{{- range .Messages }}<|start|>{{ .Role }}\n{{ .Content }}<|end|>{{ end }}<|start|>assistant\n"
+PARAMETERS = 'stop                           "<|start|>"\nstop                           "<|end|>"'
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """One simulated model. Sizes in bytes, lengths in tokens."""
+
+    name: str
+    arch: str
+    family: str
+    parameter_size: str
+    parameter_count: int
+    quantization_level: str
+    file_type: int
+    weights_bytes: int
+    block_count: int
+    head_count: int
+    head_count_kv: int
+    embedding_length: int
+    feed_forward_length: int
+    context_length: int
+    vocab_size: int
+    adds_bos: bool
+    tokenizer_model: str
+    key_length: int | None = None
+    value_length: int | None = None
+    sliding_window: int | None = None
+    capabilities: tuple[str, ...] = ("completion",)
+    modified_at: str = "2024-11-26T10:00:00.000000Z"
+    extra_info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        """sha256 hex of a fixed string per profile. NOT the registry's digest (tests must not rely on it)."""
+        return hashlib.sha256(f"chunkwise-sim-model:{self.name}".encode()).hexdigest()
+
+    def model_info(self) -> dict[str, Any]:
+        """GGUF metadata as /api/show returns it (large arrays omitted, as without `verbose`)."""
+        a = self.arch
+        info: dict[str, Any] = {
+            "general.architecture": a,
+            "general.file_type": self.file_type,
+            "general.parameter_count": self.parameter_count,
+            "general.quantization_version": 2,
+            f"{a}.block_count": self.block_count,
+            f"{a}.context_length": self.context_length,
+            f"{a}.embedding_length": self.embedding_length,
+            f"{a}.feed_forward_length": self.feed_forward_length,
+            f"{a}.attention.head_count": self.head_count,
+            f"{a}.attention.head_count_kv": self.head_count_kv,
+        }
+        if self.key_length is not None:
+            info[f"{a}.attention.key_length"] = self.key_length
+        if self.value_length is not None:
+            info[f"{a}.attention.value_length"] = self.value_length
+        if self.sliding_window is not None:
+            info[f"{a}.attention.sliding_window"] = self.sliding_window
+        info.update(self.extra_info)
+        info["tokenizer.ggml.model"] = self.tokenizer_model
+        info["tokenizer.ggml.add_bos_token"] = self.adds_bos
+        info[f"{a}.vocab_size"] = self.vocab_size
+        return dict(sorted(info.items()))
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "parent_model": "",
+            "format": "gguf",
+            "family": self.family,
+            "families": [self.family],
+            "parameter_size": self.parameter_size,
+            "quantization_level": self.quantization_level,
+        }
+
+
+_LLAMA3_EXTRA = {"llama.rope.freq_base": 500000, "llama.attention.layer_norm_rms_epsilon": 1e-05}
+
+PROFILES: dict[str, ModelProfile] = {
+    p.name: p
+    for p in (
+        ModelProfile(
+            name="llama3.1:8b", arch="llama", family="llama", parameter_size="8.0B",
+            parameter_count=8030261248, quantization_level="Q4_K_M", file_type=15,
+            weights_bytes=4920753328, block_count=32, head_count=32, head_count_kv=8,
+            embedding_length=4096, feed_forward_length=14336, context_length=131072,
+            vocab_size=128256, adds_bos=True, tokenizer_model="gpt2",
+            capabilities=("completion", "tools"),
+            extra_info={**_LLAMA3_EXTRA, "llama.rope.dimension_count": 128},
+        ),
+        ModelProfile(
+            name="llama3.2:3b", arch="llama", family="llama", parameter_size="3.2B",
+            parameter_count=3212749888, quantization_level="Q4_K_M", file_type=15,
+            weights_bytes=2019393189, block_count=28, head_count=24, head_count_kv=8,
+            embedding_length=3072, feed_forward_length=8192, context_length=131072,
+            vocab_size=128256, adds_bos=True, tokenizer_model="gpt2",
+            capabilities=("completion", "tools"),
+            extra_info={**_LLAMA3_EXTRA, "llama.rope.dimension_count": 128},
+        ),
+        ModelProfile(
+            name="qwen2.5:7b", arch="qwen2", family="qwen2", parameter_size="7.6B",
+            parameter_count=7615616512, quantization_level="Q4_K_M", file_type=15,
+            weights_bytes=4683087332, block_count=28, head_count=28, head_count_kv=4,
+            embedding_length=3584, feed_forward_length=18944, context_length=32768,
+            vocab_size=152064, adds_bos=False, tokenizer_model="gpt2",
+            capabilities=("completion", "tools"),
+            extra_info={"qwen2.rope.freq_base": 1000000, "qwen2.attention.layer_norm_rms_epsilon": 1e-06},
+        ),
+        ModelProfile(
+            name="gemma2:9b", arch="gemma2", family="gemma2", parameter_size="9.2B",
+            parameter_count=9241705984, quantization_level="Q4_0", file_type=2,
+            weights_bytes=5443152417, block_count=42, head_count=16, head_count_kv=8,
+            embedding_length=3584, feed_forward_length=14336, context_length=8192,
+            vocab_size=256000, adds_bos=True, tokenizer_model="llama",
+            key_length=256, value_length=256, sliding_window=4096,
+            extra_info={"gemma2.attn_logit_softcapping": 50, "gemma2.final_logit_softcapping": 30},
+        ),
+    )
+}
+
+#: `<name>:latest` -> profile name, as the Ollama library tags them.
+ALIASES: dict[str, str] = {
+    "llama3.1:latest": "llama3.1:8b",
+    "llama3.2:latest": "llama3.2:3b",
+    "qwen2.5:latest": "qwen2.5:7b",
+    "gemma2:latest": "gemma2:9b",
+}
+
+
+def resolve(name: str) -> ModelProfile | None:
+    """The profile a request's `model` names, or None (-> 404 `model 'X' not found`)."""
+    if not isinstance(name, str):
+        return None
+    full = name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+    return PROFILES.get(full) or PROFILES.get(ALIASES.get(full, ""))

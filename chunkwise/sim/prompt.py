@@ -1,0 +1,128 @@
+"""Prompt rendering and Ollama's two truncation stages (research ollama.md section 2).
+
+Rendering is `chunkwise.tokenizer.render_chat`, applied one message at a time so each message's
+tokens can be cached (a batch repeats the same system prompt; a conversation repeats its history).
+`render_chat(messages)` and `render_messages(messages)` give the same tokens (tested).
+
+Stage 1 (chat only, when `truncate` is true): drop whole older messages from the front until the
+prompt fits num_ctx, never dropping system messages (they move to the front) nor the last message
+(`v0.20.0:server/prompt.go` chatPrompt).
+
+Stage 2 (every prompt still too long), by `SimOptions.truncation`:
+  keep-tail  Ollama 0.4-0.29: keep the first `keep` tokens and the last `num_ctx - keep`; the prompt
+             becomes exactly num_ctx tokens (`v0.20.0:runner/llamarunner/runner.go:133-154`).
+  half       Ollama >= 0.30.11: the limit is `num_ctx - max((num_ctx - keep) // 2, 1)`, e.g. 2050 of
+             4096 (keep 4) or 16387 of 32768 (keep 5) (`HEAD:llm/llama_server.go:279-331`).
+  error      HTTP 400, as llama-server-native models answer.
+`keep` is options.num_keep (default 4; negative = the whole prompt) plus 1 when the model's tokenizer
+adds a BOS token, at most num_ctx - 1. The simulated token lists carry no BOS token, so the counts
+match `chunkwise.tokenizer.chat_prompt_tokens` exactly when nothing is cut.
+"truncate": false turns any over-length prompt into the 400. A prompt "fits" when it has at most
+num_ctx tokens (num_ctx - 1 in `half` mode, where Ollama cuts anything above num_ctx - 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from chunkwise.tokenizer import GENERATION_PROMPT_TOKENS, render_chat, tokenize
+
+INPUT_TOO_LONG = "the input length exceeds the context length"
+GENERATION_PROMPT: tuple[str, ...] = tuple(render_chat([]))
+
+
+class PromptTooLong(Exception):
+    """An over-length prompt that must be answered 400 (`INPUT_TOO_LONG`)."""
+
+
+@lru_cache(maxsize=2048)
+def message_tokens(role: str, content: str) -> tuple[str, ...]:
+    """The rendered tokens of one message (template tokens included), cached."""
+    return tuple(render_chat([{"role": role, "content": content}])[:-GENERATION_PROMPT_TOKENS])
+
+
+def _message_key(message: Mapping) -> tuple[str, str]:
+    return str(message.get("role", "user")), str(message.get("content") or "")
+
+
+def render_messages(messages: Sequence[Mapping]) -> list[str]:
+    """Same tokens as `render_chat(messages)`, built from cached per-message tokens."""
+    out: list[str] = []
+    for message in messages:
+        out += message_tokens(*_message_key(message))
+    out += GENERATION_PROMPT
+    return out
+
+
+@dataclass
+class Prompt:
+    tokens: list[str]
+    #: Tokens of the rendered prompt before any truncation.
+    rendered_tokens: int
+    dropped_messages: int = 0
+    cut_tokens: int = 0
+
+
+def prune_messages(messages: Sequence[Mapping], num_ctx: int) -> tuple[list[Mapping], int]:
+    """Stage 1: the messages that remain and how many were dropped."""
+    keys = [_message_key(m) for m in messages]
+    lengths = [len(message_tokens(*k)) for k in keys]
+    total = GENERATION_PROMPT_TOKENS + sum(lengths)
+    if total <= num_ctx or len(messages) <= 1:
+        return list(messages), 0
+    last = len(messages) - 1
+    suffix = total
+    system_before = 0
+    start = last
+    for i in range(len(messages)):
+        if i > 0:
+            suffix -= lengths[i - 1]
+            if keys[i - 1][0] == "system":
+                system_before += lengths[i - 1]
+        if system_before + suffix <= num_ctx:
+            start = i
+            break
+    kept = [messages[j] for j in range(start) if keys[j][0] == "system"] + list(messages[start:])
+    return kept, len(messages) - len(kept)
+
+
+def cut_tokens(tokens: list[str], num_ctx: int, num_keep: int, adds_bos: bool, mode: str, truncate: bool) -> list[str]:
+    """Stage 2: the tokens the model evaluates, or PromptTooLong."""
+    n = len(tokens)
+    fits = num_ctx - 1 if mode == "half" else num_ctx
+    if n <= fits:
+        return tokens
+    if not truncate or mode == "error":
+        raise PromptTooLong(INPUT_TOO_LONG)
+    keep = n if num_keep < 0 else num_keep
+    keep = max(0, min(keep + (1 if adds_bos else 0), num_ctx - 1))
+    new_len = num_ctx if mode == "keep-tail" else num_ctx - max((num_ctx - keep) // 2, 1)
+    return tokens[:keep] + tokens[keep + n - new_len :]
+
+
+def chat_prompt(messages: Sequence[Mapping], num_ctx: int, num_keep: int, adds_bos: bool, mode: str, truncate: bool) -> Prompt:
+    """Render and truncate an /api/chat prompt."""
+    dropped = 0
+    if truncate:
+        messages, dropped = prune_messages(messages, num_ctx)
+    tokens = render_messages(messages)
+    rendered = len(tokens)
+    tokens = cut_tokens(tokens, num_ctx, num_keep, adds_bos, mode, truncate)
+    return Prompt(tokens, rendered, dropped, rendered - len(tokens))
+
+
+def generate_messages(prompt: str, system: str | None) -> list[dict[str, str]]:
+    """/api/generate's prompt as chat messages: [system (if given), user prompt]."""
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": prompt})
+    return messages
+
+
+def generate_prompt(prompt: str, system: str | None, raw: bool, num_ctx: int, num_keep: int, adds_bos: bool, mode: str, truncate: bool) -> Prompt:
+    """Render and truncate an /api/generate prompt (`raw` skips the template, as in Ollama)."""
+    tokens = tokenize(prompt) if raw else render_messages(generate_messages(prompt, system))
+    rendered = len(tokens)
+    tokens = cut_tokens(tokens, num_ctx, num_keep, adds_bos, mode, truncate)
+    return Prompt(tokens, rendered, 0, rendered - len(tokens))

@@ -1,0 +1,247 @@
+"""Model loading, parallel slots, the wait queue and keep_alive (research ollama.md sections 3-5).
+
+One model is loaded at a time, with `parallel` slots of `num_ctx` tokens each. A request whose
+(model, num_ctx, parallel, KV type) differs from the loaded one needs a reload: it waits until
+every in-flight request has finished, then the model loads for `load_ms` (a real sleep). Requests
+are served first come, first served; at most `max_queue` may wait (for a slot or a load), one more
+gets `ServerBusy` (HTTP 503) at once.
+
+Each slot keeps the tokens it last processed (prompt + answer). A request takes the free slot with
+the longest common token prefix (Ollama's findLongestCacheSlot) and re-evaluates only the rest,
+at least 1 token. keep_alive: the timer starts when the last in-flight request ends; 0 unloads
+then; an expired model disappears from /api/ps and the next request loads it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from chunkwise.kv import kv_reserved_bytes
+from chunkwise.sim.options import SimOptions
+from chunkwise.sim.profiles import ModelProfile
+from chunkwise.sim.stats import SimStats
+
+BUSY = "server busy, please try again.  maximum pending requests exceeded"
+_CHUNKS = (4096, 128, 8)
+
+
+class ServerBusy(Exception):
+    pass
+
+
+def common_prefix(a: list, b: list) -> int:
+    """Length of the common prefix of two token lists, compared in C-speed slices (100K tokens: < 1 ms)."""
+    n = min(len(a), len(b))
+    i = 0
+    for step in _CHUNKS:
+        while i + step <= n and a[i : i + step] == b[i : i + step]:
+            i += step
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+@dataclass(frozen=True)
+class LoadKey:
+    model: str
+    num_ctx: int
+    parallel: int
+    kv_cache_type: str
+
+
+@dataclass(eq=False)
+class Slot:
+    index: int
+    tokens: list = field(default_factory=list)
+    busy: bool = False
+
+
+@dataclass(eq=False)
+class Loaded:
+    key: LoadKey
+    profile: ModelProfile
+    slots: list[Slot]
+    #: perf_counter_ns when the load finished.
+    ready_ns: int
+    active: int = 0
+    session_s: float = 300.0
+    #: time.time() at which the idle model unloads; None while busy or when kept forever.
+    expires_at: float | None = None
+
+
+@dataclass(eq=False)
+class Lease:
+    loaded: Loaded
+    slot: Slot
+    #: Prompt tokens found in the slot's cache (not re-evaluated).
+    cached: int
+
+
+@dataclass(eq=False)
+class _Waiter:
+    key: LoadKey
+    profile: ModelProfile
+    tokens: list | None
+    keep_alive_s: float
+    future: asyncio.Future
+
+
+class Scheduler:
+    def __init__(self, options: Callable[[], SimOptions], stats: SimStats) -> None:
+        self._options = options
+        self.stats = stats
+        self.loaded: Loaded | None = None
+        self.waiters: deque[_Waiter] = deque()
+        self._load_task: asyncio.Task | None = None
+
+    # -- acquire / release -------------------------------------------------------------------
+    async def acquire(self, key: LoadKey, profile: ModelProfile, tokens: list | None, keep_alive_s: float) -> Lease:
+        """A slot of the model `key` describes; waits for a slot or a (re)load. Raises ServerBusy."""
+        self._expire()
+        loaded = self.loaded
+        if not self.waiters and self._load_task is None and loaded is not None and loaded.key == key:
+            lease = self._assign(loaded, tokens, keep_alive_s)
+            if lease is not None:
+                return lease
+        if len(self.waiters) >= self._options().max_queue:
+            raise ServerBusy(BUSY)
+        waiter = _Waiter(key, profile, tokens, keep_alive_s, asyncio.get_running_loop().create_future())
+        self.waiters.append(waiter)
+        self._dispatch()
+        try:
+            return await waiter.future
+        except asyncio.CancelledError:
+            if waiter.future.done() and not waiter.future.cancelled():
+                self.release(waiter.future.result(), None)
+            elif waiter in self.waiters:
+                self.waiters.remove(waiter)
+                self._dispatch()
+            raise
+
+    def release(self, lease: Lease, tokens: list | None) -> None:
+        """Give the slot back; `tokens` (prompt + answer) become its cache, None keeps the old cache."""
+        loaded = lease.loaded
+        lease.slot.busy = False
+        if tokens is not None:
+            lease.slot.tokens = tokens
+        loaded.active -= 1
+        if loaded is self.loaded and loaded.active == 0:
+            if loaded.session_s <= 0:
+                self.unload()
+            elif math.isfinite(loaded.session_s):
+                loaded.expires_at = time.time() + loaded.session_s
+        self._dispatch()
+
+    def _assign(self, loaded: Loaded, tokens: list | None, keep_alive_s: float) -> Lease | None:
+        best: Slot | None = None
+        best_len = -1
+        for slot in loaded.slots:
+            if slot.busy:
+                continue
+            length = common_prefix(slot.tokens, tokens) if tokens else 0
+            if length > best_len:
+                best, best_len = slot, length
+        if best is None:
+            return None
+        best.busy = True
+        loaded.active += 1
+        loaded.session_s = keep_alive_s
+        loaded.expires_at = None
+        cached = min(best_len, len(tokens) - 1) if tokens else 0
+        return Lease(loaded, best, max(cached, 0))
+
+    def _dispatch(self) -> None:
+        self._expire()
+        while self.waiters and self._load_task is None:
+            head = self.waiters[0]
+            if head.future.done():
+                self.waiters.popleft()
+                continue
+            loaded = self.loaded
+            if loaded is not None and loaded.key == head.key:
+                lease = self._assign(loaded, head.tokens, head.keep_alive_s)
+                if lease is None:
+                    return
+                self.waiters.popleft()
+                head.future.set_result(lease)
+                continue
+            if loaded is not None and loaded.active > 0:
+                return  # a reload waits for in-flight requests to finish
+            self.unload()
+            self._load_task = asyncio.get_running_loop().create_task(self._load(head.key, head.profile))
+            return
+
+    async def _load(self, key: LoadKey, profile: ModelProfile) -> None:
+        try:
+            load_s = self._options().load_ms / 1000
+            if load_s > 0:
+                await asyncio.sleep(load_s)
+            self.loaded = Loaded(key, profile, [Slot(i) for i in range(key.parallel)], time.perf_counter_ns())
+            self.stats.loads += 1
+        finally:
+            self._load_task = None
+        self._dispatch()
+
+    # -- model state -----------------------------------------------------------------------
+    def unload(self) -> None:
+        if self.loaded is not None:
+            self.loaded = None
+            self.stats.unloads += 1
+
+    def _expire(self) -> None:
+        loaded = self.loaded
+        if loaded is not None and loaded.active == 0 and loaded.expires_at is not None and time.time() >= loaded.expires_at:
+            self.unload()
+
+    def reset(self) -> None:
+        """Forget the loaded model and its slots (a restarted server). Waiting requests stay queued."""
+        if self._load_task is not None:
+            self._load_task.cancel()
+            self._load_task = None
+        self.loaded = None
+        try:
+            asyncio.get_running_loop()
+            self._dispatch()
+        except RuntimeError:
+            pass
+
+    def ps(self) -> list[dict[str, Any]]:
+        """/api/ps `models` entries."""
+        self._expire()
+        loaded = self.loaded
+        if loaded is None:
+            return []
+        options = self._options()
+        profile, key = loaded.profile, loaded.key
+        size = profile.weights_bytes + kv_reserved_bytes(profile.model_info(), key.num_ctx, key.parallel, key.kv_cache_type)
+        if loaded.expires_at is not None:
+            expires = loaded.expires_at
+        elif math.isfinite(loaded.session_s):
+            expires = time.time() + loaded.session_s
+        else:
+            expires = None  # forever
+        return [
+            {
+                "name": profile.name,
+                "model": profile.name,
+                "size": size,
+                "digest": profile.digest,
+                "details": profile.details(),
+                "expires_at": expires,
+                "size_vram": min(size, options.vram_mib * 1024 * 1024),
+                "context_length": key.num_ctx,
+            }
+        ]
+
+    @property
+    def queued(self) -> int:
+        return len(self.waiters)
+
+    @property
+    def in_flight(self) -> int:
+        return self.loaded.active if self.loaded is not None else 0

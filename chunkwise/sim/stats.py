@@ -1,0 +1,69 @@
+"""Counters behind GET /sim/stats. Single event loop, so no locks.
+
+Status keys are strings: "200", "400", ..., "499" (client went away before the answer was
+written) and "reset" (the simulator aborted the connection on purpose). A fingerprint is
+"received" when a chat/generate body with a model was parsed (even if it was then refused) and
+"answered" when its complete `done: true` response was written.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from chunkwise.sim.faults import KINDS
+
+
+class SimStats:
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.requests: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.faults: dict[str, int] = {kind: 0 for kind in KINDS}
+        self.loads = 0
+        self.unloads = 0
+        #: fingerprint -> [received, answered]
+        self.fingerprints: dict[str, list[int]] = {}
+        self.received_total = 0
+        self.answered_total = 0
+        self.max_answered = 0
+        self.answered_twice = 0
+
+    def record(self, endpoint: str, status: int | str) -> None:
+        self.requests[endpoint][str(status)] += 1
+
+    def receive(self, fingerprint: str) -> int:
+        """Count a receipt; returns how many times this fingerprint was received before."""
+        entry = self.fingerprints.get(fingerprint)
+        if entry is None:
+            entry = self.fingerprints[fingerprint] = [0, 0]
+        entry[0] += 1
+        self.received_total += 1
+        return entry[0] - 1
+
+    def answered(self, fingerprint: str) -> None:
+        entry = self.fingerprints.setdefault(fingerprint, [0, 0])
+        entry[1] += 1
+        self.answered_total += 1
+        if entry[1] == 2:
+            self.answered_twice += 1
+        if entry[1] > self.max_answered:
+            self.max_answered = entry[1]
+
+    def as_dict(self, fingerprints: bool = True, **extra: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "requests": {ep: dict(sorted(by.items())) for ep, by in sorted(self.requests.items())},
+            "faults": dict(self.faults),
+            "loads": self.loads,
+            "unloads": self.unloads,
+            "received_total": self.received_total,
+            "answered_total": self.answered_total,
+            "distinct_fingerprints": len(self.fingerprints),
+            "max_answered_per_fingerprint": self.max_answered,
+            "fingerprints_answered_more_than_once": self.answered_twice,
+            **extra,
+        }
+        if fingerprints:
+            out["fingerprints"] = {fp: {"received": r, "answered": a} for fp, (r, a) in self.fingerprints.items()}
+        return out

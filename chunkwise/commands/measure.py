@@ -1,0 +1,113 @@
+"""`chunkwise measure`: measure GPU memory against num_ctx on an Ollama host (see chunkwise.measure).
+
+Run it on the machine that runs Ollama: the GPU sampler measures the machine it runs on. Without
+an NVIDIA GPU/driver here it still works, reading Ollama's /api/ps instead. Heavy imports (httpx,
+matplotlib, prefect) happen in `run`, so `chunkwise --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from chunkwise.cli import EXIT_BAD_INPUT, EXIT_FAILED_REQUESTS, EXIT_OK
+from chunkwise.measure_math import DEFAULT_CONTEXTS
+
+NAME = "measure"
+HELP = ("Measure what a context token costs in GPU memory: load the model at each num_ctx, fit memory "
+        "against num_ctx, compare with the KV formula and recommend the largest safe num_ctx.")
+
+
+def parse_contexts(text: str) -> list[int]:
+    """`1000,5000,10000` -> [1000, 5000, 10000]; ValueError with a one-line message otherwise."""
+    out = []
+    for part in text.split(","):
+        part = part.strip().replace("_", "")
+        if not part.isdigit() or int(part) < 1:
+            raise ValueError(f"--contexts: {part!r} is not a positive whole number of tokens; "
+                             "write e.g. --contexts 1000,5000,10000")
+        out.append(int(part))
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="Ollama model name, e.g. llama3.1:8b")
+    parser.add_argument("--contexts", default=",".join(map(str, DEFAULT_CONTEXTS)),
+                        help="comma-separated num_ctx values to load, tokens (default: %(default)s)")
+    parser.add_argument("--host", default=None, help="Ollama URL (default: CHUNKWISE_OLLAMA_HOST / OLLAMA_HOST)")
+    parser.add_argument("--output-dir", default=None, type=Path,
+                        help="directory under which measure-<model>-<time>/ is written (default: runs)")
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="the server's OLLAMA_NUM_PARALLEL; the formula is KV per token x this (default: 1)")
+    parser.add_argument("--num-predict", type=int, default=32, help="tokens generated per request (default: 32)")
+    parser.add_argument("--kv-cache-type", choices=("f16", "q8_0", "q4_0"), default="f16",
+                        help="the server's OLLAMA_KV_CACHE_TYPE, for the formula (default: f16)")
+    parser.add_argument("--vram-mib", type=float, default=None,
+                        help="GPU memory the model may use on the Ollama host, MiB; needed for a "
+                        "recommendation when NVML cannot see that GPU")
+    parser.add_argument("--prefect", action="store_true",
+                        help="run as the Prefect flow flows.measure.measure_flow (a markdown artifact)")
+
+
+def _summary(report: dict) -> str:
+    lines = [f"VRAM source: {report['vram_source_text']}"]
+    if report["slope_mib_per_token"] is not None:
+        lines.append(f"measured: {report['slope_mib_per_token']:.6f} MiB per context token "
+                     f"(intercept {report['intercept_mib']:.1f} MiB)")
+    else:
+        lines.append("measured: no fit (fewer than two usable contexts)")
+    if report["formula_mib_per_token"] is not None:
+        rel = report["relative_difference"]
+        lines.append(f"KV formula x {report['parallel']}: {report['formula_mib_per_token']:.6f} MiB per token"
+                     + ("" if rel is None else f" (measured - formula: {rel:+.2%})"))
+    rec = report["recommendation"]
+    lines.append(f"recommended num_ctx: {rec['num_ctx']} ({rec['note']})" if rec["num_ctx"]
+                 else f"recommended num_ctx: none ({rec['note']})")
+    cut = [r["num_ctx"] for r in report["rows"] if r["truncated"]]
+    failed = [r["num_ctx"] for r in report["rows"] if r["status"] == "failed"]
+    if cut:
+        lines.append(f"TRUNCATED prompts at num_ctx {', '.join(map(str, cut))}: see the table")
+    if failed:
+        lines.append(f"FAILED contexts: {', '.join(map(str, failed))}: see the table")
+    lines += [f"written: {report['md_path']}, {report['csv_path']}, {report['png_path']}"]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        contexts = parse_contexts(args.contexts)
+        if args.parallel < 1 or args.num_predict < 1:
+            raise ValueError("--parallel and --num-predict must be >= 1")
+    except ValueError as exc:
+        print(f"chunkwise measure: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from chunkwise.ollama import OllamaError
+    from chunkwise.settings import get_settings
+
+    settings = get_settings()
+    host = args.host or settings.ollama_host
+    output_dir = args.output_dir or settings.output_dir
+    try:
+        if args.prefect:
+            from flows.measure import measure_flow
+
+            report = measure_flow(model=args.model, contexts=contexts, host=host, output_dir=str(output_dir),
+                                  parallel=args.parallel, num_predict=args.num_predict,
+                                  kv_cache_type=args.kv_cache_type, vram_mib=args.vram_mib)
+        else:
+            from chunkwise.measure import measure_run_dir, run_measurement
+            from chunkwise.ollama import OllamaClient
+
+            with OllamaClient(host, connect_timeout_s=settings.connect_timeout_s,
+                              read_timeout_s=settings.read_timeout_s) as client:
+                report = run_measurement(client, args.model, contexts, measure_run_dir(output_dir, args.model),
+                                         parallel=args.parallel, num_predict=args.num_predict,
+                                         kv_cache_type=args.kv_cache_type, vram_mib=args.vram_mib).as_dict()
+    except OllamaError as exc:
+        print(f"chunkwise measure: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(_summary(report))
+    ok = report["slope_mib_per_token"] is not None and not any(
+        r["truncated"] or r["status"] == "failed" for r in report["rows"])
+    return EXIT_OK if ok else EXIT_FAILED_REQUESTS

@@ -272,3 +272,24 @@ def test_flow_function_orchestrates(tmp_path):
     assert result["md_path"].startswith(str(tmp_path)) and json.dumps(result)
     assert artifact_key("llama3.1:8b") == "measure-llama3-1-8b"
     assert artifact_key("hf.co/Org/Model:Q4_K_M") == "measure-hf-co-org-model-q4-k-m"
+
+
+@pytest.mark.slow
+def test_flow_run_creates_the_markdown_artifact(tmp_path, prefect_harness):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with running_simulator(SimOptions(**FAST)) as sim:
+        result = measure_flow(model="llama3.1:8b", contexts=[1000, 2000], host=sim.url, output_dir=str(tmp_path))
+    assert result["slope_mib_per_token"] == pytest.approx(0.125)
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["measure-llama3-1-8b"])))
+
+    import asyncio
+
+    artifacts = asyncio.run(read())
+    assert artifacts and artifacts[-1].type == "markdown"
+    assert "0.125000 MiB per context token" in artifacts[-1].data

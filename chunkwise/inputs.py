@@ -1,0 +1,536 @@
+"""The request file: validation, quarantine, staging and chunk reads.
+
+Input contract: a Parquet file with `id` (unique, string or integer), `prompt` (string) and an
+optional `system` (string: the row's own system prompt; null means the run's). Every other column
+is carried through untouched (binary columns included).
+
+Three outcomes for a file:
+
+- `InputError` (a ValueError, one line naming the file, the column or row, and what to do) when
+  the file as a whole cannot be used: missing, a directory, not Parquet, no rows, `id`/`prompt`
+  missing or of the wrong type, `system` of the wrong type, null or duplicate ids. Nothing is written.
+- Quarantine of single rows, never a silent drop: a null, empty or whitespace-only prompt, or one
+  that cannot fit the context at all (`estimate.min_plausible_tokens(chars) > num_ctx - num_predict`,
+  i.e. too long even at 8 characters per token). Rejected rows keep their input row number, id and
+  a reason.
+- Accepted rows, staged by `stage_input` into `run_dir/requests.parquet` (input order, `_row` =
+  input row number counting from 0, then all original columns) in row groups of
+  `STAGED_ROW_GROUP_ROWS`, so that `read_requests` decodes only the one or two row groups a chunk
+  touches. Rejects go to `run_dir/rejects.parquet` (`_row`, `id`, `_reason`, carried columns).
+
+`validate_only` (for `chunkwise plan`) and `stage_input` run the same scan; the scan streams row
+groups (several at once on a thread pool when they are small enough) so a file of several hundred
+MB is never held whole in memory, and `validate_only` reads only `id`, `prompt` and `system`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import heapq
+import os
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from chunkwise.estimate import MAX_PLAUSIBLE_CHARS_PER_TOKEN, min_plausible_tokens
+
+if TYPE_CHECKING:
+    import polars as pl
+
+REQUESTS_FILE, REJECTS_FILE = "requests.parquet", "rejects.parquet"
+ROW_COLUMN, REASON_COLUMN = "_row", "_reason"
+#: Rows per row group of requests.parquet. A chunk of ~111 requests then decodes at most 2 x 256
+#: rows (about 1.4 MB of prompts at 2.8 KB each) instead of a whole input row group; smaller groups
+#: only grow the footer (~0.1 KB per column per group).
+STAGED_ROW_GROUP_ROWS = 256
+#: Input row groups up to this uncompressed size are read several at a time; bigger ones stream.
+PARALLEL_GROUP_BYTES = 96 * 1024 * 1024
+SCAN_BATCH_ROWS = 4096
+FIRST_REJECTS_KEPT = 20
+LONGEST_KEPT = 50
+DUPLICATES_SHOWN = 5
+
+REASON_NULL = "prompt is null: give the row a prompt or remove it from the input"
+REASON_EMPTY = "prompt is empty: give the row a prompt or remove it from the input"
+
+
+class InputError(ValueError):
+    """The input file cannot be used as a whole; str() is one line saying what to do."""
+
+
+@dataclass(frozen=True)
+class Reject:
+    row: int  # input row number, counting from 0
+    id: Any
+    reason: str
+
+
+@dataclass(frozen=True)
+class LongRequest:
+    row: int
+    id: Any
+    chars: int  # prompt characters plus the row's own system prompt, if any
+    own_system: bool  # whether `chars` includes a row's own system prompt
+
+
+@dataclass(frozen=True)
+class InputSummary:
+    """What planning needs to know about a validated input (no prompts)."""
+
+    path: str
+    rows: int
+    accepted: int
+    rejected: int
+    id_dtype: str  # Arrow type name of `id`, e.g. "int64", "large_string"
+    carried_columns: tuple[str, ...]
+    has_system: bool
+    num_ctx: int  # the limits the quarantine used
+    num_predict: int
+    first_rejects: tuple[Reject, ...]
+    #: Accepted rows with the most characters, longest first (at most LONGEST_KEPT).
+    longest: tuple[LongRequest, ...]
+    #: Per accepted row, in order (int64): input row number, prompt characters, and the row's own
+    #: system prompt characters (null where it has none; None when there is no `system` column).
+    accepted_rows: pa.Array = field(repr=False, compare=False)
+    prompt_chars: pa.Array = field(repr=False, compare=False)
+    system_chars: pa.Array | None = field(repr=False, compare=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path, "rows": self.rows, "accepted": self.accepted, "rejected": self.rejected,
+            "id_dtype": self.id_dtype, "carried_columns": list(self.carried_columns),
+            "has_system": self.has_system, "num_ctx": self.num_ctx, "num_predict": self.num_predict,
+            "first_rejects": [{"row": r.row, "id": r.id, "reason": r.reason} for r in self.first_rejects],
+        }
+
+
+@dataclass(frozen=True)
+class StagedInput(InputSummary):
+    fingerprint: str = ""  # sha256 hex of the input file's bytes
+    run_dir: str = ""
+    requests_path: str = ""
+    rejects_path: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**super().as_dict(), "fingerprint": self.fingerprint, "requests_path": self.requests_path,
+                "rejects_path": self.rejects_path}
+
+
+# --- opening and whole-file checks ------------------------------------------------------------
+
+
+def _open(path: Path) -> pq.ParquetFile:
+    if not path.exists():
+        raise InputError(f"{path}: no such file; check the input path")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a file; give the path of one Parquet file")
+    try:
+        return pq.ParquetFile(path)
+    except PermissionError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror}); check the file's permissions") from exc
+    except (pa.ArrowException, OSError) as exc:
+        raise _not_parquet(path, exc) from exc
+
+
+def _not_parquet(path: Path, exc: BaseException) -> InputError:
+    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return InputError(
+        f"{path}: not a readable Parquet file ({detail}); write the requests with polars "
+        "DataFrame.write_parquet or pyarrow.parquet.write_table"
+    )
+
+
+def _is_text(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t) or pa.types.is_null(t)
+
+
+def _check_schema(path: Path, pf: pq.ParquetFile) -> tuple[pa.Schema, bool]:
+    if pf.metadata.num_rows == 0:
+        raise InputError(f"{path}: has no rows; write at least one request (columns `id` and `prompt`)")
+    schema = pf.schema_arrow
+    names = schema.names
+    shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+    if "id" not in names:
+        raise InputError(f"{path}: no `id` column (columns: {shown}); add a unique string or integer `id` column")
+    if "prompt" not in names:
+        raise InputError(
+            f"{path}: no `prompt` column (columns: {shown}); add a string `prompt` column or rename the "
+            "column holding the prompts to `prompt`"
+        )
+    if ROW_COLUMN in names:
+        raise InputError(f"{path}: has a column named `{ROW_COLUMN}`, which chunkwise adds; rename or drop it")
+    id_type = schema.field("id").type
+    value_type = id_type.value_type if pa.types.is_dictionary(id_type) else id_type
+    if not (pa.types.is_integer(value_type) or (_is_text(value_type) and not pa.types.is_null(value_type))):
+        raise InputError(
+            f"{path}: column `id` has type {id_type}; ids must be strings or integers: cast it "
+            "(to int64 if every value is a whole number, else to string)"
+        )
+    prompt_type = schema.field("prompt").type
+    if not _is_text(prompt_type):
+        raise InputError(f"{path}: column `prompt` has type {prompt_type}; prompts must be strings: cast it to string")
+    has_system = "system" in names
+    if has_system and not _is_text(schema.field("system").type):
+        raise InputError(
+            f"{path}: column `system` has type {schema.field('system').type}; `system` must be strings "
+            "(a row's own system prompt, null for the run's): cast it to string or drop the column"
+        )
+    return schema, has_system
+
+
+def _plain_type(t: pa.DataType) -> pa.DataType:
+    """View types have no filter kernel in pyarrow: they are read as the equivalent large type."""
+    if pa.types.is_string_view(t):
+        return pa.large_string()
+    if pa.types.is_binary_view(t):
+        return pa.large_binary()
+    return t
+
+
+def _plain_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([f.with_type(_plain_type(f.type)) for f in schema], metadata=schema.metadata)
+
+
+def _text(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """Plain (large) strings, whatever text encoding the file used."""
+    t = column.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return column
+    return pc.cast(column, pa.large_string())
+
+
+def _id_values(column: pa.ChunkedArray) -> pa.Array:
+    arr = column.combine_chunks()
+    arr = arr.dictionary_decode() if pa.types.is_dictionary(arr.type) else arr
+    return arr.cast(_plain_type(arr.type))
+
+
+def _check_ids(path: Path, pf: pq.ParquetFile) -> pa.Array:
+    """All ids (decoded, one array: small next to the prompts), after checking nulls and duplicates."""
+    try:
+        ids = _id_values(pf.read(columns=["id"]).column("id"))
+    except (pa.ArrowException, OSError) as exc:
+        raise _not_parquet(path, exc) from exc
+    if ids.null_count:
+        first = pc.indices_nonzero(pc.is_null(ids))[0].as_py()
+        raise InputError(
+            f"{path}: column `id` is null in {ids.null_count} rows (first at row {first}, counting from 0); "
+            "give every row a unique id"
+        )
+    counts = pc.value_counts(ids)
+    dup = pc.greater(counts.field("counts"), 1)
+    n_dup = pc.sum(dup).as_py() or 0
+    if n_dup:
+        values = counts.field("values").filter(dup)
+        times = counts.field("counts").filter(dup)
+        shown = ", ".join(f"{values[i].as_py()!r} x{times[i].as_py()}" for i in range(min(n_dup, DUPLICATES_SHOWN)))
+        more = ", ..." if n_dup > DUPLICATES_SHOWN else ""
+        raise InputError(
+            f"{path}: column `id` has {n_dup} duplicated values in {pc.sum(times).as_py()} rows "
+            f"({shown}{more}); ids must be unique: deduplicate the rows or renumber the ids"
+        )
+    return ids
+
+
+# --- the scan ---------------------------------------------------------------------------------
+
+
+def _groups(path: Path, pf: pq.ParquetFile, columns: list[str], workers: int) -> Iterator[pa.Table]:
+    """The file's rows in order, as tables of at most one input row group each. Up to `workers`
+    row groups are decoded at once (plus one waiting), which bounds memory to a few row groups."""
+    md = pf.metadata
+    sizes = [md.row_group(i).total_byte_size for i in range(md.num_row_groups)]
+    schema = pf.schema_arrow
+    plain = _plain_schema(pa.schema([schema.field(c) for c in columns]))
+
+    def cast(table: pa.Table) -> pa.Table:
+        return table if table.schema.equals(plain) else table.cast(plain)
+
+    if md.num_row_groups < 2 or max(sizes) > PARALLEL_GROUP_BYTES:
+        for batch in pf.iter_batches(batch_size=SCAN_BATCH_ROWS, columns=columns):
+            yield cast(pa.Table.from_batches([batch]))
+        return
+
+    def read(i: int) -> pa.Table:  # one ParquetFile per read: readers are not shared across threads
+        return cast(pq.ParquetFile(path, metadata=md).read_row_group(i, columns=columns, use_threads=False))
+
+    workers = max(1, min(workers, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers, thread_name_prefix="chunkwise-scan") as pool:
+        pending: deque = deque()
+        for i in range(md.num_row_groups):
+            pending.append(pool.submit(read, i))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _read_groups(path: Path, pf: pq.ParquetFile, columns: list[str], workers: int) -> Iterator[pa.Table]:
+    """`_groups`, with a read failure (a corrupt page, a truncated file) as an InputError."""
+    groups = _groups(path, pf, columns, workers)
+    while True:
+        try:
+            table = next(groups)
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError) as exc:
+            raise _not_parquet(path, exc) from exc
+        yield table
+
+
+class _Scan:
+    """Classifies rows batch by batch and accumulates what InputSummary holds."""
+
+    def __init__(self, has_system: bool, num_ctx: int, num_predict: int) -> None:
+        limit = num_ctx - num_predict
+        if limit <= 0:
+            raise ValueError(f"num_predict {num_predict} leaves no room in num_ctx {num_ctx}; lower num_predict")
+        # Most characters that can still fit: the boundary of min_plausible_tokens(chars) <= limit.
+        max_chars = int((limit + 1) * MAX_PLAUSIBLE_CHARS_PER_TOKEN)
+        while min_plausible_tokens(max_chars) > limit:
+            max_chars -= 1
+        while min_plausible_tokens(max_chars + 1) <= limit:
+            max_chars += 1
+        self.max_chars, self.num_ctx, self.num_predict = max_chars, num_ctx, num_predict
+        self.has_system = has_system
+        self.rows = self.rejected = 0
+        self.first_rejects: list[Reject] = []
+        self.longest: list[tuple[int, int, Any, bool]] = []  # min-heap of (chars, -row, id, own system)
+        self.accepted_rows: list[pa.Array] = []
+        self.prompt_chars: list[pa.Array] = []
+        self.system_chars: list[pa.Array] = []
+
+    def _too_long(self, chars: int, with_system: bool) -> str:
+        what = "prompt plus the row's system prompt is" if with_system else "prompt is"
+        limit = self.num_ctx - self.num_predict
+        return (
+            f"{what} {chars} characters, at least {min_plausible_tokens(chars)} tokens even at "
+            f"{MAX_PLAUSIBLE_CHARS_PER_TOKEN:g} characters per token, more than num_ctx {self.num_ctx} - "
+            f"num_predict {self.num_predict} = {limit}: shorten or split the prompt, or raise num_ctx"
+        )
+
+    def classify(self, table: pa.Table, ids: pa.Array | None = None) -> tuple[pa.Array, pa.Array, list[str]]:
+        """Classify the next rows (`table` has `prompt`, `system` if any, and `id` unless `ids` is
+        given). Returns (row numbers, keep mask, reasons of the rejected rows in order)."""
+        n = table.num_rows
+        ids = _id_values(table.column("id")) if ids is None else ids
+        rows = pa.array(range(self.rows, self.rows + n), pa.int64())
+        self.rows += n
+        prompt = _text(table.column("prompt").combine_chunks())
+        chars = pc.cast(pc.utf8_length(prompt), pa.int64())
+        system_chars = None
+        total = chars
+        if self.has_system:
+            system_chars = pc.cast(pc.utf8_length(_text(table.column("system").combine_chunks())), pa.int64())
+            total = pc.add(chars, pc.fill_null(system_chars, 0))
+        bad = pc.or_kleene(pc.is_null(prompt), pc.less_equal(chars, 0))
+        bad = pc.or_(pc.fill_null(bad, True), pc.fill_null(pc.utf8_is_space(prompt), False))
+        bad = pc.or_(bad, pc.fill_null(pc.greater(total, self.max_chars), False))
+        keep = pc.invert(bad)
+        reasons: list[str] = []
+        for i in pc.indices_nonzero(bad).to_pylist():
+            c = chars[i].as_py()
+            if c is None:
+                reason = REASON_NULL
+            elif c == 0:
+                reason = REASON_EMPTY
+            elif total[i].as_py() > self.max_chars:
+                reason = self._too_long(total[i].as_py(), system_chars is not None and system_chars[i].is_valid)
+            else:
+                reason = f"prompt is only whitespace ({c} characters): give the row a prompt or remove it from the input"
+            reasons.append(reason)
+            if len(self.first_rejects) < FIRST_REJECTS_KEPT:
+                self.first_rejects.append(Reject(rows[i].as_py(), ids[i].as_py(), reason))
+        self.rejected += len(reasons)
+        self.accepted_rows.append(rows.filter(keep))
+        self.prompt_chars.append(chars.filter(keep))
+        if system_chars is not None:
+            self.system_chars.append(system_chars.filter(keep))
+        kept_total = total.filter(keep)
+        if len(kept_total):
+            top = pc.select_k_unstable(kept_total, k=min(LONGEST_KEPT, len(kept_total)),
+                                       sort_keys=[("dummy", "descending")])
+            kept_ids, kept_rows = ids.filter(keep), rows.filter(keep)
+            kept_system = system_chars.filter(keep) if system_chars is not None else None
+            for j in top.to_pylist():
+                own = kept_system is not None and kept_system[j].is_valid
+                item = (kept_total[j].as_py(), -kept_rows[j].as_py(), kept_ids[j].as_py(), own)
+                if len(self.longest) < LONGEST_KEPT:
+                    heapq.heappush(self.longest, item)
+                elif item[:2] > self.longest[0][:2]:
+                    heapq.heapreplace(self.longest, item)
+        return rows, keep, reasons
+
+    def summary(self, path: Path, id_dtype: str, carried: tuple[str, ...], cls: type = InputSummary, **extra: Any):
+        def cat(arrays: list[pa.Array]) -> pa.Array:
+            return pa.concat_arrays(arrays) if arrays else pa.array([], pa.int64())
+
+        longest = sorted(self.longest, key=lambda t: (-t[0], -t[1]))
+        return cls(
+            path=str(path), rows=self.rows, accepted=self.rows - self.rejected, rejected=self.rejected,
+            id_dtype=id_dtype, carried_columns=carried, has_system=self.has_system, num_ctx=self.num_ctx,
+            num_predict=self.num_predict, first_rejects=tuple(self.first_rejects),
+            longest=tuple(LongRequest(-r, i, c, own) for c, r, i, own in longest),
+            accepted_rows=cat(self.accepted_rows), prompt_chars=cat(self.prompt_chars),
+            system_chars=cat(self.system_chars) if self.has_system else None, **extra,
+        )
+
+
+def _carried(schema: pa.Schema) -> tuple[str, ...]:
+    return tuple(n for n in schema.names if n not in ("id", "prompt", "system"))
+
+
+def validate_only(path: str | os.PathLike, *, num_ctx: int, num_predict: int) -> InputSummary:
+    """Validate and classify every row without writing anything (reads `id`, `prompt`, `system`)."""
+    path = Path(path)
+    pf = _open(path)
+    schema, has_system = _check_schema(path, pf)
+    ids = _check_ids(path, pf)
+    scan = _Scan(has_system, num_ctx, num_predict)
+    columns = ["prompt"] + (["system"] if has_system else [])
+    for table in _read_groups(path, pf, columns, workers=4):
+        scan.classify(table, ids.slice(scan.rows, table.num_rows))
+    return scan.summary(path, str(ids.type), _carried(schema))
+
+
+# --- staging ----------------------------------------------------------------------------------
+
+
+def fingerprint(path: str | os.PathLike, block: int = 1 << 20) -> str:
+    """sha256 hex of the file's bytes, read in `block`-byte pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while data := f.read(block):
+            digest.update(data)
+    return digest.hexdigest()
+
+
+def _durable_replace(tmp: Path, final: Path) -> None:
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def stage_input(path: str | os.PathLike, run_dir: str | os.PathLike, *, num_ctx: int, num_predict: int) -> StagedInput:
+    """Validate `path`, then write `run_dir/requests.parquet` and `run_dir/rejects.parquet`.
+
+    Both files appear atomically (temp file, fsync, rename) and only after the whole input was
+    read; on InputError nothing is left behind. `run_dir` is created if missing.
+    """
+    path, run_dir = Path(path), Path(run_dir)
+    pf = _open(path)
+    schema, has_system = _check_schema(path, pf)
+    schema = _plain_schema(schema)
+    id_dtype = str(_check_ids(path, pf).type)
+    scan = _Scan(has_system, num_ctx, num_predict)
+    carried = _carried(schema)
+    digest = fingerprint(path)
+    metadata = {k: v for k, v in (schema.metadata or {}).items() if k != b"pandas"} or None
+    req_schema = pa.schema([pa.field(ROW_COLUMN, pa.int64()), *schema], metadata=metadata)
+    rej_schema = pa.schema(
+        [pa.field(ROW_COLUMN, pa.int64()), schema.field("id"), pa.field(REASON_COLUMN, pa.large_string()),
+         *(schema.field(c) for c in carried)],
+        metadata=metadata,
+    )
+    text_cols = {"prompt", "system", REASON_COLUMN}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    req_tmp = run_dir / f".{REQUESTS_FILE}.tmp-{os.getpid()}"
+    rej_tmp = run_dir / f".{REJECTS_FILE}.tmp-{os.getpid()}"
+
+    def writer(tmp: Path, out: pa.Schema) -> pq.ParquetWriter:
+        plain = [n for n in out.names if n not in text_cols]
+        return pq.ParquetWriter(tmp, out, compression="zstd", use_dictionary=[n for n in plain if n != "id"],
+                                write_statistics=plain)
+
+    try:
+        with writer(req_tmp, req_schema) as req_w, writer(rej_tmp, rej_schema) as rej_w:
+            for table in _read_groups(path, pf, schema.names, workers=2):
+                rows, keep, reasons = scan.classify(table)
+                accepted = table.filter(keep) if reasons else table
+                accepted = accepted.add_column(0, ROW_COLUMN, rows.filter(keep) if reasons else rows)
+                if accepted.num_rows:
+                    req_w.write_table(accepted.cast(req_schema), row_group_size=STAGED_ROW_GROUP_ROWS)
+                if reasons:
+                    bad = pc.invert(keep)
+                    rej = table.filter(bad).select(["id", *carried])
+                    rej = rej.add_column(0, ROW_COLUMN, rows.filter(bad))
+                    rej = rej.add_column(2, REASON_COLUMN, pa.array(reasons, pa.large_string()))
+                    rej_w.write_table(rej.cast(rej_schema), row_group_size=STAGED_ROW_GROUP_ROWS)
+        _durable_replace(req_tmp, run_dir / REQUESTS_FILE)
+        _durable_replace(rej_tmp, run_dir / REJECTS_FILE)
+    finally:
+        req_tmp.unlink(missing_ok=True)
+        rej_tmp.unlink(missing_ok=True)
+    return scan.summary(
+        path, id_dtype, carried, cls=StagedInput, fingerprint=digest, run_dir=str(run_dir),
+        requests_path=str(run_dir / REQUESTS_FILE), rejects_path=str(run_dir / REJECTS_FILE),
+    )
+
+
+# --- chunk reads ------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=8)
+def _staged_metadata(path: str, size: int, mtime_ns: int) -> tuple[pq.FileMetaData, tuple[int, ...]]:
+    """Footer and row-group start positions of a staged file, parsed once per file version."""
+    md = pq.read_metadata(path)
+    starts, pos = [], 0
+    for i in range(md.num_row_groups):
+        starts.append(pos)
+        pos += md.row_group(i).num_rows
+    starts.append(pos)
+    return md, tuple(starts)
+
+
+def _read_row_groups(path: str, metadata: pq.FileMetaData, groups: list[int], columns: list[str]) -> pa.Table:
+    """The one place chunk reads touch the file (tests count the row groups read here)."""
+    return pq.ParquetFile(path, metadata=metadata).read_row_groups(groups, columns=columns, use_threads=False)
+
+
+def read_requests(staged_path: str | os.PathLike, start: int, stop: int) -> pl.DataFrame:
+    """Accepted requests at positions [start, stop) of requests.parquet as a polars DataFrame with
+    columns `_row` (int64), `id`, `prompt` (str) and `system` (str, null where the row has none).
+
+    Reads only the row groups overlapping [start, stop)."""
+    import polars as pl
+
+    path = str(staged_path)
+    st = os.stat(path)
+    md, starts = _staged_metadata(path, st.st_size, st.st_mtime_ns)
+    total = starts[-1]
+    if not 0 <= start <= stop <= total:
+        raise ValueError(f"{path}: positions [{start}, {stop}) are outside the {total} staged requests")
+    names = md.schema.to_arrow_schema().names
+    columns = [ROW_COLUMN, "id", "prompt"] + (["system"] if "system" in names else [])
+    if start == stop:
+        table = md.schema.to_arrow_schema().empty_table().select(columns)
+        first = start
+    else:
+        g0 = bisect.bisect_right(starts, start) - 1
+        g1 = bisect.bisect_left(starts, stop)  # first group starting at or after stop
+        table = _read_row_groups(path, md, list(range(g0, g1)), columns)
+        first = starts[g0]
+    table = table.slice(start - first, stop - start)
+    df = pl.from_arrow(table)
+    assert isinstance(df, pl.DataFrame)
+    if "system" not in df.columns:
+        df = df.with_columns(pl.lit(None, dtype=pl.String).alias("system"))
+    return df.with_columns(pl.col("prompt").cast(pl.String), pl.col("system").cast(pl.String)).select(
+        ROW_COLUMN, "id", "prompt", "system"
+    )

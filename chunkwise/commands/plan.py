@@ -1,0 +1,161 @@
+"""`chunkwise plan`: validate an input and show how it would be chunked and whether it fits the GPU,
+without sending a single request.
+
+Kept fast (the 170K-row sample plans in about a second): this module imports only argparse at
+load time; pydantic, pyarrow, httpx and the GPU module are imported inside `run`, and the
+validation scan reads only `id`, `prompt` and `system`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+NAME = "plan"
+HELP = "Show the chunk plan, KV-cache fit and ETA for an input without sending any request."
+SHOW_TIMEOUT_S = 2.0
+DEFAULT_OLLAMA_PORT = 11434
+
+#: RunParams fields set from flags of the same name (dashes for underscores).
+PARAM_FLAGS = ("model", "host", "mode", "num_ctx", "chunk_size", "parallel", "system_prompt",
+               "system_prompt_file", "num_predict", "expected_answer_tokens")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", required=True, metavar="PATH", help="Parquet file of requests")
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    parser.add_argument("--model", help="Ollama model tag (default llama3.1:8b)")
+    parser.add_argument("--host", help="Ollama base URL (default CHUNKWISE_OLLAMA_HOST, OLLAMA_HOST, http://127.0.0.1:11434)")
+    parser.add_argument("--mode", choices=("conversation", "independent"))
+    parser.add_argument("--num-ctx", type=int, metavar="N")
+    parser.add_argument("--chunk-size", type=int, metavar="N", help="requests per chunk (default: computed)")
+    parser.add_argument("--parallel", type=int, metavar="N", help="requests in flight (OLLAMA_NUM_PARALLEL)")
+    system = parser.add_mutually_exclusive_group()
+    system.add_argument("--system-prompt", metavar="TEXT")
+    system.add_argument("--system-prompt-file", metavar="PATH")
+    parser.add_argument("--num-predict", type=int, metavar="N")
+    parser.add_argument("--expected-answer-tokens", type=int, metavar="N")
+    parser.add_argument("--kv-cache-type", choices=("f16", "q8_0", "q4_0"), default="f16",
+                        help="the server's OLLAMA_KV_CACHE_TYPE (default f16)")
+    parser.add_argument("--chars-per-token", type=float, default=4.0, metavar="X")
+    parser.add_argument("--prefill-tps", type=float, metavar="X", help="server prefill rate, tokens/s (for the ETA)")
+    parser.add_argument("--decode-tps", type=float, metavar="Y", help="server decode rate, tokens/s (for the ETA)")
+
+
+def _fail(message: str) -> int:
+    print(f"chunkwise plan: {message}", file=sys.stderr)
+    return 2
+
+
+def validation_message(exc: Any) -> str:
+    """One line from a pydantic ValidationError on RunParams, naming the flag and the value."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err.get("loc", ())]
+    msg = str(err.get("msg", exc)).removeprefix("Value error, ")
+    if not loc:
+        return msg
+    flag = "--" + loc[0].replace("_", "-")
+    return f"{flag} {err.get('input')!r}: {msg}"
+
+
+def base_url(host: str) -> str:
+    """`host`, `host:port` or `scheme://host[:port]` as a base URL (Ollama's default port 11434)."""
+    from urllib.parse import urlsplit
+
+    h = host.strip().rstrip("/")
+    if "://" not in h:
+        h = "http://" + h
+    parts = urlsplit(h)
+    if parts.port is None and parts.scheme == "http":
+        h = f"{parts.scheme}://{parts.hostname}:{DEFAULT_OLLAMA_PORT}{parts.path}"
+    return h
+
+
+def fetch_model_info(host: str, model: str) -> tuple[dict | None, str, float | None]:
+    """(model_info, where it came from, weights MiB or None): the server's /api/show, else the
+    simulator's built-in profile, else unknown."""
+    import httpx
+
+    url = base_url(host)
+    why = "server unreachable"
+    try:
+        resp = httpx.post(f"{url}/api/show", json={"model": model}, timeout=SHOW_TIMEOUT_S)
+        if resp.status_code == 200 and isinstance(resp.json().get("model_info"), dict):
+            weights = None
+            try:  # the model file's size is about the weights' size in memory
+                tags = httpx.get(f"{url}/api/tags", timeout=SHOW_TIMEOUT_S).json().get("models") or []
+                sizes = [m.get("size") for m in tags if model in (m.get("name"), m.get("model"))]
+                weights = sizes[0] / 2**20 if sizes and sizes[0] else None
+            except (httpx.HTTPError, ValueError):
+                pass
+            return resp.json()["model_info"], f"server /api/show at {url}", weights
+        why = f"server answered {resp.status_code} for {model!r}"
+    except (httpx.HTTPError, ValueError):
+        pass
+    try:
+        from chunkwise.sim import profiles
+    except ImportError:
+        return None, f"unknown ({why}, no built-in profiles)", None
+    resolve = getattr(profiles, "resolve", None)
+    profile = resolve(model) if resolve else profiles.PROFILES.get(model)
+    info = getattr(profile, "model_info", None)
+    info = info() if callable(info) else info
+    if not isinstance(info, dict):
+        return None, f"unknown ({why}, no built-in profile for {model!r})", None
+    size = getattr(profile, "weights_bytes", None)
+    return dict(info), f"built-in profile, {why}", size / 2**20 if size else None
+
+
+def free_vram() -> tuple[float | None, str | None]:
+    try:
+        from chunkwise import gpu
+    except ImportError:
+        return None, "chunkwise.gpu not available"
+    try:
+        return gpu.free_vram_mib()
+    except Exception as exc:  # a GPU probe must never stop a plan
+        return None, f"GPU probe failed: {exc}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from chunkwise.inputs import InputError, validate_only
+    from chunkwise.params import RunParams
+    from chunkwise.planning import build_plan
+    from chunkwise.settings import get_settings
+
+    flags = {name: getattr(args, name) for name in PARAM_FLAGS if getattr(args, name) is not None}
+    try:
+        params = RunParams(input_path=args.input, **flags)
+    except ValidationError as exc:
+        return _fail(validation_message(exc))
+    if args.chars_per_token <= 0:
+        return _fail(f"--chars-per-token {args.chars_per_token}: must be positive")
+    for flag in ("prefill_tps", "decode_tps"):
+        if getattr(args, flag) is not None and getattr(args, flag) <= 0:
+            return _fail(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be positive")
+    system_prompt = params.system_prompt
+    if params.system_prompt_file:
+        try:
+            with open(params.system_prompt_file, encoding="utf-8") as f:
+                system_prompt = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            return _fail(f"--system-prompt-file {params.system_prompt_file}: cannot be read as UTF-8 text ({exc})")
+    try:
+        summary = validate_only(params.input_path, num_ctx=params.num_ctx, num_predict=params.num_predict)
+    except ValueError as exc:  # InputError and impossible limits
+        return _fail(str(exc) if isinstance(exc, InputError) else f"{exc}")
+    model_info, source, weights = fetch_model_info(params.host or get_settings().ollama_host, params.model)
+    free, gpu_reason = free_vram()
+    try:
+        plan = build_plan(summary, params, system_prompt=system_prompt, model_info=model_info,
+                          model_info_source=source, free_vram_mib=free, gpu_reason=gpu_reason,
+                          kv_cache_type=args.kv_cache_type, chars_per_token=args.chars_per_token,
+                          prefill_tps=args.prefill_tps, decode_tps=args.decode_tps, weights_mib=weights)
+    except ValueError as exc:
+        return _fail(str(exc))
+    print(json.dumps(plan.as_dict(), indent=2) if args.json else plan.render())
+    return 0

@@ -1,0 +1,213 @@
+"""Chunk sizing, chunk specs, the run plan and `chunkwise plan` (chunkwise.planning, commands/plan)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from chunkwise import planning
+from chunkwise.cli import main
+from chunkwise.commands import plan as plan_cmd
+from chunkwise.inputs import validate_only
+from chunkwise.params import RunParams
+from chunkwise.planning import ChunkSpec, build_plan, chunk_count, chunk_size_rule, plan_chunks
+
+# llama3.1:8b (research/ollama.md section 6): 0.125 MiB of f16 KV per token.
+LLAMA31_8B = {
+    "general.architecture": "llama", "llama.block_count": 32, "llama.attention.head_count": 32,
+    "llama.attention.head_count_kv": 8, "llama.embedding_length": 4096, "llama.context_length": 131072,
+}
+
+
+def test_chunk_size_rule_reference():
+    assert chunk_size_rule(128_000, 2_400, 903) == 111
+    assert chunk_size_rule(128_000, 2_400, 903, fill=0.5) == 69
+    assert chunk_size_rule(1_000, 0, 5_000) == 1  # never zero
+
+
+def test_chunk_size_rule_system_prompt_leaves_no_room():
+    with pytest.raises(ValueError, match=r"^the system prompt \(4000 tokens\) leaves no room in the chunk budget "
+                                         r"of 4000 tokens; shorten the system prompt or raise num_ctx"):
+        chunk_size_rule(4_000, 4_000, 100)
+
+
+@pytest.mark.parametrize(("n", "size", "count"), [(5_000, 111, 45), (170_000, 111, 1_532), (160, 111, 2),
+                                                   (1, 111, 1), (0, 111, 0), (111, 111, 1), (113, 111, 1),
+                                                   (114, 111, 2), (166, 111, 2), (167, 111, 2), (10, 1, 10)])
+def test_chunk_count(n, size, count):
+    assert chunk_count(n, size) == count
+
+
+@pytest.mark.parametrize(("n", "size"), [(5_000, 111), (170_000, 111), (160, 111), (999, 7), (3, 2)])
+def test_plan_chunks_even_and_contiguous(n, size):
+    chunks = plan_chunks(n, size)
+    sizes = [c.size for c in chunks]
+    assert chunks[0].start == 0 and chunks[-1].stop == n
+    assert all(a.stop == b.start for a, b in zip(chunks, chunks[1:]))
+    assert max(sizes) - min(sizes) <= 1
+    assert max(sizes) <= int(size * 1.02)
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+
+
+def test_chunk_labels_use_input_rows():
+    assert plan_chunks(170_000, 111)[42].label == "chunk-0042 [4660-4770]"
+    rows = pa.array([0, 2, 3, 7, 8, 9, 12], pa.int64())  # rows 1, 4-6, 10, 11 were rejected
+    chunks = plan_chunks(7, 3, rows=rows)
+    assert [c.label for c in chunks] == ["chunk-0000 [0-2]", "chunk-0001 [3-7]", "chunk-0002 [8-12]"]
+    assert [(c.start, c.stop) for c in chunks] == [(0, 2), (2, 4), (4, 7)]
+    with pytest.raises(ValueError, match="rows has 7 entries for 8 requests"):
+        plan_chunks(8, 3, rows=rows)
+
+
+def test_chunk_spec_is_small_frozen_and_json():
+    spec = plan_chunks(5_000, 111)[1]
+    assert json.loads(spec.model_dump_json()) == {"index": 1, "start": 111, "stop": 222, "first_row": 111,
+                                                  "last_row": 221}
+    assert ChunkSpec.model_validate_json(spec.model_dump_json()) == spec
+    with pytest.raises(Exception):
+        spec.start = 3  # type: ignore[misc]
+
+
+# --- build_plan ------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def summary(tmp_path):
+    """Ten requests of 400 characters (100 tokens), one of 20,000 (5,000 tokens), one null prompt."""
+    prompts = ["a" * 400] * 10 + ["b" * 20_000, None]
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"id": [f"r{i}" for i in range(12)], "prompt": prompts}), path)
+    return validate_only(path, num_ctx=8192, num_predict=512)
+
+
+def params(**kw):
+    return RunParams(input_path="in.parquet", **kw)
+
+
+def test_build_plan_conversation(summary):
+    p = build_plan(summary, params(num_ctx=8192, expected_answer_tokens=100), system_prompt="s" * 4000,
+                   model_info=LLAMA31_8B, model_info_source="test", free_vram_mib=20_000.0, gpu_reason=None,
+                   weights_mib=4_700.0, prefill_tps=1000.0, decode_tps=50.0)
+    assert (p.rows, p.accepted, p.rejected) == (12, 11, 1)
+    assert p.system_prompt_tokens == 1000
+    assert p.mean_request_tokens == pytest.approx((10 * 100 + 5000) / 11 + 100, abs=0.05)
+    # floor(0.8 x (8192 - 1000) / 645.45) = 8 requests per chunk; 11 requests -> round(1.375) = 1, raised to 2.
+    assert (p.chunk_size, p.chunk_size_computed, p.chunk_count, p.chunk_sizes) == (8, True, 2, (5, 6))
+    assert (p.prompt_tokens.min, p.prompt_tokens.p50, p.prompt_tokens.max) == (100, 100, 5000)
+    assert p.kv_mib_per_token == 0.125 and p.kv_reserved_mib == 1024.0
+    assert p.fits is True and p.training_context == 131072
+    # The 5,000-token request + 1,000 system + 512 num_predict fits 8192; independent num_ctx:
+    # ceil(6000 x 1.15) + 512 = 7412 -> 8192.
+    assert (p.too_long_count, p.largest_request_tokens, p.independent_num_ctx) == (0, 6000, 8192)
+    assert p.slots_at_num_ctx == p.independent_slots == 14  # floor((20000 - 4700) / 1024)
+    prefill = 2 * 1000 + 6000
+    avg_ctx = 1000 + 6 * p.mean_request_tokens / 2
+    assert p.eta_s == pytest.approx(prefill / 1000 + 1100 * (1 + avg_ctx / 131072) / 50, rel=1e-3)
+    assert json.loads(json.dumps(p.as_dict()))["first_rejects"][0]["id"] == "r11"
+    text = p.render()
+    assert "2 chunks of 5-6 requests; chunk size 8 (computed" in text
+    assert "fits vram    yes: KV 1,024 MiB + weights 4,700 MiB = 5,724 MiB vs 20,000 MiB free" in text
+
+
+def test_build_plan_flags_requests_too_long_for_context(summary):
+    p = build_plan(summary, params(num_ctx=6000, chunk_size=4), system_prompt="s" * 4000, model_info=None,
+                   model_info_source="unknown (server unreachable)", free_vram_mib=None, gpu_reason="no NVML")
+    assert (p.chunk_size, p.chunk_size_computed, p.chunk_count) == (4, False, 3)
+    assert (p.too_long_count, p.too_long_ids) == (1, ("r10",))  # 1000 + 5000 + 512 > 6000
+    assert p.kv_mib_per_token is None and p.kv_reason == "unknown (server unreachable)"
+    assert (p.fits, p.fit_detail) == (None, "unknown: no NVML")
+    assert p.eta_s is None
+    assert p.advice[0].startswith("1 requests exceed num_ctx 6000 with the system prompt and num_predict")
+
+
+def test_build_plan_independent_uses_chunk_token_budget(summary):
+    p = build_plan(summary, params(mode="independent", num_ctx=8192, chunk_token_budget=20_000, parallel=4),
+                   system_prompt="", model_info=LLAMA31_8B, model_info_source="test", free_vram_mib=6_000.0,
+                   gpu_reason=None, kv_cache_type="q8_0")
+    assert (p.budget_tokens, p.budget_source) == (20_000, "chunk_token_budget")
+    assert p.chunk_size == chunk_size_rule(20_000, 0, (10 * 100 + 5000) / 11 + 200)
+    assert p.conversation_peak_tokens is None
+    assert p.kv_mib_per_token == pytest.approx(0.125 * 34 / 64)
+    assert p.kv_reserved_mib == pytest.approx(2176.0)  # 0.0664 MiB x 8192 x 4
+    assert p.fits is True and "weights unknown (not counted)" in p.fit_detail
+    # The largest request: ceil(5000 x 1.15) + 512 = 6262 -> 7168; floor(6000 / (0.0664 x 7168)) = 12.
+    assert (p.independent_num_ctx, p.independent_slots, p.slots_at_num_ctx) == (7168, 12, 11)
+    tight = build_plan(summary, params(mode="independent", num_ctx=8192, parallel=4), system_prompt="",
+                       model_info=LLAMA31_8B, model_info_source="test", free_vram_mib=6_000.0, gpu_reason=None,
+                       weights_mib=4_000.0)
+    assert tight.fits is False and any("does not fit the free VRAM" in a for a in tight.advice)
+
+
+def test_build_plan_rejects_bad_chars_per_token(summary):
+    with pytest.raises(ValueError, match="chars_per_token must be positive"):
+        build_plan(summary, params(), system_prompt="", model_info=None, model_info_source="unknown",
+                   free_vram_mib=None, gpu_reason=None, chars_per_token=0)
+
+
+# --- the command -------------------------------------------------------------------------------
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture()
+def no_gpu(monkeypatch):
+    monkeypatch.setattr(plan_cmd, "free_vram", lambda: (None, "test: no GPU"))
+
+
+def test_plan_command_json_with_profile_fallback(tmp_path, summary, capsys, no_gpu):
+    system = tmp_path / "system.txt"
+    system.write_text("s" * 4000, encoding="utf-8")
+    code = main(["plan", "--input", summary.path, "--json", "--host", closed_port_url(), "--num-ctx", "8192",
+                 "--system-prompt-file", str(system), "--expected-answer-tokens", "100"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["accepted"], out["rejected"], out["chunk_size"], out["chunk_count"]) == (11, 1, 8, 2)
+    assert out["model_info_source"].startswith("built-in profile, server unreachable")
+    assert out["kv_mib_per_token"] == 0.125
+    assert out["fit_detail"] == "unknown: test: no GPU"
+
+
+def test_plan_command_uses_server_show(summary, capsys, no_gpu, monkeypatch):
+    monkeypatch.setattr(plan_cmd, "fetch_model_info", lambda host, model: (LLAMA31_8B, f"server {host}", None))
+    assert main(["plan", "--input", summary.path, "--host", "http://gpu-box:11434", "--num-ctx", "8192"]) == 0
+    text = capsys.readouterr().out
+    assert "kv cache     0.1250 MiB/token (f16, model_info from server http://gpu-box:11434)" in text
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--num-ctx", "100"], "chunkwise plan: --num-ctx 100: Input should be greater than or equal to 256"),
+    (["--chars-per-token", "0"], "chunkwise plan: --chars-per-token 0.0: must be positive"),
+    (["--system-prompt-file", "/nonexistent/s.txt"], None),
+])
+def test_plan_command_bad_flags(summary, capsys, no_gpu, argv, message):
+    assert main(["plan", "--input", summary.path, *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    if message:
+        assert err == message
+    else:
+        assert err.startswith("chunkwise plan: --system-prompt-file /nonexistent/s.txt: cannot be read")
+
+
+def test_plan_command_input_error(tmp_path, capsys, no_gpu):
+    missing = tmp_path / "none.parquet"
+    assert main(["plan", "--input", str(missing)]) == 2
+    assert capsys.readouterr().err.strip() == f"chunkwise plan: {missing}: no such file; check the input path"
+
+
+def test_command_modules_import_nothing_heavy():
+    code = ("import sys, chunkwise.commands.plan, chunkwise.commands.sample; "
+            "print(sorted(m for m in ('prefect', 'httpx', 'pyarrow', 'polars') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

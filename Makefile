@@ -32,3 +32,9 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .prefect .pytest_cache build *.egg-info
+
+# GPU check (machines with an NVIDIA GPU, no Ollama needed): allocates 1, 2, 4, 8 GiB of plain device
+# memory via torch, cupy, libcudart or libcuda and checks the NVML sampler sees each within 2 %.
+# Exit 0 pass, 1 miss, 2 no GPU/driver/CUDA library. Extra flags: make gpu-check GPU_CHECK_ARGS="--steps-gib 1,2"
+gpu-check: $(STAMP)
+	$(PY) -m chunkwise.gpu_check $(GPU_CHECK_ARGS)

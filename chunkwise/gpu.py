@@ -295,9 +295,10 @@ class GpuSampler:
         return {"used_mib": total_used, "total_mib": sum(g.total_mib for g in self._gpus)}
 
     def _close_csv(self) -> None:
-        if self._csv_file is not None:
-            self._csv_file.close()
-            self._csv_file = self._csv = None
+        with self._lock:  # a concurrent read_now() must not write to a closed file
+            if self._csv_file is not None:
+                self._csv_file.close()
+                self._csv_file = self._csv = None
 
     def _shutdown(self) -> None:
         if self._nvml is not None:

@@ -12,7 +12,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from chunkwise.measure import MeasureReport, MeasureRow
+from chunkwise.measure_report import MeasureReport, MeasureRow
 
 REMOTE_SENTENCE = (
     "The GPU sampler measures the machine it runs on; a remote Ollama host needs `chunkwise measure` run there."

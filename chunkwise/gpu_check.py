@@ -30,6 +30,7 @@ MIB = 1024 * 1024
 EXIT_PASS, EXIT_MISS, EXIT_NO_GPU = 0, 1, 2
 #: Free memory a step leaves untouched (MiB): the driver and other processes need some.
 FREE_RESERVE_MIB = 1024.0
+WARMUP_BYTES = 2 * MIB
 
 
 @dataclass
@@ -94,6 +95,13 @@ def run_check(
     """Allocate each size, read the sampler before and after, free it; `sampler` must be running."""
     started = time.monotonic()
     result = CheckResult(getattr(allocator, "name", "?"), tolerance)
+    # Warm-up: the first allocation and memset may load CUDA modules (lazy loading) and grow the
+    # context's own memory; that must land before the first "before" reading, not inside a step.
+    try:
+        allocator.free(allocator.alloc(WARMUP_BYTES))
+    except Exception as exc:  # noqa: BLE001
+        result.steps.append(Step(WARMUP_BYTES / MIB, result="error", note=f"warm-up allocation failed: {exc}"))
+        return result
     for size in steps_mib:
         step = Step(float(size))
         result.steps.append(step)

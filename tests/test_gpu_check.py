@@ -61,7 +61,7 @@ def test_pass(capsys, tmp_path):
     assert "allocating with fake (scripted); NVML total 81559 MiB" in out
     assert "| 4 | 8192 | 800.0 | 8992.0 | 8192.0 | +0.00% | ok |  |" in out
     assert "gpu-check: PASS: 4 of 4 steps within 2%" in out
-    assert allocator.sizes == [1024, 2048, 4096, 8192] and not allocator.live and allocator.closed
+    assert allocator.sizes == [2, 1024, 2048, 4096, 8192] and not allocator.live and allocator.closed
     assert gpu.used == 800.0
     assert "PASS" in (tmp_path / "gpu_check.md").read_text()
     assert (tmp_path / "gpu_samples.csv").stat().st_size > 0
@@ -97,11 +97,17 @@ def test_allocation_error_is_a_miss_and_frees_nothing_twice(capsys):
     assert "3 of 4 steps" in out and gpu.used == 800.0
 
 
+def test_warmup_failure_is_a_miss(capsys):
+    gpu = FakeGpu()
+    assert run([], gpu, FakeAllocator(gpu, fail_at_mib=2)) == EXIT_MISS
+    assert "warm-up allocation failed: cudaMalloc" in capsys.readouterr().out
+
+
 def test_steps_that_do_not_fit_are_skipped(capsys):
     gpu = FakeGpu(used=800.0, total=4096.0)
     allocator = FakeAllocator(gpu)
     assert run([], gpu, allocator) == EXIT_PASS
-    assert allocator.sizes == [1024, 2048]
+    assert allocator.sizes == [2, 1024, 2048]  # 2 MiB: the warm-up
     assert capsys.readouterr().out.count("not enough free GPU memory") == 2
 
 

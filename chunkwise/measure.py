@@ -241,7 +241,7 @@ def run_measurement(
         spilled = [r.ps_size_vram_mib for r in rows if r.spilled and r.ps_size_vram_mib]
         capacity = max(spilled) if spilled else None
         cap_source = ("largest size_vram of a spilled load (what Ollama could place on the GPU)" if spilled
-                      else "NVML unavailable and no --vram-mib given")
+                      else "no NVML reading of the Ollama host's GPU and no --vram-mib given")
     measured = [r.num_ctx for r in fit_rows]
     recommendation = recommend_num_ctx(fit, capacity, cap_source, parallel=parallel,
                                        context_length=context_length, max_measured=max(measured, default=None))

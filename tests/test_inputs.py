@@ -202,9 +202,9 @@ def mixed_table(n: int = 1000) -> pa.Table:
     })
 
 
-@pytest.mark.parametrize("row_group_size", [1000, 128])  # one row group (streamed) / many (parallel)
+@pytest.mark.parametrize("row_group_size", [1000, 128])  # one input row group / many
 def test_stage_round_trip(tmp_path, monkeypatch, row_group_size):
-    monkeypatch.setattr(inputs, "SCAN_BATCH_ROWS", 300)
+    monkeypatch.setattr(inputs, "SCAN_BATCH_ROWS", 300)  # batches that straddle row groups
     table = mixed_table()
     src = tmp_path / "in.parquet"
     pq.write_table(table, src, row_group_size=row_group_size)

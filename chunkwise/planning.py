@@ -301,9 +301,10 @@ def build_plan(summary: InputSummary, params: RunParams, *, system_prompt: str, 
     if slots_ctx is not None:
         advice.append(f"{'conversation' if conversation else 'this'} num_ctx {params.num_ctx}: {slots_ctx} "
                       f"parallel slot(s) fit the free VRAM")
+    slot_mib = f", {per_token * independent_ctx:,.0f} MiB of KV per slot" if per_token is not None else ""
     advice.append(
         f"independent mode: num_ctx {independent_ctx} fits the largest request ({largest} tokens + "
-        f"{CONTEXT_MARGIN:.0%} margin + num_predict {params.num_predict})"
+        f"{CONTEXT_MARGIN:.0%} margin + num_predict {params.num_predict}){slot_mib}"
         + (f"; {slots_ind} parallel slot(s) of it fit the free VRAM: set OLLAMA_NUM_PARALLEL and --parallel "
            f"to {slots_ind}" if slots_ind else ""))
 
@@ -350,11 +351,12 @@ def _render_lines(p: Plan) -> list[str]:
     if p.conversation_peak_tokens is not None:
         out.append(f"conversation about {p.conversation_peak_tokens} tokens at a chunk's end (trim at {p.trim_at_tokens})")
     src = f"model_info from {p.model_info_source}"
+    weights = f"; weights {p.weights_mib:,.0f} MiB" if p.weights_mib is not None else ""
     if p.kv_mib_per_token is not None:
         out.append(f"kv cache     {p.kv_mib_per_token:.4f} MiB/token ({p.kv_cache_type}, {src}); reserved "
-                   f"{p.kv_reserved_mib:,.0f} MiB for num_ctx {p.num_ctx} x parallel {p.parallel}")
+                   f"{p.kv_reserved_mib:,.0f} MiB for num_ctx {p.num_ctx} x parallel {p.parallel}{weights}")
     else:
-        out.append(f"kv cache     unknown: {p.kv_reason}")
+        out.append(f"kv cache     ?: {p.kv_reason}")
     out.append(f"fits vram    {'yes' if p.fits else 'no' if p.fits is False else '?'}: {p.fit_detail}")
     if p.too_long_count:
         ids = ", ".join(repr(i) for i in p.too_long_ids)

@@ -138,6 +138,8 @@ def test_build_plan_independent_uses_chunk_token_budget(summary):
     assert p.fits is True and "weights unknown (not counted)" in p.fit_detail
     # The largest request: ceil(5000 x 1.15) + 512 = 6262 -> 7168; floor(6000 / (0.0664 x 7168)) = 12.
     assert (p.independent_num_ctx, p.independent_slots, p.slots_at_num_ctx) == (7168, 12, 11)
+    assert p.advice[-1].endswith("476 MiB of KV per slot; 12 parallel slot(s) of it fit the free VRAM: set "
+                                 "OLLAMA_NUM_PARALLEL and --parallel to 12")
     tight = build_plan(summary, params(mode="independent", num_ctx=8192, parallel=4), system_prompt="",
                        model_info=LLAMA31_8B, model_info_source="test", free_vram_mib=6_000.0, gpu_reason=None,
                        weights_mib=4_000.0)

@@ -191,6 +191,8 @@ def test_plan_command_uses_server_show(summary, capsys, no_gpu, monkeypatch):
     (["--num-ctx", "100"], "chunkwise plan: --num-ctx 100: Input should be greater than or equal to 256"),
     (["--chars-per-token", "0"], "chunkwise plan: --chars-per-token 0.0: must be positive"),
     (["--system-prompt-file", "/nonexistent/s.txt"], None),
+    (["--host", "file:///etc/passwd"], "chunkwise plan: --host: Ollama host 'file:///etc/passwd' uses scheme "
+                                       "'file'; only http and https are allowed"),
 ])
 def test_plan_command_bad_flags(summary, capsys, no_gpu, argv, message):
     assert main(["plan", "--input", summary.path, *argv]) == 2

@@ -18,7 +18,6 @@ from typing import Any
 NAME = "plan"
 HELP = "Show the chunk plan, KV-cache fit and ETA for an input without sending any request."
 SHOW_TIMEOUT_S = 2.0
-DEFAULT_OLLAMA_PORT = 11434
 
 #: RunParams fields set from flags of the same name (dashes for underscores).
 PARAM_FLAGS = ("model", "host", "mode", "num_ctx", "chunk_size", "parallel", "system_prompt",
@@ -62,40 +61,30 @@ def validation_message(exc: Any) -> str:
     return f"{flag} {err.get('input')!r}: {msg}"
 
 
-def base_url(host: str) -> str:
-    """`host`, `host:port` or `scheme://host[:port]` as a base URL (Ollama's default port 11434)."""
-    from urllib.parse import urlsplit
-
-    h = host.strip().rstrip("/")
-    if "://" not in h:
-        h = "http://" + h
-    parts = urlsplit(h)
-    if parts.port is None and parts.scheme == "http":
-        h = f"{parts.scheme}://{parts.hostname}:{DEFAULT_OLLAMA_PORT}{parts.path}"
-    return h
-
-
 def fetch_model_info(host: str, model: str) -> tuple[dict | None, str, float | None]:
-    """(model_info, where it came from, weights MiB or None): the server's /api/show, else the
-    simulator's built-in profile, else unknown."""
-    import httpx
+    """(model_info, where it came from, weights MiB or None): the server's /api/show (weights from
+    the model's file size in /api/tags), else the simulator's built-in profile, else unknown.
+    Raises chunkwise.ollama.ConfigError for a host that is not an http(s) URL."""
+    from chunkwise.ollama import ModelNotFound, OllamaClient, OllamaError
 
-    url = base_url(host)
-    why = "server unreachable"
+    client = OllamaClient(host, connect_timeout_s=SHOW_TIMEOUT_S, read_timeout_s=SHOW_TIMEOUT_S, stream=False)
     try:
-        resp = httpx.post(f"{url}/api/show", json={"model": model}, timeout=SHOW_TIMEOUT_S)
-        if resp.status_code == 200 and isinstance(resp.json().get("model_info"), dict):
-            weights = None
-            try:  # the model file's size is about the weights' size in memory
-                tags = httpx.get(f"{url}/api/tags", timeout=SHOW_TIMEOUT_S).json().get("models") or []
-                sizes = [m.get("size") for m in tags if model in (m.get("name"), m.get("model"))]
-                weights = sizes[0] / 2**20 if sizes and sizes[0] else None
-            except (httpx.HTTPError, ValueError):
-                pass
-            return resp.json()["model_info"], f"server /api/show at {url}", weights
-        why = f"server answered {resp.status_code} for {model!r}"
-    except (httpx.HTTPError, ValueError):
-        pass
+        info = client.show(model).get("model_info")
+        if not isinstance(info, dict):
+            raise OllamaError("no model_info in /api/show")
+        weights = None
+        try:  # the model file's size is about the weights' size in memory
+            sizes = [m.get("size") for m in client.tags() if model in (m.get("name"), m.get("model"))]
+            weights = sizes[0] / 2**20 if sizes and sizes[0] else None
+        except (OllamaError, ValueError):
+            pass
+        return info, f"server /api/show at {client.host}", weights
+    except ModelNotFound:
+        why = f"model {model!r} not on the server"
+    except (OllamaError, ValueError):
+        why = "server unreachable"
+    finally:
+        client.close()
     try:
         from chunkwise.sim import profiles
     except ImportError:
@@ -154,8 +143,13 @@ def run(args: argparse.Namespace) -> int:
     def probe() -> None:
         try:
             probes["model"] = fetch_model_info(host, params.model)
-        except Exception as exc:  # a probe must never stop a plan
-            probes["model"] = (None, f"unknown (model_info probe failed: {exc})", None)
+        except Exception as exc:  # a probe must never stop a plan, only a bad --host does
+            from chunkwise.ollama import ConfigError
+
+            if isinstance(exc, ConfigError):
+                probes["host_error"] = f"--host: {exc}"
+            else:
+                probes["model"] = (None, f"unknown (model_info probe failed: {exc})", None)
         probes["gpu"] = free_vram()
 
     prober = threading.Thread(target=probe, name="chunkwise-plan-probe", daemon=True)
@@ -166,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     finally:
         prober.join()  # bounded by SHOW_TIMEOUT_S per request
+    if "host_error" in probes:
+        return _fail(probes["host_error"])
     model_info, source, weights = probes.get("model", (None, "unknown (probe failed)", None))
     free, gpu_reason = probes.get("gpu", (None, "GPU probe failed"))
     try:

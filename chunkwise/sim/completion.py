@@ -98,6 +98,14 @@ async def _load_only(request: web.Request, state: SimState, req: CompletionReque
     return state.json(request.path, 200, chunk_body(req, "", True, done_reason=reason))
 
 
+class _Ndjson(web.StreamResponse):
+    """A streamed response whose headers leave with the first body bytes (one send, not two).
+    `_send_headers_immediately` is aiohttp's own switch for this (web.Response turns it off too);
+    without it the only cost is an extra send."""
+
+    _send_headers_immediately = False
+
+
 class _Run:
     """A request holding a slot: sleeps the modelled time and writes the answer."""
 
@@ -174,11 +182,9 @@ class _Run:
         else:
             body = self._final()
         data = json.dumps(body, ensure_ascii=False).encode("utf-8")
-        response = web.StreamResponse(status=200)
-        response.content_type = JSON_TYPE
-        response.content_length = len(data)
+        response = web.Response(body=data, status=200, content_type="application/json", charset="utf-8")
         await response.prepare(self.request)
-        await response.write_eof(data)
+        await response.write_eof()  # headers and body in one send; returns once handed to the socket
         self._done()
         return response
 
@@ -186,18 +192,18 @@ class _Run:
         start = time.perf_counter()
         tokens, step = self.answer.tokens, self.state.options.stream_chunk_tokens
         ends = list(range(step, len(tokens), step)) + [len(tokens)] if tokens else []
-        if self.fault == "incomplete":
+        incomplete = self.fault == "incomplete"
+        if incomplete:
             self.state.stats.faults["incomplete"] += 1
             ends = ends[: max(1, len(ends) // 2)] if ends else []
-        response = web.StreamResponse(status=200)
+        response = _Ndjson(status=200)
         response.content_type = NDJSON_TYPE
-        previous = 0
+        data = b""
         if self.prefill_ns == 0 and self.eval_ns == 0:  # nothing to wait for: one write
             pieces = tokens[: len(ends)] if step == 1 else ["".join(tokens[a:b]) for a, b in zip([0] + ends[:-1], ends)]
             data = stream_lines(self.req, pieces, now_rfc3339())
-            await response.prepare(self.request)
-            await response.write(data)
         else:
+            previous = 0
             for end in ends:
                 await self._sleep_until(start, self.prefill_ns + self.decode(end))
                 if not response.prepared:
@@ -207,13 +213,13 @@ class _Run:
             await self._sleep_until(start, self.prefill_ns + self.eval_ns)
         if not response.prepared:
             await response.prepare(self.request)
-        if self.fault != "incomplete":
-            await response.write((json.dumps(self._final(), ensure_ascii=False) + "\n").encode("utf-8"))
-        await response.write_eof()
-        if self.fault != "incomplete":
-            self._done()
-        else:
+        if not incomplete:
+            data += (json.dumps(self._final(), ensure_ascii=False) + "\n").encode("utf-8")
+        await response.write_eof(data)
+        if incomplete:
             self._record(200)
+        else:
+            self._done()
         return response
 
     def _done(self) -> None:

@@ -16,6 +16,7 @@ restarted process starts with empty stats. Port 0 (the harness default) picks a 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -65,6 +66,11 @@ class SimHandle:
         self._thread: threading.Thread | None = None
         self._runner = None
         self._proc: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int:
+        """The process serving requests: the `chunkwise sim` child, or this process in-process."""
+        return self._proc.pid if self._proc is not None else os.getpid()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:

@@ -177,14 +177,12 @@ class Scheduler:
             return
 
     async def _load(self, key: LoadKey, profile: ModelProfile) -> None:
-        try:
-            load_s = self._options().load_ms / 1000
-            if load_s > 0:
-                await asyncio.sleep(load_s)
-            self.loaded = Loaded(key, profile, [Slot(i) for i in range(key.parallel)], time.perf_counter_ns())
-            self.stats.loads += 1
-        finally:
-            self._load_task = None
+        load_s = self._options().load_ms / 1000
+        if load_s > 0:
+            await asyncio.sleep(load_s)  # a cancelled load (reset, stop) ends here; reset() clears _load_task
+        self.loaded = Loaded(key, profile, [Slot(i) for i in range(key.parallel)], time.perf_counter_ns())
+        self.stats.loads += 1
+        self._load_task = None
         self._dispatch()
 
     # -- model state -----------------------------------------------------------------------

@@ -151,7 +151,7 @@ async def start_server(options: SimOptions, state: SimState | None = None) -> tu
 
     Handlers are cancelled when their client disconnects (Ollama cancels generation then)."""
     app = create_app(options, state)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=0.5)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=0.05)
     await runner.setup()
     site = web.TCPSite(runner, options.host, options.port, reuse_address=True)
     try:

@@ -1,0 +1,217 @@
+"""Benchmark: how fast the Ollama simulator answers, and how exactly it keeps its timing model.
+
+Run: `.venv/bin/python -m bench.sim_throughput [--seconds S] [--timed-seconds T]`; the report is
+written to bench/results/sim_throughput.md. The simulator runs as a subprocess (`chunkwise sim`,
+through `running_simulator(process=True)`), so it has its own interpreter and GIL.
+
+Part 1, capacity (goal >= 1,500 req/s): all rates 0, an aiohttp client with 8 connections sends
+chat requests of a shared ~2,400-token system prompt plus a distinct ~700-token user prompt, for S
+seconds, once with `stream: false` and once streamed (NDJSON, one line per token). Reported: req/s
+and the simulator's CPU time per request (utime + stime of its process from /proc), hence the
+requests one simulator core can serve. For scale, one synchronous httpx client sending the same
+requests back to back: its req/s and its own CPU time per request.
+
+Part 2, timing fidelity (goal: within 3 %): parallel 4, prefill 2,000 tok/s, decode 100 tok/s,
+short distinct prompts and 20-40-token answers (~0.25-0.45 s each), 8 concurrent streaming clients
+for T seconds. Each answered request occupies a slot for prompt_eval_duration + eval_duration (the
+sim's own reported, modelled durations). The ideal makespan is those busy times list-scheduled in
+send order onto 4 slots; measured makespan / ideal makespan is the overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import heapq
+import json
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import httpx
+
+from chunkwise.sim.harness import running_simulator
+from chunkwise.sim.options import SimOptions
+from chunkwise.sim.textgen import WORDS
+from chunkwise.tokenizer import chat_prompt_tokens, count_tokens
+
+RESULTS = Path(__file__).resolve().parent / "results" / "sim_throughput.md"
+MODEL = "llama3.1:8b"
+CONNECTIONS = 8
+
+
+def text_of(tokens: int, rng: random.Random) -> str:
+    """Plausible words until the text has about `tokens` tokens."""
+    words: list[str] = []
+    while count_tokens(" ".join(words)) < tokens:
+        words += [rng.choice(WORDS) for _ in range(max(1, (tokens - count_tokens(" ".join(words))) // 2))]
+    return " ".join(words)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def flood(url: str, bodies: list[dict], seconds: float) -> int:
+    """Send bodies round-robin over CONNECTIONS connections for `seconds`; returns answered requests."""
+    answered = 0
+    stop = time.perf_counter() + seconds
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONNECTIONS)) as session:
+        async def worker(k: int) -> None:
+            nonlocal answered
+            while time.perf_counter() < stop:
+                async with session.post(f"{url}/api/chat", json=bodies[k % len(bodies)]) as response:
+                    data = await response.read()
+                    if response.status != 200 or b'"done": true' not in data[-600:] and b'"done":true' not in data[-600:]:
+                        raise RuntimeError(f"bad answer {response.status}: {data[-300:]!r}")
+                answered += 1
+                k += CONNECTIONS
+
+        await asyncio.gather(*(worker(i) for i in range(CONNECTIONS)))
+    return answered
+
+
+def capacity(seconds: float) -> dict:
+    rng = random.Random(7)
+    system = text_of(2400, rng)
+    users = [text_of(700, rng) for _ in range(64)]
+    bodies = {
+        stream: [{"model": MODEL, "stream": stream, "messages": [{"role": "system", "content": system},
+                                                                 {"role": "user", "content": f"{u} {i}"}]}
+                 for i, u in enumerate(users * 4)]
+        for stream in (False, True)
+    }
+    out = {"prompt_tokens": chat_prompt_tokens(bodies[False][0]["messages"]),
+           "system_tokens": count_tokens(system), "user_tokens": count_tokens(users[0])}
+    with running_simulator(SimOptions(), process=True) as sim:
+        pid = sim.pid
+        asyncio.run(flood(sim.url, bodies[False][:16], 1.0))  # warm-up
+        for stream in (False, True):
+            cpu0, t0 = cpu_seconds(pid), time.perf_counter()
+            n = asyncio.run(flood(sim.url, bodies[stream], seconds))
+            elapsed, cpu = time.perf_counter() - t0, cpu_seconds(pid) - cpu0
+            out["stream" if stream else "plain"] = {"requests": n, "rps": n / elapsed, "sim_cpu_us": cpu / n * 1e6}
+        with httpx.Client(trust_env=False, timeout=60) as client:
+            n, cpu0, own0, t0 = 0, cpu_seconds(pid), time.process_time(), time.perf_counter()
+            while time.perf_counter() - t0 < min(seconds, 5.0):
+                response = client.post(f"{sim.url}/api/chat", json=bodies[False][n % 256])
+                assert response.status_code == 200 and response.json()["done"]
+                n += 1
+            elapsed = time.perf_counter() - t0
+            out["httpx"] = {"requests": n, "rps": n / elapsed, "client_cpu_us": (time.process_time() - own0) / n * 1e6,
+                            "sim_cpu_us": (cpu_seconds(pid) - cpu0) / n * 1e6}
+    return out
+
+
+async def timed_clients(url: str, seconds: float, clients: int) -> tuple[list[int], float]:
+    """Streaming clients until `seconds`; returns the busy ns (prefill + decode) of each answered
+    request in send order, and the makespan in seconds."""
+    rng = random.Random(3)
+    sent: list[tuple[int, int]] = []  # (send index, busy ns)
+    counter = 0
+    start = time.perf_counter()
+    stop = start + seconds
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as session:
+        async def worker() -> None:
+            nonlocal counter
+            while time.perf_counter() < stop:
+                index, counter = counter, counter + 1
+                prompt = f"request {index}: " + " ".join(rng.choice(WORDS) for _ in range(30))
+                body = {"model": MODEL, "messages": [{"role": "user", "content": prompt}]}
+                final = None
+                async with session.post(f"{url}/api/chat", json=body) as response:
+                    async for line in response.content:
+                        final = json.loads(line)
+                if not final or not final.get("done"):
+                    raise RuntimeError(f"no final line: {final}")
+                sent.append((index, final.get("prompt_eval_duration", 0) + final.get("eval_duration", 0)))
+
+        await asyncio.gather(*(worker() for _ in range(clients)))
+    makespan = time.perf_counter() - start
+    return [busy for _, busy in sorted(sent)], makespan
+
+
+def list_schedule(busy_ns: list[int], slots: int) -> float:
+    """Makespan in seconds of jobs started in order, each on the first slot to free up."""
+    free = [0] * slots
+    for busy in busy_ns:
+        heapq.heappush(free, heapq.heappop(free) + busy)
+    return max(free) / 1e9
+
+
+def fidelity(seconds: float) -> dict:
+    options = SimOptions(parallel=4, prefill_tps=2000, decode_tps=100, answer_tokens=(20, 40))
+    with running_simulator(options, process=True) as sim:
+        asyncio.run(timed_clients(sim.url, 0.5, 2))  # load the model
+        busy, makespan = asyncio.run(timed_clients(sim.url, seconds, 8))
+    ideal = list_schedule(busy, 4)
+    return {"requests": len(busy), "mean_busy_ms": sum(busy) / len(busy) / 1e6, "makespan_s": makespan,
+            "ideal_s": ideal, "measured_rps": len(busy) / makespan, "ideal_rps": len(busy) / ideal,
+            "overhead_pct": (makespan / ideal - 1) * 100}
+
+
+def report(cap: dict, fid: dict, argv: list[str]) -> str:
+    plain, stream, single = cap["plain"], cap["stream"], cap["httpx"]
+    cpu = (Path("/proc/cpuinfo").read_text().split("model name")[1].split(":")[1].splitlines()[0].strip()
+           if Path("/proc/cpuinfo").exists() else platform.processor())
+    return f"""# Simulator throughput
+
+Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}. Machine: {os.cpu_count()} cores ({cpu}), shared with
+other developers' work, Python {platform.python_version()}, aiohttp {aiohttp.__version__}.
+Command: `.venv/bin/python -m bench.sim_throughput {' '.join(argv)}`.
+
+## 1. Capacity, all rates 0 (goal >= 1,500 req/s)
+
+Chat requests: system prompt {cap['system_tokens']:,} tokens + user prompt {cap['user_tokens']:,} tokens
+= {cap['prompt_tokens']:,} rendered prompt tokens; answers 16-256 tokens. {CONNECTIONS} aiohttp connections,
+client and simulator on the same 2 cores.
+
+| mode | requests | req/s | simulator CPU per request | one simulator core could serve |
+|---|---|---|---|---|
+| `stream: false` | {plain['requests']:,} | **{plain['rps']:,.0f}** | {plain['sim_cpu_us']:,.0f} us | {1e6 / plain['sim_cpu_us']:,.0f} req/s |
+| streamed NDJSON (1 line per token) | {stream['requests']:,} | **{stream['rps']:,.0f}** | {stream['sim_cpu_us']:,.0f} us | {1e6 / stream['sim_cpu_us']:,.0f} req/s |
+
+For scale, one synchronous `httpx.Client` sending the same `stream: false` requests back to back:
+{single['rps']:,.0f} req/s, {single['client_cpu_us']:,.0f} us of client CPU per request (simulator:
+{single['sim_cpu_us']:,.0f} us). The simulator needs {single['client_cpu_us'] / plain['sim_cpu_us']:.1f}x less CPU per
+request than one httpx client spends sending it, so a pipeline's clients saturate before it does.
+
+## 2. Timing fidelity (goal: within 3 %)
+
+Parallel 4, prefill 2,000 tok/s, decode 100 tok/s, answers 20-40 tokens, 8 streaming clients for
+{fid['makespan_s']:.1f} s: {fid['requests']:,} requests, mean slot time {fid['mean_busy_ms']:.0f} ms
+(prompt_eval_duration + eval_duration as the simulator reported them).
+
+| | makespan | req/s |
+|---|---|---|
+| ideal: reported busy times list-scheduled onto 4 slots | {fid['ideal_s']:.3f} s | {fid['ideal_rps']:.2f} |
+| measured | {fid['makespan_s']:.3f} s | {fid['measured_rps']:.2f} |
+| **overhead** | **{fid['overhead_pct']:+.2f} %** | |
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each capacity run, seconds")
+    parser.add_argument("--timed-seconds", type=float, default=20.0, help="length of the fidelity run, seconds")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="report path (Markdown)")
+    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    cap = capacity(args.seconds)
+    print(json.dumps(cap, indent=1))
+    fid = fidelity(args.timed_seconds)
+    print(json.dumps(fid, indent=1))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report(cap, fid, argv))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Slots, reloads, the wait queue, keep_alive and the prefix cache, seen through Ollama's API."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from datetime import datetime, timezone
+
+import httpx
+import pytest
+
+from chunkwise.kv import kv_bytes_per_token
+from chunkwise.sim.profiles import PROFILES
+from chunkwise.sim.scheduler import BUSY, common_prefix
+from chunkwise.sim.timing import decode_ns, prefill_ns
+from chunkwise.tokenizer import render_chat
+from tests.sim_fixtures import sim, sim_factory  # noqa: F401
+
+SYSTEM = {"role": "system", "content": "You label support tickets. " * 40}
+
+
+def chat(url: str, messages: list, **extra) -> httpx.Response:
+    body = {"model": "llama3.1:8b", "messages": messages, "stream": False, **extra}
+    return httpx.post(f"{url}/api/chat", json=body, timeout=60, trust_env=False)
+
+
+def user(text: str) -> list[dict]:
+    return [SYSTEM, {"role": "user", "content": text}]
+
+
+def in_threads(calls) -> list:
+    """Run callables at once; results in call order."""
+    results = [None] * len(calls)
+
+    def run(i, fn):
+        results[i] = fn()
+
+    threads = [threading.Thread(target=run, args=(i, fn)) for i, fn in enumerate(calls)]
+    for t in threads:
+        t.start()
+        time.sleep(0.02)  # keep arrival order
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_common_prefix_matches_a_plain_loop():
+    rng = random.Random(3)
+    for _ in range(300):
+        a = [rng.choice("abc") for _ in range(rng.randint(0, 9000))]
+        b = list(a[: rng.randint(0, len(a))]) + [rng.choice("abcd") for _ in range(rng.randint(0, 50))]
+        expected = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        assert common_prefix(a, b) == expected
+
+
+def test_num_ctx_change_reloads_and_load_duration_shows_it(sim_factory):
+    sim = sim_factory(load_ms=80)
+    first = chat(sim.url, user("a"), options={"num_ctx": 4096}).json()
+    assert first["load_duration"] >= 80_000_000
+    chat(sim.url, user("b"), options={"num_ctx": 4096})
+    assert sim.stats()["loads"] == 1
+    third = chat(sim.url, user("c"), options={"num_ctx": 8192}).json()
+    assert third["load_duration"] >= 80_000_000
+    chat(sim.url, user("d"), options={"num_ctx": 8192}, model="qwen2.5:7b")
+    stats = sim.stats()
+    assert stats["loads"] == 3 and stats["unloads"] == 2
+    assert httpx.get(f"{sim.url}/api/ps", trust_env=False).json()["models"][0]["model"] == "qwen2.5:7b"
+
+
+def test_reload_waits_for_in_flight_requests(sim_factory):
+    sim = sim_factory(parallel=2, decode_tps=40, answer_tokens=(12, 12), load_ms=10)
+    chat(sim.url, user("warm"), options={"num_ctx": 4096})
+    done_order = []
+
+    def call(text, num_ctx, num_predict):
+        def fn():
+            r = chat(sim.url, user(text), options={"num_ctx": num_ctx, "num_predict": num_predict}).json()
+            done_order.append(text)
+            return r
+        return fn
+
+    long, reload = in_threads([call("long", 4096, 12), call("reload", 8192, 1)])
+    assert done_order == ["long", "reload"]  # the 1-token request had to wait for the 12-token one
+    assert reload["load_duration"] >= 10_000_000
+    assert sim.stats()["loads"] == 2
+
+
+def test_queue_overflow_is_503(sim_factory):
+    sim = sim_factory(parallel=1, max_queue=2, decode_tps=20, answer_tokens=(10, 10))
+    httpx.post(f"{sim.url}/api/chat", json={"model": "llama3.1:8b", "messages": []}, trust_env=False)  # load
+    results = in_threads([lambda i=i: chat(sim.url, user(f"q{i}")) for i in range(4)])
+    statuses = sorted(r.status_code for r in results)
+    assert statuses == [200, 200, 200, 503]
+    busy = next(r for r in results if r.status_code == 503)
+    assert busy.json() == {"error": BUSY} and "again.  maximum" in BUSY
+    assert sim.stats()["requests"]["/api/chat"]["503"] == 1
+
+
+def test_prefix_cache_shortens_prompt_eval_duration_not_count(sim_factory):
+    rate = 200_000.0
+    sim = sim_factory(prefill_tps=rate, decode_tps=0)
+    scale = 131072
+    first_msgs = user("Ticket 1: printer on fire.")
+    first = chat(sim.url, first_msgs).json()
+    n1 = len(render_chat(first_msgs))
+    assert first["prompt_eval_count"] == n1 and first["prompt_eval_duration"] == prefill_ns(0, n1, rate, scale)
+
+    second_msgs = user("Ticket 2: screen is blank.")
+    second = chat(sim.url, second_msgs).json()
+    tokens2 = render_chat(second_msgs)
+    cached = common_prefix(render_chat(first_msgs), tokens2)
+    assert cached > len(render_chat([SYSTEM]))  # the system prompt and the user header were reused
+    assert second["prompt_eval_count"] == len(tokens2)
+    assert second["prompt_eval_duration"] == prefill_ns(cached, len(tokens2) - cached, rate, scale)
+    assert second["prompt_eval_duration"] < first["prompt_eval_duration"] / 5
+
+    again = chat(sim.url, second_msgs).json()  # identical prompt: one token is re-evaluated
+    assert again["prompt_eval_duration"] == prefill_ns(len(tokens2) - 1, 1, rate, scale)
+
+    # a conversation: the cached answer tokens count too
+    convo = second_msgs + [{"role": "assistant", "content": again["message"]["content"]},
+                           {"role": "user", "content": "And the keyboard?"}]
+    turn = chat(sim.url, convo).json()
+    tokens3 = render_chat(convo)
+    reused = len(tokens2) + again["eval_count"]
+    assert tokens3[:reused] == tokens2 + render_chat([convo[2]])[3:-4]
+    assert turn["prompt_eval_duration"] == prefill_ns(reused, len(tokens3) - reused, rate, scale)
+
+
+def test_parallel_slots_each_keep_their_own_cache(sim_factory):
+    sim = sim_factory(parallel=2, prefill_tps=100_000, decode_tps=50, answer_tokens=(5, 5))
+    other_system = {"role": "system", "content": "Translate to French. " * 40}
+    a = [SYSTEM, {"role": "user", "content": "one"}]
+    b = [other_system, {"role": "user", "content": "two"}]
+    in_threads([lambda: chat(sim.url, a), lambda: chat(sim.url, b)])  # both slots busy at once
+    again_a = chat(sim.url, a).json()
+    again_b = chat(sim.url, b).json()
+    assert again_a["prompt_eval_duration"] == prefill_ns(len(render_chat(a)) - 1, 1, 100_000, 131072)
+    assert again_b["prompt_eval_duration"] == prefill_ns(len(render_chat(b)) - 1, 1, 100_000, 131072)
+
+
+def test_decode_time_follows_the_timing_model(sim_factory):
+    sim = sim_factory(decode_tps=5000, answer_tokens=(40, 40))
+    body = chat(sim.url, user("x")).json()
+    assert body["eval_count"] == 40
+    assert body["eval_duration"] == decode_ns(body["prompt_eval_count"], 40, 5000, 131072)
+    assert body["total_duration"] >= body["eval_duration"] + body["load_duration"]
+
+
+def ps(url: str) -> list[dict]:
+    return httpx.get(f"{url}/api/ps", trust_env=False).json()["models"]
+
+
+def seconds_left(entry: dict) -> float:
+    expires = datetime.fromisoformat(entry["expires_at"].replace("Z", "+00:00"))
+    return (expires - datetime.now(timezone.utc)).total_seconds()
+
+
+@pytest.mark.parametrize("keep_alive,low,high", [(None, 280, 300), ("10m", 590, 600), (3600, 3590, 3600),
+                                                 ("1h30m", 5390, 5400), (-1, 9e9, 1e10), ("-1m", 9e9, 1e10)])
+def test_keep_alive_sets_ps_expires_at(sim, keep_alive, low, high):
+    extra = {} if keep_alive is None else {"keep_alive": keep_alive}
+    chat(sim.url, user("k"), **extra)
+    assert low <= seconds_left(ps(sim.url)[0]) <= high
+
+
+def test_keep_alive_zero_and_expiry_unload_the_model(sim):
+    chat(sim.url, user("k"), keep_alive=0)
+    assert ps(sim.url) == [] and sim.stats()["unloads"] == 1
+    chat(sim.url, user("k"), keep_alive=0.3)
+    assert len(ps(sim.url)) == 1
+    time.sleep(0.4)
+    assert ps(sim.url) == []
+    chat(sim.url, user("k"))
+    assert sim.stats()["loads"] == 3
+
+
+def test_ps_size_is_weights_plus_reserved_kv(sim_factory):
+    sim = sim_factory(parallel=4, kv_cache_type="q8_0", vram_mib=4096)
+    chat(sim.url, user("k"), options={"num_ctx": 8192}, model="qwen2.5:7b")
+    entry = ps(sim.url)[0]
+    profile = PROFILES["qwen2.5:7b"]
+    expected = profile.weights_bytes + int(kv_bytes_per_token(profile.model_info(), "q8_0") * 8192 * 4)
+    assert entry["size"] == expected
+    assert entry["size_vram"] == 4096 * 1024 * 1024 < entry["size"]  # spilled
+    assert entry["digest"] == profile.digest and entry["details"]["family"] == "qwen2"
+
+
+def test_reset_during_a_load_restarts_it(sim_factory):
+    sim = sim_factory(load_ms=300)
+    result = []
+    t = threading.Thread(target=lambda: result.append(chat(sim.url, user("waiting")).status_code))
+    t.start()
+    time.sleep(0.1)
+    sim.reset()  # cancels the load in progress; the waiting request triggers a new one
+    t.join(timeout=20)
+    assert result == [200] and sim.stats()["loads"] == 1

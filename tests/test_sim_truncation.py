@@ -1,0 +1,112 @@
+"""Context handling: num_ctx clamp, chat history pruning (stage 1) and token truncation (stage 2)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from chunkwise.sim.prompt import INPUT_TOO_LONG, cut_tokens, prune_messages, render_messages
+from chunkwise.tokenizer import chat_prompt_tokens, render_chat
+from tests.sim_fixtures import sim, sim_factory  # noqa: F401
+
+
+def words(n: int) -> str:
+    """Content of exactly n tokens ("x x x ..." is one token per word)."""
+    return " ".join(["x"] * n)
+
+
+def msg(role: str, content_tokens: int) -> dict:
+    """A message costing content_tokens + 4 template tokens."""
+    return {"role": role, "content": words(content_tokens)}
+
+
+def chat(url: str, model: str, messages: list, **extra) -> httpx.Response:
+    body = {"model": model, "messages": messages, "stream": False, **extra}
+    return httpx.post(f"{url}/api/chat", json=body, timeout=30, trust_env=False)
+
+
+def test_render_messages_equals_render_chat():
+    messages = [{"role": "system", "content": "Be brief, please."}, {"role": "user", "content": "Hi  there!\n\nWhat's 2+2?"},
+                {"role": "assistant", "content": ""}, {"content": "no role"}]
+    assert render_messages(messages) == render_chat(messages)
+    assert words(7) and chat_prompt_tokens([msg("user", 7)]) == 3 + 4 + 7
+
+
+def test_cut_tokens_keeps_head_and_tail():
+    tokens = list(range(10))
+    assert cut_tokens(tokens, 6, 2, False, "keep-tail", True) == [0, 1, 6, 7, 8, 9]
+    assert cut_tokens(tokens, 6, 2, True, "keep-tail", True) == [0, 1, 2, 7, 8, 9]  # BOS counts in num_keep
+    assert cut_tokens(tokens, 6, 2, False, "half", True) == [0, 1, 8, 9]  # 6 - (6 - 2) // 2 = 4
+    assert cut_tokens(tokens, 10, 4, False, "keep-tail", True) == tokens  # exactly num_ctx fits
+    assert len(cut_tokens(tokens, 10, 4, False, "half", True)) == 7  # half mode cuts above num_ctx - 1
+    with pytest.raises(Exception, match=INPUT_TOO_LONG):
+        cut_tokens(tokens, 6, 2, False, "keep-tail", False)
+
+
+def test_keep_tail_truncates_to_exactly_num_ctx(sim):
+    over = [msg("user", 5000)]
+    body = chat(sim.url, "llama3.1:8b", over).json()
+    assert body["prompt_eval_count"] == 4096  # server default num_ctx
+    body = chat(sim.url, "llama3.1:8b", over, options={"num_ctx": 2048}).json()
+    assert body["prompt_eval_count"] == 2048
+    fits = [msg("user", 4096 - 7)]
+    assert chat(sim.url, "llama3.1:8b", fits).json()["prompt_eval_count"] == 4096
+
+
+@pytest.mark.parametrize("model,num_ctx,expected", [("qwen2.5:7b", 4096, 2050), ("llama3.1:8b", 32768, 16387),
+                                                    ("llama3.1:8b", 4096, 2051)])
+def test_half_mode_matches_ollama_0_30_11_counts(sim_factory, model, num_ctx, expected):
+    sim = sim_factory(truncation="half")
+    body = chat(sim.url, model, [msg("user", num_ctx + 500)], options={"num_ctx": num_ctx}).json()
+    assert body["prompt_eval_count"] == expected
+    # a prompt of exactly num_ctx tokens is already cut in this mode (Ollama cuts above num_ctx - 1)
+    body = chat(sim.url, model, [msg("user", num_ctx - 7)], options={"num_ctx": num_ctx}).json()
+    assert body["prompt_eval_count"] == expected
+
+
+def test_error_mode_and_truncate_false_give_400(sim_factory):
+    sim = sim_factory(truncation="error")
+    r = chat(sim.url, "llama3.1:8b", [msg("user", 5000)])
+    assert r.status_code == 400 and r.json() == {"error": INPUT_TOO_LONG}
+    assert chat(sim.url, "llama3.1:8b", [msg("user", 100)]).status_code == 200
+    sim.configure(truncation="keep-tail")
+    r = chat(sim.url, "llama3.1:8b", [msg("user", 5000)], truncate=False)
+    assert r.status_code == 400 and r.json()["error"] == INPUT_TOO_LONG
+    r = httpx.post(f"{sim.url}/api/generate", json={"model": "llama3.1:8b", "prompt": words(5000), "truncate": False,
+                                                    "stream": False}, trust_env=False)
+    assert r.status_code == 400
+    # truncate:false also disables stage 1: a history that pruning would fix is refused
+    history = [msg("user", 3000), msg("assistant", 500), msg("user", 1000)]
+    assert chat(sim.url, "llama3.1:8b", history, truncate=False).status_code == 400
+    assert chat(sim.url, "llama3.1:8b", history).json()["prompt_eval_count"] == chat_prompt_tokens(history[1:])
+
+
+def test_stage1_drops_older_messages_but_keeps_system_and_last(sim):
+    s, u1, a1, u2, a2, u3 = (msg("system", 96), msg("user", 996), msg("assistant", 996), msg("user", 996),
+                             msg("assistant", 996), msg("user", 496))
+    history = [s, u1, a1, u2, a2, u3]
+    kept, dropped = prune_messages(history, 3000)
+    assert kept == [s, u2, a2, u3] and dropped == 2
+    body = chat(sim.url, "llama3.1:8b", history, options={"num_ctx": 3000}).json()
+    assert body["prompt_eval_count"] == chat_prompt_tokens([s, u2, a2, u3]) == 2603
+
+    # a system message in the middle moves to the front when the messages before it are dropped
+    late_system = [u1, msg("system", 46), a1, u3]
+    kept, dropped = prune_messages(late_system, 600)
+    assert kept == [late_system[1], u3] and dropped == 2
+
+
+def test_stage2_cuts_a_single_oversized_last_message(sim):
+    history = [msg("system", 96), msg("user", 996), msg("user", 4996)]
+    body = chat(sim.url, "llama3.1:8b", history).json()
+    assert body["prompt_eval_count"] == 4096
+    assert prune_messages(history, 4096)[0] == [history[0], history[2]]
+
+
+def test_generate_truncates_and_num_ctx_is_clamped_to_training_context(sim):
+    r = httpx.post(f"{sim.url}/api/generate", json={"model": "gemma2:9b", "prompt": words(9000), "stream": False,
+                                                    "options": {"num_ctx": 100000}}, trust_env=False).json()
+    assert r["prompt_eval_count"] == 8192  # gemma2's context_length
+    assert len(r["context"]) == chat_prompt_tokens([{"role": "user", "content": words(9000)}]) + r["eval_count"]
+    ps = httpx.get(f"{sim.url}/api/ps", trust_env=False).json()["models"][0]
+    assert ps["context_length"] == 8192

@@ -227,6 +227,10 @@ class OllamaClient:
         """`POST /api/show`: details, model_info (architecture numbers) and parameters."""
         return self._request("POST", "/api/show", model=model, json={"model": model}).json()
 
+    def tags(self) -> list[dict[str, Any]]:
+        """`GET /api/tags`: the installed models with their digests."""
+        return list(self._request("GET", "/api/tags", model="").json().get("models") or [])
+
     def ps(self) -> list[dict[str, Any]]:
         """`GET /api/ps`: the loaded models with size, size_vram and context_length."""
         return list(self._request("GET", "/api/ps", model="").json().get("models") or [])

@@ -103,6 +103,14 @@ class RunParams(BaseModel):
         description="Independent mode: tokens of work per chunk used to size chunks when chunk_size is "
         "empty (a chunk is then only the unit of checkpoint and retry).",
     )
+    chars_per_token: float = Field(
+        default=4.0,
+        gt=1.0,
+        le=10.0,
+        description="Characters per token assumed for sizing chunks and trimming conversations (fixed for "
+        "the run so a resumed conversation trims as the original did); truncation detection recalibrates "
+        "from the run's own answers.",
+    )
     format: dict[str, Any] | None = Field(
         default=None, description="JSON schema the answers must follow (Ollama structured outputs)."
     )

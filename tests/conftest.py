@@ -30,3 +30,6 @@ def prefect_harness(tmp_path_factory):
     with temporary_settings({PREFECT_HOME: str(home), PREFECT_RESULTS_LOCAL_STORAGE_PATH: str(home / "storage")}):
         with prefect_test_harness(server_startup_timeout=180):
             yield
+
+
+from tests.sim_fixtures import sim, sim_factory  # noqa: E402,F401  (the simulator fixtures)

@@ -1,0 +1,35 @@
+"""`chunkwise resume RUN_DIR`: continue a stopped or failed run with its recorded parameters."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+NAME = "resume"
+HELP = "Resume a run from its directory (its manifest holds the parameters)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="the run directory, e.g. runs/my-run")
+    parser.add_argument("--retry-failed", action="store_true", default=None, help="re-send the failed requests too")
+    parser.add_argument("--host", help="Ollama URL, if it moved")
+
+
+def run(args: argparse.Namespace) -> int:
+    from chunkwise.commands.run import params_from_args
+    from chunkwise.files import read_json
+    from chunkwise.runner import execute, print_summary
+
+    manifest_path = Path(args.run_dir) / "manifest.json"
+    if not manifest_path.is_file():
+        print(f"error: {manifest_path} does not exist; give the directory of a run started with `chunkwise run`")
+        return 2
+    manifest = read_json(manifest_path)
+    base = dict(manifest["params"], input_path=manifest["input_path"])
+    base.update(output_dir=str(Path(args.run_dir).resolve().parent), run_name=Path(args.run_dir).resolve().name,
+                new_run=False, retry_failed=False)
+    params = params_from_args(argparse.Namespace(retry_failed=args.retry_failed, host=args.host), base)
+    code, stats = execute(params)
+    if stats is not None:
+        print_summary(stats)
+    return code

@@ -1,0 +1,83 @@
+"""`chunkwise run`: push a Parquet file of requests through Ollama."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+NAME = "run"
+HELP = "Run (or resume) a batch: Parquet requests through Ollama in checkpointed chunks."
+
+
+def add_run_options(parser: argparse.ArgumentParser, *, input_required: bool = True) -> None:
+    add = parser.add_argument
+    add("--input", dest="input_path", required=input_required, help="Parquet file with id and prompt columns")
+    add("--model", help="Ollama model tag (default llama3.1:8b)")
+    add("--host", help="Ollama URL (default: CHUNKWISE_OLLAMA_HOST, OLLAMA_HOST, http://127.0.0.1:11434)")
+    add("--mode", choices=["conversation", "independent"])
+    add("--num-ctx", type=int, help="context window, tokens (sent on every request)")
+    add("--chunk-size", type=int, help="requests per chunk (default: from the context budget)")
+    add("--parallel", type=int, help="requests in flight; match OLLAMA_NUM_PARALLEL")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--system-prompt", help="system prompt text")
+    group.add_argument("--system-prompt-file", help="read the system prompt from this UTF-8 file")
+    add("--num-predict", type=int, help="most tokens per answer")
+    add("--expected-answer-tokens", type=int, help="mean answer length for chunk sizing")
+    add("--temperature", type=float)
+    add("--seed", type=int)
+    add("--keep-alive", help="Go duration, e.g. 30m")
+    add("--format-file", help="JSON schema file the answers must follow")
+    add("--max-attempts", type=int, help="attempts per request on transient failures")
+    add("--output-dir", help="directory for run directories (default runs)")
+    add("--run-name", help="run directory name; an existing one is resumed")
+    add("--new-run", action="store_true", default=None, help="start fresh beside an existing run of that name")
+    add("--retry-failed", action="store_true", default=None, help="re-send only the requests that failed")
+
+
+FIELDS = ("input_path", "model", "host", "mode", "num_ctx", "chunk_size", "parallel", "system_prompt",
+          "system_prompt_file", "num_predict", "expected_answer_tokens", "temperature", "seed", "keep_alive",
+          "max_attempts", "output_dir", "run_name", "new_run", "retry_failed")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_run_options(parser)
+    parser.add_argument("--json", action="store_true", help="print the statistics as JSON")
+
+
+def params_from_args(args: argparse.Namespace, base: dict | None = None):
+    """RunParams from flags over `base`; a one-line SystemExit(2) message on a bad value."""
+    from pydantic import ValidationError
+
+    from chunkwise.params import RunParams
+
+    values = dict(base or {})
+    values.update({f: getattr(args, f) for f in FIELDS if getattr(args, f, None) is not None})
+    if getattr(args, "format_file", None):
+        try:
+            with open(args.format_file, encoding="utf-8") as handle:
+                values["format"] = json.load(handle)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(_fail(f"--format-file {args.format_file}: {exc}; give a readable JSON schema file"))
+    try:
+        return RunParams(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "parameters"
+        raise SystemExit(_fail(f"--{field.replace('_', '-')}: {err['msg']} (got {err.get('input')!r})"))
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}")
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    from chunkwise.runner import execute, print_summary
+
+    params = params_from_args(args)
+    code, stats = execute(params)
+    if stats is not None and args.json:
+        print(json.dumps(stats, indent=2, default=str))
+    elif stats is not None:
+        print_summary(stats)
+    return code

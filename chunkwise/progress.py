@@ -1,0 +1,53 @@
+"""Progress of a run as chunks finish: a Prefect progress artifact (0-100 %) and a log line.
+
+Artifact updates are throttled (at most one per `min_interval_s`, plus the last) so a 1,532-chunk run
+does not flood the API; the log line names the chunk and its counts, never prompt or answer text.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from chunkwise.logs import logger
+
+
+def log():
+    return logger("chunkwise.progress")
+
+
+class Progress:
+    def __init__(self, total: int, run_name: str, *, min_interval_s: float = 1.0, artifacts: bool = True) -> None:
+        self.total = max(total, 1)
+        self.done = 0
+        self.failed_requests = 0
+        self.run_name = run_name
+        self.min_interval_s = min_interval_s
+        self._last = 0.0
+        self._artifact_id = None
+        if artifacts:
+            from prefect.artifacts import create_progress_artifact
+
+            self._artifact_id = create_progress_artifact(
+                0.0, key="chunkwise-progress", description=f"chunkwise run {run_name}: chunks finished"
+            )
+
+    @property
+    def percent(self) -> float:
+        return round(100.0 * self.done / self.total, 2)
+
+    def chunk_finished(self, summary: dict[str, Any] | None, label: str) -> None:
+        self.done += 1
+        if summary:
+            self.failed_requests += int(summary.get("failed", 0))
+            how = "from checkpoint" if summary.get("from_checkpoint") else f"sent {summary.get('sent', 0)}"
+            log().info("%s finished: %d ok, %d failed, %s [%d/%d chunks, %.1f%%]", label, summary["ok"],
+                     summary["failed"], how, self.done, self.total, self.percent)
+        else:
+            log().warning("%s did not finish [%d/%d chunks]", label, self.done, self.total)
+        now = time.monotonic()
+        if self._artifact_id is not None and (now - self._last >= self.min_interval_s or self.done == self.total):
+            from prefect.artifacts import update_progress_artifact
+
+            update_progress_artifact(self._artifact_id, self.percent)
+            self._last = now

@@ -1,0 +1,88 @@
+"""Running the batch flow from a process that owns the terminal (the CLI, the demo).
+
+It checks everything before Prefect starts (so configuration mistakes are one-line messages with
+exit code 2, not flow tracebacks), installs the graceful-stop handlers, runs the flow, and maps how
+it ended to an exit code (`chunkwise.outcome`).
+
+Graceful stop: the first Ctrl-C or SIGTERM stops new requests; in-flight ones may finish for
+`stop_grace_s` seconds; every answered request is already in the ledger, so the run exits 130 and
+resumes where it stopped. A second signal, or the grace period running out, exits at once (130).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+from chunkwise.outcome import EXIT_CONFIG, EXIT_INTERRUPTED, exit_code_for
+from chunkwise.params import RunParams
+from chunkwise.prepare import SetupError, plan_run, prepare_run
+from chunkwise.runctx import STOP
+from chunkwise.settings import get_settings
+
+
+def preflight(params: RunParams) -> RunParams:
+    """Check input, configuration, server and run directory; return params with the run name fixed."""
+    prepared = prepare_run(params)
+    plan_run(prepared, write=False)
+    return prepared.ctx.params
+
+
+def install_stop_handlers(grace_s: float, say=print) -> None:
+    def hard_exit() -> None:
+        say(f"in-flight requests did not finish within {grace_s:.0f} s; exiting now (resumable)")
+        os._exit(EXIT_INTERRUPTED)
+
+    def handler(signum: int, _frame: Any) -> None:
+        if STOP.is_set():
+            os._exit(EXIT_INTERRUPTED)
+        STOP.set()
+        say(f"{signal.Signals(signum).name}: no new requests; waiting up to {grace_s:.0f} s for in-flight ones "
+            "(signal again to exit now)")
+        timer = threading.Timer(grace_s, hard_exit)
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def execute(params: RunParams, say=print) -> tuple[int, dict[str, Any] | None]:
+    """Run the flow; returns (exit code, stats or None)."""
+    try:
+        params = preflight(params)
+    except SetupError as exc:
+        say(f"error: {exc}")
+        return EXIT_CONFIG, None
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    install_stop_handlers(get_settings().stop_grace_s, say)
+    from flows.batch import batch  # Prefect is imported only once the configuration is known good
+
+    try:
+        stats = batch(params)
+    except SetupError as exc:
+        say(f"error: {exc}")
+        return EXIT_CONFIG, None
+    except BaseException as exc:  # noqa: BLE001 - every ending maps to an exit code
+        code = exit_code_for(exc)
+        say(f"run {params.run_name} stopped: {exc}")
+        return code, None
+    return exit_code_for(None, stats["requests"]["failed"]), stats
+
+
+def print_summary(stats: dict[str, Any], say=print) -> None:
+    from chunkwise.stats import stats_table
+
+    width = max(len(row["metric"]) for row in stats_table(stats))
+    for row in stats_table(stats):
+        say(f"  {row['metric']:<{width}}  {row['value']}")
+    say(f"  results: {stats['run']['results']}")
+    say(f"  stats:   {os.path.join(stats['run']['dir'], 'stats.json')}")
+
+
+def main_exit(code: int) -> None:
+    sys.stdout.flush()
+    sys.exit(code)

@@ -1,0 +1,68 @@
+"""Memory truth around a run: the GPU sampler and Ollama's `/api/ps` view at start and end.
+
+The sampler measures the GPUs of the machine chunkwise runs on. When Ollama runs on another host
+its VRAM is invisible here: run `chunkwise measure` on that host instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chunkwise.gpu import GpuSampler
+from chunkwise.kv import MIB, kv_reserved_bytes
+from chunkwise.logs import logger
+from chunkwise.memory import ps_entry_for, spill_warning
+from chunkwise.ollama import OllamaError
+from chunkwise.runctx import RunContext, get_runtime
+from chunkwise.settings import get_settings
+
+
+def log():
+    return logger("chunkwise.telemetry")
+
+
+def ps_snapshot(ctx: RunContext) -> dict[str, Any] | None:
+    """The model's `/api/ps` entry (size, size_vram, context_length), warning loudly on a CPU spill."""
+    try:
+        entry = ps_entry_for(get_runtime(ctx).client.ps(), ctx.params.model)
+    except OllamaError as exc:
+        log().warning("could not read /api/ps from %s: %s", ctx.host, exc)
+        return None
+    warning = spill_warning(entry)
+    if warning:
+        log().warning("%s", warning)
+    if entry is not None and warning:
+        entry = {**entry, "spill_warning": warning}
+    return entry
+
+
+class RunTelemetry:
+    """Context manager: sampler running and `/api/ps` read at start; summary dict at the end."""
+
+    def __init__(self, ctx: RunContext, model_info: dict[str, Any] | None = None) -> None:
+        self.ctx = ctx
+        self.model_info = model_info
+        self.sampler = GpuSampler(ctx.dir, interval_s=get_settings().gpu_sample_interval_s)
+        self.ps_start: dict[str, Any] | None = None
+        self.summary: dict[str, Any] = {}
+
+    def __enter__(self) -> RunTelemetry:
+        self.sampler.start()
+        self.ps_start = ps_snapshot(self.ctx)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        ps_end = ps_snapshot(self.ctx)
+        gpu = self.sampler.stop()
+        p = self.ctx.params
+        kv = None
+        if self.model_info:
+            try:
+                kv = round(kv_reserved_bytes(self.model_info, p.num_ctx, p.parallel) / MIB, 1)
+            except ValueError:
+                kv = None
+        self.summary = {
+            "gpu": gpu,
+            "ollama_ps": {"start": self.ps_start, "end": ps_end},
+            "kv_cache_reserved_mib_formula": kv,
+        }

@@ -1,0 +1,62 @@
+"""The batch flow: load the requests, cut them into chunks, run every chunk, aggregate.
+
+This file only orchestrates; each step's logic lives in `chunkwise` and is testable without Prefect.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, unmapped
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
+
+from chunkwise.outcome import raise_for_unfinished
+from chunkwise.params import RunParams
+from chunkwise.progress import Progress
+from chunkwise.runctx import release_runtime
+from chunkwise.rundir import RunPaths
+from chunkwise.settings import get_settings
+from chunkwise.telemetry import RunTelemetry
+from tasks.aggregate import aggregate
+from tasks.chunk import run_chunk_task
+from tasks.chunking import plan_chunks
+from tasks.load import load_requests
+
+FLOW_NAME = "chunkwise-batch"
+
+
+@flow(
+    name=FLOW_NAME,
+    description="Push a Parquet file of LLM requests through Ollama in context-sized, checkpointed chunks.",
+    # Bounded: Prefect's default pool is unbounded (1,532 chunks would mean 1,532 threads).
+    task_runner=ThreadPoolTaskRunner(max_workers=get_settings().chunk_workers),
+    validate_parameters=True,
+)
+def batch(params: RunParams) -> dict[str, Any]:
+    prepared = load_requests(params)
+    specs = plan_chunks(prepared)
+    ctx = prepared.ctx
+    settings = get_settings()
+    chunk_task = run_chunk_task.with_options(
+        result_storage=RunPaths(ctx.dir).prefect_results,
+        retries=settings.chunk_retries,
+        retry_delay_seconds=exponential_backoff(backoff_factor=settings.chunk_retry_delay_s),
+    )
+    progress = Progress(len(specs), ctx.dir.name)
+    unfinished: list[tuple[str, BaseException]] = []
+    try:
+        with RunTelemetry(ctx, prepared.model_info) as telemetry:
+            futures = chunk_task.map(unmapped(ctx), specs)
+            labels = {future.task_run_id: spec.label for future, spec in zip(futures, specs)}
+            for future in as_completed(futures):
+                result = future.result(raise_on_failure=False)
+                if isinstance(result, BaseException):
+                    unfinished.append((labels[future.task_run_id], result))
+                    result = None
+                progress.chunk_finished(result, labels[future.task_run_id])
+        raise_for_unfinished(unfinished, RunPaths(ctx.dir).root)
+        return aggregate(ctx, len(specs), telemetry.summary)
+    finally:
+        release_runtime(ctx)

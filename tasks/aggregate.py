@@ -1,0 +1,23 @@
+"""Aggregation: results.parquet, stats.json and the statistics artifact."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from chunkwise.aggregate import finish_run
+from chunkwise.runctx import RunContext
+from chunkwise.stats import stats_table
+
+
+@task(name="aggregate", cache_policy=NO_CACHE, persist_result=False)
+def aggregate(ctx: RunContext, n_chunks: int, telemetry: dict[str, Any]) -> dict[str, Any]:
+    """Join every chunk's outcomes with the input, in input order, and compute the statistics."""
+    stats = finish_run(ctx, n_chunks, telemetry)
+    create_table_artifact(
+        stats_table(stats), key="chunkwise-stats", description=f"chunkwise run {ctx.dir.name}: statistics"
+    )
+    return stats

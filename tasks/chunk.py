@@ -1,0 +1,49 @@
+"""One chunk as a retryable, cached Prefect task.
+
+Retries: only transient failures (`chunkwise.ollama.retry_condition`), with exponential backoff and
+jitter; a failed chunk never re-sends what its ledger holds. Caching: the key is the run's content
+key (input fingerprint, model digest, options, mode, system prompt) plus the chunk's rows and its
+checkpoint digest, and the key exists only once a valid checkpoint does, so both a retried flow
+run and a new flow run over the same run directory skip finished chunks, and a corrupt checkpoint
+is never served from the cache.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.tasks import exponential_backoff
+
+from chunkwise.checkpoint import load_checkpoint
+from chunkwise.executor import checkpoint_is_final, run_chunk
+from chunkwise.ollama import retry_condition
+from chunkwise.planning import ChunkSpec
+from chunkwise.runctx import RunContext
+from chunkwise.rundir import RunPaths
+
+
+def chunk_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
+    ctx: RunContext = parameters["ctx"]
+    spec: ChunkSpec = parameters["spec"]
+    loaded = load_checkpoint(RunPaths(ctx.dir).checkpoint(spec.index))
+    if loaded is None or not checkpoint_is_final(loaded[0], ctx.params.retry_failed):
+        return None
+    return f"chunkwise-{ctx.content_key()[:24]}-{spec.start}-{spec.stop}-{loaded[1][:16]}"
+
+
+@task(
+    name="chunk",
+    task_run_name="{spec.label}",
+    retries=8,
+    retry_delay_seconds=exponential_backoff(backoff_factor=10),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=retry_condition,
+    cache_key_fn=chunk_cache_key,
+    persist_result=True,
+    result_serializer="json",
+    cache_result_in_memory=False,
+)
+def run_chunk_task(ctx: RunContext, spec: ChunkSpec) -> dict[str, Any]:
+    """Send the chunk's unanswered requests and checkpoint it; returns counts, never text."""
+    return run_chunk(ctx, spec)

@@ -286,12 +286,13 @@ def build_plan(summary: InputSummary, params: RunParams, *, system_prompt: str, 
     slots_ctx = _slots(available, per_token, params.num_ctx)
     slots_ind = _slots(available, per_token, independent_ctx)
     advice = []
+    if training is not None and params.num_ctx > training:
+        advice.append(f"Ollama clamps num_ctx to the model's training context {training}: set --num-ctx {training} "
+                      f"or less (this plan assumes {params.num_ctx})")
     if too_long:
         advice.append(
             f"{too_long} requests exceed num_ctx {params.num_ctx} with the system prompt and num_predict "
             f"(estimated); Ollama would cut them silently: raise num_ctx to at least {independent_ctx}")
-    if training is not None and params.num_ctx > training:
-        advice.append(f"Ollama clamps num_ctx to the model's training context {training}")
     if fits is False:
         advice.append("the KV cache does not fit the free VRAM: lower num_ctx or parallel, or use --kv-cache-type "
                       "q8_0 (needs OLLAMA_FLASH_ATTENTION=1 on Ollama before v0.30)")

@@ -102,6 +102,11 @@ def test_build_plan_conversation(summary):
     assert (p.prompt_tokens.min, p.prompt_tokens.p50, p.prompt_tokens.max) == (100, 100, 5000)
     assert p.kv_mib_per_token == 0.125 and p.kv_reserved_mib == 1024.0
     assert p.fits is True and p.training_context == 131072
+    assert not any("clamps" in a for a in p.advice)
+    clamped = build_plan(summary, params(num_ctx=200_000), system_prompt="", model_info=LLAMA31_8B,
+                         model_info_source="test", free_vram_mib=None, gpu_reason="none")
+    assert clamped.advice[0] == ("Ollama clamps num_ctx to the model's training context 131072: set --num-ctx "
+                                 "131072 or less (this plan assumes 200000)")
     # The 5,000-token request + 1,000 system + 512 num_predict fits 8192; independent num_ctx:
     # ceil(6000 x 1.15) + 512 = 7412 -> 8192.
     assert (p.too_long_count, p.largest_request_tokens, p.independent_num_ctx) == (0, 6000, 8192)

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
 from chunkwise import kv
-from chunkwise.estimate import DEFAULT_CHARS_PER_TOKEN, MIN_TOLERANCE, estimate_tokens
+from chunkwise.estimate import MIN_TOLERANCE, estimate_tokens
 from chunkwise.inputs import InputSummary, Reject
 from chunkwise.params import RunParams
 
@@ -146,7 +146,7 @@ class Plan:
     chunk_sizes: tuple[int, int]  # smallest and largest chunk
     prompt_tokens: TokenStats | None  # None without accepted rows
     system_prompt_tokens: int
-    mean_request_tokens: float
+    mean_request_tokens: float  # (prompt + own system) tokens + expected answer tokens
     conversation_peak_tokens: int | None  # system + largest chunk x mean request tokens
     trim_at_tokens: int | None  # trim_threshold x num_ctx
     model_info_source: str
@@ -199,6 +199,30 @@ def _token_stats(prompt_chars: pa.Array, cpt: float) -> TokenStats | None:
                       estimate_tokens(int(p95), cpt), estimate_tokens(mm["max"].as_py(), cpt))
 
 
+def mean_request_tokens(summary: InputSummary, expected_answer_tokens: int, chars_per_token: float) -> float:
+    """Mean estimated tokens per accepted request: (prompt + the row's own system prompt, if any)
+    characters / chars_per_token, plus the expected answer tokens."""
+    if not summary.accepted:
+        return float(expected_answer_tokens)
+    chars = pc.sum(summary.prompt_chars).as_py() or 0
+    if summary.system_chars is not None:
+        chars += pc.sum(summary.system_chars).as_py() or 0
+    return chars / summary.accepted / chars_per_token + expected_answer_tokens
+
+
+def chunk_size_for(summary: InputSummary, params: RunParams, *, system_prompt: str,
+                   chars_per_token: float | None = None) -> tuple[int, bool]:
+    """(requests per chunk, whether computed): params.chunk_size, else `chunk_size_rule` over
+    num_ctx (conversation) or chunk_token_budget (independent). The one place a run and
+    `chunkwise plan` size chunks. chars_per_token defaults to params.chars_per_token."""
+    if params.chunk_size is not None:
+        return params.chunk_size, False
+    cpt = chars_per_token or params.chars_per_token
+    budget = params.num_ctx if params.mode == "conversation" else params.chunk_token_budget
+    mean = mean_request_tokens(summary, params.expected_answer_tokens, cpt)
+    return chunk_size_rule(budget, estimate_tokens(len(system_prompt), cpt), mean), True
+
+
 def _slots(available_mib: float | None, per_token_mib: float | None, ctx: int) -> int | None:
     if available_mib is None or not per_token_mib:
         return None
@@ -207,14 +231,15 @@ def _slots(available_mib: float | None, per_token_mib: float | None, ctx: int) -
 
 def build_plan(summary: InputSummary, params: RunParams, *, system_prompt: str, model_info: dict | None,
                model_info_source: str, free_vram_mib: float | None, gpu_reason: str | None,
-               kv_cache_type: str = "f16", chars_per_token: float = DEFAULT_CHARS_PER_TOKEN,
+               kv_cache_type: str = "f16", chars_per_token: float | None = None,
                prefill_tps: float | None = None, decode_tps: float | None = None,
                weights_mib: float | None = None) -> Plan:
     """The plan of a run of `summary`'s accepted requests with `params` (see the module docstring).
 
-    Token counts are estimates: characters / chars_per_token. free_vram_mib is the GPU's free memory
+    Token counts are estimates: characters / chars_per_token (default params.chars_per_token).
+    free_vram_mib is the GPU's free memory
     now (None with gpu_reason when unknown); weights_mib the model's size when known."""
-    cpt = chars_per_token
+    cpt = params.chars_per_token if chars_per_token is None else chars_per_token
     if cpt <= 0:
         raise ValueError(f"chars_per_token must be positive, got {cpt}")
     conversation = params.mode == "conversation"
@@ -223,10 +248,9 @@ def build_plan(summary: InputSummary, params: RunParams, *, system_prompt: str, 
     sys_tokens = estimate_tokens(sys_chars, cpt)
     stats = _token_stats(summary.prompt_chars, cpt)
     mean_prompt = pc.mean(summary.prompt_chars).as_py() / cpt if n else 0.0
-    mean_request = mean_prompt + params.expected_answer_tokens
+    mean_request = mean_request_tokens(summary, params.expected_answer_tokens, cpt)
     budget = params.num_ctx if conversation else params.chunk_token_budget
-    computed = params.chunk_size is None
-    size = chunk_size_rule(budget, sys_tokens, mean_request) if computed else params.chunk_size
+    size, computed = chunk_size_for(summary, params, system_prompt=system_prompt, chars_per_token=cpt)
     count = chunk_count(n, size)
     sizes = (n // count, -(-n // count)) if count else (0, 0)
 

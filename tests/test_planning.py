@@ -151,6 +151,20 @@ def test_build_plan_independent_uses_chunk_token_budget(summary):
     assert tight.fits is False and any("does not fit the free VRAM" in a for a in tight.advice)
 
 
+def test_chunk_size_for_counts_own_system_prompts(tmp_path):
+    path = tmp_path / "s.parquet"
+    pq.write_table(pa.table({"id": [1, 2], "prompt": ["p" * 400, "q" * 400], "system": [None, "s" * 800]}), path)
+    summary = validate_only(path, num_ctx=8192, num_predict=512)
+    assert planning.mean_request_tokens(summary, 100, 4.0) == (400 + 1200) / 2 / 4 + 100  # 300
+    # floor(0.8 x (8192 - 1000) / 300) = 19; the same from chunk_size_for and build_plan
+    assert planning.chunk_size_for(summary, params(num_ctx=8192, expected_answer_tokens=100),
+                                   system_prompt="x" * 4000) == (19, True)
+    assert planning.chunk_size_for(summary, params(chunk_size=7), system_prompt="") == (7, False)
+    p = build_plan(summary, params(num_ctx=8192, expected_answer_tokens=100), system_prompt="x" * 4000,
+                   model_info=None, model_info_source="unknown", free_vram_mib=None, gpu_reason=None)
+    assert (p.chunk_size, p.mean_request_tokens, p.chars_per_token) == (19, 300.0, 4.0)
+
+
 def test_build_plan_rejects_bad_chars_per_token(summary):
     with pytest.raises(ValueError, match="chars_per_token must be positive"):
         build_plan(summary, params(), system_prompt="", model_info=None, model_info_source="unknown",
@@ -194,7 +208,7 @@ def test_plan_command_uses_server_show(summary, capsys, no_gpu, monkeypatch):
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--num-ctx", "100"], "chunkwise plan: --num-ctx 100: Input should be greater than or equal to 256"),
-    (["--chars-per-token", "0"], "chunkwise plan: --chars-per-token 0.0: must be positive"),
+    (["--chars-per-token", "0"], "chunkwise plan: --chars-per-token 0.0: Input should be greater than 1"),
     (["--system-prompt-file", "/nonexistent/s.txt"], None),
     (["--host", "file:///etc/passwd"], "chunkwise plan: --host: Ollama host 'file:///etc/passwd' uses scheme "
                                        "'file'; only http and https are allowed"),

@@ -21,7 +21,7 @@ SHOW_TIMEOUT_S = 2.0
 
 #: RunParams fields set from flags of the same name (dashes for underscores).
 PARAM_FLAGS = ("model", "host", "mode", "num_ctx", "chunk_size", "parallel", "system_prompt",
-               "system_prompt_file", "num_predict", "expected_answer_tokens")
+               "system_prompt_file", "num_predict", "expected_answer_tokens", "chars_per_token")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--expected-answer-tokens", type=int, metavar="N")
     parser.add_argument("--kv-cache-type", choices=("f16", "q8_0", "q4_0"), default="f16",
                         help="the server's OLLAMA_KV_CACHE_TYPE (default f16)")
-    parser.add_argument("--chars-per-token", type=float, default=4.0, metavar="X")
+    parser.add_argument("--chars-per-token", type=float, metavar="X", help="characters per token of the "
+                        "token estimates (default 4.0)")
     parser.add_argument("--prefill-tps", type=float, metavar="X", help="server prefill rate, tokens/s (for the ETA)")
     parser.add_argument("--decode-tps", type=float, metavar="Y", help="server decode rate, tokens/s (for the ETA)")
 
@@ -123,8 +124,6 @@ def run(args: argparse.Namespace) -> int:
         params = RunParams(input_path=args.input, **flags)
     except ValidationError as exc:
         return _fail(validation_message(exc))
-    if args.chars_per_token <= 0:
-        return _fail(f"--chars-per-token {args.chars_per_token}: must be positive")
     for flag in ("prefill_tps", "decode_tps"):
         if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             return _fail(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be positive")
@@ -167,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         plan = build_plan(summary, params, system_prompt=system_prompt, model_info=model_info,
                           model_info_source=source, free_vram_mib=free, gpu_reason=gpu_reason,
-                          kv_cache_type=args.kv_cache_type, chars_per_token=args.chars_per_token,
+                          kv_cache_type=args.kv_cache_type,
                           prefill_tps=args.prefill_tps, decode_tps=args.decode_tps, weights_mib=weights)
     except ValueError as exc:
         return _fail(str(exc))

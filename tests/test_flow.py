@@ -1,0 +1,66 @@
+"""The batch flow end to end under one session-wide Prefect harness, against the simulator."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from chunkwise.files import read_json
+from flows.batch import batch
+from tests.pipeline_helpers import params_for, write_requests
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.mark.parametrize("mode", ["independent", "conversation"])
+def test_every_request_answered_once_in_input_order(sim, tmp_path, mode):
+    source = write_requests(tmp_path / "in.parquet", 45)
+    params = params_for(sim, source, tmp_path / "runs", mode=mode)
+    stats = batch(params)
+
+    results = pl.read_parquet(tmp_path / "runs" / "t" / "results.parquet")
+    assert results["id"].to_list() == [f"r{i:04d}" for i in range(45)]
+    assert results["group"].to_list() == [i % 3 for i in range(45)]  # carried through
+    assert set(results["status"]) == {"ok"}
+    assert results["response"].str.len_chars().min() > 0
+    assert results["chunk"].n_unique() == 5  # chunk_size 10 -> 45 rows in 5 balanced chunks
+
+    sim_stats = sim.stats()
+    assert sim_stats["answered_total"] == 45
+    assert sim_stats["max_answered_per_fingerprint"] == 1
+    assert stats["requests"] | {"failed_by_class": None} == {
+        "total": 45, "succeeded": 45, "failed": 0, "rejected": 0, "failed_by_class": None, "reconciles": True}
+    assert stats["tokens"]["prompt_evaluated"] == results["prompt_eval_count"].sum()
+    assert stats["tokens"]["generated"] == results["eval_count"].sum()
+    on_disk = read_json(tmp_path / "runs" / "t" / "stats.json")
+    assert on_disk["requests"] == stats["requests"]
+    if mode == "conversation":
+        # a conversation re-sends its history: later turns evaluate more prompt tokens than the first
+        first, last = results.filter(pl.col("chunk") == 0)["prompt_eval_count"].to_list()[::8][:2]
+        assert last > first
+
+
+def test_rerun_of_a_finished_run_sends_nothing(sim, tmp_path):
+    source = write_requests(tmp_path / "in.parquet", 20)
+    params = params_for(sim, source, tmp_path / "runs")
+    batch(params)
+    before = sim.stats()["requests"]["/api/chat"]
+    first = pl.read_parquet(tmp_path / "runs" / "t" / "results.parquet")
+    stats = batch(params)
+    assert sim.stats()["requests"]["/api/chat"] == before
+    again = pl.read_parquet(tmp_path / "runs" / "t" / "results.parquet")
+    assert again.select("id", "response").equals(first.select("id", "response"))
+    assert stats["requests"]["succeeded"] == 20
+    assert len(read_json(tmp_path / "runs" / "t" / "manifest.json")["sessions"]) == 2
+
+
+def test_rejected_rows_are_quarantined_and_reconciled(sim, tmp_path):
+    source = tmp_path / "in.parquet"
+    pl.DataFrame({"id": [1, 2, 3, 4], "prompt": ["hello", None, "  ", "world"]}).write_parquet(source)
+    stats = batch(params_for(sim, source, tmp_path / "runs"))
+    results = pl.read_parquet(tmp_path / "runs" / "t" / "results.parquet")
+    assert results["id"].to_list() == [1, 2, 3, 4]
+    assert results["status"].to_list() == ["ok", "rejected", "rejected", "ok"]
+    assert "prompt is null" in results["error_message"][1]
+    assert stats["requests"]["rejected"] == 2 and stats["requests"]["reconciles"]
+    assert sim.stats()["answered_total"] == 2

@@ -127,13 +127,15 @@ def main() -> int:
         ratio = sum(map(len, prompts)) / sum(map(count_tokens, prompts))
         mean_tokens = sum(map(count_tokens, prompts[:5000])) / len(prompts[:5000])
 
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     walls = [p[0] for p in plans]
     rss = [p[1] for p in plans]
     goal = "met" if max(walls) <= 2.0 else "NOT met"
     report = f"""# plan_speed: `chunkwise plan` on the {args.rows:,}-row sample
 
 - Date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}
-- Machine: {machine()}
+- Machine: {machine()}; load average after the runs {load} (a shared machine: other work
+  running at the same time makes these numbers slower, never faster)
 - Command: `.venv/bin/python -m bench.plan_speed --rows {args.rows} --runs {args.runs}`
 - Timed command: `chunkwise plan --input <sample> --system-prompt-file <2,400-token prompt> --host <closed port>`
   (model_info from the built-in profile; no GPU probe wait)

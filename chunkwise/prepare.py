@@ -11,10 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.compute as pc
-
 from chunkwise import inputs, planning
-from chunkwise.estimate import estimate_tokens
 from chunkwise.files import UnsafePathError, read_json, write_json_atomic
 from chunkwise.kv import training_context
 from chunkwise.logs import logger
@@ -154,18 +151,12 @@ def plan_run(prepared: PreparedRun, *, write: bool = True) -> tuple[list[plannin
     """
     ctx, staged, existing = prepared.ctx, prepared.staged, prepared.existing_manifest
     params = ctx.params
-    if params.chunk_size is not None:
-        chunk_size, computed = params.chunk_size, False
-    else:
-        system_tokens = estimate_tokens(len(ctx.system_prompt), ctx.chars_per_token)
-        mean_tokens = estimate_tokens(mean_prompt_chars(staged), ctx.chars_per_token) + params.expected_answer_tokens
-        budget = params.num_ctx if params.mode == "conversation" else params.chunk_token_budget
-        try:
-            chunk_size = planning.chunk_size_rule(budget, system_tokens, mean_tokens)
-        except ValueError as exc:
-            raise SetupError(str(exc)) from None
-        computed = True
-    specs = planning.plan_chunks(staged.accepted, chunk_size)
+    try:
+        chunk_size, computed = planning.chunk_size_for(staged, params, system_prompt=ctx.system_prompt,
+                                                       chars_per_token=ctx.chars_per_token)
+    except ValueError as exc:
+        raise SetupError(str(exc)) from None
+    specs = planning.plan_chunks(staged.accepted, chunk_size, rows=staged.accepted_rows)
     plan = {"chunk_size": chunk_size, "computed": computed, "chunks": len(specs), "requests": staged.accepted}
     manifest = build_manifest(ctx, input_path=os.path.abspath(params.input_path), chunk_plan=plan)
     if existing is not None:
@@ -182,16 +173,6 @@ def plan_run(prepared: PreparedRun, *, write: bool = True) -> tuple[list[plannin
         start_session(manifest, retry_failed=params.retry_failed)
         write_json_atomic(RunPaths(ctx.dir).manifest, manifest)
     return specs, manifest
-
-
-def mean_prompt_chars(staged: inputs.StagedInput) -> int:
-    """Mean characters per accepted request: its prompt plus its own system prompt, if any."""
-    if not staged.accepted:
-        return 0
-    total = pc.sum(staged.prompt_chars).as_py() or 0
-    if staged.system_chars is not None:
-        total += pc.sum(staged.system_chars).as_py() or 0
-    return int(total / staged.accepted)
 
 
 def _next_free_name(paths: RunPaths) -> str:

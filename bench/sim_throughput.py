@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import random
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -58,49 +59,50 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def flood(url: str, bodies: list[dict], seconds: float) -> int:
-    """Send bodies round-robin over CONNECTIONS connections for `seconds`; returns answered requests."""
+async def flood(url: str, system: str, users: list[str], stream: bool, seconds: float, first: int) -> int:
+    """Chat requests over CONNECTIONS connections for `seconds`, each with a distinct user prompt
+    (numbered from `first`, so the simulator cannot reuse a tokenization); returns the answered requests."""
     answered = 0
     stop = time.perf_counter() + seconds
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONNECTIONS)) as session:
         async def worker(k: int) -> None:
             nonlocal answered
             while time.perf_counter() < stop:
-                async with session.post(f"{url}/api/chat", json=bodies[k % len(bodies)]) as response:
+                body = {"model": MODEL, "stream": stream, "messages": [
+                    {"role": "system", "content": system}, {"role": "user", "content": f"{users[k % len(users)]} {k}"}]}
+                async with session.post(f"{url}/api/chat", json=body) as response:
                     data = await response.read()
-                    if response.status != 200 or b'"done": true' not in data[-600:] and b'"done":true' not in data[-600:]:
+                    if response.status != 200 or b'"done": true' not in data[-600:]:
                         raise RuntimeError(f"bad answer {response.status}: {data[-300:]!r}")
                 answered += 1
                 k += CONNECTIONS
 
-        await asyncio.gather(*(worker(i) for i in range(CONNECTIONS)))
+        await asyncio.gather(*(worker(first + i) for i in range(CONNECTIONS)))
     return answered
 
 
-def capacity(seconds: float) -> dict:
+def capacity(seconds: float, rounds: int) -> dict:
     rng = random.Random(7)
     system = text_of(2400, rng)
     users = [text_of(700, rng) for _ in range(64)]
-    bodies = {
-        stream: [{"model": MODEL, "stream": stream, "messages": [{"role": "system", "content": system},
-                                                                 {"role": "user", "content": f"{u} {i}"}]}
-                 for i, u in enumerate(users * 4)]
-        for stream in (False, True)
-    }
-    out = {"prompt_tokens": chat_prompt_tokens(bodies[False][0]["messages"]),
-           "system_tokens": count_tokens(system), "user_tokens": count_tokens(users[0])}
+    out: dict = {"prompt_tokens": chat_prompt_tokens([{"role": "system", "content": system},
+                                                      {"role": "user", "content": users[0]}]),
+                 "system_tokens": count_tokens(system), "user_tokens": count_tokens(users[0])}
     with running_simulator(SimOptions(), process=True) as sim:
         pid = sim.pid
-        asyncio.run(flood(sim.url, bodies[False][:16], 1.0))  # warm-up
-        for stream in (False, True):
+        asyncio.run(flood(sim.url, system, users, False, 1.0, 0))  # warm-up
+        for run, stream in enumerate([False, True] * rounds, start=1):
             cpu0, t0 = cpu_seconds(pid), time.perf_counter()
-            n = asyncio.run(flood(sim.url, bodies[stream], seconds))
+            n = asyncio.run(flood(sim.url, system, users, stream, seconds, run * 10**7))
             elapsed, cpu = time.perf_counter() - t0, cpu_seconds(pid) - cpu0
-            out["stream" if stream else "plain"] = {"requests": n, "rps": n / elapsed, "sim_cpu_us": cpu / n * 1e6}
+            out.setdefault("stream" if stream else "plain", []).append(
+                {"requests": n, "rps": n / elapsed, "sim_cpu_us": cpu / n * 1e6})
         with httpx.Client(trust_env=False, timeout=60) as client:
             n, cpu0, own0, t0 = 0, cpu_seconds(pid), time.process_time(), time.perf_counter()
             while time.perf_counter() - t0 < min(seconds, 5.0):
-                response = client.post(f"{sim.url}/api/chat", json=bodies[False][n % 256])
+                body = {"model": MODEL, "stream": False, "messages": [
+                    {"role": "system", "content": system}, {"role": "user", "content": f"{users[n % 64]} httpx {n}"}]}
+                response = client.post(f"{sim.url}/api/chat", json=body)
                 assert response.status_code == 200 and response.json()["done"]
                 n += 1
             elapsed = time.perf_counter() - t0
@@ -157,9 +159,19 @@ def fidelity(seconds: float) -> dict:
 
 
 def report(cap: dict, fid: dict, argv: list[str]) -> str:
-    plain, stream, single = cap["plain"], cap["stream"], cap["httpx"]
+    single = cap["httpx"]
     cpu = (Path("/proc/cpuinfo").read_text().split("model name")[1].split(":")[1].splitlines()[0].strip()
            if Path("/proc/cpuinfo").exists() else platform.processor())
+    rows = []
+    medians = {}
+    for key, label in (("plain", "`stream: false`"), ("stream", "streamed NDJSON (1 line per token)")):
+        runs = cap[key]
+        for run in runs:
+            rows.append(f"| {label} | {run['requests']:,} | {run['rps']:,.0f} | {run['sim_cpu_us']:,.0f} us | "
+                        f"{1e6 / run['sim_cpu_us']:,.0f} req/s |")
+        medians[key] = (statistics.median(r["rps"] for r in runs), statistics.median(r["sim_cpu_us"] for r in runs))
+    table = "\n".join(rows)
+    plain_cpu = medians["plain"][1]
     return f"""# Simulator throughput
 
 Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}. Machine: {os.cpu_count()} cores ({cpu}), shared with
@@ -168,19 +180,23 @@ Command: `.venv/bin/python -m bench.sim_throughput {' '.join(argv)}`.
 
 ## 1. Capacity, all rates 0 (goal >= 1,500 req/s)
 
-Chat requests: system prompt {cap['system_tokens']:,} tokens + user prompt {cap['user_tokens']:,} tokens
-= {cap['prompt_tokens']:,} rendered prompt tokens; answers 16-256 tokens. {CONNECTIONS} aiohttp connections,
-client and simulator on the same 2 cores.
+Chat requests: system prompt {cap['system_tokens']:,} tokens + a distinct user prompt of {cap['user_tokens']:,}
+tokens = {cap['prompt_tokens']:,} rendered prompt tokens; answers 16-256 tokens. {CONNECTIONS} aiohttp
+connections; client and simulator share the machine's 2 cores, so req/s is bounded by both. Runs
+alternate between the two modes; each row is one run of {cap['seconds']:.0f} s.
 
 | mode | requests | req/s | simulator CPU per request | one simulator core could serve |
 |---|---|---|---|---|
-| `stream: false` | {plain['requests']:,} | **{plain['rps']:,.0f}** | {plain['sim_cpu_us']:,.0f} us | {1e6 / plain['sim_cpu_us']:,.0f} req/s |
-| streamed NDJSON (1 line per token) | {stream['requests']:,} | **{stream['rps']:,.0f}** | {stream['sim_cpu_us']:,.0f} us | {1e6 / stream['sim_cpu_us']:,.0f} req/s |
+{table}
 
-For scale, one synchronous `httpx.Client` sending the same `stream: false` requests back to back:
-{single['rps']:,.0f} req/s, {single['client_cpu_us']:,.0f} us of client CPU per request (simulator:
-{single['sim_cpu_us']:,.0f} us). The simulator needs {single['client_cpu_us'] / plain['sim_cpu_us']:.1f}x less CPU per
-request than one httpx client spends sending it, so a pipeline's clients saturate before it does.
+Medians: `stream: false` **{medians['plain'][0]:,.0f} req/s** ({medians['plain'][1]:,.0f} us of simulator CPU per
+request), streamed **{medians['stream'][0]:,.0f} req/s** ({medians['stream'][1]:,.0f} us).
+
+For scale, one synchronous `httpx.Client` sending the same kind of `stream: false` requests back to
+back: {single['rps']:,.0f} req/s, spending {single['client_cpu_us']:,.0f} us of its own CPU per request. One
+simulator core serves about {1e6 / plain_cpu:,.0f} req/s, i.e. {1e6 / plain_cpu / single['rps']:.1f}x what one httpx client
+can send, and the simulator spends {single['client_cpu_us'] / plain_cpu:.1f}x less CPU per request than that
+client: a pipeline's own clients saturate before the simulator does.
 
 ## 2. Timing fidelity (goal: within 3 %)
 
@@ -199,11 +215,13 @@ Parallel 4, prefill 2,000 tok/s, decode 100 tok/s, answers 20-40 tokens, 8 strea
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each capacity run, seconds")
+    parser.add_argument("--rounds", type=int, default=3, help="capacity runs per mode (alternating)")
     parser.add_argument("--timed-seconds", type=float, default=20.0, help="length of the fidelity run, seconds")
     parser.add_argument("--out", type=Path, default=RESULTS, help="report path (Markdown)")
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
-    cap = capacity(args.seconds)
+    cap = capacity(args.seconds, args.rounds)
+    cap["seconds"] = args.seconds
     print(json.dumps(cap, indent=1))
     fid = fidelity(args.timed_seconds)
     print(json.dumps(fid, indent=1))

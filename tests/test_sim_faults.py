@@ -171,3 +171,18 @@ def test_config_changes_at_runtime_and_rejects_bad_values(sim):
         assert c.post("/sim/config", json={"no_such": 1}).status_code == 400
         assert c.post("/sim/config", json={"truncation": "middle"}).status_code == 400
         assert c.get("/sim/config").json()["fail_rate"] == 0.0
+
+
+def test_fingerprint_fast_path_equals_canonical_json():
+    import hashlib
+
+    cases = [
+        [{"role": "system", "content": 'quote " backslash \\ tab \t nul \x00 line\u2028 é 中 😀'}, {"role": "user", "content": ""}],
+        [{"content": "key order differs", "role": "user"}],
+        [{"role": "user", "content": "extra keys take the generic path", "images": []}],
+        [],
+    ]
+    for messages in cases:
+        canonical = json.dumps({"model": "m\u00e9", "messages": messages}, sort_keys=True, separators=(",", ":"),
+                               ensure_ascii=False)
+        assert chat_fingerprint("m\u00e9", messages) == hashlib.sha256(canonical.encode()).hexdigest()[:32]

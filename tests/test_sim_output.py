@@ -107,7 +107,7 @@ def test_answers_have_natural_lengths_in_range_and_eval_count_is_token_count(sim
         body = chat(sim.url, [{"role": "user", "content": f"question {i}"}])
         text = body["message"]["content"]
         assert body["eval_count"] == count_tokens(text) and body["done_reason"] == "stop"
-        assert text[0].isupper() and text.endswith((".", ",")) or text[-1].isalnum()
+        assert text[0].isupper() and not text[0].isspace()
         lengths.append(body["eval_count"])
     assert min(lengths) >= 16 and max(lengths) <= 256 and len(set(lengths)) > 20
     sim.configure(answer_tokens=(3, 5))

@@ -29,17 +29,25 @@ def user(text: str) -> list[dict]:
     return [SYSTEM, {"role": "user", "content": text}]
 
 
-def in_threads(calls) -> list:
-    """Run callables at once; results in call order."""
+def in_threads(calls, sim) -> list:
+    """Run callables in threads, each started once the previous one is visible in the simulator
+    (in flight or queued), so arrival order is certain; results in call order."""
     results = [None] * len(calls)
 
     def run(i, fn):
         results[i] = fn()
 
     threads = [threading.Thread(target=run, args=(i, fn)) for i, fn in enumerate(calls)]
-    for t in threads:
+    for i, t in enumerate(threads):
         t.start()
-        time.sleep(0.02)  # keep arrival order
+        if i < len(threads) - 1:
+            deadline = time.monotonic() + 10
+            while True:
+                stats = sim.stats(fingerprints=False)
+                if stats["in_flight"] + stats["queued"] >= i + 1:
+                    break
+                assert time.monotonic() < deadline, "request never reached the simulator"
+                time.sleep(0.005)
     for t in threads:
         t.join()
     return results
@@ -80,7 +88,7 @@ def test_reload_waits_for_in_flight_requests(sim_factory):
             return r
         return fn
 
-    long, reload = in_threads([call("long", 4096, 12), call("reload", 8192, 1)])
+    long, reload = in_threads([call("long", 4096, 12), call("reload", 8192, 1)], sim)
     assert done_order == ["long", "reload"]  # the 1-token request had to wait for the 12-token one
     assert reload["load_duration"] >= 10_000_000
     assert sim.stats()["loads"] == 2
@@ -89,7 +97,7 @@ def test_reload_waits_for_in_flight_requests(sim_factory):
 def test_queue_overflow_is_503(sim_factory):
     sim = sim_factory(parallel=1, max_queue=2, decode_tps=20, answer_tokens=(10, 10))
     httpx.post(f"{sim.url}/api/chat", json={"model": "llama3.1:8b", "messages": []}, trust_env=False)  # load
-    results = in_threads([lambda i=i: chat(sim.url, user(f"q{i}")) for i in range(4)])
+    results = in_threads([lambda i=i: chat(sim.url, user(f"q{i}")) for i in range(4)], sim)
     statuses = sorted(r.status_code for r in results)
     assert statuses == [200, 200, 200, 503]
     busy = next(r for r in results if r.status_code == 503)
@@ -129,11 +137,11 @@ def test_prefix_cache_shortens_prompt_eval_duration_not_count(sim_factory):
 
 
 def test_parallel_slots_each_keep_their_own_cache(sim_factory):
-    sim = sim_factory(parallel=2, prefill_tps=100_000, decode_tps=50, answer_tokens=(5, 5))
+    sim = sim_factory(parallel=2, prefill_tps=100_000, decode_tps=50, answer_tokens=(10, 10))
     other_system = {"role": "system", "content": "Translate to French. " * 40}
     a = [SYSTEM, {"role": "user", "content": "one"}]
     b = [other_system, {"role": "user", "content": "two"}]
-    in_threads([lambda: chat(sim.url, a), lambda: chat(sim.url, b)])  # both slots busy at once
+    in_threads([lambda: chat(sim.url, a), lambda: chat(sim.url, b)], sim)  # both slots busy at once
     again_a = chat(sim.url, a).json()
     again_b = chat(sim.url, b).json()
     assert again_a["prompt_eval_duration"] == prefill_ns(len(render_chat(a)) - 1, 1, 100_000, 131072)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from json.encoder import encode_basestring  # what json.dumps(ensure_ascii=False) uses for str
 from typing import Any
 
 FINGERPRINT_HEX = 32
@@ -23,8 +25,21 @@ def _digest(obj: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:FINGERPRINT_HEX]
 
 
+@lru_cache(maxsize=256)
+def _message_json(role: str, content: str) -> str:
+    """Canonical JSON of {"role", "content"}; cached because a batch repeats its system prompt."""
+    return '{"content":' + encode_basestring(content) + ',"role":' + encode_basestring(role) + "}"
+
+
 def chat_fingerprint(model: str, messages: Sequence[Mapping[str, Any]]) -> str:
     """Fingerprint of an /api/chat request (messages exactly as sent)."""
+    if isinstance(model, str) and all(
+        type(m) is dict and m.keys() == {"role", "content"} and type(m["role"]) is str and type(m["content"]) is str
+        for m in messages
+    ):  # the usual shape, encoded piecewise: the same text as _digest builds
+        parts = ",".join([_message_json(m["role"], m["content"]) for m in messages])
+        text = '{"messages":[' + parts + '],"model":' + encode_basestring(model) + "}"
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:FINGERPRINT_HEX]
     return _digest({"model": model, "messages": list(messages)})
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from chunkwise.checkpoint import load_checkpoint
 from chunkwise.files import read_json, write_json_atomic
 from chunkwise.manifest import now_iso
-from chunkwise.results import assemble_results
+from chunkwise.results import assemble_results, conversation_starts
 from chunkwise.runctx import RunContext, get_runtime
 from chunkwise.rundir import RunPaths
 from chunkwise.stats import compute_stats
@@ -52,6 +52,8 @@ def finish_run(ctx: RunContext, n_chunks: int, telemetry: dict[str, Any] | None 
         chars_per_token=calibration["chars_per_token"],
         active_seconds=active_seconds(manifest),
         chunks=n_chunks,
+        conversation_starts=conversation_starts(paths, checkpoints, ctx.system_prompt)
+        if ctx.params.mode == "conversation" else None,
         extra={
             **(telemetry or {}),
             "truncation": {"calibration": calibration, "send_truncate_false": ctx.send_truncate_false},

@@ -61,3 +61,20 @@ def assemble_results(paths: RunPaths, checkpoints: list[Path]) -> Path:
     )
     write_atomic(paths.results, lambda handle: results.sink_parquet(handle, compression="zstd"))
     return paths.results
+
+
+def conversation_starts(paths: RunPaths, checkpoints: list[Path], run_system_prompt: str) -> int:
+    """How many conversations conversation mode started: one per chunk, plus one wherever a row's
+    own system prompt differs from the row before it in the same chunk."""
+    requests = pl.scan_parquet(paths.requests)
+    own = pl.col("system") if "system" in requests.collect_schema().names() else pl.lit(None, dtype=pl.String)
+    effective = pl.when(own.str.len_chars() > 0).then(own).otherwise(pl.lit(run_system_prompt))
+    starts = (
+        requests.select("_row", effective.alias("sys"))
+        .join(pl.scan_parquet(checkpoints).select("_row", "chunk"), on="_row")
+        .sort("_row")
+        .select((pl.col("sys") != pl.col("sys").shift(1).over("chunk")).fill_null(True).sum())
+        .collect()
+        .item()
+    )
+    return int(starts or 0)

@@ -33,6 +33,7 @@ def compute_stats(
     chars_per_token: float,
     active_seconds: float,
     chunks: int,
+    conversation_starts: int | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     lf = pl.scan_parquet(results_path)
@@ -51,7 +52,7 @@ def compute_stats(
         pl.col("latency_ns").filter(ok).quantile(0.99, "nearest").alias("p99"),
         pl.col("latency_ns").filter(ok).mean().alias("mean"),
         (pl.col("attempts") - 1).clip(lower_bound=0).sum().alias("request_retries"),
-        pl.col("load_duration_ns").sum().alias("load_ns"),
+        pl.col("load_duration_ns").max().alias("load_max_ns"),
         (pl.col("load_duration_ns") >= 100_000_000).sum().alias("load_events"),
         (pl.col("status") != str(Status.REJECTED)).sum().alias("sent_requests"),
     ).collect().row(0, named=True)
@@ -62,7 +63,7 @@ def compute_stats(
 
     system_tokens = estimate_tokens(len(system_prompt), chars_per_token) if system_prompt else 0
     sent = int(row["sent_requests"] or 0)
-    placements = chunks if mode == "conversation" else sent
+    placements = (conversation_starts if conversation_starts is not None else chunks) if mode == "conversation" else sent
     naive = sent * system_tokens
     chosen = min(placements, sent) * system_tokens
     seconds = max(active_seconds, 1e-9)
@@ -94,7 +95,9 @@ def compute_stats(
                        "mean": _ms(row["mean"])},
         "chunks": chunks,
         "retries": {"request_retries": int(row["request_retries"] or 0)},
-        "model_load": {"load_duration_total_s": round((row["load_ns"] or 0) / 1e9, 3),
+        # Ollama's load_duration includes waiting for a load another request started, so the
+        # longest one is the model's load time and the count shows how many requests waited on one.
+        "model_load": {"load_duration_max_s": round((row["load_max_ns"] or 0) / 1e9, 3),
                        "requests_with_load_over_100ms": int(row["load_events"] or 0)},
         "mode": mode,
     }
@@ -121,7 +124,8 @@ def stats_table(stats: dict[str, Any]) -> list[dict[str, str]]:
         ("requests/s, generated tokens/s", f"{th['requests_per_s']}, {th['generated_tokens_per_s']}"),
         ("latency p50 / p95 / p99 (ms)", f"{lat['p50']} / {lat['p95']} / {lat['p99']}"),
         ("chunks, request retries", f"{stats['chunks']}, {stats['retries']['request_retries']}"),
-        ("model load time (s)", str(stats["model_load"]["load_duration_total_s"])),
+        ("model load time (s), requests that waited on a load",
+         f"{stats['model_load']['load_duration_max_s']}, {stats['model_load']['requests_with_load_over_100ms']}"),
         ("VRAM", vram),
         ("system prompt savings", f"{t['system_prompt_savings']['saved_pct']}% ({t['system_prompt_savings']['basis']})"),
     ]

@@ -87,3 +87,16 @@ def reset_process_state() -> None:
         runctx._runtimes.clear()
     for rt in leftovers:
         rt.client.close()
+
+
+@contextmanager
+def saved_signal_handlers() -> Iterator[None]:
+    """Restore SIGINT/SIGTERM handlers after an in-process `chunkwise run` installed its own."""
+    import signal
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)

@@ -1,0 +1,166 @@
+"""Resume paths through Prefect (in-process, session harness) against the simulator:
+
+- Prefect's flow `retries` after the first attempt failed (the server went away mid-run);
+- re-running a failed flow run (set back to Scheduled, then `prefect.flow_engine.run_flow`, what
+  `prefect flow-run retry <id> --entrypoint ...` does: research/prefect.md 1.6);
+- Ollama down for part of a run and back while chunk tasks retry;
+- Ollama down longer than the retries: `chunkwise run` exits 1, then `chunkwise run` with the same
+  name (or `chunkwise resume RUN_DIR`) finishes the run.
+
+Every case ends with each id once in results.parquet, results equal to an uninterrupted run, and
+no request answered twice by the simulator.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from chunkwise.cli import main as cli_main
+from chunkwise.files import read_json
+from chunkwise.outcome import EXIT_FAILED, EXIT_OK
+from flows import batch as batch_module
+from flows.batch import batch
+from tests.direct_run import run_all
+from tests.outage import Outage
+from tests.pipeline_helpers import params_for, write_requests
+from tests.run_checks import (
+    assert_answered_once,
+    assert_same_results,
+    chunkwise_env,
+    ledger_records,
+    reset_process_state,
+    results,
+    saved_signal_handlers,
+)
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+N = 40
+
+
+@pytest.fixture(autouse=True)
+def _clean_process():
+    reset_process_state()
+    with saved_signal_handlers():
+        yield
+    reset_process_state()
+
+
+@pytest.fixture
+def source(tmp_path):
+    return write_requests(tmp_path / "in.parquet", N, prompt_words=10)
+
+
+def run_params(sim, source, tmp_path, name="t", mode="independent", **changes):
+    values = dict(mode=mode, parallel=1, chunk_size=8, num_ctx=4096, num_predict=256, max_attempts=2, run_name=name)
+    values.update(changes)
+    return params_for(sim, source, tmp_path / "runs", **values)
+
+
+def expected_results(sim_factory, source, tmp_path, mode="independent"):
+    """An uninterrupted run of the same requests on a fresh simulator."""
+    sim = sim_factory()
+    run_all(run_params(sim, source, tmp_path, name=f"base-{mode}", mode=mode))
+    reset_process_state()
+    return results(tmp_path / "runs" / f"base-{mode}")
+
+
+def assert_complete_and_once(sim, run_dir, expected):
+    assert_same_results(run_dir, expected)
+    assert_answered_once(sim.stats(), expected=N)
+    records, bad = ledger_records(run_dir)
+    assert bad == 0 and len(records) == N  # each request recorded once: nothing re-sent, nothing lost
+
+
+def test_prefect_flow_retry_reuses_finished_chunks_and_ledgers(sim_factory, source, tmp_path, monkeypatch):
+    expected = expected_results(sim_factory, source, tmp_path, "conversation")
+    sim = sim_factory()
+    Outage(monkeypatch, sim, after=13)  # down in the middle of the second chunk, not back by itself
+    real_raise = batch_module.raise_for_unfinished
+    finished_at_failure: dict[str, int] = {}
+
+    def server_back_then_fail(unfinished, run_dir):
+        if unfinished and not finished_at_failure:
+            finished_at_failure.update({p.name: p.stat().st_mtime_ns for p in (run_dir / "chunks").glob("*.parquet")})
+            sim.start()  # the server is back before Prefect retries the flow run
+        real_raise(unfinished, run_dir)
+
+    monkeypatch.setattr(batch_module, "raise_for_unfinished", server_back_then_fail)
+    with chunkwise_env(chunk_retries=0):
+        state = batch.with_options(retries=1, retry_delay_seconds=0)(
+            run_params(sim, source, tmp_path, mode="conversation"), return_state=True)
+    assert state.is_completed(), state
+    run_dir = tmp_path / "runs" / "t"
+    assert_complete_and_once(sim, run_dir, expected)
+    # conversation mode holds the one slot per chunk: exactly one chunk had finished, and the retry
+    # reused its checkpoint without rewriting it
+    assert len(finished_at_failure) == 1
+    for name, mtime in finished_at_failure.items():
+        assert (run_dir / "chunks" / name).stat().st_mtime_ns == mtime
+
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(state.state_details.flow_run_id)
+    assert flow_run.run_count == 2  # one flow run, retried by Prefect
+    assert len(read_json(run_dir / "manifest.json")["sessions"]) == 2
+
+
+def test_failed_flow_run_rerun_with_run_flow_finishes_it(sim_factory, source, tmp_path, monkeypatch):
+    from prefect import get_client
+    from prefect.flow_engine import run_flow
+    from prefect.states import Scheduled
+
+    expected = expected_results(sim_factory, source, tmp_path)
+    sim = sim_factory()
+    outage = Outage(monkeypatch, sim, after=21)
+    with chunkwise_env(chunk_retries=0):
+        failed = batch(run_params(sim, source, tmp_path), return_state=True)
+    assert failed.is_failed() and outage.happened.is_set()
+    sim.start()
+    assert sim.stats()["answered_total"] == 21
+    reset_process_state()
+    flow_run_id = failed.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run_id, Scheduled(), force=True)
+        flow_run = client.read_flow_run(flow_run_id)
+    state = run_flow(batch, flow_run=flow_run, return_type="state")  # parameters come from the flow run
+    assert state.is_completed(), state
+    assert state.state_details.flow_run_id == flow_run_id
+    assert_complete_and_once(sim, tmp_path / "runs" / "t", expected)
+
+
+@pytest.mark.parametrize("mode", ["independent", "conversation"])
+def test_ollama_down_for_a_while_then_back(sim_factory, source, tmp_path, monkeypatch, mode):
+    """Chunk tasks fail while the server is down and Prefect retries them; the run finishes."""
+    expected = expected_results(sim_factory, source, tmp_path, mode)
+    sim = sim_factory()
+    outage = Outage(monkeypatch, sim, after=11, back_after_s=1.0)
+    stats = batch(run_params(sim, source, tmp_path, mode=mode))
+    assert outage.happened.is_set()
+    assert stats["requests"]["succeeded"] == N and stats["requests"]["reconciles"]
+    assert_complete_and_once(sim, tmp_path / "runs" / "t", expected)
+
+
+@pytest.mark.parametrize("again", ["run", "resume"])
+def test_ollama_down_longer_than_retries_exits_1_then_resumes(sim_factory, source, tmp_path, monkeypatch, capsys,
+                                                              again):
+    expected = expected_results(sim_factory, source, tmp_path, "conversation")
+    sim = sim_factory()
+    Outage(monkeypatch, sim, after=17)
+    argv = ["run", "--input", str(source), "--host", sim.url, "--output-dir", str(tmp_path / "runs"),
+            "--run-name", "t", "--mode", "conversation", "--parallel", "1", "--chunk-size", "8",
+            "--num-ctx", "4096", "--num-predict", "256", "--max-attempts", "2", "--system-prompt", "You are terse."]
+    with chunkwise_env(chunk_retries=0):
+        code = cli_main(argv)
+    out = capsys.readouterr().out
+    assert code == EXIT_FAILED, out
+    assert "chunks did not finish" in out and "resume with the same run name" in out
+    assert not (tmp_path / "runs" / "t" / "results.parquet").exists()
+
+    sim.start()
+    reset_process_state()
+    code = cli_main(argv if again == "run" else ["resume", str(tmp_path / "runs" / "t")])
+    out = capsys.readouterr().out
+    assert code == EXIT_OK, out
+    assert_complete_and_once(sim, tmp_path / "runs" / "t", expected)

@@ -11,6 +11,7 @@ resumes where it stopped. A second signal, or the grace period running out, exit
 
 from __future__ import annotations
 
+import contextvars
 import os
 import signal
 import sys
@@ -50,6 +51,33 @@ def install_stop_handlers(grace_s: float, say=print) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def run_off_main_thread(fn: Any, *args: Any) -> Any:
+    """Call `fn(*args)` in a worker thread (in a copy of this context) while the main thread waits.
+
+    Prefect's flow engine, when it runs in the main thread, replaces the SIGTERM handler with one
+    that raises `TerminationSignal` at once (`prefect.utilities.engine.capture_sigterm`): the flow
+    unwinds while requests are in flight, the HTTP client is closed under them and the exit code
+    is 1. Off the main thread Prefect cannot install that handler, so SIGTERM, like Ctrl-C, reaches
+    the graceful handler above and the main thread stays free to run it.
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            box["error"] = exc
+
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(target,), name="chunkwise-flow", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.2)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def execute(params: RunParams, say=print) -> tuple[int, dict[str, Any] | None]:
     """Run the flow; returns (exit code, stats or None)."""
     try:
@@ -62,7 +90,7 @@ def execute(params: RunParams, say=print) -> tuple[int, dict[str, Any] | None]:
     from flows.batch import batch  # Prefect is imported only once the configuration is known good
 
     try:
-        stats = batch(params)
+        stats = run_off_main_thread(batch, params)
     except SetupError as exc:
         say(f"error: {exc}")
         return EXIT_CONFIG, None

@@ -1,0 +1,69 @@
+"""`python -m tests.crash_child POINT <chunkwise arguments>`: the chunkwise CLI with one SIGKILL armed
+at a point that polling from outside could not hit reliably (tests only):
+
+    checkpoint  the first chunk checkpoint of this session is complete in its temporary file and
+                fsynced, but not yet renamed into place
+    results     results.parquet is complete in its temporary file, not yet renamed (aggregation)
+    stats       results.parquet is in place, stats.json not yet written (aggregation)
+
+The process kills itself with SIGKILL (no cleanup, no atexit), exactly as an outside kill would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _kill_inside_atomic_write(module) -> None:
+    real = module.write_atomic
+
+    def write_then_die(path, write):
+        def fill(handle):
+            if isinstance(write, (bytes, bytearray)):
+                handle.write(write)
+            else:
+                write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+            _die()
+
+        real(path, fill)
+
+    module.write_atomic = write_then_die
+
+
+def arm(point: str) -> None:
+    if point == "checkpoint":
+        import chunkwise.checkpoint
+
+        _kill_inside_atomic_write(chunkwise.checkpoint)
+    elif point == "results":
+        import chunkwise.results
+
+        _kill_inside_atomic_write(chunkwise.results)
+    elif point == "stats":
+        import chunkwise.aggregate
+
+        real = chunkwise.aggregate.write_json_atomic
+
+        def write_json(path, data):
+            if path.name == "stats.json":
+                _die()
+            real(path, data)
+
+        chunkwise.aggregate.write_json_atomic = write_json
+    else:
+        raise SystemExit(f"unknown kill point {point!r}")
+
+
+if __name__ == "__main__":
+    arm(sys.argv[1])
+    from chunkwise.cli import main
+
+    sys.exit(main(sys.argv[2:]))

@@ -1,0 +1,180 @@
+"""`chunkwise run` as a real process, killed and stopped, then resumed (slow: subprocesses).
+
+Crash property: one run is SIGKILLed at 10 moments drawn from a seed -- during start-up, in the
+middle of a request (several times), while a checkpoint is being written, and twice during
+aggregation -- each time resumed with `chunkwise run` (same run name) or `chunkwise resume RUN_DIR`.
+The final results equal an uninterrupted run's, and the simulator answered every request exactly
+once: nothing that reached the ledger was sent again.
+
+Graceful stop: SIGTERM or SIGINT mid-run exits 130 after the in-flight requests finish, with every
+answer in the ledger; a resume completes without re-sending any of them.
+
+The simulator runs in this process; the children share the session's Prefect API server (one
+start-up for the whole suite) through PREFECT_API_URL.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from chunkwise.outcome import EXIT_INTERRUPTED, EXIT_OK
+from tests.pipeline_helpers import write_requests
+from tests.run_checks import assert_answered_once, assert_same_results, ledger_records, results
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
+
+REPO = Path(__file__).resolve().parents[1]
+SEED = 20241126
+N = 48
+CRASH_SIM = dict(answer_tokens=(30, 60), parallel=1, fail_rate=0.03, incomplete_rate=0.02, seed=7)
+
+
+@pytest.fixture
+def child_env(tmp_path):
+    from prefect.settings import get_current_settings
+
+    env = dict(os.environ)
+    env.update(PREFECT_API_URL=str(get_current_settings().api.url), PREFECT_HOME=str(tmp_path / "prefect-home"),
+               PREFECT_LOGGING_LEVEL="WARNING", PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONUNBUFFERED="1")
+    return env
+
+
+def spawn(args: list[str], env: dict, *, kill_point: str | None = None) -> subprocess.Popen:
+    entry = ["-m", "tests.crash_child", kill_point] if kill_point else ["-m", "chunkwise"]
+    return subprocess.Popen([sys.executable, *entry, *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 180) -> tuple[int, str]:
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out
+
+
+class KillOnRequest:
+    """Wraps the simulator's fault draw: at the n-th chat request of the armed session it SIGKILLs
+    the client process, waits for it to be gone, and answers that request 500 -- nobody is left to
+    read an answer, and the simulator must not count one as delivered."""
+
+    def __init__(self, monkeypatch) -> None:
+        from chunkwise.sim import completion
+
+        self._real = completion.pick_fault
+        self.proc: subprocess.Popen | None = None
+        self.at = self.count = 0
+        self.fired = False
+        monkeypatch.setattr(completion, "pick_fault", self._draw)
+
+    def arm(self, proc: subprocess.Popen, at: int) -> None:
+        self.proc, self.at, self.count, self.fired = proc, at, 0, False
+
+    def _draw(self, options, fingerprint, previous):
+        self.count += 1
+        if self.proc is not None and not self.fired and self.count == self.at:
+            self.fired = True
+            self.proc.kill()
+            self.proc.wait()
+            return "error"
+        return self._real(options, fingerprint, previous)
+
+
+def run_args(source: Path, sim, out: Path, name: str) -> list[str]:
+    return ["run", "--input", str(source), "--host", sim.url, "--output-dir", str(out), "--run-name", name,
+            "--mode", "conversation", "--parallel", "1", "--chunk-size", "8", "--num-ctx", "1024",
+            "--num-predict", "128", "--system-prompt", "You are terse."]
+
+
+def kill_plan(seed: int) -> list[tuple[str, object, str]]:
+    """(kind, argument, how the session is started) for the 10 killed sessions, drawn from `seed`."""
+    rng = random.Random(seed)
+    request = lambda: ("request", rng.randint(1, 6), rng.choice(["run", "resume"]))  # noqa: E731
+    return [
+        ("after", round(rng.uniform(0.3, 1.5), 2), "run"),  # seconds after spawn: start-up, staging
+        request(), request(),
+        ("checkpoint", None, "run"),
+        request(), request(), request(), request(),
+        ("results", None, "run"),
+        ("stats", None, "resume"),
+    ]
+
+
+def test_sigkill_at_seeded_moments_then_resume_gives_the_uninterrupted_results(
+        sim_factory, tmp_path, child_env, monkeypatch):
+    source = write_requests(tmp_path / "in.parquet", N, prompt_words=20)
+    out = tmp_path / "runs"
+    sim = sim_factory(**CRASH_SIM)
+
+    code, text = finish(spawn(run_args(source, sim, out, "base"), child_env))
+    assert code == EXIT_OK, text
+    expected = results(out / "base")
+    sim.reset()
+
+    run_dir = out / "crash"
+    killer = KillOnRequest(monkeypatch)
+    plan = kill_plan(SEED)
+    for kind, arg, how in plan:
+        args = run_args(source, sim, out, "crash") if how == "run" or not run_dir.exists() else ["resume", str(run_dir)]
+        proc = spawn(args, child_env, kill_point=kind if kind in ("checkpoint", "results", "stats") else None)
+        if kind == "request":
+            killer.arm(proc, arg)
+        elif kind == "after":
+            time.sleep(arg)
+            proc.kill()
+        code, text = finish(proc)
+        killer.proc = None
+        assert code == -signal.SIGKILL, f"{kind} {arg}: the session was meant to be killed\n{text}"
+        if kind == "request":
+            assert killer.fired
+        if kind == "results":
+            assert not (run_dir / "results.parquet").exists()
+            assert list(run_dir.glob(".results.parquet.*.tmp"))  # killed with the new file not yet in place
+        if kind == "stats":
+            assert (run_dir / "results.parquet").exists() and not (run_dir / "stats.json").exists()
+
+    code, text = finish(spawn(["resume", str(run_dir)], child_env))
+    assert code == EXIT_OK, text
+    assert_same_results(run_dir, expected)
+    assert_answered_once(sim.stats(), expected=N)
+    records, bad = ledger_records(run_dir)
+    assert bad == 0 and len(records) == N == len({r["_row"] for r in records})
+
+
+GRACE_SIM = dict(answer_tokens=(30, 60), parallel=4, decode_tps=400)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_graceful_stop_exits_130_with_in_flight_answers_recorded(sim_factory, tmp_path, child_env, signum):
+    source = write_requests(tmp_path / "in.parquet", 60, prompt_words=10)
+    sim = sim_factory(**GRACE_SIM)
+    run_dir = tmp_path / "runs" / "g"
+    args = ["run", "--input", str(source), "--host", sim.url, "--output-dir", str(tmp_path / "runs"),
+            "--run-name", "g", "--mode", "independent", "--parallel", "4", "--chunk-size", "10",
+            "--num-ctx", "4096", "--num-predict", "128"]
+    proc = spawn(args, child_env)
+    deadline = time.monotonic() + 120
+    while len(ledger_records(run_dir)[0]) < 12:
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be stopped"
+        time.sleep(0.02)
+    proc.send_signal(signum)
+    code, text = finish(proc)
+    assert code == EXIT_INTERRUPTED, text
+    assert f"{signal.Signals(signum).name}: no new requests" in text
+
+    stats = sim.stats()
+    records, bad = ledger_records(run_dir)
+    assert bad == 0
+    assert stats["in_flight"] == 0 and "499" not in stats["requests"]["/api/chat"]  # nothing was cut off
+    assert len(records) == stats["answered_total"] < 60  # every answer it received is in the ledger
+
+    code, text = finish(spawn(["resume", str(run_dir)], child_env))
+    assert code == EXIT_OK, text
+    assert_answered_once(sim.stats(), expected=60)
+    final = results(run_dir)
+    assert final["id"].is_unique().all() and set(final["status"]) == {"ok"} and final.height == 60

@@ -1,0 +1,55 @@
+"""Fault soak: 5,000 requests through the flow while the simulator answers 10 % with HTTP 500, resets
+5 % of connections mid-answer, stalls 2 % past the client's read timeout and ends 2 % without
+`done: true`. Every request must end answered exactly once, and the totals must reconcile.
+
+Kept fast: zero-latency simulator in its own process (its own CPU and GIL), independent mode with
+8 requests in flight, short prompts and answers, a 0.5 s read timeout with 0.8 s stalls, and enough
+attempts that no request exhausts its budget (P(20 faults in a row) = 0.19^20).
+"""
+
+from __future__ import annotations
+
+import time
+
+import polars as pl
+import pytest
+
+from flows.batch import batch
+from tests.pipeline_helpers import params_for, write_requests
+from tests.run_checks import assert_answered_once, chunkwise_env, ledger_records, reset_process_state
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
+
+N = 5000
+READ_TIMEOUT_S = 0.5
+SOAK_SIM = dict(fail_rate=0.10, reset_rate=0.05, stall_rate=0.02, stall_s=READ_TIMEOUT_S + 0.3, incomplete_rate=0.02,
+                parallel=16, max_queue=4096, answer_tokens=(4, 12), seed=11)
+
+
+def test_fault_soak_every_request_answered_exactly_once(sim_factory, tmp_path):
+    reset_process_state()
+    sim = sim_factory(process=True, **SOAK_SIM)
+    source = write_requests(tmp_path / "in.parquet", N, prompt_words=4)
+    params = params_for(sim, source, tmp_path / "runs", mode="independent", parallel=8, chunk_size=250,
+                        num_ctx=2048, num_predict=32, max_attempts=20)
+    started = time.perf_counter()
+    with chunkwise_env(read_timeout_s=READ_TIMEOUT_S):
+        stats = batch(params)
+    elapsed = time.perf_counter() - started
+    reset_process_state()
+
+    sim_stats = sim.stats(fingerprints=False)
+    faults = sim_stats["faults"]
+    # the faults really happened, at about their rates over some 6,000 attempts
+    assert faults["error"] > 400 and faults["reset"] > 200 and faults["stall"] > 60 and faults["incomplete"] > 60
+    assert_answered_once(sim_stats, expected=N)
+    assert stats["requests"] | {"failed_by_class": None} == {
+        "total": N, "succeeded": N, "failed": 0, "rejected": 0, "failed_by_class": None, "reconciles": True}
+    assert stats["retries"]["request_retries"] == sim_stats["received_total"] - N
+
+    results = pl.read_parquet(tmp_path / "runs" / "t" / "results.parquet")
+    assert results["id"].to_list() == [f"r{i:04d}" for i in range(N)]
+    assert results["status"].unique().to_list() == ["ok"]
+    records, bad = ledger_records(tmp_path / "runs" / "t")
+    assert bad == 0 and len(records) == N
+    print(f"\nsoak: {N} requests, {sim_stats['received_total']} attempts, faults {faults}, {elapsed:.1f} s")

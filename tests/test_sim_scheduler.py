@@ -204,3 +204,19 @@ def test_reset_during_a_load_restarts_it(sim_factory):
     sim.reset()  # cancels the load in progress; the waiting request triggers a new one
     t.join(timeout=20)
     assert result == [200] and sim.stats()["loads"] == 1
+
+
+def test_slot_utilisation_counts_leased_time_over_the_window():
+    import time as _time
+
+    from chunkwise.sim.stats import SimStats
+
+    stats = SimStats()
+    t0 = _time.perf_counter_ns()
+    stats.slot_acquired(t0)
+    stats.slot_acquired(t0)
+    stats.slot_released(t0, t0 + 1_000_000_000)  # slot A busy 1 s
+    stats.slot_released(t0, t0 + 2_000_000_000)  # slot B busy 2 s; window 2 s
+    slots = stats.slots(parallel=2)
+    assert slots == {"busy_s": 3.0, "window_s": 2.0, "utilisation": 0.75}
+    assert SimStats().slots(parallel=2)["utilisation"] is None

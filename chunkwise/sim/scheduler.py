@@ -59,6 +59,8 @@ class Slot:
     index: int
     tokens: list = field(default_factory=list)
     busy: bool = False
+    #: perf_counter_ns when the current lease began (for slot-occupancy accounting).
+    busy_since_ns: int = 0
 
 
 @dataclass(eq=False)
@@ -127,6 +129,7 @@ class Scheduler:
         """Give the slot back; `tokens` (prompt + answer) become its cache, None keeps the old cache."""
         loaded = lease.loaded
         lease.slot.busy = False
+        self.stats.slot_released(lease.slot.busy_since_ns, time.perf_counter_ns())
         if tokens is not None:
             lease.slot.tokens = tokens
         loaded.active -= 1
@@ -149,6 +152,8 @@ class Scheduler:
         if best is None:
             return None
         best.busy = True
+        best.busy_since_ns = time.perf_counter_ns()
+        self.stats.slot_acquired(best.busy_since_ns)
         loaded.active += 1
         loaded.session_s = keep_alive_s
         loaded.expires_at = None

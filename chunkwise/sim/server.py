@@ -92,6 +92,7 @@ async def sim_stats(request: web.Request) -> web.Response:
         in_flight=state.scheduler.in_flight,
         queued=state.scheduler.queued,
         loaded_model=None if loaded is None else {"model": loaded.key.model, "num_ctx": loaded.key.num_ctx},
+        slots=state.stats.slots(state.options.parallel),
     )
     return state.json(request.path, 200, body, record=False)
 

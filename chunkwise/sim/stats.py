@@ -29,6 +29,26 @@ class SimStats:
         self.answered_total = 0
         self.max_answered = 0
         self.answered_twice = 0
+        #: Slot occupancy: total ns slots were leased, first lease start and last release (perf_counter_ns).
+        self.slot_busy_ns = 0
+        self.first_lease_ns: int | None = None
+        self.last_release_ns: int | None = None
+
+    def slot_acquired(self, now_ns: int) -> None:
+        if self.first_lease_ns is None:
+            self.first_lease_ns = now_ns
+
+    def slot_released(self, since_ns: int, now_ns: int) -> None:
+        self.slot_busy_ns += now_ns - since_ns
+        self.last_release_ns = now_ns
+
+    def slots(self, parallel: int) -> dict[str, Any]:
+        """Server-slot utilisation: leased slot time over parallel x (last release - first lease)."""
+        if self.first_lease_ns is None or self.last_release_ns is None:
+            return {"busy_s": 0.0, "window_s": 0.0, "utilisation": None}
+        window = self.last_release_ns - self.first_lease_ns
+        return {"busy_s": round(self.slot_busy_ns / 1e9, 3), "window_s": round(window / 1e9, 3),
+                "utilisation": round(self.slot_busy_ns / (parallel * window), 4) if window > 0 else None}
 
     def record(self, endpoint: str, status: int | str) -> None:
         self.requests[endpoint][str(status)] += 1

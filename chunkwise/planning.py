@@ -82,8 +82,10 @@ class ChunkSpec(BaseModel):
         return f"chunk-{self.index:04d} [{self.first_row}-{self.last_row}]"
 
 
-def chunk_count(n_requests: int, chunk_size: int) -> int:
-    """round-half-up(n / chunk_size), raised until no chunk exceeds floor(chunk_size x 1.02)."""
+def chunk_count(n_requests: int, chunk_size: int, multiple_of: int = 1) -> int:
+    """round-half-up(n / chunk_size), raised until no chunk exceeds floor(chunk_size x 1.02), then
+    up to a multiple of `multiple_of` (conversation mode passes `parallel`: with P conversations in
+    flight, a chunk count that is a multiple of P keeps every slot busy until the last round)."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     if n_requests <= 0:
@@ -92,13 +94,21 @@ def chunk_count(n_requests: int, chunk_size: int) -> int:
     largest = math.floor(chunk_size * MAX_OVERSIZE + 1e-9)
     while -(-n_requests // count) > largest:
         count += 1
+    if multiple_of > 1:
+        count = min(n_requests, -(-count // multiple_of) * multiple_of)
     return count
 
 
-def plan_chunks(n_requests: int, chunk_size: int, rows: Sequence[int] | pa.Array | None = None) -> list[ChunkSpec]:
+def chunk_multiple(params: RunParams) -> int:
+    """Conversation mode runs `parallel` conversations at once; independent mode shares slots per request."""
+    return params.parallel if params.mode == "conversation" else 1
+
+
+def plan_chunks(n_requests: int, chunk_size: int, rows: Sequence[int] | pa.Array | None = None,
+                multiple_of: int = 1) -> list[ChunkSpec]:
     """The chunks of `n_requests` accepted requests. `rows` maps positions to input row numbers
     (InputSummary.accepted_rows, the `_row` column); without it they are the positions."""
-    count = chunk_count(n_requests, chunk_size)
+    count = chunk_count(n_requests, chunk_size, multiple_of)
     if rows is not None and len(rows) != n_requests:
         raise ValueError(f"rows has {len(rows)} entries for {n_requests} requests")
 
@@ -251,7 +261,7 @@ def build_plan(summary: InputSummary, params: RunParams, *, system_prompt: str, 
     mean_request = mean_request_tokens(summary, params.expected_answer_tokens, cpt)
     budget = params.num_ctx if conversation else params.chunk_token_budget
     size, computed = chunk_size_for(summary, params, system_prompt=system_prompt, chars_per_token=cpt)
-    count = chunk_count(n, size)
+    count = chunk_count(n, size, chunk_multiple(params))
     sizes = (n // count, -(-n // count)) if count else (0, 0)
 
     # Characters of each request as sent: prompt + its own system prompt, else the run's.

@@ -156,7 +156,8 @@ def plan_run(prepared: PreparedRun, *, write: bool = True) -> tuple[list[plannin
                                                        chars_per_token=ctx.chars_per_token)
     except ValueError as exc:
         raise SetupError(str(exc)) from None
-    specs = planning.plan_chunks(staged.accepted, chunk_size, rows=staged.accepted_rows)
+    specs = planning.plan_chunks(staged.accepted, chunk_size, rows=staged.accepted_rows,
+                                 multiple_of=planning.chunk_multiple(params))
     plan = {"chunk_size": chunk_size, "computed": computed, "chunks": len(specs), "requests": staged.accepted}
     manifest = build_manifest(ctx, input_path=os.path.abspath(params.input_path), chunk_plan=plan)
     if existing is not None:

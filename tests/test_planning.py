@@ -234,3 +234,14 @@ def test_command_modules_import_nothing_heavy():
             "print(sorted(m for m in ('prefect', 'httpx', 'pyarrow', 'polars') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_conversation_chunk_count_is_a_multiple_of_parallel():
+    from chunkwise.planning import chunk_count
+
+    assert chunk_count(5_000, 111) == 45
+    assert chunk_count(5_000, 111, multiple_of=4) == 48  # 12 full rounds of 4 conversations
+    assert chunk_count(5_000, 111, multiple_of=5) == 45
+    assert chunk_count(3, 111, multiple_of=4) == 3  # never more chunks than requests
+    sizes = [s.size for s in plan_chunks(5_000, 111, multiple_of=4)]
+    assert max(sizes) <= 111 and sum(sizes) == 5_000

@@ -17,11 +17,12 @@ from chunkwise.conversation import Conversation
 from chunkwise.inputs import read_requests
 from chunkwise.ledger import Ledger
 from chunkwise.logs import logger
+from chunkwise.ollama import FatalError
 from chunkwise.planning import ChunkSpec
 from chunkwise.records import Status
 from chunkwise.runctx import RunContext, Runtime, get_runtime
 from chunkwise.rundir import RunPaths
-from chunkwise.send import check_running, send
+from chunkwise.send import RunInterrupted, check_running, send
 
 
 def log():
@@ -112,8 +113,19 @@ def _independent(ctx, rt: Runtime, spec, rows, record) -> None:
     with ThreadPoolExecutor(max_workers=ctx.params.parallel, thread_name_prefix=f"chunk{spec.index}") as pool:
         futures = [pool.submit(one, row) for row in rows]
         finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        errors = [f.exception() for f in finished if f.exception() is not None]
-        if errors:
+        if any(f.exception() is not None for f in finished):
             for f in futures:
                 f.cancel()
-            raise errors[0]
+    errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
+    if errors:
+        raise root_cause(errors)
+
+
+def root_cause(errors: list[BaseException]) -> BaseException:
+    """The error that explains why a chunk stopped: a fatal answer before anything else, and a
+    `RunInterrupted` (the other requests noticing the stop) only when there is nothing else."""
+    for kind in (FatalError, Exception):
+        for exc in errors:
+            if isinstance(exc, kind) and not isinstance(exc, RunInterrupted):
+                return exc
+    return errors[0]

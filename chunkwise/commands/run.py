@@ -28,6 +28,9 @@ def add_run_options(parser: argparse.ArgumentParser, *, input_required: bool = T
     add("--keep-alive", help="Go duration, e.g. 30m")
     add("--format-file", help="JSON schema file the answers must follow")
     add("--max-attempts", type=int, help="attempts per request on transient failures")
+    add("--invalid-output-attempts", type=int, help="attempts per request whose answer fails the --format-file schema")
+    add("--retry-output-truncated", action="store_true", default=None,
+        help="retry an answer cut by num_predict once with twice the num_predict")
     add("--output-dir", help="directory for run directories (default runs)")
     add("--run-name", help="run directory name; an existing one is resumed")
     add("--new-run", action="store_true", default=None, help="start fresh beside an existing run of that name")
@@ -36,7 +39,8 @@ def add_run_options(parser: argparse.ArgumentParser, *, input_required: bool = T
 
 FIELDS = ("input_path", "model", "host", "mode", "num_ctx", "chunk_size", "parallel", "system_prompt",
           "system_prompt_file", "num_predict", "expected_answer_tokens", "temperature", "seed", "keep_alive",
-          "max_attempts", "output_dir", "run_name", "new_run", "retry_failed")
+          "max_attempts", "invalid_output_attempts", "retry_output_truncated", "output_dir", "run_name", "new_run",
+          "retry_failed")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -27,7 +27,9 @@ MANIFEST_VERSION = 1
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    # milliseconds: session lengths are summed into the active time that throughput divides by, and a
+    # short session measured in whole seconds could count as 0 s
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def build_manifest(ctx: RunContext, *, input_path: str, chunk_plan: dict[str, Any]) -> dict[str, Any]:

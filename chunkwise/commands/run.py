@@ -66,8 +66,12 @@ def params_from_args(args: argparse.Namespace, base: dict | None = None):
         return RunParams(**values)
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "parameters"
-        raise SystemExit(_fail(f"--{field.replace('_', '-')}: {err['msg']} (got {err.get('input')!r})"))
+        field = ".".join(str(p) for p in err["loc"])
+        where = f"--{field.replace('_', '-')}: " if field else ""
+        # chunkwise's own validators already quote the value; pydantic's bound checks do not
+        message = err["msg"].removeprefix("Value error, ")
+        got = "" if err["type"] == "value_error" else f" (got {err.get('input')!r})"
+        raise SystemExit(_fail(f"{where}{message}{got}"))
 
 
 def _fail(message: str) -> int:

@@ -10,10 +10,12 @@ flight across all chunks, each request holding a slot only while it is in flight
 from __future__ import annotations
 
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import Any
 
 from chunkwise.checkpoint import load_checkpoint, write_checkpoint
 from chunkwise.conversation import Conversation
+from chunkwise.files import StorageError
 from chunkwise.inputs import read_requests
 from chunkwise.ledger import Ledger
 from chunkwise.logs import logger
@@ -54,7 +56,10 @@ def run_chunk(ctx: RunContext, spec: ChunkSpec) -> dict[str, Any]:
     check_running(rt)
     rows = read_requests(paths.requests, spec.start, spec.stop).to_dicts()
     with Ledger(paths.ledger(spec.index)) as ledger:
-        done = ledger.load()
+        try:
+            done = ledger.load()
+        except OSError as exc:
+            raise storage_failure(rt, ledger.path, exc) from exc
         for record in (existing[0] if existing else []):
             done.setdefault(record["_row"], record)  # a checkpoint outlives a lost ledger
         for record in done.values():
@@ -67,7 +72,10 @@ def run_chunk(ctx: RunContext, spec: ChunkSpec) -> dict[str, Any]:
                  spec.label, len(rows), len(rows) - len(pending), len(pending))
 
         def record(outcome: dict[str, Any]) -> None:
-            ledger.append(outcome)
+            try:
+                ledger.append(outcome)
+            except OSError as exc:
+                raise storage_failure(rt, ledger.path, exc) from exc
             done[outcome["_row"]] = outcome
 
         if pending and ctx.params.mode == "conversation":
@@ -76,9 +84,22 @@ def run_chunk(ctx: RunContext, spec: ChunkSpec) -> dict[str, Any]:
             _independent(ctx, rt, spec, [r for r in rows if r["_row"] in pending], record)
 
     records = [done[r["_row"]] for r in rows]
-    digest = write_checkpoint(paths.checkpoint(spec.index), records)
+    try:
+        digest = write_checkpoint(paths.checkpoint(spec.index), records)
+    except OSError as exc:
+        raise storage_failure(rt, paths.checkpoint(spec.index), exc) from exc
     return summarize(spec, records, digest, sent=len(pending), from_checkpoint=False,
                      ledger_lines_dropped=ledger.dropped)
+
+
+def storage_failure(rt: Runtime, path: Path, exc: OSError) -> StorageError:
+    """Stop every chunk of the run (they would meet the same full disk after paying for an answer)."""
+    error = StorageError(
+        f"cannot write {path} ({exc.strerror or exc}); free space or fix the run directory, then resume with "
+        "the same run name: every answer already in the ledger is kept"
+    )
+    rt.fatal = rt.fatal or error
+    return error
 
 
 def _system_for(ctx: RunContext, row: dict[str, Any]) -> str:
@@ -122,9 +143,9 @@ def _independent(ctx, rt: Runtime, spec, rows, record) -> None:
 
 
 def root_cause(errors: list[BaseException]) -> BaseException:
-    """The error that explains why a chunk stopped: a fatal answer before anything else, and a
+    """The error that explains why a chunk stopped: a fatal answer or a failed write before anything else, and a
     `RunInterrupted` (the other requests noticing the stop) only when there is nothing else."""
-    for kind in (FatalError, Exception):
+    for kind in ((FatalError, StorageError), Exception):
         for exc in errors:
             if isinstance(exc, kind) and not isinstance(exc, RunInterrupted):
                 return exc

@@ -22,6 +22,11 @@ class UnsafePathError(ValueError):
     """A path would leave the directory it must stay in."""
 
 
+class StorageError(RuntimeError):
+    """The run directory could not be written (disk full, quota, read-only). A run that meets it
+    stops sending at once: an answer that cannot be recorded would be paid for again on resume."""
+
+
 def contained(base: Path, *parts: str) -> Path:
     """`base / parts...`, resolved, refusing anything that escapes `base`."""
     root = base.resolve()

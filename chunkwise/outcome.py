@@ -3,18 +3,23 @@
     0    every request answered
     1    finished, but some requests failed (see results.parquet); or chunks left unfinished by a
          transient outage -- resumable with the same run name, `chunkwise resume`, or Prefect's Retry
-    2    bad input, bad configuration, unreachable server, or a fatal server answer (model not found)
+    2    bad input, bad configuration, unreachable server, a fatal server answer (model not found),
+         or a run directory that cannot be written (disk full): fix it, then resume
     130  stopped by Ctrl-C or SIGTERM; resumable
 """
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
+from chunkwise.files import StorageError
 from chunkwise.ollama import FatalError
 from chunkwise.send import RunInterrupted
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: Write failures a retry cannot cure: disk full, quota exceeded, read-only file system.
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 class ChunksUnfinished(RuntimeError):
@@ -22,10 +27,10 @@ class ChunksUnfinished(RuntimeError):
 
 
 def raise_for_unfinished(unfinished: list[tuple[str, BaseException]], run_dir: Path) -> None:
-    """Re-raise the most important reason some chunks did not finish (fatal, then interrupted)."""
+    """Re-raise the most important reason some chunks did not finish (fatal or storage, then interrupted)."""
     if not unfinished:
         return
-    for kind in (FatalError, RunInterrupted):
+    for kind in ((FatalError, StorageError), RunInterrupted):
         for _label, exc in unfinished:
             if isinstance(exc, kind):
                 raise exc
@@ -41,6 +46,8 @@ def exit_code_for(exc: BaseException | None, failed_requests: int = 0) -> int:
         return EXIT_FAILED if failed_requests else EXIT_OK
     if isinstance(exc, RunInterrupted) or isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED
-    if isinstance(exc, FatalError):
+    if isinstance(exc, (FatalError, StorageError)):
+        return EXIT_CONFIG
+    if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:  # e.g. results.parquet on a full disk
         return EXIT_CONFIG
     return EXIT_FAILED

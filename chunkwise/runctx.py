@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from chunkwise.estimate import TokenEstimator
-from chunkwise.ollama import OllamaClient, OllamaError
+from chunkwise.ollama import OllamaClient
 from chunkwise.params import RunParams
 from chunkwise.settings import get_settings
 
@@ -76,8 +76,9 @@ class Runtime:
     slots: threading.BoundedSemaphore
     estimator: TokenEstimator
     stop: threading.Event = field(default_factory=threading.Event)
-    #: The first fatal error; once set, every chunk stops sending.
-    fatal: OllamaError | None = None
+    #: The first fatal error (a fatal answer, or a run directory that cannot be written); once set,
+    #: every chunk stops sending.
+    fatal: Exception | None = None
 
 
 _runtimes: dict[str, Runtime] = {}

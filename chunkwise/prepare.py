@@ -123,6 +123,8 @@ def prepare_run(params: RunParams) -> PreparedRun:
         params = params.model_copy(update={"run_name": _next_free_name(paths), "new_run": False})
         paths, existing = open_run_dir(params)
 
+    if existing is not None:
+        refuse_other_input(params.input_path, existing, paths.root.name)
     try:
         staged = inputs.stage_input(params.input_path, paths.root, num_ctx=params.num_ctx,
                                     num_predict=params.num_predict)
@@ -142,6 +144,22 @@ def prepare_run(params: RunParams) -> PreparedRun:
         chars_per_token=params.chars_per_token,
     )
     return PreparedRun(ctx=ctx, staged=staged, existing_manifest=existing, model_info=server["show"].get("model_info") or {})
+
+
+def refuse_other_input(input_path: str, existing: dict, run_name: str) -> None:
+    """Refuse a resume with another input before staging it: staging would replace the run's
+    requests.parquet, which its ledgers and checkpoints refer to by position."""
+    path = Path(input_path)
+    if not path.is_file():
+        return  # stage_input names the problem
+    fingerprint = inputs.fingerprint(path)
+    if fingerprint != existing.get("input_fingerprint"):
+        binding, _ = differences({"input_fingerprint": existing.get("input_fingerprint")},
+                                 {"input_fingerprint": fingerprint})
+        raise SetupError(
+            f"run {run_name} was started with different settings ({'; '.join(binding)}); resume with the "
+            "same settings, or pass --new-run to start a fresh run beside it"
+        )
 
 
 def plan_run(prepared: PreparedRun, *, write: bool = True) -> tuple[list[planning.ChunkSpec], dict]:

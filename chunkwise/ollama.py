@@ -294,8 +294,8 @@ class OllamaClient:
                 if "error" in last:  # an error after the first chunk arrives inside a 200 stream
                     raise ServerError(f"{last['error']} (in stream)", response.status_code)
                 pieces.append((last.get("message") or {}).get("content") or "")
-                if last.get("done"):
-                    break
+                # No break on done: reading the stream to its end returns the connection to the
+                # pool (closing a half-read response would cost a new TCP connection per request).
         return last, "".join(pieces)
 
     # -- transport ----------------------------------------------------------------------------

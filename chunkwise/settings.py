@@ -40,11 +40,12 @@ class Settings(BaseSettings):
         "disconnects, so too short a value wastes GPU time.",
     )
     chunk_workers: int = Field(
-        default=4,
+        default=8,
         ge=1,
         le=64,
         description="Prefect thread-pool workers, i.e. chunks in flight at once. Bounded because "
-        "Prefect's default pool is unbounded (1,532 mapped chunks would mean 1,532 threads).",
+        "Prefect's default pool is unbounded (1,532 mapped chunks would mean 1,532 threads). The CLI "
+        "raises it to `parallel` when that is larger (a conversation holds a worker).",
     )
     retry_base_delay_s: float = Field(
         default=1.0, ge=0, description="First backoff delay after a transient request failure, seconds; doubles per attempt."

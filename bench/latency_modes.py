@@ -1,0 +1,105 @@
+"""Benchmark: server-slot utilisation and throughput of each mode against a simulator with
+non-zero latency (goal: utilisation >= 97 % in each mode).
+
+    .venv/bin/python -m bench.latency_modes [--rows 2000] [--parallel 4] [--decode-tps 1000]
+
+The simulator runs in its own process with P slots, a prefill and a decode rate, and the attention
+slow-down of long contexts (a token at context position p costs 1 + p / 131,072 times more, as
+measured on an H100). Utilisation is the simulator's own accounting: time its slots were leased
+over P x (last release - first lease). The same requests go through `chunkwise run` in each mode.
+Results: bench/results/latency_modes.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from chunkwise.sample import sample_system_prompt, write_sample
+from chunkwise.sim.harness import running_simulator
+from chunkwise.sim.options import SimOptions
+
+RESULTS = Path(__file__).resolve().parent / "results" / "latency_modes.md"
+
+
+def run_mode(mode: str, url: str, data: Path, system_file: Path, tmp: Path, parallel: int, num_ctx: int) -> tuple[float, dict]:
+    env = {**os.environ, "PREFECT_HOME": str(tmp / f"home-{mode}"), "PREFECT_LOGGING_LEVEL": "WARNING",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
+    argv = [sys.executable, "-m", "chunkwise", "run", "--input", str(data), "--model", "llama3.1:8b", "--host", url,
+            "--mode", mode, "--num-ctx", str(num_ctx), "--parallel", str(parallel), "--num-predict", "512",
+            "--system-prompt-file", str(system_file), "--output-dir", str(tmp / "runs"), "--run-name", mode, "--json"]
+    started = time.perf_counter()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{mode} run exited {proc.returncode}: {proc.stdout[:1500]}\n{proc.stderr[-2000:]}")
+    return wall, json.loads((tmp / "runs" / mode / "stats.json").read_text())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=2000)
+    ap.add_argument("--parallel", type=int, default=4)
+    ap.add_argument("--prefill-tps", type=float, default=20_000)
+    ap.add_argument("--decode-tps", type=float, default=1_000)
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="cw-latency-") as tmp_name:
+        tmp = Path(tmp_name)
+        data, system_file = tmp / "requests.parquet", tmp / "system.txt"
+        write_sample(data, args.rows, seed=0)
+        system_file.write_text(sample_system_prompt(2400), encoding="utf-8")
+        options = SimOptions(port=0, parallel=args.parallel, prefill_tps=args.prefill_tps, decode_tps=args.decode_tps,
+                             load_ms=1000)
+        for mode, num_ctx in (("independent", 32_768), ("conversation", 128_000)):
+            with running_simulator(options, process=True) as sim:
+                wall, stats = run_mode(mode, sim.url, data, system_file, tmp, args.parallel, num_ctx)
+                sim_stats = sim.stats(fingerprints=False)
+            slots = sim_stats["slots"]
+            rows.append((mode, num_ctx, wall, stats, slots, sim_stats))
+    lines = [
+        "# Modes under latency: server-slot utilisation and throughput",
+        "",
+        f"Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Machine: {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, shared with other work (load average {os.getloadavg()[0]:.1f} at the end).",
+        f"Command: `.venv/bin/python -m bench.latency_modes --rows {args.rows} --parallel {args.parallel} "
+        f"--prefill-tps {args.prefill_tps:g} --decode-tps {args.decode_tps:g}`.",
+        "",
+        f"{args.rows:,} sample requests (mean prompt ~700 tokens), system prompt 2,400 tokens, simulator with "
+        f"{args.parallel} slots, prefill {args.prefill_tps:,.0f} tok/s and decode {args.decode_tps:,.0f} tok/s per slot, "
+        "attention slow-down 1 + context/131,072, model load 1 s. Utilisation is the simulator's leased slot time "
+        "over slots x (last release - first lease).",
+        "",
+        "| mode | num_ctx | chunks | slot utilisation | requests/s (slots' window) | prompt tokens evaluated | "
+        "mean prompt tokens per request | latency p50 / p95 ms | whole command |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for mode, num_ctx, wall, stats, slots, sim_stats in rows:
+        n = stats["requests"]["succeeded"]
+        lines.append(
+            f"| {mode} | {num_ctx:,} | {stats['chunks']} | **{slots['utilisation']:.1%}** | "
+            f"{n / slots['window_s']:.1f} | {stats['tokens']['prompt_evaluated']:,} | "
+            f"{stats['tokens']['prompt_evaluated'] / max(n, 1):,.0f} | {stats['latency_ms']['p50']:.0f} / "
+            f"{stats['latency_ms']['p95']:.0f} | {wall:.1f} s |"
+        )
+    lines += ["", "Every request was answered exactly once in both runs: "
+              + ", ".join(f"{m}: {s['answered_total']:,} answered, max {s['max_answered_per_fingerprint']} per request"
+                          for m, _, _, _, _, s in rows) + "."]
+    report = "\n".join(lines) + "\n"
+    print(report)
+    if not args.no_write:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(report, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -12,9 +12,11 @@ import hashlib
 import os
 import socket
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from chunkwise import __version__
+from chunkwise.files import read_json, write_json_atomic
 from chunkwise.runctx import RunContext
 
 #: Manifest keys whose change makes earlier answers incomparable with new ones.
@@ -83,3 +85,12 @@ def start_session(manifest: dict[str, Any], *, retry_failed: bool) -> dict[str, 
                "code_version": __version__, "retry_failed": retry_failed}
     manifest.setdefault("sessions", []).append(session)
     return session
+
+
+def touch_session(path: Path) -> None:
+    """Mark the current session alive until now (so a crashed session's time still counts in the
+    run's active time)."""
+    manifest = read_json(path)
+    if manifest.get("sessions"):
+        manifest["sessions"][-1]["ended_at"] = now_iso()
+        write_json_atomic(path, manifest)

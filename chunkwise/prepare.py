@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from chunkwise import inputs, planning
+from chunkwise import inputs, planning, runlock
 from chunkwise.files import UnsafePathError, read_json, write_json_atomic
 from chunkwise.kv import training_context
 from chunkwise.logs import logger
@@ -123,6 +123,10 @@ def prepare_run(params: RunParams) -> PreparedRun:
         params = params.model_copy(update={"run_name": _next_free_name(paths), "new_run": False})
         paths, existing = open_run_dir(params)
 
+    try:
+        runlock.acquire(paths.root)
+    except runlock.RunLocked as exc:
+        raise SetupError(str(exc)) from None
     if existing is not None:
         refuse_other_input(params.input_path, existing, paths.root.name)
     try:

@@ -7,9 +7,11 @@ does not flood the API; the log line names the chunk and its counts, never promp
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from chunkwise.logs import logger
+from chunkwise.manifest import touch_session
 
 
 def log():
@@ -17,7 +19,8 @@ def log():
 
 
 class Progress:
-    def __init__(self, total: int, run_name: str, *, min_interval_s: float = 1.0, artifacts: bool = True) -> None:
+    def __init__(self, total: int, run_name: str, *, min_interval_s: float = 1.0, artifacts: bool = True,
+                 manifest: Path | None = None, heartbeat_s: float = 15.0) -> None:
         self.total = max(total, 1)
         self.done = 0
         self.failed_requests = 0
@@ -25,6 +28,7 @@ class Progress:
         self.min_interval_s = min_interval_s
         self._last = 0.0
         self._artifact_id = None
+        self._manifest, self._heartbeat_s, self._last_beat = manifest, heartbeat_s, time.monotonic()
         if artifacts:
             from prefect.artifacts import create_progress_artifact
 
@@ -46,6 +50,9 @@ class Progress:
         else:
             log().warning("%s did not finish [%d/%d chunks]", label, self.done, self.total)
         now = time.monotonic()
+        if self._manifest is not None and now - self._last_beat >= self._heartbeat_s:
+            touch_session(self._manifest)
+            self._last_beat = now
         if self._artifact_id is not None and (now - self._last >= self.min_interval_s or self.done == self.total):
             from prefect.artifacts import update_progress_artifact
 

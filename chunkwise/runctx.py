@@ -104,8 +104,11 @@ def get_runtime(ctx: RunContext) -> Runtime:
 
 
 def release_runtime(ctx: RunContext) -> None:
-    """Close the run's client (the run is over in this process)."""
+    """Close the run's client and give up the run directory (the run is over in this process)."""
+    from chunkwise import runlock
+
     with _lock:
         rt = _runtimes.pop(ctx.run_dir, None)
     if rt is not None:
         rt.client.close()
+    runlock.release(ctx.dir)

@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, unmapped
-from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
@@ -17,7 +16,7 @@ from chunkwise.outcome import raise_for_unfinished
 from chunkwise.params import RunParams
 from chunkwise.progress import Progress
 from chunkwise.runctx import release_runtime
-from chunkwise.rundir import RunPaths, default_run_name
+from chunkwise.rundir import RunPaths, name_run_for_flow_run
 from chunkwise.settings import get_settings
 from chunkwise.telemetry import RunTelemetry
 from tasks.aggregate import aggregate
@@ -36,7 +35,7 @@ FLOW_NAME = "chunkwise-batch"
     validate_parameters=True,
 )
 def batch(params: RunParams) -> dict[str, Any]:
-    prepared = load_requests(_run_name_of_this_flow_run(params))
+    prepared = load_requests(name_run_for_flow_run(params))
     specs = plan_chunks(prepared)
     ctx = prepared.ctx
     settings = get_settings()
@@ -45,7 +44,7 @@ def batch(params: RunParams) -> dict[str, Any]:
         retries=settings.chunk_retries,
         retry_delay_seconds=exponential_backoff(backoff_factor=settings.chunk_retry_delay_s),
     )
-    progress = Progress(len(specs), ctx.dir.name)
+    progress = Progress(len(specs), ctx.dir.name, manifest=RunPaths(ctx.dir).manifest)
     unfinished: list[tuple[str, BaseException]] = []
     try:
         with RunTelemetry(ctx, prepared.model_info) as telemetry:
@@ -62,13 +61,3 @@ def batch(params: RunParams) -> dict[str, Any]:
     finally:
         release_runtime(ctx)
 
-
-def _run_name_of_this_flow_run(params: RunParams) -> RunParams:
-    """An empty run_name becomes `<input stem>-<flow run creation time>-<flow run id[:8]>`: Prefect's
-    Retry re-executes the same flow run with the same parameters, so it must find the same run
-    directory (and resume from its checkpoints) instead of a new time-stamped one."""
-    run = ctx.flow_run if (ctx := FlowRunContext.get()) is not None else None
-    if params.run_name or run is None or run.created is None:
-        return params
-    name = f"{default_run_name(params.input_path, run.created)}-{run.id.hex[:8]}"
-    return params.model_copy(update={"run_name": name})

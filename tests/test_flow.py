@@ -38,8 +38,8 @@ def test_every_request_answered_once_in_input_order(sim, tmp_path, mode):
     assert on_disk["requests"] == stats["requests"]
     if mode == "conversation":
         # a conversation re-sends its history: later turns evaluate more prompt tokens than the first
-        first, last = results.filter(pl.col("chunk") == 0)["prompt_eval_count"].to_list()[::8][:2]
-        assert last > first
+        counts = results.filter(pl.col("chunk") == 0)["prompt_eval_count"].to_list()
+        assert counts[-1] > counts[0]
 
 
 def test_rerun_of_a_finished_run_sends_nothing(sim, tmp_path):

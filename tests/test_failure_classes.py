@@ -190,3 +190,31 @@ def test_fatal_error_mid_run_stops_at_once_with_the_servers_message(sim_factory,
     code, out = run(sim, source, tmp_path, capsys, "--parallel", "1")
     assert code == EXIT_OK, out
     assert_answered_once(sim.stats(), expected=N)
+
+
+def test_server_busy_503_is_transient_and_retried_until_answered(sim_factory, tmp_path):
+    """Ollama answers 503 when its queue is full (research ollama.md section 5): retried, never lost."""
+    from tests.direct_run import run_all
+    from tests.pipeline_helpers import params_for
+
+    sim = sim_factory(parallel=1, max_queue=1, decode_tps=2000, answer_tokens=(8, 8))  # one slot, one waiting
+    source = write_requests(tmp_path / "in.parquet", 12, prompt_words=4)
+    params = params_for(sim, source, tmp_path / "runs", mode="independent", parallel=4, chunk_size=6,
+                        max_attempts=50)
+    _ctx, _summaries, stats = run_all(params)
+    busy = sim.stats()["requests"]["/api/chat"].get("503", 0)
+    assert busy > 0  # four in flight against one slot and a queue of one
+    assert stats["requests"]["succeeded"] == 12 and stats["retries"]["request_retries"] == busy
+    assert_answered_once(sim.stats(), expected=12)
+
+
+def test_backoff_is_exponential_capped_and_jittered():
+    import random
+
+    from chunkwise.send import backoff_delay
+
+    random.seed(1)
+    for attempt, nominal in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (8, 10.0), (30, 10.0)]:
+        delays = [backoff_delay(attempt, 0.5, 10.0) for _ in range(200)]
+        assert nominal * 0.5 <= min(delays) and max(delays) <= nominal * 1.5  # +-50 % around base x 2^(n-1), capped
+        assert max(delays) - min(delays) > nominal * 0.5  # jittered: retries of many requests spread out

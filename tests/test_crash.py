@@ -178,3 +178,35 @@ def test_graceful_stop_exits_130_with_in_flight_answers_recorded(sim_factory, tm
     assert_answered_once(sim.stats(), expected=60)
     final = results(run_dir)
     assert final["id"].is_unique().all() and set(final["status"]) == {"ok"} and final.height == 60
+
+
+def test_in_flight_requests_past_the_grace_period_are_abandoned_and_resent_once(sim_factory, tmp_path, child_env):
+    """The grace period is a bound: requests still generating after it are abandoned (exit 130), the
+    server cancels them, and a resume sends each of them once."""
+    source = write_requests(tmp_path / "in.parquet", 16, prompt_words=10)
+    sim = sim_factory(answer_tokens=(30, 60), parallel=4, decode_tps=60)  # 0.5-1 s per answer, per slot
+    run_dir = tmp_path / "runs" / "g"
+    args = ["run", "--input", str(source), "--host", sim.url, "--output-dir", str(tmp_path / "runs"),
+            "--run-name", "g", "--mode", "independent", "--parallel", "4", "--chunk-size", "8",
+            "--num-ctx", "4096", "--num-predict", "128"]
+    proc = spawn(args, {**child_env, "CHUNKWISE_STOP_GRACE_S": "0.2"})
+    deadline = time.monotonic() + 120
+    while not ledger_records(run_dir)[0]:
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be stopped"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    code, text = finish(proc)
+    assert code == EXIT_INTERRUPTED, text
+    assert "in-flight requests did not finish within" in text and "exiting now (resumable)" in text
+    deadline = time.monotonic() + 10
+    while sim.stats()["in_flight"] and time.monotonic() < deadline:  # the server notices the closed connections
+        time.sleep(0.05)
+    stats = sim.stats()
+    records, bad = ledger_records(run_dir)
+    assert bad == 0 and len(records) == stats["answered_total"] < 16
+    assert stats["requests"]["/api/chat"].get("499", 0) > 0  # abandoned mid-generation, cancelled by the server
+
+    sim.configure(decode_tps=0)
+    code, text = finish(spawn(["resume", str(run_dir)], child_env))
+    assert code == EXIT_OK, text
+    assert_answered_once(sim.stats(), expected=16)

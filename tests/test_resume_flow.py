@@ -164,3 +164,38 @@ def test_ollama_down_longer_than_retries_exits_1_then_resumes(sim_factory, sourc
     out = capsys.readouterr().out
     assert code == EXIT_OK, out
     assert_complete_and_once(sim, tmp_path / "runs" / "t", expected)
+
+
+def test_manifest_and_torn_prefect_result_records(sim, source, tmp_path):
+    """The manifest records what the run is; Prefect's own result records (written non-atomically by
+    Prefect) are only a cache: torn ones are ignored and the chunk checkpoints answer instead."""
+    import hashlib
+
+    from chunkwise import __version__
+
+    params = run_params(sim, source, tmp_path, mode="conversation")
+    batch(params)
+    run_dir = tmp_path / "runs" / "t"
+    manifest = read_json(run_dir / "manifest.json")
+    tags = {m["name"]: m["digest"] for m in __import__("httpx").get(f"{sim.url}/api/tags").json()["models"]}
+    assert manifest["input_fingerprint"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert (manifest["model"], manifest["model_digest"]) == ("llama3.1:8b", tags["llama3.1:8b"])
+    assert manifest["ollama_version"] == sim.options.ollama_version and manifest["code_version"] == __version__
+    assert manifest["options"] == {"num_ctx": 4096, "num_predict": 256, "seed": 0, "temperature": 0.0}
+    assert manifest["mode"] == "conversation"
+    assert manifest["chunk_plan"] | {"computed": None} == {"chunk_size": 8, "chunks": 5, "requests": N, "computed": None}
+    assert len(manifest["sessions"]) == 1 and manifest["sessions"][0]["ended_at"]
+
+    first = results(run_dir)
+    sent = sim.stats()["answered_total"]
+    reset_process_state()
+    batch(params)  # a chunk's cache key exists once its checkpoint does: this run writes Prefect's records
+    records = sorted((run_dir / "prefect-results").iterdir())
+    assert len(records) == 5
+    for path in records:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    reset_process_state()
+    stats = batch(params)
+    assert stats["requests"]["succeeded"] == N and sim.stats()["answered_total"] == sent
+    assert_same_results(run_dir, first)
+    assert len(read_json(run_dir / "manifest.json")["sessions"]) == 3

@@ -1,8 +1,9 @@
 """`python -m tests.crash_child POINT <chunkwise arguments>`: the chunkwise CLI with one SIGKILL armed
 at a point that polling from outside could not hit reliably (tests only):
 
-    checkpoint  the first chunk checkpoint of this session is complete in its temporary file and
-                fsynced, but not yet renamed into place
+    checkpoint  the checkpoint of the last unfinished chunk is complete in its temporary file and
+                fsynced, but not yet renamed into place (the last one, so that no other chunk has a
+                request in flight: an answer in flight at a kill is lost and must be sent again)
     results     results.parquet is complete in its temporary file, not yet renamed (aggregation)
     stats       results.parquet is in place, stats.json not yet written (aggregation)
 
@@ -20,10 +21,19 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _kill_inside_atomic_write(module) -> None:
+def _last_checkpoint(path) -> bool:
+    import json
+
+    chunks = json.loads((path.parent.parent / "manifest.json").read_text())["chunk_plan"]["chunks"]
+    return len(list(path.parent.glob("chunk-*.parquet"))) == chunks - 1
+
+
+def _kill_inside_atomic_write(module, when=lambda path: True) -> None:
     real = module.write_atomic
 
     def write_then_die(path, write):
+        if not when(path):
+            return real(path, write)
         def fill(handle):
             if isinstance(write, (bytes, bytearray)):
                 handle.write(write)
@@ -42,7 +52,7 @@ def arm(point: str) -> None:
     if point == "checkpoint":
         import chunkwise.checkpoint
 
-        _kill_inside_atomic_write(chunkwise.checkpoint)
+        _kill_inside_atomic_write(chunkwise.checkpoint, _last_checkpoint)
     elif point == "results":
         import chunkwise.results
 

@@ -1,7 +1,7 @@
 """`chunkwise run` as a real process, killed and stopped, then resumed (slow: subprocesses).
 
 Crash property: one run is SIGKILLed at 10 moments drawn from a seed -- during start-up, in the
-middle of a request (several times), while a checkpoint is being written, and twice during
+middle of a request (six times), while the last checkpoint is being written, and twice during
 aggregation -- each time resumed with `chunkwise run` (same run name) or `chunkwise resume RUN_DIR`.
 The final results equal an uninterrupted run's, and the simulator answered every request exactly
 once: nothing that reached the ledger was sent again.
@@ -97,9 +97,8 @@ def kill_plan(seed: int) -> list[tuple[str, object, str]]:
     request = lambda: ("request", rng.randint(1, 6), rng.choice(["run", "resume"]))  # noqa: E731
     return [
         ("after", round(rng.uniform(0.3, 1.5), 2), "run"),  # seconds after spawn: start-up, staging
-        request(), request(),
-        ("checkpoint", None, "run"),
-        request(), request(), request(), request(),
+        request(), request(), request(), request(), request(), request(),
+        ("checkpoint", None, "run"),  # the last chunk's checkpoint
         ("results", None, "run"),
         ("stats", None, "resume"),
     ]
@@ -135,6 +134,8 @@ def test_sigkill_at_seeded_moments_then_resume_gives_the_uninterrupted_results(
         if kind == "results":
             assert not (run_dir / "results.parquet").exists()
             assert list(run_dir.glob(".results.parquet.*.tmp"))  # killed with the new file not yet in place
+        if kind == "checkpoint":
+            assert list((run_dir / "chunks").glob(".chunk-*.parquet.*.tmp"))
         if kind == "stats":
             assert (run_dir / "results.parquet").exists() and not (run_dir / "stats.json").exists()
 

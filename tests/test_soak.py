@@ -3,7 +3,7 @@
 `done: true`. Every request must end answered exactly once, and the totals must reconcile.
 
 Kept fast: zero-latency simulator in its own process (its own CPU and GIL), independent mode with
-8 requests in flight, short prompts and answers, a 0.5 s read timeout with 0.8 s stalls, and enough
+12 requests in flight, short prompts and answers, a 1 s read timeout with 1.3 s stalls, and enough
 attempts that no request exhausts its budget (P(20 faults in a row) = 0.19^20).
 """
 
@@ -21,7 +21,7 @@ from tests.run_checks import assert_answered_once, chunkwise_env, ledger_records
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 N = 5000
-READ_TIMEOUT_S = 0.5
+READ_TIMEOUT_S = 1.0
 SOAK_SIM = dict(fail_rate=0.10, reset_rate=0.05, stall_rate=0.02, stall_s=READ_TIMEOUT_S + 0.3, incomplete_rate=0.02,
                 parallel=16, max_queue=4096, answer_tokens=(4, 12), seed=11)
 
@@ -30,7 +30,7 @@ def test_fault_soak_every_request_answered_exactly_once(sim_factory, tmp_path):
     reset_process_state()
     sim = sim_factory(process=True, **SOAK_SIM)
     source = write_requests(tmp_path / "in.parquet", N, prompt_words=4)
-    params = params_for(sim, source, tmp_path / "runs", mode="independent", parallel=8, chunk_size=250,
+    params = params_for(sim, source, tmp_path / "runs", mode="independent", parallel=12, chunk_size=250,
                         num_ctx=2048, num_predict=32, max_attempts=20)
     started = time.perf_counter()
     with chunkwise_env(read_timeout_s=READ_TIMEOUT_S):

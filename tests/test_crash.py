@@ -211,3 +211,46 @@ def test_in_flight_requests_past_the_grace_period_are_abandoned_and_resent_once(
     code, text = finish(spawn(["resume", str(run_dir)], child_env))
     assert code == EXIT_OK, text
     assert_answered_once(sim.stats(), expected=16)
+
+
+def test_prefect_flow_run_retry_cli_finishes_a_failed_run(sim_factory, tmp_path, child_env, monkeypatch):
+    """`prefect flow-run retry <id> --entrypoint flows/batch.py:batch` re-executes the same failed flow
+    run (research/prefect.md 1.6); it resumes from the ledger and sends nothing twice."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+
+    from chunkwise.sim import request
+
+    real_resolve = request.resolve
+    model = {"calls": 0, "gone": True}
+
+    def resolve(name):  # the model disappears after 10 chat requests: the run fails (fatal, exit 2)
+        model["calls"] += 1
+        return None if model["calls"] > 10 and model["gone"] else real_resolve(name)
+
+    monkeypatch.setattr(request, "resolve", resolve)
+    source = write_requests(tmp_path / "in.parquet", 24, prompt_words=10)
+    sim = sim_factory()
+    out = tmp_path / "runs"
+    args = ["run", "--input", str(source), "--host", sim.url, "--output-dir", str(out), "--run-name", "r",
+            "--mode", "independent", "--parallel", "1", "--chunk-size", "8", "--num-ctx", "4096"]
+    code, text = finish(spawn(args, child_env))
+    assert code == 2 and "model 'llama3.1:8b' not found" in text, text
+
+    with get_client(sync_client=True) as client:
+        failed = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            state={"type": FlowRunFilterStateType(any_=[StateType.FAILED])}))
+        ours = [r for r in failed if r.parameters.get("params", {}).get("output_dir") == str(out)]
+    assert len(ours) == 1
+    model["gone"] = False  # pulled again
+    retry = subprocess.run([sys.executable, "-m", "prefect", "flow-run", "retry", str(ours[0].id), "--entrypoint",
+                            "flows/batch.py:batch"], cwd=REPO, env=child_env, capture_output=True, text=True,
+                           timeout=180)
+    assert retry.returncode == 0, retry.stdout + retry.stderr
+    with get_client(sync_client=True) as client:
+        again = client.read_flow_run(ours[0].id)
+    assert again.state.is_completed() and again.run_count == 2
+    assert_answered_once(sim.stats(), expected=24)
+    final = results(out / "r")
+    assert final["id"].is_unique().all() and set(final["status"]) == {"ok"} and final.height == 24

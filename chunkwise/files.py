@@ -50,9 +50,23 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def ensure_dir(path: Path) -> None:
+    """Create `path` and any missing parents, fsyncing the directory above each one created, so a
+    file made durable inside it cannot vanish with its directory after a power loss."""
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        if path.parent == path:
+            break
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(exist_ok=True)
+        fsync_dir(directory.parent)
+
+
 def write_atomic(path: Path, write: Callable[[BinaryIO], Any] | bytes) -> None:
     """Write `path` atomically: `write` is bytes, or a callable that writes into a binary file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -19,7 +19,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from chunkwise.files import write_atomic
+from chunkwise.files import ensure_dir, fsync_dir, write_atomic
 
 
 def encode_line(record: dict[str, Any]) -> bytes:
@@ -75,8 +75,11 @@ class Ledger:
         line = encode_line(record)
         with self._lock:
             if self._fd is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                ensure_dir(self.path.parent)
+                created = not self.path.exists()
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                if created:  # the new file's directory entry must be as durable as its lines
+                    fsync_dir(self.path.parent)
             view = memoryview(line)
             while view:
                 view = view[os.write(self._fd, view):]

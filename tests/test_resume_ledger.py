@@ -7,6 +7,8 @@ the simulator's per-request counts to show what was sent again.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -204,3 +206,31 @@ def test_damaged_ledger_line_is_dropped_and_only_its_request_sent_again(sim_fact
     records, bad = ledger_records(ctx.dir)
     assert bad == 0  # the file was repaired: the next append starts on a clean line
     assert sorted(r["_row"] for r in records if r["chunk"] == 1).count(lost) == 1
+
+
+def test_new_ledger_and_checkpoint_directories_are_made_durable(tmp_path, monkeypatch):
+    """A fsynced line is only durable if the file's and the directories' entries are too."""
+    import chunkwise.files
+    import chunkwise.ledger
+    from chunkwise.checkpoint import write_checkpoint
+    from chunkwise.ledger import Ledger
+    from chunkwise.records import outcome
+
+    synced: list[Path] = []
+    real = chunkwise.files.fsync_dir
+
+    def record(path):
+        synced.append(Path(path))
+        real(path)
+
+    monkeypatch.setattr(chunkwise.files, "fsync_dir", record)
+    monkeypatch.setattr(chunkwise.ledger, "fsync_dir", record)
+    run = tmp_path / "run"
+    run.mkdir()
+    with Ledger(run / "ledger" / "chunk-00000.jsonl") as ledger:
+        ledger.append(outcome(_row=0, status="ok"))
+        ledger.append(outcome(_row=1, status="ok"))
+    assert synced == [run, run / "ledger"]  # the new directory in the run, the new file in the directory
+    synced.clear()
+    write_checkpoint(run / "chunks" / "chunk-00000.parquet", [outcome(_row=0, status="ok")])
+    assert synced == [run, run / "chunks"]

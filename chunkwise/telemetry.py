@@ -44,25 +44,37 @@ class RunTelemetry:
         self.model_info = model_info
         self.sampler = GpuSampler(ctx.dir, interval_s=get_settings().gpu_sample_interval_s)
         self.ps_start: dict[str, Any] | None = None
+        self.ps_loaded: dict[str, Any] | None = None
+        self._loaded_taken = False
+        self.kv_mib: float | None = None
         self.summary: dict[str, Any] = {}
 
     def __enter__(self) -> RunTelemetry:
+        p = self.ctx.params
+        if self.model_info:
+            try:
+                self.kv_mib = round(kv_reserved_bytes(self.model_info, p.num_ctx, p.parallel) / MIB, 1)
+            except ValueError:
+                self.kv_mib = None
+        if self.kv_mib is not None:
+            log().info("num_ctx %d x parallel %d: Ollama reserves about %.0f MiB of KV cache at load (%s)",
+                       p.num_ctx, p.parallel, self.kv_mib, "formula from /api/show model_info")
         self.sampler.start()
-        self.ps_start = ps_snapshot(self.ctx)
+        self.ps_start = ps_snapshot(self.ctx)  # often empty: the model loads with the first request
         return self
+
+    def after_chunk(self) -> None:
+        """Once the first chunk finished the model is loaded: read /api/ps now, so a CPU spill is
+        reported early in a long run rather than at its end."""
+        if not self._loaded_taken:
+            self._loaded_taken = True
+            self.ps_loaded = ps_snapshot(self.ctx)
 
     def __exit__(self, *exc: object) -> None:
         ps_end = ps_snapshot(self.ctx)
         gpu = self.sampler.stop()
-        p = self.ctx.params
-        kv = None
-        if self.model_info:
-            try:
-                kv = round(kv_reserved_bytes(self.model_info, p.num_ctx, p.parallel) / MIB, 1)
-            except ValueError:
-                kv = None
         self.summary = {
             "gpu": gpu,
-            "ollama_ps": {"start": self.ps_start, "end": ps_end},
-            "kv_cache_reserved_mib_formula": kv,
+            "ollama_ps": {"start": self.ps_start, "after_first_chunk": self.ps_loaded, "end": ps_end},
+            "kv_cache_reserved_mib_formula": self.kv_mib,
         }

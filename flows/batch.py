@@ -56,6 +56,7 @@ def batch(params: RunParams) -> dict[str, Any]:
                     unfinished.append((labels[future.task_run_id], result))
                     result = None
                 progress.chunk_finished(result, labels[future.task_run_id])
+                telemetry.after_chunk()
         raise_for_unfinished(unfinished, RunPaths(ctx.dir).root)
         return aggregate(ctx, len(specs), telemetry.summary)
     finally:

@@ -86,7 +86,7 @@ def main() -> int:
 
     import pyarrow.parquet as pq
 
-    from chunkwise.inputs import read_requests
+    from chunkwise.staging import read_requests
     from chunkwise.sample import sample_system_prompt
     from chunkwise.tokenizer import count_tokens
 
@@ -102,7 +102,7 @@ def main() -> int:
         plans = [run_child_rusage(plan_cmd) for _ in range(args.runs)]
         plan_text = plans[-1][2]
 
-        stage_code = ("import sys; from chunkwise.inputs import stage_input; "
+        stage_code = ("import sys; from chunkwise.staging import stage_input; "
                       "s = stage_input(sys.argv[1], sys.argv[2], num_ctx=128000, num_predict=512); "
                       "print(s.accepted, s.rejected)")
         run_dir = Path(tmp) / "run"

@@ -16,7 +16,7 @@ from typing import Any
 from chunkwise.checkpoint import load_checkpoint, write_checkpoint
 from chunkwise.conversation import Conversation
 from chunkwise.files import StorageError
-from chunkwise.inputs import read_requests
+from chunkwise.staging import read_requests
 from chunkwise.ledger import Ledger
 from chunkwise.logs import logger
 from chunkwise.ollama import FatalError

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from chunkwise import inputs, planning, runlock
+from chunkwise import inputs, planning, runlock, staging
 from chunkwise.files import UnsafePathError, read_json, write_json_atomic
 from chunkwise.kv import training_context
 from chunkwise.logs import logger
@@ -39,7 +39,7 @@ class PreparedRun:
     """A checked configuration, a staged input and the run's earlier manifest (None for a new run)."""
 
     ctx: RunContext
-    staged: inputs.StagedInput
+    staged: staging.StagedInput
     existing_manifest: dict | None
     #: `/api/show` model_info (architecture numbers for the KV formula).
     model_info: dict
@@ -130,7 +130,7 @@ def prepare_run(params: RunParams) -> PreparedRun:
     if existing is not None:
         refuse_other_input(params.input_path, existing, paths.root.name)
     try:
-        staged = inputs.stage_input(params.input_path, paths.root, num_ctx=params.num_ctx,
+        staged = staging.stage_input(params.input_path, paths.root, num_ctx=params.num_ctx,
                                     num_predict=params.num_predict)
     except inputs.InputError as exc:
         raise SetupError(str(exc)) from None
@@ -156,7 +156,7 @@ def refuse_other_input(input_path: str, existing: dict, run_name: str) -> None:
     path = Path(input_path)
     if not path.is_file():
         return  # stage_input names the problem
-    fingerprint = inputs.fingerprint(path)
+    fingerprint = staging.fingerprint(path)
     if fingerprint != existing.get("input_fingerprint"):
         binding, _ = differences({"input_fingerprint": existing.get("input_fingerprint")},
                                  {"input_fingerprint": fingerprint})

@@ -10,8 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from chunkwise import inputs
-from chunkwise.inputs import InputError, read_requests, stage_input, validate_only
+from chunkwise import inputs, staging
+from chunkwise.inputs import InputError, validate_only
+from chunkwise.staging import read_requests, stage_input
 
 LIMITS = {"num_ctx": 1000, "num_predict": 100}  # at most 7207 characters fit (7208 // 8 = 901 > 900)
 NOT_PARQUET_TAIL = "); write the requests with polars DataFrame.write_parquet or pyarrow.parquet.write_table"
@@ -223,7 +224,7 @@ def test_stage_round_trip(tmp_path, monkeypatch, row_group_size):
     assert req["_row"].to_pylist() == good
     assert req.drop_columns(["_row"]).equals(table.take(good))  # binary and nested columns byte-identical
     md = pq.read_metadata(staged.requests_path)
-    assert max(md.row_group(i).num_rows for i in range(md.num_row_groups)) <= inputs.STAGED_ROW_GROUP_ROWS
+    assert max(md.row_group(i).num_rows for i in range(md.num_row_groups)) <= staging.STAGED_ROW_GROUP_ROWS
 
     rej = pq.read_table(staged.rejects_path)
     assert rej.column_names == ["_row", "id", "_reason", "category", "blob", "score", "tags"]
@@ -279,13 +280,13 @@ def test_read_requests_boundaries(staged, start, stop):
 
 def test_read_requests_reads_only_needed_row_groups(staged, monkeypatch):
     seen: list[list[int]] = []
-    real = inputs._read_row_groups
+    real = staging._read_row_groups
 
     def spy(path, metadata, groups, columns):
         seen.append(list(groups))
         return real(path, metadata, groups, columns)
 
-    monkeypatch.setattr(inputs, "_read_row_groups", spy)
+    monkeypatch.setattr(staging, "_read_row_groups", spy)
     read_requests(staged.requests_path, 300, 411)
     read_requests(staged.requests_path, 250, 260)
     read_requests(staged.requests_path, 998, 999)

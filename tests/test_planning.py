@@ -16,7 +16,8 @@ from chunkwise.cli import main
 from chunkwise.commands import plan as plan_cmd
 from chunkwise.inputs import validate_only
 from chunkwise.params import RunParams
-from chunkwise.planning import ChunkSpec, build_plan, chunk_count, chunk_size_rule, plan_chunks
+from chunkwise.plan_report import build_plan
+from chunkwise.planning import ChunkSpec, chunk_count, chunk_size_rule, plan_chunks
 
 # llama3.1:8b (research/ollama.md section 6): 0.125 MiB of f16 KV per token.
 LLAMA31_8B = {

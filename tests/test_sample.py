@@ -10,7 +10,7 @@ from chunkwise.cli import main
 from chunkwise.estimate import estimate_tokens
 from chunkwise.inputs import validate_only
 from chunkwise.params import RunParams
-from chunkwise.planning import build_plan
+from chunkwise.plan_report import build_plan
 from chunkwise.tokenizer import count_tokens
 
 

@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
     from chunkwise.inputs import validate_only
     from chunkwise.params import RunParams
-    from chunkwise.planning import build_plan
+    from chunkwise.plan_report import build_plan
     from chunkwise.settings import get_settings
 
     flags = {name: getattr(args, name) for name in PARAM_FLAGS if getattr(args, name) is not None}

@@ -38,3 +38,29 @@ clean:
 # Exit 0 pass, 1 miss, 2 no GPU/driver/CUDA library. Extra flags: make gpu-check GPU_CHECK_ARGS="--steps-gib 1,2"
 gpu-check: $(STAMP)
 	$(PY) -m chunkwise.gpu_check $(GPU_CHECK_ARGS)
+
+# Prefect UI (docs/ui.md). `make server` runs a Prefect server with its UI on 127.0.0.1:$(PREFECT_PORT)
+# (SQLite under $(PREFECT_HOME)); in another terminal either `make serve` (the deployments of
+# deployments/prefect.yaml served from that process, no work pool) or `make deploy` + `make worker`
+# (the same deployments on the process work pool chunkwise-process). Run them from this directory:
+# relative input_path/output_dir parameters resolve here. `make ui-screenshots` reruns the browser test
+# and saves its screenshots to docs/img.
+PREFECT_PORT ?= 4200
+PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
+.PHONY: deploy worker ui-screenshots
+
+server: $(STAMP)
+	PREFECT_UI_API_URL=$(PREFECT_API_URL) $(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+serve: $(STAMP)
+	PREFECT_API_URL=$(PREFECT_API_URL) $(VENV)/bin/chunkwise serve $(SERVE_ARGS)
+
+deploy: $(STAMP)
+	PREFECT_API_URL=$(PREFECT_API_URL) $(VENV)/bin/prefect work-pool create chunkwise-process --type process --overwrite
+	PREFECT_API_URL=$(PREFECT_API_URL) $(VENV)/bin/prefect --no-prompt deploy --all --prefect-file deployments/prefect.yaml
+
+worker: $(STAMP)
+	PREFECT_API_URL=$(PREFECT_API_URL) $(VENV)/bin/prefect worker start --pool chunkwise-process --limit 1
+
+ui-screenshots: $(STAMP)
+	CHUNKWISE_UI_SCREENSHOTS=$(CURDIR)/docs/img $(PY) -m pytest tests/test_ui.py -q

@@ -1,8 +1,8 @@
 """The `chunkwise` command: one subcommand per module in `chunkwise.commands`.
 
 Each command module exposes `NAME`, `HELP`, `add_arguments(parser)` and `run(args) -> int`.
-Exit codes are shared by every command: 0 success, 1 finished with failed requests (resumable),
-2 bad input, configuration or an unreachable server, 130 interrupted before finishing (resumable).
+Exit codes are shared by every command (`chunkwise.exitcodes`): 0 success, 1 finished with failed
+or rejected requests, 2 bad input, configuration or an unreachable server, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import sys
 #: Subcommands in the order `--help` lists them; each is `chunkwise.commands.<name>`.
 COMMANDS = ("run", "resume", "plan", "sample", "sim", "measure", "serve")
 
-EXIT_OK, EXIT_FAILED_REQUESTS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from chunkwise.outcome import EXIT_OK
+from chunkwise.exitcodes import EXIT_OK
 
 DATA = Path("data/demo-requests.parquet")
 SYSTEM = Path("data/demo-system-prompt.txt")

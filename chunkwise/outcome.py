@@ -1,23 +1,15 @@
-"""How a run ends, and the exit code each ending maps to.
-
-    0    every request answered
-    1    finished, but some requests failed (see results.parquet); or chunks left unfinished by a
-         transient outage -- resumable with the same run name, `chunkwise resume`, or Prefect's Retry
-    2    bad input, bad configuration, unreachable server, a fatal server answer (model not found),
-         or a run directory that cannot be written (disk full): fix it, then resume
-    130  stopped by Ctrl-C or SIGTERM; resumable
-"""
+"""How a run ends, and the exit code (`chunkwise.exitcodes`) each ending maps to."""
 
 from __future__ import annotations
 
 import errno
 from pathlib import Path
 
+from chunkwise.exitcodes import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from chunkwise.files import StorageError
 from chunkwise.ollama import FatalError
 from chunkwise.send import RunInterrupted
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: Write failures a retry cannot cure: disk full, quota exceeded, read-only file system.
 STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
@@ -41,9 +33,10 @@ def raise_for_unfinished(unfinished: list[tuple[str, BaseException]], run_dir: P
     )
 
 
-def exit_code_for(exc: BaseException | None, failed_requests: int = 0) -> int:
+def exit_code_for(exc: BaseException | None, unanswered: int = 0) -> int:
+    """`unanswered`: requests of a finished run that failed or were rejected."""
     if exc is None:
-        return EXIT_FAILED if failed_requests else EXIT_OK
+        return EXIT_FAILED if unanswered else EXIT_OK
     if isinstance(exc, RunInterrupted) or isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED
     if isinstance(exc, (FatalError, StorageError)):

@@ -18,7 +18,8 @@ import sys
 import threading
 from typing import Any
 
-from chunkwise.outcome import EXIT_CONFIG, EXIT_INTERRUPTED, exit_code_for
+from chunkwise.exitcodes import EXIT_CONFIG, EXIT_INTERRUPTED
+from chunkwise.outcome import exit_code_for
 from chunkwise.params import RunParams
 from chunkwise.prepare import SetupError, plan_run, prepare_run
 from chunkwise.runctx import STOP
@@ -34,14 +35,14 @@ def preflight(params: RunParams) -> RunParams:
 
 def install_stop_handlers(grace_s: float, say=print) -> None:
     def hard_exit() -> None:
-        say(f"in-flight requests did not finish within {grace_s:.0f} s; exiting now (resumable)")
+        say(f"in-flight requests did not finish within {grace_s:g} s; exiting now (resumable)")
         os._exit(EXIT_INTERRUPTED)
 
     def handler(signum: int, _frame: Any) -> None:
         if STOP.is_set():
             os._exit(EXIT_INTERRUPTED)
         STOP.set()
-        say(f"{signal.Signals(signum).name}: no new requests; waiting up to {grace_s:.0f} s for in-flight ones "
+        say(f"{signal.Signals(signum).name}: no new requests; waiting up to {grace_s:g} s for in-flight ones "
             "(signal again to exit now)")
         timer = threading.Timer(grace_s, hard_exit)
         timer.daemon = True
@@ -87,10 +88,15 @@ def execute(params: RunParams, say=print) -> tuple[int, dict[str, Any] | None]:
         return EXIT_CONFIG, None
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     install_stop_handlers(get_settings().stop_grace_s, say)
+    from prefect.task_runners import ThreadPoolTaskRunner
+
     from flows.batch import batch  # Prefect is imported only once the configuration is known good
 
+    # Conversation mode holds a worker per conversation: at least `parallel` workers keep every slot busy.
+    workers = max(get_settings().chunk_workers, params.parallel)
+    flow = batch.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))
     try:
-        stats = run_off_main_thread(batch, params)
+        stats = run_off_main_thread(flow, params)
     except SetupError as exc:
         say(f"error: {exc}")
         return EXIT_CONFIG, None
@@ -98,7 +104,11 @@ def execute(params: RunParams, say=print) -> tuple[int, dict[str, Any] | None]:
         code = exit_code_for(exc)
         say(f"run {params.run_name} stopped: {exc}")
         return code, None
-    return exit_code_for(None, stats["requests"]["failed"]), stats
+    requests = stats["requests"]
+    if requests["rejected"]:
+        say(f"{requests['rejected']} rows were rejected before sending (reasons in results.parquet and "
+            f"{os.path.join(stats['run']['dir'], 'rejects.parquet')}); fix them in the input to have them answered")
+    return exit_code_for(None, requests["failed"] + requests["rejected"]), stats
 
 
 def print_summary(stats: dict[str, Any], say=print) -> None:

@@ -24,9 +24,9 @@ import polars as pl
 import pytest
 
 from chunkwise.cli import main as cli_main
+from chunkwise.exitcodes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from chunkwise.files import read_json
 from chunkwise.inputs import REASON_EMPTY, REASON_NULL
-from chunkwise.outcome import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from chunkwise.sim.harness import free_port
 from chunkwise.sim.profiles import ModelProfile
 from tests.direct_run import start

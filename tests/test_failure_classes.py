@@ -20,8 +20,8 @@ import polars as pl
 import pytest
 
 from chunkwise.cli import main as cli_main
+from chunkwise.exitcodes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from chunkwise.files import read_json
-from chunkwise.outcome import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from tests.pipeline_helpers import write_requests
 from tests.run_checks import assert_answered_once, ledger_records, reset_process_state, saved_signal_handlers
 

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from chunkwise.cli import EXIT_BAD_INPUT, EXIT_FAILED_REQUESTS, EXIT_OK
+from chunkwise.exitcodes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from chunkwise.measure_math import DEFAULT_CONTEXTS
 
 NAME = "measure"
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--parallel and --num-predict must be >= 1")
     except ValueError as exc:
         print(f"chunkwise measure: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return EXIT_CONFIG
     from chunkwise.ollama import OllamaError
     from chunkwise.settings import get_settings
 
@@ -106,8 +106,8 @@ def run(args: argparse.Namespace) -> int:
                                          kv_cache_type=args.kv_cache_type, vram_mib=args.vram_mib).as_dict()
     except OllamaError as exc:
         print(f"chunkwise measure: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return EXIT_CONFIG
     print(_summary(report))
     ok = report["slope_mib_per_token"] is not None and not any(
         r["truncated"] or r["status"] == "failed" for r in report["rows"])
-    return EXIT_OK if ok else EXIT_FAILED_REQUESTS
+    return EXIT_OK if ok else EXIT_FAILED

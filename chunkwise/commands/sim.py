@@ -13,7 +13,7 @@ import typing
 
 from pydantic import ValidationError
 
-from chunkwise.cli import EXIT_BAD_INPUT, EXIT_OK
+from chunkwise.exitcodes import EXIT_CONFIG, EXIT_OK
 
 NAME = "sim"
 HELP = "Run the Ollama simulator: Ollama's HTTP API with modelled timing, truncation and faults (for tests and demos)."
@@ -52,13 +52,13 @@ def run(args: argparse.Namespace) -> int:
         first = exc.errors()[0]
         field = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "options"
         print(f"chunkwise sim: {field}: {first['msg']}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return EXIT_CONFIG
     try:
         asyncio.run(_serve(options))
     except OSError as exc:
         print(f"chunkwise sim: cannot listen on {options.host}:{options.port}: {exc.strerror or exc}; "
               "pick another --port", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return EXIT_CONFIG
     return EXIT_OK
 
 

@@ -127,12 +127,20 @@ def prepare_run(params: RunParams) -> PreparedRun:
         runlock.acquire(paths.root)
     except runlock.RunLocked as exc:
         raise SetupError(str(exc)) from None
-    if existing is not None:
-        refuse_other_input(params.input_path, existing, paths.root.name)
+    remove_temp_files(paths.root)
+    created = existing is None
     try:
-        staged = staging.stage_input(params.input_path, paths.root, num_ctx=params.num_ctx,
-                                    num_predict=params.num_predict)
+        if existing is not None and paths.requests.exists():
+            refuse_other_input(params.input_path, existing, paths.root.name)
+            staged = staging.load_staged(paths.root, source=params.input_path,
+                                         fingerprint=existing["input_fingerprint"], num_ctx=params.num_ctx,
+                                         num_predict=params.num_predict)
+        else:
+            staged = staging.stage_input(params.input_path, paths.root, num_ctx=params.num_ctx,
+                                        num_predict=params.num_predict)
     except inputs.InputError as exc:
+        if created:
+            discard_empty_run_dir(paths.root)
         raise SetupError(str(exc)) from None
 
     ctx = RunContext(
@@ -150,12 +158,31 @@ def prepare_run(params: RunParams) -> PreparedRun:
     return PreparedRun(ctx=ctx, staged=staged, existing_manifest=existing, model_info=server["show"].get("model_info") or {})
 
 
+def remove_temp_files(run_dir: Path) -> None:
+    """Temporary files a crash left behind (`.name.XXXX.tmp`, `.requests.parquet.tmp-PID`): never read,
+    removed while this process holds the run's lock."""
+    for folder in (run_dir, run_dir / "chunks", run_dir / "ledger"):
+        for leftover in folder.glob(".*.tmp*"):
+            leftover.unlink(missing_ok=True)
+
+
+def discard_empty_run_dir(run_dir: Path) -> None:
+    """A new run whose input was refused leaves nothing behind (its directory held only the lock)."""
+    runlock.release(run_dir)
+    (run_dir / ".lock").unlink(missing_ok=True)
+    try:
+        run_dir.rmdir()
+    except OSError:
+        pass  # something else is in it: keep it
+
+
 def refuse_other_input(input_path: str, existing: dict, run_name: str) -> None:
     """Refuse a resume with another input before staging it: staging would replace the run's
     requests.parquet, which its ledgers and checkpoints refer to by position."""
     path = Path(input_path)
     if not path.is_file():
-        return  # stage_input names the problem
+        log().warning("input %s is gone; resuming from the run's staged copy of it", input_path)
+        return
     fingerprint = staging.fingerprint(path)
     if fingerprint != existing.get("input_fingerprint"):
         binding, _ = differences({"input_fingerprint": existing.get("input_fingerprint")},

@@ -131,6 +131,35 @@ def stage_input(path: str | os.PathLike, run_dir: str | os.PathLike, *, num_ctx:
     )
 
 
+def load_staged(run_dir: str | os.PathLike, *, source: str, fingerprint: str, num_ctx: int,
+                num_predict: int) -> StagedInput:
+    """The StagedInput of a run staged earlier, rebuilt from its files (a resume needs neither the
+    original input nor a second staging pass). Streams only row numbers and prompt lengths."""
+    import polars as pl
+
+    run_dir = Path(run_dir)
+    requests, rejects = run_dir / REQUESTS_FILE, run_dir / REJECTS_FILE
+    schema = pq.read_schema(requests)
+    has_system = "system" in schema.names
+    lengths = [pl.col(ROW_COLUMN), pl.col("prompt").str.len_chars().cast(pl.Int64).alias("p")]
+    if has_system:
+        lengths.append(pl.col("system").str.len_chars().cast(pl.Int64).alias("s"))
+    table = pl.scan_parquet(requests).select(lengths).collect(engine="streaming").to_arrow()
+    bad = pq.read_table(rejects, columns=[ROW_COLUMN, "id", REASON_COLUMN]).to_pylist() if rejects.exists() else []
+    from chunkwise.inputs import FIRST_REJECTS_KEPT, Reject
+
+    return StagedInput(
+        path=source, rows=table.num_rows + len(bad), accepted=table.num_rows, rejected=len(bad),
+        id_dtype=str(schema.field("id").type), carried_columns=_carried(schema.remove(0)), has_system=has_system,
+        num_ctx=num_ctx, num_predict=num_predict,
+        first_rejects=tuple(Reject(r[ROW_COLUMN], r["id"], r[REASON_COLUMN]) for r in bad[:FIRST_REJECTS_KEPT]),
+        longest=(), accepted_rows=table.column(ROW_COLUMN).combine_chunks(),
+        prompt_chars=table.column("p").combine_chunks(),
+        system_chars=table.column("s").combine_chunks() if has_system else None,
+        fingerprint=fingerprint, run_dir=str(run_dir), requests_path=str(requests), rejects_path=str(rejects),
+    )
+
+
 # --- chunk reads ------------------------------------------------------------------------------
 
 

@@ -296,3 +296,18 @@ def test_read_requests_reads_only_needed_row_groups(staged, monkeypatch):
 def test_read_requests_out_of_range(staged):
     with pytest.raises(ValueError, match=r"positions \[10, 1000\) are outside the 999 staged requests"):
         read_requests(staged.requests_path, 10, 1000)
+
+
+def test_load_staged_rebuilds_what_staging_returned(tmp_path):
+    source = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"id": [1, 2, 3, 4], "prompt": ["a b c", None, "ü" * 9, "x"],
+                             "system": [None, None, "own", ""], "extra": [b"\xff", b"", None, b"z"]}), source)
+    run_dir = tmp_path / "run"
+    staged = stage_input(source, run_dir, num_ctx=4096, num_predict=64)
+    loaded = staging.load_staged(run_dir, source=str(source), fingerprint=staged.fingerprint, num_ctx=4096,
+                                 num_predict=64)
+    for field in ("rows", "accepted", "rejected", "id_dtype", "carried_columns", "has_system", "first_rejects",
+                  "fingerprint"):
+        assert getattr(loaded, field) == getattr(staged, field), field
+    for array in ("accepted_rows", "prompt_chars", "system_chars"):
+        assert getattr(loaded, array).to_pylist() == getattr(staged, array).to_pylist(), array

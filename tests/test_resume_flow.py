@@ -142,7 +142,7 @@ def test_ollama_down_for_a_while_then_back(sim_factory, source, tmp_path, monkey
     assert_complete_and_once(sim, tmp_path / "runs" / "t", expected)
 
 
-@pytest.mark.parametrize("again", ["run", "resume"])
+@pytest.mark.parametrize("again", ["run", "resume", "resume-input-gone"])
 def test_ollama_down_longer_than_retries_exits_1_then_resumes(sim_factory, source, tmp_path, monkeypatch, capsys,
                                                               again):
     expected = expected_results(sim_factory, source, tmp_path, "conversation")
@@ -160,6 +160,8 @@ def test_ollama_down_longer_than_retries_exits_1_then_resumes(sim_factory, sourc
 
     sim.start()
     reset_process_state()
+    if again == "resume-input-gone":  # the run's staged copy is all a resume needs
+        source.unlink()
     code = cli_main(argv if again == "run" else ["resume", str(tmp_path / "runs" / "t")])
     out = capsys.readouterr().out
     assert code == EXIT_OK, out

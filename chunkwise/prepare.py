@@ -128,18 +128,10 @@ def prepare_run(params: RunParams) -> PreparedRun:
     except runlock.RunLocked as exc:
         raise SetupError(str(exc)) from None
     remove_temp_files(paths.root)
-    created = existing is None
     try:
-        if existing is not None and paths.requests.exists():
-            refuse_other_input(params.input_path, existing, paths.root.name)
-            staged = staging.load_staged(paths.root, source=params.input_path,
-                                         fingerprint=existing["input_fingerprint"], num_ctx=params.num_ctx,
-                                         num_predict=params.num_predict)
-        else:
-            staged = staging.stage_input(params.input_path, paths.root, num_ctx=params.num_ctx,
-                                        num_predict=params.num_predict)
+        staged = stage_or_reuse(params, paths, existing)
     except inputs.InputError as exc:
-        if created:
+        if existing is None:
             discard_empty_run_dir(paths.root)
         raise SetupError(str(exc)) from None
 
@@ -176,21 +168,30 @@ def discard_empty_run_dir(run_dir: Path) -> None:
         pass  # something else is in it: keep it
 
 
-def refuse_other_input(input_path: str, existing: dict, run_name: str) -> None:
-    """Refuse a resume with another input before staging it: staging would replace the run's
-    requests.parquet, which its ledgers and checkpoints refer to by position."""
-    path = Path(input_path)
-    if not path.is_file():
-        log().warning("input %s is gone; resuming from the run's staged copy of it", input_path)
-        return
-    fingerprint = staging.fingerprint(path)
-    if fingerprint != existing.get("input_fingerprint"):
+def stage_or_reuse(params: RunParams, paths: RunPaths, existing: dict | None) -> staging.StagedInput:
+    """Stage the input, or reuse what this run directory already staged from the same file (the
+    CLI's preflight, then the flow; every resume). A resume with another input is refused before
+    anything is written: ledgers and checkpoints refer to requests.parquet by position."""
+    source = Path(params.input_path)
+    recorded = staging.staged_record(paths.root)
+    current = staging.fingerprint(source) if source.is_file() else None
+    if existing is not None and current is not None and current != existing.get("input_fingerprint"):
         binding, _ = differences({"input_fingerprint": existing.get("input_fingerprint")},
-                                 {"input_fingerprint": fingerprint})
+                                 {"input_fingerprint": current})
         raise SetupError(
-            f"run {run_name} was started with different settings ({'; '.join(binding)}); resume with the "
+            f"run {paths.root.name} was started with different settings ({'; '.join(binding)}); resume with the "
             "same settings, or pass --new-run to start a fresh run beside it"
         )
+    limits = {"num_ctx": params.num_ctx, "num_predict": params.num_predict}
+    same = recorded is not None and current == recorded["fingerprint"] and all(recorded[k] == v for k, v in limits.items())
+    # A resume never re-stages (a changed option is refused by the manifest check, not by rewriting
+    # requests.parquet); a new run re-uses what its preflight staged from the same file and limits.
+    if recorded is not None and (existing is not None or same):
+        if current is None:
+            log().warning("input %s is gone; resuming from the run's staged copy of it", params.input_path)
+        return staging.load_staged(paths.root, source=params.input_path, fingerprint=recorded["fingerprint"],
+                                   num_ctx=recorded["num_ctx"], num_predict=recorded["num_predict"])
+    return staging.stage_input(params.input_path, paths.root, num_ctx=params.num_ctx, num_predict=params.num_predict)
 
 
 def plan_run(prepared: PreparedRun, *, write: bool = True) -> tuple[list[planning.ChunkSpec], dict]:

@@ -3,12 +3,14 @@
     manifest.json          what the run is (input fingerprint, model digest, options, mode, plan)
     requests.parquet       the accepted requests, staged from the input (small row groups)
     rejects.parquet        rows quarantined before sending, with the reason
+    staged.json            the input fingerprint and limits the two files above were staged with
     ledger/chunk-NNNNN.jsonl   per-request outcomes, appended and fsynced as they happen
     chunks/chunk-NNNNN.parquet finished chunks (atomic, self-verifying)
     results.parquet        one row per input request, in input order
     stats.json             totals, tokens, throughput, latency, memory
     gpu_samples.csv        the GPU sampler's time series
     prefect-results/       Prefect's persisted chunk-task results (cache records)
+    .lock                  held (flock) by the one process working on the run
 """
 
 from __future__ import annotations

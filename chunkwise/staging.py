@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from chunkwise.files import fsync_dir
+from chunkwise.files import fsync_dir, read_json, write_json_atomic
 from chunkwise.inputs import (
     REASON_COLUMN,
     REJECTS_FILE,
@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 #: rows (about 1.4 MB of prompts at 2.8 KB each) instead of a whole input row group; smaller groups
 #: only grow the footer (~0.1 KB per column per group).
 STAGED_ROW_GROUP_ROWS = 256
+#: Written last by `stage_input`: what the staged files were made from.
+STAGED_MARKER = "staged.json"
 
 
 @dataclass(frozen=True)
@@ -125,10 +127,21 @@ def stage_input(path: str | os.PathLike, run_dir: str | os.PathLike, *, num_ctx:
     finally:
         req_tmp.unlink(missing_ok=True)
         rej_tmp.unlink(missing_ok=True)
+    write_json_atomic(run_dir / STAGED_MARKER, {"fingerprint": digest, "num_ctx": num_ctx, "num_predict": num_predict})
     return scan.summary(
         path, id_dtype, carried, cls=StagedInput, fingerprint=digest, run_dir=str(run_dir),
         requests_path=str(run_dir / REQUESTS_FILE), rejects_path=str(run_dir / REJECTS_FILE),
     )
+
+
+def staged_record(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """What the run directory's staged files were made from (`fingerprint`, `num_ctx`,
+    `num_predict`: the limits decide the quarantine), or None when staging never completed."""
+    run_dir = Path(run_dir)
+    marker = run_dir / STAGED_MARKER
+    if not (marker.exists() and (run_dir / REQUESTS_FILE).exists() and (run_dir / REJECTS_FILE).exists()):
+        return None
+    return read_json(marker)
 
 
 def load_staged(run_dir: str | os.PathLike, *, source: str, fingerprint: str, num_ctx: int,

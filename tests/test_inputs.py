@@ -217,7 +217,7 @@ def test_stage_round_trip(tmp_path, monkeypatch, row_group_size):
     assert staged.fingerprint == hashlib.sha256(src.read_bytes()).hexdigest()
     assert staged.id_dtype == "int64" and staged.has_system
     assert staged.carried_columns == ("category", "blob", "score", "tags")
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["rejects.parquet", "requests.parquet"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["rejects.parquet", "requests.parquet", "staged.json"]
 
     req = pq.read_table(staged.requests_path)
     assert req.column_names == ["_row", *table.column_names]

@@ -158,6 +158,8 @@ class GpuSampler:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             path = self.out_dir / CSV_NAME
             new = not path.exists() or path.stat().st_size == 0
+            if not new:
+                drop_torn_last_line(path)
             self._csv_file = path.open("a", newline="", encoding="utf-8")
             self._csv = csv.writer(self._csv_file)
             if new:
@@ -319,6 +321,15 @@ class GpuSampler:
             "gpus": [g.as_dict() for g in self._gpus] if ok else [],
             "csv": str(self.out_dir / CSV_NAME) if ok and self.out_dir is not None else None,
         }
+
+
+def drop_torn_last_line(path: Path) -> None:
+    """A crash can leave half a row at the end of the CSV; cut it so the next session's first row
+    starts on its own line."""
+    with path.open("rb+") as handle:
+        data = handle.read()
+        if data and not data.endswith(b"\n"):
+            handle.truncate(data.rfind(b"\n") + 1)
 
 
 def free_vram_mib(nvml: Any = None) -> tuple[float | None, str | None]:

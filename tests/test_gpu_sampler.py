@@ -192,3 +192,14 @@ def test_bad_interval_is_refused():
 def test_stop_without_start():
     summary = GpuSampler(None).stop()
     assert summary["available"] is False and summary["reason"] == "the sampler was never started"
+
+
+def test_torn_last_csv_row_from_a_crash_is_cut_before_appending(tmp_path):
+    from chunkwise.gpu import drop_torn_last_line
+
+    path = tmp_path / "gpu_samples.csv"
+    path.write_bytes(b"time_utc,elapsed_s\n2026,1.0\n2026,2.")
+    drop_torn_last_line(path)
+    assert path.read_bytes() == b"time_utc,elapsed_s\n2026,1.0\n"
+    drop_torn_last_line(path)  # a whole file is left alone
+    assert path.read_bytes() == b"time_utc,elapsed_s\n2026,1.0\n"

@@ -19,8 +19,8 @@ import pytest
 from chunkwise.sim.harness import running_simulator
 from chunkwise.sim.options import SimOptions
 from tests.pipeline_helpers import write_requests
-from tests.ui_helpers import (FLOW, chromium_page, chunkwise_serve, form_field, prefect_server, save_screenshot,
-                              screenshot_dir, wait_for)
+from tests.ui_helpers import (FLOW, chromium_page, chunkwise_serve, form_field, page_evidence, prefect_server,
+                              save_screenshot, screenshot_dir, wait_for)
 
 pytestmark = pytest.mark.slow
 
@@ -58,6 +58,17 @@ def read_flow_run(flow_run_id):
 
 
 def test_custom_run_from_the_parameter_form(ui, tmp_path):
+    with page_evidence(ui["page"], ui["tmp"], "custom-run"):
+        custom_run(ui, tmp_path)
+
+
+def test_retry_in_the_ui_resumes_a_failed_run(ui, tmp_path):
+    """Ollama goes away mid-run; the run fails; Ollama is back; Retry in the UI; nothing answered is re-sent."""
+    with page_evidence(ui["page"], ui["tmp"], "retry"):
+        retry_failed_run(ui, tmp_path)
+
+
+def custom_run(ui, tmp_path) -> None:
     page, shots, base = ui["page"], ui["shots"], ui["base"]
     ui["sim"].reset()
     source = write_requests(tmp_path / "requests.parquet", 45)
@@ -67,6 +78,10 @@ def test_custom_run_from_the_parameter_form(ui, tmp_path):
     page.get_by_role("link", name="nightly", exact=True).wait_for()
     page.get_by_text("At 02:00 AM every day").first.wait_for(state="attached")
     save_screenshot(page, shots / "deployments.png")
+    page.get_by_role("link", name="nightly", exact=True).click()
+    page.get_by_text("At 02:00 AM every day").first.wait_for()  # its schedule, switched off as shipped
+    save_screenshot(page, shots / "nightly.png")
+    page.get_by_role("link", name="Deployments", exact=True).first.click()
 
     page.get_by_role("link", name="on-demand", exact=True).click()
     page.get_by_role("button", name="Run", exact=True).click()
@@ -139,8 +154,7 @@ def test_custom_run_from_the_parameter_form(ui, tmp_path):
     save_screenshot(page, shots / "artifact-stats.png")
 
 
-def test_retry_in_the_ui_resumes_a_failed_run(ui, tmp_path):
-    """Ollama goes away mid-run; the run fails; Ollama is back; Retry in the UI; nothing answered is re-sent."""
+def retry_failed_run(ui, tmp_path) -> None:
     page, shots, base, sim = ui["page"], ui["shots"], ui["base"], ui["sim"]
     sim.reset()
     # ~0.15 s per answer: a 6-request conversation chunk takes about a second, the run about 5 s

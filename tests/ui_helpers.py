@@ -189,7 +189,7 @@ def chromium_page(profile_dir: Path, width: int = 1280, height: int = 800) -> It
             str(profile_dir), executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS,
             viewport={"width": width, "height": height})
         try:
-            context.set_default_timeout(30_000)
+            context.set_default_timeout(60_000)  # a loaded 2-core machine renders slowly
             yield context.pages[0] if context.pages else context.new_page()
         finally:
             context.close()
@@ -218,3 +218,18 @@ def form_field(page: Any, label: str) -> Any:
     return page.locator(
         "xpath=//span[contains(@class,'schema-form-property__label')][starts-with(normalize-space(), "
         f"'{label}')]/ancestor::div[contains(concat(' ', normalize-space(@class), ' '), ' schema-form-property ')][1]")
+
+
+@contextlib.contextmanager
+def page_evidence(page: Any, directory: Path, name: str) -> Iterator[None]:
+    """On failure, save a screenshot of the page and add its URL and visible text to the error."""
+    try:
+        yield
+    except Exception as exc:
+        shot = directory / f"{name}-failure.png"
+        try:
+            page.screenshot(path=str(shot))
+            text = page.inner_text("body")[-3000:]
+        except Exception as inner:  # noqa: BLE001 - the page itself may be gone
+            text = f"(page unreadable: {inner})"
+        raise AssertionError(f"{exc}\n--- page {page.url} (screenshot {shot}) ---\n{text}") from exc

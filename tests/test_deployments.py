@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 from chunkwise.commands.serve import load_definitions
+from chunkwise.planning import plan_chunks
 from chunkwise.sim.harness import running_simulator
 from chunkwise.sim.options import SimOptions
 from tests.pipeline_helpers import write_requests
@@ -145,19 +146,27 @@ def test_on_demand_run_through_the_api(stack, served, tmp_path):
         assert rows["requests total / succeeded / failed / rejected"] == "30 / 30 / 0 / 0"
 
         only_this_run = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))
-        # task runs reach the server as events and are recorded asynchronously: wait for all six
-        # (load-requests, plan-chunks, 3 chunks, aggregate)
-        names = wait_for(lambda: [t.name for t in client.read_task_runs(flow_run_filter=only_this_run)][5:] and
-                         sorted(t.name for t in client.read_task_runs(flow_run_filter=only_this_run)),
-                         60, "6 task runs recorded")
-        chunks = [n for n in names if n.startswith("chunk-")]
-        assert chunks == ["chunk-0000 [0-9]", "chunk-0001 [10-19]", "chunk-0002 [20-29]"]
-        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id])),
-                                sort=LogSort.TIMESTAMP_ASC)
-    messages = [log.message for log in logs]
-    assert any(re.search(r"chunk-0002 \[20-29\] finished: 10 ok, 0 failed, sent 10 \[\d/3 chunks", m) for m in messages)
+        # the planner's chunks (conversation mode: a multiple of `parallel`), each a task run named by its
+        # input rows; task runs reach the server as events, recorded asynchronously: wait for all of them
+        # (and load-requests, plan-chunks, aggregate)
+        specs = plan_chunks(30, 10, multiple_of=2)
+        names = wait_for(lambda: [t.name for t in client.read_task_runs(flow_run_filter=only_this_run)][len(specs) + 2:]
+                         and sorted(t.name for t in client.read_task_runs(flow_run_filter=only_this_run)),
+                         60, "every task run recorded")
+        assert [n for n in names if n.startswith("chunk-")] == [s.label for s in specs]
+        assert re.fullmatch(r"chunk-0000 \[0-\d\]", specs[0].label)
+        last = specs[-1]
+        finished = f"{last.label} finished: {last.stop - last.start} ok, 0 failed, sent {last.stop - last.start} ["
+
+        def messages() -> list[str] | None:  # logs reach the API in batches (every 2 s): wait for the last chunk's
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id])),
+                                    sort=LogSort.TIMESTAMP_ASC)
+            lines = [log.message for log in logs]
+            return lines if any(m.startswith(finished) and f"/{len(specs)} chunks" in m for m in lines) else None
+
+        lines = wait_for(messages, 60, f"the log line {finished!r}")
     prompts = pl.read_parquet(source)["prompt"].to_list()
-    assert not [m for m in messages for p in prompts if p[:30] in m], "a log line shows prompt text"
+    assert not [m for m in lines for p in prompts if p[:30] in m], "a log line shows prompt text"
 
 
 def test_invalid_parameters_are_refused_before_a_run_exists(stack, served, tmp_path):

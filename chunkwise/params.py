@@ -18,32 +18,35 @@ RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 GO_DURATION_RE = re.compile(r"^-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$|^0$")
 
 
+def _form_order(schema: dict[str, Any]) -> None:
+    """Number the fields in declaration order: the Prefect UI sorts its form by `position`."""
+    for position, field in enumerate(schema.get("properties", {}).values()):
+        field["position"] = position
+
+
 class RunParams(BaseModel):
     """One batch: which requests, which model, how they are chunked and sent."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_form_order)
 
     input_path: str = Field(
         description="Parquet file of requests: `id` (unique string or integer), `prompt` (string), "
         "optional `system`; other columns are carried through to the results.",
         min_length=1,
-        json_schema_extra={"position": 0},
     )
     model: str = Field(
-        default="llama3.1:8b", min_length=1, description="Ollama model tag.", json_schema_extra={"position": 1}
+        default="llama3.1:8b", min_length=1, description="Ollama model tag."
     )
     host: str | None = Field(
         default=None,
         description="Ollama base URL (http or https). Empty: CHUNKWISE_OLLAMA_HOST, then OLLAMA_HOST, "
         "then http://127.0.0.1:11434.",
-        json_schema_extra={"position": 2},
     )
     mode: Mode = Field(
         default="conversation",
         description="conversation: one chat per chunk, the system prompt once, each request a user turn "
         "(the reference design). independent: every request on its own with the system prompt first, "
         "so Ollama's prefix cache serves it, up to `parallel` in flight.",
-        json_schema_extra={"position": 3},
     )
     num_ctx: int = Field(
         default=128_000,
@@ -51,7 +54,6 @@ class RunParams(BaseModel):
         le=1_048_576,
         description="Context window in tokens, sent explicitly on every request (a change reloads the "
         "model). Ollama reserves num_ctx x parallel tokens of KV cache at load.",
-        json_schema_extra={"position": 4},
     )
     chunk_size: int | None = Field(
         default=None,
@@ -59,7 +61,6 @@ class RunParams(BaseModel):
         le=100_000,
         description="Requests per chunk. Empty: floor(0.8 x (budget - system prompt tokens) / mean "
         "tokens per request), the budget being num_ctx (conversation) or chunk_token_budget (independent).",
-        json_schema_extra={"position": 5},
     )
     parallel: int = Field(
         default=1,
@@ -67,7 +68,6 @@ class RunParams(BaseModel):
         le=64,
         description="Requests in flight at once; set it to the server's OLLAMA_NUM_PARALLEL. In "
         "conversation mode it is the number of conversations in flight.",
-        json_schema_extra={"position": 6},
     )
     system_prompt: str = Field(default="", description="System prompt for every request (a row's `system` overrides it).")
     system_prompt_file: str | None = Field(

@@ -82,4 +82,5 @@ def name_run_for_flow_run(params: RunParams) -> RunParams:
     if params.run_name or run is None or run.created is None:
         return params
     name = f"{default_run_name(params.input_path, run.created)}-{run.id.hex[:8]}"
-    return params.model_copy(update={"run_name": name})
+    # The name is this flow run's own: a Retry must resume it, not start yet another fresh run.
+    return params.model_copy(update={"run_name": name, "new_run": False})

@@ -66,3 +66,13 @@ def test_rejected_rows_are_quarantined_and_reconciled(sim, tmp_path):
     assert "prompt is null" in results["error_message"][1]
     assert stats["requests"]["rejected"] == 2 and stats["requests"]["reconciles"]
     assert sim.stats()["answered_total"] == 2
+
+
+def test_ui_form_lists_every_parameter_in_declaration_order():
+    from prefect.utilities.callables import parameter_schema
+
+    from chunkwise.params import RunParams
+
+    properties = parameter_schema(batch.fn).model_dump()["definitions"]["RunParams"]["properties"]
+    assert [name for name, _ in sorted(properties.items(), key=lambda kv: kv[1]["position"])] == list(
+        RunParams.model_fields)

@@ -10,7 +10,8 @@ import runpy
 import sys
 import time
 
-BENCHMARKS = ("bench.sim_throughput", "bench.plan_speed", "bench.latency_modes", "bench.pipeline_170k")
+BENCHMARKS = ("bench.sim_throughput", "bench.plan_speed", "bench.latency_modes", "bench.pipeline_170k",
+              "bench.prefect_ingest")
 
 
 def main() -> None:

@@ -32,4 +32,16 @@ def prefect_harness(tmp_path_factory):
             yield
 
 
+@pytest.fixture
+def clean_process():
+    """For tests that run `chunkwise run` in this process: forget the stop flag and runtimes a run
+    leaves behind, and restore the SIGINT/SIGTERM handlers it installs."""
+    from tests.run_checks import reset_process_state, saved_signal_handlers
+
+    reset_process_state()
+    with saved_signal_handlers():
+        yield
+    reset_process_state()
+
+
 from tests.sim_fixtures import sim, sim_factory  # noqa: E402,F401  (the simulator fixtures)

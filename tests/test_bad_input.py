@@ -36,19 +36,12 @@ from tests.run_checks import (
     ledger_records,
     reset_process_state,
     results,
-    saved_signal_handlers,
 )
+
+pytestmark = pytest.mark.usefixtures("clean_process")
 
 RESUME_REFUSED = "run t was started with different settings ({}); resume with the same settings, or pass --new-run " \
                  "to start a fresh run beside it"
-
-
-@pytest.fixture(autouse=True)
-def _clean_process():
-    reset_process_state()
-    with saved_signal_handlers():
-        yield
-    reset_process_state()
 
 
 @pytest.fixture

@@ -23,19 +23,11 @@ from chunkwise.cli import main as cli_main
 from chunkwise.exitcodes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from chunkwise.files import read_json
 from tests.pipeline_helpers import write_requests
-from tests.run_checks import assert_answered_once, ledger_records, reset_process_state, saved_signal_handlers
+from tests.run_checks import assert_answered_once, ledger_records, reset_process_state
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+pytestmark = pytest.mark.usefixtures("prefect_harness", "clean_process")
 
 N = 24
-
-
-@pytest.fixture(autouse=True)
-def _clean_process():
-    reset_process_state()
-    with saved_signal_handlers():
-        yield
-    reset_process_state()
 
 
 def run(sim, source, tmp_path, capsys, *extra: str) -> tuple[int, str]:

@@ -30,20 +30,11 @@ from tests.run_checks import (
     ledger_records,
     reset_process_state,
     results,
-    saved_signal_handlers,
 )
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+pytestmark = pytest.mark.usefixtures("prefect_harness", "clean_process")
 
 N = 40
-
-
-@pytest.fixture(autouse=True)
-def _clean_process():
-    reset_process_state()
-    with saved_signal_handlers():
-        yield
-    reset_process_state()
 
 
 @pytest.fixture

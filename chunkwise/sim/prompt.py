@@ -37,7 +37,7 @@ class PromptTooLong(Exception):
     """An over-length prompt that must be answered 400 (`INPUT_TOO_LONG`)."""
 
 
-@lru_cache(maxsize=512)  # ~50 KB per 700-token message: <= ~25 MB
+@lru_cache(maxsize=2048)  # ~50 KB per 700-token message: <= ~100 MB; 8 conversations of 111 turns fit
 def message_tokens(role: str, content: str) -> tuple[str, ...]:
     """The rendered tokens of one message (template tokens included), cached."""
     return tuple(render_chat([{"role": role, "content": content}])[:-GENERATION_PROMPT_TOKENS])

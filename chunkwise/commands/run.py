@@ -54,7 +54,9 @@ def params_from_args(args: argparse.Namespace, base: dict | None = None):
 
     from chunkwise.params import RunParams
 
-    values = dict(base or {})
+    from chunkwise.settings import get_settings
+
+    values = {"output_dir": str(get_settings().output_dir), **(base or {})}
     values.update({f: getattr(args, f) for f in FIELDS if getattr(args, f, None) is not None})
     if getattr(args, "format_file", None):
         try:

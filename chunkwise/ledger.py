@@ -12,18 +12,19 @@ drops it, counts it, and rewrites the file without it so the next append starts 
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import zlib
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from chunkwise.files import ensure_dir, fsync_dir, write_atomic
 
 
 def encode_line(record: dict[str, Any]) -> bytes:
-    payload = json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
+    payload = orjson.dumps(record, default=str)
     return b"%08x %s\n" % (zlib.crc32(payload), payload)
 
 
@@ -35,8 +36,8 @@ def decode_line(line: bytes) -> dict[str, Any] | None:
     try:
         if int(line[:8], 16) != zlib.crc32(payload):
             return None
-        record = json.loads(payload)
-    except ValueError:
+        record = orjson.loads(payload)
+    except (ValueError, orjson.JSONDecodeError):
         return None
     return record if isinstance(record, dict) else None
 

@@ -30,10 +30,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import orjson
 
 from chunkwise import __version__
 
 DEFAULT_PORT = 11434
+JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 class OllamaError(Exception):
@@ -281,22 +283,35 @@ class OllamaClient:
         )
 
     def _chat_stream(self, body: dict[str, Any], model: str) -> tuple[dict[str, Any], str]:
+        """Read NDJSON lines (one per token from Ollama) from raw bytes: splitting and decoding them
+        here costs a fraction of httpx's text line iterator, which matters at thousands of lines/s."""
         pieces: list[str] = []
         last: dict[str, Any] = {}
-        with self._send_stream("POST", "/api/chat", model=model, json=body) as response:
-            for line in response.iter_lines():
-                if not line:
-                    continue
-                try:
-                    last = json.loads(line)
-                except ValueError:
-                    raise IncompleteResponse(f"{self.host} sent a line that is not JSON: {line[:120]!r}") from None
-                if "error" in last:  # an error after the first chunk arrives inside a 200 stream
-                    raise ServerError(f"{last['error']} (in stream)", response.status_code)
-                pieces.append((last.get("message") or {}).get("content") or "")
-                # No break on done: reading the stream to its end returns the connection to the
-                # pool (closing a half-read response would cost a new TCP connection per request).
+        pending = b""
+        with self._send_stream("POST", "/api/chat", model=model, content=orjson.dumps(body),
+                               headers=JSON_HEADERS) as response:
+            for data in response.iter_bytes():
+                *lines, pending = (pending + data).split(b"\n")
+                for line in lines:
+                    if line:
+                        last = self._stream_line(line, pieces, response.status_code)
+            if pending.strip():
+                last = self._stream_line(pending, pieces, response.status_code)
+            # No break on done: reading the stream to its end returns the connection to the pool
+            # (closing a half-read response would cost a new TCP connection per request).
         return last, "".join(pieces)
+
+    def _stream_line(self, line: bytes, pieces: list[str], status: int) -> dict[str, Any]:
+        try:
+            item = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            raise IncompleteResponse(f"{self.host} sent a line that is not JSON: {line[:120]!r}") from None
+        if "error" in item:  # an error after the first chunk arrives inside a 200 stream
+            raise ServerError(f"{item['error']} (in stream)", status)
+        message = item.get("message")
+        if message:
+            pieces.append(message.get("content") or "")
+        return item
 
     # -- transport ----------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import polars as pl
 
+from bench.procs import publish
 from chunkwise.sample import sample_system_prompt, write_sample
 from chunkwise.sim.harness import running_simulator
 from chunkwise.sim.options import SimOptions
@@ -118,14 +119,10 @@ def main() -> None:
             f"{stats['tokens']['prompt_evaluated'] / max(n, 1):,.0f} | {stats['latency_ms']['p50']:.0f} / "
             f"{stats['latency_ms']['p95']:.0f} | {wall:.1f} s |"
         )
-    lines += ["", "Every request was answered exactly once in both runs: "
+    lines += ["", "Every request was answered exactly once in every run: "
               + ", ".join(f"{m}: {s['answered_total']:,} answered, max {s['max_answered_per_fingerprint']} per request"
                           for m, _, _, _, _, s in rows) + "."]
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if not args.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(report, encoding="utf-8")
+    publish(lines, RESULTS, write=not args.no_write)
 
 
 if __name__ == "__main__":

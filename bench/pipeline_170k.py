@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 import polars as pl
 
-from bench.procs import PeakRss
+from bench.procs import PeakRss, publish
 from chunkwise.sample import sample_system_prompt, write_sample
 from chunkwise.sim.harness import running_simulator
 from chunkwise.sim.options import SimOptions
@@ -128,11 +128,7 @@ def main() -> None:
         f"{run_stats['chunks']} chunks, latency p50 {run_stats['latency_ms']['p50']} ms, "
         f"active time {run_stats['throughput']['active_seconds']} s.",
     ]
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if not args.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(report, encoding="utf-8")
+    publish(lines, RESULTS, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Process helpers for benchmarks: peak RSS of a process tree, sampled from /proc (Linux)."""
+"""Benchmark helpers: peak RSS of a process tree, sampled from /proc (Linux), and the report file."""
 
 from __future__ import annotations
 
@@ -60,3 +60,12 @@ class PeakRss:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def publish(lines: list[str], path: Path, *, write: bool = True) -> None:
+    """Print a benchmark's markdown report and, unless asked not to, save it as `path`."""
+    report = "\n".join(lines) + "\n"
+    print(report)
+    if write:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(report, encoding="utf-8")

@@ -86,8 +86,8 @@ def main() -> int:
 
     import pyarrow.parquet as pq
 
-    from chunkwise.staging import read_requests
     from chunkwise.sample import sample_system_prompt
+    from chunkwise.staging import read_requests
     from chunkwise.tokenizer import count_tokens
 
     with tempfile.TemporaryDirectory(prefix="chunkwise-bench-") as tmp:

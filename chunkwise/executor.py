@@ -16,7 +16,6 @@ from typing import Any
 from chunkwise.checkpoint import load_checkpoint, write_checkpoint
 from chunkwise.conversation import Conversation
 from chunkwise.files import StorageError
-from chunkwise.staging import read_requests
 from chunkwise.ledger import Ledger
 from chunkwise.logs import logger
 from chunkwise.ollama import FatalError
@@ -25,6 +24,7 @@ from chunkwise.records import Status
 from chunkwise.runctx import RunContext, Runtime, get_runtime
 from chunkwise.rundir import RunPaths
 from chunkwise.send import RunInterrupted, check_running, send
+from chunkwise.staging import read_requests
 
 
 def log():

@@ -19,8 +19,16 @@ from chunkwise.planning import plan_chunks
 from chunkwise.sim.harness import running_simulator
 from chunkwise.sim.options import SimOptions
 from tests.pipeline_helpers import write_requests
-from tests.ui_helpers import (FLOW, PREFECT_FILE, REPO, child_env, chunkwise_serve, prefect_server,
-                              read_deployment, wait_for)
+from tests.ui_helpers import (
+    FLOW,
+    PREFECT_FILE,
+    REPO,
+    child_env,
+    chunkwise_serve,
+    prefect_server,
+    read_deployment,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -114,8 +122,14 @@ def test_prefect_yaml_is_what_serve_registers(stack, request, tmp_path):
 
 def test_on_demand_run_through_the_api(stack, served, tmp_path):
     from prefect import get_client
-    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter,
-                                                FlowRunFilterId, LogFilter, LogFilterFlowRunId)
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
     from prefect.client.schemas.sorting import LogSort
     from prefect.deployments import run_deployment
 
@@ -192,8 +206,13 @@ def test_invalid_parameters_are_refused_before_a_run_exists(stack, served, tmp_p
 def test_scheduled_deployment_lists_its_next_runs(stack, served):
     """The nightly schedule ships paused; switched on (as in the UI), its next runs are in the API."""
     from prefect import get_client
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter, FlowRunFilterState
-    from prefect.client.schemas.filters import FlowRunFilterStateType
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
     from prefect.client.schemas.objects import StateType
 
     with get_client(sync_client=True) as client:

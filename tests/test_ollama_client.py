@@ -5,9 +5,9 @@ import pickle
 
 import httpx
 import pytest
+from prefect.states import Completed, Failed
 
 from chunkwise import ollama as o
-from prefect.states import Completed, Failed
 
 
 def client_for(handler, stream=True):

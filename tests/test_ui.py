@@ -19,8 +19,17 @@ import pytest
 from chunkwise.sim.harness import running_simulator
 from chunkwise.sim.options import SimOptions
 from tests.pipeline_helpers import write_requests
-from tests.ui_helpers import (FLOW, chromium_page, chunkwise_serve, form_field, page_evidence, prefect_server,
-                              save_screenshot, screenshot_dir, wait_for)
+from tests.ui_helpers import (
+    FLOW,
+    chromium_page,
+    chunkwise_serve,
+    form_field,
+    page_evidence,
+    prefect_server,
+    save_screenshot,
+    screenshot_dir,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 

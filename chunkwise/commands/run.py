@@ -53,7 +53,6 @@ def params_from_args(args: argparse.Namespace, base: dict | None = None):
     from pydantic import ValidationError
 
     from chunkwise.params import RunParams
-
     from chunkwise.settings import get_settings
 
     values = {"output_dir": str(get_settings().output_dir), **(base or {})}

@@ -11,6 +11,7 @@ Every response carries `X-Ollama-Simulator: chunkwise`, and /api/version adds
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+
 from aiohttp import web
 from pydantic import ValidationError
 

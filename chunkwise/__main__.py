@@ -1,1 +1,7 @@
-from chunkwise.cli import main; import sys; sys.exit(main())
+"""`python -m chunkwise`: the same as the `chunkwise` command."""
+
+import sys
+
+from chunkwise.cli import main
+
+sys.exit(main())

@@ -17,7 +17,12 @@ COMMANDS = ("run", "resume", "plan", "sample", "sim", "measure", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="chunkwise", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="chunkwise",
+        description="Push very large LLM request sets through Ollama in context-sized, checkpointed, resumable "
+        "chunks, orchestrated by Prefect. Exit codes: 0 all answered, 1 some failed or rejected, 2 bad input or "
+        "configuration, 130 interrupted.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         try:

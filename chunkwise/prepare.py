@@ -16,7 +16,7 @@ from chunkwise.files import UnsafePathError, read_json, write_json_atomic
 from chunkwise.kv import training_context
 from chunkwise.logs import logger
 from chunkwise.manifest import build_manifest, differences, start_session
-from chunkwise.ollama import ConfigError, FatalError, OllamaClient, OllamaError, parse_host
+from chunkwise.ollama import ConfigError, OllamaClient, OllamaError, parse_host
 from chunkwise.params import RunParams
 from chunkwise.runctx import RunContext
 from chunkwise.rundir import RunPaths, default_run_name, run_paths
@@ -25,6 +25,7 @@ from chunkwise.settings import get_settings
 
 def log():
     return logger("chunkwise.prepare")
+
 
 #: First Ollama version that honours `truncate: false` (research/ollama.md section 2).
 TRUNCATE_FLAG_SINCE = (0, 12, 6)
@@ -71,9 +72,7 @@ def inspect_server(client: OllamaClient, params: RunParams) -> dict:
         version = client.version()
         show = client.show(params.model)
         tags = client.tags()
-    except FatalError as exc:
-        raise SetupError(str(exc)) from None
-    except OllamaError as exc:
+    except OllamaError as exc:  # unreachable, model not found, ...: the message says what to do
         raise SetupError(str(exc)) from None
     digest = next((m.get("digest", "") for m in tags if m.get("name") == params.model or m.get("model") == params.model), "")
     max_ctx = training_context(show.get("model_info") or {})

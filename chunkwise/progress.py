@@ -24,6 +24,8 @@ class Progress:
         self.total = max(total, 1)
         self.done = 0
         self.failed_requests = 0
+        #: Prefect retries of chunk tasks in this session (a run count above 1).
+        self.chunk_task_retries = 0
         self.run_name = run_name
         self.min_interval_s = min_interval_s
         self._last = 0.0
@@ -44,6 +46,7 @@ class Progress:
         self.done += 1
         if summary:
             self.failed_requests += int(summary.get("failed", 0))
+            self.chunk_task_retries += max(0, int(summary.get("task_run_count", 1)) - 1)
             how = "from checkpoint" if summary.get("from_checkpoint") else f"sent {summary.get('sent', 0)}"
             log().info("%s finished: %d ok, %d failed, %s [%d/%d chunks, %.1f%%]", label, summary["ok"],
                      summary["failed"], how, self.done, self.total, self.percent)

@@ -123,7 +123,9 @@ def stats_table(stats: dict[str, Any]) -> list[dict[str, str]]:
         ("prompt tokens evaluated / generated", f"{t['prompt_evaluated']} / {t['generated']}"),
         ("requests/s, generated tokens/s", f"{th['requests_per_s']}, {th['generated_tokens_per_s']}"),
         ("latency p50 / p95 / p99 (ms)", f"{lat['p50']} / {lat['p95']} / {lat['p99']}"),
-        ("chunks, request retries", f"{stats['chunks']}, {stats['retries']['request_retries']}"),
+        ("chunks, request retries, chunk task retries",
+         f"{stats['chunks']}, {stats['retries']['request_retries']}, "
+         f"{stats['retries'].get('chunk_task_retries_this_session', 0)}"),
         ("model load time (s), requests that waited on a load",
          f"{stats['model_load']['load_duration_max_s']}, {stats['model_load']['requests_with_load_over_100ms']}"),
         ("VRAM", vram),

@@ -58,7 +58,8 @@ def batch(params: RunParams) -> dict[str, Any]:
                 progress.chunk_finished(result, labels[future.task_run_id])
                 telemetry.after_chunk()
         raise_for_unfinished(unfinished, RunPaths(ctx.dir).root)
-        return aggregate(ctx, len(specs), telemetry.summary)
+        session = {"retries": {"chunk_task_retries_this_session": progress.chunk_task_retries}}
+        return aggregate(ctx, len(specs), {**telemetry.summary, **session})
     finally:
         release_runtime(ctx)
 

@@ -46,4 +46,6 @@ def chunk_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
 )
 def run_chunk_task(ctx: RunContext, spec: ChunkSpec) -> dict[str, Any]:
     """Send the chunk's unanswered requests and checkpoint it; returns counts, never text."""
-    return run_chunk(ctx, spec)
+    from prefect.runtime import task_run
+
+    return {**run_chunk(ctx, spec), "task_run_count": task_run.run_count}

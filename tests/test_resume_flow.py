@@ -130,6 +130,7 @@ def test_ollama_down_for_a_while_then_back(sim_factory, source, tmp_path, monkey
     stats = batch(run_params(sim, source, tmp_path, mode=mode))
     assert outage.happened.is_set()
     assert stats["requests"]["succeeded"] == N and stats["requests"]["reconciles"]
+    assert stats["retries"]["chunk_task_retries_this_session"] >= 1  # Prefect retried the chunk that met the outage
     assert_complete_and_once(sim, tmp_path / "runs" / "t", expected)
 
 

@@ -73,7 +73,6 @@ class TokenEstimator:
     """Thread-safe chars-per-token calibration shared by all chunks of a run."""
 
     def __init__(self, initial_chars_per_token: float = DEFAULT_CHARS_PER_TOKEN) -> None:
-        self._initial = initial_chars_per_token
         self._ratios: list[float] = []
         self._lock = threading.Lock()
         self._calibration = Calibration(initial_chars_per_token, 0, 0.0, False)

@@ -16,9 +16,7 @@ run costs is `kv_bytes_per_token x num_ctx x parallel`, whatever the prompts' le
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
-
-KvCacheType = Literal["f16", "q8_0", "q4_0"]
+from typing import Any
 
 #: Bytes per cached element: f16 is 2; q8_0 and q4_0 are ggml blocks of 32 elements stored in
 #: 34 and 18 bytes (Ollama's own estimator rounds these to 1 and 0.5).

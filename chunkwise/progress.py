@@ -23,7 +23,6 @@ class Progress:
                  manifest: Path | None = None, heartbeat_s: float = 15.0) -> None:
         self.total = max(total, 1)
         self.done = 0
-        self.failed_requests = 0
         #: Prefect retries of chunk tasks in this session (a run count above 1).
         self.chunk_task_retries = 0
         self.run_name = run_name
@@ -45,7 +44,6 @@ class Progress:
     def chunk_finished(self, summary: dict[str, Any] | None, label: str) -> None:
         self.done += 1
         if summary:
-            self.failed_requests += int(summary.get("failed", 0))
             self.chunk_task_retries += max(0, int(summary.get("task_run_count", 1)) - 1)
             how = "from checkpoint" if summary.get("from_checkpoint") else f"sent {summary.get('sent', 0)}"
             log().info("%s finished: %d ok, %d failed, %s [%d/%d chunks, %.1f%%]", label, summary["ok"],

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextvars
 import os
 import signal
-import sys
 import threading
 from typing import Any
 
@@ -120,7 +119,3 @@ def print_summary(stats: dict[str, Any], say=print) -> None:
     say(f"  results: {stats['run']['results']}")
     say(f"  stats:   {os.path.join(stats['run']['dir'], 'stats.json')}")
 
-
-def main_exit(code: int) -> None:
-    sys.stdout.flush()
-    sys.exit(code)

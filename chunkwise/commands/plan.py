@@ -15,33 +15,18 @@ import sys
 import threading
 from typing import Any
 
+from chunkwise.commands.common import SHARED_FIELDS, add_shared_flags
+
 NAME = "plan"
 HELP = "Show the chunk plan, KV-cache fit and ETA for an input without sending any request."
 SHOW_TIMEOUT_S = 2.0
 
-#: RunParams fields set from flags of the same name (dashes for underscores).
-PARAM_FLAGS = ("model", "host", "mode", "num_ctx", "chunk_size", "parallel", "system_prompt",
-               "system_prompt_file", "num_predict", "expected_answer_tokens", "chars_per_token")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, metavar="PATH", help="Parquet file of requests")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
-    parser.add_argument("--model", help="Ollama model tag (default llama3.1:8b)")
-    parser.add_argument("--host", help="Ollama base URL (default CHUNKWISE_OLLAMA_HOST, OLLAMA_HOST, http://127.0.0.1:11434)")
-    parser.add_argument("--mode", choices=("conversation", "independent"))
-    parser.add_argument("--num-ctx", type=int, metavar="N")
-    parser.add_argument("--chunk-size", type=int, metavar="N", help="requests per chunk (default: computed)")
-    parser.add_argument("--parallel", type=int, metavar="N", help="requests in flight (OLLAMA_NUM_PARALLEL)")
-    system = parser.add_mutually_exclusive_group()
-    system.add_argument("--system-prompt", metavar="TEXT")
-    system.add_argument("--system-prompt-file", metavar="PATH")
-    parser.add_argument("--num-predict", type=int, metavar="N")
-    parser.add_argument("--expected-answer-tokens", type=int, metavar="N")
+    add_shared_flags(parser)
     parser.add_argument("--kv-cache-type", choices=("f16", "q8_0", "q4_0"), default="f16",
                         help="the server's OLLAMA_KV_CACHE_TYPE (default f16)")
-    parser.add_argument("--chars-per-token", type=float, metavar="X", help="characters per token of the "
-                        "token estimates (default 4.0)")
     parser.add_argument("--prefill-tps", type=float, metavar="X", help="server prefill rate, tokens/s (for the ETA)")
     parser.add_argument("--decode-tps", type=float, metavar="Y", help="server decode rate, tokens/s (for the ETA)")
 
@@ -119,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     from chunkwise.plan_report import build_plan
     from chunkwise.settings import get_settings
 
-    flags = {name: getattr(args, name) for name in PARAM_FLAGS if getattr(args, name) is not None}
+    flags = {name: getattr(args, name) for name in SHARED_FIELDS if getattr(args, name) is not None}
     try:
         params = RunParams(input_path=args.input, **flags)
     except ValidationError as exc:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from chunkwise.commands.common import SHARED_FIELDS, add_shared_flags
+
 NAME = "run"
 HELP = "Run (or resume) a batch: Parquet requests through Ollama in checkpointed chunks."
 
@@ -12,17 +14,7 @@ HELP = "Run (or resume) a batch: Parquet requests through Ollama in checkpointed
 def add_run_options(parser: argparse.ArgumentParser, *, input_required: bool = True) -> None:
     add = parser.add_argument
     add("--input", dest="input_path", required=input_required, help="Parquet file with id and prompt columns")
-    add("--model", help="Ollama model tag (default llama3.1:8b)")
-    add("--host", help="Ollama URL (default: CHUNKWISE_OLLAMA_HOST, OLLAMA_HOST, http://127.0.0.1:11434)")
-    add("--mode", choices=["conversation", "independent"])
-    add("--num-ctx", type=int, help="context window, tokens (sent on every request)")
-    add("--chunk-size", type=int, help="requests per chunk (default: from the context budget)")
-    add("--parallel", type=int, help="requests in flight; match OLLAMA_NUM_PARALLEL")
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--system-prompt", help="system prompt text")
-    group.add_argument("--system-prompt-file", help="read the system prompt from this UTF-8 file")
-    add("--num-predict", type=int, help="most tokens per answer")
-    add("--expected-answer-tokens", type=int, help="mean answer length for chunk sizing")
+    add_shared_flags(parser)
     add("--temperature", type=float)
     add("--seed", type=int)
     add("--keep-alive", help="Go duration, e.g. 30m")
@@ -37,10 +29,8 @@ def add_run_options(parser: argparse.ArgumentParser, *, input_required: bool = T
     add("--retry-failed", action="store_true", default=None, help="re-send only the requests that failed")
 
 
-FIELDS = ("input_path", "model", "host", "mode", "num_ctx", "chunk_size", "parallel", "system_prompt",
-          "system_prompt_file", "num_predict", "expected_answer_tokens", "temperature", "seed", "keep_alive",
-          "max_attempts", "invalid_output_attempts", "retry_output_truncated", "output_dir", "run_name", "new_run",
-          "retry_failed")
+FIELDS = ("input_path", *SHARED_FIELDS, "temperature", "seed", "keep_alive", "max_attempts",
+          "invalid_output_attempts", "retry_output_truncated", "output_dir", "run_name", "new_run", "retry_failed")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

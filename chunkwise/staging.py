@@ -24,11 +24,13 @@ import pyarrow.parquet as pq
 
 from chunkwise.files import fsync_dir, read_json, write_json_atomic
 from chunkwise.inputs import (
+    FIRST_REJECTS_KEPT,
     REASON_COLUMN,
     REJECTS_FILE,
     REQUESTS_FILE,
     ROW_COLUMN,
     InputSummary,
+    Reject,
     _carried,
     _check_ids,
     _check_schema,
@@ -159,8 +161,6 @@ def load_staged(run_dir: str | os.PathLike, *, source: str, fingerprint: str, nu
         lengths.append(pl.col("system").str.len_chars().cast(pl.Int64).alias("s"))
     table = pl.scan_parquet(requests).select(lengths).collect(engine="streaming").to_arrow()
     bad = pq.read_table(rejects, columns=[ROW_COLUMN, "id", REASON_COLUMN]).to_pylist() if rejects.exists() else []
-    from chunkwise.inputs import FIRST_REJECTS_KEPT, Reject
-
     return StagedInput(
         path=source, rows=table.num_rows + len(bad), accepted=table.num_rows, rejected=len(bad),
         id_dtype=str(schema.field("id").type), carried_columns=_carried(schema.remove(0)), has_system=has_system,

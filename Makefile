@@ -25,7 +25,7 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 demo: $(STAMP)
-	$(PY) -m chunkwise.demo
+	$(PY) -m chunkwise demo
 
 bench: $(STAMP)
 	$(PY) -m bench.run_all
@@ -37,7 +37,7 @@ clean:
 # memory via torch, cupy, libcudart or libcuda and checks the NVML sampler sees each within 2 %.
 # Exit 0 pass, 1 miss, 2 no GPU/driver/CUDA library. Extra flags: make gpu-check GPU_CHECK_ARGS="--steps-gib 1,2"
 gpu-check: $(STAMP)
-	$(PY) -m chunkwise.gpu_check $(GPU_CHECK_ARGS)
+	$(PY) -m chunkwise.gpu.check $(GPU_CHECK_ARGS)
 
 # Prefect UI (docs/ui.md). `make server` runs a Prefect server with its UI on 127.0.0.1:$(PREFECT_PORT)
 # (SQLite under $(PREFECT_HOME)); in another terminal either `make serve` (the deployments of

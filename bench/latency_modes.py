@@ -26,7 +26,7 @@ from pathlib import Path
 import polars as pl
 
 from bench.procs import publish
-from chunkwise.sample import sample_system_prompt, write_sample
+from chunkwise.inputs.sample import sample_system_prompt, write_sample
 from chunkwise.sim.harness import running_simulator
 from chunkwise.sim.options import SimOptions
 

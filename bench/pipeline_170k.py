@@ -31,7 +31,7 @@ import httpx
 import polars as pl
 
 from bench.procs import PeakRss, publish
-from chunkwise.sample import sample_system_prompt, write_sample
+from chunkwise.inputs.sample import sample_system_prompt, write_sample
 from chunkwise.sim.harness import running_simulator
 from chunkwise.sim.options import SimOptions
 

@@ -39,7 +39,7 @@ import httpx
 from chunkwise.sim.harness import running_simulator
 from chunkwise.sim.options import SimOptions
 from chunkwise.sim.textgen import WORDS
-from chunkwise.tokenizer import chat_prompt_tokens, count_tokens
+from chunkwise.sim.tokenizer import chat_prompt_tokens, count_tokens
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sim_throughput.md"
 MODEL = "llama3.1:8b"

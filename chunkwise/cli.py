@@ -1,7 +1,7 @@
 """The `chunkwise` command: one subcommand per module in `chunkwise.commands`.
 
 Each command module exposes `NAME`, `HELP`, `add_arguments(parser)` and `run(args) -> int`.
-Exit codes are shared by every command (`chunkwise.exitcodes`): 0 success, 1 finished with failed
+Exit codes are shared by every command (`chunkwise.errors`): 0 success, 1 finished with failed
 or rejected requests, 2 bad input, configuration or an unreachable server, 130 interrupted.
 """
 
@@ -12,7 +12,7 @@ import importlib
 import sys
 
 #: Subcommands in the order `--help` lists them; each is `chunkwise.commands.<name>`.
-COMMANDS = ("run", "resume", "plan", "sample", "sim", "measure", "serve")
+COMMANDS = ("run", "resume", "plan", "demo", "sample", "sim", "measure", "serve")
 
 
 

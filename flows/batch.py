@@ -12,13 +12,13 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
-from chunkwise.outcome import raise_for_unfinished
+from chunkwise.run.ending import raise_for_unfinished
 from chunkwise.params import RunParams
-from chunkwise.progress import Progress
-from chunkwise.runctx import release_runtime
-from chunkwise.rundir import RunPaths, name_run_for_flow_run
+from tasks.progress import Progress
+from chunkwise.run.context import release_runtime
+from chunkwise.store.layout import RunPaths, name_run_for_flow_run
 from chunkwise.settings import get_settings
-from chunkwise.telemetry import RunTelemetry
+from chunkwise.run.telemetry import RunTelemetry
 from tasks.aggregate import aggregate
 from tasks.chunk import run_chunk_task
 from tasks.chunking import plan_chunks

@@ -1,4 +1,4 @@
-"""Prefect flow for `chunkwise measure`: orchestration only; the logic is chunkwise.measure.
+"""Prefect flow for `chunkwise measure`: orchestration only; the logic is chunkwise.measure.run.
 
 The flow loads the model at each num_ctx on `host` and fits memory against num_ctx; the result
 table becomes a markdown artifact (key `measure-<model>`). The GPU sampler measures the machine
@@ -15,8 +15,8 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import FlowRunContext
 
-from chunkwise.measure import measure_run_dir, run_measurement
-from chunkwise.ollama import OllamaClient
+from chunkwise.measure.run import measure_run_dir, run_measurement
+from chunkwise.ollama.client import OllamaClient
 from chunkwise.settings import get_settings
 
 

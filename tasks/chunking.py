@@ -5,8 +5,8 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from chunkwise.planning import ChunkSpec
-from chunkwise.prepare import PreparedRun, plan_run
+from chunkwise.plan.chunks import ChunkSpec
+from chunkwise.run.prepare import PreparedRun, plan_run
 
 
 @task(name="plan-chunks", cache_policy=NO_CACHE, persist_result=False)

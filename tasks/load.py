@@ -6,7 +6,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from chunkwise.params import RunParams
-from chunkwise.prepare import PreparedRun, prepare_run
+from chunkwise.run.prepare import PreparedRun, prepare_run
 
 
 @task(name="load-requests", cache_policy=NO_CACHE, persist_result=False)

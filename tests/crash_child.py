@@ -50,24 +50,24 @@ def _kill_inside_atomic_write(module, when=lambda path: True) -> None:
 
 def arm(point: str) -> None:
     if point == "checkpoint":
-        import chunkwise.checkpoint
+        import chunkwise.store.checkpoint
 
-        _kill_inside_atomic_write(chunkwise.checkpoint, _last_checkpoint)
+        _kill_inside_atomic_write(chunkwise.store.checkpoint, _last_checkpoint)
     elif point == "results":
-        import chunkwise.results
+        import chunkwise.results.assemble
 
-        _kill_inside_atomic_write(chunkwise.results)
+        _kill_inside_atomic_write(chunkwise.results.assemble)
     elif point == "stats":
-        import chunkwise.aggregate
+        import chunkwise.results.finish
 
-        real = chunkwise.aggregate.write_json_atomic
+        real = chunkwise.results.finish.write_json_atomic
 
         def write_json(path, data):
             if path.name == "stats.json":
                 _die()
             real(path, data)
 
-        chunkwise.aggregate.write_json_atomic = write_json
+        chunkwise.results.finish.write_json_atomic = write_json
     else:
         raise SystemExit(f"unknown kill point {point!r}")
 

@@ -1,4 +1,4 @@
-"""A scripted stand-in for pynvml, for tests of chunkwise.gpu and chunkwise.gpu_check.
+"""A scripted stand-in for pynvml, for tests of chunkwise.gpu.sampler and chunkwise.gpu.check.
 
 Memory is in MiB on the test side and bytes on the NVML side, as pynvml reports it. Tests set
 `used_mib[i]` (or pass `used_fn`) and read back what the code under test saw.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 
-from chunkwise.ollama import OllamaClient
+from chunkwise.ollama.client import OllamaClient
 
 
 class Outage:

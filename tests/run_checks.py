@@ -15,7 +15,7 @@ from typing import Any
 
 import polars as pl
 
-from chunkwise.ledger import decode_line
+from chunkwise.store.ledger import decode_line
 from chunkwise.settings import get_settings
 
 COMPARED = ["id", "status", "response", "done_reason", "prompt_eval_count", "eval_count"]
@@ -79,7 +79,7 @@ def chunkwise_env(**values: Any) -> Iterator[None]:
 
 def reset_process_state() -> None:
     """Forget what a run leaves in this process: the stop flag (set by a graceful stop) and runtimes."""
-    from chunkwise import runctx
+    from chunkwise.run import context as runctx
 
     runctx.STOP.clear()
     with runctx._lock:

@@ -24,9 +24,9 @@ import polars as pl
 import pytest
 
 from chunkwise.cli import main as cli_main
-from chunkwise.exitcodes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
-from chunkwise.files import read_json
-from chunkwise.inputs import REASON_EMPTY, REASON_NULL
+from chunkwise.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
+from chunkwise.store.files import read_json
+from chunkwise.inputs.scan import REASON_EMPTY, REASON_NULL
 from chunkwise.sim.harness import free_port
 from chunkwise.sim.profiles import ModelProfile
 from tests.direct_run import start
@@ -183,8 +183,8 @@ def snapshot(run_dir: Path) -> dict[str, str]:
 @pytest.fixture
 def started_run(sim, tmp_path):
     """A run with its first chunk answered and checkpointed (run directly, no Prefect needed)."""
-    from chunkwise.executor import run_chunk
-    from chunkwise.runctx import release_runtime
+    from chunkwise.run.chunk import run_chunk
+    from chunkwise.run.context import release_runtime
 
     source = write_requests(tmp_path / "in.parquet", 24)
     params = params_for(sim, source, tmp_path / "runs", mode="independent", num_ctx=4096, chunk_size=8, parallel=2,
@@ -261,11 +261,11 @@ def enospc_once(monkeypatch, module, name: str, *, on_call: int = 1):
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_disk_full_while_writing_a_checkpoint_stops_and_resume_sends_nothing_twice(sim, tmp_path, cli, monkeypatch):
-    import chunkwise.checkpoint
+    import chunkwise.store.checkpoint
 
     source = write_requests(tmp_path / "in.parquet", 24)
     argv = run_argv(sim.url, tmp_path / "runs", "--input", str(source))
-    enospc_once(monkeypatch, chunkwise.checkpoint, "write_atomic")
+    enospc_once(monkeypatch, chunkwise.store.checkpoint, "write_atomic")
     code, out = cli(*argv)
     assert code == EXIT_CONFIG, out
     assert out.endswith("(No space left on device); free space or fix the run directory, then resume with the "
@@ -284,7 +284,7 @@ def test_disk_full_while_writing_a_checkpoint_stops_and_resume_sends_nothing_twi
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_disk_full_while_appending_to_the_ledger_stops_every_chunk(sim, tmp_path, cli, monkeypatch):
-    from chunkwise.ledger import Ledger
+    from chunkwise.store.ledger import Ledger
 
     source = write_requests(tmp_path / "in.parquet", 24)
     argv = run_argv(sim.url, tmp_path / "runs", "--input", str(source))

@@ -1,7 +1,7 @@
 """Chunk checkpoints are atomic and self-verifying."""
 
-from chunkwise.checkpoint import load_checkpoint, write_checkpoint
-from chunkwise.records import outcome
+from chunkwise.store.checkpoint import load_checkpoint, write_checkpoint
+from chunkwise.store.records import outcome
 
 
 def _records():

@@ -1,6 +1,6 @@
 """Conversation mode: system prompt once, pairs appended, oldest pairs trimmed past the threshold."""
 
-from chunkwise.conversation import Conversation
+from chunkwise.run.conversation import Conversation
 
 
 def test_messages_grow_with_pairs_and_keep_system_first():

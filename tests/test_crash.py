@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from chunkwise.exitcodes import EXIT_INTERRUPTED, EXIT_OK
+from chunkwise.errors import EXIT_INTERRUPTED, EXIT_OK
 from tests.pipeline_helpers import write_requests
 from tests.run_checks import assert_answered_once, assert_same_results, ledger_records, results
 

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from chunkwise.commands.serve import load_definitions
-from chunkwise.planning import plan_chunks
+from chunkwise.plan.chunks import plan_chunks
 from chunkwise.sim.harness import running_simulator
 from chunkwise.sim.options import SimOptions
 from tests.pipeline_helpers import write_requests

@@ -1,6 +1,6 @@
 """Token estimates, calibration from the run's own answers, and the truncation rule."""
 
-from chunkwise.estimate import MIN_SAMPLES, TokenEstimator, min_plausible_tokens
+from chunkwise.tokens import MIN_SAMPLES, TokenEstimator, min_plausible_tokens
 
 
 def test_uncalibrated_uses_default_ratio_and_wide_tolerance():

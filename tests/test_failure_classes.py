@@ -20,8 +20,8 @@ import polars as pl
 import pytest
 
 from chunkwise.cli import main as cli_main
-from chunkwise.exitcodes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
-from chunkwise.files import read_json
+from chunkwise.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
+from chunkwise.store.files import read_json
 from tests.pipeline_helpers import write_requests
 from tests.run_checks import assert_answered_once, ledger_records, reset_process_state
 
@@ -203,7 +203,7 @@ def test_server_busy_503_is_transient_and_retried_until_answered(sim_factory, tm
 def test_backoff_is_exponential_capped_and_jittered():
     import random
 
-    from chunkwise.send import backoff_delay
+    from chunkwise.run.send import backoff_delay
 
     random.seed(1)
     for attempt, nominal in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (8, 10.0), (30, 10.0)]:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from chunkwise.files import UnsafePathError, contained, read_json, write_atomic, write_json_atomic
+from chunkwise.store.files import UnsafePathError, contained, read_json, write_atomic, write_json_atomic
 
 
 def test_contained_refuses_escapes(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from chunkwise.files import read_json
+from chunkwise.store.files import read_json
 from flows.batch import batch
 from tests.pipeline_helpers import params_for, write_requests
 

@@ -8,8 +8,8 @@ import sys
 import pynvml
 import pytest
 
-from chunkwise.cuda_alloc import ORDER, find_allocator
-from chunkwise.gpu_check import EXIT_MISS, EXIT_NO_GPU, EXIT_PASS, main
+from chunkwise.gpu.cuda_alloc import ORDER, find_allocator
+from chunkwise.gpu.check import EXIT_MISS, EXIT_NO_GPU, EXIT_PASS, main
 from tests.fake_nvml import FakeNvml
 
 MIB = 1024 * 1024
@@ -141,7 +141,7 @@ def test_real_machine_exit_code():
     else:
         pynvml.nvmlShutdown()
         reason = None
-    proc = subprocess.run([sys.executable, "-m", "chunkwise.gpu_check", "--steps-gib", "0.25"],
+    proc = subprocess.run([sys.executable, "-m", "chunkwise.gpu.check", "--steps-gib", "0.25"],
                           capture_output=True, text=True, timeout=120)
     if reason is not None:
         assert proc.returncode == EXIT_NO_GPU, proc.stderr

@@ -8,7 +8,7 @@ import threading
 import pynvml
 import pytest
 
-from chunkwise.gpu import CSV_FIELDS, GpuSampler, free_vram_mib
+from chunkwise.gpu.sampler import CSV_FIELDS, GpuSampler, free_vram_mib
 from tests.fake_nvml import FakeNvml
 
 NEVER = 3600.0  # an interval the thread never reaches in a test: readings come only from the test
@@ -195,7 +195,7 @@ def test_stop_without_start():
 
 
 def test_torn_last_csv_row_from_a_crash_is_cut_before_appending(tmp_path):
-    from chunkwise.gpu import drop_torn_last_line
+    from chunkwise.gpu.sampler import drop_torn_last_line
 
     path = tmp_path / "gpu_samples.csv"
     path.write_bytes(b"time_utc,elapsed_s\n2026,1.0\n2026,2.")

@@ -1,4 +1,4 @@
-"""Input validation, quarantine, staging and chunk reads (chunkwise.inputs)."""
+"""Input validation, quarantine, staging and chunk reads (chunkwise.inputs.scan)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from chunkwise import inputs, staging
-from chunkwise.inputs import InputError, validate_only
-from chunkwise.staging import read_requests, stage_input
+from chunkwise.inputs import scan as inputs
+from chunkwise.inputs import stage as staging
+from chunkwise.inputs.scan import InputError, validate_only
+from chunkwise.inputs.stage import read_requests, stage_input
 
 LIMITS = {"num_ctx": 1000, "num_predict": 100}  # at most 7207 characters fit (7208 // 8 = 901 > 900)
 NOT_PARQUET_TAIL = "); write the requests with polars DataFrame.write_parquet or pyarrow.parquet.write_table"

@@ -1,4 +1,4 @@
-"""The KV formula (chunkwise.kv) against every built-in simulator profile.
+"""The KV formula (chunkwise.ollama.kv) against every built-in simulator profile.
 
 Expected values are research/ollama.md section 6, written as exact fractions of a MiB:
 f16 is 2 bytes per element, q8_0 34/32 and q4_0 18/32 (ggml block sizes).
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from chunkwise.kv import kv_mib_per_token, kv_reserved_bytes, training_context
+from chunkwise.ollama.kv import kv_mib_per_token, kv_reserved_bytes, training_context
 from chunkwise.sim.profiles import PROFILES
 
 MIB = 1024 * 1024

@@ -1,6 +1,6 @@
 """The per-request ledger: durable appends, torn and corrupt lines never trusted."""
 
-from chunkwise.ledger import Ledger, decode_line, encode_line
+from chunkwise.store.ledger import Ledger, decode_line, encode_line
 
 
 def test_append_then_load_returns_latest_record_per_row(tmp_path):

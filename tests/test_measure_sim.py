@@ -10,10 +10,10 @@ import pytest
 from matplotlib.image import imread
 
 from chunkwise.cli import main
-from chunkwise.gpu import GpuSampler
-from chunkwise.kv import kv_mib_per_token
-from chunkwise.measure import SOURCE_NVML, SOURCE_PS, run_measurement
-from chunkwise.ollama import ModelNotFound, OllamaClient, ServerError
+from chunkwise.gpu.sampler import GpuSampler
+from chunkwise.ollama.kv import kv_mib_per_token
+from chunkwise.measure.run import SOURCE_NVML, SOURCE_PS, run_measurement
+from chunkwise.ollama.client import ModelNotFound, OllamaClient, ServerError
 from chunkwise.sim.harness import running_simulator
 from chunkwise.sim.options import SimOptions
 from chunkwise.sim.profiles import PROFILES

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chunkwise.gpu import ps_entry_for, spill_warning
+from chunkwise.gpu.sampler import ps_entry_for, spill_warning
 
 MIB = 1024 * 1024
 

@@ -7,7 +7,7 @@ import httpx
 import pytest
 from prefect.states import Completed, Failed
 
-from chunkwise import ollama as o
+from chunkwise.ollama import client as o
 
 
 def client_for(handler, stream=True):

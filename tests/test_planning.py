@@ -1,4 +1,4 @@
-"""Chunk sizing, chunk specs, the run plan and `chunkwise plan` (chunkwise.planning, commands/plan)."""
+"""Chunk sizing, chunk specs, the run plan and `chunkwise plan` (chunkwise.plan.chunks, commands/plan)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from chunkwise import planning
+from chunkwise.plan import chunks as planning
 from chunkwise.cli import main
 from chunkwise.commands import plan as plan_cmd
-from chunkwise.inputs import validate_only
+from chunkwise.inputs.scan import validate_only
 from chunkwise.params import RunParams
-from chunkwise.plan_report import build_plan
-from chunkwise.planning import ChunkSpec, chunk_count, chunk_size_rule, plan_chunks
+from chunkwise.plan.report import build_plan
+from chunkwise.plan.chunks import ChunkSpec, chunk_count, chunk_size_rule, plan_chunks
 
 # llama3.1:8b (research/ollama.md section 6): 0.125 MiB of f16 KV per token.
 LLAMA31_8B = {
@@ -238,7 +238,7 @@ def test_command_modules_import_nothing_heavy():
 
 
 def test_conversation_chunk_count_is_a_multiple_of_parallel():
-    from chunkwise.planning import chunk_count
+    from chunkwise.plan.chunks import chunk_count
 
     assert chunk_count(5_000, 111) == 45
     assert chunk_count(5_000, 111, multiple_of=4) == 48  # 12 full rounds of 4 conversations

@@ -1,6 +1,6 @@
 """Preparing a run: staging happens once per run directory, not once per preflight and flow."""
 
-from chunkwise.prepare import plan_run, prepare_run
+from chunkwise.run.prepare import plan_run, prepare_run
 from tests.pipeline_helpers import params_for, write_requests
 
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import pytest
 
 from chunkwise.cli import main as cli_main
-from chunkwise.exitcodes import EXIT_FAILED, EXIT_OK
-from chunkwise.files import read_json
+from chunkwise.errors import EXIT_FAILED, EXIT_OK
+from chunkwise.store.files import read_json
 from flows import batch as batch_module
 from flows.batch import batch
 from tests.direct_run import run_all

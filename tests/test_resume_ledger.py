@@ -13,12 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from chunkwise.checkpoint import DIGEST_KEY, load_checkpoint
-from chunkwise.executor import run_chunk
-from chunkwise.ledger import decode_line
-from chunkwise.ollama import OllamaClient
-from chunkwise.runctx import release_runtime
-from chunkwise.rundir import RunPaths
+from chunkwise.store.checkpoint import DIGEST_KEY, load_checkpoint
+from chunkwise.run.chunk import run_chunk
+from chunkwise.store.ledger import decode_line
+from chunkwise.ollama.client import OllamaClient
+from chunkwise.run.context import release_runtime
+from chunkwise.store.layout import RunPaths
 from chunkwise.sim.fingerprint import chat_fingerprint
 from tests.direct_run import run_all, start
 from tests.pipeline_helpers import params_for, write_requests
@@ -210,21 +210,21 @@ def test_damaged_ledger_line_is_dropped_and_only_its_request_sent_again(sim_fact
 
 def test_new_ledger_and_checkpoint_directories_are_made_durable(tmp_path, monkeypatch):
     """A fsynced line is only durable if the file's and the directories' entries are too."""
-    import chunkwise.files
-    import chunkwise.ledger
-    from chunkwise.checkpoint import write_checkpoint
-    from chunkwise.ledger import Ledger
-    from chunkwise.records import outcome
+    import chunkwise.store.files
+    import chunkwise.store.ledger
+    from chunkwise.store.checkpoint import write_checkpoint
+    from chunkwise.store.ledger import Ledger
+    from chunkwise.store.records import outcome
 
     synced: list[Path] = []
-    real = chunkwise.files.fsync_dir
+    real = chunkwise.store.files.fsync_dir
 
     def record(path):
         synced.append(Path(path))
         real(path)
 
-    monkeypatch.setattr(chunkwise.files, "fsync_dir", record)
-    monkeypatch.setattr(chunkwise.ledger, "fsync_dir", record)
+    monkeypatch.setattr(chunkwise.store.files, "fsync_dir", record)
+    monkeypatch.setattr(chunkwise.store.ledger, "fsync_dir", record)
     run = tmp_path / "run"
     run.mkdir()
     with Ledger(run / "ledger" / "chunk-00000.jsonl") as ledger:

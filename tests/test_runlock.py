@@ -6,12 +6,12 @@ import time
 
 import pytest
 
-from chunkwise import runlock
+from chunkwise.store import lock as runlock
 
 
 def test_second_process_is_refused_and_lock_dies_with_its_owner(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time, pathlib; from chunkwise import runlock; "
+        [sys.executable, "-c", "import sys, time, pathlib; from chunkwise.store import lock as runlock; "
          "runlock.acquire(pathlib.Path(sys.argv[1])); print('held', flush=True); time.sleep(60)", str(tmp_path)],
         stdout=subprocess.PIPE, text=True)
     try:

@@ -1,17 +1,17 @@
-"""The synthetic request set (chunkwise.sample, `chunkwise sample`)."""
+"""The synthetic request set (chunkwise.inputs.sample, `chunkwise sample`)."""
 
 from __future__ import annotations
 
 import pyarrow.parquet as pq
 import pytest
 
-from chunkwise import sample
+from chunkwise.inputs import sample
 from chunkwise.cli import main
-from chunkwise.estimate import estimate_tokens
-from chunkwise.inputs import validate_only
+from chunkwise.tokens import estimate_tokens
+from chunkwise.inputs.scan import validate_only
 from chunkwise.params import RunParams
-from chunkwise.plan_report import build_plan
-from chunkwise.tokenizer import count_tokens
+from chunkwise.plan.report import build_plan
+from chunkwise.sim.tokenizer import count_tokens
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):

@@ -1,6 +1,6 @@
 """The structured-output checker behind the invalid_output failure class."""
 
-from chunkwise.schema import check_answer
+from chunkwise.run.structured import check_answer
 
 SCHEMA = {
     "type": "object",

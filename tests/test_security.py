@@ -20,10 +20,10 @@ import polars as pl
 import pytest
 from pydantic import ValidationError
 
-from chunkwise.files import UnsafePathError, contained
-from chunkwise.ollama import ConfigError, OllamaClient, parse_host
+from chunkwise.store.files import UnsafePathError, contained
+from chunkwise.ollama.client import ConfigError, OllamaClient, parse_host
 from chunkwise.params import RunParams
-from chunkwise.rundir import run_paths
+from chunkwise.store.layout import run_paths
 from chunkwise.sim.harness import running_simulator
 from chunkwise.sim.options import SimOptions
 from tests.pipeline_helpers import params_for
@@ -135,7 +135,7 @@ def test_prompt_and_answer_text_never_logged_above_debug(sim_factory, tmp_path, 
         assert not leaked, f"an answer reached the {where}: {leaked[0]!r}"
 
     reset_process_state()
-    with captured_logs(logging.DEBUG, "chunkwise.send") as records:
+    with captured_logs(logging.DEBUG, "chunkwise.run.send") as records:
         batch(params.model_copy(update={"run_name": "debug"}))
     debug = "\n".join(r.getMessage() for r in records if r.levelno == logging.DEBUG)
     assert any(repr(a) in debug for a in answers)

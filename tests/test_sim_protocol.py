@@ -8,9 +8,9 @@ import httpx
 import ollama
 import pytest
 
-from chunkwise.kv import kv_bytes_per_token
+from chunkwise.ollama.kv import kv_bytes_per_token
 from chunkwise.sim.profiles import ALIASES, PROFILES, resolve
-from chunkwise.tokenizer import chat_prompt_tokens, count_tokens
+from chunkwise.sim.tokenizer import chat_prompt_tokens, count_tokens
 from tests.sim_fixtures import sim, sim_factory  # noqa: F401
 
 MSGS = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name three rivers."}]

@@ -10,11 +10,11 @@ from datetime import datetime, timezone
 import httpx
 import pytest
 
-from chunkwise.kv import kv_bytes_per_token
+from chunkwise.ollama.kv import kv_bytes_per_token
 from chunkwise.sim.profiles import PROFILES
 from chunkwise.sim.scheduler import BUSY, common_prefix
 from chunkwise.sim.timing import decode_ns, prefill_ns
-from chunkwise.tokenizer import render_chat
+from chunkwise.sim.tokenizer import render_chat
 from tests.sim_fixtures import sim, sim_factory  # noqa: F401
 
 SYSTEM = {"role": "system", "content": "You label support tickets. " * 40}

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from chunkwise.sim.prompt import INPUT_TOO_LONG, cut_tokens, prune_messages, render_messages
-from chunkwise.tokenizer import chat_prompt_tokens, render_chat
+from chunkwise.sim.tokenizer import chat_prompt_tokens, render_chat
 from tests.sim_fixtures import sim, sim_factory  # noqa: F401
 
 

@@ -1,4 +1,4 @@
-"""`chunkwise measure`: measure GPU memory against num_ctx on an Ollama host (see chunkwise.measure).
+"""`chunkwise measure`: measure GPU memory against num_ctx on an Ollama host (see chunkwise.measure.run).
 
 Run it on the machine that runs Ollama: the GPU sampler measures the machine it runs on. Without
 an NVIDIA GPU/driver here it still works, reading Ollama's /api/ps instead. Heavy imports (httpx,
@@ -11,8 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from chunkwise.exitcodes import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
-from chunkwise.measure_math import DEFAULT_CONTEXTS
+from chunkwise.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
+from chunkwise.measure.fit import DEFAULT_CONTEXTS
 
 NAME = "measure"
 HELP = ("Measure what a context token costs in GPU memory: load the model at each num_ctx, fit memory "
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"chunkwise measure: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    from chunkwise.ollama import OllamaError
+    from chunkwise.ollama.client import OllamaError
     from chunkwise.settings import get_settings
 
     settings = get_settings()
@@ -96,8 +96,8 @@ def run(args: argparse.Namespace) -> int:
                                   parallel=args.parallel, num_predict=args.num_predict,
                                   kv_cache_type=args.kv_cache_type, vram_mib=args.vram_mib)
         else:
-            from chunkwise.measure import measure_run_dir, run_measurement
-            from chunkwise.ollama import OllamaClient
+            from chunkwise.measure.run import measure_run_dir, run_measurement
+            from chunkwise.ollama.client import OllamaClient
 
             with OllamaClient(host, connect_timeout_s=settings.connect_timeout_s,
                               read_timeout_s=settings.read_timeout_s) as client:

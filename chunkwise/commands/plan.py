@@ -50,8 +50,8 @@ def validation_message(exc: Any) -> str:
 def fetch_model_info(host: str, model: str) -> tuple[dict | None, str, float | None]:
     """(model_info, where it came from, weights MiB or None): the server's /api/show (weights from
     the model's file size in /api/tags), else the simulator's built-in profile, else unknown.
-    Raises chunkwise.ollama.ConfigError for a host that is not an http(s) URL."""
-    from chunkwise.ollama import ModelNotFound, OllamaClient, OllamaError
+    Raises chunkwise.ollama.client.ConfigError for a host that is not an http(s) URL."""
+    from chunkwise.ollama.client import ModelNotFound, OllamaClient, OllamaError
 
     client = OllamaClient(host, connect_timeout_s=SHOW_TIMEOUT_S, read_timeout_s=SHOW_TIMEOUT_S, stream=False)
     try:
@@ -87,9 +87,9 @@ def fetch_model_info(host: str, model: str) -> tuple[dict | None, str, float | N
 
 def free_vram() -> tuple[float | None, str | None]:
     try:
-        from chunkwise import gpu
+        from chunkwise.gpu import sampler as gpu
     except ImportError:
-        return None, "chunkwise.gpu not available"
+        return None, "chunkwise.gpu.sampler not available"
     try:
         return gpu.free_vram_mib()
     except Exception as exc:  # a GPU probe must never stop a plan
@@ -99,9 +99,9 @@ def free_vram() -> tuple[float | None, str | None]:
 def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from chunkwise.inputs import validate_only
+    from chunkwise.inputs.scan import validate_only
     from chunkwise.params import RunParams
-    from chunkwise.plan_report import build_plan
+    from chunkwise.plan.report import build_plan
     from chunkwise.settings import get_settings
 
     flags = {name: getattr(args, name) for name in SHARED_FIELDS if getattr(args, name) is not None}
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             probes["model"] = fetch_model_info(host, params.model)
         except Exception as exc:  # a probe must never stop a plan, only a bad --host does
-            from chunkwise.ollama import ConfigError
+            from chunkwise.ollama.client import ConfigError
 
             if isinstance(exc, ConfigError):
                 probes["host_error"] = f"--host: {exc}"

@@ -71,7 +71,7 @@ def _fail(message: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from chunkwise.runner import execute, print_summary
+    from chunkwise.commands.runner import execute, print_summary
 
     params = params_from_args(args)
     code, stats = execute(params)

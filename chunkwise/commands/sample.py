@@ -1,4 +1,4 @@
-"""`chunkwise sample`: write a deterministic synthetic request set (see chunkwise.sample)."""
+"""`chunkwise sample`: write a deterministic synthetic request set (see chunkwise.inputs.sample)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def _fail(message: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from chunkwise.sample import sample_system_prompt, write_sample
+    from chunkwise.inputs.sample import sample_system_prompt, write_sample
 
     if not 1 <= args.rows <= MAX_ROWS:
         return _fail(f"--rows {args.rows} is out of range; give 1 to {MAX_ROWS}")

@@ -13,7 +13,7 @@ import typing
 
 from pydantic import ValidationError
 
-from chunkwise.exitcodes import EXIT_CONFIG, EXIT_OK
+from chunkwise.errors import EXIT_CONFIG, EXIT_OK
 
 NAME = "sim"
 HELP = "Run the Ollama simulator: Ollama's HTTP API with modelled timing, truncation and faults (for tests and demos)."

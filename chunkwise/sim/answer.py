@@ -12,7 +12,7 @@ from typing import Any
 
 from chunkwise.sim.request import CompletionRequest
 from chunkwise.sim.textgen import json_text, natural_length, output_key, prose_tokens
-from chunkwise.tokenizer import tokenize
+from chunkwise.sim.tokenizer import tokenize
 
 
 @dataclass

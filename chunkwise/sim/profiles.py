@@ -2,7 +2,7 @@
 
 Numbers are those of research/ollama.md section 6 (layers, attention heads, KV heads, head size,
 training context) plus the size of the usual Ollama download. They drive /api/show `model_info`,
-the num_ctx clamp, the /api/ps memory figure (via `chunkwise.kv`) and, for the `half` truncation
+the num_ctx clamp, the /api/ps memory figure (via `chunkwise.ollama.kv`) and, for the `half` truncation
 mode, whether the tokenizer adds a BOS token (Ollama counts it in num_keep).
 
 Names: a profile is found by its exact name (`llama3.1:8b`). A name without a tag gets `:latest`,
@@ -16,7 +16,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-# The chat template the simulator applies; it describes `chunkwise.tokenizer.render_chat`.
+# The chat template the simulator applies; it describes `chunkwise.sim.tokenizer.render_chat`.
 TEMPLATE = "{{- range .Messages }}<|start|>{{ .Role }}\n{{ .Content }}<|end|>{{ end }}<|start|>assistant\n"
 PARAMETERS = 'stop                           "<|start|>"\nstop                           "<|end|>"'
 

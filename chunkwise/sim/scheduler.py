@@ -21,7 +21,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from chunkwise.kv import kv_reserved_bytes
+from chunkwise.ollama.kv import kv_reserved_bytes
 from chunkwise.sim.options import SimOptions
 from chunkwise.sim.profiles import ModelProfile
 from chunkwise.sim.stats import SimStats

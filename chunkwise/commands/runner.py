@@ -1,0 +1,121 @@
+"""Running the batch flow from a process that owns the terminal (the CLI, the demo).
+
+It checks everything before Prefect starts (so configuration mistakes are one-line messages with
+exit code 2, not flow tracebacks), installs the graceful-stop handlers, runs the flow, and maps how
+it ended to an exit code (`chunkwise.run.ending`).
+
+Graceful stop: the first Ctrl-C or SIGTERM stops new requests; in-flight ones may finish for
+`stop_grace_s` seconds; every answered request is already in the ledger, so the run exits 130 and
+resumes where it stopped. A second signal, or the grace period running out, exits at once (130).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import signal
+import threading
+from typing import Any
+
+from chunkwise.errors import EXIT_CONFIG, EXIT_INTERRUPTED
+from chunkwise.run.ending import exit_code_for
+from chunkwise.params import RunParams
+from chunkwise.run.prepare import SetupError, plan_run, prepare_run
+from chunkwise.run.context import STOP
+from chunkwise.settings import get_settings
+
+
+def preflight(params: RunParams) -> RunParams:
+    """Check input, configuration, server and run directory; return params with the run name fixed."""
+    prepared = prepare_run(params)
+    plan_run(prepared, write=False)
+    return prepared.ctx.params
+
+
+def install_stop_handlers(grace_s: float, say=print) -> None:
+    def hard_exit() -> None:
+        say(f"in-flight requests did not finish within {grace_s:g} s; exiting now (resumable)")
+        os._exit(EXIT_INTERRUPTED)
+
+    def handler(signum: int, _frame: Any) -> None:
+        if STOP.is_set():
+            os._exit(EXIT_INTERRUPTED)
+        STOP.set()
+        say(f"{signal.Signals(signum).name}: no new requests; waiting up to {grace_s:g} s for in-flight ones "
+            "(signal again to exit now)")
+        timer = threading.Timer(grace_s, hard_exit)
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run_off_main_thread(fn: Any, *args: Any) -> Any:
+    """Call `fn(*args)` in a worker thread (in a copy of this context) while the main thread waits.
+
+    Prefect's flow engine, when it runs in the main thread, replaces the SIGTERM handler with one
+    that raises `TerminationSignal` at once (`prefect.utilities.engine.capture_sigterm`): the flow
+    unwinds while requests are in flight, the HTTP client is closed under them and the exit code
+    is 1. Off the main thread Prefect cannot install that handler, so SIGTERM, like Ctrl-C, reaches
+    the graceful handler above and the main thread stays free to run it.
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            box["error"] = exc
+
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(target,), name="chunkwise-flow", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.2)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def execute(params: RunParams, say=print) -> tuple[int, dict[str, Any] | None]:
+    """Run the flow; returns (exit code, stats or None)."""
+    try:
+        params = preflight(params)
+    except SetupError as exc:
+        say(f"error: {exc}")
+        return EXIT_CONFIG, None
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    install_stop_handlers(get_settings().stop_grace_s, say)
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from flows.batch import batch  # Prefect is imported only once the configuration is known good
+
+    # Conversation mode holds a worker per conversation: at least `parallel` workers keep every slot busy.
+    workers = max(get_settings().chunk_workers, params.parallel)
+    flow = batch.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))
+    try:
+        stats = run_off_main_thread(flow, params)
+    except SetupError as exc:
+        say(f"error: {exc}")
+        return EXIT_CONFIG, None
+    except BaseException as exc:  # noqa: BLE001 - every ending maps to an exit code
+        code = exit_code_for(exc)
+        say(f"run {params.run_name} stopped: {exc}")
+        return code, None
+    requests = stats["requests"]
+    if requests["rejected"]:
+        say(f"{requests['rejected']} rows were rejected before sending (reasons in results.parquet and "
+            f"{os.path.join(stats['run']['dir'], 'rejects.parquet')}); fix them in the input to have them answered")
+    return exit_code_for(None, requests["failed"] + requests["rejected"]), stats
+
+
+def print_summary(stats: dict[str, Any], say=print) -> None:
+    from chunkwise.results.stats import stats_table
+
+    width = max(len(row["metric"]) for row in stats_table(stats))
+    for row in stats_table(stats):
+        say(f"  {row['metric']:<{width}}  {row['value']}")
+    say(f"  results: {stats['run']['results']}")
+    say(f"  stats:   {os.path.join(stats['run']['dir'], 'stats.json')}")
+

@@ -1,0 +1,1 @@
+"""The request file end to end: validation and quarantine, staging into the run directory, samples."""

@@ -1,0 +1,226 @@
+"""Staging the request file into the run directory, and the chunk reads from it.
+
+`stage_input` runs the validation scan of `chunkwise.inputs.scan` and writes `run_dir/requests.parquet`
+(accepted rows in input order, `_row` = input row number counting from 0, then all original
+columns) in row groups of `STAGED_ROW_GROUP_ROWS`, so that `read_requests` decodes only the one or
+two row groups a chunk touches, and `run_dir/rejects.parquet` (`_row`, `id`, `_reason`, carried
+columns). Both appear atomically, and only after the whole input was read. From then on the run
+depends on the staged copy alone: chunk tasks read their rows from it, never from the user's file.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from chunkwise.store.files import fsync_dir, read_json, write_json_atomic
+from chunkwise.inputs.scan import (
+    FIRST_REJECTS_KEPT,
+    REASON_COLUMN,
+    REJECTS_FILE,
+    REQUESTS_FILE,
+    ROW_COLUMN,
+    InputSummary,
+    Reject,
+    _carried,
+    _check_ids,
+    _check_schema,
+    _open,
+    _plain_schema,
+    _read_groups,
+    _Scan,
+)
+
+if TYPE_CHECKING:
+    import polars as pl
+
+#: Rows per row group of requests.parquet. A chunk of ~111 requests then decodes at most 2 x 256
+#: rows (about 1.4 MB of prompts at 2.8 KB each) instead of a whole input row group; smaller groups
+#: only grow the footer (~0.1 KB per column per group).
+STAGED_ROW_GROUP_ROWS = 256
+#: Written last by `stage_input`: what the staged files were made from.
+STAGED_MARKER = "staged.json"
+
+
+@dataclass(frozen=True)
+class StagedInput(InputSummary):
+    fingerprint: str = ""  # sha256 hex of the input file's bytes
+    run_dir: str = ""
+    requests_path: str = ""
+    rejects_path: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**super().as_dict(), "fingerprint": self.fingerprint, "requests_path": self.requests_path,
+                "rejects_path": self.rejects_path}
+
+
+def fingerprint(path: str | os.PathLike, block: int = 1 << 20) -> str:
+    """sha256 hex of the file's bytes, read in `block`-byte pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while data := f.read(block):
+            digest.update(data)
+    return digest.hexdigest()
+
+
+def _durable_replace(tmp: Path, final: Path) -> None:
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+
+
+def stage_input(path: str | os.PathLike, run_dir: str | os.PathLike, *, num_ctx: int, num_predict: int) -> StagedInput:
+    """Validate `path`, then write `run_dir/requests.parquet` and `run_dir/rejects.parquet`.
+
+    Both files appear atomically (temp file, fsync, rename) and only after the whole input was
+    read; on InputError nothing is left behind. `run_dir` is created if missing.
+    """
+    path, run_dir = Path(path), Path(run_dir)
+    pf = _open(path)
+    schema, has_system = _check_schema(path, pf)
+    schema = _plain_schema(schema)
+    id_dtype = str(_check_ids(path, pf).type)
+    scan = _Scan(has_system, num_ctx, num_predict)
+    carried = _carried(schema)
+    digest = fingerprint(path)
+    metadata = {k: v for k, v in (schema.metadata or {}).items() if k != b"pandas"} or None
+    req_schema = pa.schema([pa.field(ROW_COLUMN, pa.int64()), *schema], metadata=metadata)
+    rej_schema = pa.schema(
+        [pa.field(ROW_COLUMN, pa.int64()), schema.field("id"), pa.field(REASON_COLUMN, pa.large_string()),
+         *(schema.field(c) for c in carried)],
+        metadata=metadata,
+    )
+    text_cols = {"prompt", "system", REASON_COLUMN}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    req_tmp = run_dir / f".{REQUESTS_FILE}.tmp-{os.getpid()}"
+    rej_tmp = run_dir / f".{REJECTS_FILE}.tmp-{os.getpid()}"
+
+    def writer(tmp: Path, out: pa.Schema) -> pq.ParquetWriter:
+        plain = [n for n in out.names if n not in text_cols]
+        return pq.ParquetWriter(tmp, out, compression="zstd", use_dictionary=[n for n in plain if n != "id"],
+                                write_statistics=plain)
+
+    try:
+        with writer(req_tmp, req_schema) as req_w, writer(rej_tmp, rej_schema) as rej_w:
+            for table in _read_groups(path, pf, schema.names):
+                rows, keep, reasons = scan.classify(table)
+                accepted = table.filter(keep) if reasons else table
+                accepted = accepted.add_column(0, ROW_COLUMN, rows.filter(keep) if reasons else rows)
+                if accepted.num_rows:
+                    req_w.write_table(accepted.cast(req_schema), row_group_size=STAGED_ROW_GROUP_ROWS)
+                if reasons:
+                    bad = pc.invert(keep)
+                    rej = table.filter(bad).select(["id", *carried])
+                    rej = rej.add_column(0, ROW_COLUMN, rows.filter(bad))
+                    rej = rej.add_column(2, REASON_COLUMN, pa.array(reasons, pa.large_string()))
+                    rej_w.write_table(rej.cast(rej_schema), row_group_size=STAGED_ROW_GROUP_ROWS)
+        _durable_replace(req_tmp, run_dir / REQUESTS_FILE)
+        _durable_replace(rej_tmp, run_dir / REJECTS_FILE)
+    finally:
+        req_tmp.unlink(missing_ok=True)
+        rej_tmp.unlink(missing_ok=True)
+    write_json_atomic(run_dir / STAGED_MARKER, {"fingerprint": digest, "num_ctx": num_ctx, "num_predict": num_predict})
+    return scan.summary(
+        path, id_dtype, carried, cls=StagedInput, fingerprint=digest, run_dir=str(run_dir),
+        requests_path=str(run_dir / REQUESTS_FILE), rejects_path=str(run_dir / REJECTS_FILE),
+    )
+
+
+def staged_record(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """What the run directory's staged files were made from (`fingerprint`, `num_ctx`,
+    `num_predict`: the limits decide the quarantine), or None when staging never completed."""
+    run_dir = Path(run_dir)
+    marker = run_dir / STAGED_MARKER
+    if not (marker.exists() and (run_dir / REQUESTS_FILE).exists() and (run_dir / REJECTS_FILE).exists()):
+        return None
+    return read_json(marker)
+
+
+def load_staged(run_dir: str | os.PathLike, *, source: str, fingerprint: str, num_ctx: int,
+                num_predict: int) -> StagedInput:
+    """The StagedInput of a run staged earlier, rebuilt from its files (a resume needs neither the
+    original input nor a second staging pass). Streams only row numbers and prompt lengths."""
+    import polars as pl
+
+    run_dir = Path(run_dir)
+    requests, rejects = run_dir / REQUESTS_FILE, run_dir / REJECTS_FILE
+    schema = pq.read_schema(requests)
+    has_system = "system" in schema.names
+    lengths = [pl.col(ROW_COLUMN), pl.col("prompt").str.len_chars().cast(pl.Int64).alias("p")]
+    if has_system:
+        lengths.append(pl.col("system").str.len_chars().cast(pl.Int64).alias("s"))
+    table = pl.scan_parquet(requests).select(lengths).collect(engine="streaming").to_arrow()
+    bad = pq.read_table(rejects, columns=[ROW_COLUMN, "id", REASON_COLUMN]).to_pylist() if rejects.exists() else []
+    return StagedInput(
+        path=source, rows=table.num_rows + len(bad), accepted=table.num_rows, rejected=len(bad),
+        id_dtype=str(schema.field("id").type), carried_columns=_carried(schema.remove(0)), has_system=has_system,
+        num_ctx=num_ctx, num_predict=num_predict,
+        first_rejects=tuple(Reject(r[ROW_COLUMN], r["id"], r[REASON_COLUMN]) for r in bad[:FIRST_REJECTS_KEPT]),
+        longest=(), accepted_rows=table.column(ROW_COLUMN).combine_chunks(),
+        prompt_chars=table.column("p").combine_chunks(),
+        system_chars=table.column("s").combine_chunks() if has_system else None,
+        fingerprint=fingerprint, run_dir=str(run_dir), requests_path=str(requests), rejects_path=str(rejects),
+    )
+
+
+# --- chunk reads ------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=8)
+def _staged_metadata(path: str, size: int, mtime_ns: int) -> tuple[pq.FileMetaData, tuple[int, ...]]:
+    """Footer and row-group start positions of a staged file, parsed once per file version."""
+    md = pq.read_metadata(path)
+    starts, pos = [], 0
+    for i in range(md.num_row_groups):
+        starts.append(pos)
+        pos += md.row_group(i).num_rows
+    starts.append(pos)
+    return md, tuple(starts)
+
+
+def _read_row_groups(path: str, metadata: pq.FileMetaData, groups: list[int], columns: list[str]) -> pa.Table:
+    """The one place chunk reads touch the file (tests count the row groups read here)."""
+    return pq.ParquetFile(path, metadata=metadata).read_row_groups(groups, columns=columns, use_threads=False)
+
+
+def read_requests(staged_path: str | os.PathLike, start: int, stop: int) -> pl.DataFrame:
+    """Accepted requests at positions [start, stop) of requests.parquet as a polars DataFrame with
+    columns `_row` (int64), `id`, `prompt` (str) and `system` (str, null where the row has none).
+
+    Reads only the row groups overlapping [start, stop)."""
+    import polars as pl
+
+    path = str(staged_path)
+    st = os.stat(path)
+    md, starts = _staged_metadata(path, st.st_size, st.st_mtime_ns)
+    total = starts[-1]
+    if not 0 <= start <= stop <= total:
+        raise ValueError(f"{path}: positions [{start}, {stop}) are outside the {total} staged requests")
+    names = md.schema.to_arrow_schema().names
+    columns = [ROW_COLUMN, "id", "prompt"] + (["system"] if "system" in names else [])
+    if start == stop:
+        table = md.schema.to_arrow_schema().empty_table().select(columns)
+        first = start
+    else:
+        g0 = bisect.bisect_right(starts, start) - 1
+        g1 = bisect.bisect_left(starts, stop)  # first group starting at or after stop
+        table = _read_row_groups(path, md, list(range(g0, g1)), columns)
+        first = starts[g0]
+    table = table.slice(start - first, stop - start)
+    df = pl.from_arrow(table)
+    assert isinstance(df, pl.DataFrame)
+    if "system" not in df.columns:
+        df = df.with_columns(pl.lit(None, dtype=pl.String).alias("system"))
+    return df.with_columns(pl.col("prompt").cast(pl.String), pl.col("system").cast(pl.String)).select(
+        ROW_COLUMN, "id", "prompt", "system"
+    )

@@ -1,0 +1,1 @@
+"""`chunkwise measure`: what one context token really costs in memory, measured on a server."""

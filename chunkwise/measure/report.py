@@ -1,0 +1,106 @@
+"""The result of `chunkwise measure`: one `MeasureRow` per num_ctx and the `MeasureReport`.
+
+Memory in MiB, rates in tokens/s, load time in seconds. `MeasureReport.as_dict()` is JSON-ready
+(measure.json, the Prefect flow's return value).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chunkwise.measure.fit import Fit, Recommendation
+
+SOURCE_NVML = "nvml"
+SOURCE_PS = "ps"
+SOURCE_TEXT = {
+    SOURCE_NVML: "NVML used memory (the whole GPU, every process) on this machine",
+    SOURCE_PS: "Ollama /api/ps size_vram (Ollama's own accounting, not a GPU reading)",
+}
+
+
+@dataclass
+class MeasureRow:
+    """One num_ctx. Memory in MiB, rates in tokens/s, load time in seconds."""
+
+    num_ctx: int
+    status: str = "ok"  # ok | skipped | failed
+    note: str = ""
+    prompt_tokens_expected: int | None = None
+    prompt_chars: int | None = None
+    token_count_method: str = ""
+    prompt_eval_count: int | None = None
+    truncated: bool = False
+    truncation_reason: str = ""
+    eval_count: int | None = None
+    load_s: float | None = None
+    prefill_tok_s: float | None = None
+    decode_tok_s: float | None = None
+    ps_size_mib: float | None = None
+    ps_size_vram_mib: float | None = None
+    ps_context_length: int | None = None
+    spilled: bool = False
+    nvml_used_mib: float | None = None
+    nvml_peak_mib: float | None = None
+    formula_kv_mib: float | None = None
+    vram_mib: float | None = None
+    in_fit: bool = False
+
+
+@dataclass
+class MeasureReport:
+    model: str
+    host: str
+    server_version: str
+    is_simulator: bool
+    parallel: int
+    kv_cache_type: str
+    num_predict: int
+    vram_source: str
+    rows: list[MeasureRow]
+    fit: Fit | None
+    fit_ps: Fit | None
+    fit_nvml: Fit | None
+    formula_mib_per_token_per_slot: float | None
+    formula_mib_per_token: float | None
+    relative_difference: float | None
+    recommendation: Recommendation
+    context_length: int | None
+    gpu: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    md_path: Path | None = None
+    csv_path: Path | None = None
+    png_path: Path | None = None
+    json_path: Path | None = None
+    markdown: str = ""
+
+    @property
+    def slope_mib_per_token(self) -> float | None:
+        return self.fit.slope_mib_per_token if self.fit else None
+
+    @property
+    def intercept_mib(self) -> float | None:
+        return self.fit.intercept_mib if self.fit else None
+
+    @property
+    def r2(self) -> float | None:
+        return self.fit.r2 if self.fit else None
+
+    @property
+    def vram_source_text(self) -> str:
+        return SOURCE_TEXT[self.vram_source]
+
+    @property
+    def ok(self) -> bool:
+        """Every context measured or deliberately skipped, none cut, and a line fitted."""
+        return self.fit is not None and not any(r.status == "failed" or r.truncated for r in self.rows)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if k not in ("markdown",)}
+        for key in ("md_path", "csv_path", "png_path", "json_path"):
+            out[key] = str(out[key]) if out[key] else None
+        out.update(slope_mib_per_token=self.slope_mib_per_token, intercept_mib=self.intercept_mib, r2=self.r2,
+                   vram_source_text=self.vram_source_text)
+        return out

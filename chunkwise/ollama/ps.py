@@ -1,0 +1,63 @@
+"""What Ollama's `/api/ps` says about a loaded model's memory, and the CPU-spill warning.
+
+`/api/ps` lists each loaded model with `size` (bytes of the whole runner: weights, KV cache for
+`num_ctx x NUM_PARALLEL` tokens, compute buffers) and `size_vram` (the part on the GPU). When
+`size_vram < size` the model spilled layers to system RAM and runs them on the CPU, several times
+slower (research/ollama.md section 3; Ollama issues #7198, #10615, #11773, #14116). These figures
+are Ollama's accounting, not a GPU measurement; `chunkwise.gpu.sampler` reads the GPU itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+MIB = 1024 * 1024
+
+
+def normalise_model_name(name: object) -> str:
+    """`llama3.1` -> `llama3.1:latest`, as Ollama names an untagged model."""
+    text = str(name or "").strip().lower()
+    if text and ":" not in text.rsplit("/", 1)[-1]:
+        text += ":latest"
+    return text
+
+
+def ps_entry_for(ps_models: Iterable[Mapping[str, Any]] | None, model: str) -> dict | None:
+    """The `/api/ps` entry of `model` (matched on `name` or `model`, `:latest` implied), or None."""
+    want = normalise_model_name(model)
+    for entry in ps_models or []:
+        if want in (normalise_model_name(entry.get("name")), normalise_model_name(entry.get("model"))):
+            return dict(entry)
+    return None
+
+
+def _int(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def spill_warning(entry: Mapping[str, Any] | None) -> str | None:
+    """A loud one-paragraph warning when the model does not fit in GPU memory, else None.
+
+    None also when the entry lacks `size`/`size_vram` (nothing to judge)."""
+    if not entry:
+        return None
+    size, size_vram = _int(entry.get("size")), _int(entry.get("size_vram"))
+    if size is None or size_vram is None or size <= 0 or size_vram >= size:
+        return None
+    on_cpu = size - size_vram
+    name = entry.get("name") or entry.get("model") or "the model"
+    ctx = entry.get("context_length")
+    ctx_text = f" at context_length {ctx}" if ctx else ""
+    return (
+        f"WARNING: {name}{ctx_text} does not fit in GPU memory: /api/ps size_vram {size_vram / MIB:.0f} MiB "
+        f"< size {size / MIB:.0f} MiB, so {on_cpu / MIB:.0f} MiB ({on_cpu / size:.1%}) of it runs from system "
+        f"RAM on the CPU and every request will be several times slower. Lower num_ctx or the parallel slots "
+        f"(OLLAMA_NUM_PARALLEL), or use a smaller quantisation of the model."
+    )

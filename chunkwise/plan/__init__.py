@@ -1,0 +1,1 @@
+"""Chunk sizing from the context budget and the run plan `chunkwise plan` prints."""

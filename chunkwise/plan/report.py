@@ -1,0 +1,290 @@
+"""The run plan `chunkwise plan` prints: what an operator checks before a run.
+
+`build_plan` adds to the chunking (`chunkwise.plan.chunks`): the KV cache Ollama reserves at load
+(`chunkwise.ollama.kv`, num_ctx x parallel tokens, research/ollama.md section 3), whether it fits the free
+VRAM, which num_ctx and parallel suit independent mode, the requests that cannot fit the context,
+and an ETA when prefill/decode rates are known; `Plan.as_dict()` and `Plan.render()` give its JSON
+and text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from chunkwise.ollama import kv
+from chunkwise.tokens import MIN_TOLERANCE, estimate_tokens
+from chunkwise.inputs.scan import InputSummary, Reject
+from chunkwise.params import RunParams
+from chunkwise.plan.chunks import FILL, chunk_count, chunk_multiple, chunk_size_for, mean_request_tokens
+
+#: Decode time per token grows as 1 + context / ATTENTION_CONTEXT (research/gpu-measurements.md
+#: section 2: 1.98x at 131,072 tokens of context on an H100, Llama-3.1-8B shape).
+ATTENTION_CONTEXT = 131_072
+#: Headroom on the estimated tokens of the largest request when recommending a num_ctx.
+CONTEXT_MARGIN = MIN_TOLERANCE
+CONTEXT_STEP = 1024
+MAX_PARALLEL = 64  # RunParams.parallel's upper bound
+IDS_SHOWN = 10
+REJECTS_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class TokenStats:
+    """Estimated prompt tokens per accepted request."""
+
+    min: int
+    p50: int
+    mean: float
+    p95: int
+    max: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    input_path: str
+    rows: int
+    accepted: int
+    rejected: int
+    first_rejects: tuple[Reject, ...]
+    mode: str
+    model: str
+    num_ctx: int
+    parallel: int
+    num_predict: int
+    expected_answer_tokens: int
+    chars_per_token: float
+    budget_tokens: int
+    budget_source: str  # "num_ctx" or "chunk_token_budget"
+    chunk_size: int
+    chunk_size_computed: bool
+    chunk_count: int
+    chunk_sizes: tuple[int, int]  # smallest and largest chunk
+    prompt_tokens: TokenStats | None  # None without accepted rows
+    system_prompt_tokens: int
+    mean_request_tokens: float  # (prompt + own system) tokens + expected answer tokens
+    conversation_peak_tokens: int | None  # system + largest chunk x mean request tokens
+    trim_at_tokens: int | None  # trim_threshold x num_ctx
+    model_info_source: str
+    training_context: int | None
+    kv_cache_type: str
+    kv_mib_per_token: float | None
+    kv_reason: str | None  # why kv_mib_per_token is unknown
+    kv_reserved_mib: float | None  # kv_mib_per_token x num_ctx x parallel
+    weights_mib: float | None
+    free_vram_mib: float | None
+    gpu_reason: str | None
+    fits: bool | None
+    fit_detail: str
+    largest_request_tokens: int  # system + largest prompt, estimated
+    independent_num_ctx: int  # smallest num_ctx (1024 multiple) fitting the largest request + num_predict
+    independent_slots: int | None  # parallel slots of independent_num_ctx that fit the free VRAM
+    slots_at_num_ctx: int | None  # parallel slots of num_ctx that fit the free VRAM
+    too_long_count: int  # accepted requests whose system + prompt + num_predict exceed num_ctx
+    too_long_ids: tuple[Any, ...]
+    eta_s: float | None
+    eta_detail: str
+    advice: tuple[str, ...] = field(default=())
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: tuples become lists, nested dataclasses dicts."""
+        return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+
+    def render(self) -> str:
+        return "\n".join(_render_lines(self))
+
+
+def _largest_within(limit: int, tokens_of: Any) -> int:
+    """The most characters whose token count `tokens_of(chars)` (monotone) is still <= limit."""
+    lo, hi = 0, 1
+    while tokens_of(hi) <= limit:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if tokens_of(mid) <= limit else (lo, mid)
+    return lo
+
+
+def _token_stats(prompt_chars: pa.Array, cpt: float) -> TokenStats | None:
+    if len(prompt_chars) == 0:
+        return None
+    mm = pc.min_max(prompt_chars)
+    p50, p95 = pc.quantile(prompt_chars, q=[0.5, 0.95], interpolation="nearest").to_pylist()
+    mean = pc.mean(prompt_chars).as_py() / cpt
+    return TokenStats(estimate_tokens(mm["min"].as_py(), cpt), estimate_tokens(int(p50), cpt), round(mean, 1),
+                      estimate_tokens(int(p95), cpt), estimate_tokens(mm["max"].as_py(), cpt))
+
+
+def _slots(available_mib: float | None, per_token_mib: float | None, ctx: int) -> int | None:
+    if available_mib is None or not per_token_mib:
+        return None
+    return max(0, min(MAX_PARALLEL, math.floor(available_mib / (per_token_mib * ctx))))
+
+
+def build_plan(summary: InputSummary, params: RunParams, *, system_prompt: str, model_info: dict | None,
+               model_info_source: str, free_vram_mib: float | None, gpu_reason: str | None,
+               kv_cache_type: str = "f16", chars_per_token: float | None = None,
+               prefill_tps: float | None = None, decode_tps: float | None = None,
+               weights_mib: float | None = None) -> Plan:
+    """The plan of a run of `summary`'s accepted requests with `params` (see the module docstring).
+
+    Token counts are estimates: characters / chars_per_token (default params.chars_per_token).
+    free_vram_mib is the GPU's free memory
+    now (None with gpu_reason when unknown); weights_mib the model's size when known."""
+    cpt = params.chars_per_token if chars_per_token is None else chars_per_token
+    if cpt <= 0:
+        raise ValueError(f"chars_per_token must be positive, got {cpt}")
+    conversation = params.mode == "conversation"
+    n = summary.accepted
+    sys_chars = len(system_prompt)
+    sys_tokens = estimate_tokens(sys_chars, cpt)
+    stats = _token_stats(summary.prompt_chars, cpt)
+    mean_prompt = pc.mean(summary.prompt_chars).as_py() / cpt if n else 0.0
+    mean_request = mean_request_tokens(summary, params.expected_answer_tokens, cpt)
+    budget = params.num_ctx if conversation else params.chunk_token_budget
+    size, computed = chunk_size_for(summary, params, system_prompt=system_prompt, chars_per_token=cpt)
+    count = chunk_count(n, size, chunk_multiple(params))
+    sizes = (n // count, -(-n // count)) if count else (0, 0)
+
+    # Characters of each request as sent: prompt + its own system prompt, else the run's.
+    own = summary.system_chars
+    req_chars = pc.add(summary.prompt_chars, pc.fill_null(own, sys_chars) if own is not None else sys_chars)
+    largest = estimate_tokens(pc.max(req_chars).as_py() or 0, cpt) if n else sys_tokens
+    fit_chars = _largest_within(params.num_ctx - params.num_predict, lambda c: estimate_tokens(c, cpt))
+    too_long = (pc.sum(pc.greater(req_chars, fit_chars)).as_py() or 0) if n else 0
+    too_long_ids = tuple(r.id for r in summary.longest
+                         if r.chars + (0 if r.own_system else sys_chars) > fit_chars)[:IDS_SHOWN]
+    need = math.ceil(largest * (1 + CONTEXT_MARGIN)) + params.num_predict
+    independent_ctx = max(2 * CONTEXT_STEP, -(-need // CONTEXT_STEP) * CONTEXT_STEP)
+
+    per_token = kv_reason = training = None
+    if model_info is None:
+        kv_reason = model_info_source if model_info_source.startswith("unknown") else (
+            f"model_info unknown ({model_info_source})")
+    else:
+        training = kv.training_context(model_info)
+        try:
+            per_token = kv.kv_mib_per_token(model_info, kv_cache_type)
+        except kv.ModelInfoError as exc:
+            kv_reason = str(exc)
+    reserved = per_token * params.num_ctx * params.parallel if per_token is not None else None
+    available = free_vram_mib - (weights_mib or 0.0) if free_vram_mib is not None else None
+    if free_vram_mib is None:
+        fits, fit_detail = None, f"unknown: {gpu_reason or 'no GPU visible'}"
+    elif reserved is None:
+        fits, fit_detail = None, f"unknown: {kv_reason}"
+    else:
+        total = reserved + (weights_mib or 0.0)
+        weights = f"weights {weights_mib:,.0f} MiB" if weights_mib is not None else "weights unknown (not counted)"
+        fits = total <= free_vram_mib
+        fit_detail = (f"KV {reserved:,.0f} MiB + {weights} = {total:,.0f} MiB vs {free_vram_mib:,.0f} MiB free "
+                      "(compute buffers not counted)")
+
+    peak = sys_tokens + math.ceil(sizes[1] * mean_request) if conversation else None
+    trim_at = int(params.trim_threshold * params.num_ctx) if conversation else None
+    if prefill_tps and decode_tps:
+        prompt_total = (pc.sum(summary.prompt_chars).as_py() or 0) / cpt
+        if conversation:  # the system prompt once per chunk; earlier turns come from the prefix cache
+            prefill = count * sys_tokens + prompt_total
+            avg_ctx = sys_tokens + sizes[1] * mean_request / 2
+        else:  # the system prompt is cached once per slot
+            prefill = params.parallel * sys_tokens + prompt_total
+            avg_ctx = sys_tokens + mean_prompt + params.expected_answer_tokens / 2
+        decode = n * params.expected_answer_tokens
+        slowdown = 1 + avg_ctx / ATTENTION_CONTEXT
+        eta = prefill / prefill_tps + decode * slowdown / decode_tps
+        eta_detail = (f"prefill {prefill:,.0f} tokens / {prefill_tps:g} tok/s + decode {decode:,} tokens x "
+                      f"(1 + {avg_ctx:,.0f} / {ATTENTION_CONTEXT}) = x{slowdown:.3f} / {decode_tps:g} tok/s "
+                      "(aggregate server rates at this parallel setting)")
+    else:
+        eta, eta_detail = None, "unknown: give --prefill-tps and --decode-tps (aggregate server tokens/s)"
+
+    slots_ctx = _slots(available, per_token, params.num_ctx)
+    slots_ind = _slots(available, per_token, independent_ctx)
+    advice = []
+    if training is not None and params.num_ctx > training:
+        advice.append(f"Ollama clamps num_ctx to the model's training context {training}: set --num-ctx {training} "
+                      f"or less (this plan assumes {params.num_ctx})")
+    if too_long:
+        advice.append(
+            f"{too_long} requests exceed num_ctx {params.num_ctx} with the system prompt and num_predict "
+            f"(estimated); Ollama would cut them silently: raise num_ctx to at least {independent_ctx}")
+    if fits is False:
+        advice.append("the KV cache does not fit the free VRAM: lower num_ctx or parallel, or use --kv-cache-type "
+                      "q8_0 (needs OLLAMA_FLASH_ATTENTION=1 on Ollama before v0.30)")
+    if conversation and peak is not None and trim_at is not None and peak > trim_at:
+        advice.append(f"a chunk's conversation reaches about {peak} tokens, past the trim point {trim_at}: "
+                      "its oldest turns will be dropped; lower --chunk-size")
+    if slots_ctx is not None:
+        advice.append(f"{'conversation' if conversation else 'this'} num_ctx {params.num_ctx}: {slots_ctx} "
+                      f"parallel slot(s) fit the free VRAM")
+    slot_mib = f", {per_token * independent_ctx:,.0f} MiB of KV per slot" if per_token is not None else ""
+    advice.append(
+        f"independent mode: num_ctx {independent_ctx} fits the largest request ({largest} tokens + "
+        f"{CONTEXT_MARGIN:.0%} margin + num_predict {params.num_predict}){slot_mib}"
+        + (f"; {slots_ind} parallel slot(s) of it fit the free VRAM: set OLLAMA_NUM_PARALLEL and --parallel "
+           f"to {slots_ind}" if slots_ind else ""))
+
+    return Plan(
+        input_path=summary.path, rows=summary.rows, accepted=n, rejected=summary.rejected,
+        first_rejects=summary.first_rejects[:REJECTS_SHOWN], mode=params.mode, model=params.model,
+        num_ctx=params.num_ctx, parallel=params.parallel, num_predict=params.num_predict,
+        expected_answer_tokens=params.expected_answer_tokens, chars_per_token=cpt, budget_tokens=budget,
+        budget_source="num_ctx" if conversation else "chunk_token_budget", chunk_size=size,
+        chunk_size_computed=computed, chunk_count=count, chunk_sizes=sizes, prompt_tokens=stats,
+        system_prompt_tokens=sys_tokens, mean_request_tokens=round(mean_request, 1),
+        conversation_peak_tokens=peak, trim_at_tokens=trim_at, model_info_source=model_info_source,
+        training_context=training, kv_cache_type=kv_cache_type,
+        kv_mib_per_token=per_token, kv_reason=kv_reason, kv_reserved_mib=reserved, weights_mib=weights_mib,
+        free_vram_mib=free_vram_mib, gpu_reason=gpu_reason, fits=fits, fit_detail=fit_detail,
+        largest_request_tokens=largest, independent_num_ctx=independent_ctx, independent_slots=slots_ind,
+        slots_at_num_ctx=slots_ctx, too_long_count=too_long, too_long_ids=too_long_ids, eta_s=eta,
+        eta_detail=eta_detail, advice=tuple(advice),
+    )
+
+
+def _duration(seconds: float) -> str:
+    h, rem = divmod(int(round(seconds)), 3600)
+    return f"{h}h {rem // 60:02d}m {rem % 60:02d}s"
+
+
+def _render_lines(p: Plan) -> list[str]:
+    out = [f"input        {p.input_path}: {p.rows} rows, {p.accepted} accepted, {p.rejected} rejected"]
+    out += [f"  reject     row {r.row} id {r.id!r}: {r.reason}" for r in p.first_rejects]
+    if p.rejected > len(p.first_rejects):
+        out.append(f"  ...        {p.rejected - len(p.first_rejects)} more rejects")
+    t = p.prompt_tokens
+    if t is not None:
+        out.append(f"prompts      estimated tokens min {t.min}, p50 {t.p50}, mean {t.mean}, p95 {t.p95}, max {t.max} "
+                   f"({p.chars_per_token:g} chars/token)")
+    out.append(f"system       {p.system_prompt_tokens} tokens; mean request {p.mean_request_tokens} tokens "
+               f"(prompt + {p.expected_answer_tokens} expected answer)")
+    how = (f"computed: floor({FILL} x ({p.budget_tokens} {p.budget_source} - {p.system_prompt_tokens}) / "
+           f"{p.mean_request_tokens})" if p.chunk_size_computed else "given")
+    out.append(f"chunks       {p.chunk_count} chunks of {p.chunk_sizes[0]}-{p.chunk_sizes[1]} requests; "
+               f"chunk size {p.chunk_size} ({how})")
+    out.append(f"mode         {p.mode}, model {p.model}, num_ctx {p.num_ctx}, parallel {p.parallel}, "
+               f"num_predict {p.num_predict}")
+    if p.conversation_peak_tokens is not None:
+        out.append(f"conversation about {p.conversation_peak_tokens} tokens at a chunk's end (trim at {p.trim_at_tokens})")
+    src = f"model_info from {p.model_info_source}"
+    weights = f"; weights {p.weights_mib:,.0f} MiB" if p.weights_mib is not None else ""
+    if p.kv_mib_per_token is not None:
+        out.append(f"kv cache     {p.kv_mib_per_token:.4f} MiB/token ({p.kv_cache_type}, {src}); reserved "
+                   f"{p.kv_reserved_mib:,.0f} MiB for num_ctx {p.num_ctx} x parallel {p.parallel}{weights}")
+    else:
+        out.append(f"kv cache     ?: {p.kv_reason}")
+    out.append(f"fits vram    {'yes' if p.fits else 'no' if p.fits is False else '?'}: {p.fit_detail}")
+    if p.too_long_count:
+        ids = ", ".join(repr(i) for i in p.too_long_ids)
+        more = f" and {p.too_long_count - len(p.too_long_ids)} more" if p.too_long_count > len(p.too_long_ids) else ""
+        out.append(f"too long     {p.too_long_count} requests: {ids}{more}")
+    out.append(f"eta          {_duration(p.eta_s) if p.eta_s is not None else '?'}: {p.eta_detail}")
+    out += [f"advice       {a}" for a in p.advice]
+    return out

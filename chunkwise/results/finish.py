@@ -1,0 +1,67 @@
+"""The end of a run: results.parquet, stats.json and the session's close in the manifest."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from chunkwise.store.checkpoint import load_checkpoint
+from chunkwise.store.files import read_json, write_json_atomic
+from chunkwise.run.manifest import now_iso
+from chunkwise.results.assemble import assemble_results, conversation_starts
+from chunkwise.run.context import RunContext, get_runtime
+from chunkwise.store.layout import RunPaths
+from chunkwise.results.stats import compute_stats
+
+
+class IncompleteRun(RuntimeError):
+    """Some chunks have no valid checkpoint; the run must be resumed before it can be aggregated."""
+
+
+def active_seconds(manifest: dict[str, Any]) -> float:
+    total = 0.0
+    for session in manifest.get("sessions", []):
+        start = datetime.fromisoformat(session["started_at"])
+        end = datetime.fromisoformat(session["ended_at"]) if session.get("ended_at") else None
+        if end is not None:
+            total += (end - start).total_seconds()
+    return total
+
+
+def close_session(paths: RunPaths) -> dict[str, Any]:
+    manifest = read_json(paths.manifest)
+    if manifest.get("sessions"):
+        manifest["sessions"][-1]["ended_at"] = now_iso()
+    write_json_atomic(paths.manifest, manifest)
+    return manifest
+
+
+def finish_run(ctx: RunContext, n_chunks: int, telemetry: dict[str, Any] | None = None) -> dict[str, Any]:
+    paths = RunPaths(ctx.dir)
+    checkpoints = [paths.checkpoint(i) for i in range(n_chunks)]
+    missing = [p.name for p in checkpoints if load_checkpoint(p) is None]
+    if missing:
+        raise IncompleteRun(f"{len(missing)} chunks have no valid checkpoint ({', '.join(missing[:3])}...); resume the run")
+    assemble_results(paths, checkpoints)
+    manifest = close_session(paths)
+    calibration = get_runtime(ctx).estimator.calibration.as_dict()
+    stats = compute_stats(
+        paths.results,
+        mode=ctx.params.mode,
+        system_prompt=ctx.system_prompt,
+        chars_per_token=calibration["chars_per_token"],
+        active_seconds=active_seconds(manifest),
+        chunks=n_chunks,
+        conversation_starts=conversation_starts(paths, checkpoints, ctx.system_prompt)
+        if ctx.params.mode == "conversation" else None,
+        extra={
+            **(telemetry or {}),
+            "truncation": {"calibration": calibration, "send_truncate_false": ctx.send_truncate_false},
+            "server": {"host": ctx.host, "ollama_version": ctx.server_version, "is_simulator": ctx.is_simulator,
+                       "model": ctx.params.model, "model_digest": ctx.model_digest},
+            "run": {"name": ctx.dir.name, "dir": str(ctx.dir), "sessions": len(manifest.get("sessions", [])),
+                    "results": str(paths.results)},
+        },
+    )
+    write_json_atomic(paths.stats, stats)
+    return stats

@@ -1,0 +1,134 @@
+"""Run statistics (`stats.json` and the Prefect artifact), computed from results.parquet.
+
+Everything is derived from measured counts: Ollama's per-request metrics, the client's wall
+times, the GPU sampler, `/api/ps`. Throughput divides by the run's active time (the sum of its
+sessions), so a resumed run's figures are not flattered by the time it spent stopped.
+
+System-prompt savings compare the chosen mode with sending the system prompt in front of every
+request and evaluating it each time. Conversation mode places it once per conversation (once per
+chunk, plus a restart where a row brings its own system prompt); independent mode sends it with
+every request, so its savings come only from Ollama's prefix cache, which shows in
+`prompt_eval_duration`, not in token counts, and is reported as 0 here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from chunkwise.tokens import estimate_tokens
+from chunkwise.store.records import FailureClass, Status
+
+
+def _ms(ns: float | None) -> float | None:
+    return None if ns is None else round(ns / 1e6, 3)
+
+
+def compute_stats(
+    results_path,
+    *,
+    mode: str,
+    system_prompt: str,
+    chars_per_token: float,
+    active_seconds: float,
+    chunks: int,
+    conversation_starts: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    lf = pl.scan_parquet(results_path)
+    ok = pl.col("status") == str(Status.OK)
+    row = lf.select(
+        pl.len().alias("total"),
+        ok.sum().alias("succeeded"),
+        (pl.col("status") == str(Status.FAILED)).sum().alias("failed"),
+        (pl.col("status") == str(Status.REJECTED)).sum().alias("rejected"),
+        pl.col("prompt_eval_count").sum().alias("prompt_tokens"),
+        pl.col("eval_count").sum().alias("generated_tokens"),
+        pl.col("eval_duration_ns").sum().alias("eval_ns"),
+        pl.col("total_duration_ns").sum().alias("server_ns"),
+        pl.col("latency_ns").filter(ok).quantile(0.50, "nearest").alias("p50"),
+        pl.col("latency_ns").filter(ok).quantile(0.95, "nearest").alias("p95"),
+        pl.col("latency_ns").filter(ok).quantile(0.99, "nearest").alias("p99"),
+        pl.col("latency_ns").filter(ok).mean().alias("mean"),
+        (pl.col("attempts") - 1).clip(lower_bound=0).sum().alias("request_retries"),
+        pl.col("load_duration_ns").max().alias("load_max_ns"),
+        (pl.col("load_duration_ns") >= 100_000_000).sum().alias("load_events"),
+        (pl.col("status") != str(Status.REJECTED)).sum().alias("sent_requests"),
+    ).collect().row(0, named=True)
+    by_class = (
+        lf.filter(pl.col("status") == str(Status.FAILED)).group_by("error_class").len().collect().rows()
+    )
+    failed_by_class = {str(c): 0 for c in FailureClass} | {str(k): int(v) for k, v in by_class}
+
+    system_tokens = estimate_tokens(len(system_prompt), chars_per_token) if system_prompt else 0
+    sent = int(row["sent_requests"] or 0)
+    placements = (conversation_starts if conversation_starts is not None else chunks) if mode == "conversation" else sent
+    naive = sent * system_tokens
+    chosen = min(placements, sent) * system_tokens
+    seconds = max(active_seconds, 1e-9)
+    stats = {
+        "requests": {
+            "total": row["total"], "succeeded": row["succeeded"], "failed": row["failed"],
+            "rejected": row["rejected"], "failed_by_class": failed_by_class,
+            "reconciles": row["total"] == row["succeeded"] + row["failed"] + row["rejected"],
+        },
+        "tokens": {
+            "prompt_evaluated": int(row["prompt_tokens"] or 0),
+            "generated": int(row["generated_tokens"] or 0),
+            "system_prompt_tokens_estimated": system_tokens,
+            "system_prompt_savings": {
+                "naive_tokens": naive,
+                "mode_tokens": chosen,
+                "saved_pct": round(100.0 * (1 - chosen / naive), 2) if naive else 0.0,
+                "basis": "conversation starts" if mode == "conversation" else "every request carries it",
+            },
+        },
+        "throughput": {
+            "active_seconds": round(active_seconds, 3),
+            "requests_per_s": round((row["succeeded"] + row["failed"]) / seconds, 3),
+            "generated_tokens_per_s": round(int(row["generated_tokens"] or 0) / seconds, 3),
+            "server_decode_tokens_per_s": round(int(row["generated_tokens"] or 0) / (row["eval_ns"] / 1e9), 3)
+            if row["eval_ns"] else None,
+        },
+        "latency_ms": {"p50": _ms(row["p50"]), "p95": _ms(row["p95"]), "p99": _ms(row["p99"]),
+                       "mean": _ms(row["mean"])},
+        "chunks": chunks,
+        "retries": {"request_retries": int(row["request_retries"] or 0)},
+        # Ollama's load_duration includes waiting for a load another request started, so the
+        # longest one is the model's load time and the count shows how many requests waited on one.
+        "model_load": {"load_duration_max_s": round((row["load_max_ns"] or 0) / 1e9, 3),
+                       "requests_with_load_over_100ms": int(row["load_events"] or 0)},
+        "mode": mode,
+    }
+    for key, value in (extra or {}).items():
+        if isinstance(value, dict) and isinstance(stats.get(key), dict):
+            stats[key] = {**stats[key], **value}
+        else:
+            stats[key] = value
+    return stats
+
+
+def stats_table(stats: dict[str, Any]) -> list[dict[str, str]]:
+    """Rows for the Prefect table artifact: a flat `metric` / `value` view of the essentials."""
+    r, t, th, lat = stats["requests"], stats["tokens"], stats["throughput"], stats["latency_ms"]
+    gpu = stats.get("gpu") or {}
+    vram = "unavailable: " + str(gpu.get("reason")) if not gpu.get("available", False) else ", ".join(
+        f"GPU{g['index']} baseline {g['baseline_used_mib']:.0f} MiB, peak {g['peak_used_mib']:.0f} MiB"
+        for g in gpu.get("gpus", [])
+    )
+    rows = [
+        ("requests total / succeeded / failed / rejected", f"{r['total']} / {r['succeeded']} / {r['failed']} / {r['rejected']}"),
+        ("failed by class", ", ".join(f"{k} {v}" for k, v in r["failed_by_class"].items() if v) or "none"),
+        ("prompt tokens evaluated / generated", f"{t['prompt_evaluated']} / {t['generated']}"),
+        ("requests/s, generated tokens/s", f"{th['requests_per_s']}, {th['generated_tokens_per_s']}"),
+        ("latency p50 / p95 / p99 (ms)", f"{lat['p50']} / {lat['p95']} / {lat['p99']}"),
+        ("chunks, request retries, chunk task retries",
+         f"{stats['chunks']}, {stats['retries']['request_retries']}, "
+         f"{stats['retries'].get('chunk_task_retries_this_session', 0)}"),
+        ("model load time (s), requests that waited on a load",
+         f"{stats['model_load']['load_duration_max_s']}, {stats['model_load']['requests_with_load_over_100ms']}"),
+        ("VRAM", vram),
+        ("system prompt savings", f"{t['system_prompt_savings']['saved_pct']}% ({t['system_prompt_savings']['basis']})"),
+    ]
+    return [{"metric": k, "value": v} for k, v in rows]

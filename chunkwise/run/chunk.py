@@ -1,0 +1,152 @@
+"""Running one chunk: skip it if its checkpoint is valid, otherwise send what the ledger lacks and
+write the checkpoint.
+
+Conversation mode sends the chunk's requests in order as one chat, holding one server slot for the
+whole conversation (interleaving conversations on a slot would evict each one's prefix cache).
+Independent mode sends each request on its own with the system prompt first, up to `parallel` in
+flight across all chunks, each request holding a slot only while it is in flight.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+from chunkwise.store.checkpoint import load_checkpoint, write_checkpoint
+from chunkwise.run.conversation import Conversation
+from chunkwise.store.files import StorageError
+from chunkwise.store.ledger import Ledger
+from chunkwise.logs import logger
+from chunkwise.ollama.client import FatalError
+from chunkwise.plan.chunks import ChunkSpec
+from chunkwise.store.records import Status
+from chunkwise.run.context import RunContext, Runtime, get_runtime
+from chunkwise.store.layout import RunPaths
+from chunkwise.run.send import RunInterrupted, check_running, send
+from chunkwise.inputs.stage import read_requests
+
+
+def log():
+    return logger("chunkwise.run.chunk")
+
+
+def summarize(spec: ChunkSpec, records: list[dict[str, Any]], digest: str, **extra: Any) -> dict[str, Any]:
+    """The small result a chunk task returns (and Prefect persists): counts, never text."""
+    by_class: dict[str, int] = {}
+    for r in records:
+        if r["status"] == Status.FAILED:
+            by_class[r["error_class"]] = by_class.get(r["error_class"], 0) + 1
+    ok = sum(1 for r in records if r["status"] == Status.OK)
+    return {"index": spec.index, "label": spec.label, "requests": len(records), "ok": ok,
+            "failed": len(records) - ok, "failed_by_class": by_class, "digest": digest, **extra}
+
+
+def checkpoint_is_final(records: list[dict[str, Any]], retry_failed: bool) -> bool:
+    return not (retry_failed and any(r["status"] == Status.FAILED for r in records))
+
+
+def run_chunk(ctx: RunContext, spec: ChunkSpec) -> dict[str, Any]:
+    paths = RunPaths(ctx.dir)
+    existing = load_checkpoint(paths.checkpoint(spec.index))
+    if existing is not None and checkpoint_is_final(existing[0], ctx.params.retry_failed):
+        return summarize(spec, existing[0], existing[1], sent=0, from_checkpoint=True)
+
+    rt = get_runtime(ctx)
+    check_running(rt)
+    rows = read_requests(paths.requests, spec.start, spec.stop).to_dicts()
+    with Ledger(paths.ledger(spec.index)) as ledger:
+        try:
+            done = ledger.load()
+        except OSError as exc:
+            raise storage_failure(rt, ledger.path, exc) from exc
+        for record in (existing[0] if existing else []):
+            done.setdefault(record["_row"], record)  # a checkpoint outlives a lost ledger
+        for record in done.values():
+            rt.estimator.observe(record["prompt_chars"] or 0, record["prompt_eval_count"], ctx.params.num_ctx)
+        pending = {
+            r["_row"] for r in rows
+            if r["_row"] not in done or (ctx.params.retry_failed and done[r["_row"]]["status"] == Status.FAILED)
+        }
+        log().info("%s: %d requests, %d already answered or recorded, %d to send",
+                 spec.label, len(rows), len(rows) - len(pending), len(pending))
+
+        def record(outcome: dict[str, Any]) -> None:
+            try:
+                ledger.append(outcome)
+            except OSError as exc:
+                raise storage_failure(rt, ledger.path, exc) from exc
+            done[outcome["_row"]] = outcome
+
+        if pending and ctx.params.mode == "conversation":
+            _conversation(ctx, rt, spec, rows, pending, done, record)
+        elif pending:
+            _independent(ctx, rt, spec, [r for r in rows if r["_row"] in pending], record)
+
+    records = [done[r["_row"]] for r in rows]
+    try:
+        digest = write_checkpoint(paths.checkpoint(spec.index), records)
+    except OSError as exc:
+        raise storage_failure(rt, paths.checkpoint(spec.index), exc) from exc
+    return summarize(spec, records, digest, sent=len(pending), from_checkpoint=False,
+                     ledger_lines_dropped=ledger.dropped)
+
+
+def storage_failure(rt: Runtime, path: Path, exc: OSError) -> StorageError:
+    """Stop every chunk of the run (they would meet the same full disk after paying for an answer)."""
+    error = StorageError(
+        f"cannot write {path} ({exc.strerror or exc}); free space or fix the run directory, then resume with "
+        "the same run name: every answer already in the ledger is kept"
+    )
+    rt.fatal = rt.fatal or error
+    return error
+
+
+def _system_for(ctx: RunContext, row: dict[str, Any]) -> str:
+    return row.get("system") or ctx.system_prompt
+
+
+def _conversation(ctx, rt: Runtime, spec, rows, pending, done, record) -> None:
+    p = ctx.params
+    conv = Conversation(ctx.system_prompt, num_ctx=p.num_ctx, trim_threshold=p.trim_threshold,
+                        chars_per_token=ctx.chars_per_token)
+    with rt.slots:
+        for row in rows:
+            messages = conv.prepare(row["prompt"], _system_for(ctx, row))
+            if row["_row"] in pending:
+                record(send(ctx, rt, row=row["_row"], chunk=spec.index, messages=messages))
+            outcome = done.get(row["_row"])
+            if outcome is not None and outcome["status"] == Status.OK:
+                conv.add(row["prompt"], outcome["response"])
+
+
+def _independent(ctx, rt: Runtime, spec, rows, record) -> None:
+    def one(row: dict[str, Any]) -> None:
+        system = _system_for(ctx, row)
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": row["prompt"]}
+        ]
+        check_running(rt)
+        with rt.slots:
+            outcome = send(ctx, rt, row=row["_row"], chunk=spec.index, messages=messages)
+        record(outcome)
+
+    with ThreadPoolExecutor(max_workers=ctx.params.parallel, thread_name_prefix=f"chunk{spec.index}") as pool:
+        futures = [pool.submit(one, row) for row in rows]
+        finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        if any(f.exception() is not None for f in finished):
+            for f in futures:
+                f.cancel()
+    errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
+    if errors:
+        raise root_cause(errors)
+
+
+def root_cause(errors: list[BaseException]) -> BaseException:
+    """The error that explains why a chunk stopped: a fatal answer or a failed write before anything else, and a
+    `RunInterrupted` (the other requests noticing the stop) only when there is nothing else."""
+    for kind in ((FatalError, StorageError), Exception):
+        for exc in errors:
+            if isinstance(exc, kind) and not isinstance(exc, RunInterrupted):
+                return exc
+    return errors[0]

@@ -1,0 +1,96 @@
+"""The run manifest (`manifest.json`): what a run is, so a resume can prove it continues the same run.
+
+A resume is refused, naming each difference, when the input fingerprint, the model or its digest,
+the options, the mode, the system prompt or the answer format differ from the manifest. The Ollama
+version and chunkwise's version are recorded and compared only to warn: an upgrade between two
+sessions is legitimate and should not strand a paid-for run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from chunkwise import __version__
+from chunkwise.store.files import read_json, write_json_atomic
+from chunkwise.run.context import RunContext
+
+#: Manifest keys whose change makes earlier answers incomparable with new ones.
+BINDING_KEYS = ("input_fingerprint", "model", "model_digest", "options", "mode", "system_prompt_sha256",
+                "format", "trim_threshold", "chars_per_token", "chunk_plan")
+#: Keys recorded for the record; a change only warns.
+ADVISORY_KEYS = ("ollama_version", "code_version")
+
+MANIFEST_VERSION = 1
+
+
+def now_iso() -> str:
+    # milliseconds: session lengths are summed into the active time that throughput divides by, and a
+    # short session measured in whole seconds could count as 0 s
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def build_manifest(ctx: RunContext, *, input_path: str, chunk_plan: dict[str, Any]) -> dict[str, Any]:
+    p = ctx.params
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "run_name": os.path.basename(ctx.run_dir),
+        "input_path": input_path,
+        "input_fingerprint": ctx.input_fingerprint,
+        "model": p.model,
+        "model_digest": ctx.model_digest,
+        "host": ctx.host,
+        "ollama_version": ctx.server_version,
+        "server_is_simulator": ctx.is_simulator,
+        "options": ctx.options(),
+        "keep_alive": p.keep_alive,
+        "mode": p.mode,
+        "parallel": p.parallel,
+        "system_prompt_sha256": hashlib.sha256(ctx.system_prompt.encode()).hexdigest(),
+        "format": p.format,
+        "trim_threshold": p.trim_threshold,
+        "chars_per_token": ctx.chars_per_token,
+        "send_truncate_false": ctx.send_truncate_false,
+        "chunk_plan": chunk_plan,
+        "code_version": __version__,
+        "params": p.model_dump(mode="json"),
+        "created_at": now_iso(),
+        "sessions": [],
+    }
+
+
+def differences(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(binding differences that refuse a resume, advisory ones that only warn), each a phrase."""
+
+    def phrase(key: str) -> str:
+        return f"{key}: run has {_short(old.get(key))}, now {_short(new.get(key))}"
+
+    binding = [phrase(k) for k in BINDING_KEYS if old.get(k) != new.get(k)]
+    advisory = [phrase(k) for k in ADVISORY_KEYS if old.get(k) != new.get(k)]
+    return binding, advisory
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def start_session(manifest: dict[str, Any], *, retry_failed: bool) -> dict[str, Any]:
+    """Append a session entry (one per start or resume) and return it."""
+    session = {"started_at": now_iso(), "ended_at": None, "pid": os.getpid(), "hostname": socket.gethostname(),
+               "code_version": __version__, "retry_failed": retry_failed}
+    manifest.setdefault("sessions", []).append(session)
+    return session
+
+
+def touch_session(path: Path) -> None:
+    """Mark the current session alive until now (so a crashed session's time still counts in the
+    run's active time)."""
+    manifest = read_json(path)
+    if manifest.get("sessions"):
+        manifest["sessions"][-1]["ended_at"] = now_iso()
+        write_json_atomic(path, manifest)

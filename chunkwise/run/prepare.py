@@ -1,0 +1,237 @@
+"""Everything that happens before the first request: resolve and check the configuration, ask the
+server what it is, create or re-open the run directory, stage the input and plan the chunks.
+
+Each check fails with `SetupError`, a one-line message naming what is wrong and what to do; the
+CLI turns it into exit code 2. Nothing is sent to the model until all of them pass.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from chunkwise.inputs import scan as inputs
+from chunkwise.inputs import stage as staging
+from chunkwise.plan import chunks as planning
+from chunkwise.store import lock as runlock
+from chunkwise.store.files import UnsafePathError, read_json, write_json_atomic
+from chunkwise.ollama.kv import training_context
+from chunkwise.logs import logger
+from chunkwise.run.manifest import build_manifest, differences, start_session
+from chunkwise.ollama.client import ConfigError, OllamaClient, OllamaError, parse_host
+from chunkwise.params import RunParams
+from chunkwise.run.context import RunContext
+from chunkwise.store.layout import RunPaths, default_run_name, run_paths
+from chunkwise.settings import get_settings
+
+
+def log():
+    return logger("chunkwise.run.prepare")
+
+
+#: First Ollama version that honours `truncate: false` (research/ollama.md section 2).
+TRUNCATE_FLAG_SINCE = (0, 12, 6)
+
+
+class SetupError(ValueError):
+    """The run cannot start; the message says why and what to do."""
+
+
+@dataclass
+class PreparedRun:
+    """A checked configuration, a staged input and the run's earlier manifest (None for a new run)."""
+
+    ctx: RunContext
+    staged: staging.StagedInput
+    existing_manifest: dict | None
+    #: `/api/show` model_info (architecture numbers for the KV formula).
+    model_info: dict
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    numbers = []
+    for part in text.split("-")[0].split(".")[:3]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        numbers.append(int(digits) if digits else 0)
+    return tuple(numbers)
+
+
+def resolve_system_prompt(params: RunParams) -> str:
+    if not params.system_prompt_file:
+        return params.system_prompt
+    path = Path(params.system_prompt_file)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SetupError(f"system prompt file {path} does not exist; check --system-prompt-file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SetupError(f"system prompt file {path} cannot be read as UTF-8 text ({exc}); fix the file") from None
+
+
+def inspect_server(client: OllamaClient, params: RunParams) -> dict:
+    """Version, model digest and architecture; fails fast on an unreachable server or missing model."""
+    try:
+        version = client.version()
+        show = client.show(params.model)
+        tags = client.tags()
+    except OllamaError as exc:  # unreachable, model not found, ...: the message says what to do
+        raise SetupError(str(exc)) from None
+    digest = next((m.get("digest", "") for m in tags if m.get("name") == params.model or m.get("model") == params.model), "")
+    max_ctx = training_context(show.get("model_info") or {})
+    if max_ctx is not None and params.num_ctx > max_ctx:
+        raise SetupError(
+            f"num_ctx {params.num_ctx} is above {params.model}'s maximum context of {max_ctx} tokens (Ollama would "
+            f"silently clamp it); use --num-ctx {max_ctx} or less"
+        )
+    return {"version": str(version.get("version", "")), "is_simulator": bool(version.get("is_simulator")),
+            "digest": digest, "show": show}
+
+
+def open_run_dir(params: RunParams) -> tuple[RunPaths, dict | None]:
+    """The run's paths and its existing manifest, if any; refuses unwritable or unsafe locations."""
+    name = params.run_name or default_run_name(params.input_path)
+    try:
+        paths = run_paths(params.output_dir, name)
+    except UnsafePathError as exc:
+        raise SetupError(str(exc)) from None
+    try:
+        paths.root.mkdir(parents=True, exist_ok=True)
+        probe = paths.root / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise SetupError(
+            f"cannot write the run directory {paths.root} ({exc.strerror or exc}); choose an --output-dir you can write to"
+        ) from None
+    existing = read_json(paths.manifest) if paths.manifest.exists() else None
+    return paths, existing
+
+
+def prepare_run(params: RunParams) -> PreparedRun:
+    settings = get_settings()
+    system_prompt = resolve_system_prompt(params)
+    try:
+        host = parse_host(params.host or settings.ollama_host)
+    except ConfigError as exc:
+        raise SetupError(str(exc)) from None
+    with OllamaClient(host, connect_timeout_s=min(settings.connect_timeout_s, 10.0), read_timeout_s=60.0) as client:
+        server = inspect_server(client, params)
+    if server["is_simulator"]:
+        log().warning("the server at %s is chunkwise's Ollama simulator, not a real Ollama", host)
+
+    paths, existing = open_run_dir(params)
+    if existing is not None and params.new_run:
+        params = params.model_copy(update={"run_name": _next_free_name(paths), "new_run": False})
+        paths, existing = open_run_dir(params)
+
+    try:
+        runlock.acquire(paths.root)
+    except runlock.RunLocked as exc:
+        raise SetupError(str(exc)) from None
+    remove_temp_files(paths.root)
+    try:
+        staged = stage_or_reuse(params, paths, existing)
+    except inputs.InputError as exc:
+        if existing is None:
+            discard_empty_run_dir(paths.root)
+        raise SetupError(str(exc)) from None
+
+    ctx = RunContext(
+        run_dir=str(paths.root),
+        params=params.model_copy(update={"run_name": paths.root.name}),
+        host=host,
+        system_prompt=system_prompt,
+        input_fingerprint=staged.fingerprint,
+        model_digest=server["digest"],
+        server_version=server["version"],
+        is_simulator=server["is_simulator"],
+        send_truncate_false=version_tuple(server["version"]) >= TRUNCATE_FLAG_SINCE,
+        chars_per_token=params.chars_per_token,
+    )
+    return PreparedRun(ctx=ctx, staged=staged, existing_manifest=existing, model_info=server["show"].get("model_info") or {})
+
+
+def remove_temp_files(run_dir: Path) -> None:
+    """Temporary files a crash left behind (`.name.XXXX.tmp`, `.requests.parquet.tmp-PID`): never read,
+    removed while this process holds the run's lock."""
+    for folder in (run_dir, run_dir / "chunks", run_dir / "ledger"):
+        for leftover in folder.glob(".*.tmp*"):
+            leftover.unlink(missing_ok=True)
+
+
+def discard_empty_run_dir(run_dir: Path) -> None:
+    """A new run whose input was refused leaves nothing behind (its directory held only the lock)."""
+    runlock.release(run_dir)
+    (run_dir / ".lock").unlink(missing_ok=True)
+    try:
+        run_dir.rmdir()
+    except OSError:
+        pass  # something else is in it: keep it
+
+
+def stage_or_reuse(params: RunParams, paths: RunPaths, existing: dict | None) -> staging.StagedInput:
+    """Stage the input, or reuse what this run directory already staged from the same file (the
+    CLI's preflight, then the flow; every resume). A resume with another input is refused before
+    anything is written: ledgers and checkpoints refer to requests.parquet by position."""
+    source = Path(params.input_path)
+    recorded = staging.staged_record(paths.root)
+    current = staging.fingerprint(source) if source.is_file() else None
+    if existing is not None and current is not None and current != existing.get("input_fingerprint"):
+        binding, _ = differences({"input_fingerprint": existing.get("input_fingerprint")},
+                                 {"input_fingerprint": current})
+        raise SetupError(
+            f"run {paths.root.name} was started with different settings ({'; '.join(binding)}); resume with the "
+            "same settings, or pass --new-run to start a fresh run beside it"
+        )
+    limits = {"num_ctx": params.num_ctx, "num_predict": params.num_predict}
+    same = recorded is not None and current == recorded["fingerprint"] and all(recorded[k] == v for k, v in limits.items())
+    # A resume never re-stages (a changed option is refused by the manifest check, not by rewriting
+    # requests.parquet); a new run re-uses what its preflight staged from the same file and limits.
+    if recorded is not None and (existing is not None or same):
+        if current is None:
+            log().warning("input %s is gone; resuming from the run's staged copy of it", params.input_path)
+        return staging.load_staged(paths.root, source=params.input_path, fingerprint=recorded["fingerprint"],
+                                   num_ctx=recorded["num_ctx"], num_predict=recorded["num_predict"])
+    return staging.stage_input(params.input_path, paths.root, num_ctx=params.num_ctx, num_predict=params.num_predict)
+
+
+def plan_run(prepared: PreparedRun, *, write: bool = True) -> tuple[list[planning.ChunkSpec], dict]:
+    """Size and cut the chunks, then write the manifest (refusing a resume that changes the run).
+
+    With `write=False` only the checks run (the CLI's preflight).
+    """
+    ctx, staged, existing = prepared.ctx, prepared.staged, prepared.existing_manifest
+    params = ctx.params
+    try:
+        chunk_size, computed = planning.chunk_size_for(staged, params, system_prompt=ctx.system_prompt,
+                                                       chars_per_token=ctx.chars_per_token)
+    except ValueError as exc:
+        raise SetupError(str(exc)) from None
+    specs = planning.plan_chunks(staged.accepted, chunk_size, rows=staged.accepted_rows,
+                                 multiple_of=planning.chunk_multiple(params))
+    plan = {"chunk_size": chunk_size, "computed": computed, "chunks": len(specs), "requests": staged.accepted}
+    manifest = build_manifest(ctx, input_path=os.path.abspath(params.input_path), chunk_plan=plan)
+    if existing is not None:
+        binding, advisory = differences(existing, manifest)
+        if binding:
+            raise SetupError(
+                f"run {ctx.dir.name} was started with different settings ({'; '.join(binding)}); resume with the "
+                "same settings, or pass --new-run to start a fresh run beside it"
+            )
+        for note in advisory:
+            log().warning("resuming %s with a change: %s", ctx.dir.name, note)
+        manifest = {**existing, "ollama_version": manifest["ollama_version"], "code_version": manifest["code_version"]}
+    if write:
+        start_session(manifest, retry_failed=params.retry_failed)
+        write_json_atomic(RunPaths(ctx.dir).manifest, manifest)
+    return specs, manifest
+
+
+def _next_free_name(paths: RunPaths) -> str:
+    base = paths.root.name
+    for n in range(2, 10_000):
+        candidate = f"{base}-{n}"
+        if not (paths.root.parent / candidate).exists():
+            return candidate
+    raise SetupError(f"no free run name next to {paths.root}; pick one with --run-name")

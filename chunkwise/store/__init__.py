@@ -1,0 +1,1 @@
+"""Durable primitives of the run directory: layout, contained writes, ledger, checkpoints, lock, records."""

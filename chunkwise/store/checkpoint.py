@@ -1,0 +1,52 @@
+"""Chunk checkpoints: one Parquet file per finished chunk, written atomically, self-verifying.
+
+The file's key-value metadata holds `chunkwise.sha256`, a digest of the records' canonical JSON.
+`load_checkpoint` returns None for a missing, torn or tampered file, so its requests are rebuilt
+from the ledger (and re-sent only where the ledger lacks them), never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from chunkwise.store.files import write_atomic
+from chunkwise.store.records import OUTCOME_SCHEMA
+
+DIGEST_KEY = b"chunkwise.sha256"
+
+
+def records_digest(records: list[dict[str, Any]]) -> str:
+    canonical = json.dumps(records, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def write_checkpoint(path: Path, records: list[dict[str, Any]]) -> str:
+    """Write the chunk's records (sorted by `_row`) and return their digest."""
+    records = sorted(records, key=lambda r: r["_row"])
+    digest = records_digest(records)
+    table = pa.Table.from_pylist(records, schema=OUTCOME_SCHEMA)
+    table = table.replace_schema_metadata({DIGEST_KEY: digest.encode()})
+    write_atomic(path, lambda handle: pq.write_table(table, handle, compression="zstd"))
+    return digest
+
+
+def load_checkpoint(path: Path) -> tuple[list[dict[str, Any]], str] | None:
+    """The records and digest of a valid checkpoint, or None if it is missing, torn or corrupt."""
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException):
+        return None
+    digest = (table.schema.metadata or {}).get(DIGEST_KEY, b"").decode()
+    try:
+        records = table.select(list(OUTCOME_SCHEMA.names)).to_pylist()
+    except (KeyError, pa.ArrowException):
+        return None
+    if not digest or records_digest(records) != digest:
+        return None
+    return records, digest

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 REQUESTS_FILE, REJECTS_FILE = "requests.parquet", "rejects.parquet"
 ROW_COLUMN, REASON_COLUMN = "_row", "_reason"
+#: A converted OpenAI batch file's per-line quarantine reason (`chunkwise.inputs.batchfile`); null if good.
+LINE_ERROR_COLUMN = "_line_error"
 #: The scan reads the input this many rows at a time through a buffered stream of this many bytes,
 #: not whole row groups: on the 170K sample (16K-row groups of 46 MB of prompts) this is both the
 #: fastest (0.52 s for the prompt column vs 0.7-0.95 s reading whole groups on 2 threads) and the
@@ -295,11 +297,16 @@ class _Scan:
         bad = pc.or_kleene(pc.is_null(prompt), pc.less_equal(chars, 0))
         bad = pc.or_(pc.fill_null(bad, True), pc.fill_null(pc.utf8_is_space(prompt), False))
         bad = pc.or_(bad, pc.fill_null(pc.greater(total, self.max_chars), False))
+        line_error = table.column(LINE_ERROR_COLUMN).combine_chunks() if LINE_ERROR_COLUMN in table.column_names else None
+        if line_error is not None:
+            bad = pc.or_(bad, pc.is_valid(line_error))
         keep = pc.invert(bad)
         reasons: list[str] = []
         for i in pc.indices_nonzero(bad).to_pylist():
             c = chars[i].as_py()
-            if c is None:
+            if line_error is not None and line_error[i].is_valid:
+                reason = line_error[i].as_py()
+            elif c is None:
                 reason = REASON_NULL
             elif c == 0:
                 reason = REASON_EMPTY
@@ -350,12 +357,23 @@ class _Scan:
 
 
 def _carried(schema: pa.Schema) -> tuple[str, ...]:
-    return tuple(n for n in schema.names if n not in ("id", "prompt", "system"))
+    return tuple(n for n in schema.names if n not in ("id", "prompt", "system", LINE_ERROR_COLUMN))
 
 
-def validate_only(path: str | os.PathLike, *, num_ctx: int, num_predict: int) -> InputSummary:
-    """Validate and classify every row without writing anything (reads `id`, `prompt`, `system`)."""
+def batch_file(path: str | os.PathLike) -> bool:
+    """Whether `path` is an OpenAI batch file (`.jsonl`, read by `chunkwise.inputs.batchfile`)."""
+    return Path(path).suffix.lower() == ".jsonl"
+
+
+def validate_only(path: str | os.PathLike, *, num_ctx: int, num_predict: int,
+                  run: dict[str, Any] | None = None) -> InputSummary:
+    """Validate and classify every row without writing anything (reads `id`, `prompt`, `system`).
+    `run` (model and options) is what a batch file's lines are checked against."""
     path = Path(path)
+    if batch_file(path):
+        from chunkwise.inputs.batchfile import validate_batch
+
+        return validate_batch(path, num_ctx=num_ctx, num_predict=num_predict, run=run)
     pf = _open(path)
     schema, has_system = _check_schema(path, pf)
     ids = _check_ids(path, pf)

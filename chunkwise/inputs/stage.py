@@ -11,6 +11,7 @@ depends on the staged copy alone: chunk tasks read their rows from it, never fro
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import pyarrow.parquet as pq
 from chunkwise.store.files import fsync_dir, read_json, write_json_atomic
 from chunkwise.inputs.scan import (
     FIRST_REJECTS_KEPT,
+    LINE_ERROR_COLUMN,
     REASON_COLUMN,
     REJECTS_FILE,
     REQUESTS_FILE,
@@ -38,6 +40,7 @@ from chunkwise.inputs.scan import (
     _plain_schema,
     _read_groups,
     _Scan,
+    batch_file,
 )
 
 if TYPE_CHECKING:
@@ -79,13 +82,28 @@ def _durable_replace(tmp: Path, final: Path) -> None:
     fsync_dir(final.parent)
 
 
-def stage_input(path: str | os.PathLike, run_dir: str | os.PathLike, *, num_ctx: int, num_predict: int) -> StagedInput:
+def stage_input(path: str | os.PathLike, run_dir: str | os.PathLike, *, num_ctx: int, num_predict: int,
+                run: dict[str, Any] | None = None) -> StagedInput:
     """Validate `path`, then write `run_dir/requests.parquet` and `run_dir/rejects.parquet`.
 
     Both files appear atomically (temp file, fsync, rename) and only after the whole input was
-    read; on InputError nothing is left behind. `run_dir` is created if missing.
+    read; on InputError nothing is left behind. `run_dir` is created if missing. An OpenAI batch
+    file is first converted to a request table (`chunkwise.inputs.batchfile`; its lines are checked
+    against `run`: model and options) and staged from that.
     """
     path, run_dir = Path(path), Path(run_dir)
+    if batch_file(path):
+        from chunkwise.inputs.batchfile import converted_copy
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        converted = converted_copy(path, run_dir, num_predict=num_predict, run=run)
+        try:
+            staged = stage_input(converted, run_dir, num_ctx=num_ctx, num_predict=num_predict)
+        finally:
+            converted.unlink(missing_ok=True)
+        digest = fingerprint(path)  # the user's file, as every resume compares it
+        write_json_atomic(run_dir / STAGED_MARKER, {"fingerprint": digest, "num_ctx": num_ctx, "num_predict": num_predict})
+        return dataclasses.replace(staged, path=str(path), fingerprint=digest)
     pf = _open(path)
     schema, has_system = _check_schema(path, pf)
     schema = _plain_schema(schema)
@@ -94,7 +112,8 @@ def stage_input(path: str | os.PathLike, run_dir: str | os.PathLike, *, num_ctx:
     carried = _carried(schema)
     digest = fingerprint(path)
     metadata = {k: v for k, v in (schema.metadata or {}).items() if k != b"pandas"} or None
-    req_schema = pa.schema([pa.field(ROW_COLUMN, pa.int64()), *schema], metadata=metadata)
+    req_schema = pa.schema([pa.field(ROW_COLUMN, pa.int64()), *(f for f in schema if f.name != LINE_ERROR_COLUMN)],
+                           metadata=metadata)
     rej_schema = pa.schema(
         [pa.field(ROW_COLUMN, pa.int64()), schema.field("id"), pa.field(REASON_COLUMN, pa.large_string()),
          *(schema.field(c) for c in carried)],
@@ -117,7 +136,8 @@ def stage_input(path: str | os.PathLike, run_dir: str | os.PathLike, *, num_ctx:
                 accepted = table.filter(keep) if reasons else table
                 accepted = accepted.add_column(0, ROW_COLUMN, rows.filter(keep) if reasons else rows)
                 if accepted.num_rows:
-                    req_w.write_table(accepted.cast(req_schema), row_group_size=STAGED_ROW_GROUP_ROWS)
+                    req_w.write_table(accepted.select(req_schema.names).cast(req_schema),
+                                      row_group_size=STAGED_ROW_GROUP_ROWS)
                 if reasons:
                     bad = pc.invert(keep)
                     rej = table.filter(bad).select(["id", *carried])

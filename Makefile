@@ -10,7 +10,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 # A first start of Prefect's ephemeral API on a fresh home can take over its 20 s default here.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 
-.PHONY: venv test demo bench soak plan server serve gpu-check clean
+.PHONY: venv test demo bench soak plan server serve gpu-check clean engine
 
 venv: $(STAMP)
 
@@ -21,7 +21,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
-test: $(STAMP)
+# The real engine (llama-server built from the pinned llama-cpp-python sdist, Gemma 3 270M, its chat
+# template), cached in ${XDG_CACHE_HOME:-~/.cache}/chunkwise/engine: ~6 min the first time, seconds after.
+engine: $(STAMP)
+	$(PY) -m chunkwise.engine.setup
+
+test: $(STAMP) engine
 	$(PY) -m pytest
 
 demo: $(STAMP)

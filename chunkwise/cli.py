@@ -12,7 +12,7 @@ import importlib
 import sys
 
 #: Subcommands in the order `--help` lists them; each is `chunkwise.commands.<name>`.
-COMMANDS = ("run", "resume", "plan", "demo", "sample", "sim", "measure", "serve")
+COMMANDS = ("run", "resume", "plan", "demo", "sample", "sim", "measure", "serve", "engine")
 
 
 

@@ -76,7 +76,7 @@ class Plan:
     kv_cache_type: str
     kv_mib_per_token: float | None
     kv_reason: str | None  # why kv_mib_per_token is unknown
-    kv_reserved_mib: float | None  # kv_mib_per_token x num_ctx x parallel
+    kv_reserved_mib: float | None  # kv_mib_per_token x num_ctx x parallel, plus the sliding-window layers
     weights_mib: float | None
     free_vram_mib: float | None
     gpu_reason: str | None
@@ -163,7 +163,7 @@ def build_plan(summary: InputSummary, params: RunParams, *, system_prompt: str, 
     need = math.ceil(largest * (1 + CONTEXT_MARGIN)) + params.num_predict
     independent_ctx = max(2 * CONTEXT_STEP, -(-need // CONTEXT_STEP) * CONTEXT_STEP)
 
-    per_token = kv_reason = training = None
+    per_token = kv_reason = training = reserved = None
     if model_info is None:
         kv_reason = model_info_source if model_info_source.startswith("unknown") else (
             f"model_info unknown ({model_info_source})")
@@ -171,9 +171,10 @@ def build_plan(summary: InputSummary, params: RunParams, *, system_prompt: str, 
         training = kv.training_context(model_info)
         try:
             per_token = kv.kv_mib_per_token(model_info, kv_cache_type)
+            # sliding-window layers (Gemma 3) add a fixed window, not num_ctx x parallel tokens
+            reserved = kv.kv_reserved_bytes(model_info, params.num_ctx, params.parallel, kv_cache_type) / kv.MIB
         except kv.ModelInfoError as exc:
             kv_reason = str(exc)
-    reserved = per_token * params.num_ctx * params.parallel if per_token is not None else None
     available = free_vram_mib - (weights_mib or 0.0) if free_vram_mib is not None else None
     if free_vram_mib is None:
         fits, fit_detail = None, f"unknown: {gpu_reason or 'no GPU visible'}"

@@ -1,0 +1,69 @@
+"""`chunkwise engine`: run llama-server with the Gemma 3 270M model in the foreground on 127.0.0.1.
+
+It serves the model as `gemma3-270m` on the OpenAI API (`/v1/chat/completions`), with N slots that
+share the context (`--ctx` is the total, each slot gets ctx / parallel tokens). `make engine`
+builds or fetches what it needs. Stop it with Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+
+from chunkwise.errors import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK
+
+NAME = "engine"
+HELP = ("Start the real engine (llama.cpp's llama-server with Gemma 3 270M, served as gemma3-270m) in the "
+        "foreground on 127.0.0.1; `make engine` builds it first.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=8080, help="TCP port on 127.0.0.1 (default: %(default)s)")
+    parser.add_argument("--parallel", type=int, default=4, help="slots, i.e. requests decoded at once "
+                        "(default: %(default)s)")
+    parser.add_argument("--ctx", type=int, default=8192, help="total context of all slots, tokens; each slot gets "
+                        "ctx / parallel (default: %(default)s)")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM stops the engine the way Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.parallel < 1 or args.ctx < 256 or not 0 < args.port < 65536:
+        print("chunkwise engine: --parallel must be >= 1, --ctx >= 256 tokens and --port 1-65535", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.ctx // args.parallel < 256:
+        print(f"chunkwise engine: --ctx {args.ctx} / --parallel {args.parallel} leaves under 256 tokens per slot; "
+              "raise --ctx", file=sys.stderr)
+        return EXIT_CONFIG
+    from chunkwise.engine.server import EngineStartError, default_config, start_engine
+
+    config = default_config(args.port, args.parallel, args.ctx)
+    try:
+        engine = start_engine(config)
+    except EngineStartError as exc:
+        print(f"chunkwise engine: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    stop = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        seconds = engine.wait_ready()
+        print(f"chunkwise engine: ready in {seconds:.1f} s at {config.url}/v1 (model {config.alias}, "
+              f"{config.parallel} slots x {config.ctx // config.parallel} tokens, RSS {engine.rss_mib():.0f} MiB); "
+              "Ctrl-C stops it", flush=True)
+        engine.process.wait()
+    except EngineStartError as exc:
+        print(f"chunkwise engine: {exc}", file=sys.stderr)
+        engine.stop()
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        engine.stop()
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, stop)
+    code = engine.process.returncode
+    print(f"chunkwise engine: llama-server exited with {code}", file=sys.stderr)
+    return EXIT_OK if code == 0 else EXIT_CONFIG

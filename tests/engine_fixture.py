@@ -1,0 +1,31 @@
+"""The real engine for tests: a session-scoped llama-server with Gemma 3 270M.
+
+Import the fixture into a test module (`from tests.engine_fixture import engine  # noqa: F401`) and
+mark the module `engine` (and `slow`). The engine is built by `make engine`, which `make test` runs
+first; without it the fixture fails with that instruction (it does not skip: a missing engine is a
+set-up error, not a pass). 4 slots x 2048 tokens, as in research/real-engine.md's CI runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from chunkwise.engine.build import binary_works
+from chunkwise.engine.paths import engine_paths
+from chunkwise.engine.server import RunningEngine, running_engine
+
+ENGINE_PARALLEL = 4
+ENGINE_CTX = 8192
+
+
+@pytest.fixture(scope="session")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEngine]:
+    """A ready llama-server on a free 127.0.0.1 port; `.url` is its base URL (append /v1 for OpenAI)."""
+    paths = engine_paths()
+    if not binary_works(paths.server) or not paths.model.is_file():
+        pytest.fail(f"the real engine is not set up ({paths.server}, {paths.model}): run `make engine`")
+    log = tmp_path_factory.mktemp("engine") / "llama-server.log"
+    with running_engine(ENGINE_PARALLEL, ENGINE_CTX, log_path=log, paths=paths) as running:
+        yield running

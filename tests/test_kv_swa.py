@@ -1,0 +1,117 @@
+"""The KV formula with sliding-window layers (chunkwise.ollama.kv), for Ollama and llama-server.
+
+Expected numbers come from the engines' sources and logs, not from the formula:
+- Gemma 3 270M (metadata of gemma-3-270m-q4_k_m.gguf): 18 layers, 1 KV head, key/value length 256,
+  window 512. llama-server at `-c 32768 -np 4` logged "non-SWA KV 96 MiB, SWA KV 60 MiB"
+  (research/real-engine.md section 4); the RSS slope with `-np 1` was 3.1 KiB per token.
+- Ollama's estimator (fs/ggml/ggml.go GraphSize): gemma3 local layers hold
+  numParallel x sliding_window + batch cells; every 6th layer is global.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from chunkwise.ollama.kv import (MIB, ModelInfoError, kv_bytes_per_token, kv_layout, kv_reserved_bytes, swa_flags)
+from chunkwise.sim.profiles import PROFILES
+
+GEMMA3_270M = {
+    "general.architecture": "gemma3", "gemma3.context_length": 32768, "gemma3.embedding_length": 640,
+    "gemma3.block_count": 18, "gemma3.attention.head_count": 4, "gemma3.attention.key_length": 256,
+    "gemma3.attention.value_length": 256, "gemma3.attention.sliding_window": 512,
+    "gemma3.attention.head_count_kv": 1,
+}
+KIB = 1024
+
+
+@pytest.mark.parametrize("engine", ["ollama", "llama-server"])
+def test_gemma3_only_every_sixth_layer_is_global(engine):
+    flags, window = swa_flags(GEMMA3_270M, engine)
+    assert window == 512
+    assert [i for i, swa in enumerate(flags) if not swa] == [5, 11, 17]
+    layout = kv_layout(GEMMA3_270M, engine=engine)
+    assert (layout.global_layers, layout.swa_layers) == (3, 15)
+    assert kv_bytes_per_token(GEMMA3_270M, engine=engine) == 3 * KIB  # not 18 KiB as if all layers were global
+
+
+def test_llama_server_reservation_matches_its_log():
+    # -c 32768 -np 4: 8192 cells x 4 slots x 3 global layers = 96 MiB; SWA 15 layers x 4 x 1024 cells = 60 MiB
+    assert kv_reserved_bytes(GEMMA3_270M, 8192, 4, engine="llama-server") == (96 + 60) * MIB
+
+
+def test_llama_server_swa_cells_are_padded_and_capped_by_the_slot_context():
+    # a 512-token slot: the SWA cache cannot exceed the slot, so every layer holds 512 cells
+    assert kv_reserved_bytes(GEMMA3_270M, 512, 1, engine="llama-server") == 18 * KIB * 512
+    # window 500 + ubatch 512 = 1012 -> padded to 1024 cells
+    info = dict(GEMMA3_270M, **{"gemma3.attention.sliding_window": 500})
+    assert kv_reserved_bytes(info, 8192, 1, engine="llama-server") == (3 * 8192 + 15 * 1024) * KIB
+
+
+def test_llama_server_slope_is_the_global_layers_only():
+    a = kv_reserved_bytes(GEMMA3_270M, 4096, 1, engine="llama-server")
+    b = kv_reserved_bytes(GEMMA3_270M, 16384, 1, engine="llama-server")
+    assert (b - a) / (16384 - 4096) == 3 * KIB
+
+
+def test_ollama_gemma3_follows_its_estimator():
+    # 15 local layers x (4 x 512 + 512) cells + 3 global layers x 8192 x 4, at 1 KiB per layer-cell
+    assert kv_reserved_bytes(GEMMA3_270M, 8192, 4, engine="ollama") == (15 * 2560 + 3 * 8192 * 4) * KIB
+
+
+def test_ollama_keeps_gemma2_full_but_llama_server_windows_it():
+    info = PROFILES["gemma2:9b"].model_info()
+    full = 42 * 8 * 512 * 2
+    assert kv_bytes_per_token(info, engine="ollama") == full
+    assert kv_bytes_per_token(info, engine="llama-server") == full / 2  # period 2: 21 global layers
+    assert kv_reserved_bytes(info, 8192, 1, engine="ollama") == full * 8192
+
+
+def test_models_without_a_window_are_unchanged():
+    info = PROFILES["llama3.1:8b"].model_info()
+    for engine in ("ollama", "llama-server"):
+        layout = kv_layout(info, engine=engine)
+        assert layout.swa_layers == 0 and layout.global_bytes_per_token == 32 * 8 * 256 * 2
+        assert kv_reserved_bytes(info, 8192, 4, engine=engine) == 4 * 1024 * MIB
+
+
+def test_pattern_from_the_metadata_overrides_the_built_in_period():
+    flags = [True, False] * 9
+    info = dict(GEMMA3_270M, **{"gemma3.attention.sliding_window_pattern": flags})
+    assert kv_layout(info, engine="llama-server").global_layers == 9
+    info = dict(GEMMA3_270M, **{"gemma3.attention.sliding_window_pattern": 3})
+    assert kv_layout(info, engine="llama-server").global_layers == 6
+
+
+def test_emptied_per_layer_arrays_fail_loudly_instead_of_counting_zero():
+    info = dict(GEMMA3_270M, **{"gemma3.attention.head_count_kv": []})
+    with pytest.raises(ModelInfoError, match="verbose"):
+        kv_bytes_per_token(info)
+    info = dict(GEMMA3_270M, **{"gemma3.attention.sliding_window_pattern": []})
+    with pytest.raises(ModelInfoError, match="verbose"):
+        kv_bytes_per_token(info, engine="llama-server")
+
+
+def test_per_layer_head_counts_weight_each_layer():
+    heads = [2] * 17 + [8]  # the last layer (global) has more KV heads
+    info = dict(GEMMA3_270M, **{"gemma3.attention.head_count_kv": heads})
+    layout = kv_layout(info, engine="llama-server")
+    assert layout.global_bytes_per_token == (2 + 2 + 8) * 1024
+    assert layout.swa_bytes_per_token == 15 * 2 * 1024
+
+
+def test_plan_reserves_the_window_not_num_ctx_for_sliding_layers(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from chunkwise.inputs.scan import validate_only
+    from chunkwise.params import RunParams
+    from chunkwise.plan.report import build_plan
+
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"id": ["a", "b"], "prompt": ["x" * 400, "y" * 400]}), path)
+    summary = validate_only(path, num_ctx=8192, num_predict=64)
+    p = build_plan(summary, RunParams(input_path=str(path), num_ctx=8192, parallel=4), system_prompt="",
+                   model_info=GEMMA3_270M, model_info_source="test", free_vram_mib=None, gpu_reason="none")
+    assert p.kv_mib_per_token == 3 * KIB / MIB
+    # Ollama: 3 global layers x 8192 x 4 + 15 local layers x (4 x 512 + 512), 1 KiB per layer-cell
+    assert p.kv_reserved_mib == (3 * 8192 * 4 + 15 * 2560) * KIB / MIB

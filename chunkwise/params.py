@@ -11,6 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Mode = Literal["conversation", "independent"]
+Api = Literal["ollama", "openai"]
+OutputFormat = Literal["parquet", "openai"]
 
 #: Run names become a directory name: letters, digits, `.`, `_`, `-`; no leading dot.
 RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -31,7 +33,8 @@ class RunParams(BaseModel):
 
     input_path: str = Field(
         description="Parquet file of requests: `id` (unique string or integer), `prompt` (string), "
-        "optional `system`; other columns are carried through to the results.",
+        "optional `system`; other columns are carried through to the results. Or an OpenAI Batch API "
+        "input file (`.jsonl`: custom_id, method, url, body), whose custom_id becomes the id.",
         min_length=1,
     )
     model: str = Field(
@@ -41,6 +44,13 @@ class RunParams(BaseModel):
         default=None,
         description="Ollama base URL (http or https). Empty: CHUNKWISE_OLLAMA_HOST, then OLLAMA_HOST, "
         "then http://127.0.0.1:11434.",
+    )
+    api: Api = Field(
+        default="ollama",
+        description="The server's API. ollama: Ollama's /api/chat. openai: /v1/chat/completions of an "
+        "OpenAI-compatible server (llama.cpp's llama-server, vLLM, SGLang, LM Studio, Ollama's /v1); host "
+        "then defaults to CHUNKWISE_OPENAI_HOST or http://127.0.0.1:8080, the API key comes from "
+        "CHUNKWISE_API_KEY, and num_ctx must not exceed the server's context per slot.",
     )
     mode: Mode = Field(
         default="conversation",
@@ -125,6 +135,11 @@ class RunParams(BaseModel):
         description="Retry an answer cut by num_predict (done_reason 'length') once with twice the num_predict.",
     )
     output_dir: str = Field(default="runs", min_length=1, description="Directory holding run directories.")
+    output_format: OutputFormat = Field(
+        default="parquet",
+        description="parquet: results.parquet. openai: also the OpenAI Batch API output and error files "
+        "(batch_output.jsonl, batch_errors.jsonl: one line per request, custom_id = id) beside it.",
+    )
     run_name: str | None = Field(
         default=None,
         description="Run directory name under output_dir (letters, digits, '.', '_', '-'). Reusing a name "

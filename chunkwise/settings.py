@@ -11,7 +11,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
@@ -26,6 +26,21 @@ class Settings(BaseSettings):
         default_factory=lambda: os.environ.get("OLLAMA_HOST") or DEFAULT_OLLAMA_HOST,
         description="Ollama base URL; `host`, `host:port` and `scheme://host:port` are accepted, "
         "as `OLLAMA_HOST` is by Ollama's client. Only http and https.",
+    )
+    openai_host: str = Field(
+        default="http://127.0.0.1:8080",
+        description="Base URL of the OpenAI-compatible server used with `--api openai` when --host is not "
+        "given (llama-server's default port; `http://host:port/v1` is accepted too).",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="API key for `--api openai` (env CHUNKWISE_API_KEY), sent as `Authorization: Bearer`. "
+        "Read from the environment only: never a run parameter, never logged or written to the run directory.",
+    )
+    openai_stream: bool = Field(
+        default=True,
+        description="Stream `/v1/chat/completions` answers (with stream_options.include_usage). Turn off for a "
+        "server that streams without reporting token usage.",
     )
     output_dir: Path = Field(
         default=Path("runs"),

@@ -13,8 +13,13 @@ HELP = "Run (or resume) a batch: Parquet requests through Ollama in checkpointed
 
 def add_run_options(parser: argparse.ArgumentParser, *, input_required: bool = True) -> None:
     add = parser.add_argument
-    add("--input", dest="input_path", required=input_required, help="Parquet file with id and prompt columns")
+    add("--input", dest="input_path", required=input_required,
+        help="Parquet file with id and prompt columns, or an OpenAI Batch API input file (.jsonl)")
     add_shared_flags(parser)
+    add("--api", choices=("ollama", "openai"),
+        help="server API: ollama (/api/chat, default) or openai (/v1/chat/completions: llama-server, vLLM, ...)")
+    add("--output-format", choices=("parquet", "openai"),
+        help="openai: also write the Batch API output and error files beside results.parquet")
     add("--temperature", type=float)
     add("--seed", type=int)
     add("--keep-alive", help="Go duration, e.g. 30m")
@@ -29,7 +34,7 @@ def add_run_options(parser: argparse.ArgumentParser, *, input_required: bool = T
     add("--retry-failed", action="store_true", default=None, help="re-send only the requests that failed")
 
 
-FIELDS = ("input_path", *SHARED_FIELDS, "temperature", "seed", "keep_alive", "max_attempts",
+FIELDS = ("input_path", *SHARED_FIELDS, "api", "output_format", "temperature", "seed", "keep_alive", "max_attempts",
           "invalid_output_attempts", "retry_output_truncated", "output_dir", "run_name", "new_run", "retry_failed")
 
 

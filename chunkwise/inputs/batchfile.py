@@ -154,6 +154,12 @@ def read_batch(path: str | os.PathLike, run: dict[str, Any] | None = None) -> pa
                      LINE_ERROR_COLUMN: pa.array(problems, pa.large_string())})
 
 
+def run_options(params: Any) -> dict[str, Any]:
+    """What a batch file's lines are checked against: the run's model and options (a RunParams)."""
+    return {"model": params.model, "num_predict": params.num_predict, "temperature": params.temperature,
+            "seed": params.seed, "format": params.format}
+
+
 def validate_batch(path: Path, *, num_ctx: int, num_predict: int, run: dict[str, Any] | None) -> InputSummary:
     """`chunkwise.inputs.scan.validate_only` for a batch file: the same scan, nothing written."""
     table = read_batch(path, {"num_predict": num_predict, **(run or {})})

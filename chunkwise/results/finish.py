@@ -11,6 +11,7 @@ from chunkwise.run.manifest import now_iso
 from chunkwise.results.assemble import assemble_results, conversation_starts
 from chunkwise.run.context import RunContext, get_runtime
 from chunkwise.store.layout import RunPaths
+from chunkwise.results.openai_files import write_batch_files
 from chunkwise.results.stats import compute_stats
 
 
@@ -57,11 +58,13 @@ def finish_run(ctx: RunContext, n_chunks: int, telemetry: dict[str, Any] | None 
         extra={
             **(telemetry or {}),
             "truncation": {"calibration": calibration, "send_truncate_false": ctx.send_truncate_false},
-            "server": {"host": ctx.host, "ollama_version": ctx.server_version, "is_simulator": ctx.is_simulator,
+            "server": {"api": ctx.params.api, "host": ctx.host, "ollama_version": ctx.server_version, "is_simulator": ctx.is_simulator,
                        "model": ctx.params.model, "model_digest": ctx.model_digest},
             "run": {"name": ctx.dir.name, "dir": str(ctx.dir), "sessions": len(manifest.get("sessions", [])),
                     "results": str(paths.results)},
         },
     )
+    if ctx.params.output_format == "openai":
+        write_batch_files(paths, model=ctx.params.model)
     write_json_atomic(paths.stats, stats)
     return stats

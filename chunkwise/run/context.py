@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from chunkwise.tokens import TokenEstimator
 from chunkwise.ollama.client import OllamaClient
+from chunkwise.openai.client import OpenAIClient
 from chunkwise.params import RunParams
 from chunkwise.settings import get_settings
 
@@ -72,13 +73,26 @@ class RunContext(BaseModel):
 class Runtime:
     """Per-process state shared by all chunks of one run."""
 
-    client: OllamaClient
+    client: OllamaClient | OpenAIClient
     slots: threading.BoundedSemaphore
     estimator: TokenEstimator
     stop: threading.Event = field(default_factory=threading.Event)
     #: The first fatal error (a fatal answer, or a run directory that cannot be written); once set,
     #: every chunk stops sending.
     fatal: Exception | None = None
+
+
+def make_client(api: str, host: str, *, connect_timeout_s: float, read_timeout_s: float,
+                max_connections: int = 16) -> OllamaClient | OpenAIClient:
+    """The one place that chooses the server client for a run's `api`. The OpenAI API key is read
+    from the settings here, so it never travels in a run parameter or the RunContext."""
+    if api == "openai":
+        s = get_settings()
+        return OpenAIClient(host, api_key=s.api_key.get_secret_value() if s.api_key else None,
+                            connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s,
+                            max_connections=max_connections, stream=s.openai_stream)
+    return OllamaClient(host, connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s,
+                        max_connections=max_connections)
 
 
 _runtimes: dict[str, Runtime] = {}
@@ -92,12 +106,8 @@ def get_runtime(ctx: RunContext) -> Runtime:
         rt = _runtimes.get(ctx.run_dir)
         if rt is None:
             s = get_settings()
-            client = OllamaClient(
-                ctx.host,
-                connect_timeout_s=s.connect_timeout_s,
-                read_timeout_s=s.read_timeout_s,
-                max_connections=ctx.params.parallel + 4,
-            )
+            client = make_client(ctx.params.api, ctx.host, connect_timeout_s=s.connect_timeout_s,
+                                 read_timeout_s=s.read_timeout_s, max_connections=ctx.params.parallel + 4)
             rt = Runtime(client, threading.BoundedSemaphore(ctx.params.parallel), TokenEstimator(ctx.chars_per_token), STOP)
             _runtimes[ctx.run_dir] = rt
         return rt

@@ -1,6 +1,6 @@
 """The run manifest (`manifest.json`): what a run is, so a resume can prove it continues the same run.
 
-A resume is refused, naming each difference, when the input fingerprint, the model or its digest,
+A resume is refused, naming each difference, when the input fingerprint, the api, the model or its digest,
 the options, the mode, the system prompt or the answer format differ from the manifest. The Ollama
 version and chunkwise's version are recorded and compared only to warn: an upgrade between two
 sessions is legitimate and should not strand a paid-for run.
@@ -20,8 +20,10 @@ from chunkwise.store.files import read_json, write_json_atomic
 from chunkwise.run.context import RunContext
 
 #: Manifest keys whose change makes earlier answers incomparable with new ones.
-BINDING_KEYS = ("input_fingerprint", "model", "model_digest", "options", "mode", "system_prompt_sha256",
+BINDING_KEYS = ("input_fingerprint", "api", "model", "model_digest", "options", "mode", "system_prompt_sha256",
                 "format", "trim_threshold", "chars_per_token", "chunk_plan")
+#: What a manifest written before a key existed means by its absence.
+DEFAULTS = {"api": "ollama"}
 #: Keys recorded for the record; a change only warns.
 ADVISORY_KEYS = ("ollama_version", "code_version")
 
@@ -41,6 +43,7 @@ def build_manifest(ctx: RunContext, *, input_path: str, chunk_plan: dict[str, An
         "run_name": os.path.basename(ctx.run_dir),
         "input_path": input_path,
         "input_fingerprint": ctx.input_fingerprint,
+        "api": p.api,
         "model": p.model,
         "model_digest": ctx.model_digest,
         "host": ctx.host,
@@ -67,9 +70,9 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], li
     """(binding differences that refuse a resume, advisory ones that only warn), each a phrase."""
 
     def phrase(key: str) -> str:
-        return f"{key}: run has {_short(old.get(key))}, now {_short(new.get(key))}"
+        return f"{key}: run has {_short(old.get(key, DEFAULTS.get(key)))}, now {_short(new.get(key))}"
 
-    binding = [phrase(k) for k in BINDING_KEYS if old.get(k) != new.get(k)]
+    binding = [phrase(k) for k in BINDING_KEYS if old.get(k, DEFAULTS.get(k)) != new.get(k, DEFAULTS.get(k))]
     advisory = [phrase(k) for k in ADVISORY_KEYS if old.get(k) != new.get(k)]
     return binding, advisory
 

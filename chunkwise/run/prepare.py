@@ -13,6 +13,7 @@ from pathlib import Path
 
 from chunkwise.inputs import scan as inputs
 from chunkwise.inputs import stage as staging
+from chunkwise.inputs.batchfile import run_options as batch_run_options
 from chunkwise.plan import chunks as planning
 from chunkwise.store import lock as runlock
 from chunkwise.store.files import UnsafePathError, read_json, write_json_atomic
@@ -21,7 +22,9 @@ from chunkwise.logs import logger
 from chunkwise.run.manifest import build_manifest, differences, start_session
 from chunkwise.ollama.client import ConfigError, OllamaClient, OllamaError, parse_host
 from chunkwise.params import RunParams
-from chunkwise.run.context import RunContext
+from chunkwise.openai.client import parse_base_url
+from chunkwise.openai.server import ServerMismatch, inspect_openai
+from chunkwise.run.context import RunContext, make_client
 from chunkwise.store.layout import RunPaths, default_run_name, run_paths
 from chunkwise.settings import get_settings
 
@@ -88,6 +91,23 @@ def inspect_server(client: OllamaClient, params: RunParams) -> dict:
             "digest": digest, "show": show}
 
 
+def resolve_host(params: RunParams) -> str:
+    """The server's base URL: --host, else the api's setting (CHUNKWISE_OLLAMA_HOST / OLLAMA_HOST, or
+    CHUNKWISE_OPENAI_HOST)."""
+    settings = get_settings()
+    if params.api == "openai":
+        return parse_base_url(params.host or settings.openai_host)
+    return parse_host(params.host or settings.ollama_host)
+
+
+def inspect_openai_server(client, params: RunParams) -> dict:
+    """`inspect_server` for an OpenAI-compatible server (`chunkwise.openai.server`)."""
+    try:
+        return inspect_openai(client, params)
+    except (OllamaError, ServerMismatch) as exc:
+        raise SetupError(str(exc)) from None
+
+
 def open_run_dir(params: RunParams) -> tuple[RunPaths, dict | None]:
     """The run's paths and its existing manifest, if any; refuses unwritable or unsafe locations."""
     name = params.run_name or default_run_name(params.input_path)
@@ -112,11 +132,12 @@ def prepare_run(params: RunParams) -> PreparedRun:
     settings = get_settings()
     system_prompt = resolve_system_prompt(params)
     try:
-        host = parse_host(params.host or settings.ollama_host)
+        host = resolve_host(params)
     except ConfigError as exc:
         raise SetupError(str(exc)) from None
-    with OllamaClient(host, connect_timeout_s=min(settings.connect_timeout_s, 10.0), read_timeout_s=60.0) as client:
-        server = inspect_server(client, params)
+    with make_client(params.api, host, connect_timeout_s=min(settings.connect_timeout_s, 10.0),
+                     read_timeout_s=60.0) as client:
+        server = inspect_openai_server(client, params) if params.api == "openai" else inspect_server(client, params)
     if server["is_simulator"]:
         log().warning("the server at %s is chunkwise's Ollama simulator, not a real Ollama", host)
 
@@ -146,7 +167,7 @@ def prepare_run(params: RunParams) -> PreparedRun:
         model_digest=server["digest"],
         server_version=server["version"],
         is_simulator=server["is_simulator"],
-        send_truncate_false=version_tuple(server["version"]) >= TRUNCATE_FLAG_SINCE,
+        send_truncate_false=params.api == "ollama" and version_tuple(server["version"]) >= TRUNCATE_FLAG_SINCE,
         chars_per_token=params.chars_per_token,
     )
     return PreparedRun(ctx=ctx, staged=staged, existing_manifest=existing, model_info=server["show"].get("model_info") or {})
@@ -193,7 +214,8 @@ def stage_or_reuse(params: RunParams, paths: RunPaths, existing: dict | None) ->
             log().warning("input %s is gone; resuming from the run's staged copy of it", params.input_path)
         return staging.load_staged(paths.root, source=params.input_path, fingerprint=recorded["fingerprint"],
                                    num_ctx=recorded["num_ctx"], num_predict=recorded["num_predict"])
-    return staging.stage_input(params.input_path, paths.root, num_ctx=params.num_ctx, num_predict=params.num_predict)
+    return staging.stage_input(params.input_path, paths.root, num_ctx=params.num_ctx, num_predict=params.num_predict,
+                               run=batch_run_options(params))
 
 
 def plan_run(prepared: PreparedRun, *, write: bool = True) -> tuple[list[planning.ChunkSpec], dict]:

@@ -22,7 +22,10 @@ def log():
 
 
 def ps_snapshot(ctx: RunContext) -> dict[str, Any] | None:
-    """The model's `/api/ps` entry (size, size_vram, context_length), warning loudly on a CPU spill."""
+    """The model's `/api/ps` entry (size, size_vram, context_length), warning loudly on a CPU spill;
+    None for an OpenAI-compatible server, which has no such endpoint."""
+    if ctx.params.api != "ollama":
+        return None
     try:
         entry = ps_entry_for(get_runtime(ctx).client.ps(), ctx.params.model)
     except OllamaError as exc:

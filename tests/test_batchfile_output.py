@@ -1,0 +1,85 @@
+"""OpenAI batch files out: `--output-format openai` writes one line per request, custom_id kept,
+split between batch_output.jsonl (answered) and batch_errors.jsonl (everything else). Run without
+Prefect against the Ollama simulator: the files are written from results.parquet, whatever the backend."""
+
+import json
+
+import polars as pl
+import pytest
+
+from chunkwise.results.openai_files import ERROR_FILE, OUTPUT_FILE, line_for
+from chunkwise.run.manifest import differences
+from chunkwise.params import RunParams
+from tests.direct_run import run_all
+from tests.run_checks import reset_process_state
+
+
+@pytest.fixture(autouse=True)
+def _clean_process():
+    reset_process_state()
+    yield
+    reset_process_state()
+
+
+def batch_line(custom_id, prompt, **body):
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+                       "body": {"messages": [{"role": "user", "content": prompt}], **body}})
+
+
+def read_lines(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_batch_file_in_and_out(sim, tmp_path):
+    src = tmp_path / "batch.jsonl"
+    good = [batch_line(f"req-{i}", f"Question {i}: say something short", max_tokens=512) for i in range(7)]
+    bad = [batch_line("too-long-answer", "x", max_tokens=999), batch_line("blank", "   ")]
+    src.write_text("\n".join(good[:3] + bad + good[3:]) + "\n")
+    params = RunParams(input_path=str(src), host=sim.url, output_dir=str(tmp_path / "runs"), run_name="b",
+                       num_ctx=8192, num_predict=512, parallel=2, chunk_size=3, mode="independent",
+                       output_format="openai")
+    ctx, _summaries, stats = run_all(params)
+    out, err = read_lines(ctx.dir / OUTPUT_FILE), read_lines(ctx.dir / ERROR_FILE)
+    results = pl.read_parquet(ctx.dir / "results.parquet")
+    assert results.height == 9
+    # exactly one line per request across the two files, custom_id kept, in input order
+    assert [x["custom_id"] for x in out] + [x["custom_id"] for x in err] == (
+        [r["id"] for r in results.filter(pl.col("status") == "ok").iter_rows(named=True)]
+        + [r["id"] for r in results.filter(pl.col("status") != "ok").iter_rows(named=True)])
+    assert {x["custom_id"] for x in err} == {"too-long-answer", "blank"}
+    assert len({x["id"] for x in out + err}) == 9
+    by_id = {r["id"]: r for r in results.iter_rows(named=True)}
+    for item in out:
+        assert item["error"] is None and item["response"]["status_code"] == 200
+        body = item["response"]["body"]
+        row = by_id[item["custom_id"]]
+        assert body["object"] == "chat.completion" and body["model"] == params.model
+        assert body["choices"][0]["message"] == {"role": "assistant", "content": row["response"]}
+        assert body["choices"][0]["finish_reason"] == row["done_reason"]
+        assert body["usage"] == {"prompt_tokens": row["prompt_eval_count"], "completion_tokens": row["eval_count"],
+                                 "total_tokens": row["prompt_eval_count"] + row["eval_count"]}
+    for item in err:
+        assert item["response"] is None and item["error"]["code"] == "rejected"
+        assert item["error"]["message"].startswith("line ") or "whitespace" in item["error"]["message"]
+    assert (stats["requests"]["succeeded"], stats["requests"]["rejected"]) == (7, 2)
+
+
+def test_failed_answer_keeps_its_paid_text_in_the_error_file():
+    row = {"input_row": 4, "id": 17, "status": "failed", "response": "cut sho", "done_reason": "length",
+           "prompt_eval_count": 10, "eval_count": 16, "error_class": "output_truncated",
+           "error_message": "answer stopped at num_predict=16 tokens"}
+    ok, raw = line_for(row, run_name="r", model="m", created=1)
+    item = json.loads(raw)
+    assert not ok and item["custom_id"] == "17"
+    assert item["error"] == {"code": "output_truncated", "message": "answer stopped at num_predict=16 tokens"}
+    assert item["response"]["body"]["choices"][0]["finish_reason"] == "length"
+    assert item["response"]["body"]["choices"][0]["message"]["content"] == "cut sho"
+    no_answer = {**row, "response": None, "error_class": "context_truncated", "done_reason": None}
+    assert json.loads(line_for(no_answer, run_name="r", model="m", created=1)[1])["response"] is None
+
+
+def test_resume_with_another_api_is_refused_and_old_manifests_mean_ollama():
+    binding, _ = differences({"api": "ollama"}, {"api": "openai"})
+    assert binding == ["api: run has 'ollama', now 'openai'"]
+    assert differences({}, {"api": "ollama"})[0] == []
+    assert differences({}, {"api": "openai"})[0] == ["api: run has 'ollama', now 'openai'"]

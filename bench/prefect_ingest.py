@@ -31,8 +31,8 @@ import httpx
 
 from chunkwise.sim.harness import running_simulator
 from chunkwise.sim.options import SimOptions
-from tests.pipeline_helpers import write_requests
-from tests.ui_helpers import child_env, prefect_server
+from tests.support.pipeline_helpers import write_requests
+from tests.support.ui_helpers import child_env, prefect_server
 
 RESULTS = Path(__file__).resolve().parent / "results" / "prefect_ingest.md"
 STALL_S = 120.0

@@ -1,28 +1,79 @@
-"""Shared fixtures.
+"""Shared fixtures, the test tiers, and a hermetic environment.
+
+Tiers (registered in pyproject.toml, applied here by `pytest_collection_modifyitems`):
+
+    pure   no Prefect, no subprocess; the default for a test that uses neither fixture nor marker below
+    flow   runs under the session-wide `prefect_harness` (marked automatically when a test uses it)
+    slow   real components: a Prefect server, a browser, subprocess runs, the soak (marked by hand)
+
+`pytest -m pure` is the quick loop, `pytest -m "not slow"` adds the flows, `make test` runs all.
 
 Prefect: flow tests share ONE `prefect_test_harness` for the whole session (starting it costs
 ~15 s; a harness per test would cost that every time), with result storage and Prefect's home kept
-in a temporary directory so nothing leaks into ~/.prefect. Pure-logic tests never start it.
+in a temporary directory so nothing leaks into ~/.prefect.
+
+Hermetic: the tests' settings win over a developer's own. Before any test module is imported, every
+`CHUNKWISE_*`, `PREFECT_*` and `OLLAMA_*` variable of the calling shell is dropped (except the test
+knobs in `KEPT`), then the values below are set, and Prefect's home is a temporary directory.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 
 import pytest
 
-# Quiet, offline, and patient with a slow first start on a 2-core machine.
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-# Request-level backoff in tests: milliseconds, not seconds.
-os.environ.setdefault("CHUNKWISE_RETRY_BASE_DELAY_S", "0.01")
-os.environ.setdefault("CHUNKWISE_RETRY_MAX_DELAY_S", "0.05")
-os.environ.setdefault("CHUNKWISE_CHUNK_RETRY_DELAY_S", "0.2")
+pytest_plugins = ["tests.support.sim_fixtures"]
+
+#: Variables of the calling shell that are test knobs, not settings: kept.
+KEPT = frozenset({"CHUNKWISE_UI_SCREENSHOTS", "CHUNKWISE_CHROMIUM"})
+SCRUBBED_PREFIXES = ("CHUNKWISE_", "PREFECT_", "OLLAMA_")
+
+#: What the tests run with, whatever the shell says.
+TEST_ENV = {
+    # Quiet, offline, and patient with a slow first start on a 2-core machine.
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+    # Request-level backoff in tests: milliseconds, not seconds.
+    "CHUNKWISE_RETRY_BASE_DELAY_S": "0.01",
+    "CHUNKWISE_RETRY_MAX_DELAY_S": "0.05",
+    "CHUNKWISE_CHUNK_RETRY_DELAY_S": "0.2",
+}
+
+
+def scrub_environment(environ: dict[str, str] | os._Environ[str]) -> list[str]:
+    """Drop the shell's chunkwise, Prefect and Ollama variables and set the tests' own; returns the
+    names dropped."""
+    dropped = [name for name in environ if name.startswith(SCRUBBED_PREFIXES) and name not in KEPT]
+    for name in dropped:
+        del environ[name]
+    environ.update(TEST_ENV)
+    return dropped
+
+
+scrub_environment(os.environ)
+_prefect_home = tempfile.mkdtemp(prefix="chunkwise-tests-prefect-")
+os.environ["PREFECT_HOME"] = _prefect_home
+atexit.register(shutil.rmtree, _prefect_home, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its tier: `flow` when it uses the harness, `pure` when it is neither flow nor slow."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "prefect_harness" in fixtures:
+            item.add_marker(pytest.mark.flow)
+        if item.get_closest_marker("flow") is None and item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.pure)
 
 
 @pytest.fixture(scope="session")
-def prefect_harness(tmp_path_factory):
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     from prefect.settings import PREFECT_HOME, PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
@@ -33,15 +84,12 @@ def prefect_harness(tmp_path_factory):
 
 
 @pytest.fixture
-def clean_process():
+def clean_process() -> Iterator[None]:
     """For tests that run `chunkwise run` in this process: forget the stop flag and runtimes a run
     leaves behind, and restore the SIGINT/SIGTERM handlers it installs."""
-    from tests.run_checks import reset_process_state, saved_signal_handlers
+    from tests.support.run_checks import reset_process_state, saved_signal_handlers
 
     reset_process_state()
     with saved_signal_handlers():
         yield
     reset_process_state()
-
-
-from tests.sim_fixtures import sim, sim_factory  # noqa: E402,F401  (the simulator fixtures)

@@ -29,9 +29,9 @@ from chunkwise.store.files import read_json
 from chunkwise.inputs.scan import REASON_EMPTY, REASON_NULL
 from chunkwise.sim.harness import free_port
 from chunkwise.sim.profiles import ModelProfile
-from tests.direct_run import start
-from tests.pipeline_helpers import params_for, write_requests
-from tests.run_checks import (
+from tests.support.direct_run import start
+from tests.support.pipeline_helpers import params_for, write_requests
+from tests.support.run_checks import (
     assert_answered_once,
     ledger_records,
     reset_process_state,

@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 
 from chunkwise.errors import EXIT_INTERRUPTED, EXIT_OK
-from tests.pipeline_helpers import write_requests
-from tests.run_checks import assert_answered_once, assert_same_results, ledger_records, results
+from tests.support.pipeline_helpers import write_requests
+from tests.support.run_checks import assert_answered_once, assert_same_results, ledger_records, results
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
@@ -48,7 +48,7 @@ def child_env(tmp_path):
 
 
 def spawn(args: list[str], env: dict, *, kill_point: str | None = None) -> subprocess.Popen:
-    entry = ["-m", "tests.crash_child", kill_point] if kill_point else ["-m", "chunkwise"]
+    entry = ["-m", "tests.support.crash_child", kill_point] if kill_point else ["-m", "chunkwise"]
     return subprocess.Popen([sys.executable, *entry, *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 

@@ -18,8 +18,8 @@ from chunkwise.commands.serve import load_definitions
 from chunkwise.plan.chunks import plan_chunks
 from chunkwise.sim.harness import running_simulator
 from chunkwise.sim.options import SimOptions
-from tests.pipeline_helpers import write_requests
-from tests.ui_helpers import (
+from tests.support.pipeline_helpers import write_requests
+from tests.support.ui_helpers import (
     FLOW,
     PREFECT_FILE,
     REPO,

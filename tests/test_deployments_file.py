@@ -9,7 +9,7 @@ import pytest
 
 from chunkwise.commands import serve
 from chunkwise.commands.serve import DeploymentFileError, load_definitions, runner_deployments
-from tests.ui_helpers import PREFECT_FILE
+from tests.support.ui_helpers import PREFECT_FILE
 
 
 def test_the_file_defines_an_on_demand_and_a_paused_nightly_deployment():

@@ -22,8 +22,8 @@ import pytest
 from chunkwise.cli import main as cli_main
 from chunkwise.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from chunkwise.store.files import read_json
-from tests.pipeline_helpers import write_requests
-from tests.run_checks import assert_answered_once, ledger_records, reset_process_state
+from tests.support.pipeline_helpers import write_requests
+from tests.support.run_checks import assert_answered_once, ledger_records, reset_process_state
 
 pytestmark = pytest.mark.usefixtures("prefect_harness", "clean_process")
 
@@ -186,8 +186,8 @@ def test_fatal_error_mid_run_stops_at_once_with_the_servers_message(sim_factory,
 
 def test_server_busy_503_is_transient_and_retried_until_answered(sim_factory, tmp_path):
     """Ollama answers 503 when its queue is full (research ollama.md section 5): retried, never lost."""
-    from tests.direct_run import run_all
-    from tests.pipeline_helpers import params_for
+    from tests.support.direct_run import run_all
+    from tests.support.pipeline_helpers import params_for
 
     sim = sim_factory(parallel=1, max_queue=1, decode_tps=2000, answer_tokens=(8, 8))  # one slot, one waiting
     source = write_requests(tmp_path / "in.parquet", 12, prompt_words=4)

@@ -7,7 +7,7 @@ import pytest
 
 from chunkwise.store.files import read_json
 from flows.batch import batch
-from tests.pipeline_helpers import params_for, write_requests
+from tests.support.pipeline_helpers import params_for, write_requests
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -9,7 +9,7 @@ import pynvml
 import pytest
 
 from chunkwise.gpu.sampler import CSV_FIELDS, GpuSampler, free_vram_mib
-from tests.fake_nvml import FakeNvml
+from tests.support.fake_nvml import FakeNvml
 
 NEVER = 3600.0  # an interval the thread never reaches in a test: readings come only from the test
 

@@ -18,7 +18,7 @@ from chunkwise.sim.harness import running_simulator
 from chunkwise.sim.options import SimOptions
 from chunkwise.sim.profiles import PROFILES
 from flows.measure import artifact_key, measure_flow
-from tests.fake_nvml import FakeNvml
+from tests.support.fake_nvml import FakeNvml
 
 MIB = 1024 * 1024
 CONTEXTS = [1000, 2000, 4000, 8000]

@@ -1,7 +1,7 @@
 """Preparing a run: staging happens once per run directory, not once per preflight and flow."""
 
 from chunkwise.run.prepare import plan_run, prepare_run
-from tests.pipeline_helpers import params_for, write_requests
+from tests.support.pipeline_helpers import params_for, write_requests
 
 
 def test_preflight_then_flow_stage_once_and_resume_reuses_the_staged_copy(sim, tmp_path):

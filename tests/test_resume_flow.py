@@ -20,10 +20,10 @@ from chunkwise.errors import EXIT_FAILED, EXIT_OK
 from chunkwise.store.files import read_json
 from flows import batch as batch_module
 from flows.batch import batch
-from tests.direct_run import run_all
-from tests.outage import Outage
-from tests.pipeline_helpers import params_for, write_requests
-from tests.run_checks import (
+from tests.support.direct_run import run_all
+from tests.support.outage import Outage
+from tests.support.pipeline_helpers import params_for, write_requests
+from tests.support.run_checks import (
     assert_answered_once,
     assert_same_results,
     chunkwise_env,

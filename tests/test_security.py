@@ -26,8 +26,8 @@ from chunkwise.params import RunParams
 from chunkwise.store.layout import run_paths
 from chunkwise.sim.harness import running_simulator
 from chunkwise.sim.options import SimOptions
-from tests.pipeline_helpers import params_for
-from tests.run_checks import reset_process_state
+from tests.support.pipeline_helpers import params_for
+from tests.support.run_checks import reset_process_state
 
 
 @pytest.mark.parametrize("host", ["file:///etc/passwd", "ftp://127.0.0.1:11434", "gopher://x", "unix:///var/run/o.sock",

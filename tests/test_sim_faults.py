@@ -12,7 +12,6 @@ import pytest
 from chunkwise.sim.faults import RUNNER_STOPPED, pick_fault
 from chunkwise.sim.fingerprint import chat_fingerprint, generate_fingerprint, request_fingerprint
 from chunkwise.sim.options import SimOptions
-from tests.sim_fixtures import sim, sim_factory  # noqa: F401
 
 METRICS = ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration")
 

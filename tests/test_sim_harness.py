@@ -14,7 +14,6 @@ from chunkwise.cli import build_parser
 from chunkwise.commands.sim import options_from_args
 from chunkwise.sim.harness import cli_args, free_port, running_simulator
 from chunkwise.sim.options import SimOptions
-from tests.sim_fixtures import sim, sim_factory  # noqa: F401
 
 CHAT = {"model": "llama3.1:8b", "messages": [{"role": "user", "content": "hi"}], "stream": False}
 

@@ -12,7 +12,6 @@ from chunkwise.sim.answer import make_answer
 from chunkwise.sim.request import CompletionRequest
 from chunkwise.sim.textgen import CORPUS, schema_value
 from chunkwise.sim.tokenizer import count_tokens, tokenize
-from tests.sim_fixtures import sim, sim_factory  # noqa: F401
 
 MSGS = [{"role": "user", "content": "Summarise the report."}]
 

@@ -11,7 +11,6 @@ import pytest
 from chunkwise.ollama.kv import kv_bytes_per_token
 from chunkwise.sim.profiles import ALIASES, PROFILES, resolve
 from chunkwise.sim.tokenizer import chat_prompt_tokens, count_tokens
-from tests.sim_fixtures import sim, sim_factory  # noqa: F401
 
 MSGS = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name three rivers."}]
 METRICS = ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration")

@@ -15,7 +15,6 @@ from chunkwise.sim.profiles import PROFILES
 from chunkwise.sim.scheduler import BUSY, common_prefix
 from chunkwise.sim.timing import decode_ns, prefill_ns
 from chunkwise.sim.tokenizer import render_chat
-from tests.sim_fixtures import sim, sim_factory  # noqa: F401
 
 SYSTEM = {"role": "system", "content": "You label support tickets. " * 40}
 

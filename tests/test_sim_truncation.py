@@ -7,7 +7,6 @@ import pytest
 
 from chunkwise.sim.prompt import INPUT_TOO_LONG, cut_tokens, prune_messages, render_messages
 from chunkwise.sim.tokenizer import chat_prompt_tokens, render_chat
-from tests.sim_fixtures import sim, sim_factory  # noqa: F401
 
 
 def words(n: int) -> str:

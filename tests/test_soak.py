@@ -15,8 +15,8 @@ import polars as pl
 import pytest
 
 from flows.batch import batch
-from tests.pipeline_helpers import params_for, write_requests
-from tests.run_checks import assert_answered_once, chunkwise_env, ledger_records, reset_process_state
+from tests.support.pipeline_helpers import params_for, write_requests
+from tests.support.run_checks import assert_answered_once, chunkwise_env, ledger_records, reset_process_state
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 

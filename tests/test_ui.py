@@ -18,8 +18,8 @@ import pytest
 
 from chunkwise.sim.harness import running_simulator
 from chunkwise.sim.options import SimOptions
-from tests.pipeline_helpers import write_requests
-from tests.ui_helpers import (
+from tests.support.pipeline_helpers import write_requests
+from tests.support.ui_helpers import (
     FLOW,
     chromium_page,
     chunkwise_serve,

@@ -1,4 +1,4 @@
-"""`python -m tests.crash_child POINT <chunkwise arguments>`: the chunkwise CLI with one SIGKILL armed
+"""`python -m tests.support.crash_child POINT <chunkwise arguments>`: the chunkwise CLI with one SIGKILL armed
 at a point that polling from outside could not hit reliably (tests only):
 
     checkpoint  the checkpoint of the last unfinished chunk is complete in its temporary file and

@@ -27,7 +27,7 @@ import httpx
 
 from chunkwise.sim.harness import free_port
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PREFECT_FILE = REPO / "deployments" / "prefect.yaml"
 FLOW = "chunkwise-batch"
 #: Chromium flags this machine needs (no sandbox as root, no network beyond loopback).

@@ -1,0 +1,1 @@
+"""Test helpers shared by the test modules: fake servers and hardware, run harnesses, result checks."""

@@ -5,6 +5,7 @@ Tiers (registered in pyproject.toml, applied here by `pytest_collection_modifyit
     pure   no Prefect, no subprocess; the default for a test that uses neither fixture nor marker below
     flow   runs under the session-wide `prefect_harness` (marked automatically when a test uses it)
     slow   real components: a Prefect server, a browser, subprocess runs, the soak (marked by hand)
+    engine the real llama-server from `make engine` (marked by hand, with slow)
 
 `pytest -m pure` is the quick loop, `pytest -m "not slow"` adds the flows, `make test` runs all.
 
@@ -27,7 +28,7 @@ from collections.abc import Iterator
 
 import pytest
 
-pytest_plugins = ["tests.support.sim_fixtures"]
+pytest_plugins = ["tests.support.sim_fixtures", "tests.support.engine_fixture"]
 
 #: Variables of the calling shell that are test knobs, not settings: kept.
 KEPT = frozenset({"CHUNKWISE_UI_SCREENSHOTS", "CHUNKWISE_CHROMIUM"})
@@ -63,12 +64,12 @@ atexit.register(shutil.rmtree, _prefect_home, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test with its tier: `flow` when it uses the harness, `pure` when it is neither flow nor slow."""
+    """Mark each test with its tier: `flow` when it uses the harness, `pure` when it is no other tier."""
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
         if "prefect_harness" in fixtures:
             item.add_marker(pytest.mark.flow)
-        if item.get_closest_marker("flow") is None and item.get_closest_marker("slow") is None:
+        if not any(item.get_closest_marker(tier) for tier in ("flow", "slow", "engine")):
             item.add_marker(pytest.mark.pure)
 
 

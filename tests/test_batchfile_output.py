@@ -10,8 +10,8 @@ import pytest
 from chunkwise.results.openai_files import ERROR_FILE, OUTPUT_FILE, line_for
 from chunkwise.run.manifest import differences
 from chunkwise.params import RunParams
-from tests.direct_run import run_all
-from tests.run_checks import reset_process_state
+from tests.support.direct_run import run_all
+from tests.support.run_checks import reset_process_state
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,7 @@
 """The real engine for tests: a session-scoped llama-server with Gemma 3 270M.
 
-Import the fixture into a test module (`from tests.engine_fixture import engine  # noqa: F401`) and
-mark the module `engine` (and `slow`). The engine is built by `make engine`, which `make test` runs
+tests/conftest.py loads this module as a plugin: request the `engine` fixture and mark the module
+`engine` (and `slow`). The engine is built by `make engine`, which `make test` runs
 first; without it the fixture fails with that instruction (it does not skip: a missing engine is a
 set-up error, not a pass). 4 slots x 2048 tokens, as in research/real-engine.md's CI runs.
 """

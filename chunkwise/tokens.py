@@ -29,6 +29,13 @@ MIN_TOLERANCE = 0.15
 MIN_SAMPLES = 20
 #: Samples kept (the first ones of the run; later answers don't move the ratio).
 MAX_SAMPLES = 500
+#: Estimated chat-template tokens around each message (start marker, role, separator, end marker). Real
+#: templates spend about this many: Llama 3.1's wraps each message in `<|start_header_id|>`, the role,
+#: `<|end_header_id|>`, a blank line and `<|eot_id|>`. Changing it changes how a conversation is trimmed,
+#: so a resumed run would trim differently from the run it resumes.
+MESSAGE_OVERHEAD_TOKENS = 4
+#: Estimated template tokens that open the assistant's turn at the end of a chat prompt.
+GENERATION_PROMPT_TOKENS = 3
 #: Characters per token no tokenizer goes above; used to reject prompts that cannot fit at all.
 MAX_PLAUSIBLE_CHARS_PER_TOKEN = 8.0
 

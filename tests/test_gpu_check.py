@@ -8,11 +8,11 @@ import sys
 import pynvml
 import pytest
 
-from chunkwise.gpu.cuda_alloc import ORDER, find_allocator
 from chunkwise.gpu.check import EXIT_MISS, EXIT_NO_GPU, EXIT_PASS, main
+from chunkwise.gpu.cuda_alloc import ORDER, find_allocator
+from chunkwise.units import MIB
 from tests.support.fake_nvml import FakeNvml
 
-MIB = 1024 * 1024
 FAST = ["--interval-s", "0.002"]
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from chunkwise.ollama.kv import kv_mib_per_token, kv_reserved_bytes, training_context
 from chunkwise.sim.profiles import PROFILES
+from chunkwise.units import MIB
 
-MIB = 1024 * 1024
 # elements per token = layers x kv heads x (key + value length)
 ELEMENTS = {
     "llama3.1:8b": 32 * 8 * 256,

@@ -11,16 +11,16 @@ from matplotlib.image import imread
 
 from chunkwise.cli import main
 from chunkwise.gpu.sampler import GpuSampler
-from chunkwise.ollama.kv import kv_mib_per_token
 from chunkwise.measure.run import SOURCE_NVML, SOURCE_PS, run_measurement
 from chunkwise.ollama.client import ModelNotFound, OllamaClient, ServerError
+from chunkwise.ollama.kv import kv_mib_per_token
 from chunkwise.sim.harness import running_simulator
 from chunkwise.sim.options import SimOptions
 from chunkwise.sim.profiles import PROFILES
+from chunkwise.units import MIB
 from flows.measure import artifact_key, measure_flow
 from tests.support.fake_nvml import FakeNvml
 
-MIB = 1024 * 1024
 CONTEXTS = [1000, 2000, 4000, 8000]
 FAST = dict(prefill_tps=5e6, decode_tps=2e5)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from chunkwise.gpu.sampler import ps_entry_for, spill_warning
-
-MIB = 1024 * 1024
+from chunkwise.units import MIB
 
 PS = [
     {"name": "qwen2.5:7b", "model": "qwen2.5:7b", "size": 6000 * MIB, "size_vram": 6000 * MIB},

@@ -187,7 +187,7 @@ def no_gpu(monkeypatch):
     monkeypatch.setattr(plan_cmd, "free_vram", lambda: (None, "test: no GPU"))
 
 
-def test_plan_command_json_with_profile_fallback(tmp_path, summary, capsys, no_gpu):
+def test_plan_command_json_without_a_server_plans_without_kv_figures(tmp_path, summary, capsys, no_gpu):
     system = tmp_path / "system.txt"
     system.write_text("s" * 4000, encoding="utf-8")
     code = main(["plan", "--input", summary.path, "--json", "--host", closed_port_url(), "--num-ctx", "8192",
@@ -195,8 +195,8 @@ def test_plan_command_json_with_profile_fallback(tmp_path, summary, capsys, no_g
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert (out["accepted"], out["rejected"], out["chunk_size"], out["chunk_count"]) == (11, 1, 8, 2)
-    assert out["model_info_source"].startswith("built-in profile, server unreachable")
-    assert out["kv_mib_per_token"] == 0.125
+    assert out["model_info_source"] == "unknown (server unreachable; start it or pass --host)"
+    assert out["kv_mib_per_token"] is None
     assert out["fit_detail"] == "unknown: test: no GPU"
 
 

@@ -16,6 +16,7 @@ import threading
 from typing import Any
 
 from chunkwise.commands.common import SHARED_FIELDS, add_shared_flags
+from chunkwise.units import MIB
 
 NAME = "plan"
 HELP = "Show the chunk plan, KV-cache fit and ETA for an input without sending any request."
@@ -49,7 +50,8 @@ def validation_message(exc: Any) -> str:
 
 def fetch_model_info(host: str, model: str) -> tuple[dict | None, str, float | None]:
     """(model_info, where it came from, weights MiB or None): the server's /api/show (weights from
-    the model's file size in /api/tags), else the simulator's built-in profile, else unknown.
+    the model's file size in /api/tags), else unknown with the reason. There is no offline fallback:
+    a plan is only as good as the server's own numbers.
     Raises chunkwise.ollama.client.ConfigError for a host that is not an http(s) URL."""
     from chunkwise.ollama.client import ModelNotFound, OllamaClient, OllamaError
 
@@ -61,35 +63,21 @@ def fetch_model_info(host: str, model: str) -> tuple[dict | None, str, float | N
         weights = None
         try:  # the model file's size is about the weights' size in memory
             sizes = [m.get("size") for m in client.tags() if model in (m.get("name"), m.get("model"))]
-            weights = sizes[0] / 2**20 if sizes and sizes[0] else None
+            weights = sizes[0] / MIB if sizes and sizes[0] else None
         except (OllamaError, ValueError):
             pass
         return info, f"server /api/show at {client.host}", weights
     except ModelNotFound:
-        why = f"model {model!r} not on the server"
+        return None, f"unknown (model {model!r} not on the server; `ollama pull {model}`)", None
     except (OllamaError, ValueError):
-        why = "server unreachable"
+        return None, "unknown (server unreachable; start it or pass --host)", None
     finally:
         client.close()
-    try:
-        from chunkwise.sim import profiles
-    except ImportError:
-        return None, f"unknown ({why}, no built-in profiles)", None
-    resolve = getattr(profiles, "resolve", None)
-    profile = resolve(model) if resolve else profiles.PROFILES.get(model)
-    info = getattr(profile, "model_info", None)
-    info = info() if callable(info) else info
-    if not isinstance(info, dict):
-        return None, f"unknown ({why}, no built-in profile for {model!r})", None
-    size = getattr(profile, "weights_bytes", None)
-    return dict(info), f"built-in profile, {why}", size / 2**20 if size else None
 
 
 def free_vram() -> tuple[float | None, str | None]:
-    try:
-        from chunkwise.gpu import sampler as gpu
-    except ImportError:
-        return None, "chunkwise.gpu.sampler not available"
+    from chunkwise.gpu import sampler as gpu
+
     try:
         return gpu.free_vram_mib()
     except Exception as exc:  # a GPU probe must never stop a plan

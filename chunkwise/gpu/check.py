@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from chunkwise.gpu.sampler import GpuSampler
+from chunkwise.units import MIB
 
-MIB = 1024 * 1024
 EXIT_PASS, EXIT_MISS, EXIT_NO_GPU = 0, 1, 2
 #: Free memory a step leaves untouched (MiB): the driver and other processes need some.
 FREE_RESERVE_MIB = 1024.0

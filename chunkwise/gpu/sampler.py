@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from chunkwise.ollama.ps import ps_entry_for, spill_warning
+from chunkwise.units import MIB
 
 __all__ = ["GpuSampler", "free_vram_mib", "load_nvml", "ps_entry_for", "spill_warning"]
 
-MIB = 1024 * 1024
 CSV_NAME = "gpu_samples.csv"
 CSV_FIELDS = ("time_utc", "elapsed_s", "gpu", "used_mib", "total_mib", "util_pct")
 

@@ -26,20 +26,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from chunkwise.tokens import DEFAULT_CHARS_PER_TOKEN
 from chunkwise.gpu.sampler import GpuSampler, ps_entry_for, spill_warning
-from chunkwise.ollama.kv import BYTES_PER_ELEMENT, ModelInfoError, kv_mib_per_token, training_context
 from chunkwise.measure.fit import DEFAULT_CONTEXTS, Fit, Recommendation, fit_line, recommend_num_ctx, truncation_check
 from chunkwise.measure.output import write_outputs
 from chunkwise.measure.prompt import build_prompt
 from chunkwise.measure.report import SOURCE_NVML, SOURCE_PS, SOURCE_TEXT, MeasureReport, MeasureRow
 from chunkwise.ollama.client import ConfigError, ContextExceeded, ModelNotFound, OllamaError, ServerUnavailable
+from chunkwise.ollama.kv import BYTES_PER_ELEMENT, ModelInfoError, kv_mib_per_token, training_context
+from chunkwise.tokens import DEFAULT_CHARS_PER_TOKEN
+from chunkwise.units import MIB
 
 __all__ = ["MeasureReport", "MeasureRow", "run_measurement", "measure_run_dir", "Fit", "Recommendation", "fit_line",
            "recommend_num_ctx", "truncation_check", "build_prompt", "DEFAULT_CONTEXTS", "SOURCE_NVML", "SOURCE_PS",
            "SOURCE_TEXT"]
 
-MIB = 1024 * 1024
 KEEP_ALIVE = "10m"  # long enough for the /api/ps read after each answer
 
 

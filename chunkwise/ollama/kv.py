@@ -38,11 +38,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from chunkwise.units import MIB
+
 #: Bytes per cached element: f16 is 2; q8_0 and q4_0 are ggml blocks of 32 elements stored in
 #: 34 and 18 bytes (Ollama's own estimator rounds these to 1 and 0.5).
 BYTES_PER_ELEMENT: dict[str, float] = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 
-MIB = 1024 * 1024
 ENGINES = ("ollama", "llama-server")
 #: llama.cpp's default SWA period per architecture when the GGUF has no sliding_window_pattern
 #: (vendored llama.cpp 0c1e570, `src/models/*.cpp`): (period, dense_first). Gemma 2's window

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-MIB = 1024 * 1024
+from chunkwise.units import MIB
 
 
 def normalise_model_name(name: object) -> str:

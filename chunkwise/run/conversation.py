@@ -15,8 +15,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from chunkwise.tokens import estimate_tokens
-from chunkwise.sim.tokenizer import GENERATION_PROMPT_TOKENS, MESSAGE_OVERHEAD_TOKENS
+from chunkwise.tokens import GENERATION_PROMPT_TOKENS, MESSAGE_OVERHEAD_TOKENS, estimate_tokens
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from chunkwise.ollama.kv import kv_reserved_bytes
 from chunkwise.sim.options import SimOptions
 from chunkwise.sim.profiles import ModelProfile
 from chunkwise.sim.stats import SimStats
+from chunkwise.units import MIB
 
 BUSY = "server busy, please try again.  maximum pending requests exceeded"
 _CHUNKS = (4096, 128, 8)
@@ -236,7 +237,7 @@ class Scheduler:
                 "digest": profile.digest,
                 "details": profile.details(),
                 "expires_at": expires,
-                "size_vram": min(size, options.vram_mib * 1024 * 1024),
+                "size_vram": min(size, options.vram_mib * MIB),
                 "context_length": key.num_ctx,
             }
         ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from types import SimpleNamespace
 
-MIB = 1024 * 1024
+from chunkwise.units import MIB
 
 
 class FakeNVMLError(Exception):

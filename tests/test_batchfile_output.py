@@ -7,9 +7,9 @@ import json
 import polars as pl
 import pytest
 
+from chunkwise.params import RunParams
 from chunkwise.results.openai_files import ERROR_FILE, OUTPUT_FILE, line_for
 from chunkwise.run.manifest import differences
-from chunkwise.params import RunParams
 from tests.support.direct_run import run_all
 from tests.support.run_checks import reset_process_state
 

@@ -118,7 +118,7 @@ def test_event_that_is_not_json_is_incomplete():
 def test_error_object_mid_stream_is_a_server_error():
     # llama.cpp server-context.cpp: format_oai_sse({"error": ...}) after the first chunk
     body = sse(delta("a"), {"error": {"code": 500, "message": "slot died", "type": "server_error"}}, done=False)
-    with pytest.raises(e.ServerError, match="slot died.*in stream"):
+    with pytest.raises(e.ServerError, match=r"slot died.*in stream"):
         client_for(lambda r: httpx.Response(200, content=body)).chat("m", MESSAGES, options={})
 
 
@@ -130,8 +130,9 @@ def test_context_error_mid_stream_is_context_exceeded():
         client_for(lambda r: httpx.Response(200, content=body)).chat("m", MESSAGES, options={})
 
 
-LLAMA_CTX = {"error": {"code": 400, "message": "request (5396 tokens) exceeds the available context size (2048 tokens), "
-                       "try increasing it", "type": "exceed_context_size_error", "n_prompt_tokens": 5396, "n_ctx": 2048}}
+LLAMA_CTX = {"error": {"code": 400, "message": "request (5396 tokens) exceeds the available context size "
+                       "(2048 tokens), try increasing it", "type": "exceed_context_size_error",
+                       "n_prompt_tokens": 5396, "n_ctx": 2048}}
 OPENAI_CTX = {"error": {"message": "This model's maximum context length is 2048 tokens. However, you requested 5412 "
                         "tokens (5396 in the messages, 16 in the completion).", "type": "invalid_request_error",
                         "param": "messages", "code": "context_length_exceeded"}}

@@ -32,7 +32,13 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from chunkwise.inputs.scan import LINE_ERROR_COLUMN, SCAN_BATCH_ROWS, InputError, InputSummary, _Scan
+from chunkwise.inputs.scan import (
+    LINE_ERROR_COLUMN,
+    SCAN_BATCH_ROWS,
+    InputError,
+    InputSummary,
+    _Scan,
+)
 
 CHAT_URL = "/v1/chat/completions"
 #: Body fields that do not change the answer of one request.
@@ -123,7 +129,7 @@ def read_batch(path: str | os.PathLike, run: dict[str, Any] | None = None) -> pa
     problems: list[str | None] = []
     seen: dict[str, int] = {}
     try:
-        handle = open(path, "rb")
+        handle = open(path, "rb")  # noqa: SIM115 - closed by the `with` below; opening is what can fail
     except PermissionError as exc:
         raise InputError(f"{path}: cannot be read ({exc.strerror}); check the file's permissions") from exc
     with handle:

@@ -35,6 +35,7 @@ import httpx
 import orjson
 
 from chunkwise import __version__
+
 # The backend-neutral error tree and ChatResult live in chunkwise.ollama.client until they move to
 # chunkwise.errors / chunkwise.backend (issue 12).
 from chunkwise.ollama.client import (
@@ -145,7 +146,7 @@ def response_format(schema: dict[str, Any] | str) -> dict[str, Any]:
 class _StreamState:
     """What the stream has said so far: the text, the finish reason, the usage, llama.cpp timings."""
 
-    __slots__ = ("pieces", "finish_reason", "usage", "timings", "done")
+    __slots__ = ("done", "finish_reason", "pieces", "timings", "usage")
 
     def __init__(self) -> None:
         self.pieces: list[str] = []

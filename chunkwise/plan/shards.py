@@ -1,0 +1,102 @@
+"""Shards: the unit of work one host pulls in distributed mode (pure; no Prefect, no I/O but the
+record in the run directory).
+
+A shard is a contiguous range of chunks worth a few minutes of one host's work. Few-minute shards
+keep Prefect's per-shard cost (a worker poll of up to `PREFECT_WORKER_QUERY_SECONDS`, 10 s by default,
+plus ~5 s to start a flow-run process; research/prefect.md section 4.2) under a few per cent of the
+run, while the tail (the last shard on the slowest host) stays short. Chunks are never split: a
+chunk is the unit of checkpointing and of the per-chunk lock (`chunkwise.store.chunklock`).
+
+Shard `k` covers chunks `shards[k]`; the sets are disjoint, cover every chunk, and hold request
+counts as even as whole chunks allow (greedy fill to the target). The plan is written once to
+`<run dir>/shards.json` and re-read by a restarted parent, so a shard index always names the same
+chunks (the dispatch idempotency key `run:shard:attempt` depends on it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from chunkwise.plan.chunks import ChunkSpec
+from chunkwise.store.files import write_json_atomic
+
+#: Default shard length when nothing better is known: 3 minutes at 5 requests/s per host (the low end
+#: of one Ollama GPU's 5-20 req/s, issue 11) = 900 requests.
+DEFAULT_SHARD_SECONDS = 180.0
+DEFAULT_HOST_RPS = 5.0
+SHARDS_FILE = "shards.json"
+
+
+class Shard(BaseModel):
+    """One shard: its index and the chunk indexes it covers (ascending)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    chunks: tuple[int, ...]
+    requests: int
+
+
+def requests_per_shard(seconds: float = DEFAULT_SHARD_SECONDS, host_rps: float = DEFAULT_HOST_RPS) -> int:
+    """Requests in `seconds` of one host's work at `host_rps` requests/s (at least 1)."""
+    if seconds <= 0 or host_rps <= 0:
+        raise ValueError(f"shard seconds and host req/s must be positive, got {seconds} and {host_rps}")
+    return max(1, math.floor(seconds * host_rps))
+
+
+def plan_shards(specs: Sequence[ChunkSpec], target_requests: int) -> list[Shard]:
+    """Group consecutive chunks into shards of about `target_requests` requests.
+
+    The shard count is round-half-up(total / target) (at least 1, at most one per chunk); chunks are
+    then cut where the running request count crosses each k x total / count, so shards differ by at
+    most about one chunk's size and none is empty.
+    """
+    if target_requests < 1:
+        raise ValueError(f"target_requests must be at least 1, got {target_requests}")
+    if not specs:
+        return []
+    total = sum(s.size for s in specs)
+    count = min(len(specs), max(1, (2 * total + target_requests) // (2 * target_requests)))
+    shards: list[Shard] = []
+    current: list[ChunkSpec] = []
+    done = 0
+    for position, spec in enumerate(specs):
+        current.append(spec)
+        done += spec.size
+        remaining_chunks = len(specs) - position - 1
+        remaining_shards = count - len(shards) - 1
+        boundary = (len(shards) + 1) * total / count
+        # Close the shard at its boundary, keeping at least one chunk for every shard still to come.
+        if remaining_shards > 0 and (done >= boundary or remaining_chunks == remaining_shards):
+            shards.append(_shard(len(shards), current))
+            current = []
+    if current:
+        shards.append(_shard(len(shards), current))
+    return shards
+
+
+def _shard(index: int, specs: list[ChunkSpec]) -> Shard:
+    return Shard(index=index, chunks=tuple(s.index for s in specs), requests=sum(s.size for s in specs))
+
+
+def shards_path(run_dir: Path) -> Path:
+    return Path(run_dir) / SHARDS_FILE
+
+
+def load_or_write(run_dir: Path, specs: Sequence[ChunkSpec], target_requests: int) -> list[Shard]:
+    """The run's shards: those recorded in `shards.json` when they still cover exactly these chunks
+    (a restarted parent must give every shard index the same chunks), else a new plan, recorded."""
+    path = shards_path(run_dir)
+    chunk_indexes = sorted(s.index for s in specs)
+    if path.exists():
+        recorded = [Shard(**s) for s in json.loads(path.read_text())["shards"]]
+        if sorted(i for s in recorded for i in s.chunks) == chunk_indexes:
+            return recorded
+    shards = plan_shards(specs, target_requests)
+    write_json_atomic(path, {"target_requests": target_requests, "shards": [s.model_dump() for s in shards]})
+    return shards

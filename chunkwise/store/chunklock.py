@@ -1,0 +1,107 @@
+"""One sender per chunk across processes and hosts.
+
+In distributed mode several shard flows, on several machines, work in one run directory on shared
+storage. Two of them sending the same chunk would both send its unanswered requests and append to
+the same ledger, paying twice. Before a process touches chunk *i* it takes an exclusive,
+non-blocking `flock` on `<run dir>/locks/chunk-NNNNN.lock`; if another process holds it, the chunk
+is skipped (`ChunkBusy`), never waited for: the parent re-dispatches whatever is left without a
+checkpoint.
+
+The kernel drops the lock when its process dies, so a crashed shard never leaves a stale lock. On
+NFS, Linux emulates `flock` with a whole-file byte-range lock (flock(2), "NFS details", since Linux
+2.6.12); NFSv4 locks are leases, so a lost machine's lock is freed when its lease expires (tens of
+seconds), not at once.
+
+Within one process the lock is not re-entrant: a chunk runs once at a time per process, and a second
+`hold` of the same chunk from the same process is refused like one from another process (flock
+locks belong to the open file description, so a second `open` would conflict with the first).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+LOCKS_DIR = "locks"
+
+_held: dict[str, int] = {}
+_guard = threading.Lock()
+
+
+class ChunkBusy(RuntimeError):
+    """Another live process (maybe on another host) is sending this chunk; skip it."""
+
+    def __init__(self, index: int, owner: str) -> None:
+        super().__init__(f"chunk {index} is being sent by another chunkwise process ({owner}); skipped here")
+        self.index = index
+        self.owner = owner
+
+    def __reduce__(self) -> tuple:  # picklable (Prefect pickles exceptions)
+        return (ChunkBusy, (self.index, self.owner))
+
+
+def lock_path(run_dir: Path, index: int) -> Path:
+    return Path(run_dir) / LOCKS_DIR / f"chunk-{index:05d}.lock"
+
+
+def _key(run_dir: Path, index: int) -> str:
+    return str(lock_path(Path(run_dir).resolve(), index))
+
+
+def try_acquire(run_dir: Path, index: int) -> bool:
+    """Take chunk `index`'s lock without waiting; False when another holder has it (or this process
+    already holds it). The lock file records `pid P on HOST` for messages."""
+    path = lock_path(run_dir, index)
+    key = _key(run_dir, index)
+    with _guard:
+        if key in _held:
+            return False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        _held[key] = fd
+        return True
+
+
+def owner(run_dir: Path, index: int) -> str:
+    """Who holds (or last held) the lock, as written by its holder; for messages only."""
+    try:
+        return lock_path(run_dir, index).read_text(errors="replace").strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def release(run_dir: Path, index: int) -> None:
+    """Give up chunk `index`'s lock if this process holds it. The file stays (removing it would let a
+    process that opened the old inode and one that creates a new one both "hold" the lock)."""
+    key = _key(run_dir, index)
+    with _guard:
+        fd = _held.pop(key, None)
+    if fd is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+@contextmanager
+def hold(run_dir: Path, index: int) -> Iterator[None]:
+    """Hold chunk `index` for the block, or raise `ChunkBusy` at once when someone else holds it."""
+    if not try_acquire(run_dir, index):
+        raise ChunkBusy(index, owner(run_dir, index))
+    try:
+        yield
+    finally:
+        release(run_dir, index)

@@ -175,6 +175,16 @@ class RunParams(BaseModel):
             )
         return value.strip()
 
+    @field_validator("format")
+    @classmethod
+    def _valid_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        from chunkwise.run.structured import schema_problem  # jsonschema only when a schema is given
+
+        problem = schema_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(f"format is not a valid JSON schema ({problem}); fix the schema or leave format out")
+        return value
+
     @model_validator(mode="after")
     def _one_system_prompt(self) -> RunParams:
         if self.system_prompt and self.system_prompt_file:

@@ -99,7 +99,7 @@ def test_invalid_output_is_redrawn_a_bounded_number_of_times(sim_factory, source
     assert ok["attempts"].max() > 1  # some answers were fixed by a re-draw
     assert failed.height > 0 and set(failed["error_class"]) == {"invalid_output"}
     assert set(failed["attempts"]) == {3}
-    assert failed["error_message"][0] == "after 3 attempts: $.n: expected integer, got str"
+    assert failed["error_message"][0] == "after 3 attempts: $.n: 'two' is not of type 'integer'"
     assert_reconciles(results, stats)
 
 

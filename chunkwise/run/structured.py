@@ -1,72 +1,47 @@
-"""A small JSON-schema checker for structured-output answers (`format` in the run parameters).
+"""The structured-output check behind the `invalid_output` failure class (`format` in the run parameters).
 
-Supported keywords, the ones Ollama's grammar conversion honours in practice: `type` (one or a
-list), `enum`, `const`, `properties`, `required`, `additionalProperties: false`, `items`,
-`minItems`, `maxItems`, `minimum`, `maximum`, `exclusiveMinimum`, `exclusiveMaximum`, `minLength`,
-`maxLength`, `anyOf`. Other keywords are ignored (they never make an answer fail).
+An answer must be JSON and, when `format` is a schema, valid for it under JSON Schema draft 2020-12
+(the draft pydantic's `model_json_schema()` writes, which is how most `format` schemas are made),
+checked by the `jsonschema` package. Every keyword counts, including those Ollama's grammar does not
+enforce while generating (llama.cpp's `json-schema-to-grammar` skips some): an answer that breaks the
+schema the run asked for is not a valid answer, whichever side let it through. `format` annotations
+(`date-time`, `email`) are not asserted, as the specification leaves them optional.
+The schema itself is checked once, when the run parameters are validated (`schema_problem`).
 """
 
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Any
 
-_TYPES = {
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "boolean": lambda v: isinstance(v, bool),
-    "null": lambda v: v is None,
-}
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+#: Problems reported per answer; the rest are left out of the one-line reason.
+MAX_REPORTED = 3
 
 
-def schema_errors(value: Any, schema: dict[str, Any], path: str = "$") -> list[str]:
-    """Every way `value` breaks `schema`, as `path: problem` strings (empty when valid)."""
-    errors: list[str] = []
-    kind = schema.get("type")
-    if kind is not None:
-        kinds = kind if isinstance(kind, list) else [kind]
-        if not any(_TYPES.get(k, lambda v: True)(value) for k in kinds):
-            return [f"{path}: expected {'/'.join(kinds)}, got {type(value).__name__}"]
-    if "enum" in schema and value not in schema["enum"]:
-        errors.append(f"{path}: {value!r} is not one of {schema['enum']!r}")
-    if "const" in schema and value != schema["const"]:
-        errors.append(f"{path}: expected {schema['const']!r}")
-    if "anyOf" in schema and not any(not schema_errors(value, s, path) for s in schema["anyOf"]):
-        errors.append(f"{path}: matches none of anyOf")
-    if isinstance(value, dict):
-        props = schema.get("properties") or {}
-        errors += [f"{path}: missing required {k!r}" for k in schema.get("required") or [] if k not in value]
-        if schema.get("additionalProperties") is False:
-            errors += [f"{path}: unexpected property {k!r}" for k in value if k not in props]
-        for key, sub in props.items():
-            if key in value:
-                errors += schema_errors(value[key], sub, f"{path}.{key}")
-    if isinstance(value, list):
-        if "minItems" in schema and len(value) < schema["minItems"]:
-            errors.append(f"{path}: fewer than {schema['minItems']} items")
-        if "maxItems" in schema and len(value) > schema["maxItems"]:
-            errors.append(f"{path}: more than {schema['maxItems']} items")
-        if isinstance(schema.get("items"), dict):
-            for i, item in enumerate(value):
-                errors += schema_errors(item, schema["items"], f"{path}[{i}]")
-    if isinstance(value, str):
-        if "minLength" in schema and len(value) < schema["minLength"]:
-            errors.append(f"{path}: shorter than {schema['minLength']}")
-        if "maxLength" in schema and len(value) > schema["maxLength"]:
-            errors.append(f"{path}: longer than {schema['maxLength']}")
-    if _TYPES["number"](value):
-        for key, ok in (
-            ("minimum", lambda b: value >= b),
-            ("maximum", lambda b: value <= b),
-            ("exclusiveMinimum", lambda b: value > b),
-            ("exclusiveMaximum", lambda b: value < b),
-        ):
-            if key in schema and not ok(schema[key]):
-                errors.append(f"{path}: {value} breaks {key} {schema[key]}")
-    return errors
+@lru_cache(maxsize=8)
+def _validator(schema_json: str) -> Draft202012Validator:
+    return Draft202012Validator(json.loads(schema_json))
+
+
+def schema_problem(schema: dict[str, Any]) -> str | None:
+    """None when `schema` is a valid draft 2020-12 JSON schema, else what is wrong with it."""
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        where = exc.json_path if exc.path else "the schema"
+        return f"{where}: {exc.message}"
+    return None
+
+
+def schema_errors(value: Any, schema: dict[str, Any]) -> list[str]:
+    """Every way `value` breaks `schema`, as `path: problem` strings ordered by path (empty when valid)."""
+    validator = _validator(json.dumps(schema, sort_keys=True))
+    errors = sorted(validator.iter_errors(value), key=lambda e: (e.json_path, e.message))
+    return [f"{e.json_path}: {e.message}" for e in errors]
 
 
 def check_answer(text: str, schema: dict[str, Any] | str) -> str | None:
@@ -78,4 +53,4 @@ def check_answer(text: str, schema: dict[str, Any] | str) -> str | None:
     if not isinstance(schema, dict):
         return None
     errors = schema_errors(value, schema)
-    return "; ".join(errors[:3]) if errors else None
+    return "; ".join(errors[:MAX_REPORTED]) if errors else None

@@ -1,6 +1,7 @@
 """Client-side token estimates and silent-truncation detection.
 
-Ollama has no tokenize endpoint (research/ollama.md section 7), so chunkwise estimates a prompt's
+Ollama has no tokenize endpoint (none in its route table, `server/routes.go`, up to v0.33; requested
+in ollama/ollama#3582), so chunkwise estimates a prompt's
 tokens from its length in characters. The ratio starts at `DEFAULT_CHARS_PER_TOKEN` (English BPE
 vocabularies give about 4) and is recalibrated from the run's own answers: every answered request
 whose `prompt_eval_count` is well below the context (so it cannot have been cut) contributes

@@ -215,7 +215,8 @@ def test_in_flight_requests_past_the_grace_period_are_abandoned_and_resent_once(
 
 def test_prefect_flow_run_retry_cli_finishes_a_failed_run(sim_factory, tmp_path, child_env, monkeypatch):
     """`prefect flow-run retry <id> --entrypoint flows/batch.py:batch` re-executes the same failed flow
-    run (research/prefect.md 1.6); it resumes from the ledger and sends nothing twice."""
+    run, keeping its id (Prefect 3.9.1 `prefect/cli/flow_run.py` retry); it resumes from the ledger and
+    sends nothing twice."""
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStateType
     from prefect.client.schemas.objects import StateType

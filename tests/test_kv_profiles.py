@@ -1,6 +1,7 @@
 """The KV formula (chunkwise.ollama.kv) against every built-in simulator profile.
 
-Expected values are research/ollama.md section 6, written as exact fractions of a MiB:
+Expected values come from the models' published configurations (see chunkwise/sim/profiles.py), written
+as exact fractions of a MiB:
 f16 is 2 bytes per element, q8_0 34/32 and q4_0 18/32 (ggml block sizes).
 """
 

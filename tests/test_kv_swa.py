@@ -3,7 +3,7 @@
 Expected numbers come from the engines' sources and logs, not from the formula:
 - Gemma 3 270M (metadata of gemma-3-270m-q4_k_m.gguf): 18 layers, 1 KV head, key/value length 256,
   window 512. llama-server at `-c 32768 -np 4` logged "non-SWA KV 96 MiB, SWA KV 60 MiB"
-  (research/real-engine.md section 4); the RSS slope with `-np 1` was 3.1 KiB per token.
+  (llama.cpp 0c1e570 as vendored in llama-cpp-python 0.3.36); the RSS slope with `-np 1` was 3.1 KiB per token.
 - Ollama's estimator (fs/ggml/ggml.go GraphSize): gemma3 local layers hold
   numParallel x sliding_window + batch cells; every 6th layer is global.
 """

@@ -103,7 +103,7 @@ def test_stream_without_finish_reason_is_incomplete():
 
 
 def test_stream_without_usage_is_fatal_and_says_what_to_do():
-    # llama-cpp-python 0.3.36 ignores include_usage (research/real-engine.md section 2)
+    # llama-cpp-python 0.3.36's server ignores stream_options.include_usage (seen on its /v1/chat/completions)
     client = client_for(lambda r: httpx.Response(200, content=sse(delta("a", "stop"))))
     with pytest.raises(e.FatalError, match="CHUNKWISE_OPENAI_STREAM=false"):
         client.chat("m", MESSAGES, options={})

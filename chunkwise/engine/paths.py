@@ -25,7 +25,8 @@ MODEL_BYTES = 253_113_024
 #: The name the engine serves the model as (`--alias`), i.e. the `model` of every request.
 MODEL_ALIAS = "gemma3-270m"
 #: The chat template: the GGUF has none, and `--chat-template gemma` is taken as a literal Jinja
-#: template (every prompt becomes the word "gemma"; research/real-engine.md section 3).
+#: template (every prompt becomes the word "gemma": llama-server's `/apply-template` returns "gemma" with
+#: Jinja on, its default in llama.cpp 0c1e570).
 TEMPLATE = Path(__file__).with_name("gemma.jinja")
 
 

@@ -1,6 +1,6 @@
 """Start llama-server on 127.0.0.1, wait until it is ready, stop it.
 
-The flags are the ones measured in research/real-engine.md section 3:
+The flags (measured with Gemma 3 270M on the 2-core CI machine, 2026-11):
 `-np N -c ctx -t 2 -fit off --cache-ram 0 --no-webui --metrics --chat-template-file gemma.jinja`.
 `-c` is the total context of all slots (each slot gets ctx / N); `--cache-ram 0` keeps RSS flat
 (the default 8 GiB prompt cache grows it to ~1 GiB); `-fit off` halves start-up. Readiness is

@@ -1,7 +1,8 @@
 """The pure arithmetic of `chunkwise measure`: line fit, truncation check, num_ctx recommendation.
 
 Memory is in MiB, contexts in tokens. Ollama reserves the KV cache for `num_ctx x parallel` tokens
-when it loads a model (research/ollama.md section 3), so memory is a straight line in num_ctx:
+when it loads a model (`KvSize: opts.NumCtx * numParallel`, `llm/server.go` in v0.20.0), so memory is a
+straight line in num_ctx:
 `memory = intercept + slope x num_ctx`, where the intercept is weights, compute buffers and
 whatever else holds the GPU, and the slope is the cost of one context token in every slot.
 Measuring that line needs a reload at every num_ctx: the 2025 seed measurement kept num_ctx fixed
@@ -70,7 +71,8 @@ def truncation_check(
 ) -> str | None:
     """Why Ollama's `prompt_eval_count` says the prompt was cut, or None if it looks whole.
 
-    Flags (research/ollama.md section 2): a count that reaches the context (Ollama 0.4-0.29 cut to
+    Flags (Ollama's runners: `truncating input prompt` in `runner/ollamarunner/runner.go` v0.20.0,
+    `llm/llama_server.go` v0.30+): a count that reaches the context (Ollama 0.4-0.29 cut to
     exactly num_ctx; 0.30-0.30.10 to num_ctx - 1), and a count clearly below the prompt's expected
     tokens (`< expected x (1 - tolerance)`, which catches the >= 0.30.11 cut to about num_ctx/2 and a
     server that ignored num_ctx). The context is the smaller of the requested num_ctx and what

@@ -6,7 +6,7 @@ one token in the BPE vocabularies of llama 3, qwen 2.5 and gemma 2; that makes t
 4 characters per token for both, and its token count predictable.
 
 Against the simulator the count is exact (`chat_prompt_tokens` is what the simulator evaluates).
-Against a real Ollama there is no tokenize endpoint (research/ollama.md section 7), so the prompt
+Against a real Ollama there is no tokenize endpoint (ollama/ollama#3582), so the prompt
 is sized from a characters-per-token ratio (`estimate.DEFAULT_CHARS_PER_TOKEN` at first, then the
 ratio Ollama's own `prompt_eval_count` showed for the previous, uncut prompt), and the truncation
 check uses the wider tolerance of an estimate. Each prompt starts with its context size, so no

@@ -1,7 +1,7 @@
 """`chunkwise measure`: what one context token really costs in GPU memory, measured on a server.
 
 For each num_ctx the model is loaded with that context (a chat with `options.num_ctx`; Ollama
-reloads when num_ctx changes, research/ollama.md section 3) and sent a prompt that nearly fills it.
+reloads when num_ctx changes: `needsReload` in `server/sched.go`) and sent a prompt that nearly fills it.
 Then memory is read two ways: NVML "used" on this machine's GPUs (`chunkwise.gpu.sampler`) and Ollama's
 `/api/ps` size / size_vram. The fit of memory against num_ctx gives the measured MiB per context
 token, compared with the KV formula (`chunkwise.ollama.kv`) times the parallel slots. The sampler

@@ -182,7 +182,8 @@ class OllamaClient:
     """A thread-safe httpx client for one Ollama host.
 
     Timeouts live here, not in Prefect: a Prefect task timeout cannot interrupt a thread blocked
-    on a socket (research/prefect.md 1.3). With streaming (the default) `read_timeout_s` bounds the
+    on a socket (Prefect 3.9 `task_engine.py` warns that a thread timeout "cannot interrupt blocking
+operations like `time.sleep()`, network requests"). With streaming (the default) `read_timeout_s` bounds the
     silence between two lines, so a stalled server is detected without capping long generations.
     """
 

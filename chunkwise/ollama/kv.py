@@ -1,7 +1,8 @@
 """KV-cache size from a model's GGUF metadata (Ollama's `/api/show` `model_info`, or the file's
 header read by `chunkwise.engine.gguf` for llama-server), sliding-window layers included.
 
-Per layer and per cached token (see `../shared/research/ollama.md` section 6):
+Per layer and per cached token (Ollama's estimator, `fs/ggml/ggml.go` GraphSize, v0.12.0; the same as
+llama.cpp's KV buffer):
 
     bytes = head_count_kv[layer] x (key_length + value_length) x bytes_per_element
 
@@ -17,7 +18,8 @@ count suggests. Which layers are SWA, and how big their cache is, depends on the
 - Ollama (`engine="ollama"`): only gemma3 gets the window cache (Ollama's estimator,
   `fs/ggml/ggml.go` GraphSize: `gemma3GlobalCacheCount = 6`, local layers
   `numParallel x attention.sliding_window + batch` cells; gemma2 ran on llama.cpp with
-  `swa_full = true`, research/ollama.md section 6). The rest cache `num_ctx x parallel` tokens.
+  `swa_full = true`, `llama/llama.cpp/src/llama-context.cpp` in Ollama v0.12.0). The rest cache
+  `num_ctx x parallel` tokens.
 - llama-server (`engine="llama-server"`, llama.cpp vendored in llama-cpp-python 0.3.36, commit
   0c1e570): the layer pattern is `{arch}.attention.sliding_window_pattern` when the GGUF has it
   (a period or one flag per layer), else the architecture's built-in period (`SWA_PERIODS`, from

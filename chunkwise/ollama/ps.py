@@ -3,7 +3,7 @@
 `/api/ps` lists each loaded model with `size` (bytes of the whole runner: weights, KV cache for
 `num_ctx x NUM_PARALLEL` tokens, compute buffers) and `size_vram` (the part on the GPU). When
 `size_vram < size` the model spilled layers to system RAM and runs them on the CPU, several times
-slower (research/ollama.md section 3; Ollama issues #7198, #10615, #11773, #14116). These figures
+slower (`api/types.go` ProcessModelResponse; Ollama issues #7198, #10615, #11773, #14116). These figures
 are Ollama's accounting, not a GPU measurement; `chunkwise.gpu.sampler` reads the GPU itself.
 """
 

@@ -33,7 +33,7 @@ def log():
     return logger("chunkwise.run.prepare")
 
 
-#: First Ollama version that honours `truncate: false` (research/ollama.md section 2).
+#: First Ollama version that honours `truncate: false` (ollama/ollama PR #12582, released in v0.12.6).
 TRUNCATE_FLAG_SINCE = (0, 12, 6)
 
 

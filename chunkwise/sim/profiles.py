@@ -1,9 +1,11 @@
 """Built-in model profiles of the simulator: the architecture numbers of real Ollama models.
 
-Numbers are those of research/ollama.md section 6 (layers, attention heads, KV heads, head size,
-training context) plus the size of the usual Ollama download. They drive /api/show `model_info`,
-the num_ctx clamp, the /api/ps memory figure (via `chunkwise.ollama.kv`) and, for the `half` truncation
-mode, whether the tokenizer adds a BOS token (Ollama counts it in num_keep).
+Numbers are the models' published configurations (layers, attention heads, KV heads, head size, training
+context: meta-llama/llama-models `models/sku_list.py` for Llama 3.x, the Qwen2.5 technical report arXiv
+2412.15115 Table 1, Hugging Face `google/gemma-2-9b` config.json) plus the size of the usual Ollama
+download. They drive /api/show `model_info`, the num_ctx clamp, the /api/ps memory figure (via
+`chunkwise.ollama.kv`) and, for the `half` truncation mode, whether the tokenizer adds a BOS token
+(Ollama counts it in num_keep).
 
 Names: a profile is found by its exact name (`llama3.1:8b`). A name without a tag gets `:latest`,
 as Ollama does, and `ALIASES` maps `<family>:latest` to the tag the Ollama library serves under

@@ -3,7 +3,7 @@
 tests/conftest.py loads this module as a plugin: request the `engine` fixture and mark the module
 `engine` (and `slow`). The engine is built by `make engine`, which `make test` runs
 first; without it the fixture fails with that instruction (it does not skip: a missing engine is a
-set-up error, not a pass). 4 slots x 2048 tokens, as in research/real-engine.md's CI runs.
+set-up error, not a pass). 4 slots x 2048 tokens each.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """One chunk as a retryable, cached Prefect task.
 
-Retries: only transient failures (`chunkwise.ollama.client.retry_condition`), with exponential backoff and
+Retries: only transient failures (`retry_condition`, from `chunkwise.errors.is_transient`), with exponential backoff and
 jitter; a failed chunk never re-sends what its ledger holds. Caching: the key is the run's content
 key (input fingerprint, model digest, options, mode, system prompt) plus the chunk's rows and its
 checkpoint digest, and the key exists only once a valid checkpoint does, so both a retried flow
@@ -15,12 +15,21 @@ from typing import Any
 from prefect import task
 from prefect.tasks import exponential_backoff
 
+from chunkwise.errors import is_transient
 from chunkwise.store.checkpoint import load_checkpoint
 from chunkwise.run.chunk import checkpoint_is_final, run_chunk
-from chunkwise.ollama.client import retry_condition
 from chunkwise.plan.chunks import ChunkSpec
 from chunkwise.run.context import RunContext
 from chunkwise.store.layout import RunPaths
+
+
+def retry_condition(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect `retry_condition_fn`: retry a failed chunk task only when it failed transiently."""
+    try:
+        state.result()
+    except BaseException as exc:  # noqa: BLE001 - the state's exception is what we classify
+        return is_transient(exc)
+    return False
 
 
 def chunk_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:

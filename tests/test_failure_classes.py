@@ -15,6 +15,7 @@ Totals always reconcile: total = succeeded + failed + rejected.
 from __future__ import annotations
 
 import json
+import re
 
 import polars as pl
 import pytest
@@ -171,10 +172,16 @@ def test_fatal_error_mid_run_stops_at_once_with_the_servers_message(sim_factory,
     sim = sim_factory()
     code, out = run(sim, source, tmp_path, capsys, "--parallel", "1")
     assert code == EXIT_CONFIG, out
-    assert "run t stopped: model 'llama3.1:8b' not found (status 404); pull it with: ollama pull llama3.1:8b" in out
+    # The final message names the chunk and the input row whose request got the fatal answer.
+    stopped = re.search(r"run t stopped: chunk-\d{4} \[(\d+)-(\d+)\], input row (\d+): model 'llama3.1:8b' not "
+                        r"found \(status 404\); pull it with: ollama pull llama3.1:8b", out)
+    assert stopped, out
+    first, last, row = map(int, stopped.groups())
+    assert first <= row <= last
     assert sim.stats()["received_total"] == 11  # nothing was sent after the fatal answer
     records, bad = ledger_records(tmp_path / "runs" / "t")
     assert len(records) == 10 and bad == 0 and {r["status"] for r in records} == {"ok"}
+    assert row not in {r["_row"] for r in records}
     assert not (tmp_path / "runs" / "t" / "results.parquet").exists()
 
     calls["gone"] = False  # pulled again: the run resumes where it stopped

@@ -12,7 +12,8 @@ import pytest
 
 from chunkwise.inputs import scan as inputs
 from chunkwise.inputs import stage as staging
-from chunkwise.inputs.scan import InputError, validate_only
+from chunkwise.errors import InputError
+from chunkwise.inputs.scan import validate_only
 from chunkwise.inputs.stage import read_requests, stage_input
 
 LIMITS = {"num_ctx": 1000, "num_predict": 100}  # at most 7207 characters fit (7208 // 8 = 901 > 900)

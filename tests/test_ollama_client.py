@@ -7,7 +7,9 @@ import httpx
 import pytest
 from prefect.states import Completed, Failed
 
+from chunkwise import errors as e
 from chunkwise.ollama import client as o
+from tasks.chunk import retry_condition
 
 
 def client_for(handler, stream=True):
@@ -47,11 +49,11 @@ def test_non_streamed_answer_and_omitted_zero_metrics():
 @pytest.mark.parametrize(
     ("status", "message", "error"),
     [
-        (404, "model 'nope' not found", o.ModelNotFound),
-        (400, "the input length exceeds the context length", o.ContextExceeded),
-        (400, "invalid JSON schema in format", o.BadRequest),
-        (503, "server busy, please try again.  maximum pending requests exceeded", o.ServerBusy),
-        (500, "model runner has unexpectedly stopped", o.ServerError),
+        (404, "model 'nope' not found", e.ModelNotFound),
+        (400, "the input length exceeds the context length", e.ContextExceeded),
+        (400, "invalid JSON schema in format", e.BadRequest),
+        (503, "server busy, please try again.  maximum pending requests exceeded", e.ServerBusy),
+        (500, "model runner has unexpectedly stopped", e.ServerError),
     ],
 )
 def test_status_codes_map_to_the_error_tree(status, message, error):
@@ -60,27 +62,27 @@ def test_status_codes_map_to_the_error_tree(status, message, error):
         client.chat("nope", [], options={})
     assert info.value.status == status
     assert message in str(info.value)
-    if error is o.ModelNotFound:
+    if error is e.ModelNotFound:
         assert "ollama pull nope" in str(info.value)
-    assert o.is_transient(info.value) == issubclass(error, o.TransientError)
+    assert e.is_transient(info.value) == issubclass(error, e.TransientError)
 
 
 def test_error_line_inside_a_200_stream_is_a_server_error():
     handler = lambda r: httpx.Response(200, content=ndjson({"message": {"content": "a"}, "done": False},
                                                            {"error": "model runner has unexpectedly stopped"}))
-    with pytest.raises(o.ServerError, match="in stream"):
+    with pytest.raises(e.ServerError, match="in stream"):
         client_for(handler).chat("m", [], options={})
 
 
 def test_stream_ending_without_done_is_incomplete():
     handler = lambda r: httpx.Response(200, content=ndjson({"message": {"content": "a"}, "done": False}))
-    with pytest.raises(o.IncompleteResponse):
+    with pytest.raises(e.IncompleteResponse):
         client_for(handler).chat("m", [], options={})
 
 
 def test_done_false_without_metrics_is_incomplete():
     handler = lambda r: httpx.Response(200, json={"model": "m", "message": {"content": "x"}, "done": False})
-    with pytest.raises(o.IncompleteResponse):
+    with pytest.raises(e.IncompleteResponse):
         client_for(handler, stream=False).chat("m", [], options={})
 
 
@@ -88,7 +90,7 @@ def test_connection_refused_is_server_unavailable_with_a_hint():
     def handler(request):
         raise httpx.ConnectError("Connection refused", request=request)
 
-    with pytest.raises(o.ServerUnavailable) as info:
+    with pytest.raises(e.ServerUnavailable) as info:
         client_for(handler).version()
     assert "ollama serve" in str(info.value) and "chunkwise sim" in str(info.value)
     assert "http://ollama.test:11434" in str(info.value)
@@ -98,21 +100,21 @@ def test_read_timeout_is_a_request_timeout():
     def handler(request):
         raise httpx.ReadTimeout("timed out", request=request)
 
-    with pytest.raises(o.RequestTimeout):
+    with pytest.raises(e.RequestTimeout):
         client_for(handler).chat("m", [], options={})
 
 
 def test_errors_survive_pickling_as_prefect_requires():
-    for exc in (o.ModelNotFound("gone", 404), o.ServerBusy("busy", 503), o.ConfigError("bad")):
+    for exc in (e.ModelNotFound("gone", 404), e.ServerBusy("busy", 503), e.ConfigError("bad")):
         clone = pickle.loads(pickle.dumps(exc))
         assert type(clone) is type(exc) and str(clone) == str(exc) and clone.status == exc.status
 
 
 def test_retry_condition_retries_only_transient_failures():
-    assert o.retry_condition(None, None, Failed(data=o.ServerUnavailable("down"))) is True
-    assert o.retry_condition(None, None, Failed(data=o.ModelNotFound("gone", 404))) is False
-    assert o.retry_condition(None, None, Failed(data=ValueError("bug"))) is False
-    assert o.retry_condition(None, None, Completed(data=1)) is False
+    assert retry_condition(None, None, Failed(data=e.ServerUnavailable("down"))) is True
+    assert retry_condition(None, None, Failed(data=e.ModelNotFound("gone", 404))) is False
+    assert retry_condition(None, None, Failed(data=ValueError("bug"))) is False
+    assert retry_condition(None, None, Completed(data=1)) is False
 
 
 @pytest.mark.parametrize(
@@ -126,5 +128,5 @@ def test_parse_host_like_ollamas_client(raw, normalised):
 
 @pytest.mark.parametrize("bad", ["file:///etc/passwd", "ftp://x", "", "http://", "http://h:port"])
 def test_parse_host_refuses_non_http(bad):
-    with pytest.raises(o.ConfigError):
+    with pytest.raises(e.ConfigError):
         o.parse_host(bad)

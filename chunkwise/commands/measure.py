@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"chunkwise measure: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    from chunkwise.ollama.client import OllamaError
+    from chunkwise.errors import LLMError
     from chunkwise.settings import get_settings
 
     settings = get_settings()
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
                 report = run_measurement(client, args.model, contexts, measure_run_dir(output_dir, args.model),
                                          parallel=args.parallel, num_predict=args.num_predict,
                                          kv_cache_type=args.kv_cache_type, vram_mib=args.vram_mib).as_dict()
-    except OllamaError as exc:
+    except LLMError as exc:
         print(f"chunkwise measure: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     print(_summary(report))

@@ -53,23 +53,24 @@ def fetch_model_info(host: str, model: str) -> tuple[dict | None, str, float | N
     the model's file size in /api/tags), else unknown with the reason. There is no offline fallback:
     a plan is only as good as the server's own numbers.
     Raises chunkwise.ollama.client.ConfigError for a host that is not an http(s) URL."""
-    from chunkwise.ollama.client import ModelNotFound, OllamaClient, OllamaError
+    from chunkwise.errors import LLMError, ModelNotFound
+    from chunkwise.ollama.client import OllamaClient
 
     client = OllamaClient(host, connect_timeout_s=SHOW_TIMEOUT_S, read_timeout_s=SHOW_TIMEOUT_S, stream=False)
     try:
         info = client.show(model).get("model_info")
         if not isinstance(info, dict):
-            raise OllamaError("no model_info in /api/show")
+            raise LLMError("no model_info in /api/show")
         weights = None
         try:  # the model file's size is about the weights' size in memory
             sizes = [m.get("size") for m in client.tags() if model in (m.get("name"), m.get("model"))]
             weights = sizes[0] / MIB if sizes and sizes[0] else None
-        except (OllamaError, ValueError):
+        except (LLMError, ValueError):
             pass
         return info, f"server /api/show at {client.host}", weights
     except ModelNotFound:
         return None, f"unknown (model {model!r} not on the server; `ollama pull {model}`)", None
-    except (OllamaError, ValueError):
+    except (LLMError, ValueError):
         return None, "unknown (server unreachable; start it or pass --host)", None
     finally:
         client.close()

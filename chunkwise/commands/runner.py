@@ -2,7 +2,7 @@
 
 It checks everything before Prefect starts (so configuration mistakes are one-line messages with
 exit code 2, not flow tracebacks), installs the graceful-stop handlers, runs the flow, and maps how
-it ended to an exit code (`chunkwise.run.ending`).
+it ended to an exit code (`chunkwise.errors`).
 
 Graceful stop: the first Ctrl-C or SIGTERM stops new requests; in-flight ones may finish for
 `stop_grace_s` seconds; every answered request is already in the ledger, so the run exits 130 and
@@ -17,10 +17,9 @@ import signal
 import threading
 from typing import Any
 
-from chunkwise.errors import EXIT_CONFIG, EXIT_INTERRUPTED
-from chunkwise.run.ending import exit_code_for
+from chunkwise.errors import EXIT_CONFIG, EXIT_INTERRUPTED, SetupError, exit_code_for
 from chunkwise.params import RunParams
-from chunkwise.run.prepare import SetupError, plan_run, prepare_run
+from chunkwise.run.prepare import plan_run, prepare_run
 from chunkwise.run.context import STOP
 from chunkwise.settings import get_settings
 

@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from chunkwise.errors import InputError
 from chunkwise.tokens import MAX_PLAUSIBLE_CHARS_PER_TOKEN, min_plausible_tokens
 
 if TYPE_CHECKING:
@@ -54,10 +55,6 @@ DUPLICATES_SHOWN = 5
 
 REASON_NULL = "prompt is null: give the row a prompt or remove it from the input"
 REASON_EMPTY = "prompt is empty: give the row a prompt or remove it from the input"
-
-
-class InputError(ValueError):
-    """The input file cannot be used as a whole; str() is one line saying what to do."""
 
 
 @dataclass(frozen=True)

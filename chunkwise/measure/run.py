@@ -31,7 +31,7 @@ from chunkwise.measure.fit import DEFAULT_CONTEXTS, Fit, Recommendation, fit_lin
 from chunkwise.measure.output import write_outputs
 from chunkwise.measure.prompt import build_prompt
 from chunkwise.measure.report import SOURCE_NVML, SOURCE_PS, SOURCE_TEXT, MeasureReport, MeasureRow
-from chunkwise.ollama.client import ConfigError, ContextExceeded, ModelNotFound, OllamaError, ServerUnavailable
+from chunkwise.errors import ConfigError, ContextExceeded, LLMError, ModelNotFound, ServerUnavailable
 from chunkwise.ollama.kv import BYTES_PER_ELEMENT, ModelInfoError, kv_mib_per_token, training_context
 from chunkwise.tokens import DEFAULT_CHARS_PER_TOKEN
 from chunkwise.units import MIB
@@ -91,7 +91,7 @@ def _measure_one(client: Any, model: str, row: MeasureRow, prompt: Any, sampler:
         row.status, row.truncated = "failed", True
         row.truncation_reason = row.note = f"the server refused the prompt as too long: {exc}"
         return None
-    except OllamaError as exc:
+    except LLMError as exc:
         row.status, row.note = "failed", f"request failed: {exc}"
         return None
     reading = sampler.read_now()

@@ -1,1 +1,1 @@
-"""The Ollama boundary: the HTTP client and its errors, KV-cache arithmetic from `/api/show`, `/api/ps`."""
+"""The Ollama boundary: the HTTP client (raising `chunkwise.errors`), KV-cache arithmetic from `/api/show`, `/api/ps`."""

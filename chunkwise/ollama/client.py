@@ -1,22 +1,8 @@
 """The Ollama boundary: the only module that speaks HTTP to Ollama.
 
-Exceptions (all picklable, since Prefect pickles a failed task's exception):
-
-    OllamaError                     base; `.status` is the HTTP status when there was one
-    +-- ConfigError                 bad host URL (not http/https); never retried
-    +-- TransientError              retry with backoff: the server may answer next time
-    |   +-- ServerUnavailable       connection refused / DNS / connect timeout: the server is down
-    |   +-- RequestTimeout          no byte for `read_timeout_s` (a stall)
-    |   +-- ServerError             HTTP 5xx, or an error line inside a 200 stream
-    |   |   +-- ServerBusy          HTTP 503 "server busy ... maximum pending requests exceeded"
-    |   +-- IncompleteResponse      the answer ended without `done: true` or broke off mid-body
-    +-- ContextExceeded             HTTP 400 "the input length exceeds the context length"
-    +-- FatalError                  stop the run: retrying cannot help
-        +-- ModelNotFound           HTTP 404; the hint is `ollama pull <model>`
-        +-- BadRequest              other HTTP 400s (bad option, bad schema, ...)
-
-`is_transient(exc)` is the one retry predicate; `retry_condition` adapts it to Prefect's
-`retry_condition_fn(task, task_run, state)` so chunk tasks retry only transient failures.
+`OllamaClient` implements `chunkwise.backend.ChatClient` and raises the backend-neutral errors of
+`chunkwise.errors` (the tree is drawn there): HTTP statuses and transport failures are translated in
+one place, `_error_from_response` and `_request`/`_send_stream`.
 """
 
 from __future__ import annotations
@@ -25,7 +11,6 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,79 +18,22 @@ import httpx
 import orjson
 
 from chunkwise import __version__
+from chunkwise.backend import ChatResult
+from chunkwise.errors import (
+    BadRequest,
+    ConfigError,
+    ContextExceeded,
+    IncompleteResponse,
+    LLMError,
+    ModelNotFound,
+    RequestTimeout,
+    ServerBusy,
+    ServerError,
+    ServerUnavailable,
+)
 
 DEFAULT_PORT = 11434
 JSON_HEADERS = {"Content-Type": "application/json"}
-
-
-class OllamaError(Exception):
-    """Base class. Arguments are kept in `args` so the exception survives pickling."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message, status)
-        self.message = message
-        self.status = status
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class ConfigError(OllamaError):
-    pass
-
-
-class TransientError(OllamaError):
-    pass
-
-
-class ServerUnavailable(TransientError):
-    pass
-
-
-class RequestTimeout(TransientError):
-    pass
-
-
-class ServerError(TransientError):
-    pass
-
-
-class ServerBusy(ServerError):
-    pass
-
-
-class IncompleteResponse(TransientError):
-    pass
-
-
-class ContextExceeded(OllamaError):
-    pass
-
-
-class FatalError(OllamaError):
-    pass
-
-
-class ModelNotFound(FatalError):
-    pass
-
-
-class BadRequest(FatalError):
-    pass
-
-
-def is_transient(exc: BaseException | None) -> bool:
-    """Whether retrying the same request later may succeed."""
-    return isinstance(exc, TransientError)
-
-
-def retry_condition(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect `retry_condition_fn`: retry a failed task only when it failed transiently."""
-    try:
-        state.result()
-    except BaseException as exc:  # noqa: BLE001 - the state's exception is what we classify
-        return is_transient(exc)
-    return False
 
 
 def parse_host(value: str) -> str:
@@ -138,25 +66,7 @@ def parse_host(value: str) -> str:
     return f"{parts.scheme}://{netloc}{path}"
 
 
-@dataclass
-class ChatResult:
-    """One complete answer. Durations are integer nanoseconds as Ollama reports them (0 when the
-    server omitted the field, which Ollama does for zero values)."""
-
-    content: str
-    done_reason: str
-    prompt_eval_count: int
-    eval_count: int
-    total_duration: int = 0
-    load_duration: int = 0
-    prompt_eval_duration: int = 0
-    eval_duration: int = 0
-    #: Client-side wall time of the request, nanoseconds.
-    wall_ns: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _error_from_response(status: int, message: str, model: str) -> OllamaError:
+def _error_from_response(status: int, message: str, model: str) -> LLMError:
     if status == 404:
         return ModelNotFound(f"{message} (status 404); pull it with: ollama pull {model}", status)
     if status == 400 and ("exceeds the context length" in message or "longer than the context" in message
@@ -250,7 +160,7 @@ operations like `time.sleep()`, network requests"). With streaming (the default)
         format: dict[str, Any] | str | None = None,
         truncate: bool | None = None,
     ) -> ChatResult:
-        """`POST /api/chat`; raises an `OllamaError` subclass for anything but a complete answer."""
+        """`POST /api/chat`; raises an `LLMError` subclass for anything but a complete answer."""
         body: dict[str, Any] = {"model": model, "messages": messages, "options": options, "stream": self.stream}
         if keep_alive is not None:
             body["keep_alive"] = keep_alive

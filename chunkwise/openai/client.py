@@ -35,23 +35,20 @@ import httpx
 import orjson
 
 from chunkwise import __version__
-
-# The backend-neutral error tree and ChatResult live in chunkwise.ollama.client until they move to
-# chunkwise.errors / chunkwise.backend (issue 12).
-from chunkwise.ollama.client import (
+from chunkwise.backend import ChatResult
+from chunkwise.errors import (
     BadRequest,
-    ChatResult,
     ConfigError,
     ContextExceeded,
     FatalError,
     IncompleteResponse,
+    LLMError,
     ModelNotFound,
     RequestTimeout,
     ServerBusy,
     ServerError,
     ServerUnavailable,
 )
-from chunkwise.ollama.client import OllamaError as LLMError
 
 #: llama-server's default port (tools/server/README.md `--port`, default 8080).
 DEFAULT_PORT = 8080

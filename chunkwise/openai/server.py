@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from chunkwise.errors import SetupError
 from chunkwise.openai.client import OpenAIClient
 from chunkwise.params import RunParams
 
 
-class ServerMismatch(ValueError):
+class ServerMismatch(SetupError):
     """The server cannot serve this run as configured; the message says what to change."""
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from chunkwise.errors import IncompleteRun
 from chunkwise.store.checkpoint import load_checkpoint
 from chunkwise.store.files import read_json, write_json_atomic
 from chunkwise.run.manifest import now_iso
@@ -13,10 +14,6 @@ from chunkwise.run.context import RunContext, get_runtime
 from chunkwise.store.layout import RunPaths
 from chunkwise.results.openai_files import write_batch_files
 from chunkwise.results.stats import compute_stats
-
-
-class IncompleteRun(RuntimeError):
-    """Some chunks have no valid checkpoint; the run must be resumed before it can be aggregated."""
 
 
 def active_seconds(manifest: dict[str, Any]) -> float:

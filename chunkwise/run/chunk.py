@@ -15,15 +15,14 @@ from typing import Any
 
 from chunkwise.store.checkpoint import load_checkpoint, write_checkpoint
 from chunkwise.run.conversation import Conversation
-from chunkwise.store.files import StorageError
 from chunkwise.store.ledger import Ledger
 from chunkwise.logs import logger
-from chunkwise.ollama.client import FatalError
+from chunkwise.errors import ChunkwiseError, FatalError, RunInterrupted, StorageError
 from chunkwise.plan.chunks import ChunkSpec
 from chunkwise.store.records import Status
 from chunkwise.run.context import RunContext, Runtime, get_runtime
 from chunkwise.store.layout import RunPaths
-from chunkwise.run.send import RunInterrupted, check_running, send
+from chunkwise.run.send import check_running, send
 from chunkwise.inputs.stage import read_requests
 
 
@@ -78,10 +77,13 @@ def run_chunk(ctx: RunContext, spec: ChunkSpec) -> dict[str, Any]:
                 raise storage_failure(rt, ledger.path, exc) from exc
             done[outcome["_row"]] = outcome
 
-        if pending and ctx.params.mode == "conversation":
-            _conversation(ctx, rt, spec, rows, pending, done, record)
-        elif pending:
-            _independent(ctx, rt, spec, [r for r in rows if r["_row"] in pending], record)
+        try:
+            if pending and ctx.params.mode == "conversation":
+                _conversation(ctx, rt, spec, rows, pending, done, record)
+            elif pending:
+                _independent(ctx, rt, spec, [r for r in rows if r["_row"] in pending], record)
+        except ChunkwiseError as exc:  # name the chunk in the run's final message
+            raise exc.at(chunk=spec.label)
 
     records = [done[r["_row"]] for r in rows]
     try:

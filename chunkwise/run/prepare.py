@@ -1,8 +1,9 @@
 """Everything that happens before the first request: resolve and check the configuration, ask the
 server what it is, create or re-open the run directory, stage the input and plan the chunks.
 
-Each check fails with `SetupError`, a one-line message naming what is wrong and what to do; the
-CLI turns it into exit code 2. Nothing is sent to the model until all of them pass.
+Each check fails with a `SetupError` (`chunkwise.errors`: an `InputError`, `RunLocked`,
+`UnsafePathError` or `ConfigError` is one), a one-line message naming what is wrong and what to do;
+the CLI turns it into exit code 2. Nothing is sent to the model until all of them pass.
 """
 
 from __future__ import annotations
@@ -11,19 +12,19 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from chunkwise.inputs import scan as inputs
 from chunkwise.inputs import stage as staging
 from chunkwise.inputs.batchfile import run_options as batch_run_options
 from chunkwise.plan import chunks as planning
 from chunkwise.store import lock as runlock
-from chunkwise.store.files import UnsafePathError, read_json, write_json_atomic
+from chunkwise.store.files import read_json, write_json_atomic
 from chunkwise.ollama.kv import training_context
 from chunkwise.logs import logger
 from chunkwise.run.manifest import build_manifest, differences, start_session
-from chunkwise.ollama.client import ConfigError, OllamaClient, OllamaError, parse_host
+from chunkwise.errors import InputError, LLMError, SetupError
+from chunkwise.ollama.client import OllamaClient, parse_host
 from chunkwise.params import RunParams
 from chunkwise.openai.client import parse_base_url
-from chunkwise.openai.server import ServerMismatch, inspect_openai
+from chunkwise.openai.server import inspect_openai
 from chunkwise.run.context import RunContext, make_client
 from chunkwise.store.layout import RunPaths, default_run_name, run_paths
 from chunkwise.settings import get_settings
@@ -35,10 +36,6 @@ def log():
 
 #: First Ollama version that honours `truncate: false` (ollama/ollama PR #12582, released in v0.12.6).
 TRUNCATE_FLAG_SINCE = (0, 12, 6)
-
-
-class SetupError(ValueError):
-    """The run cannot start; the message says why and what to do."""
 
 
 @dataclass
@@ -78,7 +75,7 @@ def inspect_server(client: OllamaClient, params: RunParams) -> dict:
         version = client.version()
         show = client.show(params.model)
         tags = client.tags()
-    except OllamaError as exc:  # unreachable, model not found, ...: the message says what to do
+    except LLMError as exc:  # unreachable, model not found, ...: at the start, the run cannot start
         raise SetupError(str(exc)) from None
     digest = next((m.get("digest", "") for m in tags if m.get("name") == params.model or m.get("model") == params.model), "")
     max_ctx = training_context(show.get("model_info") or {})
@@ -104,17 +101,14 @@ def inspect_openai_server(client, params: RunParams) -> dict:
     """`inspect_server` for an OpenAI-compatible server (`chunkwise.openai.server`)."""
     try:
         return inspect_openai(client, params)
-    except (OllamaError, ServerMismatch) as exc:
+    except LLMError as exc:  # unreachable, key refused, ...: at the start, the run cannot start
         raise SetupError(str(exc)) from None
 
 
 def open_run_dir(params: RunParams) -> tuple[RunPaths, dict | None]:
     """The run's paths and its existing manifest, if any; refuses unwritable or unsafe locations."""
     name = params.run_name or default_run_name(params.input_path)
-    try:
-        paths = run_paths(params.output_dir, name)
-    except UnsafePathError as exc:
-        raise SetupError(str(exc)) from None
+    paths = run_paths(params.output_dir, name)
     try:
         paths.root.mkdir(parents=True, exist_ok=True)
         probe = paths.root / ".write-test"
@@ -131,10 +125,7 @@ def open_run_dir(params: RunParams) -> tuple[RunPaths, dict | None]:
 def prepare_run(params: RunParams) -> PreparedRun:
     settings = get_settings()
     system_prompt = resolve_system_prompt(params)
-    try:
-        host = resolve_host(params)
-    except ConfigError as exc:
-        raise SetupError(str(exc)) from None
+    host = resolve_host(params)
     with make_client(params.api, host, connect_timeout_s=min(settings.connect_timeout_s, 10.0),
                      read_timeout_s=60.0) as client:
         server = inspect_openai_server(client, params) if params.api == "openai" else inspect_server(client, params)
@@ -146,17 +137,14 @@ def prepare_run(params: RunParams) -> PreparedRun:
         params = params.model_copy(update={"run_name": _next_free_name(paths), "new_run": False})
         paths, existing = open_run_dir(params)
 
-    try:
-        runlock.acquire(paths.root)
-    except runlock.RunLocked as exc:
-        raise SetupError(str(exc)) from None
+    runlock.acquire(paths.root)
     remove_temp_files(paths.root)
     try:
         staged = stage_or_reuse(params, paths, existing)
-    except inputs.InputError as exc:
+    except InputError:
         if existing is None:
             discard_empty_run_dir(paths.root)
-        raise SetupError(str(exc)) from None
+        raise
 
     ctx = RunContext(
         run_dir=str(paths.root),

@@ -9,7 +9,7 @@ import random
 from typing import Any
 
 from chunkwise.logs import logger
-from chunkwise.ollama.client import ContextExceeded, FatalError, OllamaError, ServerUnavailable, TransientError
+from chunkwise.errors import ContextExceeded, FatalError, LLMError, RunInterrupted, ServerUnavailable, TransientError
 from chunkwise.store.records import FailureClass, Status, outcome
 from chunkwise.run.context import RunContext, Runtime
 from chunkwise.run.structured import check_answer
@@ -20,10 +20,6 @@ _debug = logging.getLogger("chunkwise.run.send")
 
 def log():
     return logger("chunkwise.run.send")
-
-
-class RunInterrupted(Exception):
-    """The run was asked to stop (Ctrl-C, SIGTERM, or a fatal error in another chunk)."""
 
 
 def backoff_delay(attempt: int, base_s: float, max_s: float) -> float:
@@ -83,7 +79,7 @@ def send(
         except ContextExceeded as exc:
             return done(Status.FAILED, FailureClass.CONTEXT_TRUNCATED, f"{exc}; raise num_ctx or shorten the prompt")
         except FatalError as exc:
-            rt.fatal = rt.fatal or exc
+            rt.fatal = rt.fatal or exc.at(row=row)
             raise
         except TransientError as exc:
             transient += 1
@@ -95,8 +91,8 @@ def send(
             if rt.stop.wait(backoff_delay(transient, settings.retry_base_delay_s, settings.retry_max_delay_s)):
                 check_running(rt)
             continue
-        except OllamaError as exc:  # anything unclassified is fatal rather than silently retried
-            rt.fatal = rt.fatal or exc
+        except LLMError as exc:  # anything unclassified is fatal rather than silently retried
+            rt.fatal = rt.fatal or exc.at(row=row)
             raise
         last = {
             "response": result.content,

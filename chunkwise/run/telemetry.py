@@ -12,7 +12,7 @@ from chunkwise.gpu.sampler import GpuSampler
 from chunkwise.ollama.kv import MIB, kv_reserved_bytes
 from chunkwise.logs import logger
 from chunkwise.ollama.ps import ps_entry_for, spill_warning
-from chunkwise.ollama.client import OllamaError
+from chunkwise.errors import LLMError
 from chunkwise.run.context import RunContext, get_runtime
 from chunkwise.settings import get_settings
 
@@ -28,7 +28,7 @@ def ps_snapshot(ctx: RunContext) -> dict[str, Any] | None:
         return None
     try:
         entry = ps_entry_for(get_runtime(ctx).client.ps(), ctx.params.model)
-    except OllamaError as exc:
+    except LLMError as exc:
         log().warning("could not read /api/ps from %s: %s", ctx.host, exc)
         return None
     warning = spill_warning(entry)

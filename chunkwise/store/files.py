@@ -17,14 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-
-class UnsafePathError(ValueError):
-    """A path would leave the directory it must stay in."""
-
-
-class StorageError(RuntimeError):
-    """The run directory could not be written (disk full, quota, read-only). A run that meets it
-    stops sending at once: an answer that cannot be recorded would be paid for again on resume."""
+from chunkwise.errors import UnsafePathError
 
 
 def contained(base: Path, *parts: str) -> Path:

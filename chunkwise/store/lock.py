@@ -15,12 +15,10 @@ import socket
 import threading
 from pathlib import Path
 
+from chunkwise.errors import RunLocked
+
 _held: dict[str, int] = {}
 _lock = threading.Lock()
-
-
-class RunLocked(RuntimeError):
-    """Another live process is working on this run."""
 
 
 def acquire(run_dir: Path) -> None:

@@ -7,7 +7,7 @@ import pickle
 import httpx
 import pytest
 
-from chunkwise.ollama import client as e
+from chunkwise import errors as e
 from chunkwise.openai import client as oc
 
 MESSAGES = [{"role": "user", "content": "hi"}]

@@ -16,10 +16,10 @@ from prefect import task
 from prefect.tasks import exponential_backoff
 
 from chunkwise.errors import is_transient
-from chunkwise.store.checkpoint import load_checkpoint
-from chunkwise.run.chunk import checkpoint_is_final, run_chunk
 from chunkwise.plan.chunks import ChunkSpec
+from chunkwise.run.chunk import checkpoint_is_final, run_chunk
 from chunkwise.run.context import RunContext
+from chunkwise.store.checkpoint import load_checkpoint
 from chunkwise.store.layout import RunPaths
 
 
@@ -27,7 +27,7 @@ def retry_condition(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect `retry_condition_fn`: retry a failed chunk task only when it failed transiently."""
     try:
         state.result()
-    except BaseException as exc:  # noqa: BLE001 - the state's exception is what we classify
+    except BaseException as exc:  # the state's exception is what we classify
         return is_transient(exc)
     return False
 

@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from chunkwise.errors import InputError
 from chunkwise.inputs import scan as inputs
 from chunkwise.inputs import stage as staging
-from chunkwise.errors import InputError
 from chunkwise.inputs.scan import validate_only
 from chunkwise.inputs.stage import read_requests, stage_input
 

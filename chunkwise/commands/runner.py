@@ -19,8 +19,8 @@ from typing import Any
 
 from chunkwise.errors import EXIT_CONFIG, EXIT_INTERRUPTED, SetupError, exit_code_for
 from chunkwise.params import RunParams
-from chunkwise.run.prepare import plan_run, prepare_run
 from chunkwise.run.context import STOP
+from chunkwise.run.prepare import plan_run, prepare_run
 from chunkwise.settings import get_settings
 
 

@@ -6,14 +6,14 @@ from datetime import datetime
 from typing import Any
 
 from chunkwise.errors import IncompleteRun
-from chunkwise.store.checkpoint import load_checkpoint
-from chunkwise.store.files import read_json, write_json_atomic
-from chunkwise.run.manifest import now_iso
 from chunkwise.results.assemble import assemble_results, conversation_starts
-from chunkwise.run.context import RunContext, get_runtime
-from chunkwise.store.layout import RunPaths
 from chunkwise.results.openai_files import write_batch_files
 from chunkwise.results.stats import compute_stats
+from chunkwise.run.context import RunContext, get_runtime
+from chunkwise.run.manifest import now_iso
+from chunkwise.store.checkpoint import load_checkpoint
+from chunkwise.store.files import read_json, write_json_atomic
+from chunkwise.store.layout import RunPaths
 
 
 def active_seconds(manifest: dict[str, Any]) -> float:

@@ -13,17 +13,17 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from chunkwise.store.checkpoint import load_checkpoint, write_checkpoint
-from chunkwise.run.conversation import Conversation
-from chunkwise.store.ledger import Ledger
-from chunkwise.logs import logger
 from chunkwise.errors import ChunkwiseError, FatalError, RunInterrupted, StorageError
-from chunkwise.plan.chunks import ChunkSpec
-from chunkwise.store.records import Status
-from chunkwise.run.context import RunContext, Runtime, get_runtime
-from chunkwise.store.layout import RunPaths
-from chunkwise.run.send import check_running, send
 from chunkwise.inputs.stage import read_requests
+from chunkwise.logs import logger
+from chunkwise.plan.chunks import ChunkSpec
+from chunkwise.run.context import RunContext, Runtime, get_runtime
+from chunkwise.run.conversation import Conversation
+from chunkwise.run.send import check_running, send
+from chunkwise.store.checkpoint import load_checkpoint, write_checkpoint
+from chunkwise.store.layout import RunPaths
+from chunkwise.store.ledger import Ledger
+from chunkwise.store.records import Status
 
 
 def log():
@@ -83,7 +83,8 @@ def run_chunk(ctx: RunContext, spec: ChunkSpec) -> dict[str, Any]:
             elif pending:
                 _independent(ctx, rt, spec, [r for r in rows if r["_row"] in pending], record)
         except ChunkwiseError as exc:  # name the chunk in the run's final message
-            raise exc.at(chunk=spec.label)
+            exc.at(chunk=spec.label)
+            raise
 
     records = [done[r["_row"]] for r in rows]
     try:

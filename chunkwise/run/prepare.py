@@ -12,22 +12,22 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from chunkwise.errors import InputError, LLMError, SetupError
 from chunkwise.inputs import stage as staging
 from chunkwise.inputs.batchfile import run_options as batch_run_options
-from chunkwise.plan import chunks as planning
-from chunkwise.store import lock as runlock
-from chunkwise.store.files import read_json, write_json_atomic
-from chunkwise.ollama.kv import training_context
 from chunkwise.logs import logger
-from chunkwise.run.manifest import build_manifest, differences, start_session
-from chunkwise.errors import InputError, LLMError, SetupError
 from chunkwise.ollama.client import OllamaClient, parse_host
-from chunkwise.params import RunParams
+from chunkwise.ollama.kv import training_context
 from chunkwise.openai.client import parse_base_url
 from chunkwise.openai.server import inspect_openai
+from chunkwise.params import RunParams
+from chunkwise.plan import chunks as planning
 from chunkwise.run.context import RunContext, make_client
-from chunkwise.store.layout import RunPaths, default_run_name, run_paths
+from chunkwise.run.manifest import build_manifest, differences, start_session
 from chunkwise.settings import get_settings
+from chunkwise.store import lock as runlock
+from chunkwise.store.files import read_json, write_json_atomic
+from chunkwise.store.layout import RunPaths, default_run_name, run_paths
 
 
 def log():

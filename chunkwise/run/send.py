@@ -8,12 +8,12 @@ import logging
 import random
 from typing import Any
 
-from chunkwise.logs import logger
 from chunkwise.errors import ContextExceeded, FatalError, LLMError, RunInterrupted, ServerUnavailable, TransientError
-from chunkwise.store.records import FailureClass, Status, outcome
+from chunkwise.logs import logger
 from chunkwise.run.context import RunContext, Runtime
 from chunkwise.run.structured import check_answer
 from chunkwise.settings import get_settings
+from chunkwise.store.records import FailureClass, Status, outcome
 
 _debug = logging.getLogger("chunkwise.run.send")
 

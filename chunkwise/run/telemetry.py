@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from chunkwise.gpu.sampler import GpuSampler
-from chunkwise.ollama.kv import MIB, kv_reserved_bytes
-from chunkwise.logs import logger
-from chunkwise.ollama.ps import ps_entry_for, spill_warning
 from chunkwise.errors import LLMError
+from chunkwise.gpu.sampler import GpuSampler
+from chunkwise.logs import logger
+from chunkwise.ollama.kv import MIB, kv_reserved_bytes
+from chunkwise.ollama.ps import ps_entry_for, spill_warning
 from chunkwise.run.context import RunContext, get_runtime
 from chunkwise.settings import get_settings
 

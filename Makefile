@@ -6,7 +6,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Project-local Prefect home: the demo, tests and local server never touch ~/.prefect.
 export PREFECT_HOME ?= $(CURDIR)/.prefect
+# No calls home (README "Configuration"): Prefect's analytics stay off unless you turn them on yourself.
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+ifeq ($(filter true True TRUE 1 yes on,$(PREFECT_SERVER_ANALYTICS_ENABLED)),)
+export DO_NOT_TRACK ?= 1
+endif
 # A first start of Prefect's ephemeral API on a fresh home can take over its 20 s default here.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 

@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from chunkwise.commands.prefect_env import no_calls_home
+
+    no_calls_home()  # before any command can start a Prefect server
     return int(args._run(args) or 0)
 
 

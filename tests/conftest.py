@@ -38,6 +38,7 @@ SCRUBBED_PREFIXES = ("CHUNKWISE_", "PREFECT_", "OLLAMA_")
 TEST_ENV = {
     # Quiet, offline, and patient with a slow first start on a 2-core machine.
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
     "PREFECT_LOGGING_LEVEL": "WARNING",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     # Request-level backoff in tests: milliseconds, not seconds.

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from chunkwise.commands.prefect_env import no_calls_home
-from tests.pipeline_helpers import write_requests
+from tests.support.pipeline_helpers import write_requests
 
 REPO = Path(__file__).resolve().parents[1]
 GUARD = REPO / "tests" / "netguard"

@@ -27,18 +27,51 @@ def test_oldest_pairs_dropped_when_past_threshold_system_kept():
     assert conv.trimmed == 4
 
 
-def test_replay_reproduces_the_same_state():
-    def drive(conv):
-        out = []
-        for i in range(30):
-            out.append(conv.prepare(f"question {i} " * 20))
-            conv.add(f"question {i} " * 20, f"answer {i} " * 30)
-        return out
+ROWS = [(f"question {i} " * 20, "other system" if i == 17 else None) for i in range(30)]
+#: The server's answers; None is a failed request, which the conversation does not keep (chunk.py).
+ANSWERS = [None if i in (5, 22) else f"answer {i} " * 30 for i in range(30)]
 
-    a = drive(Conversation("sys", num_ctx=2048, trim_threshold=0.875, chars_per_token=4.0))
-    b = drive(Conversation("sys", num_ctx=2048, trim_threshold=0.875, chars_per_token=4.0))
-    assert a == b
-    assert len(a[-1]) < 2 * 30  # trimming happened
+
+def new_conversation() -> Conversation:
+    return Conversation("sys", num_ctx=2048, trim_threshold=0.875, chars_per_token=4.0)
+
+
+def drive(conv: Conversation, start: int, end: int, ledger: dict[int, str | None],
+          snapshots: list[tuple] | None = None) -> dict[int, list[dict[str, str]]]:
+    """chunk.py's conversation loop over rows start..end-1: prepare each row, send it (recorded here)
+    unless the ledger already holds its outcome, and keep an answered one as a pair."""
+    sent = {}
+    for i in range(start, end):
+        if snapshots is not None:
+            snapshots.append(state(conv))
+        prompt, system = ROWS[i]
+        messages = conv.prepare(prompt, system)
+        if i not in ledger:
+            sent[i] = messages
+            ledger[i] = ANSWERS[i]
+        if ledger[i] is not None:
+            conv.add(prompt, ledger[i])
+    return sent
+
+
+def state(conv: Conversation) -> tuple:
+    return conv.system, list(conv.pairs), conv.pair_tokens, conv.trimmed, conv.restarts
+
+
+def test_a_conversation_rebuilt_from_a_ledger_prefix_sends_what_the_uninterrupted_one_sent():
+    """A crash after row k: the resumed chunk rebuilds its conversation from the ledger's first k outcomes
+    (sending nothing), then sends rows k.. . For every k the rebuilt state is the one the uninterrupted
+    run had before row k, and every later message is the one it sent."""
+    whole, snapshots = new_conversation(), []
+    reference = drive(whole, 0, len(ROWS), {}, snapshots)
+    assert whole.trimmed > 0 and whole.restarts == 1  # the rows exercise trimming and a system-prompt switch
+    for k in range(len(ROWS)):
+        ledger = {i: ANSWERS[i] for i in range(k)}
+        rebuilt = new_conversation()
+        assert drive(rebuilt, 0, k, ledger) == {}  # the replay sends nothing
+        assert state(rebuilt) == snapshots[k], k
+        resumed = drive(rebuilt, k, len(ROWS), ledger)
+        assert resumed == {i: reference[i] for i in range(k, len(ROWS))}, k
 
 
 def test_different_row_system_prompt_restarts_the_conversation():

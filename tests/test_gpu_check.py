@@ -132,29 +132,44 @@ def test_nvml_unavailable_through_the_seam_is_exit_2(monkeypatch, capsys):
     assert capsys.readouterr().out == "gpu-check: no GPU to check: NVML unavailable (Driver Not Loaded)\n"
 
 
-def test_real_machine_exit_code():
-    """Here: no driver, so exit 2 with NVML's reason. On a GPU machine this would run the check."""
+def nvml_reason() -> str | None:
+    """None when NVML reaches a driver (a GPU machine), else NVML's own reason."""
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as exc:
-        reason = str(exc)
-    else:
-        pynvml.nvmlShutdown()
-        reason = None
+        return str(exc)
+    pynvml.nvmlShutdown()
+    return None
+
+
+def test_real_machine_exit_code():
+    """On a GPU machine the check must PASS (0); without a driver it exits 2 with NVML's reason."""
+    reason = nvml_reason()
     proc = subprocess.run([sys.executable, "-m", "chunkwise.gpu.check", "--steps-gib", "0.25"],
                           capture_output=True, text=True, timeout=120)
-    if reason is not None:
+    if reason is None:
+        assert proc.returncode == EXIT_PASS, proc.stdout + proc.stderr
+        assert "gpu-check: PASS: 1 of 1 steps within 2%" in proc.stdout
+    else:
         assert proc.returncode == EXIT_NO_GPU, proc.stderr
         assert proc.stdout == f"gpu-check: no GPU to check: NVML unavailable ({reason})\n"
-    else:
-        assert proc.returncode in (EXIT_PASS, EXIT_MISS, EXIT_NO_GPU)
 
 
 def test_real_allocator_search_reports_every_backend():
+    """Every backend tried before the one found (all of them when none is) says why it could not allocate,
+    and a backend found really allocates and frees device memory."""
     allocator, reasons = find_allocator()
-    if allocator is None:  # this machine: nothing can allocate, and each backend says why
-        assert [r.split(":")[0] for r in reasons] == list(ORDER)
-    else:
+    tried = [r.split(":")[0] for r in reasons]
+    assert all(r.split(": ", 1)[1] for r in reasons)  # each with a reason
+    if allocator is None:
+        assert tried == list(ORDER)
+        assert nvml_reason() is not None, f"a GPU machine where no CUDA library can allocate: {reasons}"
+        return
+    try:
+        assert tried == list(ORDER[: ORDER.index(allocator.name)])
+        token = allocator.alloc(MIB)
+        allocator.free(token)
+    finally:
         allocator.close()
 
 

@@ -14,7 +14,7 @@ endif
 # A first start of Prefect's ephemeral API on a fresh home can take over its 20 s default here.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 
-.PHONY: venv test demo bench soak plan server serve gpu-check clean engine
+.PHONY: venv test lint chromium demo bench soak plan server serve gpu-check clean engine
 
 venv: $(STAMP)
 
@@ -30,8 +30,26 @@ $(STAMP): pyproject.toml
 engine: $(STAMP)
 	$(PY) -m chunkwise.engine.setup
 
-test: $(STAMP) engine
+test: $(STAMP) engine chromium
 	$(PY) -m pytest
+
+# Lint: ruff (lint rules and import order) and mypy (strict on chunkwise, flows, tasks); both configured
+# in pyproject.toml. Zero findings is the bar.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+# The browser tests (tests/test_ui.py) drive Debian's Chromium through Playwright, which downloads no
+# browser. Installed from Debian's packages when running as root; otherwise one line saying what to do.
+chromium:
+	@if [ -n "$$CHUNKWISE_CHROMIUM" ] || command -v chromium >/dev/null 2>&1; then exit 0; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "make: installing Chromium from Debian's packages for tests/test_ui.py"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "make test needs Chromium for tests/test_ui.py: run 'sudo apt-get install -y chromium' (or set CHUNKWISE_CHROMIUM to a Chromium binary)" >&2; \
+		exit 1; \
+	fi
 
 demo: $(STAMP)
 	$(PY) -m chunkwise demo

@@ -110,7 +110,7 @@ def main() -> None:
         "prompt tokens evaluated | mean prompt tokens per request | latency p50 / p95 ms | whole command |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for mode, num_ctx, wall, stats, slots, sim_stats in rows:
+    for mode, num_ctx, wall, stats, slots, _sim_stats in rows:
         n = stats["requests"]["succeeded"]
         lines.append(
             f"| {mode} | {num_ctx:,} | {stats['chunks']} | **{slots['utilisation']:.1%}** | "

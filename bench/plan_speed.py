@@ -133,7 +133,7 @@ def main() -> int:
     goal = "met" if max(walls) <= 2.0 else "NOT met"
     report = f"""# plan_speed: `chunkwise plan` on the {args.rows:,}-row sample
 
-- Date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}
+- Date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}
 - Machine: {machine()}; load average after the runs {load} (a shared machine: other work
   running at the same time makes these numbers slower, never faster)
 - Command: `.venv/bin/python -m bench.plan_speed --rows {args.rows} --runs {args.runs}`
@@ -144,7 +144,7 @@ def main() -> int:
 |---|---|---|
 | `chunkwise sample --rows {args.rows}` ({size_mb:.1f} MB file) | {gen_wall:.2f} s | {gen_rss:.0f} MiB |
 """ + "".join(
-        f"| `chunkwise plan` run {i + 1} | {w:.2f} s | {r:.0f} MiB |\n" for i, (w, r) in enumerate(zip(walls, rss))
+        f"| `chunkwise plan` run {i + 1} | {w:.2f} s | {r:.0f} MiB |\n" for i, (w, r) in enumerate(zip(walls, rss, strict=True))
     ) + f"""| `stage_input` (validate + write requests/rejects) | {stage_wall:.2f} s | {stage_rss:.0f} MiB |
 
 - Plan goal (<= 2 s wall, whole command): {goal}; median {statistics.median(walls):.2f} s, worst {max(walls):.2f} s.

@@ -179,7 +179,7 @@ def report(cap: dict, fid: dict, argv: list[str]) -> str:
     plain_cpu = medians["plain"][1]
     return f"""# Simulator throughput
 
-Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}. Machine: {os.cpu_count()} cores ({cpu}), shared with
+Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}. Machine: {os.cpu_count()} cores ({cpu}), shared with
 other developers' work, Python {platform.python_version()}, aiohttp {aiohttp.__version__}.
 Command: `{' '.join(['.venv/bin/python -m bench.sim_throughput', *argv])}`.
 

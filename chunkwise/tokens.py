@@ -43,7 +43,7 @@ MAX_PLAUSIBLE_CHARS_PER_TOKEN = 8.0
 
 def estimate_tokens(chars: int, chars_per_token: float = DEFAULT_CHARS_PER_TOKEN) -> int:
     """Estimated tokens for `chars` characters of text."""
-    return int(round(chars / chars_per_token))
+    return round(chars / chars_per_token)
 
 
 def min_plausible_tokens(chars: int) -> int:

@@ -12,17 +12,17 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
-from chunkwise.run.ending import raise_for_unfinished
 from chunkwise.params import RunParams
-from tasks.progress import Progress
 from chunkwise.run.context import release_runtime
-from chunkwise.store.layout import RunPaths, name_run_for_flow_run
-from chunkwise.settings import get_settings
+from chunkwise.run.ending import raise_for_unfinished
 from chunkwise.run.telemetry import RunTelemetry
+from chunkwise.settings import get_settings
+from chunkwise.store.layout import RunPaths, name_run_for_flow_run
 from tasks.aggregate import aggregate
 from tasks.chunk import run_chunk_task
 from tasks.chunking import plan_chunks
 from tasks.load import load_requests
+from tasks.progress import Progress
 
 FLOW_NAME = "chunkwise-batch"
 
@@ -49,7 +49,7 @@ def batch(params: RunParams) -> dict[str, Any]:
     try:
         with RunTelemetry(ctx, prepared.model_info) as telemetry:
             futures = chunk_task.map(unmapped(ctx), specs)
-            labels = {future.task_run_id: spec.label for future, spec in zip(futures, specs)}
+            labels = {future.task_run_id: spec.label for future, spec in zip(futures, specs, strict=True)}
             for future in as_completed(futures):
                 result = future.result(raise_on_failure=False)
                 if isinstance(result, BaseException):

@@ -9,8 +9,8 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from chunkwise.results.finish import finish_run
-from chunkwise.run.context import RunContext
 from chunkwise.results.stats import stats_table
+from chunkwise.run.context import RunContext
 
 
 @task(name="aggregate", cache_policy=NO_CACHE, persist_result=False)

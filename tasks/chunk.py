@@ -27,7 +27,7 @@ def retry_condition(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect `retry_condition_fn`: retry a failed chunk task only when it failed transiently."""
     try:
         state.result()
-    except BaseException as exc:  # the state's exception is what we classify
+    except BaseException as exc:  # noqa: BLE001 - the state's exception, whatever it is, is what we classify
         return is_transient(exc)
     return False
 

@@ -16,7 +16,7 @@ def test_messages_grow_with_pairs_and_keep_system_first():
 def test_oldest_pairs_dropped_when_past_threshold_system_kept():
     # each pair: 2 x (400 chars / 4 + 4 overhead) = 208 tokens; limit 0.5 x 1000 = 500 tokens
     conv = Conversation("s" * 40, num_ctx=1000, trim_threshold=0.5, chars_per_token=4.0)
-    for i in range(5):
+    for _ in range(5):
         conv.prepare("u" * 400)
         conv.add("u" * 400, "a" * 400)
     messages = conv.prepare("u" * 400)

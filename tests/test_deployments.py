@@ -8,7 +8,8 @@ import json
 import re
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import polars as pl
@@ -232,6 +233,6 @@ def test_scheduled_deployment_lists_its_next_runs(stack, served):
     starts = sorted(r.expected_start_time for r in runs)
     assert len(starts) >= 2
     assert all(s.hour == 2 and s.minute == 0 and s.utcoffset() == timedelta(0) for s in starts)
-    assert datetime.now(timezone.utc) < starts[0] <= datetime.now(timezone.utc) + timedelta(days=1)
-    assert all(b - a == timedelta(days=1) for a, b in zip(starts, starts[1:]))
+    assert datetime.now(UTC) < starts[0] <= datetime.now(UTC) + timedelta(days=1)
+    assert all(b - a == timedelta(days=1) for a, b in pairwise(starts))
     assert all(r.parameters == {"params": {"input_path": "data/nightly.parquet"}} for r in runs)

@@ -81,7 +81,7 @@ def test_build_flags_are_portable_offline_and_static():
 
 def test_server_command_line_binds_loopback_with_the_measured_flags(tmp_path):
     argv = EngineConfig(tmp_path / "llama-server", tmp_path / "m.gguf", 9000, parallel=3, ctx=6144).argv()
-    pairs = dict(zip(argv[1::2], argv[2::2]))
+    pairs = dict(zip(argv[1::2], argv[2::2], strict=False))
     assert pairs["--host"] == "127.0.0.1" and pairs["--port"] == "9000"
     assert (pairs["-np"], pairs["-c"], pairs["--cache-ram"], pairs["-fit"]) == ("3", "6144", "0", "off")
     assert pairs["--alias"] == "gemma3-270m" and pairs["--chat-template-file"] == str(TEMPLATE)

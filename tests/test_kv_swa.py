@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from chunkwise.ollama.kv import (MIB, ModelInfoError, kv_bytes_per_token, kv_layout, kv_reserved_bytes, swa_flags)
+from chunkwise.ollama.kv import MIB, ModelInfoError, kv_bytes_per_token, kv_layout, kv_reserved_bytes, swa_flags
 from chunkwise.sim.profiles import PROFILES
 
 GEMMA3_270M = {

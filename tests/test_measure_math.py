@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import pytest
 
-from chunkwise.measure.run import explain_difference, is_local_host, measure_run_dir
 from chunkwise.measure.fit import Fit, fit_line, margin_mib, recommend_num_ctx, truncation_check
 from chunkwise.measure.prompt import build_prompt, filler
+from chunkwise.measure.run import explain_difference, is_local_host, measure_run_dir
 from chunkwise.sim.tokenizer import chat_prompt_tokens, count_tokens
 
 
@@ -126,7 +128,7 @@ def test_explain_difference_names_slots_or_cache_type():
 def test_local_host_and_run_dir(tmp_path):
     assert is_local_host("http://127.0.0.1:11434") and is_local_host("http://localhost:1")
     assert not is_local_host("http://gpu-box.example:11434")
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    d = measure_run_dir(tmp_path, "hf.co/x/y:Q4 K", datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc))
+    d = measure_run_dir(tmp_path, "hf.co/x/y:Q4 K", datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
     assert d == tmp_path / "measure-hf.co_x_y_Q4_K-20260102T030405Z"

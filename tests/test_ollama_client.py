@@ -68,20 +68,26 @@ def test_status_codes_map_to_the_error_tree(status, message, error):
 
 
 def test_error_line_inside_a_200_stream_is_a_server_error():
-    handler = lambda r: httpx.Response(200, content=ndjson({"message": {"content": "a"}, "done": False},
-                                                           {"error": "model runner has unexpectedly stopped"}))
+    def handler(r: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=ndjson({"message": {"content": "a"}, "done": False},
+                                                  {"error": "model runner has unexpectedly stopped"}))
+
     with pytest.raises(e.ServerError, match="in stream"):
         client_for(handler).chat("m", [], options={})
 
 
 def test_stream_ending_without_done_is_incomplete():
-    handler = lambda r: httpx.Response(200, content=ndjson({"message": {"content": "a"}, "done": False}))
+    def handler(r: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=ndjson({"message": {"content": "a"}, "done": False}))
+
     with pytest.raises(e.IncompleteResponse):
         client_for(handler).chat("m", [], options={})
 
 
 def test_done_false_without_metrics_is_incomplete():
-    handler = lambda r: httpx.Response(200, json={"model": "m", "message": {"content": "x"}, "done": False})
+    def handler(r: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"model": "m", "message": {"content": "x"}, "done": False})
+
     with pytest.raises(e.IncompleteResponse):
         client_for(handler, stream=False).chat("m", [], options={})
 

@@ -6,18 +6,20 @@ import json
 import socket
 import subprocess
 import sys
+from itertools import pairwise
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pydantic import ValidationError
 
-from chunkwise.plan import chunks as planning
 from chunkwise.cli import main
 from chunkwise.commands import plan as plan_cmd
 from chunkwise.inputs.scan import validate_only
 from chunkwise.params import RunParams
-from chunkwise.plan.report import build_plan
+from chunkwise.plan import chunks as planning
 from chunkwise.plan.chunks import ChunkSpec, chunk_count, chunk_size_rule, plan_chunks
+from chunkwise.plan.report import build_plan
 
 # llama3.1:8b (32 layers, 8 KV heads, head size 128; meta-llama/llama-models `sku_list.py`):
 # 0.125 MiB of f16 KV per token.
@@ -51,7 +53,7 @@ def test_plan_chunks_even_and_contiguous(n, size):
     chunks = plan_chunks(n, size)
     sizes = [c.size for c in chunks]
     assert chunks[0].start == 0 and chunks[-1].stop == n
-    assert all(a.stop == b.start for a, b in zip(chunks, chunks[1:]))
+    assert all(a.stop == b.start for a, b in pairwise(chunks))
     assert max(sizes) - min(sizes) <= 1
     assert max(sizes) <= int(size * 1.02)
     assert [c.index for c in chunks] == list(range(len(chunks)))
@@ -72,7 +74,7 @@ def test_chunk_spec_is_small_frozen_and_json():
     assert json.loads(spec.model_dump_json()) == {"index": 1, "start": 111, "stop": 222, "first_row": 111,
                                                   "last_row": 221}
     assert ChunkSpec.model_validate_json(spec.model_dump_json()) == spec
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         spec.start = 3  # type: ignore[misc]
 
 

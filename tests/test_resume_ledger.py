@@ -13,16 +13,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from chunkwise.store.checkpoint import DIGEST_KEY, load_checkpoint
-from chunkwise.run.chunk import run_chunk
-from chunkwise.store.ledger import decode_line
 from chunkwise.ollama.client import OllamaClient
+from chunkwise.run.chunk import run_chunk
 from chunkwise.run.context import release_runtime
-from chunkwise.store.layout import RunPaths
 from chunkwise.sim.fingerprint import chat_fingerprint
+from chunkwise.store.checkpoint import DIGEST_KEY, load_checkpoint
+from chunkwise.store.layout import RunPaths
+from chunkwise.store.ledger import decode_line
 from tests.support.direct_run import run_all, start
 from tests.support.pipeline_helpers import params_for, write_requests
-from tests.support.run_checks import assert_answered_once, assert_same_results, ledger_records, reset_process_state, results
+from tests.support.run_checks import (
+    assert_answered_once,
+    assert_same_results,
+    ledger_records,
+    reset_process_state,
+    results,
+)
 
 SIM = dict(answer_tokens=(30, 60), parallel=2)
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from chunkwise.inputs import sample
 from chunkwise.cli import main
-from chunkwise.tokens import estimate_tokens
+from chunkwise.inputs import sample
 from chunkwise.inputs.scan import validate_only
 from chunkwise.params import RunParams
 from chunkwise.plan.report import build_plan
 from chunkwise.sim.tokenizer import count_tokens
+from chunkwise.tokens import estimate_tokens
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):

@@ -20,12 +20,12 @@ import polars as pl
 import pytest
 from pydantic import ValidationError
 
-from chunkwise.store.files import UnsafePathError, contained
 from chunkwise.ollama.client import ConfigError, OllamaClient, parse_host
 from chunkwise.params import RunParams
-from chunkwise.store.layout import run_paths
 from chunkwise.sim.harness import running_simulator
 from chunkwise.sim.options import SimOptions
+from chunkwise.store.files import UnsafePathError, contained
+from chunkwise.store.layout import run_paths
 from tests.support.pipeline_helpers import params_for
 from tests.support.run_checks import reset_process_state
 
@@ -89,7 +89,7 @@ def captured_logs(level: int, *names: str) -> Iterator[list[logging.LogRecord]]:
         yield records
     finally:
         logging.getLogger().removeHandler(handler)
-        for lg, old in zip(loggers, saved):
+        for lg, old in zip(loggers, saved, strict=True):
             lg.setLevel(old)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 import ollama
@@ -148,5 +148,5 @@ def test_ps_expiry_is_a_utc_timestamp(sim):
     with http(sim.url) as c:
         c.post("/api/chat", json={"model": "llama3.1:8b", "messages": MSGS, "stream": False, "keep_alive": "10m"})
         expires = datetime.fromisoformat(c.get("/api/ps").json()["models"][0]["expires_at"].replace("Z", "+00:00"))
-    left = (expires - datetime.now(timezone.utc)).total_seconds()
+    left = (expires - datetime.now(UTC)).total_seconds()
     assert 500 < left <= 600

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -57,7 +57,7 @@ def test_common_prefix_matches_a_plain_loop():
     for _ in range(300):
         a = [rng.choice("abc") for _ in range(rng.randint(0, 9000))]
         b = list(a[: rng.randint(0, len(a))]) + [rng.choice("abcd") for _ in range(rng.randint(0, 50))]
-        expected = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        expected = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
         assert common_prefix(a, b) == expected
 
 
@@ -87,7 +87,7 @@ def test_reload_waits_for_in_flight_requests(sim_factory):
             return r
         return fn
 
-    long, reload = in_threads([call("long", 4096, 12), call("reload", 8192, 1)], sim)
+    _long, reload = in_threads([call("long", 4096, 12), call("reload", 8192, 1)], sim)
     assert done_order == ["long", "reload"]  # the 1-token request had to wait for the 12-token one
     assert reload["load_duration"] >= 10_000_000
     assert sim.stats()["loads"] == 2
@@ -126,8 +126,8 @@ def test_prefix_cache_shortens_prompt_eval_duration_not_count(sim_factory):
     assert again["prompt_eval_duration"] == prefill_ns(len(tokens2) - 1, 1, rate, scale)
 
     # a conversation: the cached answer tokens count too
-    convo = second_msgs + [{"role": "assistant", "content": again["message"]["content"]},
-                           {"role": "user", "content": "And the keyboard?"}]
+    convo = [*second_msgs, {"role": "assistant", "content": again["message"]["content"]},
+             {"role": "user", "content": "And the keyboard?"}]
     turn = chat(sim.url, convo).json()
     tokens3 = render_chat(convo)
     reused = len(tokens2) + again["eval_count"]
@@ -161,7 +161,7 @@ def ps(url: str) -> list[dict]:
 
 def seconds_left(entry: dict) -> float:
     expires = datetime.fromisoformat(entry["expires_at"].replace("Z", "+00:00"))
-    return (expires - datetime.now(timezone.utc)).total_seconds()
+    return (expires - datetime.now(UTC)).total_seconds()
 
 
 @pytest.mark.parametrize("keep_alive,low,high", [(None, 280, 300), ("10m", 590, 600), (3600, 3590, 3600),

@@ -34,9 +34,9 @@ def run(args: argparse.Namespace) -> int:
 def main() -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
-    from chunkwise.params import RunParams
     from chunkwise.commands.runner import execute, print_summary
     from chunkwise.inputs.sample import sample_system_prompt, write_sample
+    from chunkwise.params import RunParams
     from chunkwise.sim.harness import running_simulator
     from chunkwise.sim.options import SimOptions
 

@@ -81,7 +81,7 @@ def free_vram() -> tuple[float | None, str | None]:
 
     try:
         return gpu.free_vram_mib()
-    except Exception as exc:  # a GPU probe must never stop a plan
+    except Exception as exc:  # noqa: BLE001 - a GPU probe must never stop a plan
         return None, f"GPU probe failed: {exc}"
 
 
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     def probe() -> None:
         try:
             probes["model"] = fetch_model_info(host, params.model)
-        except Exception as exc:  # a probe must never stop a plan, only a bad --host does
+        except Exception as exc:  # noqa: BLE001 - a probe must never stop a plan, only a bad --host does
             from chunkwise.ollama.client import ConfigError
 
             if isinstance(exc, ConfigError):

@@ -17,8 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from chunkwise.commands.run import params_from_args
-    from chunkwise.store.files import read_json
     from chunkwise.commands.runner import execute, print_summary
+    from chunkwise.store.files import read_json
 
     manifest_path = Path(args.run_dir) / "manifest.json"
     if not manifest_path.is_file():

@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -277,9 +277,9 @@ class GpuSampler:
                 util = None
             readings.append((used, util))
         with self._lock:
-            now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+            now = datetime.now(UTC).isoformat(timespec="milliseconds")
             elapsed = round(time.monotonic() - self._t0, 3)
-            for stats, (used, util) in zip(self._gpus, readings):
+            for stats, (used, util) in zip(self._gpus, readings, strict=True):
                 if baseline:
                     stats.baseline_used_mib = used
                 else:

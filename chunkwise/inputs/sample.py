@@ -29,8 +29,8 @@ from functools import lru_cache
 from pathlib import Path
 from statistics import NormalDist
 
-from chunkwise.tokens import DEFAULT_CHARS_PER_TOKEN
 from chunkwise.sim.tokenizer import tokenize
+from chunkwise.tokens import DEFAULT_CHARS_PER_TOKEN
 
 #: Mean prompt length in characters: 702 estimated tokens at 4 characters per token, so that mean
 #: tokens per request = 702 + 200 expected answer tokens = 902 and floor(0.8 x 125,600 / 902) = 111.

@@ -23,7 +23,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from chunkwise.store.files import fsync_dir, read_json, write_json_atomic
 from chunkwise.inputs.scan import (
     FIRST_REJECTS_KEPT,
     LINE_ERROR_COLUMN,
@@ -42,6 +41,7 @@ from chunkwise.inputs.scan import (
     _Scan,
     batch_file,
 )
+from chunkwise.store.files import fsync_dir, read_json, write_json_atomic
 
 if TYPE_CHECKING:
     import polars as pl

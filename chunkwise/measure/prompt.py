@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chunkwise.tokens import DEFAULT_CHARS_PER_TOKEN, MIN_TOLERANCE, UNCALIBRATED_TOLERANCE
 from chunkwise.sim.tokenizer import chat_prompt_tokens
+from chunkwise.tokens import DEFAULT_CHARS_PER_TOKEN, MIN_TOLERANCE, UNCALIBRATED_TOLERANCE
 
 WORDS = (
     "the and of to in is was for on that with as it at by this from are be or an but not have they you we all "
@@ -83,7 +83,7 @@ def build_prompt(
         for _ in range(8):  # joins between header, filler and footer may merge or split a token
             messages = _messages(num_ctx, filler(units, num_ctx))
             count = chat_prompt_tokens(messages)
-            if count == target_tokens or units == 0 and count > target_tokens:
+            if count == target_tokens or (units == 0 and count > target_tokens):
                 break
             units = max(0, units + target_tokens - count)
         chars = len(messages[0]["content"])
@@ -97,4 +97,4 @@ def build_prompt(
     chars = len(messages[0]["content"])
     tolerance = MIN_TOLERANCE if calibrated else UNCALIBRATED_TOLERANCE
     method = f"estimate ({chars_per_token:.2f} chars/token{', calibrated' if calibrated else ''})"
-    return BuiltPrompt(messages, chars, int(round(chars / chars_per_token)), method, tolerance)
+    return BuiltPrompt(messages, chars, round(chars / chars_per_token), method, tolerance)

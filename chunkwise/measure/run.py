@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import socket
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,7 +45,7 @@ KEEP_ALIVE = "10m"  # long enough for the /api/ps read after each answer
 
 def measure_run_dir(output_dir: Path, model: str, now: datetime | None = None) -> Path:
     """`<output_dir>/measure-<model>-<UTC time>`: a fresh directory name for one measurement."""
-    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     return Path(output_dir) / f"measure-{re.sub(r'[^A-Za-z0-9._-]+', '_', model)}-{stamp}"
 
 

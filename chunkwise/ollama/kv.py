@@ -163,8 +163,8 @@ def kv_layout(model_info: Mapping[str, Any], cache_type: str = "f16", engine: st
     key_len, value_len = _head_sizes(model_info, arch)
     flags, window = swa_flags(model_info, engine)
     per_element = BYTES_PER_ELEMENT[cache_type] * (key_len + value_len)
-    glob = sum(h for h, swa in zip(heads, flags) if not swa) * per_element
-    swa = sum(h for h, s in zip(heads, flags) if s) * per_element
+    glob = sum(h for h, swa in zip(heads, flags, strict=True) if not swa) * per_element
+    swa = sum(h for h, s in zip(heads, flags, strict=True) if s) * per_element
     return KVLayout(glob, swa, window if swa else 0, flags.count(False), flags.count(True), engine)
 
 

@@ -19,9 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
-from chunkwise.tokens import estimate_tokens
 from chunkwise.inputs.scan import InputSummary
 from chunkwise.params import RunParams
+from chunkwise.tokens import estimate_tokens
 
 FILL = 0.8
 #: A chunk may be at most this much larger than the chunk size (rounding of the chunk count).

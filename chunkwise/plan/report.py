@@ -19,11 +19,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from chunkwise.ollama import kv
-from chunkwise.tokens import MIN_TOLERANCE, estimate_tokens
 from chunkwise.inputs.scan import InputSummary, Reject
+from chunkwise.ollama import kv
 from chunkwise.params import RunParams
 from chunkwise.plan.chunks import FILL, chunk_count, chunk_multiple, chunk_size_for, mean_request_tokens
+from chunkwise.tokens import MIN_TOLERANCE, estimate_tokens
 
 #: Decode time per token grows as 1 + context / ATTENTION_CONTEXT (measured on an H100 80GB, Llama-3.1-8B
 #: shape, one CUDA-graph decode step, 2026-11-26: 5.64 ms at 1,024 tokens of context, 11.16 ms at 131,072,
@@ -253,7 +253,7 @@ def build_plan(summary: InputSummary, params: RunParams, *, system_prompt: str, 
 
 
 def _duration(seconds: float) -> str:
-    h, rem = divmod(int(round(seconds)), 3600)
+    h, rem = divmod(round(seconds), 3600)
     return f"{h}h {rem // 60:02d}m {rem % 60:02d}s"
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import polars as pl
 
-from chunkwise.store.files import write_atomic
 from chunkwise.inputs.scan import REASON_COLUMN
-from chunkwise.store.records import OUTCOME_FIELDS, Status
+from chunkwise.store.files import write_atomic
 from chunkwise.store.layout import RunPaths
+from chunkwise.store.records import OUTCOME_FIELDS, Status
 
 #: Input columns that are not carried into the results (the prompt is the input, not the output).
 NOT_CARRIED = ("_row", "id", "prompt", "system")

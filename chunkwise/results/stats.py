@@ -17,8 +17,8 @@ from typing import Any
 
 import polars as pl
 
-from chunkwise.tokens import estimate_tokens
 from chunkwise.store.records import FailureClass, Status
+from chunkwise.tokens import estimate_tokens
 
 
 def _ms(ns: float | None) -> float | None:

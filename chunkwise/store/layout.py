@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from chunkwise.store.files import contained
 from chunkwise.params import RUN_NAME_RE, RunParams
+from chunkwise.store.files import contained
 
 
 @dataclass(frozen=True)

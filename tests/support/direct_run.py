@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from chunkwise.results.finish import finish_run
-from chunkwise.run.chunk import run_chunk
 from chunkwise.params import RunParams
 from chunkwise.plan.chunks import ChunkSpec
-from chunkwise.run.prepare import plan_run, prepare_run
+from chunkwise.results.finish import finish_run
+from chunkwise.run.chunk import run_chunk
 from chunkwise.run.context import RunContext, release_runtime
+from chunkwise.run.prepare import plan_run, prepare_run
 
 
 def start(params: RunParams) -> tuple[RunContext, list[ChunkSpec]]:

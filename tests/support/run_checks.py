@@ -15,8 +15,8 @@ from typing import Any
 
 import polars as pl
 
-from chunkwise.store.ledger import decode_line
 from chunkwise.settings import get_settings
+from chunkwise.store.ledger import decode_line
 
 COMPARED = ["id", "status", "response", "done_reason", "prompt_eval_count", "eval_count"]
 

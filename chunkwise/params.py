@@ -79,7 +79,9 @@ class RunParams(BaseModel):
         description="Requests in flight at once; set it to the server's OLLAMA_NUM_PARALLEL. In "
         "conversation mode it is the number of conversations in flight.",
     )
-    system_prompt: str = Field(default="", description="System prompt for every request (a row's `system` overrides it).")
+    system_prompt: str = Field(
+        default="", description="System prompt for every request (a row's `system` overrides it)."
+    )
     system_prompt_file: str | None = Field(
         default=None, description="Read the system prompt from this UTF-8 file instead of `system_prompt`."
     )
@@ -92,7 +94,9 @@ class RunParams(BaseModel):
         le=131_072,
         description="Mean answer length assumed when sizing chunks and estimating time, tokens.",
     )
-    temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="Sampling temperature; 0 for reproducible batches.")
+    temperature: float = Field(
+        default=0.0, ge=0.0, le=2.0, description="Sampling temperature; 0 for reproducible batches."
+    )
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Sampling seed sent with every request.")
     keep_alive: str = Field(
         default="30m",

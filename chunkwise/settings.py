@@ -63,9 +63,13 @@ class Settings(BaseSettings):
         "raises it to `parallel` when that is larger (a conversation holds a worker).",
     )
     retry_base_delay_s: float = Field(
-        default=1.0, ge=0, description="First backoff delay after a transient request failure, seconds; doubles per attempt."
+        default=1.0,
+        ge=0,
+        description="First backoff delay after a transient request failure, seconds; doubles per attempt.",
     )
-    retry_max_delay_s: float = Field(default=30.0, ge=0, description="Longest backoff delay between request attempts, seconds.")
+    retry_max_delay_s: float = Field(
+        default=30.0, ge=0, description="Longest backoff delay between request attempts, seconds."
+    )
     chunk_retries: int = Field(
         default=8,
         ge=0,

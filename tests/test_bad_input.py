@@ -271,7 +271,9 @@ def test_disk_full_while_writing_a_checkpoint_stops_and_resume_sends_nothing_twi
     assert code == EXIT_CONFIG, out
     assert out.endswith("(No space left on device); free space or fix the run directory, then resume with the "
                         "same run name: every answer already in the ledger is kept")
-    stopped = re.search(r"run t stopped: chunk-(\d{4}) \[\d+-\d+\]: cannot write \S*/runs/t/chunks/chunk-(\d{5})\.parquet", out)
+    stopped = re.search(
+        r"run t stopped: chunk-(\d{4}) \[\d+-\d+\]: cannot write \S*/runs/t/chunks/chunk-(\d{5})\.parquet", out
+    )
     assert stopped and int(stopped[1]) == int(stopped[2]), out  # names the chunk whose checkpoint failed
     records, bad = ledger_records(tmp_path / "runs" / "t")
     assert bad == 0 and len(records) == sim.stats()["answered_total"]  # every answer paid for is kept

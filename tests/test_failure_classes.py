@@ -65,7 +65,9 @@ def test_output_truncated_is_recorded_with_its_text(sim_factory, source, tmp_pat
     assert set(results["error_class"]) == {"output_truncated"} and set(results["done_reason"]) == {"length"}
     assert results["attempts"].to_list() == [1] * N
     assert results["eval_count"].to_list() == [8] * N and results["response"].str.len_chars().min() > 0
-    assert results["error_message"][0] == "answer stopped at num_predict=8 tokens (done_reason 'length'); raise num_predict"
+    assert results["error_message"][0] == (
+        "answer stopped at num_predict=8 tokens (done_reason 'length'); raise num_predict"
+    )
     assert_reconciles(results, stats)
 
 

@@ -64,7 +64,10 @@ def test_library_not_found_through_the_seam(tmp_path, monkeypatch):
 
 
 def test_driver_not_loaded_text_is_kept(monkeypatch):
-    monkeypatch.setattr(pynvml, "nvmlInit", lambda: (_ for _ in ()).throw(pynvml.NVMLError(pynvml.NVML_ERROR_DRIVER_NOT_LOADED)))
+    def no_driver() -> None:
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_DRIVER_NOT_LOADED)
+
+    monkeypatch.setattr(pynvml, "nvmlInit", no_driver)
     sampler = GpuSampler(None)
     sampler.start()
     assert sampler.stop()["reason"] == "Driver Not Loaded"

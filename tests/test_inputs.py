@@ -219,7 +219,8 @@ def test_stage_round_trip(tmp_path, monkeypatch, row_group_size):
     assert staged.fingerprint == hashlib.sha256(src.read_bytes()).hexdigest()
     assert staged.id_dtype == "int64" and staged.has_system
     assert staged.carried_columns == ("category", "blob", "score", "tags")
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["rejects.parquet", "requests.parquet", "staged.json"]
+    written = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert written == ["rejects.parquet", "requests.parquet", "staged.json"]
 
     req = pq.read_table(staged.requests_path)
     assert req.column_names == ["_row", *table.column_names]
@@ -233,7 +234,9 @@ def test_stage_round_trip(tmp_path, monkeypatch, row_group_size):
     assert rej["_row"].to_pylist() == sorted(bad)
     assert rej["blob"].to_pylist() == table["blob"].take(sorted(bad)).to_pylist()
     assert set(rej["_reason"].to_pylist()) == {
-        inputs.REASON_NULL, "prompt is only whitespace (3 characters): give the row a prompt or remove it from the input"}
+        inputs.REASON_NULL,
+        "prompt is only whitespace (3 characters): give the row a prompt or remove it from the input",
+    }
 
     checked = validate_only(src, **LIMITS)  # same scan, nothing written
     assert (checked.accepted, checked.first_rejects, checked.longest) == (
@@ -251,7 +254,8 @@ def test_stage_string_ids_and_view_types(tmp_path):
 
 def test_stage_categorical_prompt_from_polars(tmp_path):
     src = tmp_path / "c.parquet"
-    pl.DataFrame({"id": [1, 2], "prompt": ["a", "b"]}).with_columns(pl.col("prompt").cast(pl.Categorical)).write_parquet(src)
+    frame = pl.DataFrame({"id": [1, 2], "prompt": ["a", "b"]})
+    frame.with_columns(pl.col("prompt").cast(pl.Categorical)).write_parquet(src)
     staged = stage_input(src, tmp_path / "run", **LIMITS)
     assert read_requests(staged.requests_path, 0, 2)["prompt"].to_list() == ["a", "b"]
 

@@ -94,7 +94,8 @@ def test_llama_slope_table_csv_png(tmp_path):
     assert "unavailable: NVML Shared Library Not Found" in table
     rows = list(csv.DictReader(report.csv_path.open()))
     assert [int(r["num_ctx"]) for r in rows] == CONTEXTS
-    assert float(rows[-1]["ps_size_vram_mib"]) == pytest.approx(PROFILES["llama3.1:8b"].weights_bytes / MIB + 1000, abs=1e-3)
+    weights_mib = PROFILES["llama3.1:8b"].weights_bytes / MIB
+    assert float(rows[-1]["ps_size_vram_mib"]) == pytest.approx(weights_mib + 1000, abs=1e-3)
     png = report.png_path.read_bytes()
     assert png[:8] == PNG_SIGNATURE
     image = imread(report.png_path)

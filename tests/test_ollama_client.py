@@ -33,7 +33,9 @@ def test_streamed_answer_is_assembled_with_metrics():
             {"message": {"role": "assistant", "content": "Hel"}, "done": False},
             {"message": {"role": "assistant", "content": "lo"}, "done": False}, FINAL))
 
-    result = client_for(handler).chat("m", [{"role": "user", "content": "hi"}], options={"num_ctx": 4096}, truncate=False)
+    result = client_for(handler).chat(
+        "m", [{"role": "user", "content": "hi"}], options={"num_ctx": 4096}, truncate=False
+    )
     assert result.content == "Hello!"
     assert (result.prompt_eval_count, result.eval_count, result.done_reason) == (12, 3, "stop")
     assert result.total_duration == 5_000_000 and result.eval_duration == 3_000

@@ -49,7 +49,8 @@ def test_keywords_ollama_may_not_enforce_still_count():
 def test_a_broken_schema_is_named():
     assert schema_problem(SCHEMA) is None
     assert schema_problem({"type": "str"}).startswith("$.type: 'str' is not valid")
-    assert schema_problem({"properties": {"a": {"minimum": "one"}}}) == "$.properties.a.minimum: 'one' is not of type 'number'"
+    problem = schema_problem({"properties": {"a": {"minimum": "one"}}})
+    assert problem == "$.properties.a.minimum: 'one' is not of type 'number'"
 
 
 def test_plain_json_format_accepts_any_json():

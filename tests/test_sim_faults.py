@@ -13,7 +13,9 @@ from chunkwise.sim.faults import RUNNER_STOPPED, pick_fault
 from chunkwise.sim.fingerprint import chat_fingerprint, generate_fingerprint, request_fingerprint
 from chunkwise.sim.options import SimOptions
 
-METRICS = ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration")
+METRICS = (
+    "total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration"
+)
 
 
 def body(i: int = 0, **extra) -> dict:
@@ -35,7 +37,8 @@ def test_fingerprint_ignores_options_and_is_importable():
     a = request_fingerprint("/api/chat", body(1, options={"num_ctx": 8192}, stream=True))
     assert a == chat_fingerprint("llama3.1:8b", body(1)["messages"]) and len(a) == 32
     assert a != chat_fingerprint("llama3.1:8b", body(2)["messages"])
-    assert generate_fingerprint("m", "p") == request_fingerprint("generate", {"model": "m", "prompt": "p", "system": ""})
+    expected = request_fingerprint("generate", {"model": "m", "prompt": "p", "system": ""})
+    assert generate_fingerprint("m", "p") == expected
     assert generate_fingerprint("m", "p", "s") != generate_fingerprint("m", "p")
 
 
@@ -128,11 +131,14 @@ def test_stats_shape_and_summary(sim):
     post(sim.url, body(1))
     post(sim.url, body(1))
     post(sim.url, body(2))
-    httpx.post(f"{sim.url}/api/generate", json={"model": "llama3.1:8b", "prompt": "p", "stream": False}, trust_env=False)
+    httpx.post(f"{sim.url}/api/generate", json={"model": "llama3.1:8b", "prompt": "p", "stream": False},
+               trust_env=False)
     post(sim.url, {"model": "nope", "messages": []})
     httpx.get(f"{sim.url}/api/tags", trust_env=False)
     stats = sim.stats()
-    assert stats["requests"] == {"/api/chat": {"200": 3, "404": 1}, "/api/generate": {"200": 1}, "/api/tags": {"200": 1}}
+    assert stats["requests"] == {
+        "/api/chat": {"200": 3, "404": 1}, "/api/generate": {"200": 1}, "/api/tags": {"200": 1}
+    }
     assert stats["received_total"] == 5 and stats["answered_total"] == 4 and stats["loads"] == 1
     assert stats["max_answered_per_fingerprint"] == 2 and stats["fingerprints_answered_more_than_once"] == 1
     fp1 = chat_fingerprint("llama3.1:8b", body(1)["messages"])
@@ -176,7 +182,8 @@ def test_fingerprint_fast_path_equals_canonical_json():
     import hashlib
 
     cases = [
-        [{"role": "system", "content": 'quote " backslash \\ tab \t nul \x00 line\u2028 é 中 😀'}, {"role": "user", "content": ""}],
+        [{"role": "system", "content": 'quote " backslash \\ tab \t nul \x00 line\u2028 é 中 😀'},
+         {"role": "user", "content": ""}],
         [{"content": "key order differs", "role": "user"}],
         [{"role": "user", "content": "extra keys take the generic path", "images": []}],
         [],

@@ -86,7 +86,8 @@ def test_every_option_has_a_flag_that_round_trips():
 def test_bad_flags_exit_2_with_one_line(tmp_path):
     for argv, needle in ((["--fail-rate", "0.7", "--reset-rate", "0.7"], "add up to"),
                          (["--answer-tokens", "9"], "--answer-tokens"), (["--parallel", "0"], "--parallel")):
-        run = subprocess.run([sys.executable, "-m", "chunkwise", "sim", *argv], capture_output=True, text=True, timeout=60)
+        run = subprocess.run([sys.executable, "-m", "chunkwise", "sim", *argv],
+                             capture_output=True, text=True, timeout=60)
         assert run.returncode == 2 and needle in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
 
 

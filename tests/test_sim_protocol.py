@@ -13,7 +13,9 @@ from chunkwise.sim.profiles import ALIASES, PROFILES, resolve
 from chunkwise.sim.tokenizer import chat_prompt_tokens, count_tokens
 
 MSGS = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name three rivers."}]
-METRICS = ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration")
+METRICS = (
+    "total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration"
+)
 
 
 def http(url: str) -> httpx.Client:
@@ -120,7 +122,8 @@ def test_bad_requests_get_ollama_statuses(sim):
             'time: missing unit in duration "3600"')
         assert err("/api/chat", 400, json={"model": "llama3.1:8b", "messages": MSGS, "think": True}) == (
             '"llama3.1:8b" does not support thinking')
-        assert "num_ctx" in err("/api/chat", 400, json={"model": "llama3.1:8b", "messages": MSGS, "options": {"num_ctx": "big"}})
+        bad = {"model": "llama3.1:8b", "messages": MSGS, "options": {"num_ctx": "big"}}
+        assert "num_ctx" in err("/api/chat", 400, json=bad)
         assert "format" in err("/api/chat", 400, json={"model": "llama3.1:8b", "messages": MSGS, "format": "xml"})
     stats = sim.stats()
     assert stats["requests"]["/api/chat"]["400"] == 7 and stats["requests"]["/api/chat"]["404"] == 1

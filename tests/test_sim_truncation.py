@@ -25,7 +25,8 @@ def chat(url: str, model: str, messages: list, **extra) -> httpx.Response:
 
 
 def test_render_messages_equals_render_chat():
-    messages = [{"role": "system", "content": "Be brief, please."}, {"role": "user", "content": "Hi  there!\n\nWhat's 2+2?"},
+    messages = [{"role": "system", "content": "Be brief, please."},
+                {"role": "user", "content": "Hi  there!\n\nWhat's 2+2?"},
                 {"role": "assistant", "content": ""}, {"content": "no role"}]
     assert render_messages(messages) == render_chat(messages)
     assert words(7) and chat_prompt_tokens([msg("user", 7)]) == 3 + 4 + 7

@@ -48,7 +48,8 @@ def main() -> int:
     # Rates chosen so the demo takes about a minute: fast enough to watch, slow enough to see progress.
     options = SimOptions(port=0, parallel=4, prefill_tps=400_000, decode_tps=20_000, load_ms=500)
     with running_simulator(options) as sim:
-        print(f"\nSIMULATOR: chunkwise's Ollama simulator is listening on {sim.url} -- this demo does not use a real Ollama.\n")
+        print(f"\nSIMULATOR: chunkwise's Ollama simulator is listening on {sim.url} -- "
+              "this demo does not use a real Ollama.\n")
         params = RunParams(
             input_path=str(DATA), model="llama3.1:8b", host=sim.url, mode="conversation", num_ctx=128_000,
             parallel=4, system_prompt_file=str(SYSTEM), output_dir="runs",

@@ -14,7 +14,8 @@ MAX_ROWS = 10_000_000
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", type=int, required=True, metavar="N", help="number of requests")
-    parser.add_argument("--out", required=True, metavar="PATH", help="Parquet file to write (parent directories are created)")
+    parser.add_argument("--out", required=True, metavar="PATH",
+                        help="Parquet file to write (parent directories are created)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="same seed, same bytes (default 0)")
     parser.add_argument("--system-prompt-out", metavar="PATH",
                         help="also write a sample system prompt of --system-tokens tokens to this text file")
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"wrote {stats.rows} rows to {out} ({stats.bytes / 1e6:.1f} MB, mean prompt "
         f"{stats.mean_prompt_chars:.0f} characters) in {elapsed:.1f} s"
-        + (f"; system prompt of {args.system_tokens} tokens to {args.system_prompt_out}" if args.system_prompt_out else "")
+        + (f"; system prompt of {args.system_tokens} tokens to {args.system_prompt_out}"
+           if args.system_prompt_out else "")
     )
     return 0

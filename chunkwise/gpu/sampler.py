@@ -232,7 +232,9 @@ class GpuSampler:
     def wait_for_samples(self, count: int, timeout_s: float) -> bool:
         """Block until at least `count` readings exist (baseline included) or `timeout_s` passes."""
         with self._lock:
-            self._lock.wait_for(lambda: self._samples >= count or self._thread_failed or not self._thread_alive(), timeout_s)
+            self._lock.wait_for(
+                lambda: self._samples >= count or self._thread_failed or not self._thread_alive(), timeout_s
+            )
             return self._samples >= count
 
     def latest_used_mib(self) -> float | None:

@@ -294,7 +294,8 @@ class _Scan:
         bad = pc.or_kleene(pc.is_null(prompt), pc.less_equal(chars, 0))
         bad = pc.or_(pc.fill_null(bad, True), pc.fill_null(pc.utf8_is_space(prompt), False))
         bad = pc.or_(bad, pc.fill_null(pc.greater(total, self.max_chars), False))
-        line_error = table.column(LINE_ERROR_COLUMN).combine_chunks() if LINE_ERROR_COLUMN in table.column_names else None
+        has_line_error = LINE_ERROR_COLUMN in table.column_names
+        line_error = table.column(LINE_ERROR_COLUMN).combine_chunks() if has_line_error else None
         if line_error is not None:
             bad = pc.or_(bad, pc.is_valid(line_error))
         keep = pc.invert(bad)
@@ -310,7 +311,8 @@ class _Scan:
             elif total[i].as_py() > self.max_chars:
                 reason = self._too_long(total[i].as_py(), system_chars is not None and system_chars[i].is_valid)
             else:
-                reason = f"prompt is only whitespace ({c} characters): give the row a prompt or remove it from the input"
+                reason = (f"prompt is only whitespace ({c} characters): give the row a prompt or remove it "
+                          "from the input")
             reasons.append(reason)
             if len(self.first_rejects) < FIRST_REJECTS_KEPT:
                 self.first_rejects.append(Reject(rows[i].as_py(), ids[i].as_py(), reason))
@@ -325,7 +327,8 @@ class _Scan:
         else:
             candidates = pc.indices_nonzero(pc.greater_equal(kept_total, 0))
         if len(candidates):
-            top = candidates.take(pc.select_k_unstable(kept_total.take(candidates), k=min(LONGEST_KEPT, len(candidates)),
+            top = candidates.take(pc.select_k_unstable(kept_total.take(candidates),
+                                                       k=min(LONGEST_KEPT, len(candidates)),
                                                        sort_keys=[("dummy", "descending")]))
             kept_ids, kept_rows = ids.filter(keep), rows.filter(keep)
             kept_system = system_chars.filter(keep) if system_chars is not None else None

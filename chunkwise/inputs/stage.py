@@ -102,7 +102,8 @@ def stage_input(path: str | os.PathLike, run_dir: str | os.PathLike, *, num_ctx:
         finally:
             converted.unlink(missing_ok=True)
         digest = fingerprint(path)  # the user's file, as every resume compares it
-        write_json_atomic(run_dir / STAGED_MARKER, {"fingerprint": digest, "num_ctx": num_ctx, "num_predict": num_predict})
+        write_json_atomic(run_dir / STAGED_MARKER,
+                          {"fingerprint": digest, "num_ctx": num_ctx, "num_predict": num_predict})
         return dataclasses.replace(staged, path=str(path), fingerprint=digest)
     pf = _open(path)
     schema, has_system = _check_schema(path, pf)

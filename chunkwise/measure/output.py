@@ -48,7 +48,8 @@ def _gpu_line(gpu: dict[str, Any]) -> str:
         f"peak {g['peak_used_mib']:.0f}, mean {g['mean_used_mib']:.0f} MiB used"
         for g in gpu.get("gpus", [])
     ]
-    return f"GPU sampler ({gpu['status']}, every {gpu['interval_s']:g} s, {gpu['samples']} readings): " + "; ".join(parts)
+    head = f"GPU sampler ({gpu['status']}, every {gpu['interval_s']:g} s, {gpu['samples']} readings): "
+    return head + "; ".join(parts)
 
 
 def render_markdown(report: MeasureReport) -> str:
@@ -82,7 +83,8 @@ def render_markdown(report: MeasureReport) -> str:
     lines.append(f"- Truncation check: {len(truncated)} of {sum(row.status != 'skipped' for row in r.rows)} "
                  "prompts cut" + ("" if not truncated else " (see the table: their prefill rates are not valid)"))
     lines += ["", "| num_ctx | status | prompt tokens sent | prompt_eval_count | truncated | load s | prefill tok/s "
-              "| decode tok/s | ps size MiB | ps size_vram MiB | ps context | NVML used MiB | formula KV MiB | in fit | note |",
+              "| decode tok/s | ps size MiB | ps size_vram MiB | ps context | NVML used MiB | formula KV MiB "
+              "| in fit | note |",
               "|" + "---|" * 15]
     for row in r.rows:
         cut = f"YES: {row.truncation_reason}" if row.truncated else ("no" if row.status == "ok" else "")

@@ -1,1 +1,2 @@
-"""The Ollama boundary: the HTTP client (raising `chunkwise.errors`), KV-cache arithmetic from `/api/show`, `/api/ps`."""
+"""The Ollama boundary: the HTTP client (raising `chunkwise.errors`), KV-cache arithmetic from `/api/show`,
+and `/api/ps`."""

@@ -131,7 +131,9 @@ def swa_flags(info: Mapping[str, Any], engine: str = "ollama") -> tuple[list[boo
     pattern = _key(info, arch, "attention.sliding_window_pattern")
     if isinstance(pattern, list) and pattern:
         if len(pattern) < blocks:
-            raise ModelInfoError(f"{arch}.attention.sliding_window_pattern has {len(pattern)} flags for {blocks} layers")
+            raise ModelInfoError(
+                f"{arch}.attention.sliding_window_pattern has {len(pattern)} flags for {blocks} layers"
+            )
         return [bool(p) for p in pattern[:blocks]], window
     if isinstance(pattern, list):  # emptied by a non-verbose /api/show
         raise ModelInfoError(f"{arch}.attention.sliding_window_pattern is an empty list; ask /api/show with verbose")

@@ -275,7 +275,8 @@ def _render_lines(p: Plan) -> list[str]:
     out.append(f"mode         {p.mode}, model {p.model}, num_ctx {p.num_ctx}, parallel {p.parallel}, "
                f"num_predict {p.num_predict}")
     if p.conversation_peak_tokens is not None:
-        out.append(f"conversation about {p.conversation_peak_tokens} tokens at a chunk's end (trim at {p.trim_at_tokens})")
+        out.append(f"conversation about {p.conversation_peak_tokens} tokens at a chunk's end "
+                   f"(trim at {p.trim_at_tokens})")
     src = f"model_info from {p.model_info_source}"
     weights = f"; weights {p.weights_mib:,.0f} MiB" if p.weights_mib is not None else ""
     if p.kv_mib_per_token is not None:

@@ -63,7 +63,8 @@ def compute_stats(
 
     system_tokens = estimate_tokens(len(system_prompt), chars_per_token) if system_prompt else 0
     sent = int(row["sent_requests"] or 0)
-    placements = (conversation_starts if conversation_starts is not None else chunks) if mode == "conversation" else sent
+    starts = conversation_starts if conversation_starts is not None else chunks
+    placements = starts if mode == "conversation" else sent
     naive = sent * system_tokens
     chosen = min(placements, sent) * system_tokens
     seconds = max(active_seconds, 1e-9)
@@ -118,7 +119,8 @@ def stats_table(stats: dict[str, Any]) -> list[dict[str, str]]:
         for g in gpu.get("gpus", [])
     )
     rows = [
-        ("requests total / succeeded / failed / rejected", f"{r['total']} / {r['succeeded']} / {r['failed']} / {r['rejected']}"),
+        ("requests total / succeeded / failed / rejected",
+         f"{r['total']} / {r['succeeded']} / {r['failed']} / {r['rejected']}"),
         ("failed by class", ", ".join(f"{k} {v}" for k, v in r["failed_by_class"].items() if v) or "none"),
         ("prompt tokens evaluated / generated", f"{t['prompt_evaluated']} / {t['generated']}"),
         ("requests/s, generated tokens/s", f"{th['requests_per_s']}, {th['generated_tokens_per_s']}"),
@@ -129,6 +131,7 @@ def stats_table(stats: dict[str, Any]) -> list[dict[str, str]]:
         ("model load time (s), requests that waited on a load",
          f"{stats['model_load']['load_duration_max_s']}, {stats['model_load']['requests_with_load_over_100ms']}"),
         ("VRAM", vram),
-        ("system prompt savings", f"{t['system_prompt_savings']['saved_pct']}% ({t['system_prompt_savings']['basis']})"),
+        ("system prompt savings",
+         f"{t['system_prompt_savings']['saved_pct']}% ({t['system_prompt_savings']['basis']})"),
     ]
     return [{"metric": k, "value": v} for k, v in rows]

@@ -13,7 +13,9 @@ def write_requests(path: Path, n: int, *, prompt_words: int = 40, **extra_column
     """`n` unique requests with ids `r0000`.. and a carried `group` column."""
     rows = {
         "id": [f"r{i:04d}" for i in range(n)],
-        "prompt": [f"Request {i}: " + " ".join(f"word{(i * 7 + j) % 97}" for j in range(prompt_words)) for i in range(n)],
+        "prompt": [
+            f"Request {i}: " + " ".join(f"word{(i * 7 + j) % 97}" for j in range(prompt_words)) for i in range(n)
+        ],
         "group": [i % 3 for i in range(n)],
         **extra_columns,
     }

@@ -118,7 +118,9 @@ def prefect_server(home: Path, *, log: Path, ui: bool = False) -> Iterator[str]:
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"prefect server not healthy within {SERVER_START_TIMEOUT_S:.0f} s:\n{log_tail(log)}")
+                raise RuntimeError(
+                    f"prefect server not healthy within {SERVER_START_TIMEOUT_S:.0f} s:\n{log_tail(log)}"
+                )
             time.sleep(0.2)
         yield api_url
     finally:
@@ -131,7 +133,9 @@ def read_deployment(api_url: str, name: str) -> dict[str, Any] | None:
 
 
 @contextlib.contextmanager
-def chunkwise_serve(api_url: str, workdir: Path, *, log: Path, home: Path, **env_extra: str) -> Iterator[subprocess.Popen]:
+def chunkwise_serve(
+    api_url: str, workdir: Path, *, log: Path, home: Path, **env_extra: str
+) -> Iterator[subprocess.Popen]:
     """`chunkwise serve` in `workdir`; yields once both deployments are registered as served ones.
 
     Fast polling (1 s) and, unless overridden, short chunk retries so a failed run fails in seconds.

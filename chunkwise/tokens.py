@@ -20,6 +20,7 @@ from __future__ import annotations
 import statistics
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 DEFAULT_CHARS_PER_TOKEN = 4.0
 #: Tolerance before calibration: the default ratio may be off by this fraction for unusual text.
@@ -67,7 +68,7 @@ class Calibration:
             return UNCALIBRATED_TOLERANCE
         return max(MIN_TOLERANCE, 2.0 * self.relative_error)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "chars_per_token": round(self.chars_per_token, 4),
             "samples": self.samples,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from chunkwise.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from chunkwise.measure.fit import DEFAULT_CONTEXTS
@@ -50,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run as the Prefect flow flows.measure.measure_flow (a markdown artifact)")
 
 
-def _summary(report: dict) -> str:
+def _summary(report: dict[str, Any]) -> str:
     lines = [f"VRAM source: {report['vram_source_text']}"]
     if report["slope_mib_per_token"] is not None:
         lines.append(f"measured: {report['slope_mib_per_token']:.6f} MiB per context token "

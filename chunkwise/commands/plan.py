@@ -48,7 +48,7 @@ def validation_message(exc: Any) -> str:
     return f"{flag} {err.get('input')!r}: {msg}"
 
 
-def fetch_model_info(host: str, model: str) -> tuple[dict | None, str, float | None]:
+def fetch_model_info(host: str, model: str) -> tuple[dict[str, Any] | None, str, float | None]:
     """(model_info, where it came from, weights MiB or None): the server's /api/show (weights from
     the model's file size in /api/tags), else unknown with the reason. There is no offline fallback:
     a plan is only as good as the server's own numbers.
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             probes["model"] = fetch_model_info(host, params.model)
         except Exception as exc:  # noqa: BLE001 - a probe must never stop a plan, only a bad --host does
-            from chunkwise.ollama.client import ConfigError
+            from chunkwise.errors import ConfigError
 
             if isinstance(exc, ConfigError):
                 probes["host_error"] = f"--host: {exc}"

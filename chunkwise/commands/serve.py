@@ -75,7 +75,7 @@ def load_definitions(path: Path, only: list[str] | None = None) -> list[dict[str
     return entries
 
 
-def flow_for(entrypoint: str):
+def flow_for(entrypoint: str) -> Any:
     """The flow object behind a `path/to/module.py:flow_function` entrypoint, imported as a module
     (`flows/batch.py:batch` -> `flows.batch.batch`) so that it is the installed package's code."""
     path, sep, attr = entrypoint.partition(":")

@@ -15,6 +15,9 @@ from pydantic import ValidationError
 
 from chunkwise.errors import EXIT_CONFIG, EXIT_OK
 
+if typing.TYPE_CHECKING:
+    from chunkwise.sim.options import SimOptions
+
 NAME = "sim"
 HELP = "Run the Ollama simulator: Ollama's HTTP API with modelled timing, truncation and faults (for tests and demos)."
 
@@ -38,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, **kwargs)
 
 
-def options_from_args(args: argparse.Namespace):
+def options_from_args(args: argparse.Namespace) -> SimOptions:
     from chunkwise.sim.options import SimOptions
 
     given = {name: getattr(args, name) for name in SimOptions.model_fields if getattr(args, name, None) is not None}
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _serve(options) -> None:
+async def _serve(options: SimOptions) -> None:
     from chunkwise.sim.server import start_server, stop_server
 
     runner, url = await start_server(options)

@@ -178,7 +178,9 @@ def main(argv: list[str] | None = None, *, nvml: Any = None,
         return EXIT_NO_GPU
     try:
         if allocator_factory is None:
-            from chunkwise.gpu.cuda_alloc import find_allocator as allocator_factory
+            from chunkwise.gpu.cuda_alloc import find_allocator
+
+            allocator_factory = find_allocator
         allocator, reasons = allocator_factory(args.allocator, args.device)
         if allocator is None:
             print(f"gpu-check: no CUDA library to allocate with: {'; '.join(reasons)}")

@@ -75,7 +75,9 @@ class _GpuStats:
             self.count_util += 1
 
     def as_dict(self) -> dict[str, Any]:
-        r = lambda v: None if v is None else round(v, 1)  # noqa: E731
+        def r(v: float | None) -> float | None:
+            return None if v is None else round(v, 1)
+
         return {
             "index": self.index,
             "name": self.name,

@@ -32,10 +32,10 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from chunkwise.errors import InputError
 from chunkwise.inputs.scan import (
     LINE_ERROR_COLUMN,
     SCAN_BATCH_ROWS,
-    InputError,
     InputSummary,
     _Scan,
 )
@@ -115,7 +115,7 @@ def line_problem(item: dict[str, Any], run: dict[str, Any]) -> tuple[str | None,
     return None, prompt, system
 
 
-def read_batch(path: str | os.PathLike, run: dict[str, Any] | None = None) -> pa.Table:
+def read_batch(path: str | os.PathLike[str], run: dict[str, Any] | None = None) -> pa.Table:
     """The request table of a batch file: `id` (custom_id), `prompt`, `system`, `LINE_ERROR_COLUMN`."""
     path = Path(path)
     if not path.exists():

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from statistics import NormalDist
+from typing import Any
 
 from chunkwise.sim.tokenizer import tokenize
 from chunkwise.tokens import DEFAULT_CHARS_PER_TOKEN
@@ -124,7 +125,7 @@ def prompt_lengths(rows: int, seed: int = 0) -> list[int]:
     return lengths
 
 
-def sample_rows(lengths: list[int], seed: int, start: int, stop: int) -> dict[str, list]:
+def sample_rows(lengths: list[int], seed: int, start: int, stop: int) -> dict[str, list[Any]]:
     """Columns of rows [start, stop) of the sample set whose prompt lengths are `lengths`
     (`prompt_lengths(rows, seed)`) as Python lists."""
     text = corpus()
@@ -153,7 +154,7 @@ class SampleStats:
     mean_prompt_chars: float
 
 
-def write_sample(path: str | os.PathLike, rows: int, seed: int = 0) -> SampleStats:
+def write_sample(path: str | os.PathLike[str], rows: int, seed: int = 0) -> SampleStats:
     """Write the sample set `(rows, seed)` to `path` (atomically: temp file, then rename)."""
     import pyarrow as pa
     import pyarrow.parquet as pq

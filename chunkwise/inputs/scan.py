@@ -130,7 +130,8 @@ def _not_parquet(path: Path, exc: BaseException) -> InputError:
 def _is_text(t: pa.DataType) -> bool:
     if pa.types.is_dictionary(t):
         t = t.value_type
-    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t) or pa.types.is_null(t)
+    text = pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+    return bool(text or pa.types.is_null(t))
 
 
 def _check_schema(path: Path, pf: pq.ParquetFile) -> tuple[pa.Schema, bool]:
@@ -341,7 +342,9 @@ class _Scan:
                     heapq.heapreplace(self.longest, item)
         return rows, keep, reasons
 
-    def summary(self, path: Path, id_dtype: str, carried: tuple[str, ...], cls: type = InputSummary, **extra: Any):
+    def summary(
+        self, path: Path, id_dtype: str, carried: tuple[str, ...], cls: type[InputSummary] = InputSummary, **extra: Any
+    ) -> InputSummary:
         def cat(arrays: list[pa.Array]) -> pa.Array:
             return pa.concat_arrays(arrays) if arrays else pa.array([], pa.int64())
 
@@ -360,12 +363,12 @@ def _carried(schema: pa.Schema) -> tuple[str, ...]:
     return tuple(n for n in schema.names if n not in ("id", "prompt", "system", LINE_ERROR_COLUMN))
 
 
-def batch_file(path: str | os.PathLike) -> bool:
+def batch_file(path: str | os.PathLike[str]) -> bool:
     """Whether `path` is an OpenAI batch file (`.jsonl`, read by `chunkwise.inputs.batchfile`)."""
     return Path(path).suffix.lower() == ".jsonl"
 
 
-def validate_only(path: str | os.PathLike, *, num_ctx: int, num_predict: int,
+def validate_only(path: str | os.PathLike[str], *, num_ctx: int, num_predict: int,
                   run: dict[str, Any] | None = None) -> InputSummary:
     """Validate and classify every row without writing anything (reads `id`, `prompt`, `system`).
     `run` (model and options) is what a batch file's lines are checked against."""

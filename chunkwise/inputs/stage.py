@@ -66,7 +66,7 @@ class StagedInput(InputSummary):
                 "rejects_path": self.rejects_path}
 
 
-def fingerprint(path: str | os.PathLike, block: int = 1 << 20) -> str:
+def fingerprint(path: str | os.PathLike[str], block: int = 1 << 20) -> str:
     """sha256 hex of the file's bytes, read in `block`-byte pieces."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -82,7 +82,7 @@ def _durable_replace(tmp: Path, final: Path) -> None:
     fsync_dir(final.parent)
 
 
-def stage_input(path: str | os.PathLike, run_dir: str | os.PathLike, *, num_ctx: int, num_predict: int,
+def stage_input(path: str | os.PathLike[str], run_dir: str | os.PathLike[str], *, num_ctx: int, num_predict: int,
                 run: dict[str, Any] | None = None) -> StagedInput:
     """Validate `path`, then write `run_dir/requests.parquet` and `run_dir/rejects.parquet`.
 
@@ -151,23 +151,26 @@ def stage_input(path: str | os.PathLike, run_dir: str | os.PathLike, *, num_ctx:
         req_tmp.unlink(missing_ok=True)
         rej_tmp.unlink(missing_ok=True)
     write_json_atomic(run_dir / STAGED_MARKER, {"fingerprint": digest, "num_ctx": num_ctx, "num_predict": num_predict})
-    return scan.summary(
+    summary = scan.summary(
         path, id_dtype, carried, cls=StagedInput, fingerprint=digest, run_dir=str(run_dir),
         requests_path=str(run_dir / REQUESTS_FILE), rejects_path=str(run_dir / REJECTS_FILE),
     )
+    assert isinstance(summary, StagedInput)  # summary() built it with cls=StagedInput
+    return summary
 
 
-def staged_record(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+def staged_record(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     """What the run directory's staged files were made from (`fingerprint`, `num_ctx`,
     `num_predict`: the limits decide the quarantine), or None when staging never completed."""
     run_dir = Path(run_dir)
     marker = run_dir / STAGED_MARKER
     if not (marker.exists() and (run_dir / REQUESTS_FILE).exists() and (run_dir / REJECTS_FILE).exists()):
         return None
-    return read_json(marker)
+    marker_data: dict[str, Any] = read_json(marker)
+    return marker_data
 
 
-def load_staged(run_dir: str | os.PathLike, *, source: str, fingerprint: str, num_ctx: int,
+def load_staged(run_dir: str | os.PathLike[str], *, source: str, fingerprint: str, num_ctx: int,
                 num_predict: int) -> StagedInput:
     """The StagedInput of a run staged earlier, rebuilt from its files (a resume needs neither the
     original input nor a second staging pass). Streams only row numbers and prompt lengths."""
@@ -214,7 +217,7 @@ def _read_row_groups(path: str, metadata: pq.FileMetaData, groups: list[int], co
     return pq.ParquetFile(path, metadata=metadata).read_row_groups(groups, columns=columns, use_threads=False)
 
 
-def read_requests(staged_path: str | os.PathLike, start: int, stop: int) -> pl.DataFrame:
+def read_requests(staged_path: str | os.PathLike[str], start: int, stop: int) -> pl.DataFrame:
     """Accepted requests at positions [start, stop) of requests.parquet as a polars DataFrame with
     columns `_row` (int64), `id`, `prompt` (str) and `system` (str, null where the row has none).
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 #: Contexts (tokens) `chunkwise measure` tries when none are given.
 DEFAULT_CONTEXTS = (1000, 5000, 10000, 20000, 40000, 60000, 80000, 100000)
@@ -38,7 +39,7 @@ class Fit:
     def predict(self, num_ctx: float) -> float:
         return self.intercept_mib + self.slope_mib_per_token * num_ctx
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -114,7 +115,7 @@ class Recommendation:
     extrapolated: bool
     note: str
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 

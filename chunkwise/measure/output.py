@@ -119,9 +119,9 @@ def write_png(report: MeasureReport, path: Path) -> None:
     used = [row for row in measured if row.in_fit]
     other = [row for row in measured if not row.in_fit]
     if used:
-        ax.plot([r.num_ctx for r in used], [r.vram_mib for r in used], "o", color="tab:blue", label="measured")
+        ax.plot([r.num_ctx for r in used], [r.vram_mib or 0.0 for r in used], "o", color="tab:blue", label="measured")
     if other:
-        ax.plot([r.num_ctx for r in other], [r.vram_mib for r in other], "x", color="tab:red",
+        ax.plot([r.num_ctx for r in other], [r.vram_mib or 0.0 for r in other], "x", color="tab:red",
                 label="measured, left out (spilled or clamped)")
     xs = [row.num_ctx for row in report.rows if row.status != "skipped"] or [0, 1]
     lo, hi = 0, max(xs) * 1.05

@@ -220,8 +220,8 @@ def run_measurement(
             r.note = (r.note + "; " if r.note else "") + "spilled to CPU: left out of the fit"
     fit_ps = fit_line([r.num_ctx for r in fit_rows if r.ps_size_vram_mib is not None],
                       [r.ps_size_vram_mib for r in fit_rows if r.ps_size_vram_mib is not None])
-    nvml_rows = [r for r in fit_rows if r.nvml_used_mib is not None]
-    fit_nvml = fit_line([r.num_ctx for r in nvml_rows], [r.nvml_used_mib for r in nvml_rows])
+    nvml_points = [(r.num_ctx, r.nvml_used_mib) for r in fit_rows if r.nvml_used_mib is not None]
+    fit_nvml = fit_line([x for x, _ in nvml_points], [y for _, y in nvml_points])
     fit = fit_nvml if source == SOURCE_NVML else fit_ps
     for r in fit_rows:
         r.in_fit = r.vram_mib is not None and fit is not None

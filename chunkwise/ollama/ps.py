@@ -23,7 +23,7 @@ def normalise_model_name(name: object) -> str:
     return text
 
 
-def ps_entry_for(ps_models: Iterable[Mapping[str, Any]] | None, model: str) -> dict | None:
+def ps_entry_for(ps_models: Iterable[Mapping[str, Any]] | None, model: str) -> dict[str, Any] | None:
     """The `/api/ps` entry of `model` (matched on `name` or `model`, `:latest` implied), or None."""
     want = normalise_model_name(model)
     for entry in ps_models or []:

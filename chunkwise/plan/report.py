@@ -24,6 +24,7 @@ from chunkwise.ollama import kv
 from chunkwise.params import RunParams
 from chunkwise.plan.chunks import FILL, chunk_count, chunk_multiple, chunk_size_for, mean_request_tokens
 from chunkwise.tokens import MIN_TOLERANCE, estimate_tokens
+from chunkwise.units import MIB
 
 #: Decode time per token grows as 1 + context / ATTENTION_CONTEXT (measured on an H100 80GB, Llama-3.1-8B
 #: shape, one CUDA-graph decode step, 2026-11-26: 5.64 ms at 1,024 tokens of context, 11.16 ms at 131,072,
@@ -96,7 +97,8 @@ class Plan:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: tuples become lists, nested dataclasses dicts."""
-        return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+        plain: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(self), default=str))
+        return plain
 
     def render(self) -> str:
         return "\n".join(_render_lines(self))
@@ -129,7 +131,7 @@ def _slots(available_mib: float | None, per_token_mib: float | None, ctx: int) -
     return max(0, min(MAX_PARALLEL, math.floor(available_mib / (per_token_mib * ctx))))
 
 
-def build_plan(summary: InputSummary, params: RunParams, *, system_prompt: str, model_info: dict | None,
+def build_plan(summary: InputSummary, params: RunParams, *, system_prompt: str, model_info: dict[str, Any] | None,
                model_info_source: str, free_vram_mib: float | None, gpu_reason: str | None,
                kv_cache_type: str = "f16", chars_per_token: float | None = None,
                prefill_tps: float | None = None, decode_tps: float | None = None,
@@ -174,7 +176,7 @@ def build_plan(summary: InputSummary, params: RunParams, *, system_prompt: str, 
         try:
             per_token = kv.kv_mib_per_token(model_info, kv_cache_type)
             # sliding-window layers (Gemma 3) add a fixed window, not num_ctx x parallel tokens
-            reserved = kv.kv_reserved_bytes(model_info, params.num_ctx, params.parallel, kv_cache_type) / kv.MIB
+            reserved = kv.kv_reserved_bytes(model_info, params.num_ctx, params.parallel, kv_cache_type) / MIB
         except kv.ModelInfoError as exc:
             kv_reason = str(exc)
     available = free_vram_mib - (weights_mib or 0.0) if free_vram_mib is not None else None

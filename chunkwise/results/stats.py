@@ -13,6 +13,7 @@ every request, so its savings come only from Ollama's prefix cache, which shows 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -26,7 +27,7 @@ def _ms(ns: float | None) -> float | None:
 
 
 def compute_stats(
-    results_path,
+    results_path: str | Path,
     *,
     mode: str,
     system_prompt: str,
@@ -68,7 +69,7 @@ def compute_stats(
     naive = sent * system_tokens
     chosen = min(placements, sent) * system_tokens
     seconds = max(active_seconds, 1e-9)
-    stats = {
+    stats: dict[str, Any] = {
         "requests": {
             "total": row["total"], "succeeded": row["succeeded"], "failed": row["failed"],
             "rejected": row["rejected"], "failed_by_class": failed_by_class,

@@ -27,6 +27,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 LOCKS_DIR = "locks"
 
@@ -42,7 +43,7 @@ class ChunkBusy(RuntimeError):
         self.index = index
         self.owner = owner
 
-    def __reduce__(self) -> tuple:  # picklable (Prefect pickles exceptions)
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable (Prefect pickles exceptions)
         return (ChunkBusy, (self.index, self.owner))
 
 

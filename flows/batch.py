@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, unmapped
-from prefect.futures import as_completed
+from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
@@ -44,19 +44,26 @@ def batch(params: RunParams) -> dict[str, Any]:
         retries=settings.chunk_retries,
         retry_delay_seconds=exponential_backoff(backoff_factor=settings.chunk_retry_delay_s),
     )
-    progress = Progress(len(specs), ctx.dir.name, manifest=RunPaths(ctx.dir).manifest)
+    progress = Progress(len(specs), ctx.dir.name, run_dir=ctx.dir, requests_total=sum(s.stop - s.start for s in specs),
+                        manifest=RunPaths(ctx.dir).manifest)
     unfinished: list[tuple[str, BaseException]] = []
     try:
         with RunTelemetry(ctx, prepared.model_info) as telemetry:
             futures = chunk_task.map(unmapped(ctx), specs)
             labels = {future.task_run_id: spec.label for future, spec in zip(futures, specs, strict=True)}
-            for future in as_completed(futures):
-                result = future.result(raise_on_failure=False)
-                if isinstance(result, BaseException):
-                    unfinished.append((labels[future.task_run_id], result))
-                    result = None
-                progress.chunk_finished(result, labels[future.task_run_id])
-                telemetry.after_chunk()
+            pending = list(futures)
+            while pending:
+                # a one-second wait, so progress moves with every answer, not only when a chunk ends
+                done, not_done = wait(pending, timeout=1.0)
+                for future in done:
+                    result = future.result(raise_on_failure=False)
+                    if isinstance(result, BaseException):
+                        unfinished.append((labels[future.task_run_id], result))
+                        result = None
+                    progress.chunk_finished(result, labels[future.task_run_id])
+                    telemetry.after_chunk()
+                pending = list(not_done)
+                progress.tick()
         raise_for_unfinished(unfinished, RunPaths(ctx.dir).root)
         session = {"retries": {"chunk_task_retries_this_session": progress.chunk_task_retries}}
         return aggregate(ctx, len(specs), {**telemetry.summary, **session})

@@ -1,7 +1,14 @@
-"""Progress of a run as chunks finish: a Prefect progress artifact (0-100 %) and a log line.
+"""Progress of a run in Prefect: a progress artifact and log lines that move with every answer.
 
-Artifact updates are throttled (at most one per `min_interval_s`, plus the last) so a 1,532-chunk run
-does not flood the API; the log line names the chunk and its counts, never prompt or answer text.
+The flow calls `tick()` about once a second while chunks run, and `chunk_finished()` for each
+chunk. Both read the run's ledger (`chunkwise.run.progress`): every fsynced ledger line is one
+finished request, so progress advances request by request, never sits at 0 % while answers arrive,
+and shows failures by class, requests/s and an ETA. Artifact updates are throttled (at most one per
+`min_interval_s`, plus the last) and a progress log line is written at most every `log_interval_s`,
+so a 170,000-request run does not flood the API. Log lines carry counts, never prompt or answer text.
+
+The tick also refreshes the session's end in the manifest every `heartbeat_s`, so a session that is
+killed still has its active time counted (`chunkwise.results.sessions`).
 """
 
 from __future__ import annotations
@@ -9,53 +16,76 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from chunkwise.logs import logger
 from chunkwise.run.manifest import touch_session
+from chunkwise.run.progress import ProgressWatch, Snapshot
 
 
-def log():
+def log() -> Any:
     return logger("tasks.progress")
 
 
 class Progress:
-    def __init__(self, total: int, run_name: str, *, min_interval_s: float = 1.0, artifacts: bool = True,
+    def __init__(self, total: int, run_name: str, *, run_dir: Path, requests_total: int,
+                 min_interval_s: float = 1.0, log_interval_s: float = 10.0, artifacts: bool = True,
                  manifest: Path | None = None, heartbeat_s: float = 15.0) -> None:
         self.total = max(total, 1)
         self.done = 0
         #: Prefect retries of chunk tasks in this session (a run count above 1).
         self.chunk_task_retries = 0
         self.run_name = run_name
-        self.min_interval_s = min_interval_s
-        self._last = 0.0
-        self._artifact_id = None
-        self._manifest, self._heartbeat_s, self._last_beat = manifest, heartbeat_s, time.monotonic()
+        self.min_interval_s, self.log_interval_s = min_interval_s, log_interval_s
+        self.watch = ProgressWatch(run_dir, requests_total, total).start()
+        now = time.monotonic()
+        self._last = self._last_log = 0.0
+        self._artifact_id: UUID | None = None
+        self._manifest, self._heartbeat_s, self._last_beat = manifest, heartbeat_s, now
         if artifacts:
             from prefect.artifacts import create_progress_artifact
 
-            self._artifact_id = create_progress_artifact(
-                0.0, key="chunkwise-progress", description=f"chunkwise run {run_name}: chunks finished"
+            self._artifact_id = create_progress_artifact(  # type: ignore[assignment]  # sync in a flow
+                self.snapshot().percent, key="chunkwise-progress",
+                description=f"chunkwise run {run_name}: {self.snapshot().line()}",
             )
+
+    def snapshot(self) -> Snapshot:
+        return self.watch.model.snapshot()
 
     @property
     def percent(self) -> float:
-        return round(100.0 * self.done / self.total, 2)
+        return self.snapshot().percent
 
-    def chunk_finished(self, summary: dict[str, Any] | None, label: str) -> None:
-        self.done += 1
-        if summary:
-            self.chunk_task_retries += max(0, int(summary.get("task_run_count", 1)) - 1)
-            how = "from checkpoint" if summary.get("from_checkpoint") else f"sent {summary.get('sent', 0)}"
-            log().info("%s finished: %d ok, %d failed, %s [%d/%d chunks, %.1f%%]", label, summary["ok"],
-                     summary["failed"], how, self.done, self.total, self.percent)
-        else:
-            log().warning("%s did not finish [%d/%d chunks]", label, self.done, self.total)
+    def tick(self, *, force: bool = False) -> None:
+        """Read the answers appended since the last tick; update the artifact, log and heartbeat (throttled)."""
+        changed = self.watch.poll() or force
         now = time.monotonic()
         if self._manifest is not None and now - self._last_beat >= self._heartbeat_s:
             touch_session(self._manifest)
             self._last_beat = now
-        if self._artifact_id is not None and (now - self._last >= self.min_interval_s or self.done == self.total):
+        if not changed:
+            return
+        snap = self.snapshot()
+        finished = self.done == self.total
+        if now - self._last_log >= self.log_interval_s and not finished:
+            log().info("%s", snap.line())
+            self._last_log = now
+        if self._artifact_id is not None and (now - self._last >= self.min_interval_s or finished):
             from prefect.artifacts import update_progress_artifact
 
-            update_progress_artifact(self._artifact_id, self.percent)
+            update_progress_artifact(self._artifact_id, snap.percent,
+                                     description=f"chunkwise run {self.run_name}: {snap.line()}")
             self._last = now
+
+    def chunk_finished(self, summary: dict[str, Any] | None, label: str) -> None:
+        self.done += 1
+        self.watch.model.chunks_done = self.done
+        self.tick(force=True)
+        if summary:
+            self.chunk_task_retries += max(0, int(summary.get("task_run_count", 1)) - 1)
+            how = "from checkpoint" if summary.get("from_checkpoint") else f"sent {summary.get('sent', 0)}"
+            log().info("%s finished: %d ok, %d failed, %s [%d/%d chunks, %.1f%% of requests]", label, summary["ok"],
+                       summary["failed"], how, self.done, self.total, self.percent)
+        else:
+            log().warning("%s did not finish [%d/%d chunks]", label, self.done, self.total)

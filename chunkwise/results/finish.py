@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from chunkwise.errors import IncompleteRun
 from chunkwise.results.assemble import assemble_results, conversation_starts
 from chunkwise.results.openai_files import write_batch_files
+from chunkwise.results.sessions import session_figures
 from chunkwise.results.stats import compute_stats
 from chunkwise.run.context import RunContext, get_runtime
 from chunkwise.run.manifest import now_iso
 from chunkwise.store.checkpoint import load_checkpoint
 from chunkwise.store.files import read_json, write_json_atomic
 from chunkwise.store.layout import RunPaths
-
-
-def active_seconds(manifest: dict[str, Any]) -> float:
-    total = 0.0
-    for session in manifest.get("sessions", []):
-        start = datetime.fromisoformat(session["started_at"])
-        end = datetime.fromisoformat(session["ended_at"]) if session.get("ended_at") else None
-        if end is not None:
-            total += (end - start).total_seconds()
-    return total
 
 
 def close_session(paths: RunPaths) -> dict[str, Any]:
@@ -42,18 +32,20 @@ def finish_run(ctx: RunContext, n_chunks: int, telemetry: dict[str, Any] | None 
         raise IncompleteRun(f"{len(missing)} chunks have no valid checkpoint ({', '.join(missing[:3])}...); resume the run")
     assemble_results(paths, checkpoints)
     manifest = close_session(paths)
+    sessions = session_figures(manifest, paths.root / "ledger")
     calibration = get_runtime(ctx).estimator.calibration.as_dict()
     stats = compute_stats(
         paths.results,
         mode=ctx.params.mode,
         system_prompt=ctx.system_prompt,
         chars_per_token=calibration["chars_per_token"],
-        active_seconds=active_seconds(manifest),
+        active_seconds=sessions["active_seconds"],
         chunks=n_chunks,
         conversation_starts=conversation_starts(paths, checkpoints, ctx.system_prompt)
         if ctx.params.mode == "conversation" else None,
         extra={
             **(telemetry or {}),
+            "sessions": sessions["sessions"],
             "truncation": {"calibration": calibration, "send_truncate_false": ctx.send_truncate_false},
             "server": {"api": ctx.params.api, "host": ctx.host, "ollama_version": ctx.server_version, "is_simulator": ctx.is_simulator,
                        "model": ctx.params.model, "model_digest": ctx.model_digest},

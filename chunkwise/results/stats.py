@@ -2,7 +2,9 @@
 
 Everything is derived from measured counts: Ollama's per-request metrics, the client's wall
 times, the GPU sampler, `/api/ps`. Throughput divides by the run's active time (the sum of its
-sessions), so a resumed run's figures are not flattered by the time it spent stopped.
+sessions, each ending at its last ledger line if it was killed: `chunkwise.results.sessions`), so a
+resumed run's figures are neither flattered by a crashed session's lost time nor diluted by the time
+the run spent stopped; `sessions` lists each session's own active time, requests and rate.
 
 System-prompt savings compare the chosen mode with sending the system prompt in front of every
 request and evaluating it each time. Conversation mode places it once per conversation (once per
@@ -125,6 +127,9 @@ def stats_table(stats: dict[str, Any]) -> list[dict[str, str]]:
         ("failed by class", ", ".join(f"{k} {v}" for k, v in r["failed_by_class"].items() if v) or "none"),
         ("prompt tokens evaluated / generated", f"{t['prompt_evaluated']} / {t['generated']}"),
         ("requests/s, generated tokens/s", f"{th['requests_per_s']}, {th['generated_tokens_per_s']}"),
+        ("sessions: active s, requests finished, requests/s",
+         "; ".join(f"{i}: {x['active_seconds']} s, {x['requests_finished']}, {x['requests_per_s']}"
+                   for i, x in enumerate(stats.get("sessions") or [], 1)) or "n/a"),
         ("latency p50 / p95 / p99 (ms)", f"{lat['p50']} / {lat['p95']} / {lat['p99']}"),
         ("chunks, request retries, chunk task retries",
          f"{stats['chunks']}, {stats['retries']['request_retries']}, "

@@ -5,15 +5,21 @@ written, flushed and fsynced before the chunk sends anything that depends on it,
 at most the requests that were in flight. A retried or resumed chunk sends only the rows the
 ledger does not hold (plus, with `--retry-failed`, the rows whose latest record failed).
 
-Line format: `<crc32 of the JSON, 8 hex digits> <JSON record>\\n`. A line that does not parse or
-does not match its checksum (a torn tail after a crash, a flipped bit) is never trusted: `load`
-drops it, counts it, and rewrites the file without it so the next append starts on a clean line.
+Line format: `<crc32 of the JSON, 8 hex digits> <JSON record>\\n`. Each line also carries `_t`, the
+wall-clock time (Unix seconds, ms precision) the record was written: the run's statistics count the
+requests answered in each session from it, and a crashed session's active time ends at its last
+record (`chunkwise.results.sessions`). `load` strips it, so the records are exactly what was appended.
+
+A line that does not parse or does not match its checksum (a torn tail after a crash, a flipped
+bit) is never trusted: `load` drops it, counts it, and rewrites the file without it so the next
+append starts on a clean line.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -21,6 +27,9 @@ from typing import Any
 import orjson
 
 from chunkwise.store.files import ensure_dir, fsync_dir, write_atomic
+
+#: The key of a line's write time (Unix seconds); not part of the record.
+STAMP = "_t"
 
 
 def encode_line(record: dict[str, Any]) -> bytes:
@@ -66,6 +75,7 @@ class Ledger:
                 self.dropped += 1
                 continue
             good.append(line)
+            record.pop(STAMP, None)
             latest[int(record["_row"])] = record
         if self.dropped:
             write_atomic(self.path, b"".join(good))
@@ -73,7 +83,7 @@ class Ledger:
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record durably (write, flush, fsync) before returning."""
-        line = encode_line(record)
+        line = encode_line({**record, STAMP: round(time.time(), 3)})
         with self._lock:
             if self._fd is None:
                 ensure_dir(self.path.parent)

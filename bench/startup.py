@@ -1,0 +1,115 @@
+"""Benchmark: start-up, the time from the `chunkwise run` command to the first request the server sees.
+
+    python -m bench.startup [--rows 600] [--repeat 3] --label "after: ..."
+
+The simulator runs in its own process; this script spawns `chunkwise run` and polls `/sim/stats`
+every 10 ms until the first `/api/chat` request has arrived (so the figure is accurate to ~10 ms).
+One unmeasured run first creates the Prefect home's database (as on any machine after its first
+run); each measured run is a new run directory. Each `--label` is a section of
+bench/results/startup.md (a section with the same label is replaced), so before and after sit side
+by side. Figures are against the simulator; the start-up path does not depend on the server's speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from chunkwise.inputs.sample import write_sample
+from chunkwise.sim.harness import running_simulator
+from chunkwise.sim.options import SimOptions
+
+RESULTS = Path(__file__).resolve().parent / "results" / "startup.md"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def chat_requests(url: str, client: httpx.Client) -> int:
+    stats = client.get(f"{url}/sim/stats", params={"fingerprints": "0"}).json()
+    return sum(stats["requests"].get("/api/chat", {}).values())
+
+
+def one_run(url: str, data: Path, tmp: Path, name: str) -> tuple[float, float]:
+    """(seconds to the first chat request, seconds for the whole command)."""
+    env = {**os.environ, "PREFECT_HOME": str(tmp / "prefect-home"), "PREFECT_LOGGING_LEVEL": "WARNING"}
+    env.pop("PREFECT_API_URL", None)
+    argv = [sys.executable, "-m", "chunkwise", "run", "--input", str(data), "--model", "llama3.1:8b", "--host", url,
+            "--mode", "independent", "--parallel", "4", "--num-ctx", "8192", "--num-predict", "256",
+            "--output-dir", str(tmp / "runs"), "--run-name", name]
+    with httpx.Client(timeout=5) as client:
+        before = chat_requests(url, client)
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        first = None
+        while proc.poll() is None:
+            if first is None and chat_requests(url, client) > before:
+                first = time.perf_counter() - started
+            time.sleep(0.01)
+        wall = time.perf_counter() - started
+        out = proc.stdout.read() if proc.stdout else ""
+    if proc.returncode not in (0, 1) or first is None:
+        raise SystemExit(f"run {name} exited {proc.returncode}: {out[-3000:]}")
+    return first, wall
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=600)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--label", required=True, help="section title, e.g. 'before' or 'after: ...'")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    firsts, walls = [], []
+    with tempfile.TemporaryDirectory(prefix="cw-startup-") as tmp_name:
+        tmp = Path(tmp_name)
+        data = tmp / "requests.parquet"
+        write_sample(data, args.rows, seed=7)
+        # fast answers: the figure of interest is the start, not the run
+        options = SimOptions(port=0, parallel=4, prefill_tps=400_000, decode_tps=20_000, load_ms=0)
+        with running_simulator(options, process=True) as sim:
+            one_run(sim.url, data, tmp, "warm-up")
+            for i in range(args.repeat):
+                first, wall = one_run(sim.url, data, tmp, f"r{i}")
+                firsts.append(first)
+                walls.append(wall)
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                         text=True).stdout.strip()
+    section = [
+        f"## {args.label}",
+        "",
+        f"Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, commit {rev}. Machine: {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, shared with other work (load average {os.getloadavg()[0]:.1f} at the end).",
+        f"Command: `python -m bench.startup --rows {args.rows} --repeat {args.repeat} --label '{args.label}'`.",
+        "",
+        "| | median | runs |",
+        "|---|---|---|",
+        f"| command -> first request at the server | **{statistics.median(firsts):.2f} s** | "
+        + ", ".join(f"{x:.2f}" for x in firsts) + " |",
+        f"| whole command ({args.rows} requests, simulator) | {statistics.median(walls):.2f} s | "
+        + ", ".join(f"{x:.2f}" for x in walls) + " |",
+        "",
+    ]
+    print("\n".join(section))
+    if args.no_write:
+        return
+    head = ["# Start-up: from `chunkwise run` to the first request", "",
+            "From `python -m bench.startup` (see its docstring). Simulator figures; the start-up path does not "
+            "depend on the server's speed. A fresh Prefect home's first start (database creation) is excluded.", ""]
+    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "\n".join(head) + "\n"
+    parts = text.split("\n## ")
+    kept = [parts[0].rstrip("\n") + "\n"] + ["## " + p.rstrip("\n") + "\n" for p in parts[1:]
+                                              if not p.startswith(args.label + "\n")]
+    RESULTS.write_text("\n".join([*kept, "\n".join(section)]), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

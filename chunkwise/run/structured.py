@@ -48,7 +48,7 @@ def check_answer(text: str, schema: dict[str, Any] | str) -> str | None:
     """None when `text` is JSON valid for `schema` (or any JSON for `format: "json"`), else why not."""
     try:
         value = json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         return f"answer is not valid JSON ({exc.msg} at character {exc.pos})"
     if not isinstance(schema, dict):
         return None

@@ -131,7 +131,7 @@ def test_other_profiles_and_cache_types(tmp_path, model, cache):
 
 
 def test_server_ignoring_num_ctx_is_flagged_as_truncation(tmp_path):
-    options = SimOptions(num_ctx_default=2048, **FAST)
+    options = SimOptions(num_ctx_default=2048, ollama_version="0.13.0", **FAST)  # keep-tail era: cut to num_ctx
     with running_simulator(options) as sim, OllamaClient(sim.url) as client:
         report = run_measurement(Wrapped(client, drop_num_ctx=True), "llama3.1:8b", CONTEXTS, tmp_path,
                                  sampler_factory=no_gpu)

@@ -12,6 +12,7 @@ import pytest
 
 from chunkwise.cli import build_parser
 from chunkwise.commands.sim import options_from_args
+from chunkwise.sim.era import CURRENT_VERSION
 from chunkwise.sim.harness import cli_args, free_port, running_simulator
 from chunkwise.sim.options import SimOptions
 
@@ -100,7 +101,7 @@ def test_cli_subprocess_serves_and_stops_on_sigint():
         second = proc.stdout.readline()
         assert f"http://127.0.0.1:{port}" in first and "SIMULATOR" in second
         version = httpx.get(f"http://127.0.0.1:{port}/api/version", trust_env=False)
-        assert version.json() == {"version": "0.13.0", "simulator": "chunkwise"}
+        assert version.json() == {"version": CURRENT_VERSION, "simulator": "chunkwise"}
         assert version.headers["X-Ollama-Simulator"] == "chunkwise"
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0

@@ -9,6 +9,7 @@ import ollama
 import pytest
 
 from chunkwise.ollama.kv import kv_bytes_per_token
+from chunkwise.sim.era import CURRENT_VERSION
 from chunkwise.sim.profiles import ALIASES, PROFILES, resolve
 from chunkwise.sim.tokenizer import chat_prompt_tokens, count_tokens
 
@@ -25,7 +26,7 @@ def http(url: str) -> httpx.Client:
 def test_version_and_simulator_marks(sim):
     with http(sim.url) as c:
         r = c.get("/api/version")
-        assert r.json() == {"version": "0.13.0", "simulator": "chunkwise"}
+        assert r.json() == {"version": CURRENT_VERSION, "simulator": "chunkwise"}
         for response in (r, c.get("/api/tags"), c.post("/api/chat", json={"model": "nope"}), c.get("/nowhere")):
             assert response.headers["X-Ollama-Simulator"] == "chunkwise"
     sim.configure(ollama_version="0.30.11")

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from chunkwise.sim.prompt import INPUT_TOO_LONG, cut_tokens, prune_messages, render_messages
-from chunkwise.sim.tokenizer import chat_prompt_tokens, render_chat
+from chunkwise.sim.tokenizer import TEMPLATE_GENERATION_TOKENS, TEMPLATE_MESSAGE_TOKENS, chat_prompt_tokens, render_chat
 
 
 def words(n: int) -> str:
@@ -15,7 +15,7 @@ def words(n: int) -> str:
 
 
 def msg(role: str, content_tokens: int) -> dict:
-    """A message costing content_tokens + 4 template tokens."""
+    """A message costing content_tokens + 5 template tokens (Llama 3 style template)."""
     return {"role": role, "content": words(content_tokens)}
 
 
@@ -29,7 +29,9 @@ def test_render_messages_equals_render_chat():
                 {"role": "user", "content": "Hi  there!\n\nWhat's 2+2?"},
                 {"role": "assistant", "content": ""}, {"content": "no role"}]
     assert render_messages(messages) == render_chat(messages)
-    assert words(7) and chat_prompt_tokens([msg("user", 7)]) == 3 + 4 + 7
+    assert (TEMPLATE_GENERATION_TOKENS, TEMPLATE_MESSAGE_TOKENS) == (4, 5)
+    assert words(7) and chat_prompt_tokens([msg("user", 7)]) == 4 + 5 + 7
+    assert len(render_chat([msg("user", 7)])) == 16
 
 
 def test_cut_tokens_keeps_head_and_tail():
@@ -43,13 +45,14 @@ def test_cut_tokens_keeps_head_and_tail():
         cut_tokens(tokens, 6, 2, False, "keep-tail", False)
 
 
-def test_keep_tail_truncates_to_exactly_num_ctx(sim):
+def test_keep_tail_truncates_to_exactly_num_ctx(sim_factory):
+    sim = sim_factory(ollama_version="0.13.0")  # Go-runner era (v0.4-v0.29)
     over = [msg("user", 5000)]
     body = chat(sim.url, "llama3.1:8b", over).json()
     assert body["prompt_eval_count"] == 4096  # server default num_ctx
     body = chat(sim.url, "llama3.1:8b", over, options={"num_ctx": 2048}).json()
     assert body["prompt_eval_count"] == 2048
-    fits = [msg("user", 4096 - 7)]
+    fits = [msg("user", 4096 - 9)]
     assert chat(sim.url, "llama3.1:8b", fits).json()["prompt_eval_count"] == 4096
 
 
@@ -60,7 +63,7 @@ def test_half_mode_matches_ollama_0_30_11_counts(sim_factory, model, num_ctx, ex
     body = chat(sim.url, model, [msg("user", num_ctx + 500)], options={"num_ctx": num_ctx}).json()
     assert body["prompt_eval_count"] == expected
     # a prompt of exactly num_ctx tokens is already cut in this mode (Ollama cuts above num_ctx - 1)
-    body = chat(sim.url, model, [msg("user", num_ctx - 7)], options={"num_ctx": num_ctx}).json()
+    body = chat(sim.url, model, [msg("user", num_ctx - 9)], options={"num_ctx": num_ctx}).json()
     assert body["prompt_eval_count"] == expected
 
 
@@ -88,7 +91,7 @@ def test_stage1_drops_older_messages_but_keeps_system_and_last(sim):
     kept, dropped = prune_messages(history, 3000)
     assert kept == [s, u2, a2, u3] and dropped == 2
     body = chat(sim.url, "llama3.1:8b", history, options={"num_ctx": 3000}).json()
-    assert body["prompt_eval_count"] == chat_prompt_tokens([s, u2, a2, u3]) == 2603
+    assert body["prompt_eval_count"] == chat_prompt_tokens([s, u2, a2, u3]) == 2608
 
     # a system message in the middle moves to the front when the messages before it are dropped
     late_system = [u1, msg("system", 46), a1, u3]
@@ -96,14 +99,16 @@ def test_stage1_drops_older_messages_but_keeps_system_and_last(sim):
     assert kept == [late_system[1], u3] and dropped == 2
 
 
-def test_stage2_cuts_a_single_oversized_last_message(sim):
+def test_stage2_cuts_a_single_oversized_last_message(sim_factory):
+    sim = sim_factory(ollama_version="0.13.0")
     history = [msg("system", 96), msg("user", 996), msg("user", 4996)]
     body = chat(sim.url, "llama3.1:8b", history).json()
     assert body["prompt_eval_count"] == 4096
     assert prune_messages(history, 4096)[0] == [history[0], history[2]]
 
 
-def test_generate_truncates_and_num_ctx_is_clamped_to_training_context(sim):
+def test_generate_truncates_and_num_ctx_is_clamped_to_training_context(sim_factory):
+    sim = sim_factory(ollama_version="0.13.0")
     r = httpx.post(f"{sim.url}/api/generate", json={"model": "gemma2:9b", "prompt": words(9000), "stream": False,
                                                     "options": {"num_ctx": 100000}}, trust_env=False).json()
     assert r["prompt_eval_count"] == 8192  # gemma2's context_length

@@ -31,13 +31,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         kwargs: dict[str, typing.Any] = {"dest": name, "default": None, "help": f"{field.description} (default: "
                                          f"{':'.join(map(str, default)) if isinstance(default, tuple) else default})"}
         annotation = field.annotation
+        if type(None) in typing.get_args(annotation):  # Optional[X]: the flag gives X
+            annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
         if typing.get_origin(annotation) is typing.Literal:
             kwargs["choices"] = list(typing.get_args(annotation))
         elif annotation in (int, float):
             kwargs["type"] = annotation
             kwargs["metavar"] = "N" if annotation is int else "X"
         else:
-            kwargs["metavar"] = "MIN:MAX" if name == "answer_tokens" else "TEXT"
+            kwargs["metavar"] = "MIN:MAX" if isinstance(default, tuple) else "TEXT"
         parser.add_argument(flag, **kwargs)
 
 

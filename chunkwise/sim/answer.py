@@ -1,50 +1,129 @@
-"""One request's answer (tokens and done_reason) and the response bodies built from it."""
+"""One request's answer (thinking and content tokens, done_reason) and the response bodies built from it.
+
+Thinking (`req.think` set, request.py): the trace comes first, in `message.thinking` (chat) or
+`thinking` (generate), then the content. Its tokens count in eval_count and against num_predict
+(one generation budget: `v0.33.0-rc2:llm/llama_server.go` sends num_predict as llama-server's
+n_predict for the whole output), so a long trace can leave an empty `content` with done_reason
+"length" (research ollama-fidelity-audit.md #14). Its length is `SimOptions.thinking_tokens`
+scaled by the level (low 0.5, medium 1, high 1.5, max 2).
+
+Context (`shift`): when prompt + generated tokens reach num_ctx, llama-server (started with
+`--context-shift --keep num_keep`, `v0.33.0-rc2:llm/llama_server.go:789-800`) discards half of the
+tokens after the first `keep` and goes on; done_reason stays "stop" and prompt_eval_count is
+unchanged (audit #21; llama.cpp `tools/server` context shift: n_discard = (n_past - n_keep) / 2, read
+from third-party copies, not in Ollama's tree). With `shift: false` generation stops when the context
+is full, done_reason "length" (stop_type "limit", `llm/llama_server.go:1713-1716`).
+"""
 
 from __future__ import annotations
 
 import json
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
-from json.encoder import encode_basestring  # C implementation of a JSON string literal (no ASCII escaping)
+from json.encoder import (
+    encode_basestring,  # C implementation of a JSON string literal (no ASCII escaping)
+)
 from typing import Any
 
 from chunkwise.sim.request import CompletionRequest
 from chunkwise.sim.textgen import json_text, natural_length, output_key, prose_tokens
-from chunkwise.sim.tokenizer import tokenize
+from chunkwise.sim.tokenizer import densify, tokenize
+
+THINK_SCALE = {"low": 0.5, "medium": 1.0, "high": 1.5, "max": 2.0}
 
 
 @dataclass
 class Answer:
     tokens: list[str]
     done_reason: str  # "stop" or "length"
+    #: Thinking tokens, generated before `tokens`.
+    thinking: list[str] = field(default_factory=list)
+    #: Context shifts during generation (each drops half the context after num_keep).
+    shifts: int = 0
 
     @property
     def text(self) -> str:
         return "".join(self.tokens)
 
+    @property
+    def thinking_text(self) -> str:
+        return "".join(self.thinking)
 
-def make_answer(req: CompletionRequest, answer_range: tuple[int, int], num_ctx: int, prompt_tokens: int) -> Answer:
+    @property
+    def eval_count(self) -> int:
+        return len(self.thinking) + len(self.tokens)
+
+
+def context_shifts(prompt_tokens: int, generated: int, num_ctx: int, keep: int) -> tuple[int, int]:
+    """(shifts, final position) of generating `generated` tokens after `prompt_tokens` with context shift."""
+    pos, left, shifts = prompt_tokens, generated, 0
+    while left > 0:
+        room = num_ctx - pos
+        if room > 0:
+            step = min(room, left)
+            pos, left = pos + step, left - step
+            continue
+        discard = max((pos - keep) // 2, 1)
+        pos -= discard
+        shifts += 1
+    return shifts, pos
+
+
+def final_cache(prompt: list[str], generated: list[str], num_ctx: int, keep: int) -> list[str]:
+    """What the slot holds after generating `generated` with context shift: the shifted context."""
+    seq = list(prompt)
+    rest = list(generated)
+    while rest:
+        room = num_ctx - len(seq)
+        if room > 0:
+            seq += rest[:room]
+            rest = rest[room:]
+            continue
+        discard = max((len(seq) - keep) // 2, 1)
+        del seq[keep : keep + discard]
+    return seq
+
+
+def _thinking_tokens(req: CompletionRequest, key: bytes, thinking_range: tuple[int, int], density: float) -> list[str]:
+    if not req.think:
+        return []
+    scale = THINK_SCALE.get(req.think, 1.0)
+    lo, hi = max(1, round(thinking_range[0] * scale)), max(1, round(thinking_range[1] * scale))
+    think_key = output_key(req.fingerprint + "|think", req.seed, req.temperature, None)
+    return densify(prose_tokens(think_key, natural_length(think_key, lo, hi)), density)
+
+
+def make_answer(req: CompletionRequest, answer_range: tuple[int, int], num_ctx: int, prompt_tokens: int,
+                density: float = 1.0, thinking_range: tuple[int, int] = (32, 256), keep: int = 4) -> Answer:
     """The deterministic answer, cut by stop strings, num_predict, 10 x num_ctx and (shift false) the context."""
     key = output_key(req.fingerprint, req.seed, req.temperature, req.fmt)
     if req.fmt is not None:
-        tokens = tokenize(json_text(key, req.fmt))
+        tokens = tokenize(json_text(key, req.fmt), density)
     else:
-        tokens = prose_tokens(key, natural_length(key, *answer_range))
+        tokens = densify(prose_tokens(key, natural_length(key, *answer_range)), density)
     if req.stop:
         text = "".join(tokens)
         cuts = [i for i in (text.find(s) for s in req.stop) if i >= 0]
         if cuts:
-            tokens = tokenize(text[: min(cuts)])
+            tokens = tokenize(text[: min(cuts)], density)
+    thinking = _thinking_tokens(req, key, thinking_range, density)
     limit = 10 * num_ctx  # Ollama bounds num_predict -1 to 10 x num_ctx (research ollama.md section 2)
     if req.num_predict > 0:
         limit = min(limit, req.num_predict)
     if not req.shift:
         limit = min(limit, max(num_ctx - prompt_tokens, 0))
+    if len(thinking) >= limit and (thinking or tokens):
+        return Answer([], "length", thinking[:limit])
+    limit -= len(thinking)
+    reason = "stop"
     if len(tokens) > limit:
-        return Answer(tokens[:limit], "length")
-    return Answer(tokens, "stop")
+        tokens, reason = tokens[:limit], "length"
+    shifts = 0
+    if req.shift:
+        shifts, _ = context_shifts(prompt_tokens, len(thinking) + len(tokens), num_ctx, keep)
+    return Answer(tokens, reason, thinking, shifts)
 
 
 def now_rfc3339() -> str:
@@ -69,13 +148,18 @@ def metrics(total: int, load: int, prompt_count: int, prompt_ns: int, eval_count
     return {k: v for k, v in pairs if v}
 
 
-def chunk_body(req: CompletionRequest, content: str, done: bool, created_at: str | None = None, **extra: Any) -> dict[str, Any]:
-    """One response object in Ollama's field order."""
+def chunk_body(req: CompletionRequest, content: str, done: bool, created_at: str | None = None, thinking: str = "",
+               **extra: Any) -> dict[str, Any]:
+    """One response object in Ollama's field order (`thinking` is omitempty, `api/types.go:202,909`)."""
     body: dict[str, Any] = {"model": req.model, "created_at": created_at or now_rfc3339()}
     if req.kind == "chat":
         body["message"] = {"role": "assistant", "content": content}
+        if thinking:
+            body["message"]["thinking"] = thinking
     else:
         body["response"] = content
+        if thinking:
+            body["thinking"] = thinking
     if "done_reason" in extra:
         body["done_reason"] = extra.pop("done_reason")
     body["done"] = done
@@ -83,12 +167,19 @@ def chunk_body(req: CompletionRequest, content: str, done: bool, created_at: str
     return body
 
 
-def stream_lines(req: CompletionRequest, pieces: list[str], created_at: str) -> bytes:
-    """NDJSON `done: false` lines for `pieces` (built by hand: this runs once per token)."""
+def stream_lines(req: CompletionRequest, pieces: list[str], created_at: str, thinking: bool = False) -> bytes:
+    """NDJSON `done: false` lines for `pieces` (built by hand: this runs once per token).
+    `thinking`: the pieces are thinking text (content "", the piece in `thinking`)."""
     head = '{"model":' + json.dumps(req.model) + ',"created_at":"' + created_at + '",'
     if req.kind == "chat":
-        head += '"message":{"role":"assistant","content":'
+        if thinking:
+            head += '"message":{"role":"assistant","content":"","thinking":'
+        else:
+            head += '"message":{"role":"assistant","content":'
         tail = '},"done":false}\n'
+    elif thinking:
+        head += '"response":"","thinking":'
+        tail = ',"done":false}\n'
     else:
         head += '"response":'
         tail = ',"done":false}\n'

@@ -2,7 +2,8 @@
 
 Order of work: parse (400), count the fingerprint's receipt, look up the model (404) and the other
 fields (400), render and truncate the prompt (400 when it may not be cut), draw a fault (500 at
-once), wait for a slot (503 past the queue), then sleep the modelled prefill and decode times and
+once), wait for a slot (503 only when a (re)load is needed and the load queue is full; 500 when the
+model cannot load, `SimOptions.load_failure`), then sleep the modelled prefill and decode times and
 write the answer (streamed NDJSON by default, one object with `stream: false`).
 
 load_duration is measured from handler entry until the model was ready for this request (waiting
@@ -21,7 +22,7 @@ from chunkwise.sim.faults import RUNNER_STOPPED, pick_fault
 from chunkwise.sim.prompt import Prompt, PromptTooLong, chat_prompt, generate_prompt
 from chunkwise.sim.request import ApiError, CompletionRequest, parse_head, parse_rest
 from chunkwise.sim.respond import Responder
-from chunkwise.sim.scheduler import LoadKey, ServerBusy
+from chunkwise.sim.scheduler import LoadFailed, LoadKey, ServerBusy
 from chunkwise.sim.state import STATE, SimState
 
 
@@ -44,12 +45,13 @@ async def _complete(request: web.Request, kind: str) -> web.StreamResponse:
     receipts_before = state.stats.receive(req.fingerprint)
     opts = state.options
     try:
-        parse_rest(req, opts.keep_alive_default_s)
+        era = opts.era
+        parse_rest(req, opts.keep_alive_default_s, era)
         num_ctx = max(4, min(req.num_ctx or opts.num_ctx_default, req.profile.context_length))
-        key = LoadKey(req.profile.name, num_ctx, opts.parallel, opts.kv_cache_type)
+        key = LoadKey(req.profile.name, num_ctx, opts.parallel, opts.kv_cache_type, req.shift or not era.llama_server)
         if req.empty:
             return await _load_only(request, state, req, key, t0)
-        prompt = _prompt(req, num_ctx, opts.truncation)
+        prompt = _prompt(req, num_ctx, opts.truncation_mode, opts.token_density)
     except ApiError as exc:
         return state.error(endpoint, exc.status, exc.message)
     except PromptTooLong as exc:
@@ -58,12 +60,15 @@ async def _complete(request: web.Request, kind: str) -> web.StreamResponse:
     if fault == "error":
         state.stats.faults["error"] += 1
         return state.error(endpoint, 500, RUNNER_STOPPED)
-    answer = make_answer(req, opts.answer_tokens, num_ctx, len(prompt.tokens))
+    keep = req.num_keep + (1 if req.profile.adds_bos else 0)
+    answer = make_answer(req, opts.answer_tokens, num_ctx, len(prompt.tokens), opts.token_density, opts.thinking_tokens, keep)
     t_sched = time.perf_counter_ns()
     try:
         lease = await state.scheduler.acquire(key, req.profile, prompt.tokens, req.keep_alive_s)
     except ServerBusy as exc:
         return state.error(endpoint, 503, str(exc))
+    except LoadFailed as exc:
+        return state.error(endpoint, 500, str(exc))
     except asyncio.CancelledError:
         state.stats.record(endpoint, 499)
         raise
@@ -71,11 +76,11 @@ async def _complete(request: web.Request, kind: str) -> web.StreamResponse:
     return await run.execute()
 
 
-def _prompt(req: CompletionRequest, num_ctx: int, mode: str) -> Prompt:
+def _prompt(req: CompletionRequest, num_ctx: int, mode: str, density: float) -> Prompt:
     bos = req.profile.adds_bos
     if req.kind == "chat":
-        return chat_prompt(req.messages, num_ctx, req.num_keep, bos, mode, req.truncate)
-    return generate_prompt(req.prompt, req.system, req.raw, num_ctx, req.num_keep, bos, mode, req.truncate)
+        return chat_prompt(req.messages, num_ctx, req.num_keep, bos, mode, req.truncate, density)
+    return generate_prompt(req.prompt, req.system, req.raw, num_ctx, req.num_keep, bos, mode, req.truncate, density)
 
 
 async def _load_only(request: web.Request, state: SimState, req: CompletionRequest, key: LoadKey, t0: int) -> web.Response:
@@ -90,6 +95,8 @@ async def _load_only(request: web.Request, state: SimState, req: CompletionReque
             lease = await sched.acquire(key, req.profile, None, req.keep_alive_s)
         except ServerBusy as exc:
             return state.error(request.path, 503, str(exc))
+        except LoadFailed as exc:
+            return state.error(request.path, 500, str(exc))
         sched.release(lease, None)
         reason = "load"
     return state.json(request.path, 200, chunk_body(req, "", True, done_reason=reason))

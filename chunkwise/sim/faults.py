@@ -12,6 +12,16 @@ the kind by cumulative rates in the order error, reset, stall, incomplete:
               generation when the client disconnects).
   incomplete  HTTP 200 whose body never reaches `done: true` and has no metrics (Ollama's
               repeated-token abort, research ollama.md section 1).
+  stream_error  a runner crash after the first token: the 200 stream carries about half of the
+              answer, then one `{"error": STREAM_CRASH}` line, and closes. Ollama writes an error that
+              arrives after the first byte as an NDJSON line and keeps the 200
+              (`v0.33.0-rc2:server/routes.go:2109-2123`); with `stream: false` the collected answer
+              is dropped and the error is a 500 (`routes.go:2406-2418`). The text is llama-server's
+              crash message when the connection drops mid-answer (`llm/llama_server.go:1759-1767`).
+
+Persistent failures (`SimOptions.load_failure`) are not draws: every load attempt fails the same
+way, and each request that needs the model tries the load again (`server/sched.go:575-600,733-738`;
+`handleScheduleError` answers 500 with the error text, `server/routes.go:3107-3118`).
 """
 
 from __future__ import annotations
@@ -24,7 +34,30 @@ RUNNER_STOPPED = (
     "model runner has unexpectedly stopped, this may be due to resource limitations or an internal error, "
     "check ollama server logs for details"
 )
-KINDS = ("error", "reset", "stall", "incomplete")
+#: Error line inside a 200 stream (`v0.33.0-rc2:llm/llama_server.go:1766`; msg = "unexpected EOF"
+#: when llama-server left no error line in its log).
+STREAM_CRASH = "an error was encountered while running the model: unexpected EOF"
+#: Order matters: the cumulative draw adds kinds in this order (new kinds go last, so old seeds keep their draws).
+KINDS = ("error", "reset", "stall", "incomplete", "stream_error")
+
+
+def load_error(options: SimOptions, num_ctx: int) -> str | None:
+    """The 500 message of a failed model load under `options`, or None when the load succeeds.
+
+    Texts: llama-server era `llm/llama_server.go:1306-1309` ("llama-server process has terminated:
+    exit status 1: <last error line>"), Go-runner era `v0.13.0:llm/server.go:1304` ("llama runner process
+    has terminated: <error>"). The last error lines are the ones `llm/status.go:67-97` recognises:
+    "error loading model" and CUDA's "cudaMalloc failed: out of memory"."""
+    mode = options.load_failure
+    if mode == "none" or (mode == "oom" and num_ctx < options.oom_num_ctx):
+        return None
+    if mode == "oom":
+        detail = "cudaMalloc failed: out of memory"
+    else:
+        detail = "error loading model: llama_model_loader: failed to load model from the model blob"
+    if options.era.llama_server:
+        return f"llama-server process has terminated: exit status 1: {detail}"
+    return f"llama runner process has terminated: {detail}"
 
 
 def draw(seed: int, fingerprint: str, previous_receipts: int) -> float:
@@ -35,7 +68,7 @@ def draw(seed: int, fingerprint: str, previous_receipts: int) -> float:
 
 def pick_fault(options: SimOptions, fingerprint: str, previous_receipts: int) -> str | None:
     """The fault kind for this receipt, or None."""
-    rates = (options.fail_rate, options.reset_rate, options.stall_rate, options.incomplete_rate)
+    rates = (options.fail_rate, options.reset_rate, options.stall_rate, options.incomplete_rate, options.stream_error_rate)
     if not any(rates):
         return None
     u = draw(options.seed, fingerprint, previous_receipts)

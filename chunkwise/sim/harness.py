@@ -4,6 +4,7 @@
         httpx.post(f"{sim.url}/api/chat", json=...)
         sim.configure(fail_rate=0.2)
         sim.stop(); sim.start()          # "Ollama down for a while", same port
+        sim.restart_with(load_failure="none")  # down, then up with other options
         assert sim.stats()["answered_total"] == ...
 
 In-process mode (default) runs the aiohttp app on its own event loop in a daemon thread; stats
@@ -47,7 +48,7 @@ def cli_args(options: SimOptions) -> list[str]:
         value = getattr(options, name)
         if value == getattr(defaults, name):
             continue
-        if name == "answer_tokens":
+        if isinstance(value, tuple):
             value = f"{value[0]}:{value[1]}"
         args += [f"--{name.replace('_', '-')}", str(value)]
     return args
@@ -95,6 +96,14 @@ class SimHandle:
 
             asyncio.run_coroutine_threadsafe(stop_server(self._runner), self._loop).result(timeout=30)
             self._runner = None
+
+    def restart_with(self, **changes: Any) -> None:
+        """Stop, change options (e.g. a failing server becomes healthy), start again on the same port."""
+        self.stop()
+        self.options = self.options.updated(changes)
+        if self._state is not None:
+            self._state.options = self._state.options.updated(changes)
+        self.start()
 
     def close(self) -> None:
         self.stop()
@@ -163,8 +172,7 @@ class SimHandle:
 
     def configure(self, **changes: Any) -> dict[str, Any]:
         """POST /sim/config; returns the options now in force. Changes survive stop()/start()."""
-        if "answer_tokens" in changes and isinstance(changes["answer_tokens"], tuple):
-            changes["answer_tokens"] = list(changes["answer_tokens"])
+        changes = {k: list(v) if isinstance(v, tuple) else v for k, v in changes.items()}
         config = self._checked(self._client.post(f"{self.url}/sim/config", json=changes))
         self.options = SimOptions.model_validate({**config, "port": self.options.port})
         return config

@@ -9,10 +9,20 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-TruncationMode = Literal["keep-tail", "half", "error"]
-FAULT_FIELDS = ("fail_rate", "reset_rate", "stall_rate", "incomplete_rate")
+from chunkwise.sim.era import CURRENT_VERSION, Era, era_of
+
+TruncationMode = Literal["keep-tail", "minus-one", "half", "error"]
+LoadFailure = Literal["none", "load", "oom"]
+FAULT_FIELDS = ("fail_rate", "reset_rate", "stall_rate", "incomplete_rate", "stream_error_rate")
 #: Fields fixed for the life of a server (POST /sim/config refuses them).
 STARTUP_ONLY = ("host", "port")
 
@@ -30,9 +40,9 @@ class SimOptions(BaseModel):
     max_queue: int = Field(
         default=512,
         ge=0,
-        description="Requests that may wait for a slot or a model load, like OLLAMA_MAX_QUEUE; one more "
-        "is answered 503 at once. Unlike Ollama >= 0.11.5 (research ollama.md section 5, #7758) the "
-        "limit also applies to requests for the loaded model, so backpressure can be tested.",
+        description="Requests that may wait for a model (re)load, like OLLAMA_MAX_QUEUE; one more is "
+        "answered 503 at once. As in Ollama >= 0.11.5 (server/sched.go:197-208) requests for the "
+        "loaded model wait without limit.",
     )
     num_ctx_default: int = Field(
         default=4096, ge=4, description="Context (tokens) when a request sets no options.num_ctx (OLLAMA_CONTEXT_LENGTH)."
@@ -52,10 +62,11 @@ class SimOptions(BaseModel):
     vram_mib: int = Field(
         default=81920, ge=0, description="GPU memory, MiB (81920 = H100 80GB); /api/ps size_vram = min(size, this)."
     )
-    truncation: TruncationMode = Field(
-        default="keep-tail",
+    truncation: TruncationMode | None = Field(
+        default=None,
         description="Over-length prompts: keep-tail (Ollama 0.4-0.29: first num_keep + last tokens, "
-        "exactly num_ctx), half (>= 0.30.11: num_ctx - (num_ctx - keep) // 2), error (HTTP 400).",
+        "exactly num_ctx), minus-one (0.30.0-0.30.10: num_ctx - 1), half (>= 0.30.11: "
+        "num_ctx - (num_ctx - keep) // 2), error (HTTP 400); unset = the one of --ollama-version.",
     )
     answer_tokens: tuple[int, int] = Field(
         default=(16, 256),
@@ -78,24 +89,65 @@ class SimOptions(BaseModel):
     incomplete_rate: float = Field(
         default=0.0, ge=0, le=1, description="Share answered 200 without done:true and without metrics."
     )
+    stream_error_rate: float = Field(
+        default=0.0, ge=0, le=1,
+        description="Share whose 200 stream ends with an {\"error\": ...} line after some tokens (a runner "
+        "crash mid-answer); with stream false a 500 after the modelled time.",
+    )
+    load_failure: LoadFailure = Field(
+        default="none",
+        description="Persistent load failure: load = every model load fails (HTTP 500, the runner cannot "
+        "start the model); oom = loads with num_ctx >= oom_num_ctx fail out of memory; none = healthy. "
+        "Setting it through /sim/config unloads the model.",
+    )
+    oom_num_ctx: int = Field(
+        default=0, ge=0, description="With load_failure oom: the smallest per-slot num_ctx that fails (0 = every one)."
+    )
+    compute_buffers: bool = Field(
+        default=False,
+        description="Add Ollama's automatic num_batch compute buffers (768 MiB / 2 GiB by effective "
+        "context, sim/memory.py) to /api/ps size. Off until the client models them (issue 9 item 6).",
+    )
+    token_density: float = Field(
+        default=1.0, ge=1.0, le=4.0,
+        description="Tokens per base token: > 1 splits tokens the way a real BPE packs code, ids and "
+        "non-English text denser (1.5 = 50% more tokens for the same text).",
+    )
+    thinking_tokens: tuple[int, int] = Field(
+        default=(32, 256),
+        description="MIN:MAX thinking length in tokens for thinking-capable models (num_predict caps it).",
+    )
+    prefill_share: float = Field(
+        default=0.5, ge=0, le=1,
+        description="Continuous batching: share of the engine a prefill takes from the other slots' "
+        "decoding while it runs (timing.py).",
+    )
+    batch_gain: float = Field(
+        default=0.5, ge=0, le=1,
+        description="Continuous batching: aggregate decode rate with n busy slots is decode_tps x n^this "
+        "(1 = perfect scaling, 0 = no gain; timing.py).",
+    )
     seed: int = Field(default=0, description="Seed of the fault draws (output text depends on options.seed).")
-    ollama_version: str = Field(default="0.13.0", description="Version reported by GET /api/version.")
+    ollama_version: str = Field(
+        default=CURRENT_VERSION,
+        description="Version reported by GET /api/version; selects the era's behaviour (sim/era.py).",
+    )
 
-    @field_validator("answer_tokens", mode="before")
+    @field_validator("answer_tokens", "thinking_tokens", mode="before")
     @classmethod
-    def _parse_range(cls, value: object) -> object:
+    def _parse_range(cls, value: object, info: ValidationInfo) -> object:
         if isinstance(value, str):
             lo, sep, hi = value.partition(":")
             if not sep or not lo.strip().isdigit() or not hi.strip().isdigit():
-                raise ValueError(f"answer_tokens must be MIN:MAX in tokens, e.g. 16:256; got {value!r}")
+                raise ValueError(f"{info.field_name} must be MIN:MAX in tokens, e.g. 16:256; got {value!r}")
             return (int(lo), int(hi))
         return value
 
-    @field_validator("answer_tokens")
+    @field_validator("answer_tokens", "thinking_tokens")
     @classmethod
-    def _check_range(cls, value: tuple[int, int]) -> tuple[int, int]:
+    def _check_range(cls, value: tuple[int, int], info: ValidationInfo) -> tuple[int, int]:
         if not 1 <= value[0] <= value[1]:
-            raise ValueError(f"answer_tokens needs 1 <= MIN <= MAX; got {value[0]}:{value[1]}")
+            raise ValueError(f"{info.field_name} needs 1 <= MIN <= MAX; got {value[0]}:{value[1]}")
         return value
 
     @model_validator(mode="after")
@@ -104,6 +156,15 @@ class SimOptions(BaseModel):
         if total > 1.0 + 1e-9:
             raise ValueError(f"fault rates {', '.join(FAULT_FIELDS)} add up to {total:g}; they must add up to <= 1")
         return self
+
+    @property
+    def era(self) -> Era:
+        return era_of(self.ollama_version)
+
+    @property
+    def truncation_mode(self) -> str:
+        """The truncation in force: the explicit option, else the era's."""
+        return self.truncation or self.era.truncation
 
     def updated(self, changes: dict) -> "SimOptions":
         """A validated copy with `changes` applied (all fields checked together)."""

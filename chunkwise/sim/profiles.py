@@ -19,8 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # The chat template the simulator applies; it describes `chunkwise.sim.tokenizer.render_chat`.
-TEMPLATE = "{{- range .Messages }}<|start|>{{ .Role }}\n{{ .Content }}<|end|>{{ end }}<|start|>assistant\n"
-PARAMETERS = 'stop                           "<|start|>"\nstop                           "<|end|>"'
+TEMPLATE = (
+    "{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>{{ end }}"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n"
+)
+PARAMETERS = 'stop                           "<|start_header_id|>"\nstop                           "<|end_header_id|>"\nstop                           "<|eot_id|>"'
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,12 @@ class ModelProfile:
     key_length: int | None = None
     value_length: int | None = None
     sliding_window: int | None = None
+    #: /api/show capabilities (`v0.33.0-rc2:types/model/capability.go`): "completion" always,
+    #: "tools"/"thinking"/"vision" only where the real model has them.
     capabilities: tuple[str, ...] = ("completion",)
+    #: The model takes think levels and cannot stop thinking: `think: false` still yields a trace
+    #: (gpt-oss; `v0.33.0-rc2:docs/capabilities/thinking.mdx:12,151`).
+    think_levels_only: bool = False
     modified_at: str = "2024-11-26T10:00:00.000000Z"
     extra_info: dict[str, Any] = field(default_factory=dict)
 
@@ -82,6 +90,10 @@ class ModelProfile:
         info["tokenizer.ggml.add_bos_token"] = self.adds_bos
         info[f"{a}.vocab_size"] = self.vocab_size
         return dict(sorted(info.items()))
+
+    @property
+    def thinks(self) -> bool:
+        return "thinking" in self.capabilities
 
     def details(self) -> dict[str, Any]:
         return {
@@ -135,6 +147,29 @@ PROFILES: dict[str, ModelProfile] = {
             key_length=256, value_length=256, sliding_window=4096,
             extra_info={"gemma2.attn_logit_softcapping": 50, "gemma2.final_logit_softcapping": 30},
         ),
+        # Thinking models (research ollama-fidelity-audit.md #14). qwen3:8b: Qwen3-8B config (36 layers,
+        # 32 heads, 8 KV heads, head_dim 128, hidden 4096, 40,960 context); gpt-oss:20b: 24 layers,
+        # 64 heads, 8 KV heads, head_dim 64, hidden 2880, 131,072 context, 128-token sliding window.
+        ModelProfile(
+            name="qwen3:8b", arch="qwen3", family="qwen3", parameter_size="8.2B",
+            parameter_count=8190735360, quantization_level="Q4_K_M", file_type=15,
+            weights_bytes=5225387923, block_count=36, head_count=32, head_count_kv=8,
+            embedding_length=4096, feed_forward_length=12288, context_length=40960,
+            vocab_size=151936, adds_bos=False, tokenizer_model="gpt2",
+            key_length=128, value_length=128,
+            capabilities=("completion", "tools", "thinking"),
+            extra_info={"qwen3.rope.freq_base": 1000000, "qwen3.attention.layer_norm_rms_epsilon": 1e-06},
+        ),
+        ModelProfile(
+            name="gpt-oss:20b", arch="gptoss", family="gptoss", parameter_size="20.9B",
+            parameter_count=20914757184, quantization_level="MXFP4", file_type=4,
+            weights_bytes=13780162412, block_count=24, head_count=64, head_count_kv=8,
+            embedding_length=2880, feed_forward_length=2880, context_length=131072,
+            vocab_size=201088, adds_bos=False, tokenizer_model="gpt2",
+            key_length=64, value_length=64, sliding_window=128,
+            capabilities=("completion", "tools", "thinking"), think_levels_only=True,
+            extra_info={"gptoss.expert_count": 32, "gptoss.expert_used_count": 4},
+        ),
     )
 }
 
@@ -144,6 +179,8 @@ ALIASES: dict[str, str] = {
     "llama3.2:latest": "llama3.2:3b",
     "qwen2.5:latest": "qwen2.5:7b",
     "gemma2:latest": "gemma2:9b",
+    "qwen3:latest": "qwen3:8b",
+    "gpt-oss:latest": "gpt-oss:20b",
 }
 
 

@@ -8,9 +8,10 @@ Stage 1 (chat only, when `truncate` is true): drop whole older messages from the
 prompt fits num_ctx, never dropping system messages (they move to the front) nor the last message
 (`v0.20.0:server/prompt.go` chatPrompt).
 
-Stage 2 (every prompt still too long), by `SimOptions.truncation`:
+Stage 2 (every prompt still too long), by `SimOptions.truncation_mode` (the era's by default, era.py):
   keep-tail  Ollama 0.4-0.29: keep the first `keep` tokens and the last `num_ctx - keep`; the prompt
              becomes exactly num_ctx tokens (`v0.20.0:runner/llamarunner/runner.go:133-154`).
+  minus-one  Ollama 0.30.0-0.30.10: the same cut to num_ctx - 1 tokens (`v0.30.0:llm/llama_server.go:277-294`).
   half       Ollama >= 0.30.11: the limit is `num_ctx - max((num_ctx - keep) // 2, 1)`, e.g. 2050 of
              4096 (keep 4) or 16387 of 32768 (keep 5) (`HEAD:llm/llama_server.go:279-331`).
   error      HTTP 400, as llama-server-native models answer.
@@ -27,10 +28,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from chunkwise.sim.tokenizer import GENERATION_PROMPT_TOKENS, render_chat, tokenize
+from chunkwise.sim.tokenizer import GENERATION_TOKENS, message_template, tokenize
 
 INPUT_TOO_LONG = "the input length exceeds the context length"
-GENERATION_PROMPT: tuple[str, ...] = tuple(render_chat([]))
+GENERATION_PROMPT: tuple[str, ...] = GENERATION_TOKENS
 
 
 class PromptTooLong(Exception):
@@ -38,20 +39,20 @@ class PromptTooLong(Exception):
 
 
 @lru_cache(maxsize=2048)  # ~50 KB per 700-token message: <= ~100 MB; 8 conversations of 111 turns fit
-def message_tokens(role: str, content: str) -> tuple[str, ...]:
+def message_tokens(role: str, content: str, density: float = 1.0) -> tuple[str, ...]:
     """The rendered tokens of one message (template tokens included), cached."""
-    return tuple(render_chat([{"role": role, "content": content}])[:-GENERATION_PROMPT_TOKENS])
+    return tuple(message_template(role, tokenize(content, density)))
 
 
 def _message_key(message: Mapping) -> tuple[str, str]:
     return str(message.get("role", "user")), str(message.get("content") or "")
 
 
-def render_messages(messages: Sequence[Mapping]) -> list[str]:
-    """Same tokens as `render_chat(messages)`, built from cached per-message tokens."""
+def render_messages(messages: Sequence[Mapping], density: float = 1.0) -> list[str]:
+    """Same tokens as `render_chat(messages, density)`, built from cached per-message tokens."""
     out: list[str] = []
     for message in messages:
-        out += message_tokens(*_message_key(message))
+        out += message_tokens(*_message_key(message), density)
     out += GENERATION_PROMPT
     return out
 
@@ -65,11 +66,11 @@ class Prompt:
     cut_tokens: int = 0
 
 
-def prune_messages(messages: Sequence[Mapping], num_ctx: int) -> tuple[list[Mapping], int]:
+def prune_messages(messages: Sequence[Mapping], num_ctx: int, density: float = 1.0) -> tuple[list[Mapping], int]:
     """Stage 1: the messages that remain and how many were dropped."""
     keys = [_message_key(m) for m in messages]
-    lengths = [len(message_tokens(*k)) for k in keys]
-    total = GENERATION_PROMPT_TOKENS + sum(lengths)
+    lengths = [len(message_tokens(*k, density)) for k in keys]
+    total = len(GENERATION_PROMPT) + sum(lengths)
     if total <= num_ctx or len(messages) <= 1:
         return list(messages), 0
     last = len(messages) - 1
@@ -91,23 +92,29 @@ def prune_messages(messages: Sequence[Mapping], num_ctx: int) -> tuple[list[Mapp
 def cut_tokens(tokens: list[str], num_ctx: int, num_keep: int, adds_bos: bool, mode: str, truncate: bool) -> list[str]:
     """Stage 2: the tokens the model evaluates, or PromptTooLong."""
     n = len(tokens)
-    fits = num_ctx - 1 if mode == "half" else num_ctx
+    fits = num_ctx - 1 if mode in ("half", "minus-one") else num_ctx
     if n <= fits:
         return tokens
     if not truncate or mode == "error":
         raise PromptTooLong(INPUT_TOO_LONG)
     keep = n if num_keep < 0 else num_keep
     keep = max(0, min(keep + (1 if adds_bos else 0), num_ctx - 1))
-    new_len = num_ctx if mode == "keep-tail" else num_ctx - max((num_ctx - keep) // 2, 1)
+    if mode == "keep-tail":
+        new_len = num_ctx
+    elif mode == "minus-one":
+        new_len = num_ctx - 1
+    else:
+        new_len = num_ctx - max((num_ctx - keep) // 2, 1)
     return tokens[:keep] + tokens[keep + n - new_len :]
 
 
-def chat_prompt(messages: Sequence[Mapping], num_ctx: int, num_keep: int, adds_bos: bool, mode: str, truncate: bool) -> Prompt:
+def chat_prompt(messages: Sequence[Mapping], num_ctx: int, num_keep: int, adds_bos: bool, mode: str, truncate: bool,
+                density: float = 1.0) -> Prompt:
     """Render and truncate an /api/chat prompt."""
     dropped = 0
     if truncate:
-        messages, dropped = prune_messages(messages, num_ctx)
-    tokens = render_messages(messages)
+        messages, dropped = prune_messages(messages, num_ctx, density)
+    tokens = render_messages(messages, density)
     rendered = len(tokens)
     tokens = cut_tokens(tokens, num_ctx, num_keep, adds_bos, mode, truncate)
     return Prompt(tokens, rendered, dropped, rendered - len(tokens))
@@ -120,9 +127,10 @@ def generate_messages(prompt: str, system: str | None) -> list[dict[str, str]]:
     return messages
 
 
-def generate_prompt(prompt: str, system: str | None, raw: bool, num_ctx: int, num_keep: int, adds_bos: bool, mode: str, truncate: bool) -> Prompt:
+def generate_prompt(prompt: str, system: str | None, raw: bool, num_ctx: int, num_keep: int, adds_bos: bool, mode: str, truncate: bool,
+                    density: float = 1.0) -> Prompt:
     """Render and truncate an /api/generate prompt (`raw` skips the template, as in Ollama)."""
-    tokens = tokenize(prompt) if raw else render_messages(generate_messages(prompt, system))
+    tokens = tokenize(prompt, density) if raw else render_messages(generate_messages(prompt, system), density)
     rendered = len(tokens)
     tokens = cut_tokens(tokens, num_ctx, num_keep, adds_bos, mode, truncate)
     return Prompt(tokens, rendered, 0, rendered - len(tokens))

@@ -2,7 +2,15 @@
 
 Errors are `ApiError(status, message)` with Ollama's wording where the research names it
 (`model is required`, `model 'X' not found`, Go's duration errors for keep_alive, `"X" does not
-support thinking`).
+support thinking`, `invalid think value`).
+
+`think` (`v0.33.0-rc2:api/types.go:1125-1222`): true/false or one of "high", "medium", "low",
+"max"; anything else is a 400 with ThinkValue.UnmarshalJSON's message (the string "false"
+included). On a thinking-capable model an unset `think` means true since v0.12.4
+(`server/routes.go:2614-2620` chat, `:453-458` generate); a truthy `think` on any other model is
+400 `"<model as sent>" does not support thinking` (`routes.go:2628`, `:461`). Levels are accepted
+by every thinking model (`docs/capabilities/thinking.mdx:19`); gpt-oss cannot stop thinking
+(`thinking.mdx:12`). `truncate` and `shift` are read only from v0.12.6 on (era.py).
 """
 
 from __future__ import annotations
@@ -11,9 +19,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from chunkwise.sim.era import Era
 from chunkwise.sim.fingerprint import chat_fingerprint, generate_fingerprint
 from chunkwise.sim.keepalive import DurationError, parse_keep_alive
 from chunkwise.sim.profiles import ModelProfile, resolve
+
+THINK_LEVELS = ("high", "medium", "low", "max")
+INVALID_THINK = 'invalid think value: {!r} (must be "high", "medium", "low", "max", true, or false)'
+THINK_TYPE = 'think must be a boolean or string ("high", "medium", "low", "max", true, or false)'
 
 #: Integer options the simulator reads, and their Ollama defaults (api.DefaultOptions).
 INT_OPTIONS = {"num_ctx": None, "num_keep": 4, "num_predict": -1, "seed": -1}
@@ -50,6 +63,8 @@ class CompletionRequest:
     seed: int = -1
     temperature: Any = DEFAULT_TEMPERATURE
     stop: list[str] = field(default_factory=list)
+    #: Thinking in force: "" (off) or a level ("medium" for plain true, as ThinkValue.String()).
+    think: str = ""
 
     @property
     def empty(self) -> bool:
@@ -94,7 +109,31 @@ def parse_head(kind: str, raw: bytes) -> CompletionRequest:
     return req
 
 
-def parse_rest(req: CompletionRequest, default_keep_alive_s: float) -> None:
+def _go_quote(text: str) -> str:
+    """Go's %q of a string (enough for the ASCII names and values the simulator sees)."""
+    return json.dumps(text)
+
+
+def parse_think(body: dict[str, Any], profile: ModelProfile, model: str, era: Era) -> str:
+    """The thinking level in force ("" = off), or ApiError 400."""
+    value = body.get("think")
+    if value is not None and not isinstance(value, bool):
+        if not isinstance(value, str):
+            raise ApiError(400, THINK_TYPE)
+        if value not in THINK_LEVELS:
+            raise ApiError(400, INVALID_THINK.replace("{!r}", _go_quote(value)))
+    if not profile.thinks:
+        if value is True or isinstance(value, str):
+            raise ApiError(400, f"{_go_quote(model)} does not support thinking")
+        return ""
+    if value is None:
+        value = era.thinks_by_default
+    if value is False:
+        return "low" if profile.think_levels_only else ""
+    return "medium" if value is True else value
+
+
+def parse_rest(req: CompletionRequest, default_keep_alive_s: float, era: Era | None = None) -> None:
     """Model lookup (404) and every other field (400)."""
     body = req.body
     req.profile = resolve(req.model)
@@ -117,10 +156,10 @@ def parse_rest(req: CompletionRequest, default_keep_alive_s: float) -> None:
         value = body.get(name)
         if value is not None and not isinstance(value, bool):
             raise ApiError(400, f"json: cannot unmarshal {name}: expected a boolean")
-        setattr(req, name, value is not False)
-    think = body.get("think")
-    if think not in (None, False, "", "false"):
-        raise ApiError(400, f'"{req.model}" does not support thinking')
+        if era is None or era.truncate_fields:
+            setattr(req, name, value is not False)
+    if era is not None:
+        req.think = parse_think(body, req.profile, req.model, era)
     _parse_options(req, body.get("options"))
 
 

@@ -6,6 +6,14 @@ total_duration is measured from handler entry to the final line. Streaming sends
 sleep overshoot does not accumulate). A client that disconnects is recorded as 499 and its
 generation stops (aiohttp cancels the handler). Only a complete `done: true` answer written to the
 socket counts as answered.
+
+Thinking tokens stream first (`message.thinking` / `thinking` with empty content), then the
+content; both count in eval_count. A `stream_error` fault sends about half of the output, then one
+`{"error": ...}` line inside the 200 (`v0.33.0-rc2:server/routes.go:2119-2123`); with `stream:
+false` it is a 500 after the modelled time (`routes.go:2406-2418`). In the v0.30.0 era,
+prompt_eval_count is only the tokens not found in the slot's cache (`era.py`). When the context
+shifted during the answer (answer.py) the slot keeps the shifted context, /sim/stats counts it, and
+the response carries the simulator-only header `X-Sim-Context-Shifts: N` (real Ollama gives no sign).
 """
 
 from __future__ import annotations
@@ -16,7 +24,16 @@ import time
 
 from aiohttp import web
 
-from chunkwise.sim.answer import Answer, chunk_body, metrics, now_rfc3339, stream_lines, token_id
+from chunkwise.sim.answer import (
+    Answer,
+    chunk_body,
+    final_cache,
+    metrics,
+    now_rfc3339,
+    stream_lines,
+    token_id,
+)
+from chunkwise.sim.faults import STREAM_CRASH
 from chunkwise.sim.prompt import Prompt, generate_messages, render_messages
 from chunkwise.sim.request import CompletionRequest
 from chunkwise.sim.scheduler import Lease
@@ -46,7 +63,9 @@ class Responder:
         self.t0, self.load_ns = t0, load_ns
         self.recorded = False
         opts = state.options
-        n, cached, gen = len(prompt.tokens), lease.cached, len(answer.tokens)
+        n, cached, gen = len(prompt.tokens), lease.cached, answer.eval_count
+        self.prompt_count = n - cached if opts.era.uncached_count else n
+        self.generated = answer.thinking + answer.tokens
         scale = opts.attention_scale_tokens
         self.prefill_ns = prefill_ns(cached, n - cached, opts.prefill_tps, scale)
         self.decode = lambda k: decode_ns(n, k, opts.decode_tps, scale)
@@ -67,7 +86,12 @@ class Responder:
                 return await self._reset()
             writer = self._stream if self.req.stream else self._single
             response = await writer()
-            cache = self.prompt.tokens + self.answer.tokens
+            if self.answer.shifts:
+                self.state.stats.context_shifts += self.answer.shifts
+                keep = self.req.num_keep + (1 if self.req.profile.adds_bos else 0)
+                cache = final_cache(self.prompt.tokens, self.generated, self.lease.loaded.key.num_ctx, keep)
+            else:
+                cache = self.prompt.tokens + self.generated
             return response
         except asyncio.CancelledError:
             self._record(499)
@@ -84,21 +108,50 @@ class Responder:
         if req.kind == "generate" and not req.raw:
             extra["context"] = [token_id(t) for t in self.prompt_full_tokens() + answer.tokens]
         total = time.perf_counter_ns() - self.t0
-        extra.update(metrics(total, self.load_ns, len(self.prompt.tokens), self.prefill_ns, len(answer.tokens), self.eval_ns))
-        return chunk_body(req, "" if req.stream else answer.text, True, done_reason=answer.done_reason, **extra)
+        extra.update(metrics(total, self.load_ns, self.prompt_count, self.prefill_ns, answer.eval_count, self.eval_ns))
+        thinking = "" if req.stream else answer.thinking_text
+        return chunk_body(req, "" if req.stream else answer.text, True, thinking=thinking, done_reason=answer.done_reason, **extra)
 
     def prompt_full_tokens(self) -> list[str]:
         """Ollama's `context` re-tokenizes the untruncated rendered prompt (research ollama.md section 1)."""
-        return render_messages(generate_messages(self.req.prompt, self.req.system))
+        return render_messages(generate_messages(self.req.prompt, self.req.system), self.state.options.token_density)
 
     async def _sleep_until(self, start: float, offset_ns: int) -> None:
         delay = start + offset_ns / 1e9 - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
 
+    def _headers(self, response: web.StreamResponse) -> None:
+        if self.answer.shifts:
+            response.headers["X-Sim-Context-Shifts"] = str(self.answer.shifts)
+
+    def _lines(self, start: int, end: int) -> bytes:
+        """NDJSON lines for generated tokens start..end (thinking and content pieces apart)."""
+        split = len(self.answer.thinking)
+        created = now_rfc3339()
+        step = self.state.options.stream_chunk_tokens
+        data = b""
+        for lo, hi, thinking in ((start, min(end, split), True), (max(start, split), end, False)):
+            if lo >= hi:
+                continue
+            source = self.answer.thinking if thinking else self.answer.tokens
+            offset = 0 if thinking else split
+            tokens = source[lo - offset : hi - offset]
+            pieces = tokens if step == 1 else ["".join(tokens[i : i + step]) for i in range(0, len(tokens), step)]
+            data += stream_lines(self.req, pieces, created, thinking)
+        return data
+
     async def _single(self) -> web.StreamResponse:
         start = time.perf_counter()
         await self._sleep_until(start, self.prefill_ns + self.eval_ns)
+        if self.fault == "stream_error":
+            self.state.stats.faults["stream_error"] += 1
+            self._record(500)
+            data = json.dumps({"error": STREAM_CRASH}).encode("utf-8")
+            response = web.Response(body=data, status=500, content_type="application/json", charset="utf-8")
+            await response.prepare(self.request)
+            await response.write_eof()
+            return response
         if self.fault == "incomplete":
             self.state.stats.faults["incomplete"] += 1
             half = self.answer.tokens[: len(self.answer.tokens) // 2]
@@ -107,6 +160,7 @@ class Responder:
             body = self._final()
         data = json.dumps(body, ensure_ascii=False).encode("utf-8")
         response = web.Response(body=data, status=200, content_type="application/json", charset="utf-8")
+        self._headers(response)
         await response.prepare(self.request)
         await response.write_eof()  # headers and body in one send; returns once handed to the socket
         self._done()
@@ -114,33 +168,37 @@ class Responder:
 
     async def _stream(self) -> web.StreamResponse:
         start = time.perf_counter()
-        tokens, step = self.answer.tokens, self.state.options.stream_chunk_tokens
-        ends = list(range(step, len(tokens), step)) + [len(tokens)] if tokens else []
+        total, step = len(self.generated), self.state.options.stream_chunk_tokens
+        ends = list(range(step, total, step)) + [total] if total else []
         incomplete = self.fault == "incomplete"
-        if incomplete:
-            self.state.stats.faults["incomplete"] += 1
+        crash = self.fault == "stream_error"
+        if incomplete or crash:
+            self.state.stats.faults[self.fault] += 1
             ends = ends[: max(1, len(ends) // 2)] if ends else []
         response = _Ndjson(status=200)
         response.content_type = NDJSON_TYPE
+        self._headers(response)
         data = b""
         if self.prefill_ns == 0 and self.eval_ns == 0:  # nothing to wait for: one write
-            pieces = tokens[: len(ends)] if step == 1 else ["".join(tokens[a:b]) for a, b in zip([0] + ends[:-1], ends)]
-            data = stream_lines(self.req, pieces, now_rfc3339())
+            data = self._lines(0, ends[-1]) if ends else b""
         else:
             previous = 0
             for end in ends:
                 await self._sleep_until(start, self.prefill_ns + self.decode(end))
                 if not response.prepared:
                     await response.prepare(self.request)
-                await response.write(stream_lines(self.req, ["".join(tokens[previous:end])], now_rfc3339()))
+                await response.write(self._lines(previous, end))
                 previous = end
-            await self._sleep_until(start, self.prefill_ns + self.eval_ns)
+            if not (incomplete or crash):
+                await self._sleep_until(start, self.prefill_ns + self.eval_ns)
         if not response.prepared:
             await response.prepare(self.request)
-        if not incomplete:
+        if crash:
+            data += (json.dumps({"error": STREAM_CRASH}) + "\n").encode("utf-8")
+        elif not incomplete:
             data += (json.dumps(self._final(), ensure_ascii=False) + "\n").encode("utf-8")
         await response.write_eof(data)
-        if incomplete:
+        if incomplete or crash:
             self._record(200)
         else:
             self._done()
@@ -148,7 +206,7 @@ class Responder:
 
     def _done(self) -> None:
         self._record(200)
-        if self.fault != "incomplete":
+        if self.fault not in ("incomplete", "stream_error"):
             self.state.stats.answered(self.req.fingerprint)
 
     async def _reset(self) -> web.StreamResponse:
@@ -157,8 +215,7 @@ class Responder:
         start = time.perf_counter()
         await self._sleep_until(start, self.prefill_ns + self.eval_ns // 2)
         if self.req.stream:
-            half = self.answer.tokens[: max(1, len(self.answer.tokens) // 2)]
-            data = stream_lines(self.req, list(half), now_rfc3339())
+            data = self._lines(0, max(1, len(self.generated) // 2)) if self.generated else b""
         else:
             data = json.dumps(self._final(), ensure_ascii=False).encode("utf-8")
             data = data[: len(data) // 2]

@@ -3,8 +3,14 @@
 One model is loaded at a time, with `parallel` slots of `num_ctx` tokens each. A request whose
 (model, num_ctx, parallel, KV type) differs from the loaded one needs a reload: it waits until
 every in-flight request has finished, then the model loads for `load_ms` (a real sleep). Requests
-are served first come, first served; at most `max_queue` may wait (for a slot or a load), one more
-gets `ServerBusy` (HTTP 503) at once.
+are served first come, first served. Only requests that need a (re)load count against `max_queue`:
+one more gets `ServerBusy` (HTTP 503) at once, while requests for the loaded (or loading) model wait
+without limit (`v0.33.0-rc2:server/sched.go:197-208`: the fast path `useLoadedRunner` skips the
+bounded `pendingReqCh`). Eras before v0.11.5 bounded every waiter (`SimOptions.era.queue_loads_only`).
+
+A load can fail (`SimOptions.load_failure`): the request that triggered it gets `LoadFailed` (HTTP
+500 with the runner's message), the model stays unloaded, and the next waiting request tries the
+load again, as each Ollama request does (`server/sched.go:575-600,733-738`).
 
 Each slot keeps the tokens it last processed (prompt + answer). A request takes the free slot with
 the longest common token prefix (Ollama's findLongestCacheSlot) and re-evaluates only the rest,
@@ -21,7 +27,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from chunkwise.ollama.kv import kv_reserved_bytes
+from chunkwise.sim.faults import load_error
+from chunkwise.sim.memory import loaded_size
 from chunkwise.sim.options import SimOptions
 from chunkwise.sim.profiles import ModelProfile
 from chunkwise.sim.stats import SimStats
@@ -33,6 +40,10 @@ _CHUNKS = (4096, 128, 8)
 
 class ServerBusy(Exception):
     pass
+
+
+class LoadFailed(Exception):
+    """The model could not be loaded; the message is the runner's (HTTP 500)."""
 
 
 def common_prefix(a: list, b: list) -> int:
@@ -53,6 +64,8 @@ class LoadKey:
     num_ctx: int
     parallel: int
     kv_cache_type: str
+    #: Context shift on (`shift`); a change restarts llama-server (`v0.33.0-rc2:server/sched.go:1413-1419`).
+    shift: bool = True
 
 
 @dataclass(eq=False)
@@ -101,6 +114,7 @@ class Scheduler:
         self.loaded: Loaded | None = None
         self.waiters: deque[_Waiter] = deque()
         self._load_task: asyncio.Task | None = None
+        self._loading_key: LoadKey | None = None
 
     # -- acquire / release -------------------------------------------------------------------
     async def acquire(self, key: LoadKey, profile: ModelProfile, tokens: list | None, keep_alive_s: float) -> Lease:
@@ -111,7 +125,7 @@ class Scheduler:
             lease = self._assign(loaded, tokens, keep_alive_s)
             if lease is not None:
                 return lease
-        if len(self.waiters) >= self._options().max_queue:
+        if self._queue_length(key) >= self._options().max_queue:
             raise ServerBusy(BUSY)
         waiter = _Waiter(key, profile, tokens, keep_alive_s, asyncio.get_running_loop().create_future())
         self.waiters.append(waiter)
@@ -125,6 +139,15 @@ class Scheduler:
                 self.waiters.remove(waiter)
                 self._dispatch()
             raise
+
+    def _queue_length(self, key: LoadKey) -> int:
+        """Waiters that count against max_queue for a request for `key` (-1: never refused)."""
+        if not self._options().era.queue_loads_only:
+            return len(self.waiters)
+        current = self.loaded.key if self.loaded is not None else self._loading_key
+        if key == current:
+            return -1
+        return sum(1 for w in self.waiters if w.key != current)
 
     def release(self, lease: Lease, tokens: list | None) -> None:
         """Give the slot back; `tokens` (prompt + answer) become its cache, None keeps the old cache."""
@@ -179,16 +202,27 @@ class Scheduler:
             if loaded is not None and loaded.active > 0:
                 return  # a reload waits for in-flight requests to finish
             self.unload()
-            self._load_task = asyncio.get_running_loop().create_task(self._load(head.key, head.profile))
+            self._loading_key = head.key
+            self._load_task = asyncio.get_running_loop().create_task(self._load(head))
             return
 
-    async def _load(self, key: LoadKey, profile: ModelProfile) -> None:
-        load_s = self._options().load_ms / 1000
+    async def _load(self, head: _Waiter) -> None:
+        options = self._options()
+        load_s = options.load_ms / 1000
         if load_s > 0:
             await asyncio.sleep(load_s)  # a cancelled load (reset, stop) ends here; reset() clears _load_task
-        self.loaded = Loaded(key, profile, [Slot(i) for i in range(key.parallel)], time.perf_counter_ns())
-        self.stats.loads += 1
         self._load_task = None
+        self._loading_key = None
+        error = load_error(options, head.key.num_ctx)
+        if error is not None:
+            self.stats.faults["load_failure"] += 1
+            if head in self.waiters:
+                self.waiters.remove(head)
+            if not head.future.done():
+                head.future.set_exception(LoadFailed(error))
+        else:
+            self.loaded = Loaded(head.key, head.profile, [Slot(i) for i in range(head.key.parallel)], time.perf_counter_ns())
+            self.stats.loads += 1
         self._dispatch()
 
     # -- model state -----------------------------------------------------------------------
@@ -207,6 +241,7 @@ class Scheduler:
         if self._load_task is not None:
             self._load_task.cancel()
             self._load_task = None
+        self._loading_key = None
         self.loaded = None
         try:
             asyncio.get_running_loop()
@@ -222,7 +257,7 @@ class Scheduler:
             return []
         options = self._options()
         profile, key = loaded.profile, loaded.key
-        size = profile.weights_bytes + kv_reserved_bytes(profile.model_info(), key.num_ctx, key.parallel, key.kv_cache_type)
+        size = loaded_size(profile, key.num_ctx, key.parallel, key.kv_cache_type, options.vram_mib, options.compute_buffers)
         if loaded.expires_at is not None:
             expires = loaded.expires_at
         elif math.isfinite(loaded.session_s):

@@ -2,7 +2,8 @@
 
 Ollama endpoints: GET / and /api/version, GET /api/tags, POST /api/show, GET /api/ps,
 POST /api/chat, POST /api/generate (`completion.py`). Simulator endpoints (not in Ollama):
-GET /sim/stats[?fingerprints=0], POST /sim/reset, GET|POST /sim/config.
+GET /sim/stats[?fingerprints=0], POST /sim/reset, GET|POST /sim/config (switching `load_failure` on
+unloads the model, as a runner that died; switching it to "none" makes the server healthy again).
 
 Every response carries `X-Ollama-Simulator: chunkwise`, and /api/version adds
 `"simulator": "chunkwise"`, so the simulator can never pass for a real server.
@@ -123,6 +124,8 @@ async def sim_config(request: web.Request) -> web.Response:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "options"
             return state.json(request.path, 400, {"error": f"{where}: {first['msg']}"}, record=False)
+        if state.options.load_failure != "none" and {"load_failure", "oom_num_ctx"} & set(changes):
+            state.scheduler.reset()  # the runner died: the next request has to load the model (and fails)
     return state.json(request.path, 200, state.options.model_dump(mode="json"), record=False)
 
 

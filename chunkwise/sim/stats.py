@@ -21,6 +21,9 @@ class SimStats:
     def clear(self) -> None:
         self.requests: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.faults: dict[str, int] = {kind: 0 for kind in KINDS}
+        self.faults["load_failure"] = 0
+        #: Answers during which the context filled and llama-server shifted it (half the context dropped).
+        self.context_shifts = 0
         self.loads = 0
         self.unloads = 0
         #: fingerprint -> [received, answered]
@@ -77,6 +80,7 @@ class SimStats:
             "faults": dict(self.faults),
             "loads": self.loads,
             "unloads": self.unloads,
+            "context_shifts": self.context_shifts,
             "received_total": self.received_total,
             "answered_total": self.answered_total,
             "distinct_fingerprints": len(self.fingerprints),

@@ -61,7 +61,13 @@ CORPUS, SENTENCE_STARTS = _build_corpus()
 
 
 def output_key(fingerprint: str, seed: Any, temperature: Any, fmt: Any) -> bytes:
-    """The 32-byte key every generated detail derives from."""
+    """The 32-byte key every generated detail derives from.
+
+    At temperature 0 decoding is greedy: the seed changes nothing (ollama/ollama#586: seeds 5 and 6
+    give the same text at temperature 0), so it is left out of the key; a grammar-constrained
+    (`format`) answer then repeats itself on every retry."""
+    if temperature == 0:
+        seed = "greedy"
     fmt_text = json.dumps(fmt, sort_keys=True, separators=(",", ":")) if fmt is not None else ""
     return hashlib.sha256(f"{fingerprint}|{seed}|{temperature}|{fmt_text}".encode()).digest()
 

@@ -1,0 +1,75 @@
+"""Which Ollama release the simulator imitates: the behaviours that changed between versions.
+
+`SimOptions.ollama_version` (the string GET /api/version reports) selects the era. The default is
+current Ollama (v0.33.0-rc2, llama-server engine). A source build reports "0.0.0"
+(`v0.33.0-rc2:version/version.go`) and is treated as current. Each switch cites the tag where the
+behaviour starts:
+
+  thinks_by_default   v0.12.4: a thinking-capable model thinks when `think` is unset
+                      (`v0.12.4:server/routes.go`; `v0.33.0-rc2:server/routes.go:2615-2620`).
+  truncate_fields     v0.12.6: /api/chat and /api/generate read `truncate` and `shift`
+                      (commit 6544e1473, #12582); older servers ignore unknown fields.
+  truncation          how an over-long prompt is cut when `truncate` is on:
+                      keep-tail  v0.4-v0.29 Go runners: first num_keep(+BOS) tokens and the tail,
+                                 exactly num_ctx (`v0.13.0:runner/llamarunner/runner.go:143-153`);
+                      minus-one  v0.30.0-v0.30.10: num_ctx - 1 (`v0.30.0:llm/llama_server.go:277-294`);
+                      half       v0.30.11+: num_ctx - max((num_ctx - keep) // 2, 1)
+                                 (`v0.33.0-rc2:llm/llama_server.go:279-331`).
+  llama_server        v0.30.0+: the engine is llama-server; `truncate: false` over-length errors carry
+                      llama-server's JSON body as the message (`v0.33.0-rc2:llm/llama_server.go:1648-1654`),
+                      runner errors say "llama-server process has terminated" (`:1306-1325`).
+  uncached_count      exactly v0.30.0: prompt_eval_count counted only the tokens not found in the
+                      prefix cache (`v0.30.0:llm/llama_server.go:1470`; fixed by #16428 in v0.30.1,
+                      `v0.33.0-rc2:llm/llama_server.go:1511-1513`).
+  queue_loads_only    v0.11.5+: OLLAMA_MAX_QUEUE bounds only requests that need a (re)load; requests
+                      for a loaded runner wait without limit (`v0.33.0-rc2:server/sched.go:197-208`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+#: The release the simulator imitates by default.
+CURRENT_VERSION = "0.33.0-rc2"
+
+
+def version_tuple(text: str) -> tuple[int, int, int]:
+    """(major, minor, patch) of a version string; pre-release tails ("-rc2") are ignored."""
+    parts = [int("".join(ch for ch in p if ch.isdigit()) or 0) for p in text.split("-")[0].split(".")[:3]]
+    parts += [0] * (3 - len(parts))
+    return parts[0], parts[1], parts[2]
+
+
+@dataclass(frozen=True)
+class Era:
+    version: tuple[int, int, int]
+    thinks_by_default: bool
+    truncate_fields: bool
+    truncation: str
+    llama_server: bool
+    uncached_count: bool
+    queue_loads_only: bool
+
+
+@lru_cache(maxsize=32)
+def era_of(version: str) -> Era:
+    """The behaviours of Ollama `version` ("0.0.0", a source build, counts as current)."""
+    v = version_tuple(version)
+    if v == (0, 0, 0):
+        v = version_tuple(CURRENT_VERSION)
+    if v >= (0, 30, 11):
+        truncation = "half"
+    elif v >= (0, 30, 0):
+        truncation = "minus-one"
+    else:
+        truncation = "keep-tail"
+    return Era(
+        version=v,
+        thinks_by_default=v >= (0, 12, 4),
+        truncate_fields=v >= (0, 12, 6),
+        truncation=truncation,
+        llama_server=v >= (0, 30, 0),
+        uncached_count=v == (0, 30, 0),
+        queue_loads_only=v >= (0, 11, 5),
+    )

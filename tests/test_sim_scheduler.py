@@ -93,13 +93,27 @@ def test_reload_waits_for_in_flight_requests(sim_factory):
     assert sim.stats()["loads"] == 2
 
 
+def _all_at_once(sim, calls) -> tuple[list, int]:
+    """Run callables in threads at once; results in call order and the most requests seen queued."""
+    results = [None] * len(calls)
+    threads = [threading.Thread(target=lambda i=i, fn=fn: results.__setitem__(i, fn())) for i, fn in enumerate(calls)]
+    for t in threads:
+        t.start()
+    most = 0
+    while any(t.is_alive() for t in threads):
+        most = max(most, sim.stats(fingerprints=False)["queued"])
+        time.sleep(0.01)
+    return results, most
+
+
 def test_no_503_for_the_loaded_model_whatever_the_queue(sim_factory):
     # v0.33.0-rc2:server/sched.go:197-203: a request for a loaded runner that needs no reload takes the
     # useLoadedRunner fast path and waits on the runner without limit; OLLAMA_MAX_QUEUE is not consulted.
-    sim = sim_factory(parallel=1, max_queue=1, decode_tps=10, answer_tokens=(8, 8))
+    sim = sim_factory(parallel=1, max_queue=1, decode_tps=10, answer_tokens=(6, 6))
     httpx.post(f"{sim.url}/api/chat", json={"model": "llama3.1:8b", "messages": []}, trust_env=False)  # load
-    results = in_threads([lambda i=i: chat(sim.url, user(f"q{i}")) for i in range(4)], sim)  # 3 wait, limit 1
+    results, most = _all_at_once(sim, [lambda i=i: chat(sim.url, user(f"q{i}")) for i in range(4)])
     assert [r.status_code for r in results] == [200] * 4
+    assert most >= 2  # more waited than max_queue allows
     assert "503" not in sim.stats()["requests"]["/api/chat"]
 
 
@@ -107,11 +121,11 @@ def test_503_only_when_a_reload_is_needed_and_the_load_queue_is_full(sim_factory
     # v0.33.0-rc2:server/sched.go:204-208: a request that needs a (re)load goes to pendingReqCh (capacity
     # OLLAMA_MAX_QUEUE); when it is full the request gets ErrMaxQueue (sched.go:88), HTTP 503
     # (routes.go:3112-3113).
-    sim = sim_factory(parallel=1, max_queue=2, decode_tps=10, answer_tokens=(10, 10))
+    sim = sim_factory(parallel=1, max_queue=2, decode_tps=5, answer_tokens=(10, 10))
     httpx.post(f"{sim.url}/api/chat", json={"model": "llama3.1:8b", "messages": []}, trust_env=False)  # load 4096
 
     def reload(i):
-        return lambda: chat(sim.url, user(f"r{i}"), options={"num_ctx": 8192})
+        return lambda: chat(sim.url, user(f"r{i}"), options={"num_ctx": 8192, "num_predict": 1})
 
     results = in_threads([lambda: chat(sim.url, user("long"))] + [reload(i) for i in range(3)], sim)
     assert [r.status_code for r in results] == [200, 200, 200, 503]
@@ -120,10 +134,9 @@ def test_503_only_when_a_reload_is_needed_and_the_load_queue_is_full(sim_factory
 
 
 def test_before_0_11_5_the_queue_bounded_every_waiter(sim_factory):
-    sim = sim_factory(parallel=1, max_queue=2, decode_tps=10, answer_tokens=(8, 8), ollama_version="0.11.4")
-    httpx.post(f"{sim.url}/api/chat", json={"model": "llama3.1:8b", "messages": []}, trust_env=False)  # load
-    results = in_threads([lambda i=i: chat(sim.url, user(f"q{i}")) for i in range(4)], sim)
-    assert sorted(r.status_code for r in results) == [200, 200, 200, 503]
+    sim = sim_factory(parallel=1, max_queue=2, load_ms=1500, ollama_version="0.11.4")
+    results = in_threads([lambda i=i: chat(sim.url, user(f"q{i}")) for i in range(3)], sim)  # all wait for the load
+    assert [r.status_code for r in results] == [200, 200, 503]
 
 
 def test_prefix_cache_shortens_prompt_eval_duration_not_count(sim_factory):
@@ -158,7 +171,7 @@ def test_prefix_cache_shortens_prompt_eval_duration_not_count(sim_factory):
 
 
 def test_parallel_slots_each_keep_their_own_cache(sim_factory):
-    sim = sim_factory(parallel=2, prefill_tps=100_000, decode_tps=50, answer_tokens=(10, 10))
+    sim = sim_factory(parallel=2, prefill_tps=100_000, decode_tps=10, answer_tokens=(10, 10))
     other_system = {"role": "system", "content": "Translate to French. " * 40}
     a = [SYSTEM, {"role": "user", "content": "one"}]
     b = [other_system, {"role": "user", "content": "two"}]

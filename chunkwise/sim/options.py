@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from chunkwise.sim.era import CURRENT_VERSION, Era, era_of
+from chunkwise.sim.timing import BATCH_GAIN, PREFILL_SHARE
 
 TruncationMode = Literal["keep-tail", "minus-one", "half", "error"]
 LoadFailure = Literal["none", "load", "oom"]
@@ -118,12 +119,12 @@ class SimOptions(BaseModel):
         description="MIN:MAX thinking length in tokens for thinking-capable models (num_predict caps it).",
     )
     prefill_share: float = Field(
-        default=0.5, ge=0, le=1,
+        default=PREFILL_SHARE, ge=0, le=1,
         description="Continuous batching: share of the engine a prefill takes from the other slots' "
         "decoding while it runs (timing.py).",
     )
     batch_gain: float = Field(
-        default=0.5, ge=0, le=1,
+        default=BATCH_GAIN, ge=0, le=1,
         description="Continuous batching: aggregate decode rate with n busy slots is decode_tps x n^this "
         "(1 = perfect scaling, 0 = no gain; timing.py).",
     )

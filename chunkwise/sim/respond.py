@@ -38,7 +38,7 @@ from chunkwise.sim.prompt import Prompt, generate_messages, render_messages
 from chunkwise.sim.request import CompletionRequest
 from chunkwise.sim.scheduler import Lease
 from chunkwise.sim.state import JSON_TYPE, NDJSON_TYPE, SimState
-from chunkwise.sim.timing import decode_ns, prefill_ns
+from chunkwise.sim.timing import decode_ns, prefill_ns, prefill_stall_ns, slot_slowdown
 
 
 class _Ndjson(web.StreamResponse):
@@ -68,7 +68,13 @@ class Responder:
         self.generated = answer.thinking + answer.tokens
         scale = opts.attention_scale_tokens
         self.prefill_ns = prefill_ns(cached, n - cached, opts.prefill_tps, scale)
-        self.decode = lambda k: decode_ns(n, k, opts.decode_tps, scale)
+        loaded = lease.loaded
+        slowdown = slot_slowdown(loaded.active, opts.batch_gain)
+        self.decode = lambda k: round(decode_ns(n, k, opts.decode_tps, scale) * slowdown)
+        # this prefill runs in the shared engine and delays the other busy slots' decoding (timing.py)
+        if self.prefill_ns and loaded.active > 1:
+            loaded.stall_ns += prefill_stall_ns(self.prefill_ns, opts.prefill_share)
+        self._stall_seen = loaded.stall_ns
         self.eval_ns = self.decode(gen)
 
     def _record(self, status: int | str) -> None:
@@ -108,7 +114,8 @@ class Responder:
         if req.kind == "generate" and not req.raw:
             extra["context"] = [token_id(t) for t in self.prompt_full_tokens() + answer.tokens]
         total = time.perf_counter_ns() - self.t0
-        extra.update(metrics(total, self.load_ns, self.prompt_count, self.prefill_ns, answer.eval_count, self.eval_ns))
+        eval_ns = self.eval_ns + self._stalled()
+        extra.update(metrics(total, self.load_ns, self.prompt_count, self.prefill_ns, answer.eval_count, eval_ns))
         thinking = "" if req.stream else answer.thinking_text
         return chunk_body(req, "" if req.stream else answer.text, True, thinking=thinking, done_reason=answer.done_reason, **extra)
 
@@ -116,8 +123,12 @@ class Responder:
         """Ollama's `context` re-tokenizes the untruncated rendered prompt (research ollama.md section 1)."""
         return render_messages(generate_messages(self.req.prompt, self.req.system), self.state.options.token_density)
 
+    def _stalled(self) -> int:
+        """Nanoseconds other slots' prefills have delayed this request since it took its slot."""
+        return self.lease.loaded.stall_ns - self._stall_seen
+
     async def _sleep_until(self, start: float, offset_ns: int) -> None:
-        delay = start + offset_ns / 1e9 - time.perf_counter()
+        delay = start + (offset_ns + self._stalled()) / 1e9 - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
 

@@ -88,6 +88,8 @@ class Loaded:
     session_s: float = 300.0
     #: time.time() at which the idle model unloads; None while busy or when kept forever.
     expires_at: float | None = None
+    #: Total ns by which prefills delayed other slots' decoding (the shared engine, timing.py).
+    stall_ns: int = 0
 
 
 @dataclass(eq=False)

@@ -14,9 +14,41 @@ Summing over positions `start .. start+count-1` gives the closed form used by `s
 
 Prefill covers only the tokens not found in the slot's cache (research ollama.md section 4);
 decode covers the generated tokens, starting at position = prompt tokens.
+
+Slots share one engine (continuous batching: llama-server decodes every busy slot in one batch per
+step, and a prompt's chunks ride in the same batches). Two effects, both modelled here:
+
+- Decoding is memory-bound, so a batch of n sequences costs more than one but far less than n:
+  aggregate decode rate = decode_tps x n^BATCH_GAIN, i.e. each of n busy slots decodes
+  `slot_slowdown(n) = n^(1 - BATCH_GAIN)` times slower. n is the number of busy slots when the
+  request takes its slot (evaluated once: cheap, and exact for a steady load).
+  BATCH_GAIN = 0.55 comes from llama.cpp's own batched-bench sample (`examples/batched-bench/README.md`,
+  LLaMA 7B F16, prompt 128 / 128 generated): S_TG 41.57 t/s at B=1, 74.44 at B=4, 139.43 at B=8,
+  242.23 at B=16, i.e. B^0.42, B^0.58, B^0.64. Not calibrated on an H100 with Ollama.
+- A prefill is compute-bound and takes the engine from the others: while a request's uncached prompt
+  is evaluated (prefill_ns), every other busy slot's decoding is delayed by PREFILL_SHARE x prefill_ns.
+  PREFILL_SHARE = 0.5 is an assumption (llama-server interleaves prompt chunks of n_batch tokens with
+  the decode tokens, so the others keep stepping, slower); calibrate it with a real engine.
+
+With the default rates of 0 nothing sleeps and none of this costs anything.
 """
 
 from __future__ import annotations
+
+#: Aggregate decode rate with n busy slots = decode_tps x n ** BATCH_GAIN (llama.cpp batched-bench sample).
+BATCH_GAIN = 0.55
+#: Share of a prefill's duration by which it delays the other busy slots' decoding (assumption).
+PREFILL_SHARE = 0.5
+
+
+def slot_slowdown(busy: int, gain: float = BATCH_GAIN) -> float:
+    """How much slower each of `busy` slots decodes than a lone one: busy ** (1 - gain)."""
+    return 1.0 if busy <= 1 else busy ** (1.0 - gain)
+
+
+def prefill_stall_ns(prefill: int, share: float = PREFILL_SHARE) -> int:
+    """Nanoseconds a prefill of `prefill` ns delays each other busy slot's decoding."""
+    return round(prefill * share)
 
 
 def span_ns(start: int, count: int, rate: float, scale: int) -> int:

@@ -152,7 +152,7 @@ class SimOptions(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _check_fault_sum(self) -> "SimOptions":
+    def _check_fault_sum(self) -> SimOptions:
         total = sum(getattr(self, name) for name in FAULT_FIELDS)
         if total > 1.0 + 1e-9:
             raise ValueError(f"fault rates {', '.join(FAULT_FIELDS)} add up to {total:g}; they must add up to <= 1")
@@ -167,6 +167,6 @@ class SimOptions(BaseModel):
         """The truncation in force: the explicit option, else the era's."""
         return self.truncation or self.era.truncation
 
-    def updated(self, changes: dict) -> "SimOptions":
+    def updated(self, changes: dict) -> SimOptions:
         """A validated copy with `changes` applied (all fields checked together)."""
         return SimOptions.model_validate({**self.model_dump(), **changes})

@@ -24,8 +24,9 @@ import asyncio
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from chunkwise.sim.faults import load_error
 from chunkwise.sim.memory import loaded_size

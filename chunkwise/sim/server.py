@@ -11,7 +11,7 @@ Every response carries `X-Ollama-Simulator: chunkwise`, and /api/version adds
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -28,9 +28,9 @@ FOREVER = timedelta(microseconds=(2**63 - 1) // 1000)
 
 def _iso(epoch_s: float | None) -> str:
     if epoch_s is None:
-        moment = datetime.now(timezone.utc) + FOREVER
+        moment = datetime.now(UTC) + FOREVER
     else:
-        moment = datetime.fromtimestamp(epoch_s, timezone.utc)
+        moment = datetime.fromtimestamp(epoch_s, UTC)
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 

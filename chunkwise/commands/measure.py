@@ -8,12 +8,17 @@ matplotlib, prefect) happen in `run`, so `chunkwise --help` stays fast.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 from chunkwise.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from chunkwise.measure.fit import DEFAULT_CONTEXTS
+
+#: --api openai default contexts per slot (tokens); chunkwise.measure.engine.DEFAULT_ENGINE_CONTEXTS,
+#: repeated here so `chunkwise --help` does not import httpx.
+DEFAULT_ENGINE_CONTEXTS = (2048, 4096, 8192, 16384)
 
 NAME = "measure"
 HELP = ("Measure what a context token costs in GPU memory: load the model at each num_ctx, fit memory "
@@ -33,9 +38,21 @@ def parse_contexts(text: str) -> list[int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="Ollama model name, e.g. llama3.1:8b")
-    parser.add_argument("--contexts", default=",".join(map(str, DEFAULT_CONTEXTS)),
-                        help="comma-separated num_ctx values to load, tokens (default: %(default)s)")
+    parser.add_argument("--api", choices=("ollama", "openai"), default="ollama",
+                        help="ollama: measure an Ollama server; openai: start the local llama-server of `make "
+                        "engine` once per context (its context is fixed at start) and read its RSS, or NVML "
+                        "with a GPU (default: %(default)s)")
+    parser.add_argument("--model", help="Ollama model name, e.g. llama3.1:8b (required with --api ollama); with "
+                        "--api openai a GGUF file (default: the Gemma 3 270M of `make engine`)")
+    parser.add_argument("--engine-args", default="",
+                        help="--api openai: more llama-server flags, one string, e.g. \"-ngl 999\" on a GPU")
+    parser.add_argument("--prompt-tokens", type=int, default=None,
+                        help="--api openai: prompt size sent after each start, tokens (default: nearly the slot's "
+                        "context; the reservation at load does not depend on it)")
+    parser.add_argument("--contexts", default=None,
+                        help="comma-separated num_ctx values to load, tokens per slot (default: "
+                        f"{','.join(map(str, DEFAULT_CONTEXTS))}; with --api openai "
+                        f"{','.join(map(str, DEFAULT_ENGINE_CONTEXTS))})")
     parser.add_argument("--host", default=None, help="Ollama URL (default: CHUNKWISE_OLLAMA_HOST / OLLAMA_HOST)")
     parser.add_argument("--output-dir", default=None, type=Path,
                         help="directory under which measure-<model>-<time>/ is written (default: runs)")
@@ -52,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _summary(report: dict[str, Any]) -> str:
-    lines = [f"VRAM source: {report['vram_source_text']}"]
+    lines = [f"memory source: {report['vram_source_text']}"]
     if report["slope_mib_per_token"] is not None:
         lines.append(f"measured: {report['slope_mib_per_token']:.6f} MiB per context token "
                      f"(intercept {report['intercept_mib']:.1f} MiB)")
@@ -77,12 +94,22 @@ def _summary(report: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        contexts = parse_contexts(args.contexts)
+        default = DEFAULT_ENGINE_CONTEXTS if args.api == "openai" else DEFAULT_CONTEXTS
+        contexts = parse_contexts(args.contexts or ",".join(map(str, default)))
         if args.parallel < 1 or args.num_predict < 1:
             raise ValueError("--parallel and --num-predict must be >= 1")
+        if args.api == "ollama" and not args.model:
+            raise ValueError("--model is required with --api ollama (an Ollama model name, e.g. llama3.1:8b)")
+        if args.api == "openai" and (args.host or args.prefect):
+            raise ValueError("--api openai starts its own llama-server per context on this machine; --host and "
+                             "--prefect are for --api ollama")
+        if args.api == "openai" and any(c < 256 for c in contexts):
+            raise ValueError("--contexts: llama-server needs at least 256 tokens per slot")
     except ValueError as exc:
         print(f"chunkwise measure: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.api == "openai":
+        return _run_engine(args, contexts)
     from chunkwise.errors import LLMError
     from chunkwise.settings import get_settings
 
@@ -106,6 +133,32 @@ def run(args: argparse.Namespace) -> int:
                                          parallel=args.parallel, num_predict=args.num_predict,
                                          kv_cache_type=args.kv_cache_type, vram_mib=args.vram_mib).as_dict()
     except LLMError as exc:
+        print(f"chunkwise measure: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(_summary(report))
+    ok = report["slope_mib_per_token"] is not None and not any(
+        r["truncated"] or r["status"] == "failed" for r in report["rows"])
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def _run_engine(args: argparse.Namespace, contexts: list[int]) -> int:
+    """`--api openai`: chunkwise.measure.engine.run_engine_measurement on the local llama-server."""
+    from chunkwise.engine.gguf import GGUFError
+    from chunkwise.engine.server import EngineStartError
+    from chunkwise.measure.engine import run_engine_measurement
+    from chunkwise.measure.run import measure_run_dir
+    from chunkwise.settings import get_settings
+
+    model = Path(args.model) if args.model else None
+    settings = get_settings()
+    output_dir = args.output_dir or settings.output_dir
+    try:
+        report = run_engine_measurement(
+            contexts, measure_run_dir(output_dir, model.stem if model else "gemma3-270m"), model=model,
+            parallel=args.parallel, num_predict=args.num_predict, prompt_tokens=args.prompt_tokens,
+            kv_cache_type=args.kv_cache_type, sample_interval_s=settings.gpu_sample_interval_s,
+            extra=shlex.split(args.engine_args)).as_dict()
+    except (EngineStartError, GGUFError, ValueError) as exc:
         print(f"chunkwise measure: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     print(_summary(report))

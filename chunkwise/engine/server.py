@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-import httpx
-
+from chunkwise.engine.http import get
 from chunkwise.engine.paths import MODEL_ALIAS, TEMPLATE, EnginePaths, engine_paths
 
 HOST = "127.0.0.1"
@@ -107,22 +106,21 @@ class RunningEngine:
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> float:
         """Poll /health until 200; returns seconds since the spawn. EngineStartError on exit or timeout."""
         deadline = time.monotonic() + timeout_s
-        with httpx.Client(trust_env=False, timeout=2.0) as client:
-            while True:
-                code = self.process.poll()
-                if code is not None:
-                    raise EngineStartError(f"llama-server exited with {code} before it was ready; its log "
-                                           f"{self.log_path or '(terminal)'} ends:\n{self.log_tail()}")
-                try:
-                    if client.get(self.url + "/health").status_code == 200:
-                        self.ready_s = time.monotonic() - self.started_at
-                        return self.ready_s
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise EngineStartError(f"llama-server not ready at {self.url} after {timeout_s:.0f} s; see "
-                                           f"{self.log_path or 'its output'}")
-                time.sleep(0.05)
+        while True:
+            code = self.process.poll()
+            if code is not None:
+                raise EngineStartError(f"llama-server exited with {code} before it was ready; its log "
+                                       f"{self.log_path or '(terminal)'} ends:\n{self.log_tail()}")
+            try:
+                if get(self.url + "/health", timeout_s=2.0)[0] == 200:
+                    self.ready_s = time.monotonic() - self.started_at
+                    return self.ready_s
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise EngineStartError(f"llama-server not ready at {self.url} after {timeout_s:.0f} s; see "
+                                       f"{self.log_path or 'its output'}")
+            time.sleep(0.05)
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int | None:
         """SIGTERM, then SIGKILL after `timeout_s`; returns the exit status."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chunkwise.sim.tokenizer import chat_prompt_tokens
 from chunkwise.tokens import DEFAULT_CHARS_PER_TOKEN, MIN_TOLERANCE, UNCALIBRATED_TOLERANCE
 
 WORDS = (
@@ -78,6 +77,8 @@ def build_prompt(
     Otherwise: size the text as `target_tokens x chars_per_token` characters.
     """
     if exact:
+        from chunkwise.sim.tokenizer import chat_prompt_tokens  # the simulator's count; not needed otherwise
+
         fixed = chat_prompt_tokens(_messages(num_ctx, ""))
         units = max(0, target_tokens - fixed)
         for _ in range(8):  # joins between header, filler and footer may merge or split a token

@@ -14,9 +14,12 @@ from chunkwise.measure.fit import Fit, Recommendation
 
 SOURCE_NVML = "nvml"
 SOURCE_PS = "ps"
+SOURCE_RSS = "rss"
 SOURCE_TEXT = {
     SOURCE_NVML: "NVML used memory (the whole GPU, every process) on this machine",
     SOURCE_PS: "Ollama /api/ps size_vram (Ollama's own accounting, not a GPU reading)",
+    SOURCE_RSS: "llama-server process RSS (VmRSS: mmapped weights, KV cache and touched compute buffers of a CPU "
+                "build)",
 }
 
 
@@ -46,6 +49,10 @@ class MeasureRow:
     formula_kv_mib: float | None = None
     vram_mib: float | None = None
     in_fit: bool = False
+    # --api openai (llama-server restarted per context): memory right after load and after the answer
+    load_mib: float | None = None
+    rss_load_mib: float | None = None
+    rss_mib: float | None = None
 
 
 @dataclass
@@ -70,6 +77,8 @@ class MeasureReport:
     gpu: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    api: str = "ollama"  # ollama | openai (llama-server started by measure, one start per context)
+    fit_after: Fit | None = None  # --api openai: memory after each answer (the main fit is at load)
     md_path: Path | None = None
     csv_path: Path | None = None
     png_path: Path | None = None

@@ -1,0 +1,65 @@
+"""The real engine: llama-server with Gemma 3 270M, started by the session fixture and by
+`chunkwise engine`. Asserts structure, counts and memory, never the generated text (it is not
+reproducible on a real engine)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from chunkwise.engine.paths import MODEL_ALIAS
+from chunkwise.engine.server import free_port
+from tests.support.engine_fixture import ENGINE_CTX, ENGINE_PARALLEL
+
+pytestmark = [pytest.mark.slow, pytest.mark.engine]
+
+
+def test_serves_the_model_with_its_slots(engine):
+    with httpx.Client(base_url=engine.url, trust_env=False, timeout=60) as http:
+        assert http.get("/health").json() == {"status": "ok"}
+        assert [m["id"] for m in http.get("/v1/models").json()["data"]] == [MODEL_ALIAS]
+        slots = http.get("/slots").json()
+        assert len(slots) == ENGINE_PARALLEL
+        assert {s["n_ctx"] for s in slots} == {ENGINE_CTX // ENGINE_PARALLEL}
+        body = {"model": MODEL_ALIAS, "messages": [{"role": "user", "content": "Name three colours."}],
+                "max_tokens": 8, "temperature": 0}
+        answer = http.post("/v1/chat/completions", json=body).json()
+    usage = answer["usage"]
+    assert usage["prompt_tokens"] > 5 and 1 <= usage["completion_tokens"] <= 8
+    assert answer["choices"][0]["finish_reason"] in ("stop", "length")
+    # weights (241 MiB file, mmapped and touched) plus the KV cache reserved at load
+    assert 240 < engine.rss_mib() < 2048
+
+
+def test_engine_command_says_ready_and_stops_on_sigterm():
+    port = free_port()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "chunkwise", "engine", "--port", str(port), "--parallel", "2",
+                             "--ctx", "2048"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("chunkwise engine: ready in "), line
+        assert f"http://127.0.0.1:{port}/v1" in line and "2 slots x 1024 tokens" in line
+        assert httpx.get(f"http://127.0.0.1:{port}/health", trust_env=False).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 130
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the server went with it
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health", trust_env=False, timeout=1)
+            except httpx.TransportError:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("llama-server still answers after chunkwise engine stopped")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+

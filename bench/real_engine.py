@@ -186,7 +186,8 @@ def main() -> None:
         f"{args.parallel} requests in flight against `-np {args.parallel}` slots of {SLOT_CTX} tokens; one engine "
         f"for both phases (RSS {rss:.0f} MiB at the end).",
         "",
-        "| | wall | requests/s | answered | slots busy (busy window) | slots busy (whole phase) | busy slots per decode |",
+        "| | wall | requests/s | answered | slots busy (busy window) | slots busy (whole phase) "
+        "| busy slots per decode |",
         "|---|---|---|---|---|---|---|",
         f"| plain async httpx client | {plain_s:.1f} s | {args.requests / plain_s:.2f} | {plain_answered} | "
         f"{plain_busy:.1%} | {plain_all:.1%} | {plain_dec[1]:.2f} of {args.parallel} |",

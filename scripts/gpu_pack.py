@@ -39,10 +39,7 @@ def wanted(rel: str) -> bool:
         return True
     if not rel.startswith(KEEP_DIRS) or rel.startswith(DROP_PREFIXES):
         return False
-    for backend in DROP_BACKENDS:
-        if rel.startswith(f"ggml/src/ggml-{backend}/"):
-            return False
-    return True
+    return not any(rel.startswith(f"ggml/src/ggml-{backend}/") for backend in DROP_BACKENDS)
 
 
 def main() -> None:

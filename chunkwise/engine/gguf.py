@@ -17,6 +17,8 @@ import struct
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from chunkwise.errors import SetupError
+
 MAGIC = b"GGUF"
 #: Numeric arrays longer than this are replaced by [] (per-layer arrays are a few hundred at most).
 MAX_ARRAY = 4096
@@ -25,7 +27,7 @@ _SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?
 _STRING, _ARRAY = 8, 9
 
 
-class GGUFError(ValueError):
+class GGUFError(SetupError):
     """The file is not a readable GGUF; the message names the file and the offset."""
 
 

@@ -23,13 +23,14 @@ from typing import IO
 
 from chunkwise.engine.http import get
 from chunkwise.engine.paths import MODEL_ALIAS, TEMPLATE, EnginePaths, engine_paths
+from chunkwise.errors import SetupError
 
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 
 
-class EngineStartError(RuntimeError):
+class EngineStartError(SetupError):
     """llama-server did not become ready; the message names why and where its log is."""
 
 
@@ -79,11 +80,11 @@ class RunningEngine:
     """A started llama-server process."""
 
     config: EngineConfig
-    process: subprocess.Popen
+    process: subprocess.Popen[bytes]
     log_path: Path | None
     started_at: float
     ready_s: float | None = None
-    _log: IO | None = field(default=None, repr=False)
+    _log: IO[bytes] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -142,7 +143,8 @@ def start_engine(config: EngineConfig, log_path: Path | None = None) -> RunningE
     for path, what in ((config.binary, "llama-server"), (config.model, "model"), (config.template, "template")):
         if not Path(path).is_file():
             raise EngineStartError(f"{what} not found at {path}: run `make engine` first")
-    log = Path(log_path).open("ab") if log_path is not None else None
+    # open for the process's lifetime; RunningEngine.stop() closes it
+    log = Path(log_path).open("ab") if log_path is not None else None  # noqa: SIM115
     process = subprocess.Popen(config.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT if log
                                else None, start_new_session=log is not None)
     return RunningEngine(config, process, Path(log_path) if log_path else None, time.monotonic(), _log=log)

@@ -42,10 +42,10 @@ def _kv(key: str, kind: int, value: object) -> bytes:
     raise ValueError(kind)
 
 
-def _array(key: str, item: int, values: list) -> bytes:
+def _array(key: str, item: int, values: list[str] | list[float] | list[int]) -> bytes:
     head = _s(key) + struct.pack("<IIQ", _ARR, item, len(values))
     if item == _STR:
-        return head + b"".join(_s(v) for v in values)
+        return head + b"".join(_s(str(v)) for v in values)
     fmt = {_F32: "f", _I32: "i"}[item]
     return head + struct.pack(f"<{len(values)}{fmt}", *values)
 

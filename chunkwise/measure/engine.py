@@ -29,8 +29,9 @@ from chunkwise.measure.fit import fit_line, recommend_num_ctx
 from chunkwise.measure.output import write_outputs
 from chunkwise.measure.prompt import build_prompt
 from chunkwise.measure.report import SOURCE_NVML, SOURCE_RSS, MeasureReport, MeasureRow
-from chunkwise.ollama.kv import MIB, ModelInfoError, kv_mib_per_token, kv_reserved_bytes, training_context
+from chunkwise.ollama.kv import ModelInfoError, kv_mib_per_token, kv_reserved_bytes, training_context
 from chunkwise.tokens import DEFAULT_CHARS_PER_TOKEN
+from chunkwise.units import MIB
 
 ENGINE = "llama-server"
 #: Contexts per slot (tokens) measured on the engine when none are given: all above Gemma 3's
@@ -92,9 +93,9 @@ def _measure_one(engine: Any, row: MeasureRow, target: int, num_predict: int, cp
         peak = sampler.window_peak_mib()
         row.nvml_peak_mib = round(peak, 1) if peak is not None else None
     row.vram_mib = row.nvml_used_mib if source == SOURCE_NVML else row.rss_mib
-    # llama-server refuses a prompt over the slot's context (HTTP 400) instead of cutting it
-    # (research/real-engine.md section 4), so the estimate's error is no sign of a cut; only a count
-    # that fills the slot is.
+    # llama-server refuses a prompt over the slot's context (HTTP 400 exceed_context_size_error with
+    # n_prompt_tokens and n_ctx, tools/server/server-task.cpp) instead of cutting it, so the
+    # estimate's error is no sign of a cut; only a count that fills the slot is.
     if row.prompt_eval_count is None or row.prompt_eval_count >= row.num_ctx - 1:
         row.truncated = True
         row.truncation_reason = f"prompt_tokens {row.prompt_eval_count} fills the slot context {row.num_ctx}"
@@ -118,7 +119,8 @@ def run_engine_measurement(
     """Measure llama-server's memory at each per-slot context in `contexts` (one start each) and
     write measure.md/.csv/.png/.json into `out_dir`.
 
-    `extra` are more llama-server flags (e.g. `-ngl 999` to offload every layer to a GPU). `model` is a GGUF (default: the Gemma 3 270M of `make engine`); `prompt_tokens` the size of the
+    `extra` are more llama-server flags (e.g. `-ngl 999` to offload every layer to a GPU). `model`
+    is a GGUF (default: the Gemma 3 270M of `make engine`); `prompt_tokens` the size of the
     prompt sent after load (default: nearly the slot's context, which proves the context is usable
     but costs prefill time; the reservation does not depend on it). Raises EngineStartError when the
     engine is not set up.
@@ -179,9 +181,9 @@ def run_engine_measurement(
         gpu = sampler.stop()
 
     fit_rows = [r for r in rows if r.status == "ok" and r.load_mib is not None]
-    fit = fit_line([r.num_ctx for r in fit_rows], [r.load_mib for r in fit_rows])
+    fit = fit_line([r.num_ctx for r in fit_rows], [r.load_mib or 0.0 for r in fit_rows])
     after = [r for r in fit_rows if r.vram_mib is not None]
-    fit_after = fit_line([r.num_ctx for r in after], [r.vram_mib for r in after])
+    fit_after = fit_line([r.num_ctx for r in after], [r.vram_mib or 0.0 for r in after])
     for r in fit_rows:
         r.in_fit = fit is not None
     formula = per_slot * parallel if per_slot is not None else None

@@ -36,9 +36,22 @@ from chunkwise.ollama.kv import BYTES_PER_ELEMENT, ModelInfoError, kv_mib_per_to
 from chunkwise.tokens import DEFAULT_CHARS_PER_TOKEN
 from chunkwise.units import MIB
 
-__all__ = ["MeasureReport", "MeasureRow", "run_measurement", "measure_run_dir", "Fit", "Recommendation", "fit_line",
-           "recommend_num_ctx", "truncation_check", "build_prompt", "DEFAULT_CONTEXTS", "SOURCE_NVML", "SOURCE_PS",
-           "SOURCE_TEXT"]
+__all__ = [
+    "DEFAULT_CONTEXTS",
+    "SOURCE_NVML",
+    "SOURCE_PS",
+    "SOURCE_TEXT",
+    "Fit",
+    "MeasureReport",
+    "MeasureRow",
+    "Recommendation",
+    "build_prompt",
+    "fit_line",
+    "measure_run_dir",
+    "recommend_num_ctx",
+    "run_measurement",
+    "truncation_check",
+]
 
 KEEP_ALIVE = "10m"  # long enough for the /api/ps read after each answer
 

@@ -19,7 +19,12 @@ from dataclasses import dataclass
 
 from chunkwise.tokens import DEFAULT_CHARS_PER_TOKEN, MIN_TOLERANCE, UNCALIBRATED_TOLERANCE
 
-WORDS = ["the", "and", "of", "to", "in", "is", "was", "for", "on", "that", "with", "as", "it", "at", "by", "this", "from", "are", "be", "or", "an", "but", "not", "have", "they", "you", "we", "all", "can", "one", "had", "his", "her", "more", "when", "will", "time", "some", "into", "them", "may", "than", "then", "each", "what", "who", "our", "out", "new", "made", "much", "most", "over", "such", "very", "well", "also", "back", "only", "work", "year", "life", "day", "way", "long", "road", "town", "tree", "farm", "boat", "rain", "wind", "snow", "fire", "gold", "iron", "salt", "milk", "corn", "fish", "bird", "wolf", "bear", "deer"]
+WORDS = (
+    "the and of to in is was for on that with as it at by this from are be or an but not have they you we all "
+    "can one had his her more when will time some into them may than then each what who our out new made much "
+    "most over such very well also back only work year life day way long road town tree farm boat rain wind "
+    "snow fire gold iron salt milk corn fish bird wolf bear deer"
+).split()
 
 #: Relative tolerance of the truncation check when the token count is exact (simulator).
 EXACT_TOLERANCE = 0.02

@@ -58,7 +58,7 @@ bench: $(STAMP)
 	$(PY) -m bench.run_all
 
 clean:
-	rm -rf $(VENV) .prefect .pytest_cache build *.egg-info
+	rm -rf $(VENV) .prefect .pytest_cache .mypy_cache .ruff_cache build *.egg-info
 
 # GPU check (machines with an NVIDIA GPU, no Ollama needed): allocates 1, 2, 4, 8 GiB of plain device
 # memory via torch, cupy, libcudart or libcuda and checks the NVML sampler sees each within 2 %.

@@ -1,8 +1,10 @@
 """The `chunkwise` command: one subcommand per module in `chunkwise.commands`.
 
 Each command module exposes `NAME`, `HELP`, `add_arguments(parser)` and `run(args) -> int`.
-Exit codes are shared by every command (`chunkwise.errors`): 0 success, 1 finished with failed
-or rejected requests, 2 bad input, configuration or an unreachable server, 130 interrupted.
+A command reports a problem by raising a `chunkwise.errors.ChunkwiseError` (a `SetupError` for
+anything the user must fix first); `main` prints it in the one style every command shares,
+`chunkwise CMD: message` on stderr, and exits with the error's `exit_code`: 0 success, 1 finished
+with failed or rejected requests, 2 bad input, configuration or an unreachable server, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -11,9 +13,15 @@ import argparse
 import importlib
 import sys
 
+from chunkwise.errors import ChunkwiseError
+
 #: Subcommands in the order `--help` lists them; each is `chunkwise.commands.<name>`.
 COMMANDS = ("run", "resume", "plan", "demo", "sample", "sim", "measure", "serve", "engine")
 
+
+def fail(command: str, message: str) -> None:
+    """The one error printer: `chunkwise CMD: message` on stderr (stdout stays for results)."""
+    print(f"chunkwise {command}: {message}", file=sys.stderr, flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,12 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"chunkwise.commands.{name}")
-        except ModuleNotFoundError as exc:  # a command not written yet must not break the others
-            if exc.name != f"chunkwise.commands.{name}":
-                raise
-            continue
+        module = importlib.import_module(f"chunkwise.commands.{name}")
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
@@ -42,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     from chunkwise.commands.prefect_env import no_calls_home
 
     no_calls_home()  # before any command can start a Prefect server
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except ChunkwiseError as exc:
+        fail(args.command, str(exc))
+        return exc.exit_code
 
 
 if __name__ == "__main__":

@@ -47,12 +47,11 @@ RESUME_REFUSED = "run t was started with different settings ({}); resume with th
 
 @pytest.fixture
 def cli(capsys):
-    def call(*argv: str) -> tuple[int, str]:
-        try:
-            code = cli_main(list(argv))
-        except SystemExit as exc:  # parameter errors leave through argparse-style SystemExit(2)
-            code = exc.code
-        return code, capsys.readouterr().out.strip()
+    def call(*argv: str) -> tuple[int, str, str]:
+        """Exit code, stdout and stderr (where every command's error line goes)."""
+        code = cli_main(list(argv))
+        captured = capsys.readouterr()
+        return code, captured.out.strip(), captured.err.strip()
 
     return call
 
@@ -138,9 +137,9 @@ def test_preflight_error_is_one_line_exit_2_and_writes_nothing(sim, tmp_path, cl
     extra, message = PREFLIGHT[case]
     port = free_port()
     fill = lambda s: s.format(d=tmp_path, port=port)  # noqa: E731
-    code, out = cli(*run_argv(sim.url, tmp_path / "runs"), *map(fill, extra))
+    code, _, err = cli(*run_argv(sim.url, tmp_path / "runs"), *map(fill, extra))
     assert code == EXIT_CONFIG
-    assert out == "error: " + fill(message)
+    assert err == "chunkwise run: " + fill(message)
     assert [p.name for p in files_under(tmp_path / "runs")] in ([], [".lock"])  # at most the run's lock file
     assert sim.stats()["requests"].get("/api/chat") is None  # nothing was sent
 
@@ -155,7 +154,7 @@ def test_rows_that_cannot_be_sent_are_quarantined_and_the_rest_answered(sim_fact
     pl.DataFrame({"id": [f"q{i}" for i in range(len(prompts))], "prompt": prompts,
                   "blob": pl.Series(blob, dtype=pl.Binary)}).write_parquet(source)
 
-    code, out = cli(*run_argv(sim.url, tmp_path / "runs", "--input", str(source), "--num-ctx", "2048",
+    code, out, _ = cli(*run_argv(sim.url, tmp_path / "runs", "--input", str(source), "--num-ctx", "2048",
                               "--num-predict", "256"))
     assert code == EXIT_FAILED, out  # one request failed (context_truncated); rejected rows are reported
     got = results(tmp_path / "runs" / "t")
@@ -202,9 +201,9 @@ def test_resume_with_another_input_is_refused_and_changes_nothing(sim, tmp_path,
     before = snapshot(run_dir)
     old = hashlib.sha256(source.read_bytes()).hexdigest()
     new = hashlib.sha256(other.read_bytes()).hexdigest()
-    code, out = cli(*run_argv(sim.url, tmp_path / "runs", "--input", str(other)))
+    code, _, err = cli(*run_argv(sim.url, tmp_path / "runs", "--input", str(other)))
     assert code == EXIT_CONFIG
-    assert out == "error: " + RESUME_REFUSED.format(f"input_fingerprint: run has '{old}', now '{new}'")
+    assert err == "chunkwise run: " + RESUME_REFUSED.format(f"input_fingerprint: run has '{old}', now '{new}'")
     assert snapshot(run_dir) == before
 
 
@@ -215,9 +214,9 @@ def test_resume_with_another_model_digest_is_refused_and_changes_nothing(sim, tm
     old_digest = read_json(run_dir / "manifest.json")["model_digest"]
     new_digest = hashlib.sha256(b"re-pulled llama3.1:8b").hexdigest()
     monkeypatch.setattr(ModelProfile, "digest", property(lambda self: new_digest))  # `ollama pull` brought a new build
-    code, out = cli(*run_argv(sim.url, tmp_path / "runs", "--input", str(source)))
+    code, _, err = cli(*run_argv(sim.url, tmp_path / "runs", "--input", str(source)))
     assert code == EXIT_CONFIG
-    assert out == "error: " + RESUME_REFUSED.format(f"model_digest: run has '{old_digest}', now '{new_digest}'")
+    assert err == "chunkwise run: " + RESUME_REFUSED.format(f"model_digest: run has '{old_digest}', now '{new_digest}'")
     assert snapshot(run_dir) == before
 
 
@@ -229,9 +228,9 @@ def test_resume_with_another_model_digest_is_refused_and_changes_nothing(sim, tm
 def test_resume_with_other_settings_is_refused_naming_them(sim, tmp_path, cli, started_run, flags, phrase):
     source, run_dir = started_run
     before = snapshot(run_dir)
-    code, out = cli(*run_argv(sim.url, tmp_path / "runs", "--input", str(source), *flags))
+    code, _, err = cli(*run_argv(sim.url, tmp_path / "runs", "--input", str(source), *flags))
     assert code == EXIT_CONFIG
-    assert out == "error: " + RESUME_REFUSED.format(phrase)
+    assert err == "chunkwise run: " + RESUME_REFUSED.format(phrase)
     assert snapshot(run_dir) == before
 
 
@@ -239,7 +238,7 @@ def test_resume_with_other_settings_is_refused_naming_them(sim, tmp_path, cli, s
 def test_new_run_starts_beside_the_old_one(sim, tmp_path, cli, started_run):
     source, run_dir = started_run
     before = snapshot(run_dir)
-    code, out = cli(*run_argv(sim.url, tmp_path / "runs", "--input", str(source), "--mode", "conversation",
+    code, out, _ = cli(*run_argv(sim.url, tmp_path / "runs", "--input", str(source), "--mode", "conversation",
                               "--new-run"))
     assert code == EXIT_OK, out
     assert snapshot(run_dir) == before
@@ -267,21 +266,20 @@ def test_disk_full_while_writing_a_checkpoint_stops_and_resume_sends_nothing_twi
     source = write_requests(tmp_path / "in.parquet", 24)
     argv = run_argv(sim.url, tmp_path / "runs", "--input", str(source))
     enospc_once(monkeypatch, chunkwise.store.checkpoint, "write_atomic")
-    code, out = cli(*argv)
+    code, out, err = cli(*argv)
     assert code == EXIT_CONFIG, out
-    assert out.endswith("(No space left on device); free space or fix the run directory, then resume with the "
+    assert err.endswith("(No space left on device); free space or fix the run directory, then resume with the "
                         "same run name: every answer already in the ledger is kept")
-    stopped = re.search(
-        r"run t stopped: chunk-(\d{4}) \[\d+-\d+\]: cannot write \S*/runs/t/chunks/chunk-(\d{5})\.parquet", out
-    )
-    assert stopped and int(stopped[1]) == int(stopped[2]), out  # names the chunk whose checkpoint failed
+    stopped = re.search(r"run t stopped: chunk-(\d{4}) \[\d+-\d+\]: cannot write \S*/runs/t/chunks/"
+                        r"chunk-(\d{5})\.parquet", err)
+    assert stopped and int(stopped[1]) == int(stopped[2]), err  # names the chunk whose checkpoint failed
     records, bad = ledger_records(tmp_path / "runs" / "t")
     assert bad == 0 and len(records) == sim.stats()["answered_total"]  # every answer paid for is kept
     assert not (tmp_path / "runs" / "t" / "results.parquet").exists()
 
     monkeypatch.undo()
     reset_process_state()
-    code, out = cli(*argv)
+    code, out, err = cli(*argv)
     assert code == EXIT_OK, out
     assert_answered_once(sim.stats(), expected=24)
 
@@ -293,9 +291,9 @@ def test_disk_full_while_appending_to_the_ledger_stops_every_chunk(sim, tmp_path
     source = write_requests(tmp_path / "in.parquet", 24)
     argv = run_argv(sim.url, tmp_path / "runs", "--input", str(source))
     enospc_once(monkeypatch, Ledger, "append", on_call=5)
-    code, out = cli(*argv)
+    code, out, err = cli(*argv)
     assert code == EXIT_CONFIG, out
-    assert "No space left on device" in out
+    assert err.startswith("chunkwise run: run t stopped: ") and "No space left on device" in err
     answered = sim.stats()["answered_total"]
     records, bad = ledger_records(tmp_path / "runs" / "t")
     # the answer whose record failed is lost; the requests already in flight were recorded; nothing more was sent
@@ -303,7 +301,7 @@ def test_disk_full_while_appending_to_the_ledger_stops_every_chunk(sim, tmp_path
 
     monkeypatch.undo()
     reset_process_state()
-    code, out = cli(*argv)
+    code, out, err = cli(*argv)
     assert code == EXIT_OK, out
     stats = sim.stats()
     assert stats["answered_total"] == 25 and stats["fingerprints_answered_more_than_once"] == 1

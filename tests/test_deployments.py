@@ -105,7 +105,8 @@ def test_prefect_yaml_is_what_serve_registers(stack, request, tmp_path):
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "chunkwise-batch/on-demand (pool chunkwise-process), chunkwise-batch/nightly (pool chunkwise-process) " \
-           "already registered on a work pool" in refused.stdout
+           "already registered on a work pool" in refused.stderr
+    assert refused.stderr.startswith("chunkwise serve: ")
     with get_client(sync_client=True) as client:
         for d in deployed.values():
             client.delete_deployment(d["id"])

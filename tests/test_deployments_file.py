@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import re
 
 import pytest
 
+from chunkwise.cli import main
 from chunkwise.commands import serve
 from chunkwise.commands.serve import DeploymentFileError, load_definitions, runner_deployments
 from tests.support.ui_helpers import PREFECT_FILE
@@ -65,10 +65,12 @@ def test_entrypoints_outside_the_package_are_refused():
 def test_serve_without_a_server_exits_2_with_the_fix(capsys):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    args = argparse.Namespace(prefect_file=PREFECT_FILE, deployments=None, limit=1)
+    argv = ["serve", "--prefect-file", str(PREFECT_FILE), "--limit", "1"]
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
-        assert serve.run(args) == 2
-    assert "PREFECT_API_URL is not set: start a Prefect server (`make server`)" in capsys.readouterr().out
+        assert main(argv) == 2
+    assert capsys.readouterr().err.startswith(
+        "chunkwise serve: PREFECT_API_URL is not set: start a Prefect server (`make server`)")
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
-        assert serve.run(args) == 2
-    assert "http://127.0.0.1:9/api does not answer" in capsys.readouterr().out
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("chunkwise serve: ") and "http://127.0.0.1:9/api does not answer" in err

@@ -35,7 +35,8 @@ def run(sim, source, tmp_path, capsys, *extra: str) -> tuple[int, str]:
     argv = ["run", "--input", str(source), "--host", sim.url, "--output-dir", str(tmp_path / "runs"), "--run-name",
             "t", "--mode", "independent", "--parallel", "2", "--chunk-size", "8", "--num-ctx", "2048", *extra]
     code = cli_main(argv)
-    return code, capsys.readouterr().out
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
 
 
 def outcome(tmp_path) -> tuple[pl.DataFrame, dict]:
@@ -177,8 +178,9 @@ def test_fatal_error_mid_run_stops_at_once_with_the_servers_message(sim_factory,
     code, out = run(sim, source, tmp_path, capsys, "--parallel", "1")
     assert code == EXIT_CONFIG, out
     # The final message names the chunk and the input row whose request got the fatal answer.
-    stopped = re.search(r"run t stopped: chunk-\d{4} \[(\d+)-(\d+)\], input row (\d+): model 'llama3.1:8b' not "
-                        r"found \(status 404\); pull it with: ollama pull llama3.1:8b", out)
+    stopped = re.search(r"^chunkwise run: run t stopped: chunk-\d{4} \[(\d+)-(\d+)\], input row (\d+): "
+                        r"model 'llama3.1:8b' not found \(status 404\); pull it with: ollama pull llama3.1:8b$",
+                        out, re.M)
     assert stopped, out
     first, last, row = map(int, stopped.groups())
     assert first <= row <= last

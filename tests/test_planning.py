@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from chunkwise.cli import main
-from chunkwise.commands import plan as plan_cmd
+from chunkwise.plan import probe
 from chunkwise.inputs.scan import validate_only
 from chunkwise.params import RunParams
 from chunkwise.plan import chunks as planning
@@ -187,7 +187,7 @@ def closed_port_url() -> str:
 
 @pytest.fixture()
 def no_gpu(monkeypatch):
-    monkeypatch.setattr(plan_cmd, "free_vram", lambda: (None, "test: no GPU"))
+    monkeypatch.setattr(probe, "free_vram", lambda: (None, "test: no GPU"))
 
 
 def test_plan_command_json_without_a_server_plans_without_kv_figures(tmp_path, summary, capsys, no_gpu):
@@ -204,7 +204,7 @@ def test_plan_command_json_without_a_server_plans_without_kv_figures(tmp_path, s
 
 
 def test_plan_command_uses_server_show(summary, capsys, no_gpu, monkeypatch):
-    monkeypatch.setattr(plan_cmd, "fetch_model_info", lambda host, model: (LLAMA31_8B, f"server {host}", None))
+    monkeypatch.setattr(probe, "fetch_model_info", lambda host, model: (LLAMA31_8B, f"server {host}", None))
     assert main(["plan", "--input", summary.path, "--host", "http://gpu-box:11434", "--num-ctx", "8192"]) == 0
     text = capsys.readouterr().out
     assert "kv cache     0.1250 MiB/token (f16, model_info from server http://gpu-box:11434)" in text

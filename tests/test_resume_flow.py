@@ -145,9 +145,10 @@ def test_ollama_down_longer_than_retries_exits_1_then_resumes(sim_factory, sourc
             "--num-ctx", "4096", "--num-predict", "256", "--max-attempts", "2", "--system-prompt", "You are terse."]
     with chunkwise_env(chunk_retries=0):
         code = cli_main(argv)
-    out = capsys.readouterr().out
-    assert code == EXIT_FAILED, out
-    assert "chunks did not finish" in out and "resume with the same run name" in out
+    err = capsys.readouterr().err
+    assert code == EXIT_FAILED, err
+    assert err.startswith("chunkwise run: run t stopped: ")
+    assert "chunks did not finish" in err and "resume with the same run name" in err
     assert not (tmp_path / "runs" / "t" / "results.parquet").exists()
 
     sim.start()

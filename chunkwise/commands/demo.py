@@ -56,7 +56,7 @@ def main() -> int:
             run_name=f"demo-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}",
         )
         started = time.monotonic()
-        code, stats = execute(params)
+        code, stats = execute(params, command="demo")
         print(f"\nfinished in {time.monotonic() - started:.1f} s (exit code {code}) against the SIMULATOR at {sim.url}")
     if stats is not None:
         print_summary(stats)

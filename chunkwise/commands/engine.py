@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sys
 
-from chunkwise.errors import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK
+from chunkwise.cli import fail
+from chunkwise.errors import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, SetupError
 
 NAME = "engine"
 HELP = ("Start the real engine (llama.cpp's llama-server with Gemma 3 270M, served as gemma3-270m) in the "
@@ -33,20 +33,14 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.parallel < 1 or args.ctx < 256 or not 0 < args.port < 65536:
-        print("chunkwise engine: --parallel must be >= 1, --ctx >= 256 tokens and --port 1-65535", file=sys.stderr)
-        return EXIT_CONFIG
+        raise SetupError("--parallel must be >= 1, --ctx >= 256 tokens and --port 1-65535")
     if args.ctx // args.parallel < 256:
-        print(f"chunkwise engine: --ctx {args.ctx} / --parallel {args.parallel} leaves under 256 tokens per slot; "
-              "raise --ctx", file=sys.stderr)
-        return EXIT_CONFIG
+        raise SetupError(f"--ctx {args.ctx} / --parallel {args.parallel} leaves under 256 tokens per slot; "
+                         "raise --ctx")
     from chunkwise.engine.server import EngineStartError, default_config, start_engine
 
     config = default_config(args.port, args.parallel, args.ctx)
-    try:
-        engine = start_engine(config)
-    except EngineStartError as exc:
-        print(f"chunkwise engine: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+    engine = start_engine(config)  # an EngineStartError is a SetupError: the CLI prints it
     stop = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -55,15 +49,14 @@ def run(args: argparse.Namespace) -> int:
               f"{config.parallel} slots x {config.ctx // config.parallel} tokens, RSS {engine.rss_mib():.0f} MiB); "
               "Ctrl-C stops it", flush=True)
         engine.process.wait()
-    except EngineStartError as exc:
-        print(f"chunkwise engine: {exc}", file=sys.stderr)
+    except EngineStartError:
         engine.stop()
-        return EXIT_CONFIG
+        raise
     except KeyboardInterrupt:
         engine.stop()
         return EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, stop)
     code = engine.process.returncode
-    print(f"chunkwise engine: llama-server exited with {code}", file=sys.stderr)
+    fail(NAME, f"llama-server exited with {code}")
     return EXIT_OK if code == 0 else EXIT_CONFIG

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
-from chunkwise.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
+from chunkwise.errors import EXIT_FAILED, EXIT_OK, SetupError
 from chunkwise.measure.fit import DEFAULT_CONTEXTS
 
 #: --api openai default contexts per slot (tokens); chunkwise.measure.engine.DEFAULT_ENGINE_CONTEXTS,
@@ -106,8 +105,7 @@ def run(args: argparse.Namespace) -> int:
         if args.api == "openai" and any(c < 256 for c in contexts):
             raise ValueError("--contexts: llama-server needs at least 256 tokens per slot")
     except ValueError as exc:
-        print(f"chunkwise measure: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        raise SetupError(str(exc)) from None
     if args.api == "openai":
         return _run_engine(args, contexts)
     from chunkwise.errors import LLMError
@@ -132,9 +130,8 @@ def run(args: argparse.Namespace) -> int:
                 report = run_measurement(client, args.model, contexts, measure_run_dir(output_dir, args.model),
                                          parallel=args.parallel, num_predict=args.num_predict,
                                          kv_cache_type=args.kv_cache_type, vram_mib=args.vram_mib).as_dict()
-    except LLMError as exc:
-        print(f"chunkwise measure: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+    except LLMError as exc:  # unreachable, model not found: nothing could be measured
+        raise SetupError(str(exc)) from None
     print(_summary(report))
     ok = report["slope_mib_per_token"] is not None and not any(
         r["truncated"] or r["status"] == "failed" for r in report["rows"])
@@ -143,8 +140,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_engine(args: argparse.Namespace, contexts: list[int]) -> int:
     """`--api openai`: chunkwise.measure.engine.run_engine_measurement on the local llama-server."""
-    from chunkwise.engine.gguf import GGUFError
-    from chunkwise.engine.server import EngineStartError
     from chunkwise.measure.engine import run_engine_measurement
     from chunkwise.measure.run import measure_run_dir
     from chunkwise.settings import get_settings
@@ -158,9 +153,10 @@ def _run_engine(args: argparse.Namespace, contexts: list[int]) -> int:
             parallel=args.parallel, num_predict=args.num_predict, prompt_tokens=args.prompt_tokens,
             kv_cache_type=args.kv_cache_type, sample_interval_s=settings.gpu_sample_interval_s,
             extra=shlex.split(args.engine_args)).as_dict()
-    except (EngineStartError, GGUFError, ValueError) as exc:
-        print(f"chunkwise measure: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+    except ValueError as exc:  # EngineStartError and GGUFError are SetupErrors: the CLI prints them
+        if isinstance(exc, SetupError):
+            raise
+        raise SetupError(str(exc)) from None
     print(_summary(report))
     ok = report["slope_mib_per_token"] is not None and not any(
         r["truncated"] or r["status"] == "failed" for r in report["rows"])

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import threading
 from typing import Any
 
 from chunkwise.commands.common import SHARED_FIELDS, add_shared_flags
-from chunkwise.units import MIB
 
 NAME = "plan"
 HELP = "Show the chunk plan, KV-cache fit and ETA for an input without sending any request."
-SHOW_TIMEOUT_S = 2.0
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, metavar="PATH", help="Parquet file of requests")
@@ -30,11 +27,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the server's OLLAMA_KV_CACHE_TYPE (default f16)")
     parser.add_argument("--prefill-tps", type=float, metavar="X", help="server prefill rate, tokens/s (for the ETA)")
     parser.add_argument("--decode-tps", type=float, metavar="Y", help="server decode rate, tokens/s (for the ETA)")
-
-
-def _fail(message: str) -> int:
-    print(f"chunkwise plan: {message}", file=sys.stderr)
-    return 2
 
 
 def validation_message(exc: Any) -> str:
@@ -48,48 +40,13 @@ def validation_message(exc: Any) -> str:
     return f"{flag} {err.get('input')!r}: {msg}"
 
 
-def fetch_model_info(host: str, model: str) -> tuple[dict[str, Any] | None, str, float | None]:
-    """(model_info, where it came from, weights MiB or None): the server's /api/show (weights from
-    the model's file size in /api/tags), else unknown with the reason. There is no offline fallback:
-    a plan is only as good as the server's own numbers.
-    Raises chunkwise.ollama.client.ConfigError for a host that is not an http(s) URL."""
-    from chunkwise.errors import LLMError, ModelNotFound
-    from chunkwise.ollama.client import OllamaClient
-
-    client = OllamaClient(host, connect_timeout_s=SHOW_TIMEOUT_S, read_timeout_s=SHOW_TIMEOUT_S, stream=False)
-    try:
-        info = client.show(model).get("model_info")
-        if not isinstance(info, dict):
-            raise LLMError("no model_info in /api/show")
-        weights = None
-        try:  # the model file's size is about the weights' size in memory
-            sizes = [m.get("size") for m in client.tags() if model in (m.get("name"), m.get("model"))]
-            weights = sizes[0] / MIB if sizes and sizes[0] else None
-        except (LLMError, ValueError):
-            pass
-        return info, f"server /api/show at {client.host}", weights
-    except ModelNotFound:
-        return None, f"unknown (model {model!r} not on the server; `ollama pull {model}`)", None
-    except (LLMError, ValueError):
-        return None, "unknown (server unreachable; start it or pass --host)", None
-    finally:
-        client.close()
-
-
-def free_vram() -> tuple[float | None, str | None]:
-    from chunkwise.gpu import sampler as gpu
-
-    try:
-        return gpu.free_vram_mib()
-    except Exception as exc:  # noqa: BLE001 - a GPU probe must never stop a plan
-        return None, f"GPU probe failed: {exc}"
-
-
 def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from chunkwise.errors import ConfigError, SetupError
     from chunkwise.inputs.scan import validate_only
     from chunkwise.params import RunParams
+    from chunkwise.plan import probe as probes_of
     from chunkwise.plan.report import build_plan
     from chunkwise.settings import get_settings
 
@@ -97,44 +54,40 @@ def run(args: argparse.Namespace) -> int:
     try:
         params = RunParams(input_path=args.input, **flags)
     except ValidationError as exc:
-        return _fail(validation_message(exc))
+        raise SetupError(validation_message(exc)) from None
     for flag in ("prefill_tps", "decode_tps"):
         if getattr(args, flag) is not None and getattr(args, flag) <= 0:
-            return _fail(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be positive")
+            raise SetupError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be positive")
     system_prompt = params.system_prompt
     if params.system_prompt_file:
         try:
             with open(params.system_prompt_file, encoding="utf-8") as f:
                 system_prompt = f.read()
         except (OSError, UnicodeDecodeError) as exc:
-            return _fail(f"--system-prompt-file {params.system_prompt_file}: cannot be read as UTF-8 text ({exc})")
-    # The server and GPU probes (httpx and NVML imports, up to SHOW_TIMEOUT_S of network) overlap
+            raise SetupError(f"--system-prompt-file {params.system_prompt_file}: cannot be read as UTF-8 text "
+                             f"({exc})") from None
+    # The server and GPU probes (httpx and NVML imports, up to probe.SHOW_TIMEOUT_S of network) overlap
     # with the input scan, which spends its time in Arrow code that releases the GIL.
     probes: dict[str, Any] = {}
     host = params.host or get_settings().ollama_host
 
     def probe() -> None:
         try:
-            probes["model"] = fetch_model_info(host, params.model)
-        except Exception as exc:  # noqa: BLE001 - a probe must never stop a plan, only a bad --host does
-            from chunkwise.errors import ConfigError
-
-            if isinstance(exc, ConfigError):
-                probes["host_error"] = f"--host: {exc}"
-            else:
-                probes["model"] = (None, f"unknown (model_info probe failed: {exc})", None)
-        probes["gpu"] = free_vram()
+            probes["model"] = probes_of.fetch_model_info(host, params.model)
+        except ConfigError as exc:  # a probe never stops a plan, only a bad --host does
+            probes["host_error"] = f"--host: {exc}"
+        probes["gpu"] = probes_of.free_vram()
 
     prober = threading.Thread(target=probe, name="chunkwise-plan-probe", daemon=True)
     prober.start()
     try:
         summary = validate_only(params.input_path, num_ctx=params.num_ctx, num_predict=params.num_predict)
     except ValueError as exc:  # InputError and impossible limits
-        return _fail(str(exc))
+        raise SetupError(str(exc)) from None
     finally:
-        prober.join()  # bounded by SHOW_TIMEOUT_S per request
+        prober.join()  # bounded by probe.SHOW_TIMEOUT_S per request
     if "host_error" in probes:
-        return _fail(probes["host_error"])
+        raise SetupError(probes["host_error"])
     model_info, source, weights = probes.get("model", (None, "unknown (probe failed)", None))
     free, gpu_reason = probes.get("gpu", (None, "GPU probe failed"))
     try:
@@ -143,6 +96,6 @@ def run(args: argparse.Namespace) -> int:
                           kv_cache_type=args.kv_cache_type,
                           prefill_tps=args.prefill_tps, decode_tps=args.decode_tps, weights_mib=weights)
     except ValueError as exc:
-        return _fail(str(exc))
+        raise SetupError(str(exc)) from None
     print(json.dumps(plan.as_dict(), indent=2) if args.json else plan.render())
     return 0

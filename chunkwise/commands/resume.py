@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from chunkwise.errors import SetupError
+
 NAME = "resume"
 HELP = "Resume a run from its directory (its manifest holds the parameters)."
 
@@ -22,14 +24,13 @@ def run(args: argparse.Namespace) -> int:
 
     manifest_path = Path(args.run_dir) / "manifest.json"
     if not manifest_path.is_file():
-        print(f"error: {manifest_path} does not exist; give the directory of a run started with `chunkwise run`")
-        return 2
+        raise SetupError(f"{manifest_path} does not exist; give the directory of a run started with `chunkwise run`")
     manifest = read_json(manifest_path)
     base = dict(manifest["params"], input_path=manifest["input_path"])
     base.update(output_dir=str(Path(args.run_dir).resolve().parent), run_name=Path(args.run_dir).resolve().name,
                 new_run=False, retry_failed=False)
     params = params_from_args(argparse.Namespace(retry_failed=args.retry_failed, host=args.host), base)
-    code, stats = execute(params)
+    code, stats = execute(params, command="resume")
     if stats is not None:
         print_summary(stats)
     return code

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from chunkwise.commands.common import SHARED_FIELDS, add_shared_flags
+from chunkwise.errors import SetupError
 
 NAME = "run"
 HELP = "Run (or resume) a batch: Parquet requests through Ollama in checkpointed chunks."
@@ -44,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def params_from_args(args: argparse.Namespace, base: dict | None = None):
-    """RunParams from flags over `base`; a one-line SystemExit(2) message on a bad value."""
+    """RunParams from flags over `base`; a one-line `SetupError` on a bad value."""
     from pydantic import ValidationError
 
     from chunkwise.params import RunParams
@@ -57,7 +58,7 @@ def params_from_args(args: argparse.Namespace, base: dict | None = None):
             with open(args.format_file, encoding="utf-8") as handle:
                 values["format"] = json.load(handle)
         except (OSError, ValueError) as exc:
-            raise SystemExit(_fail(f"--format-file {args.format_file}: {exc}; give a readable JSON schema file"))
+            raise SetupError(f"--format-file {args.format_file}: {exc}; give a readable JSON schema file") from None
     try:
         return RunParams(**values)
     except ValidationError as exc:
@@ -67,12 +68,7 @@ def params_from_args(args: argparse.Namespace, base: dict | None = None):
         # chunkwise's own validators already quote the value; pydantic's bound checks do not
         message = err["msg"].removeprefix("Value error, ")
         got = "" if err["type"] == "value_error" else f" (got {err.get('input')!r})"
-        raise SystemExit(_fail(f"{where}{message}{got}"))
-
-
-def _fail(message: str) -> int:
-    print(f"error: {message}")
-    return 2
+        raise SetupError(f"{where}{message}{got}") from None
 
 
 def run(args: argparse.Namespace) -> int:

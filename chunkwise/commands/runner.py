@@ -17,7 +17,8 @@ import signal
 import threading
 from typing import Any
 
-from chunkwise.errors import EXIT_CONFIG, EXIT_INTERRUPTED, SetupError, exit_code_for
+from chunkwise.cli import fail
+from chunkwise.errors import EXIT_INTERRUPTED, SetupError, exit_code_for
 from chunkwise.params import RunParams
 from chunkwise.run.context import STOP
 from chunkwise.run.prepare import plan_run, prepare_run
@@ -77,13 +78,10 @@ def run_off_main_thread(fn: Any, *args: Any) -> Any:
     return box["value"]
 
 
-def execute(params: RunParams, say=print) -> tuple[int, dict[str, Any] | None]:
-    """Run the flow; returns (exit code, stats or None)."""
-    try:
-        params = preflight(params)
-    except SetupError as exc:
-        say(f"error: {exc}")
-        return EXIT_CONFIG, None
+def execute(params: RunParams, say=print, *, command: str = "run") -> tuple[int, dict[str, Any] | None]:
+    """Run the flow; returns (exit code, stats or None). A run that cannot start raises its
+    `SetupError` (the CLI prints it); a run that stopped is reported here, as `command`'s error."""
+    params = preflight(params)
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     install_stop_handlers(get_settings().stop_grace_s, say)
     from prefect.task_runners import ThreadPoolTaskRunner
@@ -95,13 +93,11 @@ def execute(params: RunParams, say=print) -> tuple[int, dict[str, Any] | None]:
     flow = batch.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))
     try:
         stats = run_off_main_thread(flow, params)
-    except SetupError as exc:
-        say(f"error: {exc}")
-        return EXIT_CONFIG, None
+    except SetupError:
+        raise
     except BaseException as exc:  # noqa: BLE001 - every ending maps to an exit code
-        code = exit_code_for(exc)
-        say(f"run {params.run_name} stopped: {exc}")
-        return code, None
+        fail(command, f"run {params.run_name} stopped: {exc}")
+        return exit_code_for(exc), None
     requests = stats["requests"]
     if requests["rejected"]:
         say(f"{requests['rejected']} rows were rejected before sending (reasons in results.parquet and "

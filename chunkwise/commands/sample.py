@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
+
+from chunkwise.errors import SetupError
 
 NAME = "sample"
 HELP = "Write a deterministic synthetic request set (Parquet) for demos, tests and benchmarks."
@@ -23,23 +24,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tokens of the sample system prompt (default 2400)")
 
 
-def _fail(message: str) -> int:
-    print(f"chunkwise sample: {message}", file=sys.stderr)
-    return 2
-
-
 def run(args: argparse.Namespace) -> int:
     from chunkwise.inputs.sample import sample_system_prompt, write_sample
 
     if not 1 <= args.rows <= MAX_ROWS:
-        return _fail(f"--rows {args.rows} is out of range; give 1 to {MAX_ROWS}")
+        raise SetupError(f"--rows {args.rows} is out of range; give 1 to {MAX_ROWS}")
     if args.seed < 0:
-        return _fail(f"--seed {args.seed} is negative; give 0 or more")
+        raise SetupError(f"--seed {args.seed} is negative; give 0 or more")
     if args.system_tokens < 1:
-        return _fail(f"--system-tokens {args.system_tokens} must be at least 1")
+        raise SetupError(f"--system-tokens {args.system_tokens} must be at least 1")
     out = Path(args.out)
     if out.is_dir():
-        return _fail(f"--out {out} is a directory; give a file path such as {out / 'requests.parquet'}")
+        raise SetupError(f"--out {out} is a directory; give a file path such as {out / 'requests.parquet'}")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
@@ -48,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         if args.system_prompt_out:
             Path(args.system_prompt_out).write_text(sample_system_prompt(args.system_tokens), encoding="utf-8")
     except OSError as exc:
-        return _fail(f"cannot write {exc.filename or out}: {exc.strerror or exc}")
+        raise SetupError(f"cannot write {exc.filename or out}: {exc.strerror or exc}") from None
     print(
         f"wrote {stats.rows} rows to {out} ({stats.bytes / 1e6:.1f} MB, mean prompt "
         f"{stats.mean_prompt_chars:.0f} characters) in {elapsed:.1f} s"

@@ -20,6 +20,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from chunkwise.errors import SetupError
+
 NAME = "serve"
 HELP = ("Serve the deployments of deployments/prefect.yaml from this process (Prefect serve(), no work pool): "
         "runs started in the Prefect UI, by the API or on schedule execute here.")
@@ -32,7 +34,7 @@ SERVED_KEYS = ("name", "description", "tags", "version", "parameters", "schedule
 IGNORED_KEYS = ("entrypoint", "work_pool", "pull", "build", "push")
 
 
-class DeploymentFileError(ValueError):
+class DeploymentFileError(SetupError):
     """prefect.yaml cannot be used as written; the message names the file, the entry and the fix."""
 
 
@@ -145,28 +147,21 @@ def pool_bound(deployments: list[Any]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        entries = load_definitions(args.prefect_file, args.deployments)
-    except DeploymentFileError as exc:
-        print(f"error: {exc}")
-        return 2
+    entries = load_definitions(args.prefect_file, args.deployments)
     if args.limit < 1:
-        print(f"error: --limit {args.limit}: give 1 or more flow runs at once")
-        return 2
+        raise SetupError(f"--limit {args.limit}: give 1 or more flow runs at once")
     problem = check_api_url()
     if problem:
-        print(f"error: {problem}")
-        return 2
+        raise SetupError(problem)
     try:
         deployments = runner_deployments(entries)
     except DeploymentFileError as exc:
-        print(f"error: {args.prefect_file}: {exc}")
-        return 2
+        raise SetupError(f"{args.prefect_file}: {exc}") from None
     bound = pool_bound(deployments)
     if bound:
-        print(f"error: {', '.join(bound)} already registered on a work pool (make deploy); serve a work pool's "
-              "deployments with a worker (make worker), or delete them first: prefect deployment delete NAME")
-        return 2
+        raise SetupError(f"{', '.join(bound)} already registered on a work pool (make deploy); serve a work "
+                         "pool's deployments with a worker (make worker), or delete them first: prefect deployment "
+                         "delete NAME")
     from prefect import serve
 
     print(f"chunkwise serve: {', '.join(d.name for d in deployments)} from {args.prefect_file} "

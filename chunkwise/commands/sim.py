@@ -8,12 +8,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-import sys
 import typing
 
 from pydantic import ValidationError
 
-from chunkwise.errors import EXIT_CONFIG, EXIT_OK
+from chunkwise.errors import EXIT_OK, SetupError
 
 if typing.TYPE_CHECKING:
     from chunkwise.sim.options import SimOptions
@@ -56,14 +55,12 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "options"
-        print(f"chunkwise sim: {field}: {first['msg']}", file=sys.stderr)
-        return EXIT_CONFIG
+        raise SetupError(f"{field}: {first['msg']}") from None
     try:
         asyncio.run(_serve(options))
     except OSError as exc:
-        print(f"chunkwise sim: cannot listen on {options.host}:{options.port}: {exc.strerror or exc}; "
-              "pick another --port", file=sys.stderr)
-        return EXIT_CONFIG
+        raise SetupError(f"cannot listen on {options.host}:{options.port}: {exc.strerror or exc}; "
+                         "pick another --port") from None
     return EXIT_OK
 
 

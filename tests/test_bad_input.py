@@ -48,10 +48,11 @@ RESUME_REFUSED = "run t was started with different settings ({}); resume with th
 @pytest.fixture
 def cli(capsys):
     def call(*argv: str) -> tuple[int, str, str]:
-        """Exit code, stdout and stderr (where every command's error line goes)."""
+        """Exit code, stdout, and the last line of stderr: the command's error line comes last, after
+        whatever the run logged (log records also go to stderr)."""
         code = cli_main(list(argv))
         captured = capsys.readouterr()
-        return code, captured.out.strip(), captured.err.strip()
+        return code, captured.out.strip(), (captured.err.strip().splitlines() or [""])[-1]
 
     return call
 
@@ -279,7 +280,7 @@ def test_disk_full_while_writing_a_checkpoint_stops_and_resume_sends_nothing_twi
 
     monkeypatch.undo()
     reset_process_state()
-    code, out, err = cli(*argv)
+    code, out, _ = cli(*argv)
     assert code == EXIT_OK, out
     assert_answered_once(sim.stats(), expected=24)
 
@@ -301,7 +302,7 @@ def test_disk_full_while_appending_to_the_ledger_stops_every_chunk(sim, tmp_path
 
     monkeypatch.undo()
     reset_process_state()
-    code, out, err = cli(*argv)
+    code, out, _ = cli(*argv)
     assert code == EXIT_OK, out
     stats = sim.stats()
     assert stats["answered_total"] == 25 and stats["fingerprints_answered_more_than_once"] == 1

@@ -145,7 +145,7 @@ def test_ollama_down_longer_than_retries_exits_1_then_resumes(sim_factory, sourc
             "--num-ctx", "4096", "--num-predict", "256", "--max-attempts", "2", "--system-prompt", "You are terse."]
     with chunkwise_env(chunk_retries=0):
         code = cli_main(argv)
-    err = capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # the error line comes after the run's log records
     assert code == EXIT_FAILED, err
     assert err.startswith("chunkwise run: run t stopped: ")
     assert "chunks did not finish" in err and "resume with the same run name" in err

@@ -39,11 +39,13 @@ def test_0_30_0_counts_only_the_uncached_prompt_tokens(sim_factory):
     first = chat(sim.url, [SYSTEM, {"role": "user", "content": "Ticket 1: printer on fire."}])
     second = chat(sim.url, [SYSTEM, {"role": "user", "content": "Ticket 2: screen is blank."}])
     full = chat_prompt_tokens([SYSTEM, {"role": "user", "content": "Ticket 2: screen is blank."}])
-    assert first["prompt_eval_count"] == chat_prompt_tokens([SYSTEM, {"role": "user", "content": "Ticket 1: printer on fire."}])
+    ticket1 = {"role": "user", "content": "Ticket 1: printer on fire."}
+    assert first["prompt_eval_count"] == chat_prompt_tokens([SYSTEM, ticket1])
     assert second["prompt_eval_count"] < full / 4  # the system prompt came from the cache and is not counted
     fixed = sim_factory(ollama_version="0.30.1")
     chat(fixed.url, [SYSTEM, {"role": "user", "content": "Ticket 1: printer on fire."}])
-    assert chat(fixed.url, [SYSTEM, {"role": "user", "content": "Ticket 2: screen is blank."}])["prompt_eval_count"] == full
+    again = chat(fixed.url, [SYSTEM, {"role": "user", "content": "Ticket 2: screen is blank."}])
+    assert again["prompt_eval_count"] == full
 
 
 def test_era_switches():

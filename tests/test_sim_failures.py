@@ -72,7 +72,8 @@ def test_model_that_never_loads_fails_every_request_the_same_way(sim_factory):
 def test_go_runner_era_words_the_load_failure_its_way(sim_factory):
     sim = sim_factory(load_failure="load", ollama_version="0.13.0")
     r = post(sim.url, BODY)
-    assert r.status_code == 500 and r.json()["error"].startswith("llama runner process has terminated: error loading model")
+    assert r.status_code == 500
+    assert r.json()["error"].startswith("llama runner process has terminated: error loading model")
 
 
 def test_out_of_memory_at_and_above_a_num_ctx(sim_factory):
@@ -82,7 +83,8 @@ def test_out_of_memory_at_and_above_a_num_ctx(sim_factory):
     for num_ctx in (8192, 16384):
         r = post(sim.url, {**BODY, "options": {"num_ctx": num_ctx}})
         assert r.status_code == 500
-        assert r.json() == {"error": "llama-server process has terminated: exit status 1: cudaMalloc failed: out of memory"}
+        oom = "llama-server process has terminated: exit status 1: cudaMalloc failed: out of memory"
+        assert r.json() == {"error": oom}
     assert sim.stats()["faults"]["load_failure"] == 2
 
 

@@ -87,6 +87,7 @@ def _answer(url: str, seed: int, temperature: float, fmt=None) -> str:
 
 def test_temperature_zero_ignores_the_seed_and_a_grammar_answer_repeats(sim):
     assert len({_answer(sim.url, seed, 0) for seed in (1, 2, 3, 4)}) == 1
-    schema = {"type": "object", "properties": {"n": {"type": "integer", "enum": [1, "two", 3, 4, 5]}}, "required": ["n"]}
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "enum": [1, "two", 3, 4, 5]}},
+              "required": ["n"]}
     assert len({_answer(sim.url, seed, 0, schema) for seed in range(6)}) == 1
     assert len({_answer(sim.url, seed, 0.8) for seed in (1, 2, 3, 4)}) > 1  # sampling does depend on it

@@ -61,7 +61,8 @@ async def _complete(request: web.Request, kind: str) -> web.StreamResponse:
         state.stats.faults["error"] += 1
         return state.error(endpoint, 500, RUNNER_STOPPED)
     keep = req.num_keep + (1 if req.profile.adds_bos else 0)
-    answer = make_answer(req, opts.answer_tokens, num_ctx, len(prompt.tokens), opts.token_density, opts.thinking_tokens, keep)
+    answer = make_answer(req, opts.answer_tokens, num_ctx, len(prompt.tokens), opts.token_density,
+                         opts.thinking_tokens, keep)
     t_sched = time.perf_counter_ns()
     try:
         lease = await state.scheduler.acquire(key, req.profile, prompt.tokens, req.keep_alive_s)
@@ -83,7 +84,9 @@ def _prompt(req: CompletionRequest, num_ctx: int, mode: str, density: float) -> 
     return generate_prompt(req.prompt, req.system, req.raw, num_ctx, req.num_keep, bos, mode, req.truncate, density)
 
 
-async def _load_only(request: web.Request, state: SimState, req: CompletionRequest, key: LoadKey, t0: int) -> web.Response:
+async def _load_only(
+    request: web.Request, state: SimState, req: CompletionRequest, key: LoadKey, t0: int
+) -> web.Response:
     """Empty prompt: load the model (done_reason "load"), or unload it with keep_alive 0 ("unload")."""
     sched = state.scheduler
     if req.keep_alive_given and req.keep_alive_s == 0:

@@ -68,12 +68,13 @@ def draw(seed: int, fingerprint: str, previous_receipts: int) -> float:
 
 def pick_fault(options: SimOptions, fingerprint: str, previous_receipts: int) -> str | None:
     """The fault kind for this receipt, or None."""
-    rates = (options.fail_rate, options.reset_rate, options.stall_rate, options.incomplete_rate, options.stream_error_rate)
+    rates = (options.fail_rate, options.reset_rate, options.stall_rate, options.incomplete_rate,
+             options.stream_error_rate)
     if not any(rates):
         return None
     u = draw(options.seed, fingerprint, previous_receipts)
     edge = 0.0
-    for kind, rate in zip(KINDS, rates):
+    for kind, rate in zip(KINDS, rates, strict=True):
         edge += rate
         if u < edge:
             return kind

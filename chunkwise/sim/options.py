@@ -46,7 +46,8 @@ class SimOptions(BaseModel):
         "loaded model wait without limit.",
     )
     num_ctx_default: int = Field(
-        default=4096, ge=4, description="Context (tokens) when a request sets no options.num_ctx (OLLAMA_CONTEXT_LENGTH)."
+        default=4096, ge=4,
+        description="Context (tokens) when a request sets no options.num_ctx (OLLAMA_CONTEXT_LENGTH)."
     )
     prefill_tps: float = Field(default=0.0, ge=0, description="Prompt evaluation rate, tokens/s; 0 = instant.")
     decode_tps: float = Field(default=0.0, ge=0, description="Generation rate, tokens/s; 0 = instant.")
@@ -77,7 +78,8 @@ class SimOptions(BaseModel):
         default=1, ge=1, description="Tokens per streamed NDJSON line (Ollama sends 1)."
     )
     keep_alive_default_s: float = Field(
-        default=300.0, description="keep_alive when a request sends none, seconds (OLLAMA_KEEP_ALIVE 5m); < 0 = forever."
+        default=300.0,
+        description="keep_alive when a request sends none, seconds (OLLAMA_KEEP_ALIVE 5m); < 0 = forever."
     )
     fail_rate: float = Field(default=0.0, ge=0, le=1, description="Share of chat/generate requests answered 500.")
     reset_rate: float = Field(

@@ -23,7 +23,8 @@ TEMPLATE = (
     "{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>{{ end }}"
     "<|start_header_id|>assistant<|end_header_id|>\n\n"
 )
-PARAMETERS = 'stop                           "<|start_header_id|>"\nstop                           "<|end_header_id|>"\nstop                           "<|eot_id|>"'
+STOP_MARKERS = ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
+PARAMETERS = "\n".join(f'stop                           "{marker}"' for marker in STOP_MARKERS)
 
 
 @dataclass(frozen=True)

@@ -127,8 +127,8 @@ def generate_messages(prompt: str, system: str | None) -> list[dict[str, str]]:
     return messages
 
 
-def generate_prompt(prompt: str, system: str | None, raw: bool, num_ctx: int, num_keep: int, adds_bos: bool, mode: str, truncate: bool,
-                    density: float = 1.0) -> Prompt:
+def generate_prompt(prompt: str, system: str | None, raw: bool, num_ctx: int, num_keep: int, adds_bos: bool,
+                    mode: str, truncate: bool, density: float = 1.0) -> Prompt:
     """Render and truncate an /api/generate prompt (`raw` skips the template, as in Ollama)."""
     tokens = tokenize(prompt, density) if raw else render_messages(generate_messages(prompt, system), density)
     rendered = len(tokens)

@@ -172,7 +172,8 @@ def _parse_options(req: CompletionRequest, options: Any) -> None:
         value = options.get(name, default)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not value.is_integer()):
+        fractional = isinstance(value, float) and not value.is_integer()
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or fractional:
             raise ApiError(400, f'option "{name}" must be of type integer')
         setattr(req, name, int(value))
     temperature = options.get("temperature", DEFAULT_TEMPERATURE)

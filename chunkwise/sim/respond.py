@@ -117,7 +117,8 @@ class Responder:
         eval_ns = self.eval_ns + self._stalled()
         extra.update(metrics(total, self.load_ns, self.prompt_count, self.prefill_ns, answer.eval_count, eval_ns))
         thinking = "" if req.stream else answer.thinking_text
-        return chunk_body(req, "" if req.stream else answer.text, True, thinking=thinking, done_reason=answer.done_reason, **extra)
+        content = "" if req.stream else answer.text
+        return chunk_body(req, content, True, thinking=thinking, done_reason=answer.done_reason, **extra)
 
     def prompt_full_tokens(self) -> list[str]:
         """Ollama's `context` re-tokenizes the untruncated rendered prompt (research ollama.md section 1)."""
@@ -180,7 +181,7 @@ class Responder:
     async def _stream(self) -> web.StreamResponse:
         start = time.perf_counter()
         total, step = len(self.generated), self.state.options.stream_chunk_tokens
-        ends = list(range(step, total, step)) + [total] if total else []
+        ends = [*range(step, total, step), total] if total else []
         incomplete = self.fault == "incomplete"
         crash = self.fault == "stream_error"
         if incomplete or crash:

@@ -224,7 +224,8 @@ class Scheduler:
             if not head.future.done():
                 head.future.set_exception(LoadFailed(error))
         else:
-            self.loaded = Loaded(head.key, head.profile, [Slot(i) for i in range(head.key.parallel)], time.perf_counter_ns())
+            slots = [Slot(i) for i in range(head.key.parallel)]
+            self.loaded = Loaded(head.key, head.profile, slots, time.perf_counter_ns())
             self.stats.loads += 1
         self._dispatch()
 
@@ -236,7 +237,9 @@ class Scheduler:
 
     def _expire(self) -> None:
         loaded = self.loaded
-        if loaded is not None and loaded.active == 0 and loaded.expires_at is not None and time.time() >= loaded.expires_at:
+        if loaded is None or loaded.active or loaded.expires_at is None:
+            return
+        if time.time() >= loaded.expires_at:
             self.unload()
 
     def reset(self) -> None:
@@ -260,7 +263,8 @@ class Scheduler:
             return []
         options = self._options()
         profile, key = loaded.profile, loaded.key
-        size = loaded_size(profile, key.num_ctx, key.parallel, key.kv_cache_type, options.vram_mib, options.compute_buffers)
+        size = loaded_size(profile, key.num_ctx, key.parallel, key.kv_cache_type, options.vram_mib,
+                           options.compute_buffers)
         if loaded.expires_at is not None:
             expires = loaded.expires_at
         elif math.isfinite(loaded.session_s):

@@ -24,7 +24,8 @@ class SimState:
     def json(self, endpoint: str, status: int, body: object, record: bool = True) -> web.Response:
         if record:
             self.stats.record(endpoint, status)
-        return web.Response(status=status, body=json.dumps(body).encode("utf-8"), content_type="application/json", charset="utf-8")
+        data = json.dumps(body).encode("utf-8")
+        return web.Response(status=status, body=data, content_type="application/json", charset="utf-8")
 
     def error(self, endpoint: str, status: int, message: str) -> web.Response:
         """Ollama's error shape: {"error": "..."}."""

@@ -34,7 +34,7 @@ import zlib
 from collections.abc import Iterable, Mapping
 
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
-TOKEN_RE = re.compile(rf" ?[{_CJK}]{{1,2}}| ?(?:(?![{_CJK}])[^\W_]){{1,4}}| ?[^\w\s]| ?_|\s+")
+TOKEN_RE = re.compile(rf" ?[{_CJK}]{{1,2}}| ?[^\W_{_CJK}]{{1,4}}| ?[^\w\s]| ?_|\s+")
 
 #: Template tokens per chat message: `<|start_header_id|>`, the role, `<|end_header_id|>`, "\n\n", `<|eot_id|>`.
 TEMPLATE_MESSAGE_TOKENS = 5

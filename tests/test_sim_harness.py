@@ -109,3 +109,11 @@ def test_cli_subprocess_serves_and_stops_on_sigint():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_cli_help_lists_every_option():
+    out = subprocess.run([sys.executable, "-m", "chunkwise", "sim", "--help"], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    for flag in ("--ollama-version", "--token-density", "--load-failure", "--stream-error-rate", "--compute-buffers"):
+        assert flag in out.stdout

@@ -27,8 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, field in SimOptions.model_fields.items():
         flag = "--" + name.replace("_", "-")
         default = field.default
-        kwargs: dict[str, typing.Any] = {"dest": name, "default": None, "help": f"{field.description} (default: "
-                                         f"{':'.join(map(str, default)) if isinstance(default, tuple) else default})"}
+        shown = ":".join(map(str, default)) if isinstance(default, tuple) else default
+        text = f"{field.description} (default: {shown})".replace("%", "%%")  # argparse formats help with %
+        kwargs: dict[str, typing.Any] = {"dest": name, "default": None, "help": text}
         annotation = field.annotation
         if type(None) in typing.get_args(annotation):  # Optional[X]: the flag gives X
             annotation = next(a for a in typing.get_args(annotation) if a is not type(None))

@@ -12,8 +12,11 @@ from __future__ import annotations
 import logging
 import sys
 
+#: What `logger` returns: Prefect's run logger is a LoggerAdapter.
+RunLogger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
-def logger(name: str) -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+
+def logger(name: str) -> RunLogger:
     """The run logger inside a Prefect flow or task run, else `logging.getLogger(name)`."""
     if "prefect" not in sys.modules:
         return logging.getLogger(name)

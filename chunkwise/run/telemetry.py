@@ -10,24 +10,26 @@ from typing import Any
 
 from chunkwise.errors import LLMError
 from chunkwise.gpu.sampler import GpuSampler
-from chunkwise.logs import logger
-from chunkwise.ollama.kv import MIB, kv_reserved_bytes
+from chunkwise.logs import RunLogger, logger
+from chunkwise.ollama.kv import kv_reserved_bytes
 from chunkwise.ollama.ps import ps_entry_for, spill_warning
 from chunkwise.run.context import RunContext, get_runtime
 from chunkwise.settings import get_settings
+from chunkwise.units import MIB
 
 
-def log():
+def log() -> RunLogger:
     return logger("chunkwise.run.telemetry")
 
 
 def ps_snapshot(ctx: RunContext) -> dict[str, Any] | None:
     """The model's `/api/ps` entry (size, size_vram, context_length), warning loudly on a CPU spill;
     None for an OpenAI-compatible server, which has no such endpoint."""
-    if ctx.params.api != "ollama":
+    client = get_runtime(ctx).client
+    if ctx.params.api != "ollama" or not hasattr(client, "ps"):
         return None
     try:
-        entry = ps_entry_for(get_runtime(ctx).client.ps(), ctx.params.model)
+        entry = ps_entry_for(client.ps(), ctx.params.model)
     except LLMError as exc:
         log().warning("could not read /api/ps from %s: %s", ctx.host, exc)
         return None

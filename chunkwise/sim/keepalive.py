@@ -36,6 +36,8 @@ def parse_go_duration(text: str) -> float:
     pos = 0
     while pos < len(text):
         match = _COMPONENT.match(text, pos)
+        if match is None:  # the pattern's groups are all optional, so it matches any position
+            raise DurationError(f"time: invalid duration {quoted}")
         whole, frac, unit = match.group(1), match.group(2), match.group(3)
         if not whole and not frac:
             raise DurationError(f"time: invalid duration {quoted}")

@@ -47,8 +47,10 @@ async def _complete(request: web.Request, kind: str) -> web.StreamResponse:
     try:
         era = opts.era
         parse_rest(req, opts.keep_alive_default_s, era)
-        num_ctx = max(4, min(req.num_ctx or opts.num_ctx_default, req.profile.context_length))
-        key = LoadKey(req.profile.name, num_ctx, opts.parallel, opts.kv_cache_type, req.shift or not era.llama_server)
+        profile = req.profile
+        assert profile is not None  # parse_rest answered 404 otherwise
+        num_ctx = max(4, min(req.num_ctx or opts.num_ctx_default, profile.context_length))
+        key = LoadKey(profile.name, num_ctx, opts.parallel, opts.kv_cache_type, req.shift or not era.llama_server)
         if req.empty:
             return await _load_only(request, state, req, key, t0)
         prompt = _prompt(req, num_ctx, opts.truncation_mode, opts.token_density)
@@ -60,12 +62,12 @@ async def _complete(request: web.Request, kind: str) -> web.StreamResponse:
     if fault == "error":
         state.stats.faults["error"] += 1
         return state.error(endpoint, 500, RUNNER_STOPPED)
-    keep = req.num_keep + (1 if req.profile.adds_bos else 0)
+    keep = req.num_keep + (1 if profile.adds_bos else 0)
     answer = make_answer(req, opts.answer_tokens, num_ctx, len(prompt.tokens), opts.token_density,
                          opts.thinking_tokens, keep)
     t_sched = time.perf_counter_ns()
     try:
-        lease = await state.scheduler.acquire(key, req.profile, prompt.tokens, req.keep_alive_s)
+        lease = await state.scheduler.acquire(key, profile, prompt.tokens, req.keep_alive_s)
     except ServerBusy as exc:
         return state.error(endpoint, 503, str(exc))
     except LoadFailed as exc:
@@ -78,7 +80,7 @@ async def _complete(request: web.Request, kind: str) -> web.StreamResponse:
 
 
 def _prompt(req: CompletionRequest, num_ctx: int, mode: str, density: float) -> Prompt:
-    bos = req.profile.adds_bos
+    bos = req.profile is not None and req.profile.adds_bos
     if req.kind == "chat":
         return chat_prompt(req.messages, num_ctx, req.num_keep, bos, mode, req.truncate, density)
     return generate_prompt(req.prompt, req.system, req.raw, num_ctx, req.num_keep, bos, mode, req.truncate, density)
@@ -95,6 +97,7 @@ async def _load_only(
         reason = "unload"
     else:
         try:
+            assert req.profile is not None  # parse_rest answered 404 otherwise
             lease = await sched.acquire(key, req.profile, None, req.keep_alive_s)
         except ServerBusy as exc:
             return state.error(request.path, 503, str(exc))

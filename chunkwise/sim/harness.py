@@ -25,11 +25,16 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from chunkwise.sim.options import SimOptions
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from chunkwise.sim.state import SimState
 
 STARTUP_TIMEOUT_S = 30.0
 
@@ -37,7 +42,7 @@ STARTUP_TIMEOUT_S = 30.0
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def cli_args(options: SimOptions) -> list[str]:
@@ -62,11 +67,11 @@ class SimHandle:
         self.process = process
         self.url = ""
         self._client = httpx.Client(timeout=30.0, trust_env=False)
-        self._state = None
+        self._state: SimState | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._runner = None
-        self._proc: subprocess.Popen | None = None
+        self._runner: web.AppRunner | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def pid(self) -> int:
@@ -181,7 +186,8 @@ class SimHandle:
     def _checked(response: httpx.Response) -> dict[str, Any]:
         if response.status_code != 200:
             raise RuntimeError(f"simulator answered {response.status_code} to {response.request.url}: {response.text}")
-        return response.json()
+        body: dict[str, Any] = response.json()
+        return body
 
 
 @contextmanager

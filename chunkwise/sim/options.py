@@ -7,7 +7,7 @@ new field is a new flag. Rates of 0 mean "infinitely fast": the simulator then n
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -169,6 +169,6 @@ class SimOptions(BaseModel):
         """The truncation in force: the explicit option, else the era's."""
         return self.truncation or self.era.truncation
 
-    def updated(self, changes: dict) -> SimOptions:
+    def updated(self, changes: dict[str, Any]) -> SimOptions:
         """A validated copy with `changes` applied (all fields checked together)."""
         return SimOptions.model_validate({**self.model_dump(), **changes})

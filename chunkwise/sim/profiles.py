@@ -185,7 +185,7 @@ ALIASES: dict[str, str] = {
 }
 
 
-def resolve(name: str) -> ModelProfile | None:
+def resolve(name: object) -> ModelProfile | None:
     """The profile a request's `model` names, or None (-> 404 `model 'X' not found`)."""
     if not isinstance(name, str):
         return None

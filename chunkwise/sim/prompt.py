@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from chunkwise.sim.tokenizer import GENERATION_TOKENS, message_template, tokenize
 
@@ -44,11 +45,11 @@ def message_tokens(role: str, content: str, density: float = 1.0) -> tuple[str, 
     return tuple(message_template(role, tokenize(content, density)))
 
 
-def _message_key(message: Mapping) -> tuple[str, str]:
+def _message_key(message: Mapping[str, Any]) -> tuple[str, str]:
     return str(message.get("role", "user")), str(message.get("content") or "")
 
 
-def render_messages(messages: Sequence[Mapping], density: float = 1.0) -> list[str]:
+def render_messages(messages: Sequence[Mapping[str, Any]], density: float = 1.0) -> list[str]:
     """Same tokens as `render_chat(messages, density)`, built from cached per-message tokens."""
     out: list[str] = []
     for message in messages:
@@ -66,7 +67,9 @@ class Prompt:
     cut_tokens: int = 0
 
 
-def prune_messages(messages: Sequence[Mapping], num_ctx: int, density: float = 1.0) -> tuple[list[Mapping], int]:
+def prune_messages(
+    messages: Sequence[Mapping[str, Any]], num_ctx: int, density: float = 1.0
+) -> tuple[list[Mapping[str, Any]], int]:
     """Stage 1: the messages that remain and how many were dropped."""
     keys = [_message_key(m) for m in messages]
     lengths = [len(message_tokens(*k, density)) for k in keys]
@@ -108,8 +111,8 @@ def cut_tokens(tokens: list[str], num_ctx: int, num_keep: int, adds_bos: bool, m
     return tokens[:keep] + tokens[keep + n - new_len :]
 
 
-def chat_prompt(messages: Sequence[Mapping], num_ctx: int, num_keep: int, adds_bos: bool, mode: str, truncate: bool,
-                density: float = 1.0) -> Prompt:
+def chat_prompt(messages: Sequence[Mapping[str, Any]], num_ctx: int, num_keep: int, adds_bos: bool, mode: str,
+                truncate: bool, density: float = 1.0) -> Prompt:
     """Render and truncate an /api/chat prompt."""
     dropped = 0
     if truncate:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -52,7 +54,8 @@ class _Ndjson(web.StreamResponse):
 class Responder:
     """A request holding a slot: sleeps the modelled time and writes the answer."""
 
-    def __init__(self, request, state, req, prompt, answer, lease, fault, t0, load_ns) -> None:
+    def __init__(self, request: web.Request, state: SimState, req: CompletionRequest, prompt: Prompt, answer: Answer,
+                 lease: Lease, fault: str | None, t0: int, load_ns: int) -> None:
         self.request: web.Request = request
         self.state: SimState = state
         self.req: CompletionRequest = req
@@ -70,7 +73,7 @@ class Responder:
         self.prefill_ns = prefill_ns(cached, n - cached, opts.prefill_tps, scale)
         loaded = lease.loaded
         slowdown = slot_slowdown(loaded.active, opts.batch_gain)
-        self.decode = lambda k: round(decode_ns(n, k, opts.decode_tps, scale) * slowdown)
+        self.decode: Callable[[int], int] = lambda k: round(decode_ns(n, k, opts.decode_tps, scale) * slowdown)
         # this prefill runs in the shared engine and delays the other busy slots' decoding (timing.py)
         if self.prefill_ns and loaded.active > 1:
             loaded.stall_ns += prefill_stall_ns(self.prefill_ns, opts.prefill_share)
@@ -94,7 +97,7 @@ class Responder:
             response = await writer()
             if self.answer.shifts:
                 self.state.stats.context_shifts += self.answer.shifts
-                keep = self.req.num_keep + (1 if self.req.profile.adds_bos else 0)
+                keep = self.req.num_keep + (1 if self.req.profile and self.req.profile.adds_bos else 0)
                 cache = final_cache(self.prompt.tokens, self.generated, self.lease.loaded.key.num_ctx, keep)
             else:
                 cache = self.prompt.tokens + self.generated
@@ -108,9 +111,9 @@ class Responder:
         finally:
             self.state.scheduler.release(self.lease, cache)
 
-    def _final(self) -> dict:
+    def _final(self) -> dict[str, Any]:
         req, answer = self.req, self.answer
-        extra = {}
+        extra: dict[str, Any] = {}
         if req.kind == "generate" and not req.raw:
             extra["context"] = [token_id(t) for t in self.prompt_full_tokens() + answer.tokens]
         total = time.perf_counter_ns() - self.t0
@@ -126,7 +129,7 @@ class Responder:
 
     def _stalled(self) -> int:
         """Nanoseconds other slots' prefills have delayed this request since it took its slot."""
-        return self.lease.loaded.stall_ns - self._stall_seen
+        return int(self.lease.loaded.stall_ns - self._stall_seen)
 
     async def _sleep_until(self, start: float, offset_ns: int) -> None:
         delay = start + (offset_ns + self._stalled()) / 1e9 - time.perf_counter()
@@ -184,7 +187,7 @@ class Responder:
         ends = [*range(step, total, step), total] if total else []
         incomplete = self.fault == "incomplete"
         crash = self.fault == "stream_error"
-        if incomplete or crash:
+        if self.fault is not None and (incomplete or crash):
             self.state.stats.faults[self.fault] += 1
             ends = ends[: max(1, len(ends) // 2)] if ends else []
         response = _Ndjson(status=200)

@@ -47,7 +47,7 @@ class LoadFailed(Exception):
     """The model could not be loaded; the message is the runner's (HTTP 500)."""
 
 
-def common_prefix(a: list, b: list) -> int:
+def common_prefix(a: list[Any], b: list[Any]) -> int:
     """Length of the common prefix of two token lists, compared in C-speed slices (100K tokens: < 1 ms)."""
     n = min(len(a), len(b))
     i = 0
@@ -72,7 +72,7 @@ class LoadKey:
 @dataclass(eq=False)
 class Slot:
     index: int
-    tokens: list = field(default_factory=list)
+    tokens: list[str] = field(default_factory=list)
     busy: bool = False
     #: perf_counter_ns when the current lease began (for slot-occupancy accounting).
     busy_since_ns: int = 0
@@ -105,9 +105,9 @@ class Lease:
 class _Waiter:
     key: LoadKey
     profile: ModelProfile
-    tokens: list | None
+    tokens: list[str] | None
     keep_alive_s: float
-    future: asyncio.Future
+    future: asyncio.Future[Lease]
 
 
 class Scheduler:
@@ -116,11 +116,13 @@ class Scheduler:
         self.stats = stats
         self.loaded: Loaded | None = None
         self.waiters: deque[_Waiter] = deque()
-        self._load_task: asyncio.Task | None = None
+        self._load_task: asyncio.Task[None] | None = None
         self._loading_key: LoadKey | None = None
 
     # -- acquire / release -------------------------------------------------------------------
-    async def acquire(self, key: LoadKey, profile: ModelProfile, tokens: list | None, keep_alive_s: float) -> Lease:
+    async def acquire(
+        self, key: LoadKey, profile: ModelProfile, tokens: list[str] | None, keep_alive_s: float
+    ) -> Lease:
         """A slot of the model `key` describes; waits for a slot or a (re)load. Raises ServerBusy."""
         self._expire()
         loaded = self.loaded
@@ -152,7 +154,7 @@ class Scheduler:
             return -1
         return sum(1 for w in self.waiters if w.key != current)
 
-    def release(self, lease: Lease, tokens: list | None) -> None:
+    def release(self, lease: Lease, tokens: list[str] | None) -> None:
         """Give the slot back; `tokens` (prompt + answer) become its cache, None keeps the old cache."""
         loaded = lease.loaded
         lease.slot.busy = False
@@ -167,7 +169,7 @@ class Scheduler:
                 loaded.expires_at = time.time() + loaded.session_s
         self._dispatch()
 
-    def _assign(self, loaded: Loaded, tokens: list | None, keep_alive_s: float) -> Lease | None:
+    def _assign(self, loaded: Loaded, tokens: list[str] | None, keep_alive_s: float) -> Lease | None:
         best: Slot | None = None
         best_len = -1
         for slot in loaded.slots:

@@ -11,6 +11,7 @@ Every response carries `X-Ollama-Simulator: chunkwise`, and /api/version adds
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
@@ -163,7 +164,9 @@ async def start_server(options: SimOptions, state: SimState | None = None) -> tu
     except BaseException:
         await runner.cleanup()
         raise
-    port = site._server.sockets[0].getsockname()[1]  # the real port when options.port is 0
+    server = site._server
+    assert server is not None and isinstance(server, asyncio.Server)  # started above
+    port = int(server.sockets[0].getsockname()[1])  # the real port when options.port is 0
     host = options.host if ":" not in options.host else f"[{options.host}]"
     return runner, f"http://{host}:{port}"
 

@@ -149,7 +149,7 @@ def _resolve_ref(root: Any, ref: str) -> Any:
     return node
 
 
-def _string(schema: dict, rng: random.Random) -> str:
+def _string(schema: dict[str, Any], rng: random.Random) -> str:
     fmt = schema.get("format")
     if fmt == "date-time":
         return f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:00:00Z"
@@ -168,7 +168,7 @@ def _string(schema: dict, rng: random.Random) -> str:
     return text
 
 
-def _bound(schema: dict, plain: str, exclusive: str) -> tuple[float | None, bool]:
+def _bound(schema: dict[str, Any], plain: str, exclusive: str) -> tuple[float | None, bool]:
     """(bound, is_exclusive) from draft-4 (boolean exclusive*) or draft-6+ (numeric exclusive*) keywords."""
     excl = schema.get(exclusive)
     if isinstance(excl, bool):
@@ -178,7 +178,7 @@ def _bound(schema: dict, plain: str, exclusive: str) -> tuple[float | None, bool
     return (float(schema[plain]), False) if plain in schema else (None, False)
 
 
-def _number(schema: dict, rng: random.Random, integer: bool) -> float | int:
+def _number(schema: dict[str, Any], rng: random.Random, integer: bool) -> float | int:
     lo, lo_excl = _bound(schema, "minimum", "exclusiveMinimum")
     hi, hi_excl = _bound(schema, "maximum", "exclusiveMaximum")
     if lo is None:

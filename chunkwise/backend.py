@@ -28,6 +28,8 @@ class ChatResult:
     eval_duration: int = 0
     #: Client-side wall time of the request, nanoseconds.
     wall_ns: int = 0
+    #: A thinking model's reasoning trace (Ollama `message.thinking`); its tokens are in eval_count.
+    thinking: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -11,8 +11,17 @@ it.
 
 A prompt is flagged `context_truncated` when Ollama evaluated clearly fewer tokens than expected
 (`observed < expected x (1 - tolerance)`), or when the evaluated prompt filled the whole context
-(`observed >= num_ctx - 1`: Ollama v0.4-v0.29 cut to exactly num_ctx; v0.30.11+ cut to about
-num_ctx / 2 + 2, which the first rule catches).
+(`observed >= num_ctx`: Ollama v0.4-v0.29 cut to exactly num_ctx). A prompt of exactly
+`num_ctx - 1` tokens is legal (llama-server refuses only `n_tokens >= n_ctx`, ollama
+llm/llama_server.go v0.33.0-rc2) and is judged by the shortfall rule alone, which also catches
+v0.30.11+'s cut to about num_ctx / 2 + 2 (and v0.30.0-v0.30.10's cut to num_ctx - 1 when the
+overshoot is clear). Since every request sends `truncate: false`, servers from v0.12.6 refuse an
+over-long prompt with a 400 instead of cutting it; these rules matter for older servers.
+
+Chat-template overhead is chunkwise's own estimate, not any server's or the simulator's: Llama 3's
+template (`<|start_header_id|>role<|end_header_id|>\n\n ... <|eot_id|>`) spends 5 tokens per
+message, plus `<|begin_of_text|>` and the 4 tokens that open the assistant's turn. The conversation
+trimmer corrects every estimate with the server's own `prompt_eval_count`.
 """
 
 from __future__ import annotations
@@ -35,9 +44,9 @@ MAX_SAMPLES = 500
 #: templates spend about this many: Llama 3.1's wraps each message in `<|start_header_id|>`, the role,
 #: `<|end_header_id|>`, a blank line and `<|eot_id|>`. Changing it changes how a conversation is trimmed,
 #: so a resumed run would trim differently from the run it resumes.
-MESSAGE_OVERHEAD_TOKENS = 4
-#: Estimated template tokens that open the assistant's turn at the end of a chat prompt.
-GENERATION_PROMPT_TOKENS = 3
+MESSAGE_OVERHEAD_TOKENS = 5
+#: Estimated template tokens outside the messages: BOS, then the assistant turn's opening header.
+GENERATION_PROMPT_TOKENS = 5
 #: Characters per token no tokenizer goes above; used to reject prompts that cannot fit at all.
 MAX_PLAUSIBLE_CHARS_PER_TOKEN = 8.0
 
@@ -113,7 +122,7 @@ class TokenEstimator:
         """Whether Ollama evaluated a cut prompt (see the module docstring for the rule)."""
         if prompt_eval_count is None:
             return False
-        if prompt_eval_count >= num_ctx - 1:
+        if prompt_eval_count >= num_ctx:
             return True
         expected = self.expected_tokens(chars)
         return prompt_eval_count < expected * (1.0 - self._calibration.tolerance)

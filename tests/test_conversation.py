@@ -81,3 +81,65 @@ def test_different_row_system_prompt_restarts_the_conversation():
     messages = conv.prepare("q2", "two")
     assert messages == [{"role": "system", "content": "two"}, {"role": "user", "content": "q2"}]
     assert conv.restarts == 1
+
+
+def dense_server_count(messages, density=1.5):
+    """A server whose tokenizer packs the text `density` times denser than 4 chars/token."""
+    return sum(int(len(m["content"]) / 4 * density) + 6 for m in messages) + 5
+
+
+def test_trimming_follows_the_servers_counts_for_dense_text():
+    num_ctx, num_predict = 4096, 256
+    conv = Conversation("s" * 400, num_ctx=num_ctx, trim_threshold=0.875, chars_per_token=4.0, num_predict=num_predict)
+    worst = 0
+    for i in range(60):
+        user = f"def f{i}(x): return x[{i}] + 1; " * 12
+        messages = conv.prepare(user)
+        real = dense_server_count(messages)
+        worst = max(worst, real)
+        conv.add(user, "a" * 600, prompt_eval_count=real, eval_count=200)
+    assert conv.trimmed > 0
+    assert worst + num_predict <= num_ctx  # the answer always has room
+
+
+def test_a_fixed_ratio_alone_would_overflow_the_same_conversation():
+    """The witness for the test above: without the server's counts the same turns overflow."""
+    num_ctx, num_predict = 4096, 256
+    conv = Conversation("s" * 400, num_ctx=num_ctx, trim_threshold=0.875, chars_per_token=4.0, num_predict=num_predict)
+    worst = 0
+    for i in range(60):
+        user = f"def f{i}(x): return x[{i}] + 1; " * 12
+        worst = max(worst, dense_server_count(conv.prepare(user)))
+        conv.add(user, "a" * 600)
+    assert worst + num_predict > num_ctx
+
+
+def test_harder_trim_after_a_refusal_uses_the_size_the_server_stated():
+    conv = Conversation("sys", num_ctx=4096, trim_threshold=0.875, chars_per_token=4.0)
+    for i in range(8):
+        conv.prepare("q" * 1200)
+        conv.add("q" * 1200, "a" * 400)
+    before = len(conv.prepare("q" * 1200))
+    refusal = "request (5000 tokens) exceeds the available context size (4096 tokens), try increasing it"
+    after = conv.prepare("q" * 1200, harder=True, refused=refusal)
+    assert len(after) < before and conv.harder_trims == 1
+    assert conv.estimated_tokens("q" * 1200) <= int(0.875 * 4096 * 0.75)
+
+
+def test_the_client_never_imports_the_simulator():
+    """Only the simulator itself, `measure/`, `inputs/sample.py` and the sim/demo/plan commands may."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1] / "chunkwise"
+    allowed = {"sim", "measure"}
+    allowed_files = {"inputs/sample.py", "commands/sim.py", "commands/demo.py", "commands/plan.py"}
+    offenders = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root).as_posix()
+        if rel.split("/")[0] in allowed or rel in allowed_files:
+            continue
+        if re.search(r"^\s*(from chunkwise\.sim\b|from chunkwise import sim\b|import chunkwise\.sim\b)",
+                     path.read_text(), re.M):
+            offenders.append(rel)
+    assert offenders == []

@@ -31,6 +31,11 @@ def test_keep_tail_truncation_is_flagged_by_hitting_num_ctx():
     assert est.is_truncated(chars=20_000, prompt_eval_count=4096, num_ctx=4096)
 
 
+def test_a_prompt_of_num_ctx_minus_one_tokens_is_legal():
+    est = TokenEstimator()
+    assert not est.is_truncated(chars=4095 * 4, prompt_eval_count=4095, num_ctx=4096)
+
+
 def test_half_truncation_is_flagged_by_shortfall():
     est = TokenEstimator()
     # ~5,000 tokens sent, Ollama >= 0.30.11 kept num_ctx/2 + 2

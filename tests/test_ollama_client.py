@@ -128,7 +128,7 @@ def test_retry_condition_retries_only_transient_failures():
 @pytest.mark.parametrize(
     ("raw", "normalised"),
     [("127.0.0.1", "http://127.0.0.1:11434"), ("0.0.0.0:1234", "http://0.0.0.0:1234"),
-     ("https://gpu.example.com", "https://gpu.example.com"), ("http://[::1]:8080/", "http://[::1]:8080")],
+     ("https://gpu.example.com", "https://gpu.example.com:443"), ("http://[::1]:8080/", "http://[::1]:8080")],
 )
 def test_parse_host_like_ollamas_client(raw, normalised):
     assert o.parse_host(raw) == normalised

@@ -7,12 +7,12 @@ one place, `_error_from_response` and `_request`/`_send_stream`.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -36,34 +36,69 @@ DEFAULT_PORT = 11434
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
-def parse_host(value: str) -> str:
-    """Normalise an Ollama host the way Ollama's client reads `OLLAMA_HOST`.
+#: The default ports Ollama's `envconfig.Host()` uses per scheme (envconfig/config.go, v0.33.0-rc2).
+_SCHEME_PORTS = {"http": 80, "https": 443}
 
-    `host`, `host:port`, `http://host`, `https://host:port/` are accepted; the port defaults to
-    11434 for a bare host and to the scheme's port for an explicit scheme. Anything but http(s)
-    is refused (a host such as `file:///etc/passwd` must never reach httpx).
+
+def parse_host(value: str) -> str:
+    """Normalise an Ollama host the way Ollama's own client reads `OLLAMA_HOST`.
+
+    Mirrors `envconfig.Host()` (ollama/ollama envconfig/config.go and its TestHost table, tag
+    v0.33.0-rc2): surrounding spaces and quotes are stripped; no scheme means http on 11434
+    (`host`, `host:port`, `:port` = this machine, `[::1]`, bare `::1`); `http://` defaults to
+    port 80 and `https://` to 443; a path (a reverse proxy prefix) is kept; bare `ollama.com`
+    means `https://ollama.com:443`.
+
+    Refused with a message (Ollama would guess instead): a scheme other than http/https (a host
+    such as `file:///etc/passwd` must never reach httpx), an empty host, and a port that is not a
+    number in 1-65535 (Ollama logs a warning and silently uses the default port, which would send
+    a typo'd port's requests to another server).
     """
-    raw = value.strip()
+    raw = value.strip().strip("\"'").strip()
     if not raw:
         raise ConfigError("Ollama host is empty; set --host or OLLAMA_HOST, e.g. http://127.0.0.1:11434")
-    if "://" not in raw:
-        raw = f"http://{raw}"
-        default_port: int | None = DEFAULT_PORT
+    scheme, sep, hostport = raw.partition("://")
+    if not sep:
+        scheme, hostport, default_port = "http", raw, DEFAULT_PORT
+        if raw == "ollama.com":
+            scheme, hostport = "https", "ollama.com:443"
+    elif scheme.lower() in _SCHEME_PORTS:
+        scheme = scheme.lower()
+        default_port = _SCHEME_PORTS[scheme]
     else:
-        default_port = None
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https"):
-        raise ConfigError(f"Ollama host {value!r} uses scheme {parts.scheme!r}; only http and https are allowed")
-    if not parts.hostname:
-        raise ConfigError(f"Ollama host {value!r} has no host name; write it as http://HOST:PORT")
-    try:
-        port = parts.port or default_port
-    except ValueError:
-        raise ConfigError(f"Ollama host {value!r} has an invalid port; write it as http://HOST:PORT") from None
-    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-    netloc = f"{host}:{port}" if port else host
-    path = parts.path.rstrip("/")
-    return f"{parts.scheme}://{netloc}{path}"
+        raise ConfigError(f"Ollama host {value!r} uses scheme {scheme!r}; only http and https are allowed")
+    hostport, _, path = hostport.partition("/")
+    host, port_text = _split_host_port(hostport, value)
+    if not host:
+        if port_text is None:
+            raise ConfigError(f"Ollama host {value!r} has no host name; write it as http://HOST:PORT")
+        host = "127.0.0.1"  # Go dials ":port" on the local system
+    port = default_port
+    if port_text is not None:
+        if not port_text.isdigit() or not 0 < int(port_text) <= 65535:
+            raise ConfigError(f"Ollama host {value!r} has an invalid port {port_text!r}; write it as http://HOST:PORT "
+                              "with a port from 1 to 65535")
+        port = int(port_text)
+    if ":" in host:
+        host = f"[{host}]"
+    path = path.rstrip("/")
+    return f"{scheme}://{host}:{port}" + (f"/{path}" if path else "")
+
+
+def _split_host_port(hostport: str, value: str) -> tuple[str, str | None]:
+    """`host[:port]`, `[v6][:port]` or a bare IPv6 address -> (host, port or None)."""
+    if hostport.startswith("["):
+        inside, bracket, rest = hostport[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ConfigError(f"Ollama host {value!r} is not a valid address; write IPv6 as http://[::1]:11434")
+        return inside, (rest[1:] if rest else None)
+    if hostport.count(":") > 1:  # a bare IPv6 address such as ::1 has no port
+        try:
+            return str(ipaddress.IPv6Address(hostport)), None
+        except ValueError:
+            raise ConfigError(f"Ollama host {value!r} is not a valid address; write IPv6 as http://[::1]:11434") from None
+    host, colon, port = hostport.partition(":")
+    return host, (port if colon else None)
 
 
 def _error_from_response(status: int, message: str, model: str) -> LLMError:
@@ -137,8 +172,11 @@ operations like `time.sleep()`, network requests"). With streaming (the default)
         return data
 
     def show(self, model: str) -> dict[str, Any]:
-        """`POST /api/show`: details, model_info (architecture numbers) and parameters."""
-        return self._request("POST", "/api/show", model=model, json={"model": model}).json()
+        """`POST /api/show` with `verbose: true`: details, capabilities, model_info (architecture
+        numbers) and parameters. Without `verbose` Ollama replaces every model_info array longer
+        than 5 with `[]` (server/routes.go `GetModelInfo`, v0.33.0-rc2), so per-layer lists such as
+        `head_count_kv` would arrive empty."""
+        return self._request("POST", "/api/show", model=model, json={"model": model, "verbose": True}).json()
 
     def tags(self) -> list[dict[str, Any]]:
         """`GET /api/tags`: the installed models with their digests."""
@@ -159,8 +197,16 @@ operations like `time.sleep()`, network requests"). With streaming (the default)
         keep_alive: str | int | None = None,
         format: dict[str, Any] | str | None = None,
         truncate: bool | None = None,
+        shift: bool | None = None,
+        think: bool | str | None = None,
     ) -> ChatResult:
-        """`POST /api/chat`; raises an `LLMError` subclass for anything but a complete answer."""
+        """`POST /api/chat`; raises an `LLMError` subclass for anything but a complete answer.
+
+        `truncate`/`shift` are `ChatRequest` fields since Ollama v0.12.6 (api/types.go); older
+        servers ignore them (gin's JSON binding drops unknown fields). `think` is a bool or a
+        level "low" | "medium" | "high" (api/types.go `ThinkValue`); None leaves it out, which a
+        thinking-capable model reads as `true` since v0.12.4 (server/routes.go ChatHandler).
+        """
         body: dict[str, Any] = {"model": model, "messages": messages, "options": options, "stream": self.stream}
         if keep_alive is not None:
             body["keep_alive"] = keep_alive
@@ -168,13 +214,20 @@ operations like `time.sleep()`, network requests"). With streaming (the default)
             body["format"] = format
         if truncate is not None:
             body["truncate"] = truncate
+        if shift is not None:
+            body["shift"] = shift
+        if think is not None:
+            body["think"] = think
         started = time.perf_counter_ns()
         try:
             if self.stream:
-                final, content = self._chat_stream(body, model)
+                final, content, thinking = self._chat_stream(body, model)
             else:
                 final = self._request("POST", "/api/chat", model=model, json=body).json()
-                content = (final.get("message") or {}).get("content") or ""
+                if "error" in final:
+                    raise ServerError(f"{final['error']} (in answer)", 200)
+                message = final.get("message") or {}
+                content, thinking = message.get("content") or "", message.get("thinking") or ""
         except httpx.TimeoutException as exc:
             raise RequestTimeout(f"no answer from {self.host} within the timeout ({type(exc).__name__})") from None
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
@@ -191,12 +244,14 @@ operations like `time.sleep()`, network requests"). With streaming (the default)
             prompt_eval_duration=int(final.get("prompt_eval_duration", 0)),
             eval_duration=int(final.get("eval_duration", 0)),
             wall_ns=time.perf_counter_ns() - started,
+            thinking=thinking,
         )
 
-    def _chat_stream(self, body: dict[str, Any], model: str) -> tuple[dict[str, Any], str]:
+    def _chat_stream(self, body: dict[str, Any], model: str) -> tuple[dict[str, Any], str, str]:
         """Read NDJSON lines (one per token from Ollama) from raw bytes: splitting and decoding them
         here costs a fraction of httpx's text line iterator, which matters at thousands of lines/s."""
         pieces: list[str] = []
+        thoughts: list[str] = []
         last: dict[str, Any] = {}
         pending = b""
         with self._send_stream("POST", "/api/chat", model=model, content=orjson.dumps(body),
@@ -205,14 +260,14 @@ operations like `time.sleep()`, network requests"). With streaming (the default)
                 *lines, pending = (pending + data).split(b"\n")
                 for line in lines:
                     if line:
-                        last = self._stream_line(line, pieces, response.status_code)
+                        last = self._stream_line(line, pieces, thoughts, response.status_code)
             if pending.strip():
-                last = self._stream_line(pending, pieces, response.status_code)
+                last = self._stream_line(pending, pieces, thoughts, response.status_code)
             # No break on done: reading the stream to its end returns the connection to the pool
             # (closing a half-read response would cost a new TCP connection per request).
-        return last, "".join(pieces)
+        return last, "".join(pieces), "".join(thoughts)
 
-    def _stream_line(self, line: bytes, pieces: list[str], status: int) -> dict[str, Any]:
+    def _stream_line(self, line: bytes, pieces: list[str], thoughts: list[str], status: int) -> dict[str, Any]:
         try:
             item = orjson.loads(line)
         except orjson.JSONDecodeError:
@@ -222,6 +277,8 @@ operations like `time.sleep()`, network requests"). With streaming (the default)
         message = item.get("message")
         if message:
             pieces.append(message.get("content") or "")
+            if message.get("thinking"):
+                thoughts.append(message["thinking"])
         return item
 
     # -- transport ----------------------------------------------------------------------------

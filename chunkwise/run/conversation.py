@@ -1,63 +1,130 @@
 """Conversation mode: one chat per chunk, the system prompt once, each request a user turn and its
 answer an assistant turn.
 
-Before each request the conversation is trimmed: while the estimated tokens of (system prompt +
-kept pairs + the new user turn) exceed `trim_threshold x num_ctx`, the oldest request/answer pair
-is dropped; the system prompt always stays. Estimates use the run's fixed characters-per-token
-ratio (recorded in the manifest), so a conversation rebuilt from the ledger after a crash trims
-exactly as the uninterrupted one did and gets the same answers.
+Before each request the conversation is trimmed: while the predicted prompt tokens of (system
+prompt + kept pairs + the new user turn) exceed the limit, the oldest request/answer pair is
+dropped; the system prompt always stays. The limit is `trim_threshold x num_ctx`, and never more
+than `num_ctx - num_predict` (the answer needs room: chunkwise sends `shift: false`, so a full
+context ends the answer instead of silently dropping half of it).
+
+Predictions rest on the server's own counts, not on a characters-per-token guess: once a turn has
+been answered, the next prompt is that turn's `prompt_eval_count` plus its answer (`eval_count`)
+plus an estimate of only the new text, scaled by the density the server showed for this
+conversation and a safety margin (`NEW_TEXT_MARGIN`). Dense text (code, ids, non-English) then
+trims earlier instead of overflowing. Only the first turn relies on the estimate alone.
+
+After a context-exceeded answer, `prepare(..., harder=True)` trims to `HARDER_FRACTION` of the
+limit (and learns the prompt's real size when the server's message states it) for one retry.
+
+Everything a prediction uses (the texts and the server's counts) is in the ledger, so a
+conversation rebuilt after a crash trims exactly as the uninterrupted one did.
 
 A row with its own `system` prompt different from the conversation's starts a new conversation.
 """
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from dataclasses import dataclass
 
 from chunkwise.tokens import GENERATION_PROMPT_TOKENS, MESSAGE_OVERHEAD_TOKENS, estimate_tokens
+
+#: New text is estimated at this many times its expected tokens (density varies within a chat).
+NEW_TEXT_MARGIN = 1.25
+#: A retry after a context-exceeded answer trims to this fraction of the usual limit.
+HARDER_FRACTION = 0.75
+#: llama-server's refusal names the prompt's size: "request (N tokens) exceeds the available
+#: context size (M tokens)" (ollama llm/llama_server_test.go fixture, v0.33.0-rc2).
+_REQUEST_TOKENS_RE = re.compile(r"request \((\d+) tokens\)")
 
 
 @dataclass(frozen=True)
 class Pair:
     user: str
     assistant: str
+    #: Predicted tokens of the pair in a prompt: the user turn at the conversation's density, the
+    #: answer at the server's `eval_count` when known, template overhead for both.
     tokens: int
 
 
+def tokens_in_message(message: str) -> int | None:
+    """The prompt size a context-exceeded message states, if it states one."""
+    found = _REQUEST_TOKENS_RE.search(message or "")
+    return int(found.group(1)) if found else None
+
+
 class Conversation:
-    def __init__(self, system: str, *, num_ctx: int, trim_threshold: float, chars_per_token: float) -> None:
+    def __init__(self, system: str, *, num_ctx: int, trim_threshold: float, chars_per_token: float,
+                 num_predict: int = 0) -> None:
         self.system = system
-        self.limit = int(trim_threshold * num_ctx)
+        self.limit = max(1, min(int(trim_threshold * num_ctx), num_ctx - num_predict))
         self.chars_per_token = chars_per_token
         self.pairs: deque[Pair] = deque()
         self.pair_tokens = 0
-        #: Pairs dropped by trimming and conversations restarted, over the conversation's life.
+        #: Server-measured tokens per estimated token for this conversation (1.0 until measured).
+        self.density = 1.0
+        #: The server's size of the conversation so far (last prompt + its answer), minus dropped
+        #: pairs; None until a turn has been answered since the last restart.
+        self.anchor: int | None = None
+        #: Pairs dropped by trimming, conversations restarted, harder trims, over the conversation's life.
         self.trimmed = 0
         self.restarts = 0
+        self.harder_trims = 0
+        self._last_sent: int = 0  # estimated tokens of the last prepared prompt
 
-    def _tokens(self, text: str) -> int:
+    def _estimate(self, text: str) -> int:
         return estimate_tokens(len(text), self.chars_per_token) + MESSAGE_OVERHEAD_TOKENS
 
-    def _fixed_tokens(self, user: str) -> int:
-        system = self._tokens(self.system) if self.system else 0
-        return system + self._tokens(user) + GENERATION_PROMPT_TOKENS
+    def _estimated_all(self, user: str) -> int:
+        system = self._estimate(self.system) if self.system else 0
+        return system + sum(self._estimate(p.user) + self._estimate(p.assistant) for p in self.pairs) + \
+            self._estimate(user) + GENERATION_PROMPT_TOKENS
+
+    def _new_text(self, user: str) -> int:
+        return int(self._estimate(user) * self.density * NEW_TEXT_MARGIN + 0.5)
 
     def estimated_tokens(self, user: str) -> int:
-        """Estimated prompt tokens if `user` were sent now."""
-        return self._fixed_tokens(user) + self.pair_tokens
+        """Predicted prompt tokens if `user` were sent now (after any trimming already done)."""
+        if self.anchor is not None:
+            return self.anchor + self._new_text(user)
+        fixed = (self._estimate(self.system) if self.system else 0) + GENERATION_PROMPT_TOKENS
+        return int(fixed * self.density + 0.5) + self.pair_tokens + self._new_text(user)
 
-    def prepare(self, user: str, system: str | None = None) -> list[dict[str, str]]:
-        """Trim for `user` (restarting on a different system prompt) and return the messages to send."""
+    def _restart(self, system: str) -> None:
+        self.system = system
+        self.pairs.clear()
+        self.pair_tokens = 0
+        self.anchor = None
+        self.restarts += 1
+
+    def _drop_oldest(self) -> None:
+        pair = self.pairs.popleft()
+        self.pair_tokens -= pair.tokens
+        if self.anchor is not None:
+            self.anchor -= pair.tokens
+        self.trimmed += 1
+
+    def prepare(self, user: str, system: str | None = None, *, harder: bool = False,
+                refused: str | None = None) -> list[dict[str, str]]:
+        """Trim for `user` (restarting on a different system prompt) and return the messages to send.
+
+        `harder`: the previous attempt of this turn exceeded the context; trim to HARDER_FRACTION of
+        the limit. `refused`: the server's message for that attempt (it may state the real size).
+        """
         if system is not None and system != self.system:
-            self.system = system
-            self.pairs.clear()
-            self.pair_tokens = 0
-            self.restarts += 1
-        budget = self.limit - self._fixed_tokens(user)
-        while self.pairs and self.pair_tokens > budget:
-            self.pair_tokens -= self.pairs.popleft().tokens
-            self.trimmed += 1
+            self._restart(system)
+        limit = self.limit
+        if harder:
+            self.harder_trims += 1
+            limit = int(limit * HARDER_FRACTION)
+            stated = tokens_in_message(refused or "")
+            if stated and self._last_sent:  # the refused prompt had these pairs and this user turn
+                self.density = max(self.density, stated / self._last_sent)
+                self.anchor = stated - self._new_text(user)
+        while self.pairs and self.estimated_tokens(user) > limit:
+            self._drop_oldest()
+        self._last_sent = self._estimated_all(user)
         messages = [{"role": "system", "content": self.system}] if self.system else []
         for pair in self.pairs:
             messages.append({"role": "user", "content": pair.user})
@@ -65,8 +132,24 @@ class Conversation:
         messages.append({"role": "user", "content": user})
         return messages
 
-    def add(self, user: str, assistant: str) -> None:
-        """Append an answered request as a user/assistant pair."""
-        tokens = self._tokens(user) + self._tokens(assistant)
+    def add(self, user: str, assistant: str, *, prompt_eval_count: int | None = None,
+            eval_count: int | None = None) -> None:
+        """Append an answered request as a user/assistant pair, learning from the server's counts.
+
+        `prompt_eval_count` is the server's size of the prompt just sent (system, kept pairs and
+        `user`, template included); `eval_count` the answer's tokens (thinking included, which
+        over-counts the answer kept in the history: safe).
+        """
+        estimated_prompt = self._estimated_all(user)
+        if prompt_eval_count and estimated_prompt > 0:
+            self.density = prompt_eval_count / estimated_prompt
+        answer = (eval_count or 0) + MESSAGE_OVERHEAD_TOKENS if eval_count else \
+            int(self._estimate(assistant) * self.density + 0.5)
+        user_tokens = int(self._estimate(user) * self.density + 0.5)
+        tokens = user_tokens + answer
         self.pairs.append(Pair(user, assistant, tokens))
         self.pair_tokens += tokens
+        if prompt_eval_count:
+            self.anchor = prompt_eval_count + answer
+        elif self.anchor is not None:
+            self.anchor += tokens

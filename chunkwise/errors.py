@@ -24,6 +24,7 @@ Our exception hierarchy (exit code in brackets; the layout follows httpx's `_exc
     + FatalError [2] ...................... stop the run: retrying cannot help
       - ModelNotFound ..................... HTTP 404; the hint says how to get the model
       - BadRequest ........................ other HTTP 400s (bad option, bad schema, ...)
+      - ServerKeepsFailing ................ the circuit breaker: the same server error, attempt after attempt
 
 Exit codes:
 
@@ -178,6 +179,11 @@ class ModelNotFound(FatalError):
 
 class BadRequest(FatalError):
     """Other HTTP 400s: a bad option, a bad schema, ..."""
+
+
+class ServerKeepsFailing(FatalError):
+    """The run's circuit breaker tripped (`chunkwise.run.breaker`): the server failed attempt after
+    attempt with the same error; every answer is kept, resume once the server is fixed."""
 
 
 def is_transient(exc: BaseException | None) -> bool:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 Mode = Literal["conversation", "independent"]
 Api = Literal["ollama", "openai"]
 OutputFormat = Literal["parquet", "openai"]
+Think = Literal["off", "on", "low", "medium", "high"]
 
 #: Run names become a directory name: letters, digits, `.`, `_`, `-`; no leading dot.
 RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -137,6 +138,21 @@ class RunParams(BaseModel):
     retry_output_truncated: bool = Field(
         default=False,
         description="Retry an answer cut by num_predict (done_reason 'length') once with twice the num_predict.",
+    )
+    think: Think | None = Field(
+        default=None,
+        description="Thinking models: off | on | low | medium | high (levels only where the model takes "
+        "them). Empty: off (think: false) for models whose /api/show capabilities include 'thinking' "
+        "(low for gpt-oss, which cannot stop thinking), not sent otherwise. Refused for a model that "
+        "cannot think. The trace goes to the `thinking` results column.",
+    )
+    breaker_threshold: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Stop the run (exit 2, every answer kept, resumable) after this many consecutive "
+        "requests failed with the same server error (a model that cannot load, out of memory, a bad "
+        "option).",
     )
     output_dir: str = Field(default="runs", min_length=1, description="Directory holding run directories.")
     output_format: OutputFormat = Field(

@@ -114,14 +114,13 @@ def test_a_fixed_ratio_alone_would_overflow_the_same_conversation():
     assert worst + num_predict > num_ctx
 
 
-def test_harder_trim_after_a_refusal_uses_the_size_the_server_stated():
+def test_harder_trim_after_a_refusal_keeps_a_quarter_of_the_limit_free():
     conv = Conversation("sys", num_ctx=4096, trim_threshold=0.875, chars_per_token=4.0)
     for i in range(8):
         conv.prepare("q" * 1200)
         conv.add("q" * 1200, "a" * 400)
     before = len(conv.prepare("q" * 1200))
-    refusal = "request (5000 tokens) exceeds the available context size (4096 tokens), try increasing it"
-    after = conv.prepare("q" * 1200, harder=True, refused=refusal)
+    after = conv.prepare("q" * 1200, harder=True)
     assert len(after) < before and conv.harder_trims == 1
     assert conv.estimated_tokens("q" * 1200) <= int(0.875 * 4096 * 0.75)
 

@@ -131,7 +131,7 @@ def test_context_truncated_is_recorded_and_not_retried(sim_factory, tmp_path, ca
     failed = results.filter(pl.col("status") == "failed")
     assert set(failed["error_class"]) == {"context_truncated"} and set(failed["attempts"]) == {1}
     assert all(m.startswith(message) for m in failed["error_message"]), failed["error_message"][0]
-    assert stats["truncation"]["send_truncate_false"] is (version == "0.13.0")
+    assert stats["truncation"]["send_truncate_false"] is True  # sent to every server; older ones ignore it
     assert_reconciles(results, stats)
 
 

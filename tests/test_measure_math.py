@@ -53,6 +53,7 @@ def test_fit_needs_two_distinct_contexts():
         (9000, 7999, 8000, None, "fills num_ctx 8000"),  # 0.30-0.30.10: num_ctx - 1
         (30000, 16387, 32768, 32768, "below"),  # >= 0.30.11: about half
         (500, 8000, 8000, None, "more than"),
+        (7999, 7999, 8000, None, None),  # num_ctx - 1 tokens is a legal prompt
     ],
 )
 def test_truncation_check(expected, observed, num_ctx, server_ctx, flagged):
@@ -89,6 +90,23 @@ def test_recommendation_flags_extrapolation_and_small_capacity():
     assert margin_mib(8000.0) == 1024.0
     rec = recommend_num_ctx(fit, 5500.0, "x", parallel=2)
     assert rec.num_ctx is None and rec.limited_by == "memory" and "no safe num_ctx" in rec.note
+
+
+def test_ollamas_compute_buffer_steps_are_taken_out_of_the_fit_and_back_into_the_recommendation():
+    from chunkwise.ollama import compute
+
+    term = compute.term_for("0.33.0", parallel=1)
+    xs = [1000, 4000, 8000, 20000, 40000, 60000]
+    ys = [5000 + 0.125 * x + term(x) for x in xs]  # weights + KV + Ollama's stepped compute buffers
+    biased, fit = fit_line(xs, ys), fit_line(xs, ys, term)
+    assert abs(biased.slope_mib_per_token - 0.125) > 0.01
+    assert fit.slope_mib_per_token == pytest.approx(0.125) and fit.intercept_mib == pytest.approx(5000)
+    # 24,000 MiB - 2,400 margin - 5,000 = 16,600: 2 GiB of buffers above 32,768 leave 116,416 tokens
+    rec = recommend_num_ctx(fit, 24000.0, "NVML", compute_mib=term)
+    assert rec.num_ctx == 113 * 1024 and 5000 + 0.125 * rec.num_ctx + 2048 <= 24000 - 2400
+    # 12,000 - 1,200 - 5,000 = 5,800: past 32,768 the 2 GiB step does not fit, 32,768 with 768 MiB does
+    rec = recommend_num_ctx(fit, 12000.0, "NVML", compute_mib=term)
+    assert rec.num_ctx == 32768 and compute.applies("0.0.0") and not compute.applies("0.13.0")
 
 
 def test_recommendation_refuses_without_fit_capacity_or_slope():

@@ -114,14 +114,16 @@ def test_build_plan_conversation(summary):
     # The 5,000-token request + 1,000 system + 512 num_predict fits 8192; independent num_ctx:
     # ceil(6000 x 1.15) + 512 = 7412 -> 8192.
     assert (p.too_long_count, p.largest_request_tokens, p.independent_num_ctx) == (0, 6000, 8192)
-    assert p.slots_at_num_ctx == p.independent_slots == 14  # floor((20000 - 4700) / 1024)
+    assert p.compute_buffer_mib == 768.0  # Ollama's num_batch 1024 for an effective context of 8192
+    assert p.slots_at_num_ctx == p.independent_slots == 14  # floor((20000 - 4700 - 768) / 1024)
     prefill = 2 * 1000 + 6000
     avg_ctx = 1000 + 6 * p.mean_request_tokens / 2
     assert p.eta_s == pytest.approx(prefill / 1000 + 1100 * (1 + avg_ctx / 131072) / 50, rel=1e-3)
     assert json.loads(json.dumps(p.as_dict()))["first_rejects"][0]["id"] == "r11"
     text = p.render()
     assert "2 chunks of 5-6 requests; chunk size 8 (computed" in text
-    assert "fits vram    yes: KV 1,024 MiB + weights 4,700 MiB = 5,724 MiB vs 20,000 MiB free" in text
+    assert ("fits vram    yes: KV 1,024 MiB + weights 4,700 MiB + compute buffers 768 MiB (num_batch 1024) = "
+            "6,492 MiB vs 20,000 MiB free") in text
 
 
 def test_build_plan_flags_requests_too_long_for_context(summary):
@@ -145,14 +147,35 @@ def test_build_plan_independent_uses_chunk_token_budget(summary):
     assert p.kv_mib_per_token == pytest.approx(0.125 * 34 / 64)
     assert p.kv_reserved_mib == pytest.approx(2176.0)  # 0.0664 MiB x 8192 x 4
     assert p.fits is True and "weights unknown (not counted)" in p.fit_detail
-    # The largest request: ceil(5000 x 1.15) + 512 = 6262 -> 7168; floor(6000 / (0.0664 x 7168)) = 12.
-    assert (p.independent_num_ctx, p.independent_slots, p.slots_at_num_ctx) == (7168, 12, 11)
-    assert p.advice[-1].endswith("476 MiB of KV per slot; 12 parallel slot(s) of it fit the free VRAM: set "
-                                 "OLLAMA_NUM_PARALLEL and --parallel to 12")
+    # The largest request: ceil(5000 x 1.15) + 512 = 6262 -> 7168; 8192 x 4 slots = 32768 effective
+    # context -> num_batch 1024 and 768 MiB of compute buffers; floor((6000 - 768) / (0.0664 x 7168)) = 10.
+    assert (p.independent_num_ctx, p.independent_slots, p.slots_at_num_ctx) == (7168, 10, 9)
+    assert p.advice[-1].endswith("476 MiB of KV per slot; 10 parallel slot(s) of it fit the free VRAM: set "
+                                 "OLLAMA_NUM_PARALLEL and --parallel to 10")
     tight = build_plan(summary, params(mode="independent", num_ctx=8192, parallel=4), system_prompt="",
                        model_info=LLAMA31_8B, model_info_source="test", free_vram_mib=6_000.0, gpu_reason=None,
                        weights_mib=4_000.0)
     assert tight.fits is False and any("does not fit the free VRAM" in a for a in tight.advice)
+
+
+@pytest.mark.parametrize(("num_ctx", "parallel", "training", "batch", "mib"), [
+    # server/sched.go generationBatchForContext / generationBatchSurcharge (ollama v0.33.0-rc2)
+    (4096, 1, None, 512, 0.0), (4097, 1, None, 1024, 768.0), (8192, 4, None, 1024, 768.0),
+    (32768, 1, None, 1024, 768.0), (32769, 1, None, 2048, 2048.0), (16384, 4, None, 2048, 2048.0),
+    (200_000, 1, 4096, 512, 0.0),  # num_ctx is clamped to the training context first
+])
+def test_ollamas_automatic_num_batch_and_its_compute_buffers(num_ctx, parallel, training, batch, mib):
+    from chunkwise.ollama import compute
+
+    assert compute.automatic_batch(num_ctx, parallel, training) == batch
+    assert compute.compute_buffer_mib(num_ctx, parallel, training) == mib
+
+
+def test_compute_buffers_can_make_a_plan_not_fit(summary):
+    # KV 0.125 MiB x 32768 = 4096 MiB + weights 4700 = 8796 MiB fits 9,500 MiB; + 768 MiB of buffers does not
+    p = build_plan(summary, params(num_ctx=32768), system_prompt="", model_info=LLAMA31_8B, model_info_source="test",
+                   free_vram_mib=9_500.0, gpu_reason=None, weights_mib=4_700.0)
+    assert p.fits is False and "compute buffers 768 MiB" in p.fit_detail
 
 
 def test_chunk_size_for_counts_own_system_prompts(tmp_path):

@@ -29,6 +29,10 @@ def add_run_options(parser: argparse.ArgumentParser, *, input_required: bool = T
     add("--invalid-output-attempts", type=int, help="attempts per request whose answer fails the --format-file schema")
     add("--retry-output-truncated", action="store_true", default=None,
         help="retry an answer cut by num_predict once with twice the num_predict")
+    add("--think", choices=("off", "on", "low", "medium", "high"),
+        help="thinking models: off (default for models that can think), on, or a level where the model takes one")
+    add("--breaker-threshold", type=int,
+        help="stop (exit 2, resumable) after this many consecutive requests fail with the same server error (default 5)")
     add("--output-dir", help="directory for run directories (default runs)")
     add("--run-name", help="run directory name; an existing one is resumed")
     add("--new-run", action="store_true", default=None, help="start fresh beside an existing run of that name")
@@ -36,7 +40,8 @@ def add_run_options(parser: argparse.ArgumentParser, *, input_required: bool = T
 
 
 FIELDS = ("input_path", *SHARED_FIELDS, "api", "output_format", "temperature", "seed", "keep_alive", "max_attempts",
-          "invalid_output_attempts", "retry_output_truncated", "output_dir", "run_name", "new_run", "retry_failed")
+          "invalid_output_attempts", "retry_output_truncated", "think", "breaker_threshold", "output_dir", "run_name",
+          "new_run", "retry_failed")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

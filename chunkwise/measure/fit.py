@@ -7,12 +7,17 @@ straight line in num_ctx:
 whatever else holds the GPU, and the slope is the cost of one context token in every slot.
 Measuring that line needs a reload at every num_ctx: the 2025 seed measurement kept num_ctx fixed
 and saw a flat line (a pre-allocated cache), which says nothing about the cost per token.
+
+From Ollama v0.30 the automatic num_batch adds compute buffers in steps (768 MiB above 4,096 and
+2 GiB above 32,768 tokens of effective context, `chunkwise.ollama.compute`). A straight line through
+such a curve has a biased slope, so the run subtracts Ollama's step from every reading before the
+fit (`fit_line(..., compute_mib=...)`) and adds it back when solving for the recommendation.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -43,12 +48,16 @@ class Fit:
         return asdict(self)
 
 
-def fit_line(xs: Sequence[float], ys: Sequence[float]) -> Fit | None:
+def fit_line(xs: Sequence[float], ys: Sequence[float],
+             compute_mib: Callable[[int], float] | None = None) -> Fit | None:
     """Ordinary least squares; None when fewer than two distinct x values.
 
+    `compute_mib(num_ctx)`: a known stepped term (MiB) taken out of each y before the fit.
     r2 is None when every y is the same (a flat line explains nothing and misses nothing)."""
     if len(xs) != len(ys):
         raise ValueError(f"fit_line needs as many x as y values; got {len(xs)} and {len(ys)}")
+    if compute_mib is not None:
+        ys = [y - compute_mib(int(x)) for x, y in zip(xs, ys)]
     if len(set(xs)) < 2:
         return None
     n = len(xs)
@@ -85,9 +94,11 @@ def truncation_check(
         where = f"the server's context_length {server_context_length} (requested num_ctx {num_ctx})"
     else:
         where = f"num_ctx {num_ctx}"
-    if prompt_eval_count >= limit - 1 and expected_tokens >= limit - 1:
+    # num_ctx - 1 tokens is a legal prompt (llama-server refuses n_tokens >= n_ctx): it counts as a
+    # cut only when more was sent
+    if prompt_eval_count >= limit - 1 and expected_tokens >= limit:
         return f"prompt_eval_count {prompt_eval_count} fills {where}: the prompt of ~{expected_tokens} tokens was cut"
-    if prompt_eval_count >= limit - 1:
+    if prompt_eval_count >= limit:
         return f"prompt_eval_count {prompt_eval_count} fills {where}, more than the ~{expected_tokens} tokens sent"
     if prompt_eval_count < expected_tokens * (1.0 - tolerance):
         return (
@@ -95,6 +106,19 @@ def truncation_check(
             f"~{expected_tokens} tokens sent (tolerance {tolerance:.0%}), limit {where}: the prompt was cut"
         )
     return None
+
+
+def largest_within_steps(budget_mib: float, slope: float, compute_mib: Callable[[int], float], upper: int) -> int:
+    """Largest num_ctx n <= upper with `slope x n + compute_mib(n) <= budget_mib` (0 when none fits).
+    With slope > 0 and a non-decreasing compute term the left side only grows: a binary search."""
+    lo, hi = 0, max(upper, 0)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if slope * mid + compute_mib(mid) <= budget_mib:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def margin_mib(capacity_mib: float) -> float:
@@ -128,10 +152,12 @@ def recommend_num_ctx(
     context_length: int | None = None,
     max_measured: int | None = None,
     step: int = NUM_CTX_STEP,
+    compute_mib: Callable[[int], float] | None = None,
 ) -> Recommendation:
-    """`floor((capacity - margin - intercept) / slope)`, rounded down to `step`, at most the model's
-    training `context_length`. The slope already covers all `parallel` slots, so the answer is the
-    num_ctx of each slot."""
+    """`floor((capacity - margin - intercept - compute) / slope)`, rounded down to `step`, at most the
+    model's training `context_length`. The slope already covers all `parallel` slots, so the answer is
+    the num_ctx of each slot. `compute_mib(num_ctx)` is the stepped compute-buffer term (non-decreasing
+    in num_ctx): the largest num_ctx whose own step still fits is chosen."""
     rule = f"max({MIN_MARGIN_MIB:.0f} MiB, {MARGIN_FRACTION:.0%} of capacity)"
 
     def none(note: str, margin: float | None = None) -> Recommendation:
@@ -151,6 +177,9 @@ def recommend_num_ctx(
         return none(f"no recommendation: unknown memory capacity ({capacity_source})")
     budget = capacity_mib - margin - fit.intercept_mib
     raw = math.floor(budget / fit.slope_mib_per_token)
+    if compute_mib is not None:
+        raw = largest_within_steps(budget, fit.slope_mib_per_token, compute_mib, raw)
+        budget -= compute_mib(raw) if raw > 0 else 0.0
     if raw < step:
         return Recommendation(
             None, capacity_mib, capacity_source, margin, rule, "memory", False,
@@ -163,8 +192,9 @@ def recommend_num_ctx(
     if context_length and value >= context_length:
         value, limited_by = context_length, "model context_length"
     extrapolated = bool(max_measured and value > max_measured)
+    predicted = fit.predict(value) + (compute_mib(value) if compute_mib is not None else 0.0)
     note = (
-        f"num_ctx {value} per slot x {parallel} slot(s): fitted {fit.predict(value):.0f} MiB of "
+        f"num_ctx {value} per slot x {parallel} slot(s): fitted {predicted:.0f} MiB of "
         f"{capacity_mib:.0f} MiB capacity ({capacity_source}), leaving >= {margin:.0f} MiB margin"
     )
     if limited_by == "model context_length":

@@ -32,6 +32,7 @@ from chunkwise.measure.fit import DEFAULT_CONTEXTS, Fit, Recommendation, fit_lin
 from chunkwise.measure.output import write_outputs
 from chunkwise.measure.prompt import build_prompt
 from chunkwise.measure.report import SOURCE_NVML, SOURCE_PS, SOURCE_TEXT, MeasureReport, MeasureRow
+from chunkwise.ollama import compute
 from chunkwise.ollama.kv import BYTES_PER_ELEMENT, ModelInfoError, kv_mib_per_token, training_context
 from chunkwise.tokens import DEFAULT_CHARS_PER_TOKEN
 from chunkwise.units import MIB
@@ -231,10 +232,12 @@ def run_measurement(
                 "of the fit")
         if r.spilled:
             r.note = (r.note + "; " if r.note else "") + "spilled to CPU: left out of the fit"
+    # Ollama v0.30+ adds stepped compute buffers for its automatic num_batch (chunkwise.ollama.compute)
+    compute_term = compute.term_for(str(version.get("version", "")), parallel, context_length)
     fit_ps = fit_line([r.num_ctx for r in fit_rows if r.ps_size_vram_mib is not None],
-                      [r.ps_size_vram_mib for r in fit_rows if r.ps_size_vram_mib is not None])
+                      [r.ps_size_vram_mib for r in fit_rows if r.ps_size_vram_mib is not None], compute_term)
     nvml_points = [(r.num_ctx, r.nvml_used_mib) for r in fit_rows if r.nvml_used_mib is not None]
-    fit_nvml = fit_line([x for x, _ in nvml_points], [y for _, y in nvml_points])
+    fit_nvml = fit_line([x for x, _ in nvml_points], [y for _, y in nvml_points], compute_term)
     fit = fit_nvml if source == SOURCE_NVML else fit_ps
     for r in fit_rows:
         r.in_fit = r.vram_mib is not None and fit is not None
@@ -257,7 +260,8 @@ def run_measurement(
                       else "no NVML reading of the Ollama host's GPU and no --vram-mib given")
     measured = [r.num_ctx for r in fit_rows]
     recommendation = recommend_num_ctx(fit, capacity, cap_source, parallel=parallel,
-                                       context_length=context_length, max_measured=max(measured, default=None))
+                                       context_length=context_length, max_measured=max(measured, default=None),
+                                       compute_mib=compute_term)
     report = MeasureReport(
         model=model, host=getattr(client, "host", ""), server_version=str(version.get("version", "")),
         is_simulator=is_sim, parallel=parallel, kv_cache_type=kv_cache_type, num_predict=num_predict,

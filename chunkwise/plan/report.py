@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from chunkwise.inputs.scan import InputSummary, Reject
-from chunkwise.ollama import kv
+from chunkwise.ollama import compute, kv
 from chunkwise.params import RunParams
 from chunkwise.plan.chunks import FILL, chunk_count, chunk_multiple, chunk_size_for, mean_request_tokens
 from chunkwise.tokens import MIN_TOLERANCE, estimate_tokens
@@ -81,6 +81,8 @@ class Plan:
     kv_reason: str | None  # why kv_mib_per_token is unknown
     kv_reserved_mib: float | None  # kv_mib_per_token x num_ctx x parallel, plus the sliding-window layers
     weights_mib: float | None
+    #: Ollama's compute buffers for its automatic num_batch at this num_ctx x parallel (v0.30+), MiB.
+    compute_buffer_mib: float
     free_vram_mib: float | None
     gpu_reason: str | None
     fits: bool | None
@@ -179,17 +181,21 @@ def build_plan(summary: InputSummary, params: RunParams, *, system_prompt: str, 
             reserved = kv.kv_reserved_bytes(model_info, params.num_ctx, params.parallel, kv_cache_type) / MIB
         except kv.ModelInfoError as exc:
             kv_reason = str(exc)
-    available = free_vram_mib - (weights_mib or 0.0) if free_vram_mib is not None else None
+    # Ollama's automatic num_batch adds compute buffers that grow with the effective context
+    # (chunkwise.ollama.compute); the slot counts below subtract the run's own.
+    compute_mib = compute.compute_buffer_mib(params.num_ctx, params.parallel, training)
+    available = free_vram_mib - (weights_mib or 0.0) - compute_mib if free_vram_mib is not None else None
     if free_vram_mib is None:
         fits, fit_detail = None, f"unknown: {gpu_reason or 'no GPU visible'}"
     elif reserved is None:
         fits, fit_detail = None, f"unknown: {kv_reason}"
     else:
-        total = reserved + (weights_mib or 0.0)
+        total = reserved + (weights_mib or 0.0) + compute_mib
         weights = f"weights {weights_mib:,.0f} MiB" if weights_mib is not None else "weights unknown (not counted)"
         fits = total <= free_vram_mib
-        fit_detail = (f"KV {reserved:,.0f} MiB + {weights} = {total:,.0f} MiB vs {free_vram_mib:,.0f} MiB free "
-                      "(compute buffers not counted)")
+        fit_detail = (f"KV {reserved:,.0f} MiB + {weights} + compute buffers {compute_mib:,.0f} MiB (num_batch "
+                      f"{compute.automatic_batch(params.num_ctx, params.parallel, training)}) = {total:,.0f} MiB vs "
+                      f"{free_vram_mib:,.0f} MiB free")
 
     peak = sys_tokens + math.ceil(sizes[1] * mean_request) if conversation else None
     trim_at = int(params.trim_threshold * params.num_ctx) if conversation else None
@@ -247,7 +253,7 @@ def build_plan(summary: InputSummary, params: RunParams, *, system_prompt: str, 
         conversation_peak_tokens=peak, trim_at_tokens=trim_at, model_info_source=model_info_source,
         training_context=training, kv_cache_type=kv_cache_type,
         kv_mib_per_token=per_token, kv_reason=kv_reason, kv_reserved_mib=reserved, weights_mib=weights_mib,
-        free_vram_mib=free_vram_mib, gpu_reason=gpu_reason, fits=fits, fit_detail=fit_detail,
+        compute_buffer_mib=compute_mib, free_vram_mib=free_vram_mib, gpu_reason=gpu_reason, fits=fits, fit_detail=fit_detail,
         largest_request_tokens=largest, independent_num_ctx=independent_ctx, independent_slots=slots_ind,
         slots_at_num_ctx=slots_ctx, too_long_count=too_long, too_long_ids=too_long_ids, eta_s=eta,
         eta_detail=eta_detail, advice=tuple(advice),

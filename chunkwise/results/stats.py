@@ -58,6 +58,9 @@ def compute_stats(
         pl.col("load_duration_ns").max().alias("load_max_ns"),
         (pl.col("load_duration_ns") >= 100_000_000).sum().alias("load_events"),
         (pl.col("status") != str(Status.REJECTED)).sum().alias("sent_requests"),
+        pl.col("thinking").str.len_chars().sum().alias("thinking_chars"),
+        (pl.col("thinking").str.len_chars() > 0).sum().alias("thinking_answers"),
+        pl.col("context_retries").sum().alias("context_retries"),
     ).collect().row(0, named=True)
     by_class = (
         lf.filter(pl.col("status") == str(Status.FAILED)).group_by("error_class").len().collect().rows()
@@ -80,6 +83,10 @@ def compute_stats(
         "tokens": {
             "prompt_evaluated": int(row["prompt_tokens"] or 0),
             "generated": int(row["generated_tokens"] or 0),
+            # Ollama counts a thinking model's trace inside eval_count ("generated") and reports no
+            # separate count, so its share is estimated from the trace's characters.
+            "thinking_tokens_estimated": estimate_tokens(int(row["thinking_chars"] or 0), chars_per_token),
+            "answers_with_thinking": int(row["thinking_answers"] or 0),
             "system_prompt_tokens_estimated": system_tokens,
             "system_prompt_savings": {
                 "naive_tokens": naive,
@@ -98,7 +105,8 @@ def compute_stats(
         "latency_ms": {"p50": _ms(row["p50"]), "p95": _ms(row["p95"]), "p99": _ms(row["p99"]),
                        "mean": _ms(row["mean"])},
         "chunks": chunks,
-        "retries": {"request_retries": int(row["request_retries"] or 0)},
+        "retries": {"request_retries": int(row["request_retries"] or 0),
+                    "conversation_turns_retried_after_trimming": int(row["context_retries"] or 0)},
         # Ollama's load_duration includes waiting for a load another request started, so the
         # longest one is the model's load time and the count shows how many requests waited on one.
         "model_load": {"load_duration_max_s": round((row["load_max_ns"] or 0) / 1e9, 3),

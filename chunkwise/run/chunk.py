@@ -23,7 +23,7 @@ from chunkwise.run.send import check_running, send
 from chunkwise.store.checkpoint import load_checkpoint, write_checkpoint
 from chunkwise.store.layout import RunPaths
 from chunkwise.store.ledger import Ledger
-from chunkwise.store.records import Status
+from chunkwise.store.records import FailureClass, Status
 
 
 def log():
@@ -110,17 +110,29 @@ def _system_for(ctx: RunContext, row: dict[str, Any]) -> str:
 
 
 def _conversation(ctx, rt: Runtime, spec, rows, pending, done, record) -> None:
+    """One chat over the chunk. A turn that overflows the context is retried once after trimming
+    harder (`Conversation.prepare(harder=True)`); the record's `context_retries` says so, and a
+    conversation rebuilt from the ledger replays that trim."""
     p = ctx.params
     conv = Conversation(ctx.system_prompt, num_ctx=p.num_ctx, trim_threshold=p.trim_threshold,
-                        chars_per_token=ctx.chars_per_token)
+                        chars_per_token=ctx.chars_per_token, num_predict=p.num_predict)
     with rt.slots:
         for row in rows:
             messages = conv.prepare(row["prompt"], _system_for(ctx, row))
             if row["_row"] in pending:
-                record(send(ctx, rt, row=row["_row"], chunk=spec.index, messages=messages))
+                outcome = send(ctx, rt, row=row["_row"], chunk=spec.index, messages=messages)
+                if outcome["error_class"] == FailureClass.CONTEXT_TRUNCATED and conv.pairs:
+                    messages = conv.prepare(row["prompt"], harder=True)
+                    outcome = send(ctx, rt, row=row["_row"], chunk=spec.index, messages=messages, context_retries=1)
+                record(outcome)
+            else:
+                previous = done.get(row["_row"])
+                if previous is not None and previous.get("context_retries"):
+                    conv.prepare(row["prompt"], harder=True)
             outcome = done.get(row["_row"])
             if outcome is not None and outcome["status"] == Status.OK:
-                conv.add(row["prompt"], outcome["response"])
+                conv.add(row["prompt"], outcome["response"], prompt_eval_count=outcome["prompt_eval_count"],
+                         eval_count=outcome["eval_count"])
 
 
 def _independent(ctx, rt: Runtime, spec, rows, record) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from chunkwise.run.breaker import CircuitBreaker
 from chunkwise.tokens import TokenEstimator
 from chunkwise.ollama.client import OllamaClient
 from chunkwise.openai.client import OpenAIClient
@@ -34,9 +35,12 @@ class RunContext(BaseModel):
     model_digest: str
     server_version: str
     is_simulator: bool
-    #: Send `truncate: false` (Ollama >= 0.12.6) so an over-long prompt is a 400, not a silent cut.
+    #: Send `truncate: false` and `shift: false` (honoured from Ollama 0.12.6, ignored before) so an
+    #: over-long prompt is a 400 and a full context ends the answer, never a silent cut.
     send_truncate_false: bool
     chars_per_token: float
+    #: `think` to send (None: leave it out), resolved from the model's capabilities at setup.
+    think: bool | str | None = None
 
     @property
     def dir(self) -> Path:
@@ -66,6 +70,8 @@ class RunContext(BaseModel):
             "trim": p.trim_threshold,
             "chars_per_token": self.chars_per_token,
         }
+        if self.think is not None:  # absent for models that cannot think: their keys stay as they were
+            material["think"] = self.think
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
@@ -77,6 +83,7 @@ class Runtime:
     slots: threading.BoundedSemaphore
     estimator: TokenEstimator
     stop: threading.Event = field(default_factory=threading.Event)
+    breaker: CircuitBreaker = field(default_factory=lambda: CircuitBreaker(5))
     #: The first fatal error (a fatal answer, or a run directory that cannot be written); once set,
     #: every chunk stops sending.
     fatal: Exception | None = None
@@ -108,7 +115,8 @@ def get_runtime(ctx: RunContext) -> Runtime:
             s = get_settings()
             client = make_client(ctx.params.api, ctx.host, connect_timeout_s=s.connect_timeout_s,
                                  read_timeout_s=s.read_timeout_s, max_connections=ctx.params.parallel + 4)
-            rt = Runtime(client, threading.BoundedSemaphore(ctx.params.parallel), TokenEstimator(ctx.chars_per_token), STOP)
+            rt = Runtime(client, threading.BoundedSemaphore(ctx.params.parallel), TokenEstimator(ctx.chars_per_token), STOP,
+                         CircuitBreaker(ctx.params.breaker_threshold, ctx.params.parallel))
             _runtimes[ctx.run_dir] = rt
         return rt
 

@@ -14,7 +14,7 @@ conversation and a safety margin (`NEW_TEXT_MARGIN`). Dense text (code, ids, non
 trims earlier instead of overflowing. Only the first turn relies on the estimate alone.
 
 After a context-exceeded answer, `prepare(..., harder=True)` trims to `HARDER_FRACTION` of the
-limit (and learns the prompt's real size when the server's message states it) for one retry.
+limit for one retry (the ledger records that retry, so a rebuilt conversation trims the same way).
 
 Everything a prediction uses (the texts and the server's counts) is in the ledger, so a
 conversation rebuilt after a crash trims exactly as the uninterrupted one did.
@@ -24,7 +24,6 @@ A row with its own `system` prompt different from the conversation's starts a ne
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from dataclasses import dataclass
 
@@ -34,9 +33,6 @@ from chunkwise.tokens import GENERATION_PROMPT_TOKENS, MESSAGE_OVERHEAD_TOKENS, 
 NEW_TEXT_MARGIN = 1.25
 #: A retry after a context-exceeded answer trims to this fraction of the usual limit.
 HARDER_FRACTION = 0.75
-#: llama-server's refusal names the prompt's size: "request (N tokens) exceeds the available
-#: context size (M tokens)" (ollama llm/llama_server_test.go fixture, v0.33.0-rc2).
-_REQUEST_TOKENS_RE = re.compile(r"request \((\d+) tokens\)")
 
 
 @dataclass(frozen=True)
@@ -46,12 +42,6 @@ class Pair:
     #: Predicted tokens of the pair in a prompt: the user turn at the conversation's density, the
     #: answer at the server's `eval_count` when known, template overhead for both.
     tokens: int
-
-
-def tokens_in_message(message: str) -> int | None:
-    """The prompt size a context-exceeded message states, if it states one."""
-    found = _REQUEST_TOKENS_RE.search(message or "")
-    return int(found.group(1)) if found else None
 
 
 class Conversation:
@@ -71,7 +61,6 @@ class Conversation:
         self.trimmed = 0
         self.restarts = 0
         self.harder_trims = 0
-        self._last_sent: int = 0  # estimated tokens of the last prepared prompt
 
     def _estimate(self, text: str) -> int:
         return estimate_tokens(len(text), self.chars_per_token) + MESSAGE_OVERHEAD_TOKENS
@@ -105,12 +94,11 @@ class Conversation:
             self.anchor -= pair.tokens
         self.trimmed += 1
 
-    def prepare(self, user: str, system: str | None = None, *, harder: bool = False,
-                refused: str | None = None) -> list[dict[str, str]]:
+    def prepare(self, user: str, system: str | None = None, *, harder: bool = False) -> list[dict[str, str]]:
         """Trim for `user` (restarting on a different system prompt) and return the messages to send.
 
         `harder`: the previous attempt of this turn exceeded the context; trim to HARDER_FRACTION of
-        the limit. `refused`: the server's message for that attempt (it may state the real size).
+        the limit.
         """
         if system is not None and system != self.system:
             self._restart(system)
@@ -118,13 +106,8 @@ class Conversation:
         if harder:
             self.harder_trims += 1
             limit = int(limit * HARDER_FRACTION)
-            stated = tokens_in_message(refused or "")
-            if stated and self._last_sent:  # the refused prompt had these pairs and this user turn
-                self.density = max(self.density, stated / self._last_sent)
-                self.anchor = stated - self._new_text(user)
         while self.pairs and self.estimated_tokens(user) > limit:
             self._drop_oldest()
-        self._last_sent = self._estimated_all(user)
         messages = [{"role": "system", "content": self.system}] if self.system else []
         for pair in self.pairs:
             messages.append({"role": "user", "content": pair.user})

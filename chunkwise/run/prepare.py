@@ -16,6 +16,7 @@ from chunkwise.errors import InputError, LLMError, SetupError
 from chunkwise.inputs import stage as staging
 from chunkwise.inputs.batchfile import run_options as batch_run_options
 from chunkwise.logs import logger
+from chunkwise.ollama import versions
 from chunkwise.ollama.client import OllamaClient, parse_host
 from chunkwise.ollama.kv import training_context
 from chunkwise.openai.client import parse_base_url
@@ -34,8 +35,6 @@ def log():
     return logger("chunkwise.run.prepare")
 
 
-#: First Ollama version that honours `truncate: false` (ollama/ollama PR #12582, released in v0.12.6).
-TRUNCATE_FLAG_SINCE = (0, 12, 6)
 
 
 @dataclass
@@ -47,14 +46,6 @@ class PreparedRun:
     existing_manifest: dict | None
     #: `/api/show` model_info (architecture numbers for the KV formula).
     model_info: dict
-
-
-def version_tuple(text: str) -> tuple[int, ...]:
-    numbers = []
-    for part in text.split("-")[0].split(".")[:3]:
-        digits = "".join(ch for ch in part if ch.isdigit())
-        numbers.append(int(digits) if digits else 0)
-    return tuple(numbers)
 
 
 def resolve_system_prompt(params: RunParams) -> str:
@@ -77,7 +68,11 @@ def inspect_server(client: OllamaClient, params: RunParams) -> dict:
         tags = client.tags()
     except LLMError as exc:  # unreachable, model not found, ...: at the start, the run cannot start
         raise SetupError(str(exc)) from None
-    digest = next((m.get("digest", "") for m in tags if m.get("name") == params.model or m.get("model") == params.model), "")
+    refusal = versions.refuse_version(str(version.get("version", "")))
+    if refusal:
+        raise SetupError(refusal)
+    think = versions.resolve_think(params.think, show, params.model)  # ThinkError is a SetupError
+    digest = versions.model_digest(tags, params.model)
     max_ctx = training_context(show.get("model_info") or {})
     if max_ctx is not None and params.num_ctx > max_ctx:
         raise SetupError(
@@ -85,7 +80,7 @@ def inspect_server(client: OllamaClient, params: RunParams) -> dict:
             f"silently clamp it); use --num-ctx {max_ctx} or less"
         )
     return {"version": str(version.get("version", "")), "is_simulator": bool(version.get("is_simulator")),
-            "digest": digest, "show": show}
+            "digest": digest, "show": show, "think": think}
 
 
 def resolve_host(params: RunParams) -> str:
@@ -155,7 +150,10 @@ def prepare_run(params: RunParams) -> PreparedRun:
         model_digest=server["digest"],
         server_version=server["version"],
         is_simulator=server["is_simulator"],
-        send_truncate_false=params.api == "ollama" and version_tuple(server["version"]) >= TRUNCATE_FLAG_SINCE,
+        # Sent to every Ollama: v0.12.6+ honours truncate/shift, older ones ignore unknown fields,
+        # and a source build reports 0.0.0 (chunkwise.ollama.versions).
+        send_truncate_false=params.api == "ollama",
+        think=server.get("think"),
         chars_per_token=params.chars_per_token,
     )
     return PreparedRun(ctx=ctx, staged=staged, existing_manifest=existing, model_info=server["show"].get("model_info") or {})

@@ -1,5 +1,15 @@
 """One request from first attempt to a final outcome, applying each failure class's policy
 (see `chunkwise.store.records`). Prompt and answer text are never logged above DEBUG.
+
+Every request sends `truncate: false` and `shift: false` (see `chunkwise.ollama.versions`) and the
+run's `think` value. Consecutive identical server errors feed the run's circuit breaker
+(`chunkwise.run.breaker`).
+
+An answer that fails the JSON schema is retried at a higher temperature: at temperature 0 decoding
+is greedy and the seed changes nothing (ollama/ollama#586), and a grammar-constrained answer
+repeats itself, so a retry with only the next seed would get the same answer again. Retry k
+(1-based) uses `max(temperature, INVALID_RETRY_TEMPERATURE x k)`, capped at
+`INVALID_RETRY_MAX_TEMPERATURE`, with seed `seed + k`; the record keeps the temperature used.
 """
 
 from __future__ import annotations
@@ -16,6 +26,18 @@ from chunkwise.settings import get_settings
 from chunkwise.store.records import FailureClass, Status, outcome
 
 _debug = logging.getLogger("chunkwise.run.send")
+
+
+#: Temperature added per retry of an invalid answer, and its cap.
+INVALID_RETRY_TEMPERATURE = 0.4
+INVALID_RETRY_MAX_TEMPERATURE = 1.0
+
+
+def retry_temperature(temperature: float, invalid: int) -> float:
+    """Sampling temperature for the attempt after `invalid` invalid answers (see the module docstring)."""
+    if invalid == 0:
+        return temperature
+    return max(temperature, min(INVALID_RETRY_MAX_TEMPERATURE, INVALID_RETRY_TEMPERATURE * invalid))
 
 
 def log():
@@ -41,6 +63,7 @@ def send(
     row: int,
     chunk: int,
     messages: list[dict[str, str]],
+    context_retries: int = 0,
 ) -> dict[str, Any]:
     """Send one chat request until it has a final outcome record.
 
@@ -55,33 +78,43 @@ def send(
     attempts = transient = invalid = 0
     widened = False
     last: dict[str, Any] = {}
+    # Ollama's own request fields; an OpenAI-compatible server has none of them
+    ollama_fields: dict[str, Any] = {"truncate": False, "shift": False} if ctx.send_truncate_false else {}
+    if ctx.think is not None:
+        ollama_fields["think"] = ctx.think
 
     def done(status: Status, error: FailureClass | None = None, message: str | None = None) -> dict[str, Any]:
         return outcome(
             _row=row, chunk=chunk, attempts=attempts, status=str(status), prompt_chars=prompt_chars,
             expected_prompt_tokens=rt.estimator.expected_tokens(prompt_chars),
-            error_class=str(error) if error else None, error_message=message, **last,
+            error_class=str(error) if error else None, error_message=message, context_retries=context_retries,
+            temperature=temperature, **last,
         )
 
     while True:
         check_running(rt)
         attempts += 1
+        temperature = retry_temperature(p.temperature, invalid)
         try:
             result = rt.client.chat(
                 p.model,
                 messages,
-                # An invalid answer is re-drawn with the next seed: the same seed would repeat it.
-                options={**ctx.options(num_predict), "seed": p.seed + invalid},
+                options={**ctx.options(num_predict), "temperature": temperature, "seed": p.seed + invalid},
                 keep_alive=p.keep_alive,
                 format=p.format,
-                truncate=False if ctx.send_truncate_false else None,
+                **ollama_fields,
             )
         except ContextExceeded as exc:
+            rt.breaker.success()
             return done(Status.FAILED, FailureClass.CONTEXT_TRUNCATED, f"{exc}; raise num_ctx or shorten the prompt")
         except FatalError as exc:
             rt.fatal = rt.fatal or exc.at(row=row)
             raise
         except TransientError as exc:
+            tripped = rt.breaker.failure(exc)
+            if tripped is not None:
+                rt.fatal = rt.fatal or tripped
+                raise tripped from None
             transient += 1
             if transient >= p.max_attempts:
                 if isinstance(exc, ServerUnavailable):
@@ -94,8 +127,10 @@ def send(
         except LLMError as exc:  # anything unclassified is fatal rather than silently retried
             rt.fatal = rt.fatal or exc.at(row=row)
             raise
+        rt.breaker.success()
         last = {
             "response": result.content,
+            "thinking": result.thinking or None,
             "done_reason": result.done_reason,
             "prompt_eval_count": result.prompt_eval_count,
             "eval_count": result.eval_count,
@@ -116,7 +151,23 @@ def send(
                 f"(num_ctx {p.num_ctx}): the prompt was cut silently; raise num_ctx or shorten the prompt",
             )
         rt.estimator.observe(prompt_chars, result.prompt_eval_count, p.num_ctx)
+        if result.done_reason == "length" and result.eval_count < num_predict:
+            # With shift: false the answer ends when prompt + answer fill num_ctx (llama-server
+            # --no-context-shift, ollama llm/llama_server.go v0.33.0-rc2), before num_predict.
+            return done(
+                Status.FAILED,
+                FailureClass.CONTEXT_TRUNCATED,
+                f"the context filled during the answer ({result.prompt_eval_count} prompt + {result.eval_count} answer "
+                f"tokens, num_ctx {p.num_ctx}); raise num_ctx or shorten the prompt",
+            )
         if result.done_reason == "length":
+            if result.thinking and not result.content:
+                return done(
+                    Status.FAILED,
+                    FailureClass.OUTPUT_TRUNCATED,
+                    f"the model spent all num_predict={num_predict} tokens thinking (done_reason 'length', no answer); "
+                    "raise num_predict or use --think off",
+                )
             if p.retry_output_truncated and not widened:
                 widened, num_predict = True, min(num_predict * 2, p.num_ctx)
                 continue

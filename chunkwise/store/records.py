@@ -6,12 +6,14 @@ is kept when there was one, since the run paid for it), `rejected` (quarantined 
 Failure classes and their policies:
 - `transient`: connection error, timeout, 5xx, 503, an answer without `done: true` -- retried with
   exponential backoff and jitter up to `max_attempts`;
-- `context_truncated`: Ollama evaluated a cut prompt (per `prompt_eval_count`) or answered 400
-  "input length exceeds the context length" -- not retried as is;
+- `context_truncated`: Ollama evaluated a cut prompt (per `prompt_eval_count`), answered 400
+  "input length exceeds the context length", or the context filled during the answer (done_reason
+  `length` before num_predict, with `shift: false`) -- not retried as is; in conversation mode the
+  turn is retried once after trimming harder;
 - `output_truncated`: `done_reason: length` -- recorded; retried once with twice the num_predict
   when `retry_output_truncated` is set;
 - `invalid_output`: the answer fails the requested JSON schema -- retried up to
-  `invalid_output_attempts` times;
+  `invalid_output_attempts` times, each retry at a higher temperature (see `run.send`);
 - `fatal`: model not found, bad request -- stops the run at once with the server's message.
 """
 
@@ -43,6 +45,8 @@ OUTCOME_SCHEMA = pa.schema(
         ("_row", pa.int64()),
         ("status", pa.string()),
         ("response", pa.string()),
+        #: A thinking model's reasoning trace (`message.thinking`); its tokens are inside eval_count.
+        ("thinking", pa.string()),
         ("done_reason", pa.string()),
         ("prompt_eval_count", pa.int64()),
         ("eval_count", pa.int64()),
@@ -57,6 +61,10 @@ OUTCOME_SCHEMA = pa.schema(
         ("attempts", pa.int32()),
         ("error_class", pa.string()),
         ("error_message", pa.string()),
+        #: Sampling temperature of the recorded attempt (an invalid answer is retried warmer).
+        ("temperature", pa.float64()),
+        #: Conversation mode: retries of this turn after trimming harder (0 or 1).
+        ("context_retries", pa.int32()),
     ]
 )
 

@@ -124,21 +124,3 @@ def test_harder_trim_after_a_refusal_keeps_a_quarter_of_the_limit_free():
     assert len(after) < before and conv.harder_trims == 1
     assert conv.estimated_tokens("q" * 1200) <= int(0.875 * 4096 * 0.75)
 
-
-def test_the_client_never_imports_the_simulator():
-    """Only the simulator itself, `measure/`, `inputs/sample.py` and the sim/demo/plan commands may."""
-    import pathlib
-    import re
-
-    root = pathlib.Path(__file__).resolve().parents[1] / "chunkwise"
-    allowed = {"sim", "measure"}
-    allowed_files = {"inputs/sample.py", "commands/sim.py", "commands/demo.py", "commands/plan.py"}
-    offenders = []
-    for path in root.rglob("*.py"):
-        rel = path.relative_to(root).as_posix()
-        if rel.split("/")[0] in allowed or rel in allowed_files:
-            continue
-        if re.search(r"^\s*(from chunkwise\.sim\b|from chunkwise import sim\b|import chunkwise\.sim\b)",
-                     path.read_text(), re.M):
-            offenders.append(rel)
-    assert offenders == []

@@ -69,7 +69,7 @@ class CircuitBreaker:
                 return None
             count = self._count
         return ServerKeepsFailing(
-            f"stopped: {count} requests in a row failed with the same server error: {exc}. Every answer so far is "
+            f"the server failed {count} attempts in a row with the same error: {exc}. Every answer so far is "
             "kept. Fix the server (check `ollama ps` and the server log: a model that cannot load, out of memory at "
             "this num_ctx, a bad option), then resume the run with the same run name",
             getattr(exc, "status", None),

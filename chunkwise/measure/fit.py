@@ -10,8 +10,9 @@ and saw a flat line (a pre-allocated cache), which says nothing about the cost p
 
 From Ollama v0.30 the automatic num_batch adds compute buffers in steps (768 MiB above 4,096 and
 2 GiB above 32,768 tokens of effective context, `chunkwise.ollama.compute`). A straight line through
-such a curve has a biased slope, so the run subtracts Ollama's step from every reading before the
-fit (`fit_line(..., compute_mib=...)`) and adds it back when solving for the recommendation.
+such a curve has a biased slope, so the run takes each reading's step out before the fit (the step
+Ollama would choose for the loaded context and that reading's weights + KV, `measure.run`) and adds
+it back when solving for the recommendation (`recommend_num_ctx(..., compute_mib=...)`).
 """
 
 from __future__ import annotations

@@ -232,13 +232,44 @@ def run_measurement(
                 "of the fit")
         if r.spilled:
             r.note = (r.note + "; " if r.note else "") + "spilled to CPU: left out of the fit"
-    # Ollama v0.30+ adds stepped compute buffers for its automatic num_batch (chunkwise.ollama.compute)
-    compute_term = compute.term_for(str(version.get("version", "")), parallel, context_length)
-    fit_ps = fit_line([r.num_ctx for r in fit_rows if r.ps_size_vram_mib is not None],
-                      [r.ps_size_vram_mib for r in fit_rows if r.ps_size_vram_mib is not None], compute_term)
-    nvml_points = [(r.num_ctx, r.nvml_used_mib) for r in fit_rows if r.nvml_used_mib is not None]
-    fit_nvml = fit_line([x for x, _ in nvml_points], [y for _, y in nvml_points], compute_term)
+    if source == SOURCE_NVML:
+        capacity, cap_source = sum(g["total_mib"] for g in gpu["gpus"]), "NVML total memory of all GPUs"
+    elif vram_mib:
+        capacity, cap_source = float(vram_mib), "--vram-mib"
+    else:
+        spilled = [r.ps_size_vram_mib for r in rows if r.spilled and r.ps_size_vram_mib]
+        capacity = max(spilled) if spilled else None
+        cap_source = ("largest size_vram of a spilled load (what Ollama could place on the GPU)" if spilled
+                      else "no NVML reading of the Ollama host's GPU and no --vram-mib given")
+    # Ollama v0.30+ adds stepped compute buffers for its automatic num_batch (chunkwise.ollama.compute).
+    buffers = compute.applies(str(version.get("version", "")))
+
+    def fit_without_buffers(readings: list[tuple[MeasureRow, float]]) -> Fit | None:
+        """The line of weights + KV: each reading less the compute buffers Ollama would have chosen for
+        the context /api/ps says it loaded, given the line itself (a few rounds from the raw fit; a single
+        reading cannot tell a step from memory pressure that lowered it)."""
+        xs = [r.num_ctx for r, _ in readings]
+        fit, steps = fit_line(xs, [y for _, y in readings]), None
+        for _round in range(5):
+            if not buffers or fit is None:
+                break
+            new_steps = [compute.chosen_surcharge_mib(r.ps_context_length, parallel, fit.predict(r.num_ctx), capacity,
+                                                      context_length) if r.ps_context_length else 0.0
+                         for r, _ in readings]
+            if new_steps == steps:
+                break
+            steps = new_steps
+            fit = fit_line(xs, [y - s for (_, y), s in zip(readings, steps)])
+        return fit
+
+    fit_ps = fit_without_buffers([(r, r.ps_size_vram_mib) for r in fit_rows if r.ps_size_vram_mib is not None])
+    nvml_rows = [r for r in fit_rows if r.nvml_used_mib is not None]
+    fit_nvml = fit_without_buffers([(r, r.nvml_used_mib) for r in nvml_rows])
     fit = fit_nvml if source == SOURCE_NVML else fit_ps
+    compute_term = None
+    if buffers and fit is not None:
+        def compute_term(n: int) -> float:
+            return compute.chosen_surcharge_mib(n, parallel, fit.predict(n), capacity, context_length)
     for r in fit_rows:
         r.in_fit = r.vram_mib is not None and fit is not None
 
@@ -249,15 +280,6 @@ def run_measurement(
         notes.append(hint or "the measured slope differs from the formula by more than 2%: on a real GPU, "
                      "compute buffers that grow with num_ctx add to the KV cache (see the NVML and /api/ps fits)")
 
-    if source == SOURCE_NVML:
-        capacity, cap_source = sum(g["total_mib"] for g in gpu["gpus"]), "NVML total memory of all GPUs"
-    elif vram_mib:
-        capacity, cap_source = float(vram_mib), "--vram-mib"
-    else:
-        spilled = [r.ps_size_vram_mib for r in rows if r.spilled and r.ps_size_vram_mib]
-        capacity = max(spilled) if spilled else None
-        cap_source = ("largest size_vram of a spilled load (what Ollama could place on the GPU)" if spilled
-                      else "no NVML reading of the Ollama host's GPU and no --vram-mib given")
     measured = [r.num_ctx for r in fit_rows]
     recommendation = recommend_num_ctx(fit, capacity, cap_source, parallel=parallel,
                                        context_length=context_length, max_measured=max(measured, default=None),

@@ -33,6 +33,34 @@ def compute_buffer_mib(num_ctx: int, parallel: int, training_context: int | None
     return _step(effective_context(num_ctx, parallel, training_context))[2]
 
 
+#: Ollama keeps the larger batches only while the model uses at most this share of the memory
+#: (`generationBatchHasHeadroom`), and the surcharge must fit under 80 % of it (`generationBatchFits`).
+HEADROOM_PERCENT = {2048: 60, 1024: 75}
+SURCHARGE_MIB = {512: 0.0, 1024: 768.0, 2048: 2048.0}
+
+
+def batch_fits(batch: int, predicted_mib: float, available_mib: float | None) -> bool:
+    """`generationBatchFits` (server/sched.go v0.33.0-rc2); unknown memory counts as fitting."""
+    if not predicted_mib or not available_mib:
+        return True
+    threshold = available_mib * 0.80
+    if predicted_mib > threshold:
+        return False
+    if batch in HEADROOM_PERCENT and predicted_mib > available_mib * HEADROOM_PERCENT[batch] / 100:
+        return False
+    return SURCHARGE_MIB[batch] <= threshold - predicted_mib
+
+
+def chosen_surcharge_mib(num_ctx: int, parallel: int, predicted_mib: float, available_mib: float | None,
+                         training_context: int | None = None) -> float:
+    """The compute buffers Ollama adds for a model whose weights + KV are `predicted_mib`:
+    the context's batch, lowered while it does not fit (`automaticGenerationBatch`)."""
+    batch = automatic_batch(num_ctx, parallel, training_context)
+    while batch > 512 and not batch_fits(batch, predicted_mib, available_mib):
+        batch = 1024 if batch > 1024 else 512
+    return SURCHARGE_MIB[batch]
+
+
 def _step(effective: int) -> tuple[int | None, int, float]:
     for step in BATCH_STEPS:
         if step[0] is None or effective <= step[0]:

@@ -107,9 +107,9 @@ class SimOptions(BaseModel):
         default=0, ge=0, description="With load_failure oom: the smallest per-slot num_ctx that fails (0 = every one)."
     )
     compute_buffers: bool = Field(
-        default=False,
+        default=True,
         description="Add Ollama's automatic num_batch compute buffers (768 MiB / 2 GiB by effective "
-        "context, sim/memory.py) to /api/ps size. Off until the client models them (issue 9 item 6).",
+        "context, sim/memory.py) to /api/ps size, as Ollama v0.30+ does; off imitates the Go runners.",
     )
     token_density: float = Field(
         default=1.0, ge=1.0, le=4.0,

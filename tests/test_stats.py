@@ -61,7 +61,8 @@ def test_tokens_latency_throughput_retries_and_loads(tmp_path: Path) -> None:
     # 6 answered or failed requests in 2 s; 80 tokens in 2 s; the server decoded 80 tokens in 4 x 200 ms
     assert stats["throughput"] == {"active_seconds": 2.0, "requests_per_s": 3.0, "generated_tokens_per_s": 40.0,
                                    "server_decode_tokens_per_s": 100.0}
-    assert stats["retries"] == {"request_retries": 2 + 5 + 2}  # attempts beyond the first; rejected never sent
+    # attempts beyond the first; rejected never sent
+    assert stats["retries"] == {"request_retries": 2 + 5 + 2, "conversation_turns_retried_after_trimming": 0}
     assert stats["model_load"] == {"load_duration_max_s": 1.5, "requests_with_load_over_100ms": 2}
     assert (stats["chunks"], stats["mode"]) == (2, "independent")
 
@@ -80,7 +81,8 @@ def test_system_prompt_savings_count_conversation_starts(tmp_path: Path) -> None
 
 def test_extra_sections_merge_into_existing_ones_and_add_new_ones(tmp_path: Path) -> None:
     stats = stats_for(tmp_path, extra={"retries": {"chunk_task_retries_this_session": 1}, "gpu": {"samples": 3}})
-    assert stats["retries"] == {"request_retries": 9, "chunk_task_retries_this_session": 1}
+    assert stats["retries"] == {"request_retries": 9, "conversation_turns_retried_after_trimming": 0,
+                                "chunk_task_retries_this_session": 1}
     assert stats["gpu"] == {"samples": 3}
 
 

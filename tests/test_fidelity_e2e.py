@@ -22,7 +22,8 @@ def run(sim, source, tmp_path, capsys, *extra: str) -> tuple[int, str]:
     argv = ["run", "--input", str(source), "--host", sim.url, "--output-dir", str(tmp_path / "runs"), "--run-name",
             "t", "--chunk-size", "8", "--num-ctx", "2048", *extra]
     code = cli_main(argv)
-    return code, capsys.readouterr().out
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
 
 
 def results(tmp_path) -> tuple[pl.DataFrame, dict]:

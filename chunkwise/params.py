@@ -174,6 +174,18 @@ class RunParams(BaseModel):
         default=False, description="On an existing run, send again only the requests that failed."
     )
 
+    pool: str | None = Field(
+        default=None,
+        description="Distributed mode: the Prefect work pool whose workers (one per Ollama host, `chunkwise worker`) "
+        "run the shards. Needs a Prefect server (PREFECT_API_URL) and output_dir on storage every host shares. "
+        "Empty: everything runs in this process against one server.",
+    )
+    shard_requests: int | None = Field(
+        default=None, ge=1,
+        description="Distributed mode: requests per shard (whole chunks; a few minutes of one host's work). "
+        "Empty: 900 (3 minutes at 5 req/s).",
+    )
+
     @field_validator("run_name")
     @classmethod
     def _safe_run_name(cls, value: str | None) -> str | None:

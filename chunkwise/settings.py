@@ -80,6 +80,15 @@ class Settings(BaseSettings):
     chunk_retry_delay_s: float = Field(
         default=10.0, ge=0, description="First delay before a chunk retry, seconds; doubles per retry, with jitter."
     )
+    parallel: int | None = Field(
+        default=None, ge=1, le=512,
+        description="Distributed mode: this host's parallel slots (its OLLAMA_NUM_PARALLEL), set in its worker's "
+        "environment; shards it runs use it instead of the run's --parallel.",
+    )
+    host_label: str | None = Field(
+        default=None, description="Distributed mode: this host's name in the per-host statistics (set by "
+        "`chunkwise worker` to its worker name); defaults to the machine's hostname.",
+    )
     gpu_sample_interval_s: float = Field(default=1.0, gt=0, description="GPU sampler period, seconds.")
     stop_grace_s: float = Field(
         default=30.0,

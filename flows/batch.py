@@ -37,6 +37,10 @@ FLOW_NAME = "chunkwise-batch"
 def batch(params: RunParams) -> dict[str, Any]:
     prepared = load_requests(name_run_for_flow_run(params))
     specs = plan_chunks(prepared)
+    if params.pool:  # distributed mode: shards on the pool's workers (flows/shard.py)
+        from flows.shard import run_shards
+
+        return run_shards(prepared, specs, params.pool)
     ctx = prepared.ctx
     settings = get_settings()
     chunk_task = run_chunk_task.with_options(

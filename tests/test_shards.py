@@ -5,7 +5,7 @@ import json
 import pytest
 
 from chunkwise.plan.chunks import plan_chunks
-from chunkwise.plan.shards import load_or_write, plan_shards, requests_per_shard, shards_path
+from chunkwise.plan.shards import load_or_write, load_recorded, plan_shards, requests_per_shard, shards_path
 
 
 @pytest.mark.parametrize(("n", "chunk", "target"), [(1000, 37, 200), (170_000, 111, 900), (50, 10, 1000),
@@ -50,3 +50,12 @@ def test_recorded_plan_is_reused_and_a_different_chunk_plan_replaces_it(tmp_path
     replanned = load_or_write(tmp_path, other, 300)
     assert [i for s in replanned for i in s.chunks] == list(range(len(other)))
     assert len(replanned) == 3
+
+
+def test_a_shard_flow_reads_its_chunk_descriptors_from_the_record(tmp_path):
+    specs = plan_chunks(1000, 50)
+    shards = load_or_write(tmp_path, specs, 200)
+    assert [s.index for s in load_recorded(tmp_path, 1)] == list(shards[1].chunks)
+    assert load_recorded(tmp_path, 1)[0] == specs[shards[1].chunks[0]]
+    with pytest.raises(ValueError, match=r"shard 99 is not in .*stale"):
+        load_recorded(tmp_path, 99)

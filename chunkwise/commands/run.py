@@ -37,11 +37,13 @@ def add_run_options(parser: argparse.ArgumentParser, *, input_required: bool = T
     add("--run-name", help="run directory name; an existing one is resumed")
     add("--new-run", action="store_true", default=None, help="start fresh beside an existing run of that name")
     add("--retry-failed", action="store_true", default=None, help="re-send only the requests that failed")
+    add("--pool", help="distributed mode: Prefect work pool of the shard workers (needs PREFECT_API_URL)")
+    add("--shard-requests", type=int, metavar="N", help="distributed mode: requests per shard (default 900)")
 
 
 FIELDS = ("input_path", *SHARED_FIELDS, "api", "output_format", "temperature", "seed", "keep_alive", "max_attempts",
           "invalid_output_attempts", "retry_output_truncated", "think", "breaker_threshold", "output_dir", "run_name",
-          "new_run", "retry_failed")
+          "new_run", "retry_failed", "pool", "shard_requests")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

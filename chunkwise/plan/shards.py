@@ -94,9 +94,23 @@ def load_or_write(run_dir: Path, specs: Sequence[ChunkSpec], target_requests: in
     path = shards_path(run_dir)
     chunk_indexes = sorted(s.index for s in specs)
     if path.exists():
-        recorded = [Shard(**s) for s in json.loads(path.read_text())["shards"]]
-        if sorted(i for s in recorded for i in s.chunks) == chunk_indexes:
+        data = json.loads(path.read_text())
+        recorded = [Shard(**s) for s in data["shards"]]
+        if data.get("chunks") == [s.model_dump() for s in specs] and \
+                sorted(i for s in recorded for i in s.chunks) == chunk_indexes:
             return recorded
     shards = plan_shards(specs, target_requests)
-    write_json_atomic(path, {"target_requests": target_requests, "shards": [s.model_dump() for s in shards]})
+    write_json_atomic(path, {"target_requests": target_requests, "shards": [s.model_dump() for s in shards],
+                             "chunks": [s.model_dump() for s in specs]})
     return shards
+
+
+def load_recorded(run_dir: Path, shard: int) -> list[ChunkSpec]:
+    """The chunk descriptors of recorded shard `shard` (what a shard flow on any host runs)."""
+    recorded = json.loads(shards_path(run_dir).read_text())
+    by_index = {c["index"]: ChunkSpec(**c) for c in recorded["chunks"]}
+    for entry in recorded["shards"]:
+        if entry["index"] == shard:
+            return [by_index[i] for i in entry["chunks"]]
+    raise ValueError(f"shard {shard} is not in {shards_path(run_dir)}; the run was re-planned, so this shard run "
+                     "is stale: let the parent dispatch again")

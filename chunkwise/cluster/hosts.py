@@ -1,0 +1,114 @@
+"""Per-host accounting in distributed mode: which host sent which requests, and for how long.
+
+A chunk is sent by one host at a time (`chunkwise.store.chunklock`), so while a shard holds chunk
+*i*'s lock every ledger line appended to `ledger/chunk-i.jsonl` is this host's. The shard counts the
+valid ledger records before it runs the chunk and takes the records after that count once the chunk
+ends (finished or failed): exact attribution with no field added to the ledger, and a torn line
+repaired by `Ledger.load` changes nothing (only invalid lines are dropped).
+
+Each host appends its facts to `<run dir>/hosts/<label>.jsonl` (one writer per label: the worker
+name), one line per chunk attempt and one per shard; `host_rows` sums them into the per-host rows of
+`stats.json`, which add up to the session's totals of requests sent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from chunkwise.store.files import ensure_dir
+from chunkwise.store.ledger import decode_line
+
+HOSTS_DIR = "hosts"
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_label(label: str) -> str:
+    """A host label usable as a file name (worker names may hold any character)."""
+    return _SAFE.sub("-", label).strip(".-")[:100] or "host"
+
+
+def host_dir(run_dir: Path, label: str) -> Path:
+    return Path(run_dir) / HOSTS_DIR / safe_label(label)
+
+
+def valid_records(ledger_path: Path) -> list[dict[str, Any]]:
+    """Every valid ledger record, in file order (torn or corrupt lines skipped)."""
+    try:
+        raw = ledger_path.read_bytes()
+    except FileNotFoundError:
+        return []
+    records = (decode_line(line) for line in raw.splitlines(keepends=True))
+    return [r for r in records if r is not None and "_row" in r]
+
+
+def chunk_facts(records: list[dict[str, Any]]) -> dict[str, int]:
+    """Counts over the ledger records one host appended for a chunk: requests sent (answered or
+    failed), ok, tokens in and out."""
+    return {
+        "requests": len(records),
+        "ok": sum(1 for r in records if r.get("status") == "ok"),
+        "prompt_tokens": sum(int(r.get("prompt_eval_count") or 0) for r in records),
+        "output_tokens": sum(int(r.get("eval_count") or 0) for r in records),
+    }
+
+
+def append_fact(run_dir: Path, label: str, fact: dict[str, Any]) -> None:
+    """Append one fact line durably to the host's log (write + fsync)."""
+    path = host_dir(run_dir, label).with_suffix(".jsonl")
+    ensure_dir(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, (json.dumps(fact, sort_keys=True) + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_facts(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every host's facts, by label (a torn last line is skipped)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    folder = Path(run_dir) / HOSTS_DIR
+    for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
+        facts = []
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                facts.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        out[path.stem] = facts
+    return out
+
+
+def host_rows(run_dir: Path, *, since: float = 0.0) -> list[dict[str, Any]]:
+    """Per-host rows for stats.json from the facts recorded at or after `since` (epoch seconds: the
+    parent session's start): requests, ok, tokens, busy seconds (shard wall time), req/s over busy
+    time, shards completed and refused, GPU peak (MiB; None without a GPU) and the digest check."""
+    rows = []
+    for label, facts in read_facts(run_dir).items():
+        chunks = [f for f in facts if f.get("kind") == "chunk" and f.get("at", 0) >= since]
+        shards = [f for f in facts if f.get("kind") == "shard" and f.get("at", 0) >= since]
+        busy = sum(float(f.get("busy_s") or 0) for f in shards)
+        requests = sum(f["requests"] for f in chunks)
+        peaks = [f["gpu_peak_mib"] for f in shards if f.get("gpu_peak_mib") is not None]
+        digests = sorted({f["digest"] for f in shards if f.get("digest")})
+        rows.append({
+            "host": label,
+            "endpoint": next((f["endpoint"] for f in reversed(shards) if f.get("endpoint")), None),
+            "requests": requests,
+            "ok": sum(f["ok"] for f in chunks),
+            "prompt_tokens": sum(f["prompt_tokens"] for f in chunks),
+            "output_tokens": sum(f["output_tokens"] for f in chunks),
+            "busy_s": round(busy, 3),
+            "req_per_s": round(requests / busy, 3) if busy > 0 else None,
+            "shards": sum(1 for f in shards if f.get("outcome") == "completed"),
+            "shards_refused": sum(1 for f in shards if f.get("outcome") == "refused"),
+            "shards_failed": sum(1 for f in shards if f.get("outcome") == "failed"),
+            "gpu_peak_mib": max(peaks) if peaks else None,
+            "digest_check": "refused: " + "; ".join(f["error"] for f in shards if f.get("outcome") == "refused")[:300]
+            if any(f.get("outcome") == "refused" for f in shards) else ("ok" if digests else None),
+        })
+    return rows

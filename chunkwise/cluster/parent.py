@@ -1,0 +1,103 @@
+"""The parent's supervision of its shards (no Prefect here: the dispatcher is injected).
+
+Each shard is launched as one flow run of the shard deployment with the idempotency key
+`<run>:<shard>:<attempt>`. Prefect keeps (flow, idempotency key) unique and returns the existing
+flow run for a key it has seen (prefect 3.9.1 `src/prefect/server/models/flow_runs.py`,
+`create_flow_run`), so a parent killed and re-run with the same run name walks the same keys and
+re-attaches to every shard run it had launched (attempt 0, then the re-dispatches it had made) instead
+of launching duplicates.
+
+A shard whose run ends (Completed, Failed, Crashed, Cancelled) while some of its chunks still lack a
+valid checkpoint is re-dispatched with the next attempt number on the retry queue (higher priority,
+so the re-dispatch does not wait behind fresh shards), at most `max_attempts` times in all; a
+Completed shard can leave chunks behind only when another live process held their locks. The parent
+never decides whether a request was answered: the ledgers and checkpoints on shared storage do.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from chunkwise.plan.shards import Shard
+
+FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+
+
+class Dispatcher(Protocol):
+    """Launches shard runs and reads their state types (Prefect's `StateType` names)."""
+
+    def launch(self, shard: Shard, attempt: int, key: str, *, retry: bool) -> str: ...
+
+    def state(self, run_id: str) -> str: ...
+
+
+class ShardsUnfinished(RuntimeError):
+    """Some shards used up their attempts with chunks still unsent; resume the run to try again."""
+
+
+@dataclass
+class ShardTrack:
+    shard: Shard
+    attempt: int = 0
+    run_id: str = ""
+    state: str = "PENDING"
+    done: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def idempotency_key(run_name: str, shard: int, attempt: int) -> str:
+    return f"{run_name}:{shard}:{attempt}"
+
+
+def supervise(run_name: str, shards: list[Shard], dispatcher: Dispatcher, chunk_done: Callable[[int], bool], *,
+              max_attempts: int = 4, poll_s: float = 2.0, sleep: Callable[[float], None] = time.sleep,
+              on_change: Callable[[ShardTrack], None] | None = None) -> list[ShardTrack]:
+    """Launch (or re-attach to) every shard, re-dispatch those that end with chunks unsent, and return
+    once every shard's chunks are checkpointed; raise `ShardsUnfinished` when a shard used up
+    `max_attempts`. A shard whose chunks are already all checkpointed is not launched at all."""
+    tracks = [ShardTrack(s) for s in shards]
+    for track in tracks:
+        if all(chunk_done(c) for c in track.shard.chunks):
+            track.done, track.state = True, "SKIPPED"
+            continue
+        _launch(run_name, track, dispatcher, retry=False)
+    while True:
+        exhausted = []
+        for track in tracks:
+            if track.done:
+                continue
+            state = dispatcher.state(track.run_id)
+            if state != track.state:
+                track.state = state
+                track.history.append({"attempt": track.attempt, "run_id": track.run_id, "state": state,
+                                      "at": time.time()})
+                if on_change:
+                    on_change(track)
+            if state not in FINAL_STATES:
+                continue
+            if all(chunk_done(c) for c in track.shard.chunks):
+                track.done = True
+            elif track.attempt + 1 >= max_attempts:
+                exhausted.append(track)
+            else:
+                track.attempt += 1
+                _launch(run_name, track, dispatcher, retry=True)
+        if exhausted:
+            names = ", ".join(f"shard {t.shard.index} ({t.state} after {t.attempt + 1} attempts)" for t in exhausted)
+            raise ShardsUnfinished(f"{names}: chunks left unsent; check the hosts' workers and Ollama, then run again "
+                                   "with the same run name (answered requests are never sent again)")
+        if all(t.done for t in tracks):
+            return tracks
+        sleep(poll_s)
+
+
+def _launch(run_name: str, track: ShardTrack, dispatcher: Dispatcher, *, retry: bool) -> None:
+    """Launch the track's current attempt; a key Prefect has seen returns that run (re-attach), and a
+    run that is already final is followed by the next attempt's key, walking a restarted parent to
+    the newest attempt its predecessor launched."""
+    track.run_id = dispatcher.launch(track.shard, track.attempt, idempotency_key(run_name, track.shard.index,
+                                                                                   track.attempt), retry=retry)
+    track.state = "PENDING"

@@ -1,0 +1,72 @@
+"""A shard's check of its own Ollama before it sends anything.
+
+Every host must answer exactly as the run's manifest says: the same model digest (the digest is
+part of the run's content key, so answers from another build of the model would mix two models in
+one results file), a `num_ctx` within the model's training context (Ollama would silently clamp it),
+and the model not spilled to the CPU per `/api/ps` (`size_vram < size`: every request several times
+slower, so the host would hold its shard far longer than the others). A host that fails any check
+raises `HostUnusable`, which no retry can fix: the shard fails at once and its work moves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from chunkwise.ollama.client import OllamaClient, OllamaError
+from chunkwise.ollama.kv import training_context
+from chunkwise.ollama.ps import normalise_model_name, ps_entry_for, spill_warning
+
+
+class HostUnusable(ValueError):
+    """This host cannot serve the run (wrong digest, num_ctx too large, CPU spill, unreachable)."""
+
+
+@dataclass(frozen=True)
+class HostCheck:
+    """What the preflight found on a usable host (recorded in the per-host statistics)."""
+
+    host: str
+    digest: str
+    version: str
+    model_info: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"host": self.host, "digest": self.digest, "version": self.version, "digest_matches": True}
+
+
+def served_digest(tags: list[dict[str, Any]], model: str) -> str:
+    """The digest `/api/tags` lists for `model` (`:latest` implied), or "" when it is not there."""
+    want = normalise_model_name(model)
+    for entry in tags:
+        if want in (normalise_model_name(entry.get("name")), normalise_model_name(entry.get("model"))):
+            return str(entry.get("digest", ""))
+    return ""
+
+
+def check_host(client: OllamaClient, host: str, *, model: str, digest: str, num_ctx: int) -> HostCheck:
+    """Check `host` against the run: model digest equal to `digest`, `num_ctx` within the model's
+    context, no CPU spill in `/api/ps` (when the model is loaded). Raises `HostUnusable`."""
+    try:
+        version = str(client.version().get("version", ""))
+        served = served_digest(client.tags(), model)
+        show = client.show(model) if served else {}
+        ps = client.ps()
+    except OllamaError as exc:
+        raise HostUnusable(f"host {host} cannot be checked ({exc}); start Ollama there or stop its worker") from None
+    if served != digest:
+        got = served[:12] if served else "none (model not pulled)"
+        raise HostUnusable(
+            f"host {host} serves {model} with digest {got}, but the run needs digest {digest[:12]}; "
+            f"pull that exact model on {host} (ollama pull {model}) or stop its worker"
+        )
+    info = show.get("model_info") or {}
+    max_ctx = training_context(info)
+    if max_ctx is not None and num_ctx > max_ctx:
+        raise HostUnusable(f"host {host}: num_ctx {num_ctx} is above {model}'s context of {max_ctx} tokens there; "
+                           "the run's num_ctx must fit on every host")
+    spill = spill_warning(ps_entry_for(ps, model))
+    if spill:
+        raise HostUnusable(f"host {host} runs {model} partly on the CPU ({spill.split(': ', 1)[1].split(', so')[0]}); "
+                           "lower OLLAMA_NUM_PARALLEL there or stop its worker")
+    return HostCheck(host=host, digest=served, version=version, model_info=info)

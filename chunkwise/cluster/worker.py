@@ -1,0 +1,114 @@
+"""`chunkwise worker`'s supervision: a Prefect worker that polls only while its Ollama is usable.
+
+A worker whose Ollama is down or serves another model build would pull shard after shard only to
+fail them, so the supervisor checks the host every `check_s` seconds and runs
+`prefect worker start --pool P --limit 1` only while the check passes: the server answers
+`/api/version`, and, when a model is named, `/api/tags` lists it (with the given digest, when one is
+given). When the check fails it stops the worker: SIGTERM starts Prefect's graceful shutdown, which
+needed a second signal in practice (research/prefect.md section 4.2), so SIGINT follows after
+`grace_s`, then SIGKILL. A shard flow already running is a child of the worker's process group only
+if started so; Prefect's process worker starts flow runs in their own process, which keeps running
+and reports its own state (a dead Ollama fails it within about a minute, see
+`chunkwise.cluster.shard`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from chunkwise.cluster.preflight import served_digest
+from chunkwise.ollama.client import OllamaClient, OllamaError
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    pool: str
+    name: str
+    ollama_host: str
+    parallel: int | None = None
+    model: str | None = None
+    digest: str | None = None
+    queues: tuple[str, ...] = ()
+    check_s: float = 5.0
+    grace_s: float = 10.0
+
+
+def host_usable(host: str, model: str | None, digest: str | None, timeout_s: float = 5.0) -> tuple[bool, str]:
+    """(usable, why not) for the worker's Ollama."""
+    try:
+        with OllamaClient(host, connect_timeout_s=timeout_s, read_timeout_s=timeout_s) as client:
+            client.version()
+            if model is None:
+                return True, ""
+            served = served_digest(client.tags(), model)
+    except OllamaError as exc:
+        return False, f"{host} does not answer ({exc})"
+    if not served:
+        return False, f"{host} does not have {model}"
+    if digest and not served.startswith(digest):
+        return False, f"{host} serves {model} with digest {served[:12]}, not {digest[:12]}"
+    return True, ""
+
+
+def worker_command(cfg: WorkerConfig) -> list[str]:
+    cmd = [sys.executable, "-m", "prefect", "worker", "start", "--pool", cfg.pool, "--limit", "1", "--name", cfg.name]
+    for queue in cfg.queues:
+        cmd += ["--work-queue", queue]
+    return cmd
+
+
+def worker_env(cfg: WorkerConfig, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The worker's environment, inherited by the shard flows it starts (the process worker merges its
+    own environment under the job's: prefect 3.9.1 `src/prefect/workers/process.py`)."""
+    env = dict(os.environ if base is None else base)
+    env.update({"CHUNKWISE_OLLAMA_HOST": cfg.ollama_host, "CHUNKWISE_HOST_LABEL": cfg.name})
+    if cfg.parallel:
+        env["CHUNKWISE_PARALLEL"] = str(cfg.parallel)
+    return env
+
+
+def stop_worker(proc: subprocess.Popen, grace_s: float) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        if proc.poll() is not None:
+            return
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    proc.kill()
+    proc.wait()
+
+
+def supervise_worker(cfg: WorkerConfig, *, log: Callable[[str], None] = print,
+                     stop: Callable[[], bool] = lambda: False,
+                     usable: Callable[[], tuple[bool, str]] | None = None) -> None:
+    """Start and stop the Prefect worker as the host's check passes or fails, until `stop()`."""
+    check = usable or (lambda: host_usable(cfg.ollama_host, cfg.model, cfg.digest))
+    proc: subprocess.Popen | None = None
+    try:
+        while not stop():
+            ok, why = check()
+            if proc is not None and proc.poll() is not None:
+                log(f"worker {cfg.name}: prefect worker exited with {proc.returncode}")
+                proc = None
+            if ok and proc is None:
+                log(f"worker {cfg.name}: {cfg.ollama_host} is usable; polling pool {cfg.pool}")
+                proc = subprocess.Popen(worker_command(cfg), env=worker_env(cfg))
+            elif not ok and proc is not None:
+                log(f"worker {cfg.name}: stopped polling: {why}")
+                stop_worker(proc, cfg.grace_s)
+                proc = None
+            elif not ok:
+                log(f"worker {cfg.name}: not polling: {why}")
+            time.sleep(cfg.check_s)
+    finally:
+        if proc is not None:
+            stop_worker(proc, cfg.grace_s)

@@ -1,0 +1,40 @@
+"""`chunkwise worker`: one Prefect worker for one Ollama, polling only while that Ollama is usable."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import socket
+import threading
+
+NAME = "worker"
+HELP = ("Run a Prefect worker for one Ollama host (distributed mode): it polls the pool only while the host "
+        "answers and serves the model; shard flows it starts use that host and its parallel slots.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--pool", required=True, help="Prefect work pool of the shard deployment (e.g. chunkwise-gpu)")
+    add("--name", help="worker name, also the host's name in stats.json (default: hostname-port)")
+    add("--ollama-host", help="this worker's Ollama (default CHUNKWISE_OLLAMA_HOST / OLLAMA_HOST)")
+    add("--parallel", type=int, metavar="N", help="that Ollama's OLLAMA_NUM_PARALLEL (requests in flight)")
+    add("--model", help="poll only while the host has this model")
+    add("--digest", help="... with this digest (prefix; default: any)")
+    add("--work-queue", action="append", default=[], help="queue(s) to poll (default: every queue of the pool)")
+    add("--check-s", type=float, default=5.0, help="seconds between health checks (default 5)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from chunkwise.cluster.worker import WorkerConfig, supervise_worker
+    from chunkwise.ollama.client import parse_host
+    from chunkwise.settings import get_settings
+
+    host = parse_host(args.ollama_host or get_settings().ollama_host)
+    name = args.name or f"{socket.gethostname()}-{host.rsplit(':', 1)[-1]}"
+    cfg = WorkerConfig(pool=args.pool, name=name, ollama_host=host, parallel=args.parallel, model=args.model,
+                       digest=args.digest, queues=tuple(args.work_queue), check_s=args.check_s)
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    supervise_worker(cfg, log=lambda m: print(m, flush=True), stop=stopping.is_set)
+    return 0

@@ -1,0 +1,92 @@
+"""The shard flow: one shard of a distributed run on the host whose worker picked it up.
+
+Preflight against this host's server (`chunkwise.cluster.preflight`: digest, num_ctx, CPU spill; a
+refusal fails the shard at once, recorded for the per-host statistics), then the shard's chunks, each
+under its chunk lock with short retries, with the GPU sampler and `/api/ps` on this host. A chunk
+another process holds is skipped; a chunk that keeps failing fails the shard so the parent moves it.
+This file only orchestrates.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import flow, unmapped
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from chunkwise.cluster import hosts
+from chunkwise.cluster.preflight import HostUnusable, check_host
+from chunkwise.cluster.shard import host_label, load_context
+from chunkwise.cluster.telemetry import HostTelemetry
+from chunkwise.plan.shards import load_recorded
+from chunkwise.run.context import get_runtime, release_runtime
+from chunkwise.settings import get_settings
+from tasks.shard_chunk import shard_chunk_task
+
+FLOW_NAME = "chunkwise-shard"
+
+
+@flow(name=FLOW_NAME, description="One shard of a distributed chunkwise run, on the host that picked it up.",
+      task_runner=ThreadPoolTaskRunner(max_workers=get_settings().chunk_workers), validate_parameters=True)
+def shard(run_dir: str, shard: int, attempt: int = 0) -> dict[str, Any]:
+    started = time.time()
+    ctx = load_context(run_dir)
+    label = host_label()
+    record = {"kind": "shard", "shard": shard, "attempt": attempt, "endpoint": ctx.host, "started": started}
+    specs = load_recorded(ctx.dir, shard)
+    try:
+        check = check_host(get_runtime(ctx).client, ctx.host, model=ctx.params.model, digest=ctx.model_digest,
+                           num_ctx=ctx.params.num_ctx)
+    except HostUnusable as exc:
+        hosts.append_fact(ctx.dir, label, {**record, "at": time.time(), "outcome": "refused", "error": str(exc),
+                                           "busy_s": time.time() - started})
+        release_runtime(ctx)
+        raise
+    outcome, results = "failed", []
+    telemetry = HostTelemetry(ctx, hosts.host_dir(ctx.dir, label))
+    try:
+        with telemetry:
+            futures = shard_chunk_task.map(unmapped(ctx), specs, unmapped(label), unmapped(shard), unmapped(attempt))
+            results = [f.result() for f in futures]
+        outcome = "completed"
+        return {"shard": shard, "attempt": attempt, "host": label, "chunks": results}
+    finally:
+        hosts.append_fact(ctx.dir, label, {**record, "at": time.time(), "outcome": outcome, "digest": check.digest,
+                                           "busy_s": time.time() - started, "gpu_peak_mib": telemetry.gpu_peak_mib,
+                                           "skipped": [r["index"] for r in results if r.get("skipped")]})
+        release_runtime(ctx)
+
+
+def run_shards(prepared: Any, specs: list, pool: str) -> dict[str, Any]:
+    """The parent's distributed mode (called by the batch flow with `pool` set): record the run's
+    context and shards in the shared run directory, launch or re-attach to one shard run per shard on
+    `pool`'s queues, re-dispatch shards that end with chunks unsent, then aggregate as a single-host
+    run does, with one row per host in stats.json and a hosts artifact."""
+    from prefect.artifacts import create_table_artifact
+
+    from chunkwise.cluster.parent import supervise
+    from chunkwise.cluster.shard import chunk_done, write_context
+    from chunkwise.plan.shards import load_or_write, requests_per_shard
+    from tasks.aggregate import aggregate
+    from tasks.dispatch import PrefectDispatcher
+
+    ctx = prepared.ctx
+    started = time.time()
+    try:
+        write_context(ctx)
+        shards = load_or_write(ctx.dir, specs, ctx.params.shard_requests or requests_per_shard())
+        dispatcher = PrefectDispatcher(str(ctx.dir), ctx.dir.name, pool=pool)
+        tracks = supervise(ctx.dir.name, shards, dispatcher, lambda i: chunk_done(ctx.dir, i))
+        rows = hosts.host_rows(ctx.dir)
+        summary = {"hosts": rows, "distributed": {
+            "pool": pool, "shards": len(shards), "wall_s": round(time.time() - started, 3),
+            "redispatched": sum(t.attempt for t in tracks),
+            "shard_runs": [{"shard": t.shard.index, "attempts": t.attempt + 1, "history": t.history} for t in tracks]}}
+        stats = aggregate(ctx, len(specs), summary)
+        if rows:
+            create_table_artifact([{k: v for k, v in r.items() if k != "endpoint"} for r in rows],
+                                  key="chunkwise-hosts", description=f"chunkwise run {ctx.dir.name}: per host")
+        return stats
+    finally:
+        release_runtime(ctx)

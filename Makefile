@@ -74,7 +74,13 @@ gpu-check: $(STAMP)
 # and saves its screenshots to docs/img.
 PREFECT_PORT ?= 4200
 PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
-.PHONY: deploy worker ui-screenshots
+.PHONY: deploy worker ui-screenshots cluster-demo
+
+# Distributed mode on this machine (README "Several GPU machines"): PostgreSQL + a Prefect server + 3
+# simulated hosts with their `chunkwise worker`s on 127.0.0.1, 3,000 requests across them; prints the
+# per-host table and the results path. Needs Debian's postgresql package (installed when missing, as root).
+cluster-demo: $(STAMP)
+	$(PY) -m chunkwise.cluster.demo
 
 server: $(STAMP)
 	PREFECT_UI_API_URL=$(PREFECT_API_URL) $(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)

@@ -11,6 +11,9 @@ Our exception hierarchy (exit code in brackets; the layout follows httpx's `_exc
   + RunInterrupted [130] .................. Ctrl-C, SIGTERM, or a fatal error in another chunk; resumable
   + ChunksUnfinished [1] .................. transient trouble outlasted the chunk retries; resumable
   + IncompleteRun [1] ..................... some chunks have no valid checkpoint; resume before aggregating
+  + ChunkBusy [1] ......................... distributed: another live process holds the chunk's lock; skipped
+  + ShardsUnfinished [1] .................. distributed: shards used up their attempts; run again, same name
+  + SetupError > HostUnusable [2] ......... distributed: a host's server differs from the run (digest, ...)
   + LLMError [1] .......................... the LLM-server boundary (Ollama or OpenAI-compatible);
     |                                       `.status` is the HTTP status when there was one
     - ConfigError [2] ..................... bad host URL (not http/https); never retried; also a SetupError
@@ -119,6 +122,30 @@ class ChunksUnfinished(ChunkwiseError):
 
 class IncompleteRun(ChunkwiseError):
     """Some chunks have no valid checkpoint; the run must be resumed before it can be aggregated."""
+
+
+# -- distributed mode (chunkwise.cluster) ---------------------------------------------------------
+
+
+class HostUnusable(SetupError):
+    """A host's server cannot serve the run (another model digest, num_ctx too large, CPU spill, down);
+    its shard fails at once, without retries, and the work moves to the other hosts."""
+
+
+class ChunkBusy(ChunkwiseError):
+    """Another live process (maybe on another host) is sending this chunk; skip it."""
+
+    def __init__(self, index: int, owner: str) -> None:
+        super().__init__(f"chunk {index} is being sent by another chunkwise process ({owner}); skipped here")
+        self.index = index
+        self.owner = owner
+
+    def __reduce__(self) -> tuple[type[ChunkBusy], tuple[int, str]]:  # picklable with its own arguments (Prefect pickles exceptions)
+        return (ChunkBusy, (self.index, self.owner))
+
+
+class ShardsUnfinished(ChunkwiseError):
+    """Some shards used up their attempts with chunks still unsent; run again with the same run name."""
 
 
 # -- the LLM-server boundary (chunkwise.ollama, chunkwise.openai) ----------------------------------

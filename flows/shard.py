@@ -16,12 +16,17 @@ from prefect import flow, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from chunkwise.cluster import hosts
-from chunkwise.cluster.preflight import HostUnusable, check_host
+from chunkwise.cluster.preflight import check_host
 from chunkwise.cluster.shard import host_label, load_context
 from chunkwise.cluster.telemetry import HostTelemetry
+from chunkwise.errors import HostUnusable
+from chunkwise.ollama.client import OllamaClient
+from chunkwise.plan.chunks import ChunkSpec
 from chunkwise.plan.shards import load_recorded
 from chunkwise.run.context import get_runtime, release_runtime
+from chunkwise.run.prepare import PreparedRun
 from chunkwise.settings import get_settings
+from chunkwise.store import chunklock
 from tasks.shard_chunk import shard_chunk_task
 
 FLOW_NAME = "chunkwise-shard"
@@ -33,10 +38,15 @@ def shard(run_dir: str, shard: int, attempt: int = 0) -> dict[str, Any]:
     started = time.time()
     ctx = load_context(run_dir)
     label = host_label()
+    # Held for this run's whole life: the parent reads a free lock under a Running state as a dead process.
+    chunklock.try_acquire_path(chunklock.shard_lock_path(ctx.dir, shard, attempt))
     record = {"kind": "shard", "shard": shard, "attempt": attempt, "endpoint": ctx.host, "started": started}
     specs = load_recorded(ctx.dir, shard)
     try:
-        check = check_host(get_runtime(ctx).client, ctx.host, model=ctx.params.model, digest=ctx.model_digest,
+        client = get_runtime(ctx).client
+        if not isinstance(client, OllamaClient):
+            raise HostUnusable(f"distributed mode needs --api ollama; this run uses {ctx.params.api}")
+        check = check_host(client, ctx.host, model=ctx.params.model, digest=ctx.model_digest,
                            num_ctx=ctx.params.num_ctx)
     except HostUnusable as exc:
         hosts.append_fact(ctx.dir, label, {**record, "at": time.time(), "outcome": "refused", "error": str(exc),
@@ -58,7 +68,7 @@ def shard(run_dir: str, shard: int, attempt: int = 0) -> dict[str, Any]:
         release_runtime(ctx)
 
 
-def run_shards(prepared: Any, specs: list, pool: str) -> dict[str, Any]:
+def run_shards(prepared: PreparedRun, specs: list[ChunkSpec], pool: str) -> dict[str, Any]:
     """The parent's distributed mode (called by the batch flow with `pool` set): record the run's
     context and shards in the shared run directory, launch or re-attach to one shard run per shard on
     `pool`'s queues, re-dispatch shards that end with chunks unsent, then aggregate as a single-host
@@ -66,7 +76,7 @@ def run_shards(prepared: Any, specs: list, pool: str) -> dict[str, Any]:
     from prefect.artifacts import create_table_artifact
 
     from chunkwise.cluster.parent import supervise
-    from chunkwise.cluster.shard import chunk_done, write_context
+    from chunkwise.cluster.shard import chunk_done, credit_dead_holders, write_context
     from chunkwise.plan.shards import load_or_write, requests_per_shard
     from tasks.aggregate import aggregate
     from tasks.dispatch import PrefectDispatcher
@@ -77,7 +87,9 @@ def run_shards(prepared: Any, specs: list, pool: str) -> dict[str, Any]:
         write_context(ctx)
         shards = load_or_write(ctx.dir, specs, ctx.params.shard_requests or requests_per_shard())
         dispatcher = PrefectDispatcher(str(ctx.dir), ctx.dir.name, pool=pool)
-        tracks = supervise(ctx.dir.name, shards, dispatcher, lambda i: chunk_done(ctx.dir, i))
+        tracks = supervise(ctx.dir.name, shards, dispatcher, lambda i: chunk_done(ctx.dir, i),
+                           alive=lambda s, a: chunklock.is_held(chunklock.shard_lock_path(ctx.dir, s.index, a)))
+        credit_dead_holders(ctx.dir, [s.index for s in specs])
         rows = hosts.host_rows(ctx.dir)
         summary = {"hosts": rows, "distributed": {
             "pool": pool, "shards": len(shards), "wall_s": round(time.time() - started, 3),

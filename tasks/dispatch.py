@@ -8,9 +8,15 @@ same key return the first run (prefect 3.9.1 `src/prefect/deployments/flow_runs.
 
 from __future__ import annotations
 
-from prefect.client.orchestration import get_client
-from prefect.deployments import run_deployment
+from uuid import UUID
 
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
+from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
+from prefect.states import Crashed
+
+from chunkwise.errors import SetupError
 from chunkwise.plan.shards import Shard
 
 SHARD_DEPLOYMENT = "chunkwise-shard/shard"
@@ -24,6 +30,14 @@ class PrefectDispatcher:
         self.run_name = run_name
         self.deployment = deployment
         self._client = get_client(sync_client=True)
+        try:
+            found = self._client.read_deployment_by_name(deployment)
+        except ObjectNotFound:
+            raise SetupError(f"the Prefect server at PREFECT_API_URL has no deployment {deployment}; register it with "
+                             "`prefect --no-prompt deploy --prefect-file deployments/cluster.yaml --all`") from None
+        if found.work_pool_name != pool:
+            raise SetupError(f"deployment {deployment} runs on work pool {found.work_pool_name}, not {pool}; pass "
+                             f"--pool {found.work_pool_name} or deploy it to {pool}")
 
     def launch(self, shard: Shard, attempt: int, key: str, *, retry: bool) -> str:
         run = run_deployment(
@@ -35,8 +49,14 @@ class PrefectDispatcher:
             work_queue_name=RETRY_QUEUE if retry else QUEUE,
             as_subflow=False,
         )
+        assert isinstance(run, FlowRun)  # timeout=0 from a sync caller: never a coroutine
         return str(run.id)
 
+    def mark_crashed(self, run_id: str, message: str) -> None:
+        """A run whose process is gone never reports its end: record it as Crashed (forced: nothing else
+        will move it out of Running)."""
+        self._client.set_flow_run_state(UUID(run_id), Crashed(message=message), force=True)
+
     def state(self, run_id: str) -> str:
-        run = self._client.read_flow_run(run_id)
+        run = self._client.read_flow_run(UUID(run_id))
         return run.state.type.value if run.state is not None else "PENDING"

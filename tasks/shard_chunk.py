@@ -14,9 +14,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from chunkwise.cluster.shard import DISTRIBUTED_CHUNK_RETRIES, DISTRIBUTED_CHUNK_RETRY_DELAYS_S, run_locked_chunk
-from chunkwise.ollama.client import retry_condition
 from chunkwise.plan.chunks import ChunkSpec
 from chunkwise.run.context import RunContext
+from tasks.chunk import retry_condition
 
 
 @task(

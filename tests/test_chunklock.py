@@ -53,3 +53,21 @@ def test_second_process_skips_a_held_chunk_and_the_lock_dies_with_its_holder(tmp
 def test_chunk_busy_survives_pickling():
     err = pickle.loads(pickle.dumps(chunklock.ChunkBusy(7, "pid 1 on a")))
     assert (err.index, err.owner) == (7, "pid 1 on a") and "chunk 7" in str(err)
+
+
+def test_a_shard_lock_tells_a_live_shard_process_from_a_dead_one(tmp_path):
+    path = chunklock.shard_lock_path(tmp_path, 2, 1)
+    assert not chunklock.is_held(path)  # never taken
+    code = ("import sys, time, pathlib; from chunkwise.store import chunklock; "
+            "print(chunklock.try_acquire_path(pathlib.Path(sys.argv[1])), flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        assert chunklock.is_held(path) and chunklock.is_held(path)  # probing does not take it
+    finally:
+        holder.kill()
+        holder.wait()
+    deadline = time.monotonic() + 10
+    while chunklock.is_held(path):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)

@@ -1,6 +1,8 @@
 """The parent's shard supervision with a fake dispatcher: launch, re-dispatch, bounded attempts,
 re-attach by idempotency key after a restart (no Prefect)."""
 
+from pathlib import Path
+
 import pytest
 
 from chunkwise.cluster.parent import ShardsUnfinished, supervise
@@ -17,10 +19,16 @@ class FakePrefect:
         self.launches = []
         self.done_chunks = set()
         self.completes = {}  # key -> chunks checkpointed when the run completes
+        self.crashed = []
 
     def launch(self, shard, attempt, key, *, retry):
         self.launches.append((key, retry))
         return self.runs.setdefault(key, f"run-{len(self.runs)}-{key}")
+
+    def mark_crashed(self, run_id, message):
+        self.crashed.append((run_id, message))
+        self.script[run_id.split("-", 2)[2]] = ["CRASHED"]
+        self.polls[run_id.split("-", 2)[2]] = 0
 
     def state(self, run_id):
         key = run_id.split("-", 2)[2]
@@ -69,3 +77,40 @@ def test_a_restarted_parent_reattaches_to_the_runs_it_launched_and_skips_finishe
     assert [k for k, _ in fake.launches] == ["r:0:0", "r:0:1"]  # same keys: no new run, no duplicate
     assert set(fake.runs) == {"r:0:0", "r:0:1"}
     assert tracks[1].state == "SKIPPED" and all(t.done for t in tracks)
+
+
+def test_the_shard_deployment_file_names_the_shard_flow_and_the_dispatcher_targets_it():
+    import yaml
+
+    from flows.shard import FLOW_NAME, shard
+    from tasks.dispatch import QUEUE, SHARD_DEPLOYMENT
+
+    (deployment,) = yaml.safe_load((Path(__file__).parents[1] / "deployments/cluster.yaml").read_text())["deployments"]
+    assert deployment["entrypoint"] == "flows/shard.py:shard" and shard.name == FLOW_NAME
+    assert f"{FLOW_NAME}/{deployment['name']}" == SHARD_DEPLOYMENT
+    assert deployment["work_pool"]["work_queue_name"] == QUEUE
+
+
+def test_a_run_left_running_by_a_dead_process_is_marked_crashed_and_redispatched():
+    fake = FakePrefect({"r:0:0": ["RUNNING"]})  # its process died: Running forever on the server
+    fake.completes = {"r:0:1": (0, 1), "r:1:0": (2,)}
+    now = [0.0]
+
+    def sleep(s):
+        now[0] += s
+
+    tracks = supervise("r", SHARDS, fake, lambda c: c in fake.done_chunks, sleep=sleep, clock=lambda: now[0],
+                       alive=lambda shard, attempt: shard.index != 0 or attempt != 0, lost_after_s=30, poll_s=5)
+    assert [run for run, _ in fake.crashed] == [fake.runs["r:0:0"]]
+    assert "shard 0 attempt 0: its process is gone" in fake.crashed[0][1]
+    assert 30 <= now[0] <= 40  # noticed within one poll of the grace
+    assert tracks[0].attempt == 1 and all(t.done for t in tracks)
+
+
+def test_a_live_slow_shard_is_left_alone():
+    fake = FakePrefect({"r:0:0": ["RUNNING"] * 50 + ["COMPLETED"]})
+    fake.completes = {"r:0:0": (0, 1), "r:1:0": (2,)}
+    now = [0.0]
+    supervise("r", SHARDS, fake, lambda c: c in fake.done_chunks, sleep=lambda s: now.__setitem__(0, now[0] + s),
+              clock=lambda: now[0], alive=lambda shard, attempt: True, lost_after_s=30, poll_s=5)
+    assert fake.crashed == [] and now[0] >= 200

@@ -2,8 +2,8 @@
 
 import pytest
 
-from chunkwise.cluster.preflight import HostUnusable, check_host
-from chunkwise.ollama.client import ServerUnavailable
+from chunkwise.cluster.preflight import check_host
+from chunkwise.errors import HostUnusable, ServerUnavailable
 
 RUN = "a" * 64
 INFO = {"general.architecture": "llama", "llama.context_length": 8192}

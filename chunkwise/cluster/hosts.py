@@ -9,6 +9,11 @@ repaired by `Ledger.load` changes nothing (only invalid lines are dropped).
 Each host appends its facts to `<run dir>/hosts/<label>.jsonl` (one writer per label: the worker
 name), one line per chunk attempt and one per shard; `host_rows` sums them into the per-host rows of
 `stats.json`, which add up to the session's totals of requests sent.
+
+A process that dies inside a chunk (killed with its stopping worker, or its machine lost) never writes
+that chunk's closing fact. So each holder first writes a `chunk-start` fact with the record count it
+found; the next holder of the chunk (or the parent before it aggregates) finds starts nobody closed
+and credits their hosts with the records between each such start and the next holder's count.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +74,39 @@ def append_fact(run_dir: Path, label: str, fact: dict[str, Any]) -> None:
         os.close(fd)
 
 
+def open_chunk(run_dir: Path, label: str, chunk: int, before: int, **extra: Any) -> str:
+    """Record that `label` holds `chunk`, finding `before` valid ledger records; returns the start id
+    its closing fact must carry."""
+    start_id = f"{safe_label(label)}:{os.getpid()}:{chunk}:{time.time_ns()}"
+    append_fact(run_dir, label, {"kind": "chunk-start", "id": start_id, "chunk": chunk, "before": before,
+                                 "at": time.time(), **extra})
+    return start_id
+
+
+def credit_orphans(run_dir: Path, writer: str, chunk: int, records: list[dict[str, Any]]) -> int:
+    """Credit the hosts whose processes died holding `chunk` with the records they appended: the
+    caller holds the chunk's lock (or the run is over), and `records` are the ledger's valid records
+    now. Written to `writer`'s log with `host` naming the credited host; returns the records credited."""
+    starts, closed = [], set()
+    for label, facts in read_facts(run_dir).items():
+        for f in facts:
+            if f.get("chunk") != chunk:
+                continue
+            if f.get("kind") == "chunk-start":
+                starts.append((f["before"], f["id"], label))
+            elif f.get("kind") == "chunk":
+                closed.add(f.get("closes") or f.get("id"))
+    orphans = sorted(s for s in starts if s[1] not in closed)
+    credited = 0
+    for i, (before, start_id, label) in enumerate(orphans):
+        end = orphans[i + 1][0] if i + 1 < len(orphans) else len(records)
+        mine = records[before:end]
+        append_fact(run_dir, writer, {"kind": "chunk", "host": label, "closes": start_id, "chunk": chunk,
+                                      "at": time.time(), "orphan": True, **chunk_facts(mine)})
+        credited += len(mine)
+    return credited
+
+
 def read_facts(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
     """Every host's facts, by label (a torn last line is skipped)."""
     out: dict[str, list[dict[str, Any]]] = {}
@@ -88,9 +127,12 @@ def host_rows(run_dir: Path, *, since: float = 0.0) -> list[dict[str, Any]]:
     parent session's start): requests, ok, tokens, busy seconds (shard wall time), req/s over busy
     time, shards completed and refused, GPU peak (MiB; None without a GPU) and the digest check."""
     rows = []
-    for label, facts in read_facts(run_dir).items():
-        chunks = [f for f in facts if f.get("kind") == "chunk" and f.get("at", 0) >= since]
-        shards = [f for f in facts if f.get("kind") == "shard" and f.get("at", 0) >= since]
+    by_file = read_facts(run_dir)
+    every = [(f.get("host") or label, f) for label, facts in by_file.items() for f in facts if f.get("at", 0) >= since]
+    labels = sorted({host for host, f in every if f.get("kind") in ("chunk", "shard")})
+    for label in labels:
+        chunks = [f for host, f in every if host == label and f.get("kind") == "chunk"]
+        shards = [f for host, f in every if host == label and f.get("kind") == "shard"]
         busy = sum(float(f.get("busy_s") or 0) for f in shards)
         requests = sum(f["requests"] for f in chunks)
         peaks = [f["gpu_peak_mib"] for f in shards if f.get("gpu_peak_mib") is not None]

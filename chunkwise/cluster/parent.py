@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from chunkwise.errors import ShardsUnfinished
 from chunkwise.plan.shards import Shard
 
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
@@ -33,9 +34,7 @@ class Dispatcher(Protocol):
 
     def state(self, run_id: str) -> str: ...
 
-
-class ShardsUnfinished(RuntimeError):
-    """Some shards used up their attempts with chunks still unsent; resume the run to try again."""
+    def mark_crashed(self, run_id: str, message: str) -> None: ...
 
 
 @dataclass
@@ -45,6 +44,8 @@ class ShardTrack:
     run_id: str = ""
     state: str = "PENDING"
     done: bool = False
+    #: When this attempt was first seen Running (supervisor clock, s).
+    running_since: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -53,11 +54,19 @@ def idempotency_key(run_name: str, shard: int, attempt: int) -> str:
 
 
 def supervise(run_name: str, shards: list[Shard], dispatcher: Dispatcher, chunk_done: Callable[[int], bool], *,
+              alive: Callable[[Shard, int], bool] | None = None, lost_after_s: float = 30.0,
               max_attempts: int = 4, poll_s: float = 2.0, sleep: Callable[[float], None] = time.sleep,
+              clock: Callable[[], float] = time.monotonic,
               on_change: Callable[[ShardTrack], None] | None = None) -> list[ShardTrack]:
     """Launch (or re-attach to) every shard, re-dispatch those that end with chunks unsent, and return
     once every shard's chunks are checkpointed; raise `ShardsUnfinished` when a shard used up
-    `max_attempts`. A shard whose chunks are already all checkpointed is not launched at all."""
+    `max_attempts`. A shard whose chunks are already all checkpointed is not launched at all.
+
+    A run whose process died without reporting (its worker stopped with it, or its machine vanished)
+    stays Running on the server forever. `alive(shard, attempt)` says whether the run's process still
+    holds its shard lock (`chunkwise.store.chunklock.shard_lock_path`; the kernel drops it with the
+    process); a run Running for `lost_after_s` whose lock is free is marked Crashed and re-dispatched.
+    """
     tracks = [ShardTrack(s) for s in shards]
     for track in tracks:
         if all(chunk_done(c) for c in track.shard.chunks):
@@ -70,6 +79,13 @@ def supervise(run_name: str, shards: list[Shard], dispatcher: Dispatcher, chunk_
             if track.done:
                 continue
             state = dispatcher.state(track.run_id)
+            if state == "RUNNING":
+                track.running_since = track.running_since if track.running_since is not None else clock()
+                if alive is not None and clock() - track.running_since >= lost_after_s and \
+                        not alive(track.shard, track.attempt):
+                    dispatcher.mark_crashed(track.run_id, f"shard {track.shard.index} attempt {track.attempt}: its "
+                                            "process is gone (its shard lock is free); re-dispatched by the parent")
+                    state = "CRASHED"
             if state != track.state:
                 track.state = state
                 track.history.append({"attempt": track.attempt, "run_id": track.run_id, "state": state,
@@ -101,3 +117,4 @@ def _launch(run_name: str, track: ShardTrack, dispatcher: Dispatcher, *, retry: 
     track.run_id = dispatcher.launch(track.shard, track.attempt, idempotency_key(run_name, track.shard.index,
                                                                                    track.attempt), retry=retry)
     track.state = "PENDING"
+    track.running_since = None

@@ -13,13 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from chunkwise.ollama.client import OllamaClient, OllamaError
+from chunkwise.errors import HostUnusable, LLMError
+from chunkwise.ollama.client import OllamaClient
 from chunkwise.ollama.kv import training_context
 from chunkwise.ollama.ps import normalise_model_name, ps_entry_for, spill_warning
-
-
-class HostUnusable(ValueError):
-    """This host cannot serve the run (wrong digest, num_ctx too large, CPU spill, unreachable)."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +49,7 @@ def check_host(client: OllamaClient, host: str, *, model: str, digest: str, num_
         served = served_digest(client.tags(), model)
         show = client.show(model) if served else {}
         ps = client.ps()
-    except OllamaError as exc:
+    except LLMError as exc:
         raise HostUnusable(f"host {host} cannot be checked ({exc}); start Ollama there or stop its worker") from None
     if served != digest:
         got = served[:12] if served else "none (model not pulled)"

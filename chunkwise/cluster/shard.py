@@ -61,6 +61,13 @@ def load_context(run_dir: str) -> RunContext:
                                        "run_dir": str(Path(run_dir))})
 
 
+def credit_dead_holders(run_dir: Path, chunks: list[int]) -> int:
+    """The parent, before aggregating: credit hosts whose processes died holding a chunk that nobody
+    held after them (a death between the checkpoint and the closing fact)."""
+    ledger = RunPaths(Path(run_dir)).ledger
+    return sum(hosts.credit_orphans(Path(run_dir), "parent", i, hosts.valid_records(ledger(i))) for i in chunks)
+
+
 def chunk_done(run_dir: Path, index: int) -> bool:
     """Whether chunk `index` has a valid, final checkpoint (nothing left to send)."""
     from chunkwise.store.checkpoint import load_checkpoint
@@ -79,12 +86,16 @@ def run_locked_chunk(ctx: RunContext, spec: ChunkSpec, label: str, shard: int, a
                 "held_by": chunklock.owner(ctx.dir, spec.index)}
     ledger = RunPaths(ctx.dir).ledger(spec.index)
     try:
-        before = len(hosts.valid_records(ledger))
+        found = hosts.valid_records(ledger)
+        before = len(found)
+        hosts.credit_orphans(ctx.dir, label, spec.index, found)
+        start_id = hosts.open_chunk(ctx.dir, label, spec.index, before, shard=shard, attempt=attempt)
         try:
             return {**run_chunk(ctx, spec), "skipped": False}
         finally:
             mine = hosts.valid_records(ledger)[before:]
-            hosts.append_fact(ctx.dir, label, {"kind": "chunk", "at": time.time(), "chunk": spec.index, "shard": shard,
-                                              "attempt": attempt, "pid": os.getpid(), **hosts.chunk_facts(mine)})
+            hosts.append_fact(ctx.dir, label, {"kind": "chunk", "id": start_id, "at": time.time(), "chunk": spec.index,
+                                              "shard": shard, "attempt": attempt, "pid": os.getpid(),
+                                              **hosts.chunk_facts(mine)})
     finally:
         chunklock.release(ctx.dir, spec.index)

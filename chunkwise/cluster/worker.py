@@ -23,7 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from chunkwise.cluster.preflight import served_digest
-from chunkwise.ollama.client import OllamaClient, OllamaError
+from chunkwise.errors import LLMError
+from chunkwise.ollama.client import OllamaClient
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def host_usable(host: str, model: str | None, digest: str | None, timeout_s: flo
             if model is None:
                 return True, ""
             served = served_digest(client.tags(), model)
-    except OllamaError as exc:
+    except LLMError as exc:
         return False, f"{host} does not answer ({exc})"
     if not served:
         return False, f"{host} does not have {model}"
@@ -73,7 +74,7 @@ def worker_env(cfg: WorkerConfig, base: dict[str, str] | None = None) -> dict[st
     return env
 
 
-def stop_worker(proc: subprocess.Popen, grace_s: float) -> None:
+def stop_worker(proc: subprocess.Popen[bytes], grace_s: float) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         if proc.poll() is not None:
             return
@@ -89,10 +90,13 @@ def stop_worker(proc: subprocess.Popen, grace_s: float) -> None:
 
 def supervise_worker(cfg: WorkerConfig, *, log: Callable[[str], None] = print,
                      stop: Callable[[], bool] = lambda: False,
-                     usable: Callable[[], tuple[bool, str]] | None = None) -> None:
+                     usable: Callable[[], tuple[bool, str]] | None = None,
+                     spawn: Callable[[], subprocess.Popen[bytes]] | None = None) -> None:
     """Start and stop the Prefect worker as the host's check passes or fails, until `stop()`."""
     check = usable or (lambda: host_usable(cfg.ollama_host, cfg.model, cfg.digest))
-    proc: subprocess.Popen | None = None
+    start = spawn or (lambda: subprocess.Popen(worker_command(cfg), env=worker_env(cfg)))
+    proc: subprocess.Popen[bytes] | None = None
+    last_why = None
     try:
         while not stop():
             ok, why = check()
@@ -101,13 +105,14 @@ def supervise_worker(cfg: WorkerConfig, *, log: Callable[[str], None] = print,
                 proc = None
             if ok and proc is None:
                 log(f"worker {cfg.name}: {cfg.ollama_host} is usable; polling pool {cfg.pool}")
-                proc = subprocess.Popen(worker_command(cfg), env=worker_env(cfg))
+                proc = start()
             elif not ok and proc is not None:
                 log(f"worker {cfg.name}: stopped polling: {why}")
                 stop_worker(proc, cfg.grace_s)
                 proc = None
-            elif not ok:
+            elif not ok and why != last_why:
                 log(f"worker {cfg.name}: not polling: {why}")
+            last_why = why if not ok else None
             time.sleep(cfg.check_s)
     finally:
         if proc is not None:

@@ -27,39 +27,41 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+
+from chunkwise.errors import ChunkBusy
 
 LOCKS_DIR = "locks"
 
+__all__ = ["ChunkBusy", "hold", "owner", "release", "try_acquire"]
+
 _held: dict[str, int] = {}
 _guard = threading.Lock()
-
-
-class ChunkBusy(RuntimeError):
-    """Another live process (maybe on another host) is sending this chunk; skip it."""
-
-    def __init__(self, index: int, owner: str) -> None:
-        super().__init__(f"chunk {index} is being sent by another chunkwise process ({owner}); skipped here")
-        self.index = index
-        self.owner = owner
-
-    def __reduce__(self) -> tuple[Any, ...]:  # picklable (Prefect pickles exceptions)
-        return (ChunkBusy, (self.index, self.owner))
 
 
 def lock_path(run_dir: Path, index: int) -> Path:
     return Path(run_dir) / LOCKS_DIR / f"chunk-{index:05d}.lock"
 
 
-def _key(run_dir: Path, index: int) -> str:
-    return str(lock_path(Path(run_dir).resolve(), index))
+def shard_lock_path(run_dir: Path, shard: int, attempt: int) -> Path:
+    """Held by a shard run for its whole life: free while its state says Running means its process is
+    gone (killed, or its machine lost) and nobody will report its end."""
+    return Path(run_dir) / LOCKS_DIR / f"shard-{shard:04d}-a{attempt}.lock"
+
+
+def _key(path: Path) -> str:
+    """One key per lock file however it is named (symlinks resolved, missing parts kept)."""
+    return os.path.realpath(path)
 
 
 def try_acquire(run_dir: Path, index: int) -> bool:
     """Take chunk `index`'s lock without waiting; False when another holder has it (or this process
     already holds it). The lock file records `pid P on HOST` for messages."""
-    path = lock_path(run_dir, index)
-    key = _key(run_dir, index)
+    return try_acquire_path(lock_path(run_dir, index))
+
+
+def try_acquire_path(path: Path) -> bool:
+    """Take the lock at `path` without waiting (see `try_acquire`)."""
+    key = _key(path)
     with _guard:
         if key in _held:
             return False
@@ -89,12 +91,27 @@ def owner(run_dir: Path, index: int) -> str:
 def release(run_dir: Path, index: int) -> None:
     """Give up chunk `index`'s lock if this process holds it. The file stays (removing it would let a
     process that opened the old inode and one that creates a new one both "hold" the lock)."""
-    key = _key(run_dir, index)
+    release_path(lock_path(run_dir, index))
+
+
+def release_path(path: Path) -> None:
+    key = _key(path)
     with _guard:
         fd = _held.pop(key, None)
     if fd is not None:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def is_held(path: Path) -> bool:
+    """Whether some live process holds the lock at `path` (probes by taking it and letting go). A
+    lock this process holds counts as held."""
+    if not path.exists():
+        return False
+    if not try_acquire_path(path):
+        return True
+    release_path(path)
+    return False
 
 
 @contextmanager

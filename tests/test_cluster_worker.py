@@ -1,0 +1,37 @@
+"""`chunkwise worker`'s supervision: poll only while the host is usable (fake check, `sleep` as the worker)."""
+
+import subprocess
+
+from chunkwise.cluster.worker import WorkerConfig, host_usable, supervise_worker, worker_command, worker_env
+
+
+def test_the_worker_polls_only_while_the_host_is_usable():
+    script = iter([(True, ""), (True, ""), (False, "down"), (False, "down"), (True, ""), (False, "gone")])
+    spawned, logs = [], []
+
+    def spawn():
+        spawned.append(subprocess.Popen(["sleep", "60"]))
+        return spawned[-1]
+
+    cfg = WorkerConfig(pool="p", name="gpu1", ollama_host="http://127.0.0.1:1", check_s=0, grace_s=5)
+    calls = iter(range(6))
+    supervise_worker(cfg, log=logs.append, usable=lambda: next(script), spawn=spawn,
+                     stop=lambda: next(calls, None) is None)
+    assert len(spawned) == 2 and all(p.poll() is not None for p in spawned)  # started twice, stopped twice
+    assert [m.split(": ", 1)[1].split(";")[0] for m in logs] == [
+        "http://127.0.0.1:1 is usable", "stopped polling: down", "http://127.0.0.1:1 is usable",
+        "stopped polling: gone"]
+
+
+def test_the_worker_is_pointed_at_its_host_and_slots():
+    cfg = WorkerConfig(pool="p", name="gpu1", ollama_host="http://10.0.0.5:11434", parallel=4, queues=("shards",))
+    env = worker_env(cfg, base={"PATH": "/bin", "CHUNKWISE_OLLAMA_HOST": "http://elsewhere"})
+    assert env["CHUNKWISE_OLLAMA_HOST"] == "http://10.0.0.5:11434" and env["CHUNKWISE_PARALLEL"] == "4"
+    assert env["CHUNKWISE_HOST_LABEL"] == "gpu1" and env["PATH"] == "/bin"
+    cmd = worker_command(cfg)
+    assert cmd[cmd.index("--limit") + 1] == "1" and cmd[cmd.index("--work-queue") + 1] == "shards"
+
+
+def test_an_unreachable_host_is_not_usable():
+    ok, why = host_usable("http://127.0.0.1:9", "m", None, timeout_s=1)
+    assert not ok and "does not answer" in why

@@ -140,7 +140,8 @@ class ChunkBusy(ChunkwiseError):
         self.index = index
         self.owner = owner
 
-    def __reduce__(self) -> tuple[type[ChunkBusy], tuple[int, str]]:  # picklable with its own arguments (Prefect pickles exceptions)
+    def __reduce__(self) -> tuple[type[ChunkBusy], tuple[int, str]]:
+        # picklable with its own arguments (Prefect pickles exceptions)
         return (ChunkBusy, (self.index, self.owner))
 
 

@@ -26,7 +26,8 @@ from chunkwise.engine.fetch import ensure_sdist  # noqa: E402
 from chunkwise.engine.paths import engine_paths  # noqa: E402
 
 KEEP_DIRS = ("cmake/", "licenses/", "include/", "src/", "common/", "vendor/", "ggml/", "tools/", "app/")
-# scripts/ui-assets.cmake: tools/ui runs it at build time even with LLAMA_USE_PREBUILT_UI=OFF (seen failing on the H100).
+# scripts/ui-assets.cmake: tools/ui runs it at build time even with LLAMA_USE_PREBUILT_UI=OFF (seen failing on
+# the H100).
 KEEP_FILES = ("CMakeLists.txt", "LICENSE", "scripts/ui-assets.cmake")
 DROP_BACKENDS = ("blas", "cann", "et", "hexagon", "hip", "kompute", "metal", "musa", "opencl", "openvino", "rpc",
                  "sycl", "virtgpu", "vulkan", "webgpu", "zdnn", "zendnn")

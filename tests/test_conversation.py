@@ -116,7 +116,7 @@ def test_a_fixed_ratio_alone_would_overflow_the_same_conversation():
 
 def test_harder_trim_after_a_refusal_keeps_a_quarter_of_the_limit_free():
     conv = Conversation("sys", num_ctx=4096, trim_threshold=0.875, chars_per_token=4.0)
-    for i in range(8):
+    for _ in range(8):
         conv.prepare("q" * 1200)
         conv.add("q" * 1200, "a" * 400)
     before = len(conv.prepare("q" * 1200))

@@ -49,7 +49,7 @@ def test_a_server_failing_every_request_the_same_way_stops_the_run_and_a_resume_
     sim.configure(load_failure="none", stream_error_rate=0.0)
     code, out = run(sim, source, tmp_path, capsys, "--mode", "independent", "--breaker-threshold", "3")
     assert code == EXIT_OK, out
-    table, stats = results(tmp_path)
+    table, _stats = results(tmp_path)
     assert table["status"].to_list() == ["ok"] * 24
     assert_answered_once(sim.stats(), expected=24)
 
@@ -83,7 +83,8 @@ def test_think_on_a_model_that_cannot_think_is_refused_before_anything_is_sent(s
 
 def code_like(n: int) -> pl.DataFrame:
     return pl.DataFrame({"id": list(range(n)), "prompt": [
-        f"def handler_{i}(req):\n    return {{'id': {i * 7919}, 'k': req.get('k_{i}', [{i}, {i + 1}])}}  # {i:06x}\n" * 6
+        f"def handler_{i}(req):\n"
+        f"    return {{'id': {i * 7919}, 'k': req.get('k_{i}', [{i}, {i + 1}])}}  # {i:06x}\n" * 6
         for i in range(n)]})
 
 
@@ -109,7 +110,7 @@ def test_an_answer_that_would_need_a_context_shift_is_context_truncated(sim_fact
     source = tmp_path / "in.parquet"
     pl.DataFrame({"id": list(range(5)), "prompt": prompts}).write_parquet(source)
     sim = sim_factory(answer_tokens=(300, 300))
-    code, out = run(sim, source, tmp_path, capsys, "--mode", "independent", "--num-predict", "400")
+    _code, out = run(sim, source, tmp_path, capsys, "--mode", "independent", "--num-predict", "400")
     table, _ = results(tmp_path)
     last = table.row(4, named=True)
     assert (last["status"], last["error_class"]) == ("failed", "context_truncated"), out
@@ -124,7 +125,7 @@ def test_truncate_false_reaches_every_server_that_honours_it(sim_factory, tmp_pa
     source = tmp_path / "in.parquet"
     pl.DataFrame({"id": list(range(4)), "prompt": prompts}).write_parquet(source)
     sim = sim_factory(ollama_version=version, answer_tokens=(4, 8))
-    code, out = run(sim, source, tmp_path, capsys, "--mode", "independent", "--num-predict", "32")
+    _code, out = run(sim, source, tmp_path, capsys, "--mode", "independent", "--num-predict", "32")
     table, _ = results(tmp_path)
     last = table.row(3, named=True)
     assert last["error_class"] == "context_truncated" and last["prompt_eval_count"] is None, out

@@ -40,7 +40,8 @@ def test_non_streamed_thinking_and_an_error_body_with_status_200():
     answer = {**FINAL, "message": {"role": "assistant", "content": "a", "thinking": "t"}}
     result = client_for(lambda r: httpx.Response(200, json=answer), stream=False).chat("m", [], options={}, think=False)
     assert (result.content, result.thinking) == ("a", "t")
-    failing = client_for(lambda r: httpx.Response(200, json={"error": "llama runner process has terminated"}), stream=False)
+    failing = client_for(lambda r: httpx.Response(200, json={"error": "llama runner process has terminated"}),
+                         stream=False)
     with pytest.raises(o.ServerError, match="llama runner process has terminated"):
         failing.chat("m", [], options={})
 
@@ -83,5 +84,5 @@ def test_host_forms_ollamas_client_accepts(raw, normalised):
 
 @pytest.mark.parametrize("bad", [":66000", ":-1", ":0", "host:99999", "[::1", "[::1]x", "1:2:zz", "tcp://h:1"])
 def test_host_forms_refused_with_a_message(bad):
-    with pytest.raises(o.ConfigError, match="write|only http"):
+    with pytest.raises(o.ConfigError, match=r"write|only http"):
         o.parse_host(bad)

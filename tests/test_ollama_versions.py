@@ -4,7 +4,8 @@ import pytest
 
 from chunkwise.ollama import versions as v
 
-QWEN3 = {"capabilities": ["completion", "tools", "thinking"], "details": {"family": "qwen3"}, "template": "{{ .Prompt }}"}
+QWEN3 = {"capabilities": ["completion", "tools", "thinking"], "details": {"family": "qwen3"},
+         "template": "{{ .Prompt }}"}
 GPT_OSS = {"capabilities": ["completion", "thinking"], "details": {"family": "gptoss"}}
 LLAMA = {"capabilities": ["completion", "tools"], "details": {"family": "llama"}}
 

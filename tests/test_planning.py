@@ -14,10 +14,10 @@ import pytest
 from pydantic import ValidationError
 
 from chunkwise.cli import main
-from chunkwise.plan import probe
 from chunkwise.inputs.scan import validate_only
 from chunkwise.params import RunParams
 from chunkwise.plan import chunks as planning
+from chunkwise.plan import probe
 from chunkwise.plan.chunks import ChunkSpec, chunk_count, chunk_size_rule, plan_chunks
 from chunkwise.plan.report import build_plan
 

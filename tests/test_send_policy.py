@@ -8,9 +8,9 @@ import threading
 import httpx
 import pytest
 
+from chunkwise.errors import ServerError, ServerKeepsFailing
 from chunkwise.ollama.client import OllamaClient
 from chunkwise.params import RunParams
-from chunkwise.errors import ServerError, ServerKeepsFailing
 from chunkwise.run.breaker import CircuitBreaker
 from chunkwise.run.context import RunContext, Runtime
 from chunkwise.run.send import send
@@ -62,7 +62,8 @@ def test_the_same_500_on_consecutive_requests_trips_the_breaker_with_the_servers
 
     def handler(request):
         calls.append(1)
-        return httpx.Response(500, json={"error": "llama runner process has terminated: cudaMalloc failed: out of memory"})
+        error = "llama runner process has terminated: cudaMalloc failed: out of memory"
+        return httpx.Response(500, json={"error": error})
 
     ctx, rt = setup(tmp_path, handler, threshold=3, max_attempts=6)
     with pytest.raises(ServerKeepsFailing, match="out of memory") as info:
@@ -72,8 +73,8 @@ def test_the_same_500_on_consecutive_requests_trips_the_breaker_with_the_servers
 
 
 def test_an_error_line_in_a_200_answer_counts_for_the_breaker(tmp_path):
-    ctx, rt = setup(tmp_path, lambda r: httpx.Response(200, json={"error": "an error was encountered while running the model"}),
-                    threshold=2)
+    error = {"error": "an error was encountered while running the model"}
+    ctx, rt = setup(tmp_path, lambda r: httpx.Response(200, json=error), threshold=2)
     with pytest.raises(ServerKeepsFailing, match="error was encountered"):
         send(ctx, rt, row=0, chunk=0, messages=USER)
 

@@ -58,7 +58,7 @@ def fit_line(xs: Sequence[float], ys: Sequence[float],
     if len(xs) != len(ys):
         raise ValueError(f"fit_line needs as many x as y values; got {len(xs)} and {len(ys)}")
     if compute_mib is not None:
-        ys = [y - compute_mib(int(x)) for x, y in zip(xs, ys)]
+        ys = [y - compute_mib(int(x)) for x, y in zip(xs, ys, strict=True)]
     if len(set(xs)) < 2:
         return None
     n = len(xs)

@@ -13,6 +13,8 @@ the upper bound a plan must leave room for. Before v0.30 (Go runners) num_batch 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 #: (largest effective context, num_batch, compute-buffer surcharge MiB), server/sched.go v0.33.0-rc2.
 BATCH_STEPS: tuple[tuple[int | None, int, float], ...] = ((4096, 512, 0.0), (32768, 1024, 768.0), (None, 2048, 2048.0))
 
@@ -75,7 +77,7 @@ AUTOMATIC_BATCH_SINCE = (0, 30, 0)
 def version_tuple(text: str) -> tuple[int, int, int]:
     """`"0.30.11-rc2"` -> (0, 30, 11); missing or non-numeric parts count as 0."""
     numbers = []
-    for part in (text.strip().lstrip("v").split("-")[0].split(".") + ["0", "0", "0"])[:3]:
+    for part in [*text.strip().lstrip("v").split("-")[0].split("."), "0", "0", "0"][:3]:
         digits = "".join(ch for ch in part if ch.isdigit())
         numbers.append(int(digits) if digits else 0)
     return (numbers[0], numbers[1], numbers[2])
@@ -88,7 +90,7 @@ def applies(version: str) -> bool:
     return v >= AUTOMATIC_BATCH_SINCE or v == (0, 0, 0)
 
 
-def term_for(version: str, parallel: int, training_context: int | None = None):
+def term_for(version: str, parallel: int, training_context: int | None = None) -> Callable[[int], float] | None:
     """`num_ctx -> compute-buffer MiB` for this server, or None where it adds none (before v0.30)."""
     if not applies(version):
         return None

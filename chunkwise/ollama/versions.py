@@ -77,7 +77,9 @@ def resolve_think(requested: str | None, show: dict[str, Any], model: str) -> bo
         return "low" if level_only(show) else False
     if requested == "off":
         if level_only(show):
-            raise ThinkError(f"--think off: {model!r} cannot stop thinking (gpt-oss takes only levels); use --think low")
+            raise ThinkError(
+                f"--think off: {model!r} cannot stop thinking (gpt-oss takes only levels); use --think low"
+            )
         return False
     if requested == "on":
         return "medium" if level_only(show) else True

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING, Any
 
 from chunkwise.commands.common import SHARED_FIELDS, add_shared_flags
 from chunkwise.errors import SetupError
+
+if TYPE_CHECKING:
+    from chunkwise.params import RunParams
 
 NAME = "run"
 HELP = "Run (or resume) a batch: Parquet requests through Ollama in checkpointed chunks."
@@ -32,7 +36,8 @@ def add_run_options(parser: argparse.ArgumentParser, *, input_required: bool = T
     add("--think", choices=("off", "on", "low", "medium", "high"),
         help="thinking models: off (default for models that can think), on, or a level where the model takes one")
     add("--breaker-threshold", type=int,
-        help="stop (exit 2, resumable) after this many consecutive requests fail with the same server error (default 5)")
+        help="stop (exit 2, resumable) after this many consecutive requests fail with the same server error "
+        "(default 5)")
     add("--output-dir", help="directory for run directories (default runs)")
     add("--run-name", help="run directory name; an existing one is resumed")
     add("--new-run", action="store_true", default=None, help="start fresh beside an existing run of that name")
@@ -51,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the statistics as JSON")
 
 
-def params_from_args(args: argparse.Namespace, base: dict | None = None):
+def params_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None) -> RunParams:
     """RunParams from flags over `base`; a one-line `SetupError` on a bad value."""
     from pydantic import ValidationError
 

@@ -20,5 +20,6 @@ def raise_for_unfinished(unfinished: list[tuple[str, BaseException]], run_dir: P
     label, first = unfinished[0]
     raise ChunksUnfinished(
         f"{len(unfinished)} chunks did not finish (first: {label}: {type(first).__name__}: {first}); answered "
-        f"requests are kept in {run_dir}; resume with the same run name, `chunkwise resume {run_dir}`, or Retry in Prefect"
+        f"requests are kept in {run_dir}; resume with the same run name, `chunkwise resume {run_dir}`, "
+        "or Retry in Prefect"
     )

@@ -54,6 +54,11 @@ from chunkwise.errors import (
 DEFAULT_PORT = 8080
 JSON_HEADERS = {"Content-Type": "application/json"}
 CHAT_PATH = "/v1/chat/completions"
+#: Idle pooled connections are dropped after this many seconds, before the server drops them: llama-server
+#: closes an idle keep-alive connection after 5 s (cpp-httplib CPPHTTPLIB_KEEPALIVE_TIMEOUT_SECOND, vendored
+#: in llama-cpp-python 0.3.36), as uvicorn (vLLM, SGLang) does by default; httpx's own default is also 5 s,
+#: and reusing a connection the server is closing fails with "Server disconnected without sending a response".
+KEEPALIVE_EXPIRY_S = 2.0
 #: Phrases by which each server says a prompt does not fit its context (all HTTP 400).
 CONTEXT_TYPES = ("exceed_context_size_error",)  # llama.cpp server-common.cpp format_error_response
 CONTEXT_CODES = ("context_length_exceeded",)  # OpenAI; llama-cpp-python 0.3.36
@@ -180,7 +185,8 @@ class OpenAIClient:
         self._http = httpx.Client(
             base_url=self.host,
             timeout=timeout,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections,
+                                keepalive_expiry=KEEPALIVE_EXPIRY_S),
             headers=headers,
             transport=transport,
         )

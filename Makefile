@@ -54,7 +54,7 @@ chromium:
 demo: $(STAMP)
 	$(PY) -m chunkwise demo
 
-bench: $(STAMP)
+bench: $(STAMP) engine
 	$(PY) -m bench.run_all
 
 clean:

@@ -38,9 +38,10 @@ def chat_requests(url: str, client: httpx.Client) -> int:
     return sum(stats["requests"].get("/api/chat", {}).values())
 
 
-def one_run(url: str, data: Path, tmp: Path, name: str) -> tuple[float, float]:
-    """(seconds to the first chat request, seconds for the whole command)."""
-    env = {**os.environ, "PREFECT_HOME": str(tmp / "prefect-home"), "PREFECT_LOGGING_LEVEL": "WARNING"}
+def one_run(url: str, data: Path, tmp: Path, name: str, code: Path = REPO) -> tuple[float, float]:
+    """(seconds to the first chat request, seconds for the whole command) of the chunkwise in `code`."""
+    env = {**os.environ, "PREFECT_HOME": str(tmp / "prefect-home"), "PREFECT_LOGGING_LEVEL": "WARNING",
+           "PYTHONPATH": str(code)}
     env.pop("PREFECT_API_URL", None)
     argv = [sys.executable, "-m", "chunkwise", "run", "--input", str(data), "--model", "llama3.1:8b", "--host", url,
             "--mode", "independent", "--parallel", "4", "--num-ctx", "8192", "--num-predict", "256",
@@ -48,7 +49,7 @@ def one_run(url: str, data: Path, tmp: Path, name: str) -> tuple[float, float]:
     with httpx.Client(timeout=5) as client:
         before = chat_requests(url, client)
         started = time.perf_counter()
-        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(argv, cwd=code, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         first = None
         while proc.poll() is None:
             if first is None and chat_requests(url, client) > before:
@@ -66,9 +67,13 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=600)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--label", required=True, help="section title, e.g. 'before' or 'after: ...'")
+    ap.add_argument("--before", type=Path, help="also run the chunkwise in this directory (e.g. a `git archive` of "
+                    "an older commit), alternating with this one, so both see the same machine load")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
-    firsts, walls = [], []
+    codes = {"this commit": REPO} if args.before is None else {"before": args.before.resolve(), "this commit": REPO}
+    firsts: dict[str, list[float]] = {k: [] for k in codes}
+    walls: dict[str, list[float]] = {k: [] for k in codes}
     with tempfile.TemporaryDirectory(prefix="cw-startup-") as tmp_name:
         tmp = Path(tmp_name)
         data = tmp / "requests.parquet"
@@ -78,9 +83,10 @@ def main() -> None:
         with running_simulator(options, process=True) as sim:
             one_run(sim.url, data, tmp, "warm-up")
             for i in range(args.repeat):
-                first, wall = one_run(sim.url, data, tmp, f"r{i}")
-                firsts.append(first)
-                walls.append(wall)
+                for j, (key, code) in enumerate(codes.items()):
+                    first, wall = one_run(sim.url, data, tmp, f"r{i}-{j}", code)
+                    firsts[key].append(first)
+                    walls[key].append(wall)
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                          text=True).stdout.strip()
     section = [
@@ -88,16 +94,17 @@ def main() -> None:
         "",
         f"Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, commit {rev}. Machine: {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, shared with other work (load average {os.getloadavg()[0]:.1f} at the end).",
-        f"Command: `python -m bench.startup --rows {args.rows} --repeat {args.repeat} --label '{args.label}'`.",
+        f"Command: `python -m bench.startup --rows {args.rows} --repeat {args.repeat} --label '{args.label}'"
+        + (f" --before {args.before}`" if args.before else "`") + " (runs alternate between the two codes).",
         "",
-        "| | median | runs |",
-        "|---|---|---|",
-        f"| command -> first request at the server | **{statistics.median(firsts):.2f} s** | "
-        + ", ".join(f"{x:.2f}" for x in firsts) + " |",
-        f"| whole command ({args.rows} requests, simulator) | {statistics.median(walls):.2f} s | "
-        + ", ".join(f"{x:.2f}" for x in walls) + " |",
-        "",
+        "| code | command -> first request at the server, median | runs | whole command (simulator), median | runs |",
+        "|---|---|---|---|---|",
     ]
+    for key in codes:
+        section.append(f"| {key} | **{statistics.median(firsts[key]):.2f} s** | "
+                       + ", ".join(f"{x:.2f}" for x in firsts[key]) + f" | {statistics.median(walls[key]):.2f} s | "
+                       + ", ".join(f"{x:.2f}" for x in walls[key]) + " |")
+    section.append("")
     print("\n".join(section))
     if args.no_write:
         return

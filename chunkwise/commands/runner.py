@@ -18,18 +18,25 @@ import threading
 from typing import Any
 
 from chunkwise.cli import fail
+from chunkwise.commands.display import run_with_display
 from chunkwise.errors import EXIT_INTERRUPTED, SetupError, exit_code_for
 from chunkwise.params import RunParams
 from chunkwise.run.context import STOP
 from chunkwise.run.prepare import plan_run, prepare_run
 from chunkwise.settings import get_settings
+from chunkwise.store.layout import run_paths
 
 
 def preflight(params: RunParams) -> RunParams:
     """Check input, configuration, server and run directory; return params with the run name fixed."""
+    return preflight_plan(params)[0]
+
+
+def preflight_plan(params: RunParams) -> tuple[RunParams, int, int]:
+    """`preflight`, plus the number of requests to answer and of chunks (for the progress display)."""
     prepared = prepare_run(params)
-    plan_run(prepared, write=False)
-    return prepared.ctx.params
+    specs, _ = plan_run(prepared, write=False)
+    return prepared.ctx.params, sum(s.stop - s.start for s in specs), len(specs)
 
 
 def install_stop_handlers(grace_s: float, say=print) -> None:
@@ -81,7 +88,15 @@ def run_off_main_thread(fn: Any, *args: Any) -> Any:
 def execute(params: RunParams, say=print, *, command: str = "run") -> tuple[int, dict[str, Any] | None]:
     """Run the flow; returns (exit code, stats or None). A run that cannot start raises its
     `SetupError` (the CLI prints it); a run that stopped is reported here, as `command`'s error."""
-    params = preflight(params)
+    from chunkwise.commands.early_api import EarlyApi
+
+    api = EarlyApi().start()  # overlaps Prefect's temporary API start with the checks and staging
+    try:
+        params, requests_total, chunks_total = preflight_plan(params)
+    except BaseException:
+        api.cancel()
+        raise
+    api.wait()
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     install_stop_handlers(get_settings().stop_grace_s, say)
     from prefect.task_runners import ThreadPoolTaskRunner
@@ -92,7 +107,8 @@ def execute(params: RunParams, say=print, *, command: str = "run") -> tuple[int,
     workers = max(get_settings().chunk_workers, params.parallel)
     flow = batch.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))
     try:
-        stats = run_off_main_thread(flow, params)
+        stats = run_with_display(run_paths(params.output_dir, params.run_name or "").root, params.run_name or "",
+                                 requests_total, chunks_total, run_off_main_thread, flow, params)
     except SetupError:
         raise
     except BaseException as exc:  # noqa: BLE001 - every ending maps to an exit code

@@ -4,7 +4,8 @@ write the checkpoint.
 Conversation mode sends the chunk's requests in order as one chat, holding one server slot for the
 whole conversation (interleaving conversations on a slot would evict each one's prefix cache).
 Independent mode sends each request on its own with the system prompt first, up to `parallel` in
-flight across all chunks, each request holding a slot only while it is in flight.
+flight across all chunks, each request holding a slot only while an attempt is on the wire (not
+while it waits out a retry's backoff).
 """
 
 from __future__ import annotations
@@ -142,11 +143,13 @@ def _independent(ctx, rt: Runtime, spec, rows, record) -> None:
             {"role": "user", "content": row["prompt"]}
         ]
         check_running(rt)
-        with rt.slots:
-            outcome = send(ctx, rt, row=row["_row"], chunk=spec.index, messages=messages)
-        record(outcome)
+        # the slot is taken per attempt inside send(), and given back during a retry's backoff
+        record(send(ctx, rt, row=row["_row"], chunk=spec.index, messages=messages, slot=rt.slots))
 
-    with ThreadPoolExecutor(max_workers=ctx.params.parallel, thread_name_prefix=f"chunk{spec.index}") as pool:
+    # Twice as many workers as slots: while some requests wait out a retry's backoff (slot given back),
+    # others of the same chunk are ready to take the freed slots; the semaphore bounds what is on the wire.
+    workers = 2 * ctx.params.parallel
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"chunk{spec.index}") as pool:
         futures = [pool.submit(one, row) for row in rows]
         finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
         if any(f.exception() is not None for f in finished):

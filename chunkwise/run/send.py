@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import random
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from chunkwise.errors import ContextExceeded, FatalError, LLMError, RunInterrupted, ServerUnavailable, TransientError
@@ -64,8 +65,14 @@ def send(
     chunk: int,
     messages: list[dict[str, str]],
     context_retries: int = 0,
+    slot: AbstractContextManager[Any] | None = None,
 ) -> dict[str, Any]:
     """Send one chat request until it has a final outcome record.
+
+    `slot` (the run's server-slot semaphore, independent mode) is held only while an attempt is on
+    the wire and released during the retry backoff, so a failing request never idles a server slot
+    that another request could use; a conversation passes None because it holds its one slot for
+    the whole conversation (its prefix cache lives on that slot).
 
     Raises `ServerUnavailable` when the server stays unreachable (the chunk task is then retried
     by Prefect later, and nothing is recorded for this request), `FatalError` to stop the run, and
@@ -96,14 +103,16 @@ def send(
         attempts += 1
         temperature = retry_temperature(p.temperature, invalid)
         try:
-            result = rt.client.chat(
-                p.model,
-                messages,
-                options={**ctx.options(num_predict), "temperature": temperature, "seed": p.seed + invalid},
-                keep_alive=p.keep_alive,
-                format=p.format,
-                **ollama_fields,
-            )
+            with slot if slot is not None else nullcontext():
+                check_running(rt)  # the stop may have come while this request waited for a slot
+                result = rt.client.chat(
+                    p.model,
+                    messages,
+                    options={**ctx.options(num_predict), "temperature": temperature, "seed": p.seed + invalid},
+                    keep_alive=p.keep_alive,
+                    format=p.format,
+                    **ollama_fields,
+                )
         except ContextExceeded as exc:
             rt.breaker.success()
             return done(Status.FAILED, FailureClass.CONTEXT_TRUNCATED, f"{exc}; raise num_ctx or shorten the prompt")

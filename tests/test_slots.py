@@ -1,0 +1,90 @@
+"""Server slots are held only while a request is on the wire: a request waiting out its retry
+backoff gives its slot to another request (pure: a fake client, no server, no Prefect)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from chunkwise.backend import ChatResult
+from chunkwise.errors import ServerError
+from chunkwise.params import RunParams
+from chunkwise.plan.chunks import ChunkSpec
+from chunkwise.run.chunk import _conversation, _independent
+from chunkwise.run.context import RunContext, Runtime
+from chunkwise.tokens import TokenEstimator
+from tests.support.run_checks import chunkwise_env
+
+
+class FlakyClient:
+    """Every request fails its first attempt with a 500 after `wire_s` on the wire, then succeeds.
+    Records (row, attempt) in the order the calls take a slot, and the most calls at once."""
+
+    def __init__(self, wire_s: float = 0.2) -> None:
+        self.wire_s = wire_s
+        self.calls: list[tuple[str, int]] = []
+        self.in_flight = self.max_in_flight = 0
+        self._lock = threading.Lock()
+
+    def chat(self, model: str, messages: list[dict[str, str]], **_: Any) -> ChatResult:
+        prompt = messages[-1]["content"]
+        with self._lock:
+            attempt = 1 + sum(1 for p, _ in self.calls if p == prompt)
+            self.calls.append((prompt, attempt))
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            time.sleep(self.wire_s)
+            if attempt == 1:
+                raise ServerError("HTTP 500 from the fake server")
+            return ChatResult(content="fine", done_reason="stop", prompt_eval_count=len(prompt) // 4,
+                              eval_count=1, total_duration=1, load_duration=0, prompt_eval_duration=1,
+                              eval_duration=1, wall_ns=1)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+def setup(tmp_path, client: FlakyClient, mode: str) -> tuple[RunContext, Runtime]:
+    params = RunParams(input_path=str(tmp_path / "in.parquet"), output_dir=str(tmp_path), run_name="s", parallel=1,
+                       num_ctx=4096, num_predict=64, mode=mode, max_attempts=3)
+    ctx = RunContext(run_dir=str(tmp_path / "s"), params=params, host="http://127.0.0.1:9", system_prompt="",
+                     input_fingerprint="x", model_digest="d", server_version="0.12.6", is_simulator=False,
+                     send_truncate_false=True, chars_per_token=4.0)
+    rt = Runtime(client, threading.BoundedSemaphore(1), TokenEstimator(4.0))  # type: ignore[arg-type]
+    return ctx, rt
+
+
+def test_backoff_gives_the_slot_to_the_next_request(tmp_path):
+    client = FlakyClient()
+    ctx, rt = setup(tmp_path, client, "independent")
+    rows = [{"_row": i, "prompt": f"p{i}"} for i in range(2)]
+    recorded: list[dict] = []
+    with chunkwise_env(retry_base_delay_s=0.3, retry_max_delay_s=0.3):
+        _independent(ctx, rt, ChunkSpec(index=0, start=0, stop=2, first_row=0, last_row=1), rows, recorded.append)
+    assert sorted(r["status"] for r in recorded) == ["ok", "ok"]
+    first, second = client.calls[0][0], client.calls[1][0]
+    # while the first request waits out its backoff, the other one is sent on the freed slot
+    assert second != first, client.calls
+    assert client.max_in_flight == 1  # and never more requests on the wire than slots
+
+
+def test_a_conversation_keeps_its_one_slot_through_a_backoff(tmp_path):
+    client = FlakyClient(wire_s=0.01)
+    ctx, rt = setup(tmp_path, client, "conversation")
+    rows = [{"_row": i, "prompt": f"p{i}"} for i in range(2)]
+    recorded: list[dict] = []
+    held_during_backoff: list[bool] = []
+    real_sleep = rt.stop.wait
+
+    def wait(timeout: float) -> bool:  # the backoff sleep: is the conversation's slot still taken?
+        held_during_backoff.append(not rt.slots.acquire(blocking=False) or rt.slots.release() is not None)
+        return real_sleep(timeout)
+
+    rt.stop.wait = wait  # type: ignore[method-assign]
+    with chunkwise_env(retry_base_delay_s=0.01, retry_max_delay_s=0.01):
+        _conversation(ctx, rt, ChunkSpec(index=0, start=0, stop=2, first_row=0, last_row=1), rows, {0, 1}, {},
+                      lambda outcome: recorded.append(outcome))
+    assert [r["status"] for r in recorded] == ["ok", "ok"]
+    assert held_during_backoff == [True, True]  # one slot, kept: its prefix cache stays on that slot

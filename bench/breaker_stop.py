@@ -83,7 +83,9 @@ def main() -> None:
             code2, wall2, _, out2 = run(argv, env, sim.url)
             healthy = httpx.get(f"{sim.url}/sim/stats?fingerprints=0").json()
         results = pl.read_parquet(tmp / "runs" / "breaker" / "results.parquet") if code2 in (0, 1) else None
-    message = next((line for line in out1.splitlines() if "in a row with the same error" in line), "")
+    # the CLI's own last line, not Prefect's task log lines
+    message = next((line for line in reversed(out1.splitlines())
+                    if "in a row with the same error" in line and "Task run" not in line), "")
     ok = int((results["status"] == "ok").sum()) if results is not None else None
     lines = [
         "# Circuit breaker: a server that fails every request the same way (SIMULATOR)",
@@ -105,7 +107,7 @@ def main() -> None:
         f"{healthy.get('max_answered_per_fingerprint')}, fingerprints answered more than once "
         f"{healthy.get('fingerprints_answered_more_than_once')}.",
         "",
-        f"Message printed by the stopped run: `{message.strip()[:400]}`",
+        f"Message printed by the stopped run: `{message.strip()[:600]}`",
         "",
         f"After the resume: {ok} of {args.rows} requests answered (`status ok`).",
     ]

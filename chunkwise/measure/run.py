@@ -262,8 +262,8 @@ def run_measurement(
             fit = fit_line(xs, [y - s for (_, y), s in zip(readings, steps, strict=True)])
         return fit
 
-    fit_ps = fit_without_buffers([(r, r.ps_size_vram_mib) for r in fit_rows if r.ps_size_vram_mib is not None])
-    fit_nvml = fit_without_buffers([(r, r.nvml_used_mib) for r in fit_rows if r.nvml_used_mib is not None])
+    fit_ps = fit_without_buffers([(r, float(r.ps_size_vram_mib)) for r in fit_rows if r.ps_size_vram_mib is not None])
+    fit_nvml = fit_without_buffers([(r, float(r.nvml_used_mib)) for r in fit_rows if r.nvml_used_mib is not None])
     fit = fit_nvml if source == SOURCE_NVML else fit_ps
     compute_term = None
     if buffers and fit is not None:

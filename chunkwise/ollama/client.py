@@ -96,7 +96,8 @@ def _split_host_port(hostport: str, value: str) -> tuple[str, str | None]:
         try:
             return str(ipaddress.IPv6Address(hostport)), None
         except ValueError:
-            raise ConfigError(f"Ollama host {value!r} is not a valid address; write IPv6 as http://[::1]:11434") from None
+            raise ConfigError(
+                f"Ollama host {value!r} is not a valid address; write IPv6 as http://[::1]:11434") from None
     host, colon, port = hostport.partition(":")
     return host, (port if colon else None)
 
@@ -232,7 +233,7 @@ operations like `time.sleep()`, network requests"). With streaming (the default)
             raise RequestTimeout(f"no answer from {self.host} within the timeout ({type(exc).__name__})") from None
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
             raise IncompleteResponse(f"connection to {self.host} broke mid-response: {exc}") from None
-        if not final.get("done") or "eval_count" not in final and "prompt_eval_count" not in final:
+        if not final.get("done") or ("eval_count" not in final and "prompt_eval_count" not in final):
             raise IncompleteResponse(f"{self.host} ended the answer without done: true and metrics")
         return ChatResult(
             content=content,

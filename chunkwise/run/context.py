@@ -14,12 +14,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from chunkwise.run.breaker import CircuitBreaker
-from chunkwise.tokens import TokenEstimator
 from chunkwise.ollama.client import OllamaClient
 from chunkwise.openai.client import OpenAIClient
 from chunkwise.params import RunParams
+from chunkwise.run.breaker import CircuitBreaker
 from chunkwise.settings import get_settings
+from chunkwise.tokens import TokenEstimator
 
 
 class RunContext(BaseModel):
@@ -115,8 +115,8 @@ def get_runtime(ctx: RunContext) -> Runtime:
             s = get_settings()
             client = make_client(ctx.params.api, ctx.host, connect_timeout_s=s.connect_timeout_s,
                                  read_timeout_s=s.read_timeout_s, max_connections=ctx.params.parallel + 4)
-            rt = Runtime(client, threading.BoundedSemaphore(ctx.params.parallel), TokenEstimator(ctx.chars_per_token), STOP,
-                         CircuitBreaker(ctx.params.breaker_threshold, ctx.params.parallel))
+            rt = Runtime(client, threading.BoundedSemaphore(ctx.params.parallel), TokenEstimator(ctx.chars_per_token),
+                         STOP, CircuitBreaker(ctx.params.breaker_threshold, ctx.params.parallel))
             _runtimes[ctx.run_dir] = rt
         return rt
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from chunkwise import __version__
-from chunkwise.store.files import read_json, write_json_atomic
 from chunkwise.run.context import RunContext
+from chunkwise.store.files import read_json, write_json_atomic
 
 #: Manifest keys whose change makes earlier answers incomparable with new ones.
 BINDING_KEYS = ("input_fingerprint", "api", "model", "model_digest", "options", "mode", "system_prompt_sha256",

@@ -63,3 +63,37 @@ def test_engine_command_says_ready_and_stops_on_sigterm():
             proc.kill()
             proc.wait()
 
+
+
+def test_a_killed_parent_leaves_no_server_behind(tmp_path):
+    code = ("import sys, time\n"
+            "from chunkwise.engine.server import running_engine\n"
+            f"with running_engine(1, 1024, log_path={str(tmp_path / 'server.log')!r}) as e:\n"
+            "    print(e.pid, e.url, flush=True)\n"
+            "    time.sleep(600)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    pid = 0
+    try:
+        first, url = parent.stdout.readline().split()
+        pid = int(first)
+        assert httpx.get(url + "/health", trust_env=False).status_code == 200
+        parent.kill()  # SIGKILL: no finally, no stop(); only PR_SET_PDEATHSIG can end the server
+        parent.wait()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and _running(pid):
+            time.sleep(0.2)
+        assert not _running(pid), "llama-server outlived the process that started it"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        if pid and _running(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie (a zombie has exited, only its parent has not reaped it)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return "zombie" not in status.read()
+    except FileNotFoundError:
+        return False

@@ -168,7 +168,7 @@ operations like `time.sleep()`, network requests"). With streaming (the default)
     def version(self) -> dict[str, Any]:
         """`GET /api/version`; the dict also says whether the server is chunkwise's simulator."""
         response = self._request("GET", "/api/version", model="")
-        data = response.json()
+        data: dict[str, Any] = response.json()
         data["is_simulator"] = data.get("simulator") == "chunkwise" or "x-ollama-simulator" in response.headers
         return data
 
@@ -177,7 +177,10 @@ operations like `time.sleep()`, network requests"). With streaming (the default)
         numbers) and parameters. Without `verbose` Ollama replaces every model_info array longer
         than 5 with `[]` (server/routes.go `GetModelInfo`, v0.33.0-rc2), so per-layer lists such as
         `head_count_kv` would arrive empty."""
-        return self._request("POST", "/api/show", model=model, json={"model": model, "verbose": True}).json()
+        shown: dict[str, Any] = self._request(
+            "POST", "/api/show", model=model, json={"model": model, "verbose": True}
+        ).json()
+        return shown
 
     def tags(self) -> list[dict[str, Any]]:
         """`GET /api/tags`: the installed models with their digests."""
@@ -270,7 +273,7 @@ operations like `time.sleep()`, network requests"). With streaming (the default)
 
     def _stream_line(self, line: bytes, pieces: list[str], thoughts: list[str], status: int) -> dict[str, Any]:
         try:
-            item = orjson.loads(line)
+            item: dict[str, Any] = orjson.loads(line)
         except orjson.JSONDecodeError:
             raise IncompleteResponse(f"{self.host} sent a line that is not JSON: {line[:120]!r}") from None
         if "error" in item:  # an error after the first chunk arrives inside a 200 stream

@@ -1,6 +1,10 @@
 """The batch flow: load the requests, cut them into chunks, run every chunk, aggregate.
 
 This file only orchestrates; each step's logic lives in `chunkwise` and is testable without Prefect.
+Requires an LLM server at `params.host` (or the settings' host for `params.api`) and the input
+Parquet file on this host. The CLI checks the same configuration before Prefect starts
+(`commands/runner.preflight`), so its mistakes are one-line errors; the flow checks again because a
+deployment run has no such preflight.
 """
 
 from __future__ import annotations
@@ -10,16 +14,15 @@ from typing import Any
 from prefect import flow, unmapped
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
-from prefect.tasks import exponential_backoff
 
 from chunkwise.params import RunParams
-from chunkwise.run.context import release_runtime
 from chunkwise.run.ending import raise_for_unfinished
+from chunkwise.run.session import RunSession, chunk_workers
 from chunkwise.run.telemetry import RunTelemetry
 from chunkwise.settings import get_settings
-from chunkwise.store.layout import RunPaths, name_run_for_flow_run
+from chunkwise.store.layout import RunPaths
 from tasks.aggregate import aggregate
-from tasks.chunk import run_chunk_task
+from tasks.chunk import chunk_task_for
 from tasks.chunking import plan_chunks
 from tasks.load import load_requests
 from tasks.progress import Progress
@@ -30,30 +33,25 @@ FLOW_NAME = "chunkwise-batch"
 @flow(
     name=FLOW_NAME,
     description="Push a Parquet file of LLM requests through Ollama in context-sized, checkpointed chunks.",
-    # Bounded: Prefect's default pool is unbounded (1,532 chunks would mean 1,532 threads).
-    task_runner=ThreadPoolTaskRunner(max_workers=get_settings().chunk_workers),
     validate_parameters=True,
 )
 def batch(params: RunParams) -> dict[str, Any]:
-    prepared = load_requests(name_run_for_flow_run(params))
-    specs = plan_chunks(prepared)
-    if params.pool:  # distributed mode: shards on the pool's workers (flows/shard.py)
-        from flows.shard import run_shards
-
-        return run_shards(prepared, specs, params.pool)
+    prepared = load_requests(params)
     ctx = prepared.ctx
     settings = get_settings()
-    chunk_task = run_chunk_task.with_options(
-        result_storage=RunPaths(ctx.dir).prefect_results,
-        retries=settings.chunk_retries,
-        retry_delay_seconds=exponential_backoff(backoff_factor=settings.chunk_retry_delay_s),
-    )
-    progress = Progress(len(specs), ctx.dir.name, run_dir=ctx.dir, requests_total=sum(s.stop - s.start for s in specs),
-                        manifest=RunPaths(ctx.dir).manifest)
-    unfinished: list[tuple[str, BaseException]] = []
-    try:
-        with RunTelemetry(ctx, prepared.model_info) as telemetry:
-            futures = chunk_task.map(unmapped(ctx), specs)
+    with RunSession(ctx) as session:  # the client, slots, estimator, stop flag; releases the run lock
+        specs = plan_chunks(prepared)
+        if params.pool:  # distributed mode: shards on the pool's workers (flows/shard.py)
+            from flows.shard import run_shards
+
+            return run_shards(prepared, specs, params.pool)
+        paths = RunPaths(ctx.dir)
+        progress = Progress(len(specs), ctx.dir.name, run_dir=ctx.dir,
+                            requests_total=sum(s.stop - s.start for s in specs), manifest=paths.manifest)
+        unfinished: list[tuple[str, BaseException]] = []
+        with (RunTelemetry(ctx, session.client, prepared.model_info) as telemetry,
+              ThreadPoolTaskRunner(max_workers=chunk_workers(ctx.params, settings)) as runner):
+            futures = runner.map(chunk_task_for(session, settings), {"session": unmapped(session), "spec": specs})
             labels = {future.task_run_id: spec.label for future, spec in zip(futures, specs, strict=True)}
             pending = list(futures)
             while pending:
@@ -68,9 +66,6 @@ def batch(params: RunParams) -> dict[str, Any]:
                     telemetry.after_chunk()
                 pending = list(not_done)
                 progress.tick()
-        raise_for_unfinished(unfinished, RunPaths(ctx.dir).root)
-        session = {"retries": {"chunk_task_retries_this_session": progress.chunk_task_retries}}
-        return aggregate(ctx, len(specs), {**telemetry.summary, **session})
-    finally:
-        release_runtime(ctx)
-
+        raise_for_unfinished(unfinished, paths.root)
+        retries = {"retries": {"chunk_task_retries_this_session": progress.chunk_task_retries}}
+        return aggregate(ctx, len(specs), {**telemetry.summary, **retries})

@@ -23,8 +23,8 @@ from chunkwise.errors import HostUnusable
 from chunkwise.ollama.client import OllamaClient
 from chunkwise.plan.chunks import ChunkSpec
 from chunkwise.plan.shards import load_recorded
-from chunkwise.run.context import get_runtime, release_runtime
 from chunkwise.run.prepare import PreparedRun
+from chunkwise.run.session import RunSession
 from chunkwise.settings import get_settings
 from chunkwise.store import chunklock
 from tasks.shard_chunk import shard_chunk_task
@@ -45,8 +45,9 @@ def shard(run_dir: str, shard: int, attempt: int = 0) -> dict[str, Any]:
     chunklock.try_acquire_path(chunklock.shard_lock_path(ctx.dir, shard, attempt))
     record = {"kind": "shard", "shard": shard, "attempt": attempt, "endpoint": ctx.host, "started": started}
     specs = load_recorded(ctx.dir, shard)
+    session = RunSession(ctx)  # closed below; the shard holds no run lock, its chunks hold chunk locks
     try:
-        client = get_runtime(ctx).client
+        client = session.client
         if not isinstance(client, OllamaClient):
             raise HostUnusable(f"distributed mode needs --api ollama; this run uses {ctx.params.api}")
         check = check_host(client, ctx.host, model=ctx.params.model, digest=ctx.model_digest,
@@ -54,13 +55,13 @@ def shard(run_dir: str, shard: int, attempt: int = 0) -> dict[str, Any]:
     except HostUnusable as exc:
         hosts.append_fact(ctx.dir, label, {**record, "at": time.time(), "outcome": "refused", "error": str(exc),
                                            "busy_s": time.time() - started})
-        release_runtime(ctx)
+        session.close()
         raise
     outcome, results = "failed", []
-    telemetry = HostTelemetry(ctx, hosts.host_dir(ctx.dir, label))
+    telemetry = HostTelemetry(ctx, client, hosts.host_dir(ctx.dir, label))
     try:
         with telemetry:
-            futures = shard_chunk_task.map(unmapped(ctx), specs, unmapped(label), unmapped(shard), unmapped(attempt))
+            futures = shard_chunk_task.map(unmapped(session), specs, unmapped(label), unmapped(shard), unmapped(attempt))
             results = [f.result() for f in futures]
         outcome = "completed"
         return {"shard": shard, "attempt": attempt, "host": label, "chunks": results}
@@ -68,14 +69,15 @@ def shard(run_dir: str, shard: int, attempt: int = 0) -> dict[str, Any]:
         hosts.append_fact(ctx.dir, label, {**record, "at": time.time(), "outcome": outcome, "digest": check.digest,
                                            "busy_s": time.time() - started, "gpu_peak_mib": telemetry.gpu_peak_mib,
                                            "skipped": [r["index"] for r in results if r.get("skipped")]})
-        release_runtime(ctx)
+        session.close()
 
 
 def run_shards(prepared: PreparedRun, specs: list[ChunkSpec], pool: str) -> dict[str, Any]:
     """The parent's distributed mode (called by the batch flow with `pool` set): record the run's
     context and shards in the shared run directory, launch or re-attach to one shard run per shard on
     `pool`'s queues, re-dispatch shards that end with chunks unsent, then aggregate as a single-host
-    run does, with one row per host in stats.json and a hosts artifact."""
+    run does, with one row per host in stats.json and a hosts artifact. The batch flow's session
+    holds the run's lock meanwhile."""
     from prefect.artifacts import create_table_artifact
 
     from chunkwise.cluster.parent import supervise
@@ -86,22 +88,19 @@ def run_shards(prepared: PreparedRun, specs: list[ChunkSpec], pool: str) -> dict
 
     ctx = prepared.ctx
     started = time.time()
-    try:
-        write_context(ctx)
-        shards = load_or_write(ctx.dir, specs, ctx.params.shard_requests or requests_per_shard())
-        dispatcher = PrefectDispatcher(str(ctx.dir), ctx.dir.name, pool=pool)
-        tracks = supervise(ctx.dir.name, shards, dispatcher, lambda i: chunk_done(ctx.dir, i),
-                           alive=lambda s, a: chunklock.is_held(chunklock.shard_lock_path(ctx.dir, s.index, a)))
-        credit_dead_holders(ctx.dir, [s.index for s in specs])
-        rows = hosts.host_rows(ctx.dir)
-        summary = {"hosts": rows, "distributed": {
-            "pool": pool, "shards": len(shards), "wall_s": round(time.time() - started, 3),
-            "redispatched": sum(t.attempt for t in tracks),
-            "shard_runs": [{"shard": t.shard.index, "attempts": t.attempt + 1, "history": t.history} for t in tracks]}}
-        stats = aggregate(ctx, len(specs), summary)
-        if rows:
-            create_table_artifact([{k: v for k, v in r.items() if k != "endpoint"} for r in rows],
-                                  key="chunkwise-hosts", description=f"chunkwise run {ctx.dir.name}: per host")
-        return stats
-    finally:
-        release_runtime(ctx)
+    write_context(ctx)
+    shards = load_or_write(ctx.dir, specs, ctx.params.shard_requests or requests_per_shard())
+    dispatcher = PrefectDispatcher(str(ctx.dir), ctx.dir.name, pool=pool)
+    tracks = supervise(ctx.dir.name, shards, dispatcher, lambda i: chunk_done(ctx.dir, i),
+                       alive=lambda s, a: chunklock.is_held(chunklock.shard_lock_path(ctx.dir, s.index, a)))
+    credit_dead_holders(ctx.dir, [s.index for s in specs])
+    rows = hosts.host_rows(ctx.dir)
+    summary = {"hosts": rows, "distributed": {
+        "pool": pool, "shards": len(shards), "wall_s": round(time.time() - started, 3),
+        "redispatched": sum(t.attempt for t in tracks),
+        "shard_runs": [{"shard": t.shard.index, "attempts": t.attempt + 1, "history": t.history} for t in tracks]}}
+    stats = aggregate(ctx, len(specs), summary)
+    if rows:
+        create_table_artifact([{k: v for k, v in r.items() if k != "endpoint"} for r in rows],
+                              key="chunkwise-hosts", description=f"chunkwise run {ctx.dir.name}: per host")
+    return stats

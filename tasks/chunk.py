@@ -1,7 +1,8 @@
 """One chunk as a retryable, cached Prefect task.
 
-Retries: only transient failures (`retry_condition`, from `chunkwise.errors.is_transient`), with exponential backoff and
-jitter; a failed chunk never re-sends what its ledger holds. Caching: the key is the run's content
+Retries: only transient failures (`retry_condition`, from `chunkwise.errors.is_transient`), with
+exponential backoff and jitter, as many and as long as the settings say (`chunk_task_for`, the one
+place they are applied); a failed chunk never re-sends what its ledger holds. Caching: the key is the run's content
 key (input fingerprint, model digest, options, mode, system prompt) plus the chunk's rows and its
 checkpoint digest, and the key exists only once a valid checkpoint does, so both a retried flow
 run and a new flow run over the same run directory skip finished chunks, and a corrupt checkpoint
@@ -12,13 +13,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import task
+from prefect import Task, task
+from prefect.runtime import task_run
 from prefect.tasks import exponential_backoff
 
 from chunkwise.errors import is_transient
 from chunkwise.plan.chunks import ChunkSpec
 from chunkwise.run.chunk import checkpoint_is_final, run_chunk
-from chunkwise.run.context import RunContext
+from chunkwise.run.session import RunSession
+from chunkwise.settings import Settings
 from chunkwise.store.checkpoint import load_checkpoint
 from chunkwise.store.layout import RunPaths
 
@@ -33,7 +36,7 @@ def retry_condition(task: Any, task_run: Any, state: Any) -> bool:
 
 
 def chunk_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
-    ctx: RunContext = parameters["ctx"]
+    ctx = parameters["session"].ctx
     spec: ChunkSpec = parameters["spec"]
     loaded = load_checkpoint(RunPaths(ctx.dir).checkpoint(spec.index))
     if loaded is None or not checkpoint_is_final(loaded[0], ctx.params.retry_failed):
@@ -44,8 +47,6 @@ def chunk_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
 @task(
     name="chunk",
     task_run_name="{spec.label}",
-    retries=8,
-    retry_delay_seconds=exponential_backoff(backoff_factor=10),
     retry_jitter_factor=0.5,
     retry_condition_fn=retry_condition,
     cache_key_fn=chunk_cache_key,
@@ -53,8 +54,16 @@ def chunk_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
     result_serializer="json",
     cache_result_in_memory=False,
 )
-def run_chunk_task(ctx: RunContext, spec: ChunkSpec) -> dict[str, Any]:
+def run_chunk_task(session: RunSession, spec: ChunkSpec) -> dict[str, Any]:
     """Send the chunk's unanswered requests and checkpoint it; returns counts, never text."""
-    from prefect.runtime import task_run
+    return {**run_chunk(session, spec), "task_run_count": task_run.run_count}
 
-    return {**run_chunk(ctx, spec), "task_run_count": task_run.run_count}
+
+def chunk_task_for(session: RunSession, settings: Settings) -> Task[..., dict[str, Any]]:
+    """The chunk task with the settings' retries (`chunk_retries`, backoff from `chunk_retry_delay_s`
+    seconds) and its results stored in the run directory."""
+    return run_chunk_task.with_options(
+        result_storage=RunPaths(session.ctx.dir).prefect_results,
+        retries=settings.chunk_retries,
+        retry_delay_seconds=exponential_backoff(backoff_factor=settings.chunk_retry_delay_s),
+    )

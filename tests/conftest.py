@@ -87,11 +87,9 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 @pytest.fixture
 def clean_process() -> Iterator[None]:
-    """For tests that run `chunkwise run` in this process: forget the stop flag and runtimes a run
-    leaves behind, and restore the SIGINT/SIGTERM handlers it installs."""
-    from tests.support.run_checks import reset_process_state, saved_signal_handlers
+    """For tests that run `chunkwise run` in this process: restore the SIGINT/SIGTERM handlers it
+    installs (its stop flag and session live only as long as the run)."""
+    from tests.support.run_checks import saved_signal_handlers
 
-    reset_process_state()
     with saved_signal_handlers():
         yield
-    reset_process_state()

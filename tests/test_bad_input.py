@@ -35,7 +35,6 @@ from tests.support.pipeline_helpers import params_for, write_requests
 from tests.support.run_checks import (
     assert_answered_once,
     ledger_records,
-    reset_process_state,
     results,
 )
 
@@ -185,14 +184,14 @@ def snapshot(run_dir: Path) -> dict[str, str]:
 def started_run(sim, tmp_path):
     """A run with its first chunk answered and checkpointed (run directly, no Prefect needed)."""
     from chunkwise.run.chunk import run_chunk
-    from chunkwise.run.context import release_runtime
+    from chunkwise.run.session import RunSession
 
     source = write_requests(tmp_path / "in.parquet", 24)
     params = params_for(sim, source, tmp_path / "runs", mode="independent", num_ctx=4096, chunk_size=8, parallel=2,
                         system_prompt="")
     ctx, specs = start(params)
-    run_chunk(ctx, specs[0])
-    release_runtime(ctx)
+    with RunSession(ctx) as session:
+        run_chunk(session, specs[0])
     return source, ctx.dir
 
 
@@ -279,7 +278,6 @@ def test_disk_full_while_writing_a_checkpoint_stops_and_resume_sends_nothing_twi
     assert not (tmp_path / "runs" / "t" / "results.parquet").exists()
 
     monkeypatch.undo()
-    reset_process_state()
     code, out, _ = cli(*argv)
     assert code == EXIT_OK, out
     assert_answered_once(sim.stats(), expected=24)
@@ -301,7 +299,6 @@ def test_disk_full_while_appending_to_the_ledger_stops_every_chunk(sim, tmp_path
     assert bad == 0 and len(records) == answered - 1 < 24
 
     monkeypatch.undo()
-    reset_process_state()
     code, out, _ = cli(*argv)
     assert code == EXIT_OK, out
     stats = sim.stats()

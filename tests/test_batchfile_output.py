@@ -11,14 +11,11 @@ from chunkwise.params import RunParams
 from chunkwise.results.openai_files import ERROR_FILE, OUTPUT_FILE, line_for
 from chunkwise.run.manifest import differences
 from tests.support.direct_run import run_all
-from tests.support.run_checks import reset_process_state
 
 
 @pytest.fixture(autouse=True)
 def _clean_process():
-    reset_process_state()
     yield
-    reset_process_state()
 
 
 def batch_line(custom_id, prompt, **body):

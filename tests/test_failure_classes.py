@@ -24,7 +24,7 @@ from chunkwise.cli import main as cli_main
 from chunkwise.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from chunkwise.store.files import read_json
 from tests.support.pipeline_helpers import write_requests
-from tests.support.run_checks import assert_answered_once, ledger_records, reset_process_state
+from tests.support.run_checks import assert_answered_once, ledger_records
 
 pytestmark = pytest.mark.usefixtures("prefect_harness", "clean_process")
 
@@ -149,7 +149,6 @@ def test_transient_failures_complete_the_chunk_then_retry_failed_resends_only_th
     before = sim.stats()["fingerprints"]
 
     sim.configure(fail_rate=0.0)
-    reset_process_state()
     code, out = run(sim, source, tmp_path, capsys, "--max-attempts", "2", "--retry-failed")
     assert code == EXIT_OK, out
     after = sim.stats()["fingerprints"]
@@ -191,7 +190,6 @@ def test_fatal_error_mid_run_stops_at_once_with_the_servers_message(sim_factory,
     assert not (tmp_path / "runs" / "t" / "results.parquet").exists()
 
     calls["gone"] = False  # pulled again: the run resumes where it stopped
-    reset_process_state()
     code, out = run(sim, source, tmp_path, capsys, "--parallel", "1")
     assert code == EXIT_OK, out
     assert_answered_once(sim.stats(), expected=N)

@@ -56,6 +56,50 @@ def test_rerun_of_a_finished_run_sends_nothing(sim, tmp_path):
     assert len(read_json(tmp_path / "runs" / "t" / "manifest.json")["sessions"]) == 2
 
 
+def test_rerun_of_a_finished_run_reports_the_same_token_calibration(sim, tmp_path):
+    """The calibration in stats.json comes from the run's answers, so a re-run that answers nothing
+    (every chunk is served from its checkpoint) reports the calibration of the run, not the default."""
+    source = write_requests(tmp_path / "in.parquet", 30)
+    params = params_for(sim, source, tmp_path / "runs")
+    first = batch(params)["truncation"]["calibration"]
+    assert first["calibrated"] and first["samples"] >= 20
+    again = batch(params)["truncation"]["calibration"]
+    assert again == first
+    assert read_json(tmp_path / "runs" / "t" / "stats.json")["truncation"]["calibration"] == first
+
+
+def test_flow_uses_every_slot_in_conversation_mode_beyond_the_default_pool(sim, tmp_path, monkeypatch):
+    """A deployment calls the flow directly (not through the CLI): the flow itself sizes its chunk
+    pool so that `parallel` conversations (one per chunk) are in flight at once, beyond the 8
+    workers of the default pool."""
+    import threading
+    import time
+
+    from chunkwise.ollama.client import OllamaClient
+
+    real = OllamaClient.chat
+    lock = threading.Lock()
+    seen = {"now": 0, "peak": 0}
+
+    def chat(self, *args, **kwargs):
+        with lock:
+            seen["now"] += 1
+            seen["peak"] = max(seen["peak"], seen["now"])
+        try:
+            time.sleep(0.3)  # long enough for every conversation to be in flight at once
+            return real(self, *args, **kwargs)
+        finally:
+            with lock:
+                seen["now"] -= 1
+
+    monkeypatch.setattr(OllamaClient, "chat", chat)
+    source = write_requests(tmp_path / "in.parquet", 24)
+    params = params_for(sim, source, tmp_path / "runs", mode="conversation", parallel=12, chunk_size=2)
+    stats = batch(params)
+    assert stats["requests"]["succeeded"] == 24
+    assert seen["peak"] == 12
+
+
 def test_rejected_rows_are_quarantined_and_reconciled(sim, tmp_path):
     source = tmp_path / "in.parquet"
     pl.DataFrame({"id": [1, 2, 3, 4], "prompt": ["hello", None, "  ", "world"]}).write_parquet(source)

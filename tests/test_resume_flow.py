@@ -28,7 +28,6 @@ from tests.support.run_checks import (
     assert_same_results,
     chunkwise_env,
     ledger_records,
-    reset_process_state,
     results,
 )
 
@@ -52,7 +51,6 @@ def expected_results(sim_factory, source, tmp_path, mode="independent"):
     """An uninterrupted run of the same requests on a fresh simulator."""
     sim = sim_factory()
     run_all(run_params(sim, source, tmp_path, name=f"base-{mode}", mode=mode))
-    reset_process_state()
     return results(tmp_path / "runs" / f"base-{mode}")
 
 
@@ -110,7 +108,6 @@ def test_failed_flow_run_rerun_with_run_flow_finishes_it(sim_factory, source, tm
     assert failed.is_failed() and outage.happened.is_set()
     sim.start()
     assert sim.stats()["answered_total"] == 21
-    reset_process_state()
     flow_run_id = failed.state_details.flow_run_id
     with get_client(sync_client=True) as client:
         client.set_flow_run_state(flow_run_id, Scheduled(), force=True)
@@ -152,7 +149,6 @@ def test_ollama_down_longer_than_retries_exits_1_then_resumes(sim_factory, sourc
     assert not (tmp_path / "runs" / "t" / "results.parquet").exists()
 
     sim.start()
-    reset_process_state()
     if again == "resume-input-gone":  # the run's staged copy is all a resume needs
         source.unlink()
     code = cli_main(argv if again == "run" else ["resume", str(tmp_path / "runs" / "t")])
@@ -184,13 +180,11 @@ def test_manifest_and_torn_prefect_result_records(sim, source, tmp_path):
 
     first = results(run_dir)
     sent = sim.stats()["answered_total"]
-    reset_process_state()
     batch(params)  # a chunk's cache key exists once its checkpoint does: this run writes Prefect's records
     records = sorted((run_dir / "prefect-results").iterdir())
     assert len(records) == 5
     for path in records:
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    reset_process_state()
     stats = batch(params)
     assert stats["requests"]["succeeded"] == N and sim.stats()["answered_total"] == sent
     assert_same_results(run_dir, first)

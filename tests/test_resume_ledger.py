@@ -13,9 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from chunkwise.ollama.client import OllamaClient
+from chunkwise.backend import ChatResult
 from chunkwise.run.chunk import run_chunk
-from chunkwise.run.context import release_runtime
+from chunkwise.run.context import RunContext
+from chunkwise.run.session import RunSession, default_client
 from chunkwise.sim.fingerprint import chat_fingerprint
 from chunkwise.store.checkpoint import DIGEST_KEY, load_checkpoint
 from chunkwise.store.layout import RunPaths
@@ -26,7 +27,6 @@ from tests.support.run_checks import (
     assert_answered_once,
     assert_same_results,
     ledger_records,
-    reset_process_state,
     results,
 )
 
@@ -39,9 +39,7 @@ class Crash(BaseException):
 
 @pytest.fixture(autouse=True)
 def _clean_process():
-    reset_process_state()
     yield
-    reset_process_state()
 
 
 def conversation_params(sim, tmp_path, name="t", **changes):
@@ -62,23 +60,41 @@ def baseline(sim_factory, tmp_path, **changes):
     return results(tmp_path / "runs" / "base")
 
 
-def crash_on_call(monkeypatch, n: int, *, after_answer: bool = False) -> dict:
-    """OllamaClient.chat raises Crash on its n-th call: before sending, or after the answer arrived."""
-    real = OllamaClient.chat
-    seen = {"calls": 0, "messages": None}
+class CrashingClient:
+    """The run's real client, whose chat raises Crash on its n-th call: before sending, or after the
+    answer arrived (a process dying at that point). Given to the run through the session's
+    `client_factory` seam."""
 
-    def chat(self, model, messages, **kwargs):
-        seen["calls"] += 1
-        if seen["calls"] == n and not after_answer:
+    def __init__(self, ctx: RunContext, n: int, after_answer: bool) -> None:
+        self.real, self.n, self.after_answer = default_client(ctx), n, after_answer
+        self.calls = 0
+        self.messages: tuple[str, list[dict[str, str]]] | None = None
+
+    def chat(self, model: str, messages: list[dict[str, str]], **kwargs) -> ChatResult:
+        self.calls += 1
+        if self.calls == self.n and not self.after_answer:
             raise Crash()
-        answer = real(self, model, messages, **kwargs)
-        if seen["calls"] == n:
-            seen["messages"] = (model, messages)
+        answer = self.real.chat(model, messages, **kwargs)
+        if self.calls == self.n:
+            self.messages = (model, messages)
             raise Crash()
         return answer
 
-    monkeypatch.setattr(OllamaClient, "chat", chat)
-    return seen
+    def close(self) -> None:
+        self.real.close()
+
+
+def crash_in_first_chunk(ctx: RunContext, specs, n: int, *, after_answer: bool = False) -> CrashingClient:
+    """Run the first chunk with a client that crashes on its n-th call; the session is closed after."""
+    clients: list[CrashingClient] = []
+
+    def factory(ctx: RunContext) -> CrashingClient:
+        clients.append(CrashingClient(ctx, n, after_answer))
+        return clients[-1]
+
+    with RunSession(ctx, client_factory=factory) as session, pytest.raises(Crash):
+        run_chunk(session, specs[0])
+    return clients[0]
 
 
 def trimmed_somewhere(frame) -> bool:
@@ -96,11 +112,7 @@ def test_interrupted_conversation_resumes_from_its_ledger(sim_factory, tmp_path,
     sim = sim_factory(**SIM)
     params = conversation_params(sim, tmp_path)
     ctx, specs = start(params)
-    crash_on_call(monkeypatch, crash_at)
-    with pytest.raises(Crash):
-        run_chunk(ctx, specs[0])
-    monkeypatch.undo()
-    release_runtime(ctx)
+    crash_in_first_chunk(ctx, specs, crash_at)
     assert sim.stats()["answered_total"] == crash_at - 1
     records, bad = ledger_records(ctx.dir)
     assert (len(records), bad) == (crash_at - 1, 0)  # every answer was in the ledger before the next request
@@ -119,18 +131,14 @@ def test_answer_lost_before_its_ledger_write_is_the_only_request_sent_again(sim_
     sim = sim_factory(**SIM)
     params = conversation_params(sim, tmp_path)
     ctx, specs = start(params)
-    seen = crash_on_call(monkeypatch, 5, after_answer=True)
-    with pytest.raises(Crash):
-        run_chunk(ctx, specs[0])
-    monkeypatch.undo()
-    release_runtime(ctx)
+    crashed = crash_in_first_chunk(ctx, specs, 5, after_answer=True)
     assert len(ledger_records(ctx.dir)[0]) == 4
 
     run_all(params)
     assert_same_results(ctx.dir, expected)
     fingerprints = sim.stats()["fingerprints"]
     twice = [fp for fp, c in fingerprints.items() if c["answered"] > 1]
-    assert twice == [chat_fingerprint(*seen["messages"])]
+    assert crashed.messages is not None and twice == [chat_fingerprint(*crashed.messages)]
     assert sim.stats()["answered_total"] == 25
 
 

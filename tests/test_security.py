@@ -27,7 +27,6 @@ from chunkwise.sim.options import SimOptions
 from chunkwise.store.files import UnsafePathError, contained
 from chunkwise.store.layout import run_paths
 from tests.support.pipeline_helpers import params_for
-from tests.support.run_checks import reset_process_state
 
 
 @pytest.mark.parametrize("host", ["file:///etc/passwd", "ftp://127.0.0.1:11434", "gopher://x", "unix:///var/run/o.sock",
@@ -100,7 +99,6 @@ def test_prompt_and_answer_text_never_logged_above_debug(sim_factory, tmp_path, 
     appear (the check can see them)."""
     from flows.batch import batch
 
-    reset_process_state()
     source = tmp_path / "in.parquet"
     prompts = [f"{MARKER} question {i}" for i in range(11)] + [f"{MARKER} " + "ab " * 3000]  # the last is too long
     pl.DataFrame({"id": list(range(12)), "prompt": prompts}).write_parquet(source)
@@ -134,12 +132,10 @@ def test_prompt_and_answer_text_never_logged_above_debug(sim_factory, tmp_path, 
         leaked = [a for a in answers if a in text]
         assert not leaked, f"an answer reached the {where}: {leaked[0]!r}"
 
-    reset_process_state()
     with captured_logs(logging.DEBUG, "chunkwise.run.send") as records:
         batch(params.model_copy(update={"run_name": "debug"}))
     debug = "\n".join(r.getMessage() for r in records if r.levelno == logging.DEBUG)
     assert any(repr(a) in debug for a in answers)
-    reset_process_state()
 
 
 def listening_address(port: int) -> str:

@@ -3,7 +3,6 @@ truncate/shift/think on every request, the run-level circuit breaker, a warmer r
 answers (greedy decoding ignores the seed), a context that fills during the answer, thinking."""
 
 import json
-import threading
 
 import httpx
 import pytest
@@ -12,9 +11,9 @@ from chunkwise.errors import ServerError, ServerKeepsFailing
 from chunkwise.ollama.client import OllamaClient
 from chunkwise.params import RunParams
 from chunkwise.run.breaker import CircuitBreaker
-from chunkwise.run.context import RunContext, Runtime
+from chunkwise.run.context import RunContext
 from chunkwise.run.send import send
-from chunkwise.tokens import TokenEstimator
+from chunkwise.run.session import RunSession
 from tests.support.run_checks import chunkwise_env
 
 USER = [{"role": "user", "content": "question"}]
@@ -34,8 +33,7 @@ def setup(tmp_path, handler, *, threshold=3, think=None, **params):
                      input_fingerprint="f", model_digest="d", server_version="0.0.0", is_simulator=False,
                      send_truncate_false=True, chars_per_token=4.0, think=think)
     client = OllamaClient(ctx.host, stream=False, transport=httpx.MockTransport(handler))
-    rt = Runtime(client, threading.BoundedSemaphore(1), TokenEstimator(), threading.Event(),
-                 CircuitBreaker(p.breaker_threshold, p.parallel))
+    rt = RunSession(ctx, client_factory=lambda ctx: client)  # the seam: a client on a MockTransport
     return ctx, rt
 
 

@@ -12,8 +12,8 @@ from chunkwise.errors import ServerError
 from chunkwise.params import RunParams
 from chunkwise.plan.chunks import ChunkSpec
 from chunkwise.run.chunk import _conversation, _independent
-from chunkwise.run.context import RunContext, Runtime
-from chunkwise.tokens import TokenEstimator
+from chunkwise.run.context import RunContext
+from chunkwise.run.session import RunSession
 from tests.support.run_checks import chunkwise_env
 
 
@@ -46,13 +46,13 @@ class FlakyClient:
                 self.in_flight -= 1
 
 
-def setup(tmp_path, client: FlakyClient, mode: str) -> tuple[RunContext, Runtime]:
+def setup(tmp_path, client: FlakyClient, mode: str) -> tuple[RunContext, RunSession]:
     params = RunParams(input_path=str(tmp_path / "in.parquet"), output_dir=str(tmp_path), run_name="s", parallel=1,
                        num_ctx=4096, num_predict=64, mode=mode, max_attempts=3)
     ctx = RunContext(run_dir=str(tmp_path / "s"), params=params, host="http://127.0.0.1:9", system_prompt="",
                      input_fingerprint="x", model_digest="d", server_version="0.12.6", is_simulator=False,
                      send_truncate_false=True, chars_per_token=4.0)
-    rt = Runtime(client, threading.BoundedSemaphore(1), TokenEstimator(4.0))  # type: ignore[arg-type]
+    rt = RunSession(ctx, client_factory=lambda ctx: client)  # one slot (parallel 1), the fake client
     return ctx, rt
 
 

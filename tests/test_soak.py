@@ -16,7 +16,7 @@ import pytest
 
 from flows.batch import batch
 from tests.support.pipeline_helpers import params_for, write_requests
-from tests.support.run_checks import assert_answered_once, chunkwise_env, ledger_records, reset_process_state
+from tests.support.run_checks import assert_answered_once, chunkwise_env, ledger_records
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
@@ -27,7 +27,6 @@ SOAK_SIM = dict(fail_rate=0.10, reset_rate=0.05, stall_rate=0.02, stall_s=READ_T
 
 
 def test_fault_soak_every_request_answered_exactly_once(sim_factory, tmp_path):
-    reset_process_state()
     sim = sim_factory(process=True, **SOAK_SIM)
     source = write_requests(tmp_path / "in.parquet", N, prompt_words=4)
     params = params_for(sim, source, tmp_path / "runs", mode="independent", parallel=12, chunk_size=250,
@@ -36,7 +35,6 @@ def test_fault_soak_every_request_answered_exactly_once(sim_factory, tmp_path):
     with chunkwise_env(read_timeout_s=READ_TIMEOUT_S):
         stats = batch(params)
     elapsed = time.perf_counter() - started
-    reset_process_state()
 
     sim_stats = sim.stats(fingerprints=False)
     faults = sim_stats["faults"]

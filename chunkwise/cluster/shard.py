@@ -21,6 +21,7 @@ from chunkwise.ollama.client import parse_host
 from chunkwise.plan.chunks import ChunkSpec
 from chunkwise.run.chunk import run_chunk
 from chunkwise.run.context import RunContext
+from chunkwise.run.session import RunSession
 from chunkwise.settings import get_settings
 from chunkwise.store import chunklock
 from chunkwise.store.files import read_json, write_json_atomic
@@ -75,12 +76,13 @@ def chunk_done(run_dir: Path, index: int) -> bool:
     return load_checkpoint(RunPaths(Path(run_dir)).checkpoint(index)) is not None
 
 
-def run_locked_chunk(ctx: RunContext, spec: ChunkSpec, label: str, shard: int, attempt: int) -> dict[str, Any]:
+def run_locked_chunk(session: RunSession, spec: ChunkSpec, label: str, shard: int, attempt: int) -> dict[str, Any]:
     """Run one chunk while holding its lock, recording the ledger records this host appended.
 
     A chunk another live process holds is skipped (`{"skipped": True}`), never waited for: the parent
     re-dispatches whatever is left without a checkpoint.
     """
+    ctx = session.ctx
     if not chunklock.try_acquire(ctx.dir, spec.index):
         return {"index": spec.index, "label": spec.label, "skipped": True,
                 "held_by": chunklock.owner(ctx.dir, spec.index)}
@@ -91,7 +93,7 @@ def run_locked_chunk(ctx: RunContext, spec: ChunkSpec, label: str, shard: int, a
         hosts.credit_orphans(ctx.dir, label, spec.index, found)
         start_id = hosts.open_chunk(ctx.dir, label, spec.index, before, shard=shard, attempt=attempt)
         try:
-            return {**run_chunk(ctx, spec), "skipped": False}
+            return {**run_chunk(session, spec), "skipped": False}
         finally:
             mine = hosts.valid_records(ledger)[before:]
             hosts.append_fact(ctx.dir, label, {"kind": "chunk", "id": start_id, "at": time.time(), "chunk": spec.index,

@@ -7,6 +7,8 @@ it ended to an exit code (`chunkwise.errors`).
 Graceful stop: the first Ctrl-C or SIGTERM stops new requests; in-flight ones may finish for
 `stop_grace_s` seconds; every answered request is already in the ledger, so the run exits 130 and
 resumes where it stopped. A second signal, or the grace period running out, exits at once (130).
+Each `execute` has its own stop flag, handed to the flow's `RunSession` through
+`chunkwise.run.session.stop_requests`.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from chunkwise.cli import fail
 from chunkwise.commands.display import run_with_display
 from chunkwise.errors import EXIT_INTERRUPTED, SetupError, exit_code_for
 from chunkwise.params import RunParams
-from chunkwise.run.context import STOP
 from chunkwise.run.prepare import plan_run, prepare_run
+from chunkwise.run.session import stop_requests
 from chunkwise.settings import get_settings
 from chunkwise.store.layout import run_paths
 
@@ -39,15 +41,18 @@ def preflight_plan(params: RunParams) -> tuple[RunParams, int, int]:
     return prepared.ctx.params, sum(s.stop - s.start for s in specs), len(specs)
 
 
-def install_stop_handlers(grace_s: float, say=print) -> None:
+def install_stop_handlers(stop: threading.Event, grace_s: float, say=print) -> None:
+    """SIGINT and SIGTERM set `stop` (the run sends nothing new); a second one, or `grace_s` seconds
+    after the first, exits the process at once with 130."""
+
     def hard_exit() -> None:
         say(f"in-flight requests did not finish within {grace_s:g} s; exiting now (resumable)")
         os._exit(EXIT_INTERRUPTED)
 
     def handler(signum: int, _frame: Any) -> None:
-        if STOP.is_set():
+        if stop.is_set():
             os._exit(EXIT_INTERRUPTED)
-        STOP.set()
+        stop.set()
         say(f"{signal.Signals(signum).name}: no new requests; waiting up to {grace_s:g} s for in-flight ones "
             "(signal again to exit now)")
         timer = threading.Timer(grace_s, hard_exit)
@@ -98,22 +103,21 @@ def execute(params: RunParams, say=print, *, command: str = "run") -> tuple[int,
         raise
     api.wait()
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    install_stop_handlers(get_settings().stop_grace_s, say)
-    from prefect.task_runners import ThreadPoolTaskRunner
-
+    stop = threading.Event()
+    install_stop_handlers(stop, get_settings().stop_grace_s, say)
     from flows.batch import batch  # Prefect is imported only once the configuration is known good
 
-    # Conversation mode holds a worker per conversation: at least `parallel` workers keep every slot busy.
-    workers = max(get_settings().chunk_workers, params.parallel)
-    flow = batch.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))
+    token = stop_requests.set(stop)  # run_off_main_thread runs the flow in a copy of this context
     try:
         stats = run_with_display(run_paths(params.output_dir, params.run_name or "").root, params.run_name or "",
-                                 requests_total, chunks_total, run_off_main_thread, flow, params)
+                                 requests_total, chunks_total, run_off_main_thread, batch, params)
     except SetupError:
         raise
     except BaseException as exc:  # noqa: BLE001 - every ending maps to an exit code
         fail(command, f"run {params.run_name} stopped: {exc}")
         return exit_code_for(exc), None
+    finally:
+        stop_requests.reset(token)
     requests = stats["requests"]
     if requests["rejected"]:
         say(f"{requests['rejected']} rows were rejected before sending (reasons in results.parquet and "

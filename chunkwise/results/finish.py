@@ -1,19 +1,29 @@
-"""The end of a run: results.parquet, stats.json and the session's close in the manifest."""
+"""The end of a run: results.parquet, stats.json and the session's close in the manifest.
+
+Everything here is derived from the run directory (checkpoints, manifest, ledgers), never from live
+state of the process that ran the chunks: a re-run of a finished run, whose chunks all come from
+their checkpoints, writes the same figures as the run that answered them.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import polars as pl
 
 from chunkwise.errors import IncompleteRun
 from chunkwise.results.assemble import assemble_results, conversation_starts
 from chunkwise.results.openai_files import write_batch_files
 from chunkwise.results.sessions import session_figures
 from chunkwise.results.stats import compute_stats
-from chunkwise.run.context import RunContext, get_runtime
+from chunkwise.run.context import RunContext
 from chunkwise.run.manifest import now_iso
 from chunkwise.store.checkpoint import load_checkpoint
 from chunkwise.store.files import read_json, write_json_atomic
 from chunkwise.store.layout import RunPaths
+from chunkwise.store.records import FailureClass
+from chunkwise.tokens import MAX_SAMPLES, Calibration, TokenEstimator
 
 
 def close_session(paths: RunPaths) -> dict[str, Any]:
@@ -22,6 +32,23 @@ def close_session(paths: RunPaths) -> dict[str, Any]:
         manifest["sessions"][-1]["ended_at"] = now_iso()
     write_json_atomic(paths.manifest, manifest)
     return manifest
+
+
+def calibration_from_results(results: Path, ctx: RunContext) -> Calibration:
+    """The characters-per-token calibration the run's answers support: its answered requests in input
+    order through a fresh estimator, as the run calibrated while sending (requests Ollama cut are
+    left out: a cut count would make text look denser than it is)."""
+    estimator = TokenEstimator(ctx.chars_per_token)
+    answered = (pl.scan_parquet(results)
+                .filter(pl.col("prompt_eval_count").is_not_null()
+                        & (pl.col("error_class").is_null() | (pl.col("error_class") != FailureClass.CONTEXT_TRUNCATED)))
+                .select("prompt_chars", "prompt_eval_count"))
+    for batch in answered.collect().iter_slices(MAX_SAMPLES):
+        for chars, count in batch.iter_rows():
+            estimator.observe(chars or 0, count, ctx.params.num_ctx)
+        if estimator.calibration.samples >= MAX_SAMPLES:
+            break
+    return estimator.calibration
 
 
 def finish_run(ctx: RunContext, n_chunks: int, telemetry: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -33,7 +60,7 @@ def finish_run(ctx: RunContext, n_chunks: int, telemetry: dict[str, Any] | None 
     assemble_results(paths, checkpoints)
     manifest = close_session(paths)
     sessions = session_figures(manifest, paths.root / "ledger")
-    calibration = get_runtime(ctx).estimator.calibration.as_dict()
+    calibration = calibration_from_results(paths.results, ctx).as_dict()
     stats = compute_stats(
         paths.results,
         mode=ctx.params.mode,

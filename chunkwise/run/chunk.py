@@ -18,9 +18,10 @@ from chunkwise.errors import ChunkwiseError, FatalError, RunInterrupted, Storage
 from chunkwise.inputs.stage import read_requests
 from chunkwise.logs import logger
 from chunkwise.plan.chunks import ChunkSpec
-from chunkwise.run.context import RunContext, Runtime, get_runtime
+from chunkwise.run.context import RunContext
 from chunkwise.run.conversation import Conversation
 from chunkwise.run.send import check_running, send
+from chunkwise.run.session import RunSession
 from chunkwise.store.checkpoint import load_checkpoint, write_checkpoint
 from chunkwise.store.layout import RunPaths
 from chunkwise.store.ledger import Ledger
@@ -46,13 +47,14 @@ def checkpoint_is_final(records: list[dict[str, Any]], retry_failed: bool) -> bo
     return not (retry_failed and any(r["status"] == Status.FAILED for r in records))
 
 
-def run_chunk(ctx: RunContext, spec: ChunkSpec) -> dict[str, Any]:
+def run_chunk(session: RunSession, spec: ChunkSpec) -> dict[str, Any]:
+    """Run one chunk of `session`'s run to a checkpoint; returns its summary (counts, never text)."""
+    ctx, rt = session.ctx, session
     paths = RunPaths(ctx.dir)
     existing = load_checkpoint(paths.checkpoint(spec.index))
     if existing is not None and checkpoint_is_final(existing[0], ctx.params.retry_failed):
         return summarize(spec, existing[0], existing[1], sent=0, from_checkpoint=True)
 
-    rt = get_runtime(ctx)
     check_running(rt)
     rows = read_requests(paths.requests, spec.start, spec.stop).to_dicts()
     with Ledger(paths.ledger(spec.index)) as ledger:
@@ -96,7 +98,7 @@ def run_chunk(ctx: RunContext, spec: ChunkSpec) -> dict[str, Any]:
                      ledger_lines_dropped=ledger.dropped)
 
 
-def storage_failure(rt: Runtime, path: Path, exc: OSError) -> StorageError:
+def storage_failure(rt: RunSession, path: Path, exc: OSError) -> StorageError:
     """Stop every chunk of the run (they would meet the same full disk after paying for an answer)."""
     error = StorageError(
         f"cannot write {path} ({exc.strerror or exc}); free space or fix the run directory, then resume with "
@@ -110,7 +112,7 @@ def _system_for(ctx: RunContext, row: dict[str, Any]) -> str:
     return row.get("system") or ctx.system_prompt
 
 
-def _conversation(ctx, rt: Runtime, spec, rows, pending, done, record) -> None:
+def _conversation(ctx, rt: RunSession, spec, rows, pending, done, record) -> None:
     """One chat over the chunk. A turn that overflows the context is retried once after trimming
     harder (`Conversation.prepare(harder=True)`); the record's `context_retries` says so, and a
     conversation rebuilt from the ledger replays that trim."""
@@ -136,7 +138,7 @@ def _conversation(ctx, rt: Runtime, spec, rows, pending, done, record) -> None:
                          eval_count=outcome["eval_count"])
 
 
-def _independent(ctx, rt: Runtime, spec, rows, record) -> None:
+def _independent(ctx, rt: RunSession, spec, rows, record) -> None:
     def one(row: dict[str, Any]) -> None:
         system = _system_for(ctx, row)
         messages = ([{"role": "system", "content": system}] if system else []) + [

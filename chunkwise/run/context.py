@@ -1,25 +1,18 @@
-"""What a chunk task needs to know about its run (`RunContext`, small and picklable, passed as a
-Prefect task parameter) and the per-process objects built from it (`Runtime`: the HTTP client, the
-server-slot semaphore, the token estimator, the stop flag), which are never pickled.
+"""What a chunk needs to know about its run (`RunContext`): small, frozen and picklable, fixed when
+the run starts. The live per-process objects built from it (client, slots, estimator, stop flag)
+are the run's `chunkwise.run.session.RunSession`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from chunkwise.ollama.client import OllamaClient
-from chunkwise.openai.client import OpenAIClient
 from chunkwise.params import RunParams
-from chunkwise.run.breaker import CircuitBreaker
-from chunkwise.settings import get_settings
-from chunkwise.tokens import TokenEstimator
 
 
 class RunContext(BaseModel):
@@ -73,60 +66,3 @@ class RunContext(BaseModel):
         if self.think is not None:  # absent for models that cannot think: their keys stay as they were
             material["think"] = self.think
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
-
-
-@dataclass
-class Runtime:
-    """Per-process state shared by all chunks of one run."""
-
-    client: OllamaClient | OpenAIClient
-    slots: threading.BoundedSemaphore
-    estimator: TokenEstimator
-    stop: threading.Event = field(default_factory=threading.Event)
-    breaker: CircuitBreaker = field(default_factory=lambda: CircuitBreaker(5))
-    #: The first fatal error (a fatal answer, or a run directory that cannot be written); once set,
-    #: every chunk stops sending.
-    fatal: Exception | None = None
-
-
-def make_client(api: str, host: str, *, connect_timeout_s: float, read_timeout_s: float,
-                max_connections: int = 16) -> OllamaClient | OpenAIClient:
-    """The one place that chooses the server client for a run's `api`. The OpenAI API key is read
-    from the settings here, so it never travels in a run parameter or the RunContext."""
-    if api == "openai":
-        s = get_settings()
-        return OpenAIClient(host, api_key=s.api_key.get_secret_value() if s.api_key else None,
-                            connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s,
-                            max_connections=max_connections, stream=s.openai_stream)
-    return OllamaClient(host, connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s,
-                        max_connections=max_connections)
-
-
-_runtimes: dict[str, Runtime] = {}
-_lock = threading.Lock()
-#: Set by the CLI's SIGINT/SIGTERM handler: stop sending, let in-flight requests finish.
-STOP = threading.Event()
-
-
-def get_runtime(ctx: RunContext) -> Runtime:
-    with _lock:
-        rt = _runtimes.get(ctx.run_dir)
-        if rt is None:
-            s = get_settings()
-            client = make_client(ctx.params.api, ctx.host, connect_timeout_s=s.connect_timeout_s,
-                                 read_timeout_s=s.read_timeout_s, max_connections=ctx.params.parallel + 4)
-            rt = Runtime(client, threading.BoundedSemaphore(ctx.params.parallel), TokenEstimator(ctx.chars_per_token),
-                         STOP, CircuitBreaker(ctx.params.breaker_threshold, ctx.params.parallel))
-            _runtimes[ctx.run_dir] = rt
-        return rt
-
-
-def release_runtime(ctx: RunContext) -> None:
-    """Close the run's client and give up the run directory (the run is over in this process)."""
-    from chunkwise.store import lock as runlock
-
-    with _lock:
-        rt = _runtimes.pop(ctx.run_dir, None)
-    if rt is not None:
-        rt.client.close()
-    runlock.release(ctx.dir)

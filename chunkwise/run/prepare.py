@@ -23,8 +23,9 @@ from chunkwise.openai.client import parse_base_url
 from chunkwise.openai.server import inspect_openai
 from chunkwise.params import RunParams
 from chunkwise.plan import chunks as planning
-from chunkwise.run.context import RunContext, make_client
+from chunkwise.run.context import RunContext
 from chunkwise.run.manifest import build_manifest, differences, start_session
+from chunkwise.run.session import make_client
 from chunkwise.settings import get_settings
 from chunkwise.store import lock as runlock
 from chunkwise.store.files import read_json, write_json_atomic

@@ -21,7 +21,8 @@ from typing import Any
 
 from chunkwise.errors import ContextExceeded, FatalError, LLMError, RunInterrupted, ServerUnavailable, TransientError
 from chunkwise.logs import logger
-from chunkwise.run.context import RunContext, Runtime
+from chunkwise.run.context import RunContext
+from chunkwise.run.session import RunSession
 from chunkwise.run.structured import check_answer
 from chunkwise.settings import get_settings
 from chunkwise.store.records import FailureClass, Status, outcome
@@ -50,7 +51,8 @@ def backoff_delay(attempt: int, base_s: float, max_s: float) -> float:
     return min(max_s, base_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
 
 
-def check_running(rt: Runtime) -> None:
+def check_running(rt: RunSession) -> None:
+    """Raise `RunInterrupted` once the run is stopping (a fatal error, or a stop request)."""
     if rt.fatal is not None:
         raise RunInterrupted(f"stopped: another chunk hit a fatal error: {rt.fatal}")
     if rt.stop.is_set():
@@ -59,7 +61,7 @@ def check_running(rt: Runtime) -> None:
 
 def send(
     ctx: RunContext,
-    rt: Runtime,
+    rt: RunSession,
     *,
     row: int,
     chunk: int,

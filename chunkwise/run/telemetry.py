@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from chunkwise.backend import ChatClient
 from chunkwise.errors import LLMError
 from chunkwise.gpu.sampler import GpuSampler
 from chunkwise.logs import RunLogger, logger
+from chunkwise.ollama.client import OllamaClient
 from chunkwise.ollama.kv import kv_reserved_bytes
 from chunkwise.ollama.ps import ps_entry_for, spill_warning
-from chunkwise.run.context import RunContext, get_runtime
+from chunkwise.run.context import RunContext
 from chunkwise.settings import get_settings
 from chunkwise.units import MIB
 
@@ -22,11 +24,10 @@ def log() -> RunLogger:
     return logger("chunkwise.run.telemetry")
 
 
-def ps_snapshot(ctx: RunContext) -> dict[str, Any] | None:
+def ps_snapshot(ctx: RunContext, client: ChatClient) -> dict[str, Any] | None:
     """The model's `/api/ps` entry (size, size_vram, context_length), warning loudly on a CPU spill;
     None for an OpenAI-compatible server, which has no such endpoint."""
-    client = get_runtime(ctx).client
-    if ctx.params.api != "ollama" or not hasattr(client, "ps"):
+    if ctx.params.api != "ollama" or not isinstance(client, OllamaClient):
         return None
     try:
         entry = ps_entry_for(client.ps(), ctx.params.model)
@@ -44,8 +45,9 @@ def ps_snapshot(ctx: RunContext) -> dict[str, Any] | None:
 class RunTelemetry:
     """Context manager: sampler running and `/api/ps` read at start; summary dict at the end."""
 
-    def __init__(self, ctx: RunContext, model_info: dict[str, Any] | None = None) -> None:
+    def __init__(self, ctx: RunContext, client: ChatClient, model_info: dict[str, Any] | None = None) -> None:
         self.ctx = ctx
+        self.client = client
         self.model_info = model_info
         self.sampler = GpuSampler(ctx.dir, interval_s=get_settings().gpu_sample_interval_s)
         self.ps_start: dict[str, Any] | None = None
@@ -65,7 +67,7 @@ class RunTelemetry:
             log().info("num_ctx %d x parallel %d: Ollama reserves about %.0f MiB of KV cache at load (%s)",
                        p.num_ctx, p.parallel, self.kv_mib, "formula from /api/show model_info")
         self.sampler.start()
-        self.ps_start = ps_snapshot(self.ctx)  # often empty: the model loads with the first request
+        self.ps_start = ps_snapshot(self.ctx, self.client)  # often empty: the model loads with the first request
         return self
 
     def after_chunk(self) -> None:
@@ -73,10 +75,10 @@ class RunTelemetry:
         reported early in a long run rather than at its end."""
         if not self._loaded_taken:
             self._loaded_taken = True
-            self.ps_loaded = ps_snapshot(self.ctx)
+            self.ps_loaded = ps_snapshot(self.ctx, self.client)
 
     def __exit__(self, *exc: object) -> None:
-        ps_end = ps_snapshot(self.ctx)
+        ps_end = ps_snapshot(self.ctx, self.client)
         gpu = self.sampler.stop()
         self.summary = {
             "gpu": gpu,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from chunkwise.params import RUN_NAME_RE, RunParams
+from chunkwise.params import RUN_NAME_RE
 from chunkwise.store.files import contained
 
 
@@ -70,17 +70,3 @@ def default_run_name(input_path: str, now: datetime | None = None) -> str:
 def run_paths(output_dir: str | Path, run_name: str) -> RunPaths:
     """The run's paths; the name was validated by RunParams and is checked for containment again."""
     return RunPaths(contained(Path(output_dir), run_name))
-
-
-def name_run_for_flow_run(params: RunParams) -> RunParams:
-    """An empty run_name becomes `<input stem>-<flow run creation time>-<flow run id[:8]>`: Prefect's
-    Retry re-executes the same flow run with the same parameters, so it must find the same run
-    directory (and resume from its checkpoints) instead of a new time-stamped one."""
-    from prefect.context import FlowRunContext
-
-    run = ctx.flow_run if (ctx := FlowRunContext.get()) is not None else None
-    if params.run_name or run is None or run.created is None:
-        return params
-    name = f"{default_run_name(params.input_path, run.created)}-{run.id.hex[:8]}"
-    # The name is this flow run's own: a Retry must resume it, not start yet another fresh run.
-    return params.model_copy(update={"run_name": name, "new_run": False})

@@ -9,8 +9,9 @@ from chunkwise.params import RunParams
 from chunkwise.plan.chunks import ChunkSpec
 from chunkwise.results.finish import finish_run
 from chunkwise.run.chunk import run_chunk
-from chunkwise.run.context import RunContext, release_runtime
+from chunkwise.run.context import RunContext
 from chunkwise.run.prepare import plan_run, prepare_run
+from chunkwise.run.session import ClientFactory, RunSession, default_client
 
 
 def start(params: RunParams) -> tuple[RunContext, list[ChunkSpec]]:
@@ -19,12 +20,11 @@ def start(params: RunParams) -> tuple[RunContext, list[ChunkSpec]]:
     return prepared.ctx, specs
 
 
-def run_all(params: RunParams) -> tuple[RunContext, list[dict[str, Any]], dict[str, Any]]:
+def run_all(params: RunParams, *, client_factory: ClientFactory = default_client,
+            ) -> tuple[RunContext, list[dict[str, Any]], dict[str, Any]]:
     """Every chunk in order, then results.parquet and stats.json; returns (ctx, chunk summaries, stats)."""
     ctx, specs = start(params)
-    try:
-        summaries = [run_chunk(ctx, spec) for spec in specs]
+    with RunSession(ctx, client_factory=client_factory) as session:
+        summaries = [run_chunk(session, spec) for spec in specs]
         stats = finish_run(ctx, len(specs))
-    finally:
-        release_runtime(ctx)
     return ctx, summaries, stats

@@ -77,18 +77,6 @@ def chunkwise_env(**values: Any) -> Iterator[None]:
         get_settings.cache_clear()
 
 
-def reset_process_state() -> None:
-    """Forget what a run leaves in this process: the stop flag (set by a graceful stop) and runtimes."""
-    from chunkwise.run import context as runctx
-
-    runctx.STOP.clear()
-    with runctx._lock:
-        leftovers = list(runctx._runtimes.values())
-        runctx._runtimes.clear()
-    for rt in leftovers:
-        rt.client.close()
-
-
 @contextmanager
 def saved_signal_handlers() -> Iterator[None]:
     """Restore SIGINT/SIGTERM handlers after an in-process `chunkwise run` installed its own."""

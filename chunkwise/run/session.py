@@ -1,0 +1,97 @@
+"""One run's live state in this process (`RunSession`), opened by the flow that owns the run and
+closed when the run ends here: the LLM-server client, the server slots, the token estimator, the
+circuit breaker, the stop flag, the first fatal error, and the run directory's lock.
+
+Nothing here is global or pickled. The flow hands the session to every chunk task as a parameter
+(Prefect's thread-pool task runner passes it through as it is), and what the end of a run needs is
+derived from the run's own records (`chunkwise.results.finish`), never read back from a session.
+
+The stop flag: a process that owns the terminal (the CLI) creates one `threading.Event`, sets it
+from its signal handler, and hands it to the flow with `stop_requests.set(event)`: a ContextVar,
+because the flow runs in a copy of the caller's context (`commands/runner.run_off_main_thread`)
+and Prefect's task threads in a copy of the flow's. A run without such a caller (a deployment)
+gets its own event, which only a fatal error can end early.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from contextvars import ContextVar
+from types import TracebackType
+
+from chunkwise.backend import ChatClient
+from chunkwise.ollama.client import OllamaClient
+from chunkwise.openai.client import OpenAIClient
+from chunkwise.params import RunParams
+from chunkwise.run.breaker import CircuitBreaker
+from chunkwise.run.context import RunContext
+from chunkwise.settings import Settings, get_settings
+from chunkwise.store import lock as runlock
+from chunkwise.tokens import TokenEstimator
+
+#: Builds the run's client from its context (`ctx.params.api`, `ctx.host`); the seam tests use.
+ClientFactory = Callable[[RunContext], ChatClient]
+
+#: The stop flag of the caller that owns the terminal (see the module docstring); None: none.
+stop_requests: ContextVar[threading.Event | None] = ContextVar("chunkwise_stop_requests", default=None)
+
+
+def make_client(api: str, host: str, *, connect_timeout_s: float, read_timeout_s: float,
+                max_connections: int = 16) -> OllamaClient | OpenAIClient:
+    """The one place that chooses the server client for a run's `api` (timeouts in seconds). The
+    OpenAI API key is read from the settings here, so it never travels in a run parameter."""
+    if api == "openai":
+        s = get_settings()
+        return OpenAIClient(host, api_key=s.api_key.get_secret_value() if s.api_key else None,
+                            connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s,
+                            max_connections=max_connections, stream=s.openai_stream)
+    return OllamaClient(host, connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s,
+                        max_connections=max_connections)
+
+
+def default_client(ctx: RunContext) -> ChatClient:
+    """The run's client with the settings' timeouts and a connection pool a little above `parallel`."""
+    s = get_settings()
+    return make_client(ctx.params.api, ctx.host, connect_timeout_s=s.connect_timeout_s,
+                       read_timeout_s=s.read_timeout_s, max_connections=ctx.params.parallel + 4)
+
+
+def chunk_workers(params: RunParams, settings: Settings) -> int:
+    """Chunk tasks run at once. Conversation mode holds one worker per conversation for its whole
+    length, so at least `parallel` workers keep every server slot busy; the setting bounds the pool
+    otherwise (Prefect's default pool is unbounded: 1,532 chunks would mean 1,532 threads)."""
+    return max(settings.chunk_workers, params.parallel)
+
+
+class RunSession:
+    """Per-process state shared by all chunks of one run; a context manager that closes the client
+    and releases the run directory's lock (taken by `prepare_run`) on exit."""
+
+    def __init__(self, ctx: RunContext, *, client_factory: ClientFactory = default_client,
+                 stop: threading.Event | None = None) -> None:
+        self.ctx = ctx
+        self.client: ChatClient = client_factory(ctx)
+        #: One permit per server slot (`parallel`): a request, or a whole conversation, holds one.
+        self.slots = threading.BoundedSemaphore(ctx.params.parallel)
+        self.estimator = TokenEstimator(ctx.chars_per_token)
+        #: Stops the run when the server keeps failing the same way (`chunkwise.run.breaker`).
+        self.breaker = CircuitBreaker(ctx.params.breaker_threshold, ctx.params.parallel)
+        self.stop = stop if stop is not None else (stop_requests.get() or threading.Event())
+        #: The first fatal error (a fatal answer, or a run directory that cannot be written); once
+        #: set, every chunk stops sending.
+        self.fatal: Exception | None = None
+
+    def close(self) -> None:
+        """Close the client and give up the run directory (the run is over in this process)."""
+        try:
+            self.client.close()
+        finally:
+            runlock.release(self.ctx.dir)
+
+    def __enter__(self) -> RunSession:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

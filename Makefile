@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml
 engine: $(STAMP)
 	$(PY) -m chunkwise.engine.setup
 
-test: $(STAMP) engine chromium
+test: $(STAMP) lint engine chromium
 	$(PY) -m pytest
 
 # Lint: ruff (lint rules and import order) and mypy (strict on chunkwise, flows, tasks); both configured

@@ -50,7 +50,7 @@ def batch(params: RunParams) -> dict[str, Any]:
                             requests_total=sum(s.stop - s.start for s in specs), manifest=paths.manifest)
         unfinished: list[tuple[str, BaseException]] = []
         with (RunTelemetry(ctx, session.client, prepared.model_info) as telemetry,
-              ThreadPoolTaskRunner(max_workers=chunk_workers(ctx.params, settings)) as runner):
+              ThreadPoolTaskRunner[Any](max_workers=chunk_workers(ctx.params, settings)) as runner):
             futures = runner.map(chunk_task_for(session, settings), {"session": unmapped(session), "spec": specs})
             labels = {future.task_run_id: spec.label for future, spec in zip(futures, specs, strict=True)}
             pending = list(futures)
@@ -58,7 +58,7 @@ def batch(params: RunParams) -> dict[str, Any]:
                 # a one-second wait, so progress moves with every answer, not only when a chunk ends
                 done, not_done = wait(pending, timeout=1.0)
                 for future in done:
-                    result = future.result(raise_on_failure=False)
+                    result: Any = future.result(raise_on_failure=False)  # the summary, or the exception
                     if isinstance(result, BaseException):
                         unfinished.append((labels[future.task_run_id], result))
                         result = None

@@ -61,7 +61,8 @@ def shard(run_dir: str, shard: int, attempt: int = 0) -> dict[str, Any]:
     telemetry = HostTelemetry(ctx, client, hosts.host_dir(ctx.dir, label))
     try:
         with telemetry:
-            futures = shard_chunk_task.map(unmapped(session), specs, unmapped(label), unmapped(shard), unmapped(attempt))
+            futures = shard_chunk_task.map(unmapped(session), specs, unmapped(label), unmapped(shard),
+                                           unmapped(attempt))
             results = [f.result() for f in futures]
         outcome = "completed"
         return {"shard": shard, "attempt": attempt, "host": label, "chunks": results}

@@ -17,6 +17,7 @@ import contextvars
 import os
 import signal
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from chunkwise.cli import fail
@@ -41,7 +42,7 @@ def preflight_plan(params: RunParams) -> tuple[RunParams, int, int]:
     return prepared.ctx.params, sum(s.stop - s.start for s in specs), len(specs)
 
 
-def install_stop_handlers(stop: threading.Event, grace_s: float, say=print) -> None:
+def install_stop_handlers(stop: threading.Event, grace_s: float, say: Callable[[str], object] = print) -> None:
     """SIGINT and SIGTERM set `stop` (the run sends nothing new); a second one, or `grace_s` seconds
     after the first, exits the process at once with 130."""
 
@@ -90,7 +91,9 @@ def run_off_main_thread(fn: Any, *args: Any) -> Any:
     return box["value"]
 
 
-def execute(params: RunParams, say=print, *, command: str = "run") -> tuple[int, dict[str, Any] | None]:
+def execute(
+    params: RunParams, say: Callable[[str], object] = print, *, command: str = "run"
+) -> tuple[int, dict[str, Any] | None]:
     """Run the flow; returns (exit code, stats or None). A run that cannot start raises its
     `SetupError` (the CLI prints it); a run that stopped is reported here, as `command`'s error."""
     from chunkwise.commands.early_api import EarlyApi
@@ -125,7 +128,7 @@ def execute(params: RunParams, say=print, *, command: str = "run") -> tuple[int,
     return exit_code_for(None, requests["failed"] + requests["rejected"]), stats
 
 
-def print_summary(stats: dict[str, Any], say=print) -> None:
+def print_summary(stats: dict[str, Any], say: Callable[[str], object] = print) -> None:
     from chunkwise.results.stats import stats_table
 
     width = max(len(row["metric"]) for row in stats_table(stats))

@@ -27,7 +27,7 @@ from chunkwise.tokens import MAX_SAMPLES, Calibration, TokenEstimator
 
 
 def close_session(paths: RunPaths) -> dict[str, Any]:
-    manifest = read_json(paths.manifest)
+    manifest: dict[str, Any] = read_json(paths.manifest)
     if manifest.get("sessions"):
         manifest["sessions"][-1]["ended_at"] = now_iso()
     write_json_atomic(paths.manifest, manifest)
@@ -56,7 +56,9 @@ def finish_run(ctx: RunContext, n_chunks: int, telemetry: dict[str, Any] | None 
     checkpoints = [paths.checkpoint(i) for i in range(n_chunks)]
     missing = [p.name for p in checkpoints if load_checkpoint(p) is None]
     if missing:
-        raise IncompleteRun(f"{len(missing)} chunks have no valid checkpoint ({', '.join(missing[:3])}...); resume the run")
+        raise IncompleteRun(
+            f"{len(missing)} chunks have no valid checkpoint ({', '.join(missing[:3])}...); resume the run"
+        )
     assemble_results(paths, checkpoints)
     manifest = close_session(paths)
     sessions = session_figures(manifest, paths.root / "ledger")
@@ -74,8 +76,8 @@ def finish_run(ctx: RunContext, n_chunks: int, telemetry: dict[str, Any] | None 
             **(telemetry or {}),
             "sessions": sessions["sessions"],
             "truncation": {"calibration": calibration, "send_truncate_false": ctx.send_truncate_false},
-            "server": {"api": ctx.params.api, "host": ctx.host, "ollama_version": ctx.server_version, "is_simulator": ctx.is_simulator,
-                       "model": ctx.params.model, "model_digest": ctx.model_digest},
+            "server": {"api": ctx.params.api, "host": ctx.host, "ollama_version": ctx.server_version,
+                       "is_simulator": ctx.is_simulator, "model": ctx.params.model, "model_digest": ctx.model_digest},
             "run": {"name": ctx.dir.name, "dir": str(ctx.dir), "sessions": len(manifest.get("sessions", [])),
                     "results": str(paths.results)},
         },

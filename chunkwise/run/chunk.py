@@ -10,13 +10,14 @@ while it waits out a retry's backoff).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 from chunkwise.errors import ChunkwiseError, FatalError, RunInterrupted, StorageError
 from chunkwise.inputs.stage import read_requests
-from chunkwise.logs import logger
+from chunkwise.logs import RunLogger, logger
 from chunkwise.plan.chunks import ChunkSpec
 from chunkwise.run.context import RunContext
 from chunkwise.run.conversation import Conversation
@@ -28,7 +29,7 @@ from chunkwise.store.ledger import Ledger
 from chunkwise.store.records import FailureClass, Status
 
 
-def log():
+def log() -> RunLogger:
     return logger("chunkwise.run.chunk")
 
 
@@ -62,10 +63,10 @@ def run_chunk(session: RunSession, spec: ChunkSpec) -> dict[str, Any]:
             done = ledger.load()
         except OSError as exc:
             raise storage_failure(rt, ledger.path, exc) from exc
-        for record in (existing[0] if existing else []):
-            done.setdefault(record["_row"], record)  # a checkpoint outlives a lost ledger
-        for record in done.values():
-            rt.estimator.observe(record["prompt_chars"] or 0, record["prompt_eval_count"], ctx.params.num_ctx)
+        for kept in (existing[0] if existing else []):
+            done.setdefault(kept["_row"], kept)  # a checkpoint outlives a lost ledger
+        for recorded in done.values():
+            rt.estimator.observe(recorded["prompt_chars"] or 0, recorded["prompt_eval_count"], ctx.params.num_ctx)
         pending = {
             r["_row"] for r in rows
             if r["_row"] not in done or (ctx.params.retry_failed and done[r["_row"]]["status"] == Status.FAILED)
@@ -112,7 +113,8 @@ def _system_for(ctx: RunContext, row: dict[str, Any]) -> str:
     return row.get("system") or ctx.system_prompt
 
 
-def _conversation(ctx, rt: RunSession, spec, rows, pending, done, record) -> None:
+def _conversation(ctx: RunContext, rt: RunSession, spec: ChunkSpec, rows: list[dict[str, Any]], pending: set[int],
+                  done: dict[int, dict[str, Any]], record: Callable[[dict[str, Any]], None]) -> None:
     """One chat over the chunk. A turn that overflows the context is retried once after trimming
     harder (`Conversation.prepare(harder=True)`); the record's `context_retries` says so, and a
     conversation rebuilt from the ledger replays that trim."""
@@ -132,13 +134,14 @@ def _conversation(ctx, rt: RunSession, spec, rows, pending, done, record) -> Non
                 previous = done.get(row["_row"])
                 if previous is not None and previous.get("context_retries"):
                     conv.prepare(row["prompt"], harder=True)
-            outcome = done.get(row["_row"])
-            if outcome is not None and outcome["status"] == Status.OK:
-                conv.add(row["prompt"], outcome["response"], prompt_eval_count=outcome["prompt_eval_count"],
-                         eval_count=outcome["eval_count"])
+            answered = done.get(row["_row"])
+            if answered is not None and answered["status"] == Status.OK:
+                conv.add(row["prompt"], answered["response"], prompt_eval_count=answered["prompt_eval_count"],
+                         eval_count=answered["eval_count"])
 
 
-def _independent(ctx, rt: RunSession, spec, rows, record) -> None:
+def _independent(ctx: RunContext, rt: RunSession, spec: ChunkSpec, rows: list[dict[str, Any]],
+                 record: Callable[[dict[str, Any]], None]) -> None:
     def one(row: dict[str, Any]) -> None:
         system = _system_for(ctx, row)
         messages = ([{"role": "system", "content": system}] if system else []) + [
@@ -157,7 +160,7 @@ def _independent(ctx, rt: RunSession, spec, rows, record) -> None:
         if any(f.exception() is not None for f in finished):
             for f in futures:
                 f.cancel()
-    errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
+    errors = [e for f in futures if not f.cancelled() and (e := f.exception()) is not None]
     if errors:
         raise root_cause(errors)
 

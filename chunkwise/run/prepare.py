@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 from chunkwise.errors import InputError, LLMError, SetupError
 from chunkwise.inputs import stage as staging
 from chunkwise.inputs.batchfile import run_options as batch_run_options
-from chunkwise.logs import logger
+from chunkwise.logs import RunLogger, logger
 from chunkwise.ollama import versions
 from chunkwise.ollama.client import OllamaClient, parse_host
 from chunkwise.ollama.kv import training_context
@@ -32,7 +33,7 @@ from chunkwise.store.files import read_json, write_json_atomic
 from chunkwise.store.layout import RunPaths, default_run_name, run_paths
 
 
-def log():
+def log() -> RunLogger:
     return logger("chunkwise.run.prepare")
 
 
@@ -44,9 +45,9 @@ class PreparedRun:
 
     ctx: RunContext
     staged: staging.StagedInput
-    existing_manifest: dict | None
+    existing_manifest: dict[str, Any] | None
     #: `/api/show` model_info (architecture numbers for the KV formula).
-    model_info: dict
+    model_info: dict[str, Any]
 
 
 def resolve_system_prompt(params: RunParams) -> str:
@@ -61,7 +62,7 @@ def resolve_system_prompt(params: RunParams) -> str:
         raise SetupError(f"system prompt file {path} cannot be read as UTF-8 text ({exc}); fix the file") from None
 
 
-def inspect_server(client: OllamaClient, params: RunParams) -> dict:
+def inspect_server(client: OllamaClient, params: RunParams) -> dict[str, Any]:
     """Version, model digest and architecture; fails fast on an unreachable server or missing model."""
     try:
         version = client.version()
@@ -93,7 +94,7 @@ def resolve_host(params: RunParams) -> str:
     return parse_host(params.host or settings.ollama_host)
 
 
-def inspect_openai_server(client, params: RunParams) -> dict:
+def inspect_openai_server(client: Any, params: RunParams) -> dict[str, Any]:
     """`inspect_server` for an OpenAI-compatible server (`chunkwise.openai.server`)."""
     try:
         return inspect_openai(client, params)
@@ -101,7 +102,7 @@ def inspect_openai_server(client, params: RunParams) -> dict:
         raise SetupError(str(exc)) from None
 
 
-def open_run_dir(params: RunParams) -> tuple[RunPaths, dict | None]:
+def open_run_dir(params: RunParams) -> tuple[RunPaths, dict[str, Any] | None]:
     """The run's paths and its existing manifest, if any; refuses unwritable or unsafe locations."""
     name = params.run_name or default_run_name(params.input_path)
     paths = run_paths(params.output_dir, name)
@@ -112,7 +113,8 @@ def open_run_dir(params: RunParams) -> tuple[RunPaths, dict | None]:
         probe.unlink()
     except OSError as exc:
         raise SetupError(
-            f"cannot write the run directory {paths.root} ({exc.strerror or exc}); choose an --output-dir you can write to"
+            f"cannot write the run directory {paths.root} ({exc.strerror or exc}); "
+            "choose an --output-dir you can write to"
         ) from None
     existing = read_json(paths.manifest) if paths.manifest.exists() else None
     return paths, existing
@@ -124,7 +126,10 @@ def prepare_run(params: RunParams) -> PreparedRun:
     host = resolve_host(params)
     with make_client(params.api, host, connect_timeout_s=min(settings.connect_timeout_s, 10.0),
                      read_timeout_s=60.0) as client:
-        server = inspect_openai_server(client, params) if params.api == "openai" else inspect_server(client, params)
+        if params.api == "openai":
+            server = inspect_openai_server(client, params)
+        else:  # make_client gives an OllamaClient for api "ollama"
+            server = inspect_server(cast(OllamaClient, client), params)
     if server["is_simulator"]:
         log().warning("the server at %s is chunkwise's Ollama simulator, not a real Ollama", host)
 
@@ -157,7 +162,8 @@ def prepare_run(params: RunParams) -> PreparedRun:
         think=server.get("think"),
         chars_per_token=params.chars_per_token,
     )
-    return PreparedRun(ctx=ctx, staged=staged, existing_manifest=existing, model_info=server["show"].get("model_info") or {})
+    model_info = server["show"].get("model_info") or {}
+    return PreparedRun(ctx=ctx, staged=staged, existing_manifest=existing, model_info=model_info)
 
 
 def remove_temp_files(run_dir: Path) -> None:
@@ -178,7 +184,7 @@ def discard_empty_run_dir(run_dir: Path) -> None:
         pass  # something else is in it: keep it
 
 
-def stage_or_reuse(params: RunParams, paths: RunPaths, existing: dict | None) -> staging.StagedInput:
+def stage_or_reuse(params: RunParams, paths: RunPaths, existing: dict[str, Any] | None) -> staging.StagedInput:
     """Stage the input, or reuse what this run directory already staged from the same file (the
     CLI's preflight, then the flow; every resume). A resume with another input is refused before
     anything is written: ledgers and checkpoints refer to requests.parquet by position."""
@@ -193,7 +199,8 @@ def stage_or_reuse(params: RunParams, paths: RunPaths, existing: dict | None) ->
             "same settings, or pass --new-run to start a fresh run beside it"
         )
     limits = {"num_ctx": params.num_ctx, "num_predict": params.num_predict}
-    same = recorded is not None and current == recorded["fingerprint"] and all(recorded[k] == v for k, v in limits.items())
+    same = (recorded is not None and current == recorded["fingerprint"]
+            and all(recorded[k] == v for k, v in limits.items()))
     # A resume never re-stages (a changed option is refused by the manifest check, not by rewriting
     # requests.parquet); a new run re-uses what its preflight staged from the same file and limits.
     if recorded is not None and (existing is not None or same):
@@ -205,7 +212,7 @@ def stage_or_reuse(params: RunParams, paths: RunPaths, existing: dict | None) ->
                                run=batch_run_options(params))
 
 
-def plan_run(prepared: PreparedRun, *, write: bool = True) -> tuple[list[planning.ChunkSpec], dict]:
+def plan_run(prepared: PreparedRun, *, write: bool = True) -> tuple[list[planning.ChunkSpec], dict[str, Any]]:
     """Size and cut the chunks, then write the manifest (refusing a resume that changes the run).
 
     With `write=False` only the checks run (the CLI's preflight).

@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from chunkwise.errors import ContextExceeded, FatalError, LLMError, RunInterrupted, ServerUnavailable, TransientError
-from chunkwise.logs import logger
+from chunkwise.logs import RunLogger, logger
 from chunkwise.run.context import RunContext
 from chunkwise.run.session import RunSession
 from chunkwise.run.structured import check_answer
@@ -42,13 +42,13 @@ def retry_temperature(temperature: float, invalid: int) -> float:
     return max(temperature, min(INVALID_RETRY_MAX_TEMPERATURE, INVALID_RETRY_TEMPERATURE * invalid))
 
 
-def log():
+def log() -> RunLogger:
     return logger("chunkwise.run.send")
 
 
 def backoff_delay(attempt: int, base_s: float, max_s: float) -> float:
     """Exponential backoff with +-50 % jitter: base x 2^(attempt-1), capped, then jittered."""
-    return min(max_s, base_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+    return float(min(max_s, base_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5))
 
 
 def check_running(rt: RunSession) -> None:

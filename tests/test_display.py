@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 
+import pytest
 from rich.console import Console
 
 from chunkwise.commands import display
@@ -52,3 +54,19 @@ def test_while_live_info_lines_stay_off_the_console_and_warnings_print_above(tmp
     assert "1/4 requests (25.0%)" in out.getvalue()
     assert "server slow" in out.getvalue() and "chunk-00000 finished" not in out.getvalue() + stream.getvalue()
     assert "server slow" not in stream.getvalue() and stream.getvalue() == "after\n"  # the gate is gone again
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_wanted_looks_at_stdout_when_called_not_when_imported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long-lived process (serve, a test session) swaps sys.stdout: the check must follow it, and a
+    closed stream (an earlier capture) means no terminal rather than an error that stops the run."""
+    monkeypatch.setattr(sys, "stdout", _Tty())
+    assert display.wanted() is True
+    closed = io.StringIO()
+    closed.close()
+    monkeypatch.setattr(sys, "stdout", closed)
+    assert display.wanted() is False

@@ -26,9 +26,14 @@ from rich.text import Text
 from chunkwise.run.progress import ProgressWatch, Snapshot, format_eta
 
 
-def wanted(stream: TextIO = sys.stdout) -> bool:
-    """A live display only on a terminal."""
-    return stream.isatty()
+def wanted(stream: TextIO | None = None) -> bool:
+    """A live display only on a terminal. The stream is looked up at call time: a default bound at
+    import would keep whatever `sys.stdout` was then (a closed capture, in a long-lived process)."""
+    out = stream if stream is not None else sys.stdout
+    try:
+        return out.isatty()
+    except ValueError:  # a closed stream is no terminal
+        return False
 
 
 def render(snap: Snapshot, run_name: str) -> RenderableType:

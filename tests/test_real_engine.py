@@ -246,7 +246,10 @@ def test_sigkill_mid_run_then_resume_sends_nothing_answered_again(proxy, engine,
     # whatever was in flight at the kill was sent once more, and nothing else
     assert set(first_sent) | set(sent) == set(prompts.values())
     assert all(first_sent[k] + sent[k] <= 2 for k in prompts.values())
-    assert len(set(first_sent) & set(sent)) <= ENGINE_PARALLEL
+    # Sent again: what was on the wire at the kill (at most `parallel`, the slots) plus answers received
+    # but not yet appended to the ledger (a request gives its slot back as soon as its answer is in, so
+    # the next one can be on the wire meanwhile; the append takes milliseconds, an answer seconds).
+    assert len(set(first_sent) & set(sent)) <= 2 * ENGINE_PARALLEL
 
 
 def request_key_for(prompt: str) -> str:

@@ -2,7 +2,8 @@
 
 `OllamaClient` implements `chunkwise.backend.ChatClient` and raises the backend-neutral errors of
 `chunkwise.errors` (the tree is drawn there): HTTP statuses and transport failures are translated in
-one place, `_error_from_response` and `_request`/`_send_stream`.
+one place: statuses in `_error_from_response`, transport failures in `chunkwise.transport.HttpBoundary`
+(shared with the OpenAI-compatible client).
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -29,8 +28,8 @@ from chunkwise.errors import (
     RequestTimeout,
     ServerBusy,
     ServerError,
-    ServerUnavailable,
 )
+from chunkwise.transport import HttpBoundary
 
 DEFAULT_PORT = 11434
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -124,7 +123,7 @@ def _error_text(body: bytes) -> str:
         return body.decode("utf-8", "replace")[:500]
 
 
-class OllamaClient:
+class OllamaClient(HttpBoundary):
     """A thread-safe httpx client for one Ollama host.
 
     Timeouts live here, not in Prefect: a Prefect task timeout cannot interrupt a thread blocked
@@ -287,34 +286,8 @@ operations like `time.sleep()`, network requests"). With streaming (the default)
 
     # -- transport ----------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, *, model: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.ConnectError as exc:
-            raise ServerUnavailable(self._unreachable(exc)) from None
-        except httpx.ConnectTimeout as exc:
-            raise ServerUnavailable(self._unreachable(exc)) from None
-        except httpx.TimeoutException as exc:
-            raise RequestTimeout(f"no answer from {self.host} within the timeout ({type(exc).__name__})") from None
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            raise IncompleteResponse(f"connection to {self.host} broke mid-response: {exc}") from None
-        if response.status_code >= 400:
-            raise _error_from_response(response.status_code, _error_text(response.content), model)
-        return response
-
-    @contextmanager
-    def _send_stream(self, method: str, path: str, *, model: str, **kwargs: Any) -> Iterator[httpx.Response]:
-        request = self._http.build_request(method, path, **kwargs)
-        try:
-            response = self._http.send(request, stream=True)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise ServerUnavailable(self._unreachable(exc)) from None
-        try:
-            if response.status_code >= 400:
-                raise _error_from_response(response.status_code, _error_text(response.read()), model)
-            yield response
-        finally:
-            response.close()
+    def _error_for(self, status: int, body: bytes, model: str) -> LLMError:
+        return _error_from_response(status, _error_text(body), model)
 
     def _unreachable(self, exc: Exception) -> str:
         return (

@@ -26,8 +26,6 @@ kept only in the httpx client's headers: never in a message, a repr, a log line 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -47,8 +45,8 @@ from chunkwise.errors import (
     RequestTimeout,
     ServerBusy,
     ServerError,
-    ServerUnavailable,
 )
+from chunkwise.transport import HttpBoundary
 
 #: llama-server's default port (tools/server/README.md `--port`, default 8080).
 DEFAULT_PORT = 8080
@@ -158,7 +156,7 @@ class _StreamState:
         self.done = False
 
 
-class OpenAIClient:
+class OpenAIClient(HttpBoundary):
     """A thread-safe httpx client for one OpenAI-compatible server.
 
     `read_timeout_s` bounds the silence between two stream events (as for Ollama), so a stalled
@@ -350,32 +348,8 @@ class OpenAIClient:
 
     # -- transport ----------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, *, model: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise ServerUnavailable(self._unreachable(exc)) from None
-        except httpx.TimeoutException as exc:
-            raise RequestTimeout(f"no answer from {self.host} within the timeout ({type(exc).__name__})") from None
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            raise IncompleteResponse(f"connection to {self.host} broke mid-response: {exc}") from None
-        if response.status_code >= 400:
-            raise _error_from_response(response.status_code, _error_fields(response.content), model)
-        return response
-
-    @contextmanager
-    def _send_stream(self, method: str, path: str, *, model: str, **kwargs: Any) -> Iterator[httpx.Response]:
-        request = self._http.build_request(method, path, **kwargs)
-        try:
-            response = self._http.send(request, stream=True)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise ServerUnavailable(self._unreachable(exc)) from None
-        try:
-            if response.status_code >= 400:
-                raise _error_from_response(response.status_code, _error_fields(response.read()), model)
-            yield response
-        finally:
-            response.close()
+    def _error_for(self, status: int, body: bytes, model: str) -> LLMError:
+        return _error_from_response(status, _error_fields(body), model)
 
     def _unreachable(self, exc: Exception) -> str:
         return (

@@ -210,7 +210,8 @@ def retry_failed_run(ui, tmp_path) -> None:
     page.keyboard.press("ArrowDown")
     page.keyboard.press("Enter")
     page.locator(".logs-sort").get_by_text("Newest to oldest").wait_for()
-    last_chunk = page.get_by_text(re.compile(r"finished: \d+ ok, 0 failed, .*\[(\d+)/\1 chunks, 100\.0%\]")).first
+    last_line = re.compile(r"finished: \d+ ok, 0 failed, .*\[(\d+)/\1 chunks, 100\.0% of requests\]")
+    last_chunk = page.get_by_text(last_line).first
     last_chunk.scroll_into_view_if_needed()
     save_screenshot(page, shots / "run-retried-logs.png")
 

@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.procs import replace_section
 from chunkwise.inputs.sample import write_sample
 from chunkwise.sim.harness import running_simulator
 from chunkwise.sim.options import SimOptions
@@ -95,11 +96,7 @@ def main() -> None:
     head = ["# Slot utilisation through faults (SIMULATOR figures)", "",
             "From `python -m bench.faults_utilisation` (see its docstring): 4 slots, prefill 20,000 and decode 400 "
             "tokens/s per slot, 600 requests, answers capped at 256 tokens, `--mode independent --parallel 4`.", ""]
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "\n".join(head) + "\n"
-    parts = text.split("\n## ")
-    kept = [parts[0].rstrip("\n") + "\n"] + ["## " + p.rstrip("\n") + "\n" for p in parts[1:]
-                                              if not p.startswith(args.label + "\n")]
-    RESULTS.write_text("\n".join([*kept, "\n".join(lines)]), encoding="utf-8")
+    replace_section(RESULTS, head, args.label, lines)
 
 
 if __name__ == "__main__":

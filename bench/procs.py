@@ -69,3 +69,13 @@ def publish(lines: list[str], path: Path, *, write: bool = True) -> None:
     if write:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(report, encoding="utf-8")
+
+
+def replace_section(path: Path, head: list[str], label: str, section: list[str]) -> None:
+    """Write `section` (its first line `## label`) into the results file at `path`, replacing an
+    earlier section of the same label and keeping the others; a new file starts with `head`."""
+    text = path.read_text(encoding="utf-8") if path.exists() else "\n".join(head) + "\n"
+    parts = text.split("\n## ")
+    kept = [parts[0].rstrip("\n") + "\n"] + ["## " + p.rstrip("\n") + "\n" for p in parts[1:]
+                                              if not p.startswith(label + "\n")]
+    path.write_text("\n".join([*kept, "\n".join(section)]), encoding="utf-8")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.procs import replace_section
 from chunkwise.inputs.sample import write_sample
 from chunkwise.sim.harness import running_simulator
 from chunkwise.sim.options import SimOptions
@@ -111,11 +112,7 @@ def main() -> None:
     head = ["# Start-up: from `chunkwise run` to the first request", "",
             "From `python -m bench.startup` (see its docstring). Simulator figures; the start-up path does not "
             "depend on the server's speed. A fresh Prefect home's first start (database creation) is excluded.", ""]
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "\n".join(head) + "\n"
-    parts = text.split("\n## ")
-    kept = [parts[0].rstrip("\n") + "\n"] + ["## " + p.rstrip("\n") + "\n" for p in parts[1:]
-                                              if not p.startswith(args.label + "\n")]
-    RESULTS.write_text("\n".join([*kept, "\n".join(section)]), encoding="utf-8")
+    replace_section(RESULTS, head, args.label, section)
 
 
 if __name__ == "__main__":

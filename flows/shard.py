@@ -69,6 +69,7 @@ def shard(run_dir: str, shard: int, attempt: int = 0) -> dict[str, Any]:
     finally:
         hosts.append_fact(ctx.dir, label, {**record, "at": time.time(), "outcome": outcome, "digest": check.digest,
                                            "busy_s": time.time() - started, "gpu_peak_mib": telemetry.gpu_peak_mib,
+                                           "ollama_ps": telemetry.ps_record(),
                                            "skipped": [r["index"] for r in results if r.get("skipped")]})
         session.close()
 

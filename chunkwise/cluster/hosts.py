@@ -122,10 +122,21 @@ def read_facts(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+def latest_ps(shards: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The host's last `/api/ps` record of the run's model (`chunkwise.cluster.telemetry.ps_fields`):
+    the latest shard's end snapshot, else its start one; None when no shard saw the model loaded."""
+    for fact in sorted(shards, key=lambda f: f.get("at", 0), reverse=True):
+        ps = fact.get("ollama_ps") or {}
+        if ps.get("end") or ps.get("start"):
+            return dict(ps.get("end") or ps["start"])
+    return None
+
+
 def host_rows(run_dir: Path, *, since: float = 0.0) -> list[dict[str, Any]]:
     """Per-host rows for stats.json from the facts recorded at or after `since` (epoch seconds: the
     parent session's start): requests, ok, tokens, busy seconds (shard wall time), req/s over busy
-    time, shards completed and refused, GPU peak (MiB; None without a GPU) and the digest check."""
+    time, shards completed and refused, GPU peak (MiB; None without a GPU), the host's `/api/ps` view of
+    the model (`ollama_ps`; `cpu_spill` when any shard saw size_vram < size there) and the digest check."""
     rows = []
     by_file = read_facts(run_dir)
     every = [(f.get("host") or label, f) for label, facts in by_file.items() for f in facts if f.get("at", 0) >= since]
@@ -150,6 +161,9 @@ def host_rows(run_dir: Path, *, since: float = 0.0) -> list[dict[str, Any]]:
             "shards_refused": sum(1 for f in shards if f.get("outcome") == "refused"),
             "shards_failed": sum(1 for f in shards if f.get("outcome") == "failed"),
             "gpu_peak_mib": max(peaks) if peaks else None,
+            "ollama_ps": latest_ps(shards),
+            "cpu_spill": any((f.get("ollama_ps") or {}).get(when) and f["ollama_ps"][when].get("cpu_spill")
+                             for f in shards for when in ("start", "end")),
             "digest_check": "refused: " + "; ".join(f["error"] for f in shards if f.get("outcome") == "refused")[:300]
             if any(f.get("outcome") == "refused" for f in shards) else ("ok" if digests else None),
         })

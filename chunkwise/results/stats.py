@@ -22,6 +22,7 @@ import polars as pl
 
 from chunkwise.store.records import FailureClass, Status
 from chunkwise.tokens import estimate_tokens
+from chunkwise.units import MIB
 
 
 def _ms(ns: float | None) -> float | None:
@@ -148,4 +149,43 @@ def stats_table(stats: dict[str, Any]) -> list[dict[str, str]]:
         ("system prompt savings",
          f"{t['system_prompt_savings']['saved_pct']}% ({t['system_prompt_savings']['basis']})"),
     ]
+    rows += host_rows_table(stats)
     return [{"metric": k, "value": v} for k, v in rows]
+
+
+def _host_ps(ps: dict[str, Any] | None) -> str:
+    if not ps:
+        return "/api/ps: model not loaded at the shards' ends"
+    size, vram = ps.get("size"), ps.get("size_vram")
+    if not isinstance(size, int) or not isinstance(vram, int):
+        return f"/api/ps: {ps.get('name')} (no sizes)"
+    text = (f"/api/ps: {ps.get('name')} {vram / MIB:.0f} of {size / MIB:.0f} MiB on the GPU, "
+            f"context {ps.get('context_length')}")
+    return text + (", CPU SPILL" if ps.get("cpu_spill") else "")
+
+
+def host_rows_table(stats: dict[str, Any]) -> list[tuple[str, str]]:
+    """Distributed mode: one artifact row per host (requests sent and answered, tokens, req/s over its
+    busy time, busy s, GPU peak, `/api/ps` there, digest check) and a sum row that says whether the
+    hosts' answered requests and tokens add up to the run's totals. Empty for a single-host run."""
+    hosts = stats.get("hosts") or []
+    if not hosts:
+        return []
+    rows = []
+    for h in hosts:
+        gpu = "no GPU seen" if h.get("gpu_peak_mib") is None else f"GPU peak {h['gpu_peak_mib']:.0f} MiB"
+        last_spilled = (h.get("ollama_ps") or {}).get("cpu_spill")
+        spill = " (a shard saw a CPU spill)" if h.get("cpu_spill") and not last_spilled else ""
+        rows.append((f"host {h['host']}: requests sent / answered, tokens in / out, req/s, busy s, GPU, /api/ps, "
+                     "digest",
+                     f"{h['requests']} / {h['ok']}, {h['prompt_tokens']} / {h['output_tokens']}, {h['req_per_s']}, "
+                     f"{h['busy_s']}, {gpu}, {_host_ps(h.get('ollama_ps'))}{spill}, digest {h.get('digest_check')}"))
+    r, t = stats["requests"], stats["tokens"]
+    ok = sum(h["ok"] for h in hosts)
+    sums = (ok, sum(h["prompt_tokens"] for h in hosts), sum(h["output_tokens"] for h in hosts))
+    totals = (r["succeeded"], t["prompt_evaluated"], t["generated"])
+    verdict = "add up" if sums == totals else "DO NOT add up (a host's facts are missing or a request was re-sent)"
+    rows.append(("hosts summed: answered, tokens in / out (run totals)",
+                 f"{sums[0]}, {sums[1]} / {sums[2]} (run: {totals[0]}, {totals[1]} / {totals[2]}): {verdict}; "
+                 f"requests sent {sum(h['requests'] for h in hosts)}, busy {sum(h['busy_s'] for h in hosts):.1f} s"))
+    return rows

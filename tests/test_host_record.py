@@ -82,3 +82,14 @@ def test_the_stats_table_has_a_row_per_host_and_says_whether_they_add_up(tmp_pat
 
 def test_a_single_host_run_has_no_host_rows(tmp_path):
     assert not any(k.startswith("host") for k in table(tmp_path, []))
+
+
+def test_the_cluster_demo_table_shows_each_host_its_spill_and_the_summed_requests():
+    from chunkwise.cluster.demo import host_table
+
+    text = host_table({"hosts": [host("gpu1", 3, 300, 60, failed=2, cpu_spill=True), host("gpu2", 1, 100, 20)]})
+    header, gpu1, gpu2, total = text.splitlines()
+    assert header.split()[-2:] == ["cpu_spill", "digest_check"]
+    assert gpu1.split()[:5] == ["gpu1", "5", "3", "300", "60"] and gpu1.split()[-2:] == ["True", "ok"]
+    assert gpu2.split()[-2:] == ["False", "ok"]
+    assert total.split() == ["total", "6", "4", "400", "80"]

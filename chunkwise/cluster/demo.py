@@ -34,9 +34,9 @@ def write_requests(path: Path, n: int) -> Path:
 
 def host_table(stats: dict[str, Any]) -> str:
     cols = ("host", "requests", "ok", "prompt_tokens", "output_tokens", "busy_s", "req_per_s", "shards",
-            "gpu_peak_mib", "digest_check")
+            "gpu_peak_mib", "cpu_spill", "digest_check")
     rows = [[str(r.get(c)) for c in cols] for r in stats.get("hosts", [])]
-    totals = ["total", *(str(sum(r[c] for r in stats["hosts"])) for c in cols[1:5]), "", "", "", "", ""]
+    totals = ["total", *(str(sum(r[c] for r in stats["hosts"])) for c in cols[1:5]), *[""] * (len(cols) - 5)]
     widths = [max(len(x) for x in col) for col in zip(cols, *rows, totals, strict=True)]
 
     def line(cells: Sequence[str]) -> str:

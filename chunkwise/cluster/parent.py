@@ -28,7 +28,8 @@ FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 
 
 class Dispatcher(Protocol):
-    """Launches shard runs and reads their state types (Prefect's `StateType` names)."""
+    """Launches shard runs and reads their state types (Prefect's `StateType` names). It may also
+    offer `states(run_ids) -> {run_id: state}`, many runs in one call (`read_states`)."""
 
     def launch(self, shard: Shard, attempt: int, key: str, *, retry: bool) -> str: ...
 
@@ -75,10 +76,11 @@ def supervise(run_name: str, shards: list[Shard], dispatcher: Dispatcher, chunk_
         _launch(run_name, track, dispatcher, retry=False)
     while True:
         exhausted = []
+        states = read_states(dispatcher, [t.run_id for t in tracks if not t.done])
         for track in tracks:
             if track.done:
                 continue
-            state = dispatcher.state(track.run_id)
+            state = states[track.run_id]
             if state == "RUNNING":
                 track.running_since = track.running_since if track.running_since is not None else clock()
                 if alive is not None and clock() - track.running_since >= lost_after_s and \
@@ -108,6 +110,16 @@ def supervise(run_name: str, shards: list[Shard], dispatcher: Dispatcher, chunk_
         if all(t.done for t in tracks):
             return tracks
         sleep(poll_s)
+
+
+def read_states(dispatcher: Dispatcher, run_ids: list[str]) -> dict[str, str]:
+    """Every run's state type: in one call per poll when the dispatcher reads many runs at once
+    (`states`), else one call per run. One call per unfinished shard every `poll_s` grows with the run
+    (189 shards of 900 requests for 170,000) and loads the Prefect server the workers also need."""
+    many: Callable[[list[str]], dict[str, str]] | None = getattr(dispatcher, "states", None)
+    if many is not None:
+        return many(run_ids)
+    return {run_id: dispatcher.state(run_id) for run_id in run_ids}
 
 
 def _launch(run_name: str, track: ShardTrack, dispatcher: Dispatcher, *, retry: bool) -> None:

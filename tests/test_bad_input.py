@@ -26,7 +26,7 @@ import pytest
 
 from chunkwise.cli import main as cli_main
 from chunkwise.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
-from chunkwise.inputs.scan import REASON_EMPTY, REASON_NULL
+from chunkwise.inputs.summary import REASON_EMPTY, REASON_NULL
 from chunkwise.sim.harness import free_port
 from chunkwise.sim.profiles import ModelProfile
 from chunkwise.store.files import read_json

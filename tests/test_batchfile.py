@@ -5,8 +5,8 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
+from chunkwise.errors import InputError
 from chunkwise.inputs import scan, stage
-from chunkwise.inputs.scan import InputError
 
 RUN = {"model": "gemma3-270m", "num_predict": 16, "temperature": 0.0, "seed": 0, "format": None}
 

@@ -1,4 +1,4 @@
-"""Input validation, quarantine, staging and chunk reads (chunkwise.inputs.scan)."""
+"""Input validation, quarantine, staging and chunk reads (chunkwise.inputs: scan, parquet, stage)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from chunkwise.errors import InputError
-from chunkwise.inputs import scan as inputs
+from chunkwise.inputs import parquet
 from chunkwise.inputs import stage as staging
 from chunkwise.inputs.scan import validate_only
 from chunkwise.inputs.stage import read_requests, stage_input
+from chunkwise.inputs.staged import load_staged
+from chunkwise.inputs.summary import REASON_NULL
 
 LIMITS = {"num_ctx": 1000, "num_predict": 100}  # at most 7207 characters fit (7208 // 8 = 901 > 900)
 NOT_PARQUET_TAIL = "); write the requests with polars DataFrame.write_parquet or pyarrow.parquet.write_table"
@@ -207,7 +209,7 @@ def mixed_table(n: int = 1000) -> pa.Table:
 
 @pytest.mark.parametrize("row_group_size", [1000, 128])  # one input row group / many
 def test_stage_round_trip(tmp_path, monkeypatch, row_group_size):
-    monkeypatch.setattr(inputs, "SCAN_BATCH_ROWS", 300)  # batches that straddle row groups
+    monkeypatch.setattr(parquet, "SCAN_BATCH_ROWS", 300)  # batches that straddle row groups
     table = mixed_table()
     src = tmp_path / "in.parquet"
     pq.write_table(table, src, row_group_size=row_group_size)
@@ -234,7 +236,7 @@ def test_stage_round_trip(tmp_path, monkeypatch, row_group_size):
     assert rej["_row"].to_pylist() == sorted(bad)
     assert rej["blob"].to_pylist() == table["blob"].take(sorted(bad)).to_pylist()
     assert set(rej["_reason"].to_pylist()) == {
-        inputs.REASON_NULL,
+        REASON_NULL,
         "prompt is only whitespace (3 characters): give the row a prompt or remove it from the input",
     }
 
@@ -310,7 +312,7 @@ def test_load_staged_rebuilds_what_staging_returned(tmp_path):
                              "system": [None, None, "own", ""], "extra": [b"\xff", b"", None, b"z"]}), source)
     run_dir = tmp_path / "run"
     staged = stage_input(source, run_dir, num_ctx=4096, num_predict=64)
-    loaded = staging.load_staged(run_dir, source=str(source), fingerprint=staged.fingerprint, num_ctx=4096,
+    loaded = load_staged(run_dir, source=str(source), fingerprint=staged.fingerprint, num_ctx=4096,
                                  num_predict=64)
     for field in ("rows", "accepted", "rejected", "id_dtype", "carried_columns", "has_system", "first_rejects",
                   "fingerprint"):

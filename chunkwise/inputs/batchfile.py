@@ -33,12 +33,9 @@ import orjson
 import pyarrow as pa
 
 from chunkwise.errors import InputError
-from chunkwise.inputs.scan import (
-    LINE_ERROR_COLUMN,
-    SCAN_BATCH_ROWS,
-    InputSummary,
-    _Scan,
-)
+from chunkwise.inputs.parquet import SCAN_BATCH_ROWS
+from chunkwise.inputs.scan import Scan
+from chunkwise.inputs.summary import LINE_ERROR_COLUMN, InputSummary
 
 CHAT_URL = "/v1/chat/completions"
 #: Body fields that do not change the answer of one request.
@@ -169,7 +166,7 @@ def run_options(params: Any) -> dict[str, Any]:
 def validate_batch(path: Path, *, num_ctx: int, num_predict: int, run: dict[str, Any] | None) -> InputSummary:
     """`chunkwise.inputs.scan.validate_only` for a batch file: the same scan, nothing written."""
     table = read_batch(path, {"num_predict": num_predict, **(run or {})})
-    scan = _Scan(True, num_ctx, num_predict)
+    scan = Scan(True, num_ctx, num_predict)
     for batch in table.to_batches(max_chunksize=SCAN_BATCH_ROWS):
         scan.classify(pa.Table.from_batches([batch], schema=table.schema))
     return scan.summary(path, str(table.schema.field("id").type), ())

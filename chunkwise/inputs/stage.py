@@ -6,6 +6,7 @@ columns) in row groups of `STAGED_ROW_GROUP_ROWS`, so that `read_requests` decod
 two row groups a chunk touches, and `run_dir/rejects.parquet` (`_row`, `id`, `_reason`, carried
 columns). Both appear atomically, and only after the whole input was read. From then on the run
 depends on the staged copy alone: chunk tasks read their rows from it, never from the user's file.
+A resume re-opens what was staged with `chunkwise.inputs.staged`.
 """
 
 from __future__ import annotations
@@ -23,25 +24,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from chunkwise.inputs.scan import (
-    FIRST_REJECTS_KEPT,
+from chunkwise.inputs.parquet import check_ids, check_schema, open_input, plain_schema, read_groups
+from chunkwise.inputs.scan import Scan, batch_file, carried_columns
+from chunkwise.inputs.summary import (
     LINE_ERROR_COLUMN,
     REASON_COLUMN,
     REJECTS_FILE,
     REQUESTS_FILE,
     ROW_COLUMN,
     InputSummary,
-    Reject,
-    _carried,
-    _check_ids,
-    _check_schema,
-    _open,
-    _plain_schema,
-    _read_groups,
-    _Scan,
-    batch_file,
 )
-from chunkwise.store.files import fsync_dir, read_json, write_json_atomic
+from chunkwise.store.files import fsync_dir, write_json_atomic
 
 if TYPE_CHECKING:
     import polars as pl
@@ -105,12 +98,12 @@ def stage_input(path: str | os.PathLike[str], run_dir: str | os.PathLike[str], *
         write_json_atomic(run_dir / STAGED_MARKER,
                           {"fingerprint": digest, "num_ctx": num_ctx, "num_predict": num_predict})
         return dataclasses.replace(staged, path=str(path), fingerprint=digest)
-    pf = _open(path)
-    schema, has_system = _check_schema(path, pf)
-    schema = _plain_schema(schema)
-    id_dtype = str(_check_ids(path, pf).type)
-    scan = _Scan(has_system, num_ctx, num_predict)
-    carried = _carried(schema)
+    pf = open_input(path)
+    schema, has_system = check_schema(path, pf)
+    schema = plain_schema(schema)
+    id_dtype = str(check_ids(path, pf).type)
+    scan = Scan(has_system, num_ctx, num_predict)
+    carried = carried_columns(schema)
     digest = fingerprint(path)
     metadata = {k: v for k, v in (schema.metadata or {}).items() if k != b"pandas"} or None
     req_schema = pa.schema([pa.field(ROW_COLUMN, pa.int64()), *(f for f in schema if f.name != LINE_ERROR_COLUMN)],
@@ -132,7 +125,7 @@ def stage_input(path: str | os.PathLike[str], run_dir: str | os.PathLike[str], *
 
     try:
         with writer(req_tmp, req_schema) as req_w, writer(rej_tmp, rej_schema) as rej_w:
-            for table in _read_groups(path, pf, schema.names):
+            for table in read_groups(path, pf, schema.names):
                 rows, keep, reasons = scan.classify(table)
                 accepted = table.filter(keep) if reasons else table
                 accepted = accepted.add_column(0, ROW_COLUMN, rows.filter(keep) if reasons else rows)
@@ -157,44 +150,6 @@ def stage_input(path: str | os.PathLike[str], run_dir: str | os.PathLike[str], *
     )
     assert isinstance(summary, StagedInput)  # summary() built it with cls=StagedInput
     return summary
-
-
-def staged_record(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """What the run directory's staged files were made from (`fingerprint`, `num_ctx`,
-    `num_predict`: the limits decide the quarantine), or None when staging never completed."""
-    run_dir = Path(run_dir)
-    marker = run_dir / STAGED_MARKER
-    if not (marker.exists() and (run_dir / REQUESTS_FILE).exists() and (run_dir / REJECTS_FILE).exists()):
-        return None
-    marker_data: dict[str, Any] = read_json(marker)
-    return marker_data
-
-
-def load_staged(run_dir: str | os.PathLike[str], *, source: str, fingerprint: str, num_ctx: int,
-                num_predict: int) -> StagedInput:
-    """The StagedInput of a run staged earlier, rebuilt from its files (a resume needs neither the
-    original input nor a second staging pass). Streams only row numbers and prompt lengths."""
-    import polars as pl
-
-    run_dir = Path(run_dir)
-    requests, rejects = run_dir / REQUESTS_FILE, run_dir / REJECTS_FILE
-    schema = pq.read_schema(requests)
-    has_system = "system" in schema.names
-    lengths = [pl.col(ROW_COLUMN), pl.col("prompt").str.len_chars().cast(pl.Int64).alias("p")]
-    if has_system:
-        lengths.append(pl.col("system").str.len_chars().cast(pl.Int64).alias("s"))
-    table = pl.scan_parquet(requests).select(lengths).collect(engine="streaming").to_arrow()
-    bad = pq.read_table(rejects, columns=[ROW_COLUMN, "id", REASON_COLUMN]).to_pylist() if rejects.exists() else []
-    return StagedInput(
-        path=source, rows=table.num_rows + len(bad), accepted=table.num_rows, rejected=len(bad),
-        id_dtype=str(schema.field("id").type), carried_columns=_carried(schema.remove(0)), has_system=has_system,
-        num_ctx=num_ctx, num_predict=num_predict,
-        first_rejects=tuple(Reject(r[ROW_COLUMN], r["id"], r[REASON_COLUMN]) for r in bad[:FIRST_REJECTS_KEPT]),
-        longest=(), accepted_rows=table.column(ROW_COLUMN).combine_chunks(),
-        prompt_chars=table.column("p").combine_chunks(),
-        system_chars=table.column("s").combine_chunks() if has_system else None,
-        fingerprint=fingerprint, run_dir=str(run_dir), requests_path=str(requests), rejects_path=str(rejects),
-    )
 
 
 # --- chunk reads ------------------------------------------------------------------------------

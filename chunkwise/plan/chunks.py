@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
-from chunkwise.inputs.scan import InputSummary
+from chunkwise.inputs.summary import InputSummary
 from chunkwise.params import RunParams
 from chunkwise.tokens import estimate_tokens
 

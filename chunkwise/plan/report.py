@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from chunkwise.inputs.scan import InputSummary, Reject
+from chunkwise.inputs.summary import InputSummary, Reject
 from chunkwise.ollama import compute, kv
 from chunkwise.params import RunParams
 from chunkwise.plan.chunks import FILL, chunk_count, chunk_multiple, chunk_size_for, mean_request_tokens

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
-from chunkwise.inputs.scan import REASON_COLUMN
+from chunkwise.inputs.summary import REASON_COLUMN
 from chunkwise.store.files import write_atomic
 from chunkwise.store.layout import RunPaths
 from chunkwise.store.records import OUTCOME_FIELDS, Status

@@ -16,6 +16,7 @@ from typing import Any, cast
 from chunkwise.errors import InputError, LLMError, SetupError
 from chunkwise.inputs import stage as staging
 from chunkwise.inputs.batchfile import run_options as batch_run_options
+from chunkwise.inputs.staged import load_staged, staged_record
 from chunkwise.logs import RunLogger, logger
 from chunkwise.ollama import versions
 from chunkwise.ollama.client import OllamaClient, parse_host
@@ -189,7 +190,7 @@ def stage_or_reuse(params: RunParams, paths: RunPaths, existing: dict[str, Any] 
     CLI's preflight, then the flow; every resume). A resume with another input is refused before
     anything is written: ledgers and checkpoints refer to requests.parquet by position."""
     source = Path(params.input_path)
-    recorded = staging.staged_record(paths.root)
+    recorded = staged_record(paths.root)
     current = staging.fingerprint(source) if source.is_file() else None
     if existing is not None and current is not None and current != existing.get("input_fingerprint"):
         binding, _ = differences({"input_fingerprint": existing.get("input_fingerprint")},
@@ -206,7 +207,7 @@ def stage_or_reuse(params: RunParams, paths: RunPaths, existing: dict[str, Any] 
     if recorded is not None and (existing is not None or same):
         if current is None:
             log().warning("input %s is gone; resuming from the run's staged copy of it", params.input_path)
-        return staging.load_staged(paths.root, source=params.input_path, fingerprint=recorded["fingerprint"],
+        return load_staged(paths.root, source=params.input_path, fingerprint=recorded["fingerprint"],
                                    num_ctx=recorded["num_ctx"], num_predict=recorded["num_predict"])
     return staging.stage_input(params.input_path, paths.root, num_ctx=params.num_ctx, num_predict=params.num_predict,
                                run=batch_run_options(params))

@@ -8,7 +8,9 @@ import threading
 import pynvml
 import pytest
 
-from chunkwise.gpu.sampler import CSV_FIELDS, GpuSampler, free_vram_mib
+from chunkwise.gpu.nvml import free_vram_mib
+from chunkwise.gpu.sampler import GpuSampler
+from chunkwise.gpu.series import CSV_FIELDS
 from tests.support.fake_nvml import FakeNvml
 
 NEVER = 3600.0  # an interval the thread never reaches in a test: readings come only from the test
@@ -198,7 +200,7 @@ def test_stop_without_start():
 
 
 def test_torn_last_csv_row_from_a_crash_is_cut_before_appending(tmp_path):
-    from chunkwise.gpu.sampler import drop_torn_last_line
+    from chunkwise.gpu.series import drop_torn_last_line
 
     path = tmp_path / "gpu_samples.csv"
     path.write_bytes(b"time_utc,elapsed_s\n2026,1.0\n2026,2.")

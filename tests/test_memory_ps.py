@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chunkwise.gpu.sampler import ps_entry_for, spill_warning
+from chunkwise.ollama.ps import ps_entry_for, spill_warning
 from chunkwise.units import MIB
 
 PS = [

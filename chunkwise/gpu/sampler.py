@@ -1,4 +1,6 @@
-"""GPU memory truth: a background NVML sampler, free VRAM, and Ollama's own spill report.
+"""GPU memory truth: a background NVML sampler (NVML access and free VRAM: `chunkwise.gpu.nvml`;
+the per-GPU aggregates and the samples CSV: `chunkwise.gpu.series`; Ollama's own spill report:
+`chunkwise.ollama.ps`).
 
 The sampler measures the machine it runs on; a remote Ollama host needs `chunkwise measure` run
 there. It reads NVML (the `pynvml` module of the nvidia-ml-py distribution) every `interval_s`
@@ -16,78 +18,15 @@ library at import time, so `python -m chunkwise.gpu.check` runs with nothing but
 
 from __future__ import annotations
 
-import csv
 import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from chunkwise.ollama.ps import ps_entry_for, spill_warning
+from chunkwise.gpu.nvml import device_name, error_text, load_nvml
+from chunkwise.gpu.series import CSV_NAME, GpuStats, SampleCsv
 from chunkwise.units import MIB
-
-__all__ = ["GpuSampler", "free_vram_mib", "load_nvml", "ps_entry_for", "spill_warning"]
-
-CSV_NAME = "gpu_samples.csv"
-CSV_FIELDS = ("time_utc", "elapsed_s", "gpu", "used_mib", "total_mib", "util_pct")
-
-
-def load_nvml(nvml: Any = None) -> tuple[Any | None, str | None]:
-    """The NVML seam to use (the given one, else `pynvml`), or None and why not."""
-    if nvml is not None:
-        return nvml, None
-    try:
-        import pynvml
-    except ImportError as exc:
-        return None, f"pynvml is not importable ({exc}); install nvidia-ml-py"
-    return pynvml, None
-
-
-def error_text(exc: BaseException) -> str:
-    """NVML's own message ("NVML Shared Library Not Found", "Driver Not Loaded", ...)."""
-    return str(exc) or type(exc).__name__
-
-
-def _name(raw: Any) -> str:
-    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-
-
-class _GpuStats:
-    """Running aggregates of one GPU (memory in MiB, utilisation in %)."""
-
-    def __init__(self, index: int, name: str, total_mib: float) -> None:
-        self.index, self.name, self.total_mib = index, name, total_mib
-        self.baseline_used_mib: float | None = None
-        self.peak_used_mib = 0.0
-        self.sum_used = 0.0
-        self.count = 0
-        self.peak_util: float | None = None
-        self.sum_util = 0.0
-        self.count_util = 0
-
-    def add(self, used_mib: float, util: float | None) -> None:
-        self.peak_used_mib = max(self.peak_used_mib, used_mib) if self.count else used_mib
-        self.sum_used += used_mib
-        self.count += 1
-        if util is not None:
-            self.peak_util = util if self.peak_util is None else max(self.peak_util, util)
-            self.sum_util += util
-            self.count_util += 1
-
-    def as_dict(self) -> dict[str, Any]:
-        def r(v: float | None) -> float | None:
-            return None if v is None else round(v, 1)
-
-        return {
-            "index": self.index,
-            "name": self.name,
-            "total_mib": r(self.total_mib),
-            "baseline_used_mib": r(self.baseline_used_mib),
-            "peak_used_mib": r(self.peak_used_mib) if self.count else r(self.baseline_used_mib),
-            "mean_used_mib": r(self.sum_used / self.count) if self.count else r(self.baseline_used_mib),
-            "peak_util_pct": r(self.peak_util),
-            "mean_util_pct": r(self.sum_util / self.count_util) if self.count_util else None,
-        }
 
 
 class GpuSampler:
@@ -107,14 +46,13 @@ class GpuSampler:
         self._nvml_arg = nvml
         self._nvml: Any = None
         self._handles: list[Any] = []
-        self._gpus: list[_GpuStats] = []
+        self._gpus: list[GpuStats] = []
         self._available = False
         self._reason: str | None = None
         self._lock = threading.Condition()
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
-        self._csv_file: Any = None
-        self._csv: Any = None
+        self._csv: SampleCsv | None = None
         self._samples = 0
         self._t0 = 0.0
         self._latest_total: float | None = None
@@ -147,7 +85,7 @@ class GpuSampler:
                 handle = nvml.nvmlDeviceGetHandleByIndex(i)
                 total = nvml.nvmlDeviceGetMemoryInfo(handle).total / MIB
                 self._handles.append(handle)
-                self._gpus.append(_GpuStats(i, _name(nvml.nvmlDeviceGetName(handle)), total))
+                self._gpus.append(GpuStats(i, device_name(nvml.nvmlDeviceGetName(handle)), total))
         except Exception as exc:  # noqa: BLE001
             self._reason = f"reading the GPU list failed: {error_text(exc)}"
             self._shutdown()
@@ -157,16 +95,7 @@ class GpuSampler:
             self._shutdown()
             return
         if self.out_dir is not None:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            path = self.out_dir / CSV_NAME
-            new = not path.exists() or path.stat().st_size == 0
-            if not new:
-                drop_torn_last_line(path)
-            self._csv_file = path.open("a", newline="", encoding="utf-8")
-            self._csv = csv.writer(self._csv_file)
-            if new:
-                self._csv.writerow(CSV_FIELDS)
-                self._csv_file.flush()
+            self._csv = SampleCsv(self.out_dir / CSV_NAME)
         try:
             self._sample(baseline=True)
         except Exception as exc:  # noqa: BLE001
@@ -289,10 +218,9 @@ class GpuSampler:
                 else:
                     stats.add(used, util)
                 if self._csv is not None:
-                    u = "" if util is None else f"{util:g}"
-                    self._csv.writerow((now, elapsed, stats.index, f"{used:.1f}", f"{stats.total_mib:.1f}", u))
-            if self._csv_file is not None:
-                self._csv_file.flush()
+                    self._csv.row(now, elapsed, stats, used, util)
+            if self._csv is not None:
+                self._csv.flush()
             total_used = sum(used for used, _ in readings)
             self._latest_total = total_used
             self._window_peak = total_used if self._window_peak is None else max(self._window_peak, total_used)
@@ -302,9 +230,9 @@ class GpuSampler:
 
     def _close_csv(self) -> None:
         with self._lock:  # a concurrent read_now() must not write to a closed file
-            if self._csv_file is not None:
-                self._csv_file.close()
-                self._csv_file = self._csv = None
+            if self._csv is not None:
+                self._csv.close()
+                self._csv = None
 
     def _shutdown(self) -> None:
         if self._nvml is not None:
@@ -325,36 +253,3 @@ class GpuSampler:
             "gpus": [g.as_dict() for g in self._gpus] if ok else [],
             "csv": str(self.out_dir / CSV_NAME) if ok and self.out_dir is not None else None,
         }
-
-
-def drop_torn_last_line(path: Path) -> None:
-    """A crash can leave half a row at the end of the CSV; cut it so the next session's first row
-    starts on its own line."""
-    with path.open("rb+") as handle:
-        data = handle.read()
-        if data and not data.endswith(b"\n"):
-            handle.truncate(data.rfind(b"\n") + 1)
-
-
-def free_vram_mib(nvml: Any = None) -> tuple[float | None, str | None]:
-    """Free memory summed over every GPU this machine's NVML sees, MiB; or None and the reason."""
-    nvml, reason = load_nvml(nvml)
-    if nvml is None:
-        return None, reason
-    try:
-        nvml.nvmlInit()
-    except Exception as exc:  # noqa: BLE001
-        return None, error_text(exc)
-    try:
-        count = int(nvml.nvmlDeviceGetCount())
-        if count == 0:
-            return None, "NVML works but sees no GPU"
-        free = sum(nvml.nvmlDeviceGetMemoryInfo(nvml.nvmlDeviceGetHandleByIndex(i)).free for i in range(count))
-        return free / MIB, None
-    except Exception as exc:  # noqa: BLE001
-        return None, f"reading GPU memory failed: {error_text(exc)}"
-    finally:
-        try:
-            nvml.nvmlShutdown()
-        except Exception:  # noqa: BLE001
-            pass

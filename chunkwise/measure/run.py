@@ -27,13 +27,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from chunkwise.errors import ConfigError, ContextExceeded, LLMError, ModelNotFound, ServerUnavailable
-from chunkwise.gpu.sampler import GpuSampler, ps_entry_for, spill_warning
+from chunkwise.gpu.sampler import GpuSampler
 from chunkwise.measure.fit import DEFAULT_CONTEXTS, Fit, Recommendation, fit_line, recommend_num_ctx, truncation_check
 from chunkwise.measure.output import write_outputs
 from chunkwise.measure.prompt import build_prompt
 from chunkwise.measure.report import SOURCE_NVML, SOURCE_PS, SOURCE_TEXT, MeasureReport, MeasureRow
 from chunkwise.ollama import compute
 from chunkwise.ollama.kv import BYTES_PER_ELEMENT, ModelInfoError, kv_mib_per_token, training_context
+from chunkwise.ollama.ps import ps_entry_for, spill_warning
 from chunkwise.tokens import DEFAULT_CHARS_PER_TOKEN
 from chunkwise.units import MIB
 

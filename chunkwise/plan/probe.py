@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from chunkwise.errors import LLMError, ModelNotFound
-from chunkwise.gpu import sampler as gpu
+from chunkwise.gpu import nvml as gpu
 from chunkwise.ollama.client import OllamaClient
 from chunkwise.units import MIB
 

@@ -5,24 +5,22 @@
 `-c num_ctx x parallel` in `llm/llama_server.go` since v0.30), whether it fits the free
 VRAM, which num_ctx and parallel suit independent mode, the requests that cannot fit the context,
 and an ETA when prefill/decode rates are known; `Plan.as_dict()` and `Plan.render()` give its JSON
-and text.
+and text (`chunkwise.plan.figures`, `chunkwise.plan.render`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from chunkwise.inputs.summary import InputSummary, Reject
+from chunkwise.inputs.summary import InputSummary
 from chunkwise.ollama import compute, kv
 from chunkwise.params import RunParams
-from chunkwise.plan.chunks import FILL, chunk_count, chunk_multiple, chunk_size_for, mean_request_tokens
+from chunkwise.plan.chunks import chunk_count, chunk_multiple, chunk_size_for, mean_request_tokens
+from chunkwise.plan.figures import MAX_PARALLEL, Plan, TokenStats
 from chunkwise.tokens import MIN_TOLERANCE, estimate_tokens
 from chunkwise.units import MIB
 
@@ -33,77 +31,8 @@ ATTENTION_CONTEXT = 131_072
 #: Headroom on the estimated tokens of the largest request when recommending a num_ctx.
 CONTEXT_MARGIN = MIN_TOLERANCE
 CONTEXT_STEP = 1024
-MAX_PARALLEL = 64  # RunParams.parallel's upper bound
 IDS_SHOWN = 10
 REJECTS_SHOWN = 5
-
-
-@dataclass(frozen=True)
-class TokenStats:
-    """Estimated prompt tokens per accepted request."""
-
-    min: int
-    p50: int
-    mean: float
-    p95: int
-    max: int
-
-
-@dataclass(frozen=True)
-class Plan:
-    input_path: str
-    rows: int
-    accepted: int
-    rejected: int
-    first_rejects: tuple[Reject, ...]
-    mode: str
-    model: str
-    num_ctx: int
-    parallel: int
-    num_predict: int
-    expected_answer_tokens: int
-    chars_per_token: float
-    budget_tokens: int
-    budget_source: str  # "num_ctx" or "chunk_token_budget"
-    chunk_size: int
-    chunk_size_computed: bool
-    chunk_count: int
-    chunk_sizes: tuple[int, int]  # smallest and largest chunk
-    prompt_tokens: TokenStats | None  # None without accepted rows
-    system_prompt_tokens: int
-    mean_request_tokens: float  # (prompt + own system) tokens + expected answer tokens
-    conversation_peak_tokens: int | None  # system + largest chunk x mean request tokens
-    trim_at_tokens: int | None  # trim_threshold x num_ctx
-    model_info_source: str
-    training_context: int | None
-    kv_cache_type: str
-    kv_mib_per_token: float | None
-    kv_reason: str | None  # why kv_mib_per_token is unknown
-    kv_reserved_mib: float | None  # kv_mib_per_token x num_ctx x parallel, plus the sliding-window layers
-    weights_mib: float | None
-    #: Ollama's compute buffers for its automatic num_batch at this num_ctx x parallel (v0.30+), MiB.
-    compute_buffer_mib: float
-    free_vram_mib: float | None
-    gpu_reason: str | None
-    fits: bool | None
-    fit_detail: str
-    largest_request_tokens: int  # system + largest prompt, estimated
-    independent_num_ctx: int  # smallest num_ctx (1024 multiple) fitting the largest request + num_predict
-    independent_slots: int | None  # parallel slots of independent_num_ctx that fit the free VRAM
-    slots_at_num_ctx: int | None  # parallel slots of num_ctx that fit the free VRAM
-    too_long_count: int  # accepted requests whose system + prompt + num_predict exceed num_ctx
-    too_long_ids: tuple[Any, ...]
-    eta_s: float | None
-    eta_detail: str
-    advice: tuple[str, ...] = field(default=())
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready: tuples become lists, nested dataclasses dicts."""
-        plain: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(self), default=str))
-        return plain
-
-    def render(self) -> str:
-        return "\n".join(_render_lines(self))
 
 
 def _largest_within(limit: int, tokens_of: Any) -> int:
@@ -259,45 +188,3 @@ def build_plan(summary: InputSummary, params: RunParams, *, system_prompt: str, 
         slots_at_num_ctx=slots_ctx, too_long_count=too_long, too_long_ids=too_long_ids, eta_s=eta,
         eta_detail=eta_detail, advice=tuple(advice),
     )
-
-
-def _duration(seconds: float) -> str:
-    h, rem = divmod(round(seconds), 3600)
-    return f"{h}h {rem // 60:02d}m {rem % 60:02d}s"
-
-
-def _render_lines(p: Plan) -> list[str]:
-    out = [f"input        {p.input_path}: {p.rows} rows, {p.accepted} accepted, {p.rejected} rejected"]
-    out += [f"  reject     row {r.row} id {r.id!r}: {r.reason}" for r in p.first_rejects]
-    if p.rejected > len(p.first_rejects):
-        out.append(f"  ...        {p.rejected - len(p.first_rejects)} more rejects")
-    t = p.prompt_tokens
-    if t is not None:
-        out.append(f"prompts      estimated tokens min {t.min}, p50 {t.p50}, mean {t.mean}, p95 {t.p95}, max {t.max} "
-                   f"({p.chars_per_token:g} chars/token)")
-    out.append(f"system       {p.system_prompt_tokens} tokens; mean request {p.mean_request_tokens} tokens "
-               f"(prompt + {p.expected_answer_tokens} expected answer)")
-    how = (f"computed: floor({FILL} x ({p.budget_tokens} {p.budget_source} - {p.system_prompt_tokens}) / "
-           f"{p.mean_request_tokens})" if p.chunk_size_computed else "given")
-    out.append(f"chunks       {p.chunk_count} chunks of {p.chunk_sizes[0]}-{p.chunk_sizes[1]} requests; "
-               f"chunk size {p.chunk_size} ({how})")
-    out.append(f"mode         {p.mode}, model {p.model}, num_ctx {p.num_ctx}, parallel {p.parallel}, "
-               f"num_predict {p.num_predict}")
-    if p.conversation_peak_tokens is not None:
-        out.append(f"conversation about {p.conversation_peak_tokens} tokens at a chunk's end "
-                   f"(trim at {p.trim_at_tokens})")
-    src = f"model_info from {p.model_info_source}"
-    weights = f"; weights {p.weights_mib:,.0f} MiB" if p.weights_mib is not None else ""
-    if p.kv_mib_per_token is not None:
-        out.append(f"kv cache     {p.kv_mib_per_token:.4f} MiB/token ({p.kv_cache_type}, {src}); reserved "
-                   f"{p.kv_reserved_mib:,.0f} MiB for num_ctx {p.num_ctx} x parallel {p.parallel}{weights}")
-    else:
-        out.append(f"kv cache     ?: {p.kv_reason}")
-    out.append(f"fits vram    {'yes' if p.fits else 'no' if p.fits is False else '?'}: {p.fit_detail}")
-    if p.too_long_count:
-        ids = ", ".join(repr(i) for i in p.too_long_ids)
-        more = f" and {p.too_long_count - len(p.too_long_ids)} more" if p.too_long_count > len(p.too_long_ids) else ""
-        out.append(f"too long     {p.too_long_count} requests: {ids}{more}")
-    out.append(f"eta          {_duration(p.eta_s) if p.eta_s is not None else '?'}: {p.eta_detail}")
-    out += [f"advice       {a}" for a in p.advice]
-    return out

@@ -11,7 +11,8 @@ from matplotlib.image import imread
 
 from chunkwise.cli import main
 from chunkwise.gpu.sampler import GpuSampler
-from chunkwise.measure.run import SOURCE_NVML, SOURCE_PS, run_measurement
+from chunkwise.measure.report import SOURCE_NVML, SOURCE_PS
+from chunkwise.measure.run import run_measurement
 from chunkwise.ollama.client import ModelNotFound, OllamaClient, ServerError
 from chunkwise.ollama.kv import kv_mib_per_token
 from chunkwise.sim.harness import running_simulator

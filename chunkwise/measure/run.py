@@ -12,7 +12,8 @@ Every prompt is checked for silent truncation (its `prompt_eval_count` against t
 because a cut prompt is what made the 2025 seed measurement look free: VRAM was flat at one
 num_ctx and the long prompts never reached the model.
 
-The logic is here and in `measure_math` / `measure_prompt` (pure) and `measure_output` (files);
+The logic is here (the loop over contexts and the fit), in `reading` (one context: the chat, NVML and
+/api/ps), `fit` / `prompt` (pure) and `output` (files);
 `chunkwise.commands.measure` and `flows/measure.py` only call `run_measurement`.
 """
 
@@ -26,36 +27,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from chunkwise.errors import ConfigError, ContextExceeded, LLMError, ModelNotFound, ServerUnavailable
 from chunkwise.gpu.sampler import GpuSampler
-from chunkwise.measure.fit import DEFAULT_CONTEXTS, Fit, Recommendation, fit_line, recommend_num_ctx, truncation_check
+from chunkwise.measure.fit import Fit, fit_line, recommend_num_ctx
 from chunkwise.measure.output import write_outputs
 from chunkwise.measure.prompt import build_prompt
-from chunkwise.measure.report import SOURCE_NVML, SOURCE_PS, SOURCE_TEXT, MeasureReport, MeasureRow
+from chunkwise.measure.reading import measure_one
+from chunkwise.measure.report import SOURCE_NVML, SOURCE_PS, MeasureReport, MeasureRow
 from chunkwise.ollama import compute
 from chunkwise.ollama.kv import BYTES_PER_ELEMENT, ModelInfoError, kv_mib_per_token, training_context
-from chunkwise.ollama.ps import ps_entry_for, spill_warning
 from chunkwise.tokens import DEFAULT_CHARS_PER_TOKEN
-from chunkwise.units import MIB
-
-__all__ = [
-    "DEFAULT_CONTEXTS",
-    "SOURCE_NVML",
-    "SOURCE_PS",
-    "SOURCE_TEXT",
-    "Fit",
-    "MeasureReport",
-    "MeasureRow",
-    "Recommendation",
-    "build_prompt",
-    "fit_line",
-    "measure_run_dir",
-    "recommend_num_ctx",
-    "run_measurement",
-    "truncation_check",
-]
-
-KEEP_ALIVE = "10m"  # long enough for the /api/ps read after each answer
 
 
 def measure_run_dir(output_dir: Path, model: str, now: datetime | None = None) -> Path:
@@ -88,52 +68,6 @@ def explain_difference(slope: float, per_slot: float, parallel: int, kv_cache_ty
             return (f"the measured slope matches {slots} slot(s) of a {cache} cache: check the server's "
                     f"OLLAMA_NUM_PARALLEL and OLLAMA_KV_CACHE_TYPE and pass --parallel / --kv-cache-type")
     return None
-
-
-def _rate(count: int | None, duration_ns: int) -> float | None:
-    return round(count / duration_ns * 1e9, 1) if count and duration_ns > 0 else None
-
-
-def _measure_one(client: Any, model: str, row: MeasureRow, prompt: Any, sampler: GpuSampler,
-                 num_predict: int, warnings: list[str]) -> Any:
-    sampler.begin_window()
-    options = {"num_ctx": row.num_ctx, "num_predict": num_predict, "temperature": 0, "seed": 42}
-    try:
-        result = client.chat(model, prompt.messages, options=options, keep_alive=KEEP_ALIVE)
-    except (ModelNotFound, ServerUnavailable, ConfigError):
-        raise  # nothing else can be measured either
-    except ContextExceeded as exc:
-        row.status, row.truncated = "failed", True
-        row.truncation_reason = row.note = f"the server refused the prompt as too long: {exc}"
-        return None
-    except LLMError as exc:
-        row.status, row.note = "failed", f"request failed: {exc}"
-        return None
-    reading = sampler.read_now()
-    if reading is not None:
-        row.nvml_used_mib = round(reading["used_mib"], 1)
-        peak = sampler.window_peak_mib()
-        row.nvml_peak_mib = round(peak, 1) if peak is not None else None
-    entry = ps_entry_for(client.ps(), model)
-    if entry is None:
-        row.note = "the model is not in /api/ps after its answer (unloaded, or another model evicted it)"
-    else:
-        row.ps_size_mib = int(entry.get("size") or 0) / MIB
-        row.ps_size_vram_mib = int(entry.get("size_vram") or 0) / MIB
-        row.ps_context_length = entry.get("context_length")
-        warning = spill_warning(entry)
-        if warning:
-            row.spilled = True
-            warnings.append(warning)
-    row.prompt_eval_count, row.eval_count = result.prompt_eval_count, result.eval_count
-    row.load_s = round(result.load_duration / 1e9, 3)
-    row.prefill_tok_s = _rate(result.prompt_eval_count, result.prompt_eval_duration)
-    row.decode_tok_s = _rate(result.eval_count, result.eval_duration)
-    reason = truncation_check(prompt.expected_tokens, result.prompt_eval_count, row.num_ctx, prompt.tolerance,
-                              row.ps_context_length)
-    if reason:
-        row.truncated, row.truncation_reason = True, reason
-    return result
 
 
 def run_measurement(
@@ -211,7 +145,7 @@ def run_measurement(
             prompt = build_prompt(num_ctx, target, exact=is_sim, chars_per_token=cpt, calibrated=calibrated)
             row.prompt_tokens_expected, row.prompt_chars = prompt.expected_tokens, prompt.chars
             row.token_count_method = prompt.method
-            result = _measure_one(client, model, row, prompt, sampler, num_predict, warnings)
+            result = measure_one(client, model, row, prompt, sampler, num_predict, warnings)
             if result is None:
                 continue
             row.vram_mib = row.nvml_used_mib if source == SOURCE_NVML else row.ps_size_vram_mib

@@ -174,7 +174,7 @@ def validate_batch(path: Path, *, num_ctx: int, num_predict: int, run: dict[str,
 
 def converted_copy(path: Path, run_dir: Path, *, num_predict: int, run: dict[str, Any] | None) -> Path:
     """The batch file as a Parquet request file in the run directory (a temporary name that
-    `chunkwise.run.prepare.remove_temp_files` clears if a crash leaves it), for staging to read."""
+    `chunkwise.run.rundir.remove_temp_files` clears if a crash leaves it), for staging to read."""
     import pyarrow.parquet as pq
 
     table = read_batch(path, {"num_predict": num_predict, **(run or {})})

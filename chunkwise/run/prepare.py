@@ -1,5 +1,6 @@
 """Everything that happens before the first request: resolve and check the configuration, ask the
-server what it is, create or re-open the run directory, stage the input and plan the chunks.
+server what it is, create or re-open the run directory and stage the input (`chunkwise.run.rundir`),
+and plan the chunks.
 
 Each check fails with a `SetupError` (`chunkwise.errors`: an `InputError`, `RunLocked`,
 `UnsafePathError` or `ConfigError` is one), a one-line message naming what is wrong and what to do;
@@ -15,8 +16,6 @@ from typing import Any, cast
 
 from chunkwise.errors import InputError, LLMError, SetupError
 from chunkwise.inputs import stage as staging
-from chunkwise.inputs.batchfile import run_options as batch_run_options
-from chunkwise.inputs.staged import load_staged, staged_record
 from chunkwise.logs import RunLogger, logger
 from chunkwise.ollama import versions
 from chunkwise.ollama.client import OllamaClient, parse_host
@@ -27,17 +26,16 @@ from chunkwise.params import RunParams
 from chunkwise.plan import chunks as planning
 from chunkwise.run.context import RunContext
 from chunkwise.run.manifest import build_manifest, differences, start_session
+from chunkwise.run.rundir import discard_empty_run_dir, next_free_name, open_run_dir, remove_temp_files, stage_or_reuse
 from chunkwise.run.session import make_client
 from chunkwise.settings import get_settings
 from chunkwise.store import lock as runlock
-from chunkwise.store.files import read_json, write_json_atomic
-from chunkwise.store.layout import RunPaths, default_run_name, run_paths
+from chunkwise.store.files import write_json_atomic
+from chunkwise.store.layout import RunPaths
 
 
 def log() -> RunLogger:
     return logger("chunkwise.run.prepare")
-
-
 
 
 @dataclass
@@ -103,24 +101,6 @@ def inspect_openai_server(client: Any, params: RunParams) -> dict[str, Any]:
         raise SetupError(str(exc)) from None
 
 
-def open_run_dir(params: RunParams) -> tuple[RunPaths, dict[str, Any] | None]:
-    """The run's paths and its existing manifest, if any; refuses unwritable or unsafe locations."""
-    name = params.run_name or default_run_name(params.input_path)
-    paths = run_paths(params.output_dir, name)
-    try:
-        paths.root.mkdir(parents=True, exist_ok=True)
-        probe = paths.root / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise SetupError(
-            f"cannot write the run directory {paths.root} ({exc.strerror or exc}); "
-            "choose an --output-dir you can write to"
-        ) from None
-    existing = read_json(paths.manifest) if paths.manifest.exists() else None
-    return paths, existing
-
-
 def prepare_run(params: RunParams) -> PreparedRun:
     settings = get_settings()
     system_prompt = resolve_system_prompt(params)
@@ -136,7 +116,7 @@ def prepare_run(params: RunParams) -> PreparedRun:
 
     paths, existing = open_run_dir(params)
     if existing is not None and params.new_run:
-        params = params.model_copy(update={"run_name": _next_free_name(paths), "new_run": False})
+        params = params.model_copy(update={"run_name": next_free_name(paths), "new_run": False})
         paths, existing = open_run_dir(params)
 
     runlock.acquire(paths.root)
@@ -165,52 +145,6 @@ def prepare_run(params: RunParams) -> PreparedRun:
     )
     model_info = server["show"].get("model_info") or {}
     return PreparedRun(ctx=ctx, staged=staged, existing_manifest=existing, model_info=model_info)
-
-
-def remove_temp_files(run_dir: Path) -> None:
-    """Temporary files a crash left behind (`.name.XXXX.tmp`, `.requests.parquet.tmp-PID`): never read,
-    removed while this process holds the run's lock."""
-    for folder in (run_dir, run_dir / "chunks", run_dir / "ledger"):
-        for leftover in folder.glob(".*.tmp*"):
-            leftover.unlink(missing_ok=True)
-
-
-def discard_empty_run_dir(run_dir: Path) -> None:
-    """A new run whose input was refused leaves nothing behind (its directory held only the lock)."""
-    runlock.release(run_dir)
-    (run_dir / ".lock").unlink(missing_ok=True)
-    try:
-        run_dir.rmdir()
-    except OSError:
-        pass  # something else is in it: keep it
-
-
-def stage_or_reuse(params: RunParams, paths: RunPaths, existing: dict[str, Any] | None) -> staging.StagedInput:
-    """Stage the input, or reuse what this run directory already staged from the same file (the
-    CLI's preflight, then the flow; every resume). A resume with another input is refused before
-    anything is written: ledgers and checkpoints refer to requests.parquet by position."""
-    source = Path(params.input_path)
-    recorded = staged_record(paths.root)
-    current = staging.fingerprint(source) if source.is_file() else None
-    if existing is not None and current is not None and current != existing.get("input_fingerprint"):
-        binding, _ = differences({"input_fingerprint": existing.get("input_fingerprint")},
-                                 {"input_fingerprint": current})
-        raise SetupError(
-            f"run {paths.root.name} was started with different settings ({'; '.join(binding)}); resume with the "
-            "same settings, or pass --new-run to start a fresh run beside it"
-        )
-    limits = {"num_ctx": params.num_ctx, "num_predict": params.num_predict}
-    same = (recorded is not None and current == recorded["fingerprint"]
-            and all(recorded[k] == v for k, v in limits.items()))
-    # A resume never re-stages (a changed option is refused by the manifest check, not by rewriting
-    # requests.parquet); a new run re-uses what its preflight staged from the same file and limits.
-    if recorded is not None and (existing is not None or same):
-        if current is None:
-            log().warning("input %s is gone; resuming from the run's staged copy of it", params.input_path)
-        return load_staged(paths.root, source=params.input_path, fingerprint=recorded["fingerprint"],
-                                   num_ctx=recorded["num_ctx"], num_predict=recorded["num_predict"])
-    return staging.stage_input(params.input_path, paths.root, num_ctx=params.num_ctx, num_predict=params.num_predict,
-                               run=batch_run_options(params))
 
 
 def plan_run(prepared: PreparedRun, *, write: bool = True) -> tuple[list[planning.ChunkSpec], dict[str, Any]]:
@@ -243,12 +177,3 @@ def plan_run(prepared: PreparedRun, *, write: bool = True) -> tuple[list[plannin
         start_session(manifest, retry_failed=params.retry_failed)
         write_json_atomic(RunPaths(ctx.dir).manifest, manifest)
     return specs, manifest
-
-
-def _next_free_name(paths: RunPaths) -> str:
-    base = paths.root.name
-    for n in range(2, 10_000):
-        candidate = f"{base}-{n}"
-        if not (paths.root.parent / candidate).exists():
-            return candidate
-    raise SetupError(f"no free run name next to {paths.root}; pick one with --run-name")

@@ -21,63 +21,19 @@ import datetime as dt
 import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import polars as pl
 
-from bench.procs import PeakRss, publish
+from bench.compare import plain_client, run_pipeline
+from bench.procs import publish
 from chunkwise.inputs.sample import sample_system_prompt, write_sample
 from chunkwise.sim.harness import running_simulator
 from chunkwise.sim.options import SimOptions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pipeline_170k.md"
-MODEL, NUM_CTX, NUM_PREDICT, SEED = "llama3.1:8b", 32768, 512, 0
-
-
-async def plain_client(url: str, system: str, prompts: list[str], parallel: int) -> float:
-    """Send every request (same body as the pipeline), `parallel` at a time; wall seconds."""
-    limits = httpx.Limits(max_connections=parallel, max_keepalive_connections=parallel)
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    for prompt in prompts:
-        queue.put_nowait(prompt)
-
-    async def worker(client: httpx.AsyncClient) -> None:
-        while not queue.empty():
-            prompt = queue.get_nowait()
-            body = {"model": MODEL, "messages": [{"role": "system", "content": system}, {"role": "user", "content": prompt}],
-                    "options": {"num_ctx": NUM_CTX, "num_predict": NUM_PREDICT, "temperature": 0.0, "seed": SEED},
-                    "stream": True, "keep_alive": "30m", "truncate": False}
-            async with client.stream("POST", "/api/chat", json=body) as response:
-                async for line in response.aiter_lines():
-                    if line and json.loads(line).get("done"):
-                        break
-
-    started = time.perf_counter()
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=600) as client:
-        await asyncio.gather(*(worker(client) for _ in range(parallel)))
-    return time.perf_counter() - started
-
-
-def run_pipeline(url: str, data: Path, system_file: Path, out: Path, parallel: int, home: Path) -> tuple[float, PeakRss, int]:
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
-    argv = [sys.executable, "-m", "chunkwise", "run", "--input", str(data), "--model", MODEL, "--host", url,
-            "--mode", "independent", "--num-ctx", str(NUM_CTX), "--num-predict", str(NUM_PREDICT),
-            "--parallel", str(parallel), "--seed", str(SEED), "--system-prompt-file", str(system_file),
-            "--output-dir", str(out), "--run-name", "bench", "--json"]
-    started = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    with PeakRss(proc.pid) as rss:
-        stdout, stderr = proc.communicate()
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"pipeline exited {proc.returncode}:\n{stdout[:1500]}\n{stderr[-3000:]}")
-    return wall, rss, proc.returncode
 
 
 def main() -> None:
@@ -101,7 +57,7 @@ def main() -> None:
             plain_answered = sim.stats(fingerprints=False)["answered_total"]
             del prompts
             sim.reset()
-            wall, rss, _ = run_pipeline(sim.url, data, system_file, tmp_path / "runs", args.parallel, tmp_path / "home")
+            wall, rss = run_pipeline(sim.url, data, system_file, tmp_path / "runs", args.parallel, tmp_path / "home")
             stats = sim.stats(fingerprints=False)
         run_stats = json.loads((tmp_path / "runs" / "bench" / "stats.json").read_text())
     ratio = wall / plain_s

@@ -1,7 +1,7 @@
 """Progress of a run in Prefect: a progress artifact and log lines that move with every answer.
 
-The flow calls `tick()` about once a second while chunks run, and `chunk_finished()` for each
-chunk. Both read the run's ledger (`chunkwise.run.progress`): every fsynced ledger line is one
+The flow calls `chunk_finished()` for each chunk that ended and then `tick()`, about once a second
+while chunks run. Both read the run's ledger (`chunkwise.run.progress`): every fsynced ledger line is one
 finished request, so progress advances request by request, never sits at 0 % while answers arrive,
 and shows failures by class, requests/s and an ETA. Artifact updates are throttled (at most one per
 `min_interval_s`, plus the last) and a progress log line is written at most every `log_interval_s`,
@@ -21,6 +21,7 @@ from uuid import UUID
 from chunkwise.logs import logger
 from chunkwise.run.manifest import touch_session
 from chunkwise.run.progress import ProgressWatch, Snapshot
+from chunkwise.store.layout import RunPaths
 
 
 def log() -> Any:
@@ -41,6 +42,8 @@ class Progress:
         now = time.monotonic()
         self._last = self._last_log = 0.0
         self._artifact_id: UUID | None = None
+        self._changed = False
+        self._ledger_names = RunPaths(run_dir)
         self._manifest, self._heartbeat_s, self._last_beat = manifest, heartbeat_s, now
         if artifacts:
             from prefect.artifacts import create_progress_artifact
@@ -59,7 +62,8 @@ class Progress:
 
     def tick(self, *, force: bool = False) -> None:
         """Read the answers appended since the last tick; update the artifact, log and heartbeat (throttled)."""
-        changed = self.watch.poll() or force
+        changed = self.watch.poll() or force or self._changed
+        self._changed = False
         now = time.monotonic()
         if self._manifest is not None and now - self._last_beat >= self._heartbeat_s:
             touch_session(self._manifest)
@@ -79,9 +83,14 @@ class Progress:
             self._last = now
 
     def chunk_finished(self, summary: dict[str, Any] | None, label: str) -> None:
+        """Count a finished chunk and read its own ledger's last lines (not every chunk's: the flow
+        ticks once after handling the chunks that finished together, and that tick reads the rest
+        and updates the artifact)."""
         self.done += 1
         self.watch.model.chunks_done = self.done
-        self.tick(force=True)
+        self._changed = True
+        if summary and "index" in summary:
+            self.watch.poll([self._ledger_names.ledger(int(summary["index"])).name])
         if summary:
             self.chunk_task_retries += max(0, int(summary.get("task_run_count", 1)) - 1)
             how = "from checkpoint" if summary.get("from_checkpoint") else f"sent {summary.get('sent', 0)}"

@@ -49,3 +49,92 @@ def test_line_round_trip_and_rejects_garbage():
     assert decode_line(line[:-1]) is None  # no newline: torn
     assert decode_line(b"zzzzzzzz {}\n") is None
     assert decode_line(b"\n") is None
+
+
+def test_appends_that_finish_together_share_one_fsync_and_a_crash_loses_nothing_acknowledged(tmp_path, monkeypatch):
+    """Group commit: while one fsync is under way, the appends written meanwhile wait for the next
+    one, which covers them all; no append returns before an fsync that started after its write
+    finished. The "crash" keeps only the bytes the last finished fsync covered."""
+    import os
+    import threading
+
+    import chunkwise.store.ledger as ledger_module
+
+    path = tmp_path / "ledger" / "chunk-00000.jsonl"
+    durable = {"bytes": 0}
+    fsyncs: list[int] = []
+    first_started, release_first = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        size = os.fstat(fd).st_size  # what this fsync covers: what was written before it started
+        fsyncs.append(size)
+        if len(fsyncs) == 1:
+            first_started.set()
+            assert release_first.wait(10)
+        real_fsync(fd)
+        durable["bytes"] = size
+
+    ledger = Ledger(path)
+    ledger.append({"_row": 100, "status": "ok"})  # the file and its directories exist before the fsyncs are watched
+    line_bytes = path.stat().st_size
+    monkeypatch.setattr(ledger_module.os, "fsync", slow_fsync)
+    acknowledged: list[tuple[int, int]] = []  # (row, durable bytes when its append returned)
+    lock = threading.Lock()
+
+    def append(row: int) -> None:
+        ledger.append({"_row": row, "status": "ok"})
+        with lock:
+            acknowledged.append((row, durable["bytes"]))
+
+    first = threading.Thread(target=append, args=(0,))
+    first.start()
+    assert first_started.wait(10)  # row 0's fsync is under way and held
+    others = [threading.Thread(target=append, args=(row,)) for row in range(1, 9)]
+    for t in others:
+        t.start()
+    deadline = threading.Event()
+    while path.stat().st_size < 9 * line_bytes and not deadline.wait(0.01):
+        pass  # the eight appends write their lines (about as long as row 100's) while the first fsync is held
+    assert acknowledged == []  # nothing is acknowledged before its fsync
+    release_first.set()
+    for t in [first, *others]:
+        t.join(10)
+    ledger.close()
+    assert sorted(row for row, _ in acknowledged) == list(range(9))
+    assert len(fsyncs) == 2  # one for row 0, one shared by the eight written while it ran
+    assert ledger.syncs_saved == 7
+    # crash right after the last acknowledgement: only what an fsync finished is on the disk
+    data = path.read_bytes()
+    path.write_bytes(data[: durable["bytes"]] + b"0badf00d {\"_row\": 99")  # plus a torn, never-acknowledged tail
+    recovered = Ledger(path)
+    assert set(recovered.load()) == {100, *range(9)}  # every acknowledged answer survived
+    assert recovered.dropped == 1
+    for row, covered in acknowledged:
+        assert row in {r["_row"] for r in map(decode_line, data[:covered].splitlines(keepends=True)) if r}
+
+
+def test_a_failed_fsync_acknowledges_nothing_and_the_next_append_syncs_again(tmp_path, monkeypatch):
+    import os
+
+    import pytest
+
+    import chunkwise.store.ledger as ledger_module
+
+    path = tmp_path / "l.jsonl"
+    calls = {"n": 0}
+    real_fsync = os.fsync
+
+    def failing_once(fd: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    with Ledger(path) as ledger:
+        ledger.append({"_row": 0, "status": "ok"})  # the file exists: only the ledger's own fsyncs follow
+        monkeypatch.setattr(ledger_module.os, "fsync", failing_once)
+        with pytest.raises(OSError):
+            ledger.append({"_row": 1, "status": "ok"})
+        ledger.append({"_row": 2, "status": "ok"})
+    assert calls["n"] == 2 and ledger.syncs_saved == 0  # row 1's line was never counted as synced

@@ -81,3 +81,28 @@ def test_tail_reads_a_repaired_file_again(tmp_path):
 def test_eta_reads_like_a_person_would_say_it():
     assert (format_eta(None), format_eta(42.4), format_eta(125), format_eta(7260)) == (
         "unknown", "42 s", "2 min 05 s", "2 h 01 min")
+
+
+def test_a_poll_of_named_files_reads_only_those_and_the_rest_waits_for_the_next_full_poll(tmp_path):
+    with Ledger(tmp_path / "chunk-00000.jsonl") as a, Ledger(tmp_path / "chunk-00001.jsonl") as b:
+        a.append(ok(0))
+        b.append(ok(5))
+    tail = LedgerTail(tmp_path)
+    assert [r["_row"] for r in tail.poll(["chunk-00001.jsonl"])] == [5]
+    assert [r["_row"] for r in tail.poll()] == [0]  # row 5 is not read twice
+    assert tail.poll() == []  # unchanged files (same size as already read) give nothing
+
+
+def test_a_finished_chunk_counts_its_own_answers_at_once(tmp_path, caplog):
+    from tasks.progress import Progress
+
+    progress = Progress(2, "r", run_dir=tmp_path, requests_total=4, artifacts=False)
+    with Ledger(tmp_path / "ledger" / "chunk-00001.jsonl") as ledger:
+        ledger.append(ok(2))
+        ledger.append(ok(3))
+    progress.chunk_finished({"index": 1, "ok": 2, "failed": 0, "sent": 2}, "chunk 2/2")
+    assert progress.percent == 50.0  # read with the chunk's end, before the flow's next tick
+    with Ledger(tmp_path / "ledger" / "chunk-00000.jsonl") as ledger:
+        ledger.append(ok(0))
+    progress.tick()
+    assert progress.percent == 75.0

@@ -254,3 +254,18 @@ def test_sigkill_mid_run_then_resume_sends_nothing_answered_again(proxy, engine,
 
 def request_key_for(prompt: str) -> str:
     return request_key(json.dumps({"messages": [{"role": "user", "content": prompt}]}).encode()) or ""
+
+
+def test_plan_reads_the_engines_slots_and_its_models_sliding_window_layout(engine, tmp_path):
+    """`chunkwise plan --api openai` on the running engine: its slots from /props, the KV formula from
+    the GGUF it loaded (Gemma 3: 3 of 18 layers global, 1 KV head of 256, so 3 KiB per token)."""
+    source = write_requests(tmp_path / "in.parquet", 10)
+    done = subprocess.run([sys.executable, "-m", "chunkwise", "plan", "--input", str(source), "--api", "openai",
+                           "--host", engine.url, "--model", MODEL, "--num-ctx", str(SLOT_CTX), "--parallel",
+                           str(ENGINE_PARALLEL), "--json"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr
+    p = json.loads(done.stdout)
+    assert (p["server_slots"], p["server_slot_ctx"]) == (ENGINE_PARALLEL, SLOT_CTX)
+    assert p["model_info_source"].startswith(f"GGUF header of {engine.config.model}")
+    assert p["kv_mib_per_token"] * 2**20 == 3 * 1024
+    assert not [a for a in p["advice"] if "the server" in a]

@@ -22,6 +22,9 @@ HELP = "Show the chunk plan, KV-cache fit and ETA for an input without sending a
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, metavar="PATH", help="Parquet file of requests")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    parser.add_argument("--api", choices=("ollama", "openai"), default="ollama",
+                        help="server API: ollama (default) or openai (llama-server: its /props, /v1/models and the "
+                             "GGUF header of the model file it loaded; other OpenAI servers give no KV layout)")
     add_shared_flags(parser)
     parser.add_argument("--kv-cache-type", choices=("f16", "q8_0", "q4_0"), default="f16",
                         help="the server's OLLAMA_KV_CACHE_TYPE (default f16)")
@@ -52,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     flags = {name: getattr(args, name) for name in SHARED_FIELDS if getattr(args, name) is not None}
     try:
-        params = RunParams(input_path=args.input, **flags)
+        params = RunParams(input_path=args.input, api=args.api, **flags)
     except ValidationError as exc:
         raise SetupError(validation_message(exc)) from None
     for flag in ("prefill_tps", "decode_tps"):
@@ -69,11 +72,21 @@ def run(args: argparse.Namespace) -> int:
     # The server and GPU probes (httpx and NVML imports, up to probe.SHOW_TIMEOUT_S of network) overlap
     # with the input scan, which spends its time in Arrow code that releases the GIL.
     probes: dict[str, Any] = {}
-    host = params.host or get_settings().ollama_host
+    settings = get_settings()
+    openai = params.api == "openai"
+    host = params.host or (settings.openai_host if openai else settings.ollama_host)
 
     def probe() -> None:
         try:
-            probes["model"] = probes_of.fetch_model_info(host, params.model)
+            if openai:
+                from chunkwise.plan.engine_probe import fetch_engine_facts
+
+                key = settings.api_key.get_secret_value() if settings.api_key else None
+                facts = fetch_engine_facts(host, params.model, key)
+                probes["model"] = (facts.model_info, facts.source, facts.weights_mib)
+                probes["server"] = {"server_slot_ctx": facts.slot_ctx, "server_slots": facts.slots}
+            else:
+                probes["model"] = probes_of.fetch_model_info(host, params.model)
         except ConfigError as exc:  # a probe never stops a plan, only a bad --host does
             probes["host_error"] = f"--host: {exc}"
         probes["gpu"] = probes_of.free_vram()
@@ -94,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         plan = build_plan(summary, params, system_prompt=system_prompt, model_info=model_info,
                           model_info_source=source, free_vram_mib=free, gpu_reason=gpu_reason,
                           kv_cache_type=args.kv_cache_type,
-                          prefill_tps=args.prefill_tps, decode_tps=args.decode_tps, weights_mib=weights)
+                          prefill_tps=args.prefill_tps, decode_tps=args.decode_tps, weights_mib=weights,
+                          engine="llama-server" if openai else "ollama", **probes.get("server", {}))
     except ValueError as exc:
         raise SetupError(str(exc)) from None
     print(json.dumps(plan.as_dict(), indent=2) if args.json else plan.render())

@@ -176,7 +176,7 @@ def default_config(port: int, parallel: int = 4, ctx: int = 8192, paths: EngineP
 @contextmanager
 def running_engine(parallel: int = 4, ctx: int = 8192, *, port: int | None = None, log_path: Path | None = None,
                    paths: EnginePaths | None = None, model: Path | None = None, extra: Sequence[str] = (),
-                   ready_timeout_s: float = READY_TIMEOUT_S) -> Iterator[RunningEngine]:
+                   ready_timeout_s: float = READY_TIMEOUT_S, threads: int | None = None) -> Iterator[RunningEngine]:
     """Start llama-server on a free loopback port (or `port`), yield it once ready, stop it on exit.
 
     A free port can be taken between the pick and the bind; when no port was given, a start that
@@ -184,7 +184,7 @@ def running_engine(parallel: int = 4, ctx: int = 8192, *, port: int | None = Non
     """
     tries = 1 if port is not None else 2
     for attempt in range(tries):
-        config = default_config(port or free_port(), parallel, ctx, paths, extra)
+        config = default_config(port or free_port(), parallel, ctx, paths, extra, threads)
         if model is not None:
             config = EngineConfig(config.binary, Path(model), config.port, parallel, ctx, config.threads,
                                   extra=tuple(extra))

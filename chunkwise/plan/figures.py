@@ -72,6 +72,11 @@ class Plan:
     eta_s: float | None
     eta_detail: str
     advice: tuple[str, ...] = field(default=())
+    #: Whose KV layout the figures follow: "ollama", or "llama-server" (`--api openai`).
+    engine: str = "ollama"
+    #: llama-server's tokens per slot and slots (`/props`), None when unknown or for Ollama.
+    server_slot_ctx: int | None = None
+    server_slots: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: tuples become lists, nested dataclasses dicts."""

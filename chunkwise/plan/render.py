@@ -36,7 +36,9 @@ def render_lines(p: Plan) -> list[str]:
     if p.conversation_peak_tokens is not None:
         out.append(f"conversation about {p.conversation_peak_tokens} tokens at a chunk's end "
                    f"(trim at {p.trim_at_tokens})")
-    src = f"model_info from {p.model_info_source}"
+    src = f"model_info from {p.model_info_source}" + ("" if p.engine == "ollama" else f", {p.engine} layout")
+    if p.server_slots is not None or p.server_slot_ctx is not None:
+        out.append(f"server       {p.engine}: {p.server_slots or '?'} slots of {p.server_slot_ctx or '?'} tokens")
     weights = f"; weights {p.weights_mib:,.0f} MiB" if p.weights_mib is not None else ""
     if p.kv_mib_per_token is not None:
         out.append(f"kv cache     {p.kv_mib_per_token:.4f} MiB/token ({p.kv_cache_type}, {src}); reserved "

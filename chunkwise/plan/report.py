@@ -66,12 +66,16 @@ def build_plan(summary: InputSummary, params: RunParams, *, system_prompt: str, 
                model_info_source: str, free_vram_mib: float | None, gpu_reason: str | None,
                kv_cache_type: str = "f16", chars_per_token: float | None = None,
                prefill_tps: float | None = None, decode_tps: float | None = None,
-               weights_mib: float | None = None) -> Plan:
+               weights_mib: float | None = None, engine: str = "ollama", server_slot_ctx: int | None = None,
+               server_slots: int | None = None) -> Plan:
     """The plan of a run of `summary`'s accepted requests with `params` (see the module docstring).
 
     Token counts are estimates: characters / chars_per_token (default params.chars_per_token).
     free_vram_mib is the GPU's free memory
-    now (None with gpu_reason when unknown); weights_mib the model's size when known."""
+    now (None with gpu_reason when unknown); weights_mib the model's size when known. `engine`
+    "llama-server" (`--api openai`) applies its KV layout (`chunkwise.ollama.kv`) and compares the
+    run with the server's slots (`server_slot_ctx` tokens each, `server_slots`); Ollama's compute
+    buffers are then not counted (llama-server's are not estimated)."""
     cpt = params.chars_per_token if chars_per_token is None else chars_per_token
     if cpt <= 0:
         raise ValueError(f"chars_per_token must be positive, got {cpt}")
@@ -105,14 +109,16 @@ def build_plan(summary: InputSummary, params: RunParams, *, system_prompt: str, 
     else:
         training = kv.training_context(model_info)
         try:
-            per_token = kv.kv_mib_per_token(model_info, kv_cache_type)
+            per_token = kv.kv_mib_per_token(model_info, kv_cache_type, engine)
             # sliding-window layers (Gemma 3) add a fixed window, not num_ctx x parallel tokens
-            reserved = kv.kv_reserved_bytes(model_info, params.num_ctx, params.parallel, kv_cache_type) / MIB
+            reserved = kv.kv_reserved_bytes(model_info, params.num_ctx, params.parallel, kv_cache_type,
+                                            engine) / MIB
         except kv.ModelInfoError as exc:
             kv_reason = str(exc)
     # Ollama's automatic num_batch adds compute buffers that grow with the effective context
     # (chunkwise.ollama.compute); the slot counts below subtract the run's own.
-    compute_mib = compute.compute_buffer_mib(params.num_ctx, params.parallel, training)
+    ollama = engine == "ollama"
+    compute_mib = compute.compute_buffer_mib(params.num_ctx, params.parallel, training) if ollama else 0.0
     available = free_vram_mib - (weights_mib or 0.0) - compute_mib if free_vram_mib is not None else None
     if free_vram_mib is None:
         fits, fit_detail = None, f"unknown: {gpu_reason or 'no GPU visible'}"
@@ -122,8 +128,10 @@ def build_plan(summary: InputSummary, params: RunParams, *, system_prompt: str, 
         total = reserved + (weights_mib or 0.0) + compute_mib
         weights = f"weights {weights_mib:,.0f} MiB" if weights_mib is not None else "weights unknown (not counted)"
         fits = total <= free_vram_mib
-        fit_detail = (f"KV {reserved:,.0f} MiB + {weights} + compute buffers {compute_mib:,.0f} MiB (num_batch "
-                      f"{compute.automatic_batch(params.num_ctx, params.parallel, training)}) = {total:,.0f} MiB vs "
+        buffers = (f"compute buffers {compute_mib:,.0f} MiB (num_batch "
+                   f"{compute.automatic_batch(params.num_ctx, params.parallel, training)})" if ollama
+                   else "compute buffers not estimated")
+        fit_detail = (f"KV {reserved:,.0f} MiB + {weights} + {buffers} = {total:,.0f} MiB vs "
                       f"{free_vram_mib:,.0f} MiB free")
 
     peak = sys_tokens + math.ceil(sizes[1] * mean_request) if conversation else None
@@ -147,14 +155,16 @@ def build_plan(summary: InputSummary, params: RunParams, *, system_prompt: str, 
 
     slots_ctx = _slots(available, per_token, params.num_ctx)
     slots_ind = _slots(available, per_token, independent_ctx)
-    advice = []
+    advice = _server_advice(params, server_slot_ctx, server_slots) if not ollama else []
+    server_name = "Ollama" if ollama else "llama-server"
     if training is not None and params.num_ctx > training:
-        advice.append(f"Ollama clamps num_ctx to the model's training context {training}: set --num-ctx {training} "
-                      f"or less (this plan assumes {params.num_ctx})")
+        advice.append(f"{server_name} clamps num_ctx to the model's training context {training}: set --num-ctx "
+                      f"{training} or less (this plan assumes {params.num_ctx})")
     if too_long:
+        fate = "Ollama would cut them silently" if ollama else "the server would refuse them (context_truncated)"
         advice.append(
             f"{too_long} requests exceed num_ctx {params.num_ctx} with the system prompt and num_predict "
-            f"(estimated); Ollama would cut them silently: raise num_ctx to at least {independent_ctx}")
+            f"(estimated); {fate}: raise num_ctx to at least {independent_ctx}")
     if fits is False:
         advice.append("the KV cache does not fit the free VRAM: lower num_ctx or parallel, or use --kv-cache-type "
                       "q8_0 (needs OLLAMA_FLASH_ATTENTION=1 on Ollama before v0.30)")
@@ -168,8 +178,10 @@ def build_plan(summary: InputSummary, params: RunParams, *, system_prompt: str, 
     advice.append(
         f"independent mode: num_ctx {independent_ctx} fits the largest request ({largest} tokens + "
         f"{CONTEXT_MARGIN:.0%} margin + num_predict {params.num_predict}){slot_mib}"
-        + (f"; {slots_ind} parallel slot(s) of it fit the free VRAM: set OLLAMA_NUM_PARALLEL and --parallel "
-           f"to {slots_ind}" if slots_ind else ""))
+        + (f"; {slots_ind} parallel slot(s) of it fit the free VRAM: "
+           + (f"set OLLAMA_NUM_PARALLEL and --parallel to {slots_ind}" if ollama else
+              f"start llama-server with -np {slots_ind} -c {slots_ind * independent_ctx} and use --parallel "
+              f"{slots_ind}") if slots_ind else ""))
 
     return Plan(
         input_path=summary.path, rows=summary.rows, accepted=n, rejected=summary.rejected,
@@ -186,5 +198,20 @@ def build_plan(summary: InputSummary, params: RunParams, *, system_prompt: str, 
         fit_detail=fit_detail,
         largest_request_tokens=largest, independent_num_ctx=independent_ctx, independent_slots=slots_ind,
         slots_at_num_ctx=slots_ctx, too_long_count=too_long, too_long_ids=too_long_ids, eta_s=eta,
-        eta_detail=eta_detail, advice=tuple(advice),
+        eta_detail=eta_detail, advice=tuple(advice), engine=engine, server_slot_ctx=server_slot_ctx,
+        server_slots=server_slots,
     )
+
+
+def _server_advice(params: RunParams, slot_ctx: int | None, slots: int | None) -> list[str]:
+    """llama-server's context and slots are fixed when it starts (`-c` total, `-np` slots): say
+    where the run's num_ctx and parallel differ from them."""
+    out = []
+    if slot_ctx is not None and params.num_ctx > slot_ctx:
+        out.append(f"the server's slots hold {slot_ctx} tokens each (-c / -np): the run would stop at its "
+                   f"preflight; use --num-ctx {slot_ctx} or less, or restart llama-server with -c "
+                   f"{params.num_ctx * (slots or params.parallel)}")
+    if slots is not None and params.parallel != slots:
+        out.append(f"the server has {slots} slot(s) (-np) but --parallel is {params.parallel}: use --parallel {slots} "
+                   "so every slot is busy and no request waits in the server's queue")
+    return out

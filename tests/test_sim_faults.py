@@ -192,3 +192,16 @@ def test_fingerprint_fast_path_equals_canonical_json():
         canonical = json.dumps({"model": "m\u00e9", "messages": messages}, sort_keys=True, separators=(",", ":"),
                                ensure_ascii=False)
         assert chat_fingerprint("m\u00e9", messages) == hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def test_fingerprint_with_a_cached_first_message_equals_canonical_json():
+    """The hash state after the first message is cached (a batch repeats its system prompt): a second
+    request with the same first message and other messages after it still hashes all of its text."""
+    import hashlib
+
+    system = {"role": "system", "content": "You are terse. \u00e9 \u4e2d"}
+    for messages in ([system, {"role": "user", "content": "one"}], [system, {"role": "user", "content": "two"}],
+                     [system], [system, {"role": "user", "content": "two"}, {"role": "assistant", "content": "x"}]):
+        canonical = json.dumps({"model": "llama3.1:8b", "messages": messages}, sort_keys=True, separators=(",", ":"),
+                               ensure_ascii=False)
+        assert chat_fingerprint("llama3.1:8b", messages) == hashlib.sha256(canonical.encode()).hexdigest()[:32]

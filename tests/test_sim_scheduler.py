@@ -12,7 +12,8 @@ import pytest
 
 from chunkwise.ollama.kv import kv_bytes_per_token
 from chunkwise.sim.profiles import PROFILES
-from chunkwise.sim.scheduler import BUSY, common_prefix
+from chunkwise.sim.prompt import chat_prompt
+from chunkwise.sim.scheduler import BUSY, common_prefix, shared_segments
 from chunkwise.sim.timing import decode_ns, prefill_ns
 from chunkwise.sim.tokenizer import render_chat
 
@@ -59,6 +60,30 @@ def test_common_prefix_matches_a_plain_loop():
         b = list(a[: rng.randint(0, len(a))]) + [rng.choice("abcd") for _ in range(rng.randint(0, 50))]
         expected = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
         assert common_prefix(a, b) == expected
+
+
+def test_prefix_shortcut_through_cached_messages_gives_the_plain_prefix():
+    """Slots skip the leading messages two prompts share as the same cached token tuple; the cached
+    length must be the element-wise common prefix whatever the prompts (shared system prompt,
+    shared history, equal text from evicted tuples, truncated prompts without segments)."""
+    rng = random.Random(8)
+    words = ["alpha", "beta", " gamma", ",", "\n\n", "delta!"]
+    history = [{"role": rng.choice(["user", "assistant"]), "content": "".join(rng.choices(words, k=rng.randint(0, 30)))}
+               for _ in range(12)]
+    checked = 0
+    for _ in range(200):
+        a = [SYSTEM, *history[: rng.randint(0, 12)]]
+        b = [SYSTEM, *history[: rng.randint(0, 12)], {"role": "user", "content": rng.choice(words)}]
+        if rng.random() < 0.3:
+            b = [{"role": "system", "content": str(SYSTEM["content"])[:-1] + " "}, *b[1:]]
+        num_ctx = rng.choice([100_000, 400])
+        pa, pb = (chat_prompt(m, num_ctx, 4, True, "half", True) for m in (a, b))
+        if rng.random() < 0.5:
+            pa.tokens = [*pa.tokens, "generated", " answer"]  # a slot holds prompt + answer
+        start = shared_segments(pa.segments, pb.segments)
+        assert common_prefix(pa.tokens, pb.tokens, start) == common_prefix(pa.tokens, pb.tokens)
+        checked += start > 0
+    assert checked > 50  # the shortcut was taken
 
 
 def test_num_ctx_change_reloads_and_load_duration_shows_it(sim_factory):

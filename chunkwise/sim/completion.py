@@ -67,7 +67,7 @@ async def _complete(request: web.Request, kind: str) -> web.StreamResponse:
                          opts.thinking_tokens, keep)
     t_sched = time.perf_counter_ns()
     try:
-        lease = await state.scheduler.acquire(key, profile, prompt.tokens, req.keep_alive_s)
+        lease = await state.scheduler.acquire(key, profile, prompt.tokens, req.keep_alive_s, prompt.segments)
     except ServerBusy as exc:
         return state.error(endpoint, 503, str(exc))
     except LoadFailed as exc:

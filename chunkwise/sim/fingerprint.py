@@ -31,15 +31,27 @@ def _message_json(role: str, content: str) -> str:
     return '{"content":' + encode_basestring(content) + ',"role":' + encode_basestring(role) + "}"
 
 
+@lru_cache(maxsize=64)
+def _head_hash(role: str, content: str) -> Any:
+    """sha256 state after `{"messages":[` and the first message; cached because a batch starts every
+    request with the same system prompt (copied per request, so its text is hashed once)."""
+    return hashlib.sha256(('{"messages":[' + _message_json(role, content)).encode("utf-8"))
+
+
 def chat_fingerprint(model: str, messages: Sequence[Mapping[str, Any]]) -> str:
     """Fingerprint of an /api/chat request (messages exactly as sent)."""
     if isinstance(model, str) and all(
         type(m) is dict and m.keys() == {"role", "content"} and type(m["role"]) is str and type(m["content"]) is str
         for m in messages
     ):  # the usual shape, encoded piecewise: the same text as _digest builds
-        parts = ",".join([_message_json(m["role"], m["content"]) for m in messages])
-        text = '{"messages":[' + parts + '],"model":' + encode_basestring(model) + "}"
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:FINGERPRINT_HEX]
+        tail = '],"model":' + encode_basestring(model) + "}"
+        if not messages:
+            return hashlib.sha256(('{"messages":[' + tail).encode("utf-8")).hexdigest()[:FINGERPRINT_HEX]
+        first = messages[0]
+        digest = _head_hash(first["role"], first["content"]).copy()
+        rest = "".join(["," + _message_json(m["role"], m["content"]) for m in messages[1:]])
+        digest.update((rest + tail).encode("utf-8"))
+        return str(digest.hexdigest()[:FINGERPRINT_HEX])
     return _digest({"model": model, "messages": list(messages)})
 
 

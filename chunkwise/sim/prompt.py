@@ -33,6 +33,8 @@ from chunkwise.sim.tokenizer import GENERATION_TOKENS, message_template, tokeniz
 
 INPUT_TOO_LONG = "the input length exceeds the context length"
 GENERATION_PROMPT: tuple[str, ...] = GENERATION_TOKENS
+#: Token tuples a token list starts with, in order (the cached tuples of `message_tokens`).
+Segments = tuple[tuple[str, ...], ...]
 
 
 class PromptTooLong(Exception):
@@ -49,13 +51,23 @@ def _message_key(message: Mapping[str, Any]) -> tuple[str, str]:
     return str(message.get("role", "user")), str(message.get("content") or "")
 
 
-def render_messages(messages: Sequence[Mapping[str, Any]], density: float = 1.0) -> list[str]:
-    """Same tokens as `render_chat(messages, density)`, built from cached per-message tokens."""
+def message_segments(messages: Sequence[Mapping[str, Any]], density: float = 1.0) -> Segments:
+    """The cached token tuple of each message, in order."""
+    return tuple([message_tokens(*_message_key(message), density) for message in messages])
+
+
+def join_segments(segments: Segments) -> list[str]:
+    """The prompt tokens: the segments, then the generation prompt."""
     out: list[str] = []
-    for message in messages:
-        out += message_tokens(*_message_key(message), density)
+    for segment in segments:
+        out += segment
     out += GENERATION_PROMPT
     return out
+
+
+def render_messages(messages: Sequence[Mapping[str, Any]], density: float = 1.0) -> list[str]:
+    """Same tokens as `render_chat(messages, density)`, built from cached per-message tokens."""
+    return join_segments(message_segments(messages, density))
 
 
 @dataclass
@@ -65,6 +77,8 @@ class Prompt:
     rendered_tokens: int
     dropped_messages: int = 0
     cut_tokens: int = 0
+    #: The token tuples `tokens` starts with (a shortcut for the slots' prefix comparison); () when unknown.
+    segments: Segments = ()
 
 
 def prune_messages(
@@ -117,10 +131,11 @@ def chat_prompt(messages: Sequence[Mapping[str, Any]], num_ctx: int, num_keep: i
     dropped = 0
     if truncate:
         messages, dropped = prune_messages(messages, num_ctx, density)
-    tokens = render_messages(messages, density)
-    rendered = len(tokens)
-    tokens = cut_tokens(tokens, num_ctx, num_keep, adds_bos, mode, truncate)
-    return Prompt(tokens, rendered, dropped, rendered - len(tokens))
+    segments = message_segments(messages, density)
+    rendered_tokens = join_segments(segments)
+    rendered = len(rendered_tokens)
+    tokens = cut_tokens(rendered_tokens, num_ctx, num_keep, adds_bos, mode, truncate)
+    return Prompt(tokens, rendered, dropped, rendered - len(tokens), segments if tokens is rendered_tokens else ())
 
 
 def generate_messages(prompt: str, system: str | None) -> list[dict[str, str]]:
@@ -133,7 +148,8 @@ def generate_messages(prompt: str, system: str | None) -> list[dict[str, str]]:
 def generate_prompt(prompt: str, system: str | None, raw: bool, num_ctx: int, num_keep: int, adds_bos: bool,
                     mode: str, truncate: bool, density: float = 1.0) -> Prompt:
     """Render and truncate an /api/generate prompt (`raw` skips the template, as in Ollama)."""
-    tokens = tokenize(prompt, density) if raw else render_messages(generate_messages(prompt, system), density)
-    rendered = len(tokens)
-    tokens = cut_tokens(tokens, num_ctx, num_keep, adds_bos, mode, truncate)
-    return Prompt(tokens, rendered, 0, rendered - len(tokens))
+    segments = () if raw else message_segments(generate_messages(prompt, system), density)
+    rendered_tokens = tokenize(prompt, density) if raw else join_segments(segments)
+    rendered = len(rendered_tokens)
+    tokens = cut_tokens(rendered_tokens, num_ctx, num_keep, adds_bos, mode, truncate)
+    return Prompt(tokens, rendered, 0, rendered - len(tokens), segments if tokens is rendered_tokens else ())

@@ -86,7 +86,7 @@ class Responder:
             self.state.stats.record(self.request.path, status)
 
     async def execute(self) -> web.StreamResponse:
-        cache = self.prompt.tokens
+        cache, segments = self.prompt.tokens, self.prompt.segments
         try:
             if self.fault == "stall":
                 self.state.stats.faults["stall"] += 1
@@ -99,6 +99,7 @@ class Responder:
                 self.state.stats.context_shifts += self.answer.shifts
                 keep = self.req.num_keep + (1 if self.req.profile and self.req.profile.adds_bos else 0)
                 cache = final_cache(self.prompt.tokens, self.generated, self.lease.loaded.key.num_ctx, keep)
+                segments = ()
             else:
                 cache = self.prompt.tokens + self.generated
             return response
@@ -109,7 +110,7 @@ class Responder:
             self._record(499)
             raise asyncio.CancelledError from None
         finally:
-            self.state.scheduler.release(self.lease, cache)
+            self.state.scheduler.release(self.lease, cache, segments)
 
     def _final(self) -> dict[str, Any]:
         req, answer = self.req, self.answer

@@ -32,6 +32,7 @@ from chunkwise.sim.faults import load_error
 from chunkwise.sim.memory import loaded_size
 from chunkwise.sim.options import SimOptions
 from chunkwise.sim.profiles import ModelProfile
+from chunkwise.sim.prompt import Segments
 from chunkwise.sim.stats import SimStats
 from chunkwise.units import MIB
 
@@ -47,16 +48,30 @@ class LoadFailed(Exception):
     """The model could not be loaded; the message is the runner's (HTTP 500)."""
 
 
-def common_prefix(a: list[Any], b: list[Any]) -> int:
-    """Length of the common prefix of two token lists, compared in C-speed slices (100K tokens: < 1 ms)."""
+def common_prefix(a: list[Any], b: list[Any], start: int = 0) -> int:
+    """Length of the common prefix of two token lists, compared in C-speed slices (100K tokens: < 1 ms).
+    `start`: a length both lists are known to share (`shared_segments`); comparing begins there."""
     n = min(len(a), len(b))
-    i = 0
+    i = min(start, n)
     for step in _CHUNKS:
         while i + step <= n and a[i : i + step] == b[i : i + step]:
             i += step
     while i < n and a[i] == b[i]:
         i += 1
     return i
+
+
+def shared_segments(a: Segments, b: Segments) -> int:
+    """Tokens at the start of two token lists that are known equal without comparing them: the
+    lengths of the leading segments both lists were built from that are the same object (a cached
+    message's token tuple, `prompt.message_tokens`). A shortcut for `common_prefix` only: an object
+    is equal to itself, so the result never exceeds the true common prefix."""
+    total = 0
+    for x, y in zip(a, b, strict=False):
+        if x is not y:
+            break
+        total += len(x)
+    return total
 
 
 @dataclass(frozen=True)
@@ -73,6 +88,8 @@ class LoadKey:
 class Slot:
     index: int
     tokens: list[str] = field(default_factory=list)
+    #: The token tuples `tokens` starts with (see `shared_segments`); () when unknown.
+    segments: Segments = ()
     busy: bool = False
     #: perf_counter_ns when the current lease began (for slot-occupancy accounting).
     busy_since_ns: int = 0
@@ -108,6 +125,7 @@ class _Waiter:
     tokens: list[str] | None
     keep_alive_s: float
     future: asyncio.Future[Lease]
+    segments: Segments = ()
 
 
 class Scheduler:
@@ -121,18 +139,20 @@ class Scheduler:
 
     # -- acquire / release -------------------------------------------------------------------
     async def acquire(
-        self, key: LoadKey, profile: ModelProfile, tokens: list[str] | None, keep_alive_s: float
+        self, key: LoadKey, profile: ModelProfile, tokens: list[str] | None, keep_alive_s: float,
+        segments: Segments = (),
     ) -> Lease:
-        """A slot of the model `key` describes; waits for a slot or a (re)load. Raises ServerBusy."""
+        """A slot of the model `key` describes; waits for a slot or a (re)load. Raises ServerBusy.
+        `segments`: the token tuples `tokens` starts with (a shortcut for the prefix comparison)."""
         self._expire()
         loaded = self.loaded
         if not self.waiters and self._load_task is None and loaded is not None and loaded.key == key:
-            lease = self._assign(loaded, tokens, keep_alive_s)
+            lease = self._assign(loaded, tokens, keep_alive_s, segments)
             if lease is not None:
                 return lease
         if self._queue_length(key) >= self._options().max_queue:
             raise ServerBusy(BUSY)
-        waiter = _Waiter(key, profile, tokens, keep_alive_s, asyncio.get_running_loop().create_future())
+        waiter = _Waiter(key, profile, tokens, keep_alive_s, asyncio.get_running_loop().create_future(), segments)
         self.waiters.append(waiter)
         self._dispatch()
         try:
@@ -154,13 +174,15 @@ class Scheduler:
             return -1
         return sum(1 for w in self.waiters if w.key != current)
 
-    def release(self, lease: Lease, tokens: list[str] | None) -> None:
-        """Give the slot back; `tokens` (prompt + answer) become its cache, None keeps the old cache."""
+    def release(self, lease: Lease, tokens: list[str] | None, segments: Segments = ()) -> None:
+        """Give the slot back; `tokens` (prompt + answer) become its cache, None keeps the old cache.
+        `segments`: the token tuples `tokens` starts with, () when unknown."""
         loaded = lease.loaded
         lease.slot.busy = False
         self.stats.slot_released(lease.slot.busy_since_ns, time.perf_counter_ns())
         if tokens is not None:
             lease.slot.tokens = tokens
+            lease.slot.segments = segments
         loaded.active -= 1
         if loaded is self.loaded and loaded.active == 0:
             if loaded.session_s <= 0:
@@ -169,13 +191,15 @@ class Scheduler:
                 loaded.expires_at = time.time() + loaded.session_s
         self._dispatch()
 
-    def _assign(self, loaded: Loaded, tokens: list[str] | None, keep_alive_s: float) -> Lease | None:
+    def _assign(
+        self, loaded: Loaded, tokens: list[str] | None, keep_alive_s: float, segments: Segments = ()
+    ) -> Lease | None:
         best: Slot | None = None
         best_len = -1
         for slot in loaded.slots:
             if slot.busy:
                 continue
-            length = common_prefix(slot.tokens, tokens) if tokens else 0
+            length = common_prefix(slot.tokens, tokens, shared_segments(slot.segments, segments)) if tokens else 0
             if length > best_len:
                 best, best_len = slot, length
         if best is None:
@@ -198,7 +222,7 @@ class Scheduler:
                 continue
             loaded = self.loaded
             if loaded is not None and loaded.key == head.key:
-                lease = self._assign(loaded, head.tokens, head.keep_alive_s)
+                lease = self._assign(loaded, head.tokens, head.keep_alive_s, head.segments)
                 if lease is None:
                     return
                 self.waiters.popleft()

@@ -42,8 +42,10 @@ HEAD = ["# Client cost per request: `chunkwise run` vs a plain async httpx clien
 
 
 def top_functions(raw: Path, n: int = 15) -> list[tuple[str, float, float]]:
-    """(function, self %, total %) of the `n` heaviest functions in a py-spy `--format raw` file
-    (one collapsed stack per line, `frame;frame;... count`), idle threads included as sampled."""
+    """(function, self %, total %) of the `n` functions with the most samples of their own in a
+    py-spy `record --format raw --gil` file (one collapsed stack per line, `frame;frame;... count`,
+    the first frame naming the process): with `--gil` a sample is a moment some thread held the
+    GIL, so the percentages are shares of the Python CPU time of `chunkwise run` and its children."""
     own: Counter[str] = Counter()
     total: Counter[str] = Counter()
     samples = 0
@@ -51,14 +53,31 @@ def top_functions(raw: Path, n: int = 15) -> list[tuple[str, float, float]]:
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
-        frames = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].split("/")[-1] + ")"
-                  if " (" in f else f for f in stack.split(";")]
+        process, *frames = stack.split(";")
+        kind = "prefect server" if "prefect" in process and "server" in process else "chunkwise run"
+        names = [f"{f.split(' (')[0]} ({f.split(' (')[-1].rsplit(':', 1)[0]})" for f in frames] or [f"<{kind}: native>"]
         k = int(count)
         samples += k
-        own[frames[-1]] += k
-        for frame in set(frames):
-            total[frame] += k
+        own[names[-1]] += k
+        for name in set(names):
+            total[name] += k
     return [(f, 100 * c / samples, 100 * total[f] / samples) for f, c in own.most_common(n)] if samples else []
+
+
+def top_inclusive(raw: Path, n: int = 25) -> list[tuple[str, float]]:
+    """(function, total %) of the `n` functions on the most samples' stacks (see `top_functions`)."""
+    total: Counter[str] = Counter()
+    samples = 0
+    for line in raw.read_text(encoding="utf-8", errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")[1:]
+        k = int(count)
+        samples += k
+        for name in {f"{f.split(' (')[0]} ({f.split(' (')[-1].rsplit(':', 1)[0]})" for f in frames}:
+            total[name] += k
+    return [(f, 100 * c / samples) for f, c in total.most_common(n)] if samples else []
 
 
 def main() -> None:
@@ -83,7 +102,8 @@ def main() -> None:
             prefix = None
             if args.profile:
                 args.profile.mkdir(parents=True, exist_ok=True)
-                prefix = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "--subprocesses", "--rate", "50",
+                prefix = [str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "--gil", "--subprocesses",
+                          "--rate", "100",
                           "-o", str(args.profile / "chunkwise_run.txt"), "--"]
             else:
                 plain_s = asyncio.run(plain_client(sim.url, system, prompts, args.parallel))
@@ -97,8 +117,12 @@ def main() -> None:
         run_stats = json.loads((tmp_path / "runs" / "bench" / "stats.json").read_text())
     if args.profile:
         print(f"chunkwise run under py-spy: {wall:.1f} s (not comparable)")
+        print("heaviest by own samples:")
         for name, self_pct, total_pct in top_functions(args.profile / "chunkwise_run.txt", 25):
             print(f"{self_pct:5.1f} % self {total_pct:5.1f} % total  {name}")
+        print("heaviest by samples on the stack:")
+        for name, total_pct in top_inclusive(args.profile / "chunkwise_run.txt", 60):
+            print(f"{total_pct:5.1f} % total  {name}")
         return
     active = run_stats["throughput"]["active_seconds"]
     section = [

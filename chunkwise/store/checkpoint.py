@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -22,6 +23,20 @@ DIGEST_KEY = b"chunkwise.sha256"
 
 
 def records_digest(records: list[dict[str, Any]]) -> str:
+    """SHA-256 of the records' canonical JSON (keys sorted, no spaces, UTF-8), by orjson: for the
+    record types a checkpoint holds (str, int, float, bool, None) the same bytes as the stdlib's
+    `json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)`, about 4x faster (a run's
+    end verifies every checkpoint). Where the two could differ (a float such as 1e-7 is `1e-7` in
+    orjson and `1e-07` in json), `load_checkpoint` also accepts the stdlib digest (`legacy_digest`)."""
+    try:
+        canonical = orjson.dumps(records, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits: only the stdlib encodes it
+        return legacy_digest(records)
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def legacy_digest(records: list[dict[str, Any]]) -> str:
+    """The digest checkpoints were written with before `records_digest` used orjson."""
     canonical = json.dumps(records, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -47,6 +62,6 @@ def load_checkpoint(path: Path) -> tuple[list[dict[str, Any]], str] | None:
         records = table.select(list(OUTCOME_SCHEMA.names)).to_pylist()
     except (KeyError, pa.ArrowException):
         return None
-    if not digest or records_digest(records) != digest:
+    if not digest or (records_digest(records) != digest and legacy_digest(records) != digest):
         return None
     return records, digest

@@ -10,7 +10,7 @@ import runpy
 import sys
 import time
 
-BENCHMARKS = ("bench.sim_throughput", "bench.plan_speed", "bench.latency_modes", "bench.pipeline_170k",
+BENCHMARKS = ("bench.sim_throughput", "bench.plan_speed", "bench.latency_modes", "bench.pipeline_170k", "bench.client_cost",
               "bench.prefect_ingest", "bench.real_engine")
 
 

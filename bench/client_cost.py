@@ -24,6 +24,7 @@ import os
 import platform
 import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from bench.procs import replace_section
 from chunkwise.inputs.sample import sample_system_prompt, write_sample
 from chunkwise.sim.harness import running_simulator
 from chunkwise.sim.options import SimOptions
+from chunkwise.store.ledger import STAMP, decode_line
 
 RESULTS = Path(__file__).resolve().parent / "results" / "client_cost.md"
 HEAD = ["# Client cost per request: `chunkwise run` vs a plain async httpx client (simulator figures)", "",
@@ -80,6 +82,13 @@ def top_inclusive(raw: Path, n: int = 25) -> list[tuple[str, float]]:
     return [(f, 100 * c / samples) for f, c in total.most_common(n)] if samples else []
 
 
+def answer_span(ledger_dir: Path) -> tuple[float, float]:
+    """The first and last ledger write times (Unix s) of a run: where its fixed cost lies."""
+    stamps = [decode_line(line)[STAMP] for path in ledger_dir.glob("chunk-*.jsonl")  # type: ignore[index]
+              for line in path.read_bytes().splitlines(keepends=True)]
+    return min(stamps), max(stamps)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=30_000)
@@ -111,10 +120,13 @@ def main() -> None:
                 sim.reset()
                 plain_nostream_s = asyncio.run(plain_client(sim.url, system, prompts, args.parallel, stream=False))
                 sim.reset()
+            began = time.time()
             wall, rss = run_pipeline(sim.url, data, system_file, tmp_path / "runs", args.parallel, tmp_path / "home",
                                      prefix=prefix)
+            ended = time.time()
             stats = sim.stats(fingerprints=False)
         run_stats = json.loads((tmp_path / "runs" / "bench" / "stats.json").read_text())
+        first, last = answer_span(tmp_path / "runs" / "bench" / "ledger")
     if args.profile:
         print(f"chunkwise run under py-spy: {wall:.1f} s (not comparable)")
         print("heaviest by own samples:")
@@ -145,6 +157,8 @@ def main() -> None:
         f"- Of the run's wall time, {active:.1f} s were its active time (first request to last answer, from "
         f"stats.json) and {wall - active:.1f} s the fixed cost around it (Prefect's start, staging, aggregation); "
         f"active time / plain streaming: {active / plain_s:.2f}.",
+        f"- From the ledger's write times: command -> first answer {first - began:.1f} s, first -> last answer "
+        f"{last - first:.1f} s, last answer -> command exited {ended - last:.1f} s.",
         f"- Run statistics: {run_stats['requests']['succeeded']:,} succeeded, {run_stats['requests']['failed']} failed, "
         f"{run_stats['chunks']} chunks; peak RSS {rss.peak_self:.0f} MiB (flow process).",
         "",

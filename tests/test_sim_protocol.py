@@ -99,6 +99,24 @@ def test_show_model_info_has_real_architecture(sim, name, arch, layers, heads, k
     assert PROFILES[name].weights_bytes > 1_000_000_000
 
 
+def test_show_without_verbose_sends_the_gguf_arrays_as_null(sim):
+    """ollama v0.33.0-rc2 `server/routes.go:1600-1618` + `fs/ggml/gguf.go:457-483`: without `verbose`
+    no array value is collected and each non-empty GGUF array marshals as null; with `verbose: true`
+    every array is complete (here the vocabulary, vocab_size entries). Scalars are the same either way."""
+    with http(sim.url) as c:
+        plain = c.post("/api/show", json={"model": "llama3.1:8b"}).json()["model_info"]
+        false = c.post("/api/show", json={"model": "llama3.1:8b", "verbose": False}).json()["model_info"]
+        full = c.post("/api/show", json={"model": "llama3.1:8b", "verbose": True}).json()["model_info"]
+        bad = c.post("/api/show", json={"model": "llama3.1:8b", "verbose": "yes"})
+    arrays = {"tokenizer.ggml.tokens", "tokenizer.ggml.token_type"}
+    assert plain == false
+    assert {k for k, v in plain.items() if v is None} == arrays
+    assert not any(isinstance(v, list) for v in plain.values())
+    assert all(len(full[k]) == full["llama.vocab_size"] == 128256 for k in arrays)
+    assert {k: v for k, v in full.items() if k not in arrays} == {k: v for k, v in plain.items() if k not in arrays}
+    assert bad.status_code == 400 and "verbose of type bool" in bad.json()["error"]
+
+
 def test_model_names_and_aliases():
     assert resolve("llama3.1:8b") is PROFILES["llama3.1:8b"]
     assert resolve("llama3.1") is resolve("llama3.1:latest") is PROFILES["llama3.1:8b"]

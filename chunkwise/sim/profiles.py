@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 # The chat template the simulator applies; it describes `chunkwise.sim.tokenizer.render_chat`.
@@ -65,8 +66,15 @@ class ModelProfile:
         """sha256 hex of a fixed string per profile. NOT the registry's digest (tests must not rely on it)."""
         return hashlib.sha256(f"chunkwise-sim-model:{self.name}".encode()).hexdigest()
 
-    def model_info(self) -> dict[str, Any]:
-        """GGUF metadata as /api/show returns it (large arrays omitted, as without `verbose`)."""
+    def model_info(self, verbose: bool = False) -> dict[str, Any]:
+        """GGUF metadata as /api/show returns it. The GGUF's arrays are the vocabulary's
+        `tokenizer.ggml.tokens` and `tokenizer.ggml.token_type` (vocab_size entries each; the
+        simulated vocabulary has no real strings, so the tokens are placeholders `[id]` and every type
+        is 1, normal). Without `verbose` Ollama collects no array values at all and every non-empty
+        array is JSON null (`v0.33.0-rc2:server/routes.go:1600-1605` passes maxArraySize 0 to
+        `llm.LoadModel`; `fs/ggml/gguf.go:457-483` keeps `values` nil then and marshals them as
+        null). The `[]any` loop of `routes.go:1612-1618` (arrays > 5 become `[]`) never matches a
+        decoded GGUF array (`*array[T]`), so `[]` only appears for an array that is empty in the file."""
         a = self.arch
         info: dict[str, Any] = {
             "general.architecture": a,
@@ -90,6 +98,9 @@ class ModelProfile:
         info["tokenizer.ggml.model"] = self.tokenizer_model
         info["tokenizer.ggml.add_bos_token"] = self.adds_bos
         info[f"{a}.vocab_size"] = self.vocab_size
+        tokens, types = vocabulary_arrays(self.vocab_size) if verbose else (None, None)
+        info["tokenizer.ggml.tokens"] = tokens
+        info["tokenizer.ggml.token_type"] = types
         return dict(sorted(info.items()))
 
     @property
@@ -105,6 +116,12 @@ class ModelProfile:
             "parameter_size": self.parameter_size,
             "quantization_level": self.quantization_level,
         }
+
+
+@lru_cache(maxsize=8)
+def vocabulary_arrays(size: int) -> tuple[list[str], list[int]]:
+    """Placeholder `tokenizer.ggml.tokens` and `token_type` arrays of `size` entries (built once)."""
+    return [f"[{i}]" for i in range(size)], [1] * size
 
 
 _LLAMA3_EXTRA = {"llama.rope.freq_base": 500000, "llama.attention.layer_norm_rms_epsilon": 1e-05}

@@ -172,3 +172,18 @@ def test_ps_expiry_is_a_utc_timestamp(sim):
         expires = datetime.fromisoformat(c.get("/api/ps").json()["models"][0]["expires_at"].replace("Z", "+00:00"))
     left = (expires - datetime.now(UTC)).total_seconds()
     assert 500 < left <= 600
+
+
+def test_model_build_changes_the_digest_in_tags_and_ps(sim):
+    with http(sim.url) as c:
+        usual = {m["name"]: m["digest"] for m in c.get("/api/tags").json()["models"]}
+    sim.configure(model_build="q4-rebuild")
+    with http(sim.url) as c:
+        other = {m["name"]: m["digest"] for m in c.get("/api/tags").json()["models"]}
+        c.post("/api/chat", json={"model": "llama3.1:8b", "messages": MSGS, "stream": False})
+        ps = c.get("/api/ps").json()["models"][0]
+    assert set(other) == set(usual) and all(other[n] != usual[n] and len(other[n]) == 64 for n in usual)
+    assert ps["digest"] == other["llama3.1:8b"]
+    sim.configure(model_build="")
+    with http(sim.url) as c:
+        assert {m["name"]: m["digest"] for m in c.get("/api/tags").json()["models"]} == usual

@@ -131,6 +131,10 @@ class SimOptions(BaseModel):
         "(1 = perfect scaling, 0 = no gain; timing.py).",
     )
     seed: int = Field(default=0, description="Seed of the fault draws (output text depends on options.seed).")
+    model_build: str = Field(
+        default="", description="Another build of every model: mixed into the digest /api/tags and /api/ps "
+        "report, as on a host that pulled a different build of the same name (empty = the usual digest)."
+    )
     ollama_version: str = Field(
         default=CURRENT_VERSION,
         description="Version reported by GET /api/version; selects the era's behaviour (sim/era.py).",

@@ -64,7 +64,11 @@ class ModelProfile:
     @property
     def digest(self) -> str:
         """sha256 hex of a fixed string per profile. NOT the registry's digest (tests must not rely on it)."""
-        return hashlib.sha256(f"chunkwise-sim-model:{self.name}".encode()).hexdigest()
+        return self.build_digest("")
+
+    def build_digest(self, build: str) -> str:
+        """The digest of another build of this model (`SimOptions.model_build`); "" is the usual one."""
+        return hashlib.sha256(f"chunkwise-sim-model:{self.name}{':' + build if build else ''}".encode()).hexdigest()
 
     def model_info(self, verbose: bool = False) -> dict[str, Any]:
         """GGUF metadata as /api/show returns it. The GGUF's arrays are the vocabulary's

@@ -302,7 +302,7 @@ class Scheduler:
                 "name": profile.name,
                 "model": profile.name,
                 "size": size,
-                "digest": profile.digest,
+                "digest": profile.build_digest(options.model_build),
                 "details": profile.details(),
                 "expires_at": expires,
                 "size_vram": min(size, options.vram_mib * MIB),

@@ -44,10 +44,11 @@ async def version(request: web.Request) -> web.Response:
 
 
 async def tags(request: web.Request) -> web.Response:
+    build = request.app[STATE].options.model_build
     models = [
         {
             "name": p.name, "model": p.name, "modified_at": p.modified_at, "size": p.weights_bytes,
-            "digest": p.digest, "details": p.details(),
+            "digest": p.build_digest(build), "details": p.details(),
         }
         for p in PROFILES.values()
     ]

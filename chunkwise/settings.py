@@ -89,6 +89,14 @@ class Settings(BaseSettings):
         default=None, description="Distributed mode: this host's name in the per-host statistics (set by "
         "`chunkwise worker` to its worker name); defaults to the machine's hostname.",
     )
+    shard_lost_after_s: float = Field(
+        default=30.0, gt=0, description="Distributed mode: seconds a shard run may stay Running with its shard lock "
+        "free (its process gone, nobody left to report its end) before the parent marks it Crashed.",
+    )
+    worker_notes: str | None = Field(
+        default=None, description="Distributed mode: file (set by `chunkwise worker`) where a shard its host "
+        "refused leaves the model and digest the run needs, so the worker stops polling until the host serves it.",
+    )
     gpu_sample_interval_s: float = Field(default=1.0, gt=0, description="GPU sampler period, seconds.")
     stop_grace_s: float = Field(
         default=30.0,

@@ -19,6 +19,7 @@ from chunkwise.cluster import hosts
 from chunkwise.cluster.preflight import check_host
 from chunkwise.cluster.shard import host_label, load_context
 from chunkwise.cluster.telemetry import HostTelemetry
+from chunkwise.cluster.worker import leave_note
 from chunkwise.errors import HostUnusable
 from chunkwise.ollama.client import OllamaClient
 from chunkwise.plan.chunks import ChunkSpec
@@ -55,6 +56,8 @@ def shard(run_dir: str, shard: int, attempt: int = 0) -> dict[str, Any]:
     except HostUnusable as exc:
         hosts.append_fact(ctx.dir, label, {**record, "at": time.time(), "outcome": "refused", "error": str(exc),
                                            "busy_s": time.time() - started})
+        if get_settings().worker_notes:  # so `chunkwise worker` stops pulling shards this host would refuse
+            leave_note(str(get_settings().worker_notes), ctx.params.model, ctx.model_digest, str(exc))
         session.close()
         raise
     outcome, results = "failed", []
@@ -94,7 +97,8 @@ def run_shards(prepared: PreparedRun, specs: list[ChunkSpec], pool: str) -> dict
     shards = load_or_write(ctx.dir, specs, ctx.params.shard_requests or requests_per_shard())
     dispatcher = PrefectDispatcher(str(ctx.dir), ctx.dir.name, pool=pool)
     tracks = supervise(ctx.dir.name, shards, dispatcher, lambda i: chunk_done(ctx.dir, i),
-                       alive=lambda s, a: chunklock.is_held(chunklock.shard_lock_path(ctx.dir, s.index, a)))
+                       alive=lambda s, a: chunklock.is_held(chunklock.shard_lock_path(ctx.dir, s.index, a)),
+                       lost_after_s=get_settings().shard_lost_after_s)
     credit_dead_holders(ctx.dir, [s.index for s in specs])
     rows = hosts.host_rows(ctx.dir)
     summary = {"hosts": rows, "distributed": {

@@ -2,7 +2,15 @@
 
 import subprocess
 
-from chunkwise.cluster.worker import WorkerConfig, host_usable, supervise_worker, worker_command, worker_env
+from chunkwise.cluster.worker import (
+    WorkerConfig,
+    host_usable,
+    leave_note,
+    supervise_worker,
+    wanted,
+    worker_command,
+    worker_env,
+)
 
 
 def test_the_worker_polls_only_while_the_host_is_usable():
@@ -35,3 +43,16 @@ def test_the_worker_is_pointed_at_its_host_and_slots():
 def test_an_unreachable_host_is_not_usable():
     ok, why = host_usable("http://127.0.0.1:9", "m", None, timeout_s=1)
     assert not ok and "does not answer" in why
+
+
+def test_a_refused_shard_teaches_the_worker_the_digest_its_run_needs(tmp_path):
+    notes = tmp_path / "notes.json"
+    cfg = WorkerConfig(pool="p", name="gpu1", ollama_host="http://127.0.0.1:1", notes=str(notes))
+    assert wanted(cfg) == (None, None)  # nothing refused yet: any model will do
+    assert worker_env(cfg, base={})["CHUNKWISE_WORKER_NOTES"] == str(notes)
+    leave_note(str(notes), "llama3.1:8b", "abc123", "host serves digest def456, the run needs abc123")
+    assert wanted(cfg) == ("llama3.1:8b", "abc123")
+    other = WorkerConfig(pool="p", name="gpu1", ollama_host="h", model="qwen2.5:7b", notes=str(notes))
+    assert wanted(other) == ("qwen2.5:7b", None)  # a note about another model does not apply
+    flags = WorkerConfig(pool="p", name="gpu1", ollama_host="h", model="llama3.1:8b", digest="fff", notes=str(notes))
+    assert wanted(flags) == ("llama3.1:8b", "fff")  # the worker's own flags win

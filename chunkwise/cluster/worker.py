@@ -10,10 +10,17 @@ needed a second signal in practice (research/prefect.md section 4.2), so SIGINT 
 if started so; Prefect's process worker starts flow runs in their own process, which keeps running
 and reports its own state (a dead Ollama fails it within about a minute, see
 `chunkwise.cluster.shard`).
+
+A worker started without `--model`/`--digest` learns them from its first refused shard: the shard's
+preflight leaves the run's model and digest in the worker's notes file (`CHUNKWISE_WORKER_NOTES`),
+and the next check then fails until the host serves that digest. Without this, a host serving
+another build would pull the parent's re-dispatch of the shard it just refused (the retry queue
+comes first) and refuse it again until the shard's attempts were used up.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -38,6 +45,30 @@ class WorkerConfig:
     queues: tuple[str, ...] = ()
     check_s: float = 5.0
     grace_s: float = 10.0
+    #: File where refused shards leave the model and digest their run needs (None: learn nothing).
+    notes: str | None = None
+
+
+def leave_note(path: str, model: str, digest: str, error: str) -> None:
+    """The shard's side: record what the run needs after this host refused it (atomic replace)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump({"model": model, "digest": digest, "error": error}, fh)
+    os.replace(tmp, path)
+
+
+def wanted(cfg: WorkerConfig) -> tuple[str | None, str | None]:
+    """(model, digest) the host must serve: the worker's flags, else what its last refused shard needed."""
+    note: dict[str, str] = {}
+    if cfg.notes:
+        try:
+            with open(cfg.notes, encoding="utf-8") as fh:
+                note = json.load(fh) or {}
+        except (OSError, ValueError):
+            note = {}
+    model = cfg.model or note.get("model")
+    digest = cfg.digest or (note.get("digest") if note.get("model") == model else None)
+    return model, digest
 
 
 def host_usable(host: str, model: str | None, digest: str | None, timeout_s: float = 5.0) -> tuple[bool, str]:
@@ -69,6 +100,8 @@ def worker_env(cfg: WorkerConfig, base: dict[str, str] | None = None) -> dict[st
     own environment under the job's: prefect 3.9.1 `src/prefect/workers/process.py`)."""
     env = dict(os.environ if base is None else base)
     env.update({"CHUNKWISE_OLLAMA_HOST": cfg.ollama_host, "CHUNKWISE_HOST_LABEL": cfg.name})
+    if cfg.notes:
+        env["CHUNKWISE_WORKER_NOTES"] = cfg.notes
     if cfg.parallel:
         env["CHUNKWISE_PARALLEL"] = str(cfg.parallel)
     return env
@@ -93,7 +126,7 @@ def supervise_worker(cfg: WorkerConfig, *, log: Callable[[str], None] = print,
                      usable: Callable[[], tuple[bool, str]] | None = None,
                      spawn: Callable[[], subprocess.Popen[bytes]] | None = None) -> None:
     """Start and stop the Prefect worker as the host's check passes or fails, until `stop()`."""
-    check = usable or (lambda: host_usable(cfg.ollama_host, cfg.model, cfg.digest))
+    check = usable or (lambda: host_usable(cfg.ollama_host, *wanted(cfg)))
     start = spawn or (lambda: subprocess.Popen(worker_command(cfg), env=worker_env(cfg)))
     proc: subprocess.Popen[bytes] | None = None
     last_why = None

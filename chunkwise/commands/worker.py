@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import socket
+import tempfile
 import threading
 
 NAME = "worker"
@@ -31,10 +33,16 @@ def run(args: argparse.Namespace) -> int:
 
     host = parse_host(args.ollama_host or get_settings().ollama_host)
     name = args.name or f"{socket.gethostname()}-{host.rsplit(':', 1)[-1]}"
+    # the shards this worker starts leave the run's model and digest here when they refuse the host
+    fd, notes = tempfile.mkstemp(prefix="chunkwise-worker-", suffix=".json")
+    os.close(fd)
     cfg = WorkerConfig(pool=args.pool, name=name, ollama_host=host, parallel=args.parallel, model=args.model,
-                       digest=args.digest, queues=tuple(args.work_queue), check_s=args.check_s)
+                       digest=args.digest, queues=tuple(args.work_queue), check_s=args.check_s, notes=notes)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
-    supervise_worker(cfg, log=lambda m: print(m, flush=True), stop=stopping.is_set)
+    try:
+        supervise_worker(cfg, log=lambda m: print(m, flush=True), stop=stopping.is_set)
+    finally:
+        os.unlink(notes)
     return 0

@@ -9,7 +9,7 @@ import httpx
 import jsonschema
 import pytest
 
-from chunkwise.sim.answer import make_answer
+from chunkwise.sim.answer import make_answer, stream_lines
 from chunkwise.sim.request import CompletionRequest
 from chunkwise.sim.textgen import CORPUS, schema_value
 from chunkwise.sim.tokenizer import count_tokens, tokenize
@@ -158,3 +158,27 @@ def test_make_answer_is_pure():
     req = CompletionRequest(kind="chat", model="m", body={}, fingerprint="f" * 32)
     one = make_answer(req, (16, 256), 4096, 10)
     assert make_answer(req, (16, 256), 4096, 10) == one and 16 <= len(one.tokens) <= 256
+
+
+def test_stream_lines_are_one_json_object_per_piece_in_ollama_field_order():
+    """The NDJSON lines are assembled by joining (not per-piece json.dumps); each must be exactly the
+    object Ollama streams, whatever the piece holds (quotes, backslashes, U+2028, NUL, CJK, empty)."""
+    pieces = ["Hello", ' "quoted"', "\\", "\n", "\u2028", "\x00", " \u4e2d", ""]
+    for kind, thinking in (("chat", False), ("chat", True), ("generate", False), ("generate", True)):
+        req = CompletionRequest(kind=kind, model="llama3.1:8b", body={}, fingerprint="f")
+        data = stream_lines(req, pieces, "2026-11-27T00:00:00.000000001Z", thinking)
+        lines = data.decode("utf-8").split("\n")
+        assert lines[-1] == "" and len(lines) == len(pieces) + 1
+        for line, piece in zip(lines, pieces, strict=False):
+            if kind == "chat":
+                message = {"role": "assistant", "content": "", "thinking": piece} if thinking else {
+                    "role": "assistant", "content": piece}
+                expected = {"model": "llama3.1:8b", "created_at": "2026-11-27T00:00:00.000000001Z",
+                            "message": message, "done": False}
+            else:
+                expected = {"model": "llama3.1:8b", "created_at": "2026-11-27T00:00:00.000000001Z",
+                            **({"response": "", "thinking": piece} if thinking else {"response": piece}),
+                            "done": False}
+            parsed = json.loads(line)
+            assert parsed == expected and list(parsed) == list(expected)
+    assert stream_lines(CompletionRequest(kind="chat", model="m", body={}, fingerprint="f"), [], "t") == b""

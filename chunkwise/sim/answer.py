@@ -126,11 +126,17 @@ def make_answer(req: CompletionRequest, answer_range: tuple[int, int], num_ctx: 
     return Answer(tokens, reason, thinking, shifts)
 
 
+#: (second, its "YYYY-MM-DDTHH:MM:SS" text): formatted once per second, not once per line.
+_SECOND: list[Any] = [None, ""]
+
+
 def now_rfc3339() -> str:
     """UTC time as Go marshals time.Time (RFC 3339, nanoseconds)."""
     ns = time.time_ns()
     seconds, frac = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{frac:09d}Z"
+    if seconds != _SECOND[0]:
+        _SECOND[0], _SECOND[1] = seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{_SECOND[1]}.{frac:09d}Z"
 
 
 @lru_cache(maxsize=65536)
@@ -183,4 +189,7 @@ def stream_lines(req: CompletionRequest, pieces: list[str], created_at: str, thi
     else:
         head += '"response":'
         tail = ',"done":false}\n'
-    return "".join([head + encode_basestring(p) + tail for p in pieces]).encode("utf-8")
+    if not pieces:
+        return b""
+    # one line per piece: head + JSON string + tail, joined in C (the lines differ only in the piece)
+    return (head + (tail + head).join(map(encode_basestring, pieces)) + tail).encode("utf-8")

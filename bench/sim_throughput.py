@@ -177,11 +177,16 @@ def report(cap: dict, fid: dict, argv: list[str]) -> str:
         medians[key] = (statistics.median(r["rps"] for r in runs), statistics.median(r["sim_cpu_us"] for r in runs))
     table = "\n".join(rows)
     plain_cpu = medians["plain"][1]
+    before, after = cap.get("load", ((0.0,) * 3, (0.0,) * 3))
     return f"""# Simulator throughput
 
 Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}. Machine: {os.cpu_count()} cores ({cpu}), shared with
 other developers' work, Python {platform.python_version()}, aiohttp {aiohttp.__version__}.
 Command: `{' '.join(['.venv/bin/python -m bench.sim_throughput', *argv])}`.
+Load average (1, 5, 15 min) before: {before[0]:.2f} {before[1]:.2f} {before[2]:.2f}; after: {after[0]:.2f} {after[1]:.2f}
+{after[2]:.2f}.
+
+**All figures here are simulator figures** (chunkwise's Ollama simulator, not a real Ollama).
 
 ## 1. Capacity, all rates 0 (goal >= 1,500 req/s)
 
@@ -225,11 +230,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="report path (Markdown)")
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
+    load_before = os.getloadavg()
     cap = capacity(args.seconds, args.rounds)
     cap["seconds"] = args.seconds
     print(json.dumps(cap, indent=1))
     fid = fidelity(args.timed_seconds)
     print(json.dumps(fid, indent=1))
+    cap["load"] = (load_before, os.getloadavg())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report(cap, fid, argv))
     print(f"wrote {args.out}")

@@ -183,8 +183,8 @@ def report(cap: dict, fid: dict, argv: list[str]) -> str:
 Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}. Machine: {os.cpu_count()} cores ({cpu}), shared with
 other developers' work, Python {platform.python_version()}, aiohttp {aiohttp.__version__}.
 Command: `{' '.join(['.venv/bin/python -m bench.sim_throughput', *argv])}`.
-Load average (1, 5, 15 min) before: {before[0]:.2f} {before[1]:.2f} {before[2]:.2f}; after: {after[0]:.2f} {after[1]:.2f}
-{after[2]:.2f}.
+Load average (1, 5, 15 min) before the capacity runs: {before[0]:.2f} {before[1]:.2f} {before[2]:.2f}; after the
+timing run: {after[0]:.2f} {after[1]:.2f} {after[2]:.2f}.
 
 **All figures here are simulator figures** (chunkwise's Ollama simulator, not a real Ollama).
 

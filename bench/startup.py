@@ -75,6 +75,7 @@ def main() -> None:
     codes = {"this commit": REPO} if args.before is None else {"before": args.before.resolve(), "this commit": REPO}
     firsts: dict[str, list[float]] = {k: [] for k in codes}
     walls: dict[str, list[float]] = {k: [] for k in codes}
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="cw-startup-") as tmp_name:
         tmp = Path(tmp_name)
         data = tmp / "requests.parquet"
@@ -94,7 +95,7 @@ def main() -> None:
         f"## {args.label}",
         "",
         f"Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, commit {rev}. Machine: {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}, shared with other work (load average {os.getloadavg()[0]:.1f} at the end).",
+        f"{platform.python_version()}, shared with other work (load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after).",
         f"Command: `python -m bench.startup --rows {args.rows} --repeat {args.repeat} --label '{args.label}'"
         + (f" --before {args.before}`" if args.before else "`") + " (runs alternate between the two codes).",
         "",

@@ -218,12 +218,13 @@ def reset_sims(cluster: Cluster) -> None:
                                    timeout=10).read()
 
 
-def answered(cluster: Cluster) -> Counter[str]:
+def answered(cluster: Cluster, key: str = "answered") -> Counter[str]:
+    """Per request fingerprint, summed over the live simulators: answers (or, key="received", receipts)."""
     total: Counter[str] = Counter()
     for host in cluster.hosts:
         if host.sim is not None and host.sim.poll() is None:
             for fp, v in host.stats().get("fingerprints", {}).items():
-                total[fp] += v["answered"]
+                total[fp] += v[key]
     return total
 
 
@@ -330,7 +331,7 @@ def running_shard_pid(run_dir: Path) -> tuple[int, str] | None:
 
 
 def failover_figures(run_dir: Path, fault_at: float, before: Counter[str], after: Counter[str],
-                     n: int) -> dict[str, Any]:
+                     n: int, received: Counter[str]) -> dict[str, Any]:
     stats = json.loads((run_dir / "stats.json").read_text())
     ends = [h["at"] for s in stats["distributed"]["shard_runs"] for h in s["history"]
             if h["state"] in ("FAILED", "CRASHED") and h["at"] >= fault_at]
@@ -340,6 +341,7 @@ def failover_figures(run_dir: Path, fault_at: float, before: Counter[str], after
     return {"ended_s": min(ends) - fault_at if ends else None,
             "resumed_s": min(resumed) - fault_at if resumed else None,
             "answered": sum(new.values()), "distinct": len(new), "twice": sum(1 for c in new.values() if c > 1),
+            "resent": sum(1 for c in received.values() if c > 1),
             "rows_ok": results.filter(pl.col("status") == "ok").height, "n": n,
             "redispatched": stats["distributed"]["redispatched"], "wall_s": stats["distributed"]["wall_s"]}
 
@@ -360,11 +362,12 @@ def part_failover(args: argparse.Namespace) -> list[str]:
         os.killpg(victim.sim.pid, signal.SIGKILL)  # type: ignore[union-attr]
         fault = time.time()
         assert parent.wait(timeout=900) == 0, "parent kill-sim failed"
-        after = answered(cluster)
+        after, received = answered(cluster), answered(cluster, "received")
         for fp, v in last.get("fingerprints", {}).items():
             after[fp] += v["answered"]
+            received[fp] += v["received"]
         out["a simulator (host 2) SIGKILLed"] = failover_figures(cluster.shared / "kill-sim", fault, before, after,
-                                                                 args.requests)
+                                                                 args.requests, received)
         cluster.start_sim(victim)
         wait_for(lambda: "is usable; polling" in (cluster.base / "worker-host2.log").read_text()
                  .split("stopped polling")[-1], 120, "host2's worker to poll again")
@@ -381,18 +384,19 @@ def part_failover(args: argparse.Namespace) -> list[str]:
         os.kill(pid, signal.SIGKILL)
         fault = time.time()
         assert parent.wait(timeout=900) == 0, "parent kill-proc failed"
-        out[f"a shard flow process ({lock}) SIGKILLed"] = failover_figures(run_dir, fault, before,
-                                                                          answered(cluster), args.requests)
+        out[f"a shard flow process ({lock}) SIGKILLed"] = failover_figures(
+            run_dir, fault, before, answered(cluster), args.requests, answered(cluster, "received"))
     body = [f"3 hosts, {args.requests} requests, shards of {args.shard} requests, chunks of 20, parallel 2 per host. "
             "Fault to end: from the kill to the parent seeing the shard run Failed or Crashed (it polls every 2 s). "
             "Fault to resumed: from the kill to the first chunk taken by a re-dispatched attempt (its `chunk-start` "
             "fact). Answered twice: request fingerprints answered more than once, summed over every simulator "
-            "(the killed simulator's counts read just before the kill).", "",
-            "| fault | fault to end s | fault to resumed s | re-dispatches | answered | answered twice | "
-            "rows ok / input | parent wall s |", "|---|---|---|---|---|---|---|---|"]
+            "(the killed simulator's counts read just before the kill); re-sent: fingerprints received more than "
+            "once (requests in flight at the fault and sent again).", "",
+            "| fault | fault to end s | fault to resumed s | re-dispatches | answered | re-sent | answered twice | "
+            "rows ok / input | parent wall s |", "|---|---|---|---|---|---|---|---|---|"]
     for what, f in out.items():
         body.append(f"| {what} | {fmt(f['ended_s'])} | {fmt(f['resumed_s'])} | {f['redispatched']} | "
-                    f"{f['answered']} | {f['twice']} | {f['rows_ok']} / {f['n']} | {f['wall_s']:.0f} |")
+                    f"{f['answered']} | {f['resent']} | {f['twice']} | {f['rows_ok']} / {f['n']} | {f['wall_s']:.0f} |")
     return body
 
 
@@ -450,14 +454,14 @@ def part_ceiling(args: argparse.Namespace) -> list[str]:
         f"answers 5-20 req/s, so one flow process could feed about {rps / 20:.0f}-{rps / 5:.0f} such hosts' worth of "
         "requests; in distributed mode each host has its own shard process, so this bounds one host, not the cluster.",
         "",
-        f"**One parent process** (the orchestrator: it launches one flow run per shard and reads every unfinished "
-        f"shard's state every 2 s), {costs['count']} shard runs launched on the PostgreSQL server with no worker "
-        f"polling: launch {costs['launch_ms']:.0f} ms median ({costs['launch_p95_ms']:.0f} ms p95) per shard; one poll "
-        f"cycle over all {costs['count']} read in {costs['cycle_s']:.2f} s ({costs['read_ms']:.1f} ms per shard). "
-        f"The parent's poll cycle outgrows its 2 s interval at about {2 / per_shard:.0f} unfinished shards, i.e. "
-        f"{2 / per_shard * 900:,.0f} requests in 900-request shards; the hosts it can keep fed is not bounded by it "
-        "(a host holds one shard at a time and pulls the next from the queue without the parent). The same "
-        f"{costs['count']} states read in one filtered call (`read_flow_runs`, ids any of): {costs['batch_s'] * 1000:.0f} ms.",
+        f"**One parent process** (the orchestrator: it launches one flow run per shard, then reads the state of "
+        f"every unfinished shard every 2 s), {costs['count']} shard runs launched on the PostgreSQL server with no "
+        f"worker polling: launch {costs['launch_ms']:.0f} ms median ({costs['launch_p95_ms']:.0f} ms p95) per shard. "
+        f"Their states read one call per shard: {costs['cycle_s']:.2f} s ({costs['read_ms']:.1f} ms per shard, so a "
+        f"2 s poll is full at about {2 / per_shard:.0f} unfinished shards); read in one filtered call "
+        f"(`read_flow_runs`, ids any of; what the parent does, in pages of 200): {costs['batch_s'] * 1000:.0f} ms. "
+        "The hosts a parent can keep fed are not bounded by it: a host holds one shard at a time and pulls the "
+        "next from the work queue without the parent.",
     ]
     return body
 

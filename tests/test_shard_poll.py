@@ -1,5 +1,6 @@
-"""The parent's poll of its shard runs: one state read per poll, not one per unfinished shard (a
-170,000-request run has ~189 shards of 900), against a fake dispatcher and against Prefect's API."""
+"""Polls between shards: the parent reads its shard runs' states in one call per poll, not one per
+unfinished shard (a 170,000-request run has ~189 shards of 900), against a fake dispatcher and against
+Prefect's API; a worker polls for the next shard every 2 s, not Prefect's default 10 s."""
 
 from __future__ import annotations
 
@@ -66,3 +67,11 @@ def test_prefect_dispatcher_reads_many_runs_in_pages(monkeypatch):
     states = dispatcher.states(ids)
     assert states == {run_id: "COMPLETED" if k == 3 else "SCHEDULED" for k, run_id in enumerate(ids)}
     assert states == {run_id: dispatcher.state(run_id) for run_id in ids}
+
+
+def test_a_worker_polls_for_shards_every_two_seconds_unless_told_otherwise():
+    from chunkwise.cluster.worker import WorkerConfig, worker_env
+
+    cfg = WorkerConfig(pool="p", name="gpu1", ollama_host="http://127.0.0.1:11434")
+    assert worker_env(cfg, base={})["PREFECT_WORKER_QUERY_SECONDS"] == "2"
+    assert worker_env(cfg, base={"PREFECT_WORKER_QUERY_SECONDS": "1"})["PREFECT_WORKER_QUERY_SECONDS"] == "1"

@@ -95,10 +95,18 @@ def worker_command(cfg: WorkerConfig) -> list[str]:
     return cmd
 
 
+#: Seconds between a worker's polls for scheduled shards, unless its environment sets
+#: PREFECT_WORKER_QUERY_SECONDS. Prefect's default is 10 (prefect 3.9.1 `settings/models/worker.py`), which a
+#: host would wait, 5 s on average, between every two shards on top of the flow process's start
+#: (bench/results/scaleout.md); a poll is one small API read.
+WORKER_QUERY_SECONDS = "2"
+
+
 def worker_env(cfg: WorkerConfig, base: dict[str, str] | None = None) -> dict[str, str]:
     """The worker's environment, inherited by the shard flows it starts (the process worker merges its
     own environment under the job's: prefect 3.9.1 `src/prefect/workers/process.py`)."""
     env = dict(os.environ if base is None else base)
+    env.setdefault("PREFECT_WORKER_QUERY_SECONDS", WORKER_QUERY_SECONDS)
     env.update({"CHUNKWISE_OLLAMA_HOST": cfg.ollama_host, "CHUNKWISE_HOST_LABEL": cfg.name})
     if cfg.notes:
         env["CHUNKWISE_WORKER_NOTES"] = cfg.notes

@@ -108,7 +108,7 @@ def execute(
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     stop = threading.Event()
     install_stop_handlers(stop, get_settings().stop_grace_s, say)
-    from flows.batch import batch  # Prefect is imported only once the configuration is known good
+    from flows.batch import batch  # imported during the preflight by EarlyApi; here only once it passed
 
     token = stop_requests.set(stop)  # run_off_main_thread runs the flow in a copy of this context
     try:

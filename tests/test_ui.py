@@ -28,6 +28,7 @@ from tests.support.ui_helpers import (
     prefect_server,
     save_screenshot,
     screenshot_dir,
+    settle,
     wait_for,
 )
 
@@ -139,7 +140,7 @@ def custom_run(ui, tmp_path) -> None:
     # logs say what happens (counts, never prompt text); the graph is a canvas, so names are read below
     page.reload()  # the header's task-run count and the graph refresh lazily
     page.get_by_text(f"{label} finished: {len(last)} ok, 0 failed, sent {len(last)}").first.wait_for()
-    page.wait_for_timeout(1500)  # the run graph draws its last nodes
+    settle(page, 1500)  # the run graph draws its last nodes
     save_screenshot(page, shots / "run-completed.png")
     page.locator("li.p-tab#task-runs").click()
     page.get_by_text(label, exact=True).first.wait_for()
@@ -191,7 +192,7 @@ def retry_failed_run(ui, tmp_path) -> None:
 
     page.goto(f"{base}/runs/flow-run/{flow_run.id}")
     page.get_by_text("Failed", exact=True).first.wait_for()
-    page.wait_for_timeout(1500)  # the run graph draws its last nodes
+    settle(page, 1500)  # the run graph draws its last nodes
     save_screenshot(page, shots / "run-failed.png")
 
     sim.start()
@@ -203,7 +204,7 @@ def retry_failed_run(ui, tmp_path) -> None:
     page.get_by_text("Completed", exact=True).first.wait_for(timeout=RUN_TIMEOUT_MS)
     page.reload()  # the graph then shows both attempts: the Retry's cached chunks are slivers
     page.get_by_text("Completed", exact=True).first.wait_for()
-    page.wait_for_timeout(1500)  # the run graph draws its last nodes
+    settle(page, 1500)  # the run graph draws its last nodes
     save_screenshot(page, shots / "run-retried.png")
     # the log list loads lazily from the oldest line: sort it newest first (the select answers the keyboard)
     page.locator(".logs-sort button").click()

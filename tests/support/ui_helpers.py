@@ -206,9 +206,23 @@ def screenshot_dir(tmp_path: Path) -> Path:
     return target
 
 
+def for_docs() -> bool:
+    """Whether the screenshots are for the documentation (`make ui-screenshots`), not only evidence of a test run."""
+    return bool(os.environ.get("CHUNKWISE_UI_SCREENSHOTS"))
+
+
+def settle(page: Any, ms: int) -> None:
+    """Wait `ms` for animations (the run graph's last nodes) before a screenshot for the documentation;
+    a test run's screenshots are evidence of what the page showed, and nothing asserted waits on this."""
+    if for_docs():
+        page.wait_for_timeout(ms)
+
+
 def save_screenshot(page: Any, path: Path, colors: int = 128, **kwargs: Any) -> Path:
-    """PNG screenshot, quantised to `colors` colours to keep docs/img small."""
+    """PNG screenshot; for the documentation, quantised to `colors` colours to keep docs/img small."""
     page.screenshot(path=str(path), **kwargs)
+    if not for_docs():
+        return path
     from PIL import Image
 
     with Image.open(path) as image:

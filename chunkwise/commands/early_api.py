@@ -93,6 +93,7 @@ class EarlyApi:
         # a configured API (a real server, the tests' harness) needs nothing; without ephemeral mode
         # Prefect refuses to run, and says so itself
         if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+            self._warm_flow_import()
             return
         settings_env = get_current_settings().to_environment_variables(exclude_unset=True)
         deadline = time.monotonic() + float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())

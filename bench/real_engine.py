@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pyarrow as pa
@@ -61,14 +62,18 @@ class SlotSampler:
     the samples from the first with a busy slot to the last, divided by the slots."""
 
     def __init__(self, url: str, parallel: int) -> None:
-        self.url, self.parallel, self.samples = url, parallel, []
+        self.url, self.parallel = url, parallel
+        self.samples: list[float] = []
+        self.times: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _loop(self) -> None:
         with httpx.Client(base_url=self.url, trust_env=False, timeout=5) as http:
             while not self._stop.wait(SAMPLE_S):
-                self.samples.append(metrics(http)["requests_processing"])
+                value = metrics(http)["requests_processing"]
+                self.samples.append(value)
+                self.times.append(time.perf_counter())
 
     def __enter__(self) -> SlotSampler:
         self._thread.start()
@@ -87,6 +92,24 @@ class SlotSampler:
         return sum(window) / len(window) / self.parallel, sum(self.samples) / len(self.samples) / self.parallel
 
 
+def timeline(sampler: SlotSampler, started: float, ended: float) -> dict[str, float]:
+    """Where a phase's slots were idle, in seconds from `started` (perf_counter) to `ended`: until the
+    first busy sample (`to_first`), until all slots were first busy (`to_full`), the span with all
+    slots busy from the first to the last such sample (`full_span`) and the mean share busy inside it
+    (`full_share`: the gaps while requests were still queued), the tail from the last all-busy sample
+    to the last busy one (`tail`), and the time after it until the phase ended (`after_last`)."""
+    pairs = list(zip(sampler.times, sampler.samples, strict=True))
+    busy = [t for t, v in pairs if v > 0]
+    full = [t for t, v in pairs if v >= sampler.parallel]
+    if not busy:
+        return {"to_first": ended - started}
+    first_full, last_full = (full[0], full[-1]) if full else (busy[0], busy[0])
+    inside = [v for t, v in pairs if first_full <= t <= last_full]
+    return {"to_first": busy[0] - started, "to_full": first_full - started, "full_span": last_full - first_full,
+            "full_share": sum(inside) / max(len(inside), 1) / sampler.parallel, "tail": busy[-1] - last_full,
+            "after_last": ended - busy[-1], "first_busy": busy[0], "last_busy": busy[-1]}
+
+
 def decode_counts(before: dict[str, float], after: dict[str, float]) -> tuple[float, float]:
     """(decode calls, busy slots per decode) between two /metrics readings."""
     n0, n1 = before["n_decode_total"], after["n_decode_total"]
@@ -94,7 +117,7 @@ def decode_counts(before: dict[str, float], after: dict[str, float]) -> tuple[fl
     return n1 - n0, busy / max(n1 - n0, 1)
 
 
-def body(prompt: str, max_tokens: int) -> dict:
+def body(prompt: str, max_tokens: int) -> dict[str, Any]:
     return {"model": MODEL_ALIAS, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
             "temperature": 0.0, "seed": SEED, "stream": True, "stream_options": {"include_usage": True}}
 
@@ -125,25 +148,58 @@ async def plain_client(url: str, prompts: list[str], parallel: int, max_tokens: 
     return time.perf_counter() - started, answered
 
 
-def run_pipeline(url: str, data: Path, out: Path, parallel: int, max_tokens: int, home: Path) -> float:
+def run_pipeline(url: str, data: Path, out: Path, parallel: int, max_tokens: int,
+                 home: Path) -> tuple[float, float, list[tuple[float, str]]]:
+    """Run `chunkwise run` as a child process; (start perf_counter, wall s, its stderr lines with
+    their perf_counter arrival times, for the timeline)."""
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
     argv = [sys.executable, "-m", "chunkwise", "run", "--input", str(data), "--api", "openai", "--host", url,
             "--model", MODEL_ALIAS, "--mode", "independent", "--num-ctx", str(SLOT_CTX), "--num-predict",
             str(max_tokens), "--parallel", str(parallel), "--seed", str(SEED), "--output-dir", str(out),
             "--run-name", "bench", "--json"]
+    lines: list[tuple[float, str]] = []
     started = time.perf_counter()
-    done = subprocess.run(argv, env=env, capture_output=True, text=True)
+    child = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def read_stderr() -> None:
+        assert child.stderr is not None
+        for line in child.stderr:
+            lines.append((time.perf_counter(), line.rstrip()))
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    stdout = child.stdout.read() if child.stdout else ""
+    child.wait()
     wall = time.perf_counter() - started
+    reader.join()
     # exit 1 with every failure an output_truncated answer is a complete run: the base model rarely
     # stops on its own, so most answers end at max_tokens (finish_reason "length")
-    if done.returncode not in (0, 1):
-        raise SystemExit(f"chunkwise run exited {done.returncode}:\n{done.stdout[:1500]}\n{done.stderr[-3000:]}")
-    return wall
+    if child.returncode not in (0, 1):
+        tail = "\n".join(line for _, line in lines[-40:])
+        raise SystemExit(f"chunkwise run exited {child.returncode}:\n{stdout[:1500]}\n{tail}")
+    return started, wall, lines
 
 
 def prompts_for(count: int) -> list[str]:
     return [f"Request {i}. Summarise this text in one line:{filler(48, i)}" for i in range(count)]
+
+
+def warm_up(url: str, tmp: Path, parallel: int, max_tokens: int, home: Path) -> float:
+    """One untimed `chunkwise run` of `parallel` requests with the benchmark's Prefect home, so the
+    timed run does not include creating a fresh Prefect database (once per machine, as for a user's
+    first run; bench/startup.py excludes it the same way). Returns its wall seconds."""
+    data = tmp / "warm-up.parquet"
+    pq.write_table(pa.table({"id": [f"w{i}" for i in range(parallel)],
+                             "prompt": [f"Warm-up {i}.{filler(8, 10_000 + i)}" for i in range(parallel)]}), data)
+    return run_pipeline(url, data, tmp / "warm-up-runs", parallel, max_tokens, home)[1]
+
+
+def row(name: str, wall: float, tl: dict[str, float], share: float, per_decode: float, parallel: int,
+        answered: int) -> str:
+    window = tl["last_busy"] - tl["first_busy"]
+    return (f"| {name} | {wall:.1f} s | {tl['to_first']:.1f} s | {window:.1f} s | {tl['after_last']:.1f} s | "
+            f"{answered} | {share:.1%} | {per_decode:.2f} of {parallel} ({per_decode / parallel:.1%}) |")
 
 
 def main() -> None:
@@ -151,60 +207,94 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--parallel", type=int, default=4)
     ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="llama-server -t (default 1: on 2 shared cores, 2 engine threads fight the clients)")
+    ap.add_argument("--dump", type=Path, default=None, help="write the raw timeline (samples, stderr) as JSON")
     ap.add_argument("--no-write", action="store_true", help="print only; don't update the results file")
     args = ap.parse_args()
+    load_before = os.getloadavg()
     prompts = prompts_for(args.requests)
     with tempfile.TemporaryDirectory(prefix="cw-bench-engine-") as tmp:
         tmp_path = Path(tmp)
         data = tmp_path / "requests.parquet"
         pq.write_table(pa.table({"id": [f"r{i}" for i in range(len(prompts))], "prompt": prompts}), data)
-        with running_engine(args.parallel, SLOT_CTX * args.parallel, log_path=tmp_path / "llama-server.log") as eng, \
+        with running_engine(args.parallel, SLOT_CTX * args.parallel, log_path=tmp_path / "llama-server.log",
+                            threads=args.threads) as eng, \
                 httpx.Client(base_url=eng.url, trust_env=False, timeout=10) as http:
+            warm = warm_up(eng.url, tmp_path, args.parallel, args.max_tokens, tmp_path / "home")
             m0 = metrics(http)
-            print(f"engine ready in {eng.ready_s:.1f} s; plain client: {len(prompts)} requests", file=sys.stderr)
+            print(f"engine ready in {eng.ready_s:.1f} s, warm-up run {warm:.1f} s; plain client: {len(prompts)} "
+                  "requests", file=sys.stderr)
             with SlotSampler(eng.url, args.parallel) as plain_slots:
+                plain_t0 = time.perf_counter()
                 plain_s, plain_answered = asyncio.run(plain_client(eng.url, prompts, args.parallel, args.max_tokens))
             m1 = metrics(http)
             print(f"plain client: {plain_s:.1f} s; now chunkwise run", file=sys.stderr, flush=True)
             with SlotSampler(eng.url, args.parallel) as run_slots:
-                wall = run_pipeline(eng.url, data, tmp_path / "runs", args.parallel, args.max_tokens,
-                                    tmp_path / "home")
+                run_t0, wall, run_log = run_pipeline(eng.url, data, tmp_path / "runs", args.parallel,
+                                                     args.max_tokens, tmp_path / "home")
             m2 = metrics(http)
             rss = eng.rss_mib()
         run_stats = json.loads((tmp_path / "runs" / "bench" / "stats.json").read_text())
+    load_after = os.getloadavg()
+    plain_tl = timeline(plain_slots, plain_t0, plain_t0 + plain_s)
+    run_tl = timeline(run_slots, run_t0, run_t0 + wall)
+    print(json.dumps({"plain": plain_tl, "run": run_tl}, indent=1), file=sys.stderr)
+    if args.dump:
+        args.dump.write_text(json.dumps({
+            "plain": {"t0": plain_t0, "wall": plain_s, "times": plain_slots.times, "samples": plain_slots.samples},
+            "run": {"t0": run_t0, "wall": wall, "times": run_slots.times, "samples": run_slots.samples,
+                    "stderr": run_log}}))
     plain_busy, plain_all = plain_slots.busy_share()
     run_busy, run_all = run_slots.busy_share()
     plain_dec, run_dec = decode_counts(m0, m1), decode_counts(m1, m2)
     ratio = wall / plain_s
+    plain_window = plain_tl["last_busy"] - plain_tl["first_busy"]
+    run_window = run_tl["last_busy"] - run_tl["first_busy"]
     req = run_stats["requests"]
     capped = req["failed_by_class"].get("output_truncated", 0)
     succeeded = req["succeeded"] + capped  # answered by the engine, whole or capped at max_tokens
     if succeeded != args.requests:
         raise SystemExit(f"chunkwise run answered {succeeded} of {args.requests}: {json.dumps(req)}")
+    cmd = (f"python -m bench.real_engine --requests {args.requests} --parallel {args.parallel} "
+           f"--max-tokens {args.max_tokens} --threads {args.threads}")
     lines = [
         "# Real engine: whole `chunkwise run --api openai` vs a plain async client on llama-server",
         "",
         f"Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Machine: **{os.cpu_count()}-core CPU, no GPU, "
-        f"with a 270M model** (Gemma 3 270M Q4_K_M on llama-server built by `make engine`), Python "
-        f"{platform.python_version()}, shared with other work (load average {os.getloadavg()[0]:.1f} at the end).",
-        f"Command: `.venv/bin/python -m bench.real_engine --requests {args.requests} --parallel {args.parallel} "
-        f"--max-tokens {args.max_tokens}`.",
+        f"with a 270M model** (Gemma 3 270M Q4_K_M on llama-server built by `make engine`, `-t {args.threads}`), "
+        f"Python {platform.python_version()}, shared with other work: load average "
+        f"{load_before[0]:.2f} / {load_before[1]:.2f} (1 / 5 min) before, {load_after[0]:.2f} / "
+        f"{load_after[1]:.2f} after.",
+        f"Command: `flock /work/wt/heavy.lock .venv/bin/{cmd}`.",
         "",
         f"{args.requests} distinct prompts of ~60 words, `max_tokens` {args.max_tokens}, streamed with usage, "
         f"{args.parallel} requests in flight against `-np {args.parallel}` slots of {SLOT_CTX} tokens; one engine "
-        f"for both phases (RSS {rss:.0f} MiB at the end).",
+        f"for both phases (RSS {rss:.0f} MiB at the end). Before the timed phases one untimed `chunkwise run` "
+        f"of {args.parallel} requests ({warm:.1f} s) created the benchmark's Prefect database, as any machine's "
+        "first run does once.",
         "",
-        "| | wall | requests/s | answered | slots busy (busy window) | slots busy (whole phase) "
-        "| busy slots per decode |",
-        "|---|---|---|---|---|---|---|",
-        f"| plain async httpx client | {plain_s:.1f} s | {args.requests / plain_s:.2f} | {plain_answered} | "
-        f"{plain_busy:.1%} | {plain_all:.1%} | {plain_dec[1]:.2f} of {args.parallel} |",
-        f"| `chunkwise run` (whole command) | {wall:.1f} s | {args.requests / wall:.2f} | {succeeded} | "
-        f"{run_busy:.1%} | {run_all:.1%} | {run_dec[1]:.2f} of {args.parallel} |",
+        "**The run** is the engine's busy window: from the first request the engine receives to its last "
+        "answer (first and last /metrics sample with a request processing). Slots busy are measured two ways "
+        "over it: the sampled gauge `requests_processing` (every 0.25 s; llama-server answers /metrics "
+        "between two decode batches) and the engine's exact counter `n_busy_slots_per_decode` (the delta "
+        "over the phase; decode calls happen only while a slot is busy).",
         "",
-        f"- **Ratio pipeline / plain: {ratio:.3f}** (goal <= 1.05).",
-        f"- **Slots busy during chunkwise's run: {run_busy:.1%}** of its busy window, {run_all:.1%} of the whole "
-        "command including Prefect's start and aggregation (goal >= 95 %).",
+        "| | whole command | command to first request | the run (first request to last answer) "
+        "| last answer to exit | answered | slots busy, sampled | busy slots per decode |",
+        "|---|---|---|---|---|---|---|---|",
+        row("plain async httpx client", plain_s, plain_tl, plain_busy, plain_dec[1], args.parallel, plain_answered),
+        row("`chunkwise run` (child process)", wall, run_tl, run_busy, run_dec[1], args.parallel, succeeded),
+        "",
+        f"- **Ratio, whole command: {ratio:.3f}** ({wall:.1f} s / {plain_s:.1f} s; goal <= 1.05). "
+        f"**Ratio, the run: {run_window / plain_window:.3f}** ({run_window:.1f} s / {plain_window:.1f} s).",
+        f"- **Slots busy during chunkwise's run: {run_dec[1] / args.parallel:.1%}** by the engine's counter, "
+        f"{run_busy:.1%} sampled (goal >= 95 %); the plain client: {plain_dec[1] / args.parallel:.1%} and "
+        f"{plain_busy:.1%}. Over the whole command (sampled): chunkwise {run_all:.1%}, plain {plain_all:.1%}.",
+        f"- Timeline of chunkwise's run: all {args.parallel} slots first busy {run_tl['to_full']:.1f} s after the "
+        f"command started; between then and the last moment all were busy ({run_tl['full_span']:.1f} s), "
+        f"{run_tl['full_share']:.1%} of the slots were busy on average (plain client: {plain_tl['full_share']:.1%}); "
+        f"the tail with fewer requests left than slots took {run_tl['tail']:.1f} s (plain {plain_tl['tail']:.1f} s).",
         f"- Run statistics: {req['succeeded']} answers ended by the model, {capped} capped at max_tokens "
         f"(`output_truncated`: this base model rarely stops), {req['failed'] - capped} other failures.",
     ]

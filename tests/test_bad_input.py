@@ -28,7 +28,7 @@ from chunkwise.cli import main as cli_main
 from chunkwise.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 from chunkwise.inputs.summary import REASON_EMPTY, REASON_NULL
 from chunkwise.sim.harness import free_port
-from chunkwise.sim.profiles import ModelProfile
+from chunkwise.sim.profiles import PROFILES
 from chunkwise.store.files import read_json
 from tests.support.direct_run import start
 from tests.support.pipeline_helpers import params_for, write_requests
@@ -207,14 +207,17 @@ def test_resume_with_another_input_is_refused_and_changes_nothing(sim, tmp_path,
     assert snapshot(run_dir) == before
 
 
-def test_resume_with_another_model_digest_is_refused_and_changes_nothing(sim, tmp_path, cli, started_run,
-                                                                         monkeypatch):
+def test_resume_with_another_model_digest_is_refused_and_changes_nothing(sim, tmp_path, cli, started_run):
     source, run_dir = started_run
     before = snapshot(run_dir)
     old_digest = read_json(run_dir / "manifest.json")["model_digest"]
-    new_digest = hashlib.sha256(b"re-pulled llama3.1:8b").hexdigest()
-    monkeypatch.setattr(ModelProfile, "digest", property(lambda self: new_digest))  # `ollama pull` brought a new build
-    code, _, err = cli(*run_argv(sim.url, tmp_path / "runs", "--input", str(source)))
+    new_digest = PROFILES["llama3.1:8b"].build_digest("re-pulled")
+    assert new_digest != old_digest
+    sim.configure(model_build="re-pulled")  # `ollama pull` brought a new build of the same name
+    try:
+        code, _, err = cli(*run_argv(sim.url, tmp_path / "runs", "--input", str(source)))
+    finally:
+        sim.configure(model_build="")
     assert code == EXIT_CONFIG
     assert err == "chunkwise run: " + RESUME_REFUSED.format(f"model_digest: run has '{old_digest}', now '{new_digest}'")
     assert snapshot(run_dir) == before

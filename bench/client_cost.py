@@ -43,22 +43,29 @@ HEAD = ["# Client cost per request: `chunkwise run` vs a plain async httpx clien
         "goal: `chunkwise run` / plain streaming client <= 1.25 at 30,000 requests.", ""]
 
 
+def _stacks(raw: Path) -> list[tuple[str, list[str], int]]:
+    """(process, frame names, samples) per line of a py-spy `record --format raw` file (one collapsed
+    stack per line, `frame;frame;... count`, the first frame naming the process)."""
+    out = []
+    for line in raw.read_text(encoding="utf-8", errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            process, *frames = stack.split(";")
+            out.append((process, [f"{f.split(' (')[0]} ({f.split(' (')[-1].rsplit(':', 1)[0]})" for f in frames],
+                        int(count)))
+    return out
+
+
 def top_functions(raw: Path, n: int = 15) -> list[tuple[str, float, float]]:
     """(function, self %, total %) of the `n` functions with the most samples of their own in a
-    py-spy `record --format raw --gil` file (one collapsed stack per line, `frame;frame;... count`,
-    the first frame naming the process): with `--gil` a sample is a moment some thread held the
+    py-spy `record --format raw --gil` file: with `--gil` a sample is a moment some thread held the
     GIL, so the percentages are shares of the Python CPU time of `chunkwise run` and its children."""
     own: Counter[str] = Counter()
     total: Counter[str] = Counter()
     samples = 0
-    for line in raw.read_text(encoding="utf-8", errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        process, *frames = stack.split(";")
+    for process, names, k in _stacks(raw):
         kind = "prefect server" if "prefect" in process and "server" in process else "chunkwise run"
-        names = [f"{f.split(' (')[0]} ({f.split(' (')[-1].rsplit(':', 1)[0]})" for f in frames] or [f"<{kind}: native>"]
-        k = int(count)
+        names = names or [f"<{kind}: native>"]
         samples += k
         own[names[-1]] += k
         for name in set(names):
@@ -70,14 +77,9 @@ def top_inclusive(raw: Path, n: int = 25) -> list[tuple[str, float]]:
     """(function, total %) of the `n` functions on the most samples' stacks (see `top_functions`)."""
     total: Counter[str] = Counter()
     samples = 0
-    for line in raw.read_text(encoding="utf-8", errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        frames = stack.split(";")[1:]
-        k = int(count)
+    for _, names, k in _stacks(raw):
         samples += k
-        for name in {f"{f.split(' (')[0]} ({f.split(' (')[-1].rsplit(':', 1)[0]})" for f in frames}:
+        for name in set(names):
             total[name] += k
     return [(f, 100 * c / samples) for f, c in total.most_common(n)] if samples else []
 

@@ -2,9 +2,13 @@
 `chunkwise.*` loggers otherwise (plain function calls, tests, the CLI before the flow starts).
 Prompt and answer text is only ever logged at DEBUG.
 
-Prefect is imported only when a run could be active: when nothing has imported `prefect` yet, no
-flow or task run exists in this process, so the plain logger is returned without loading it
-(importing chunkwise's logic never loads Prefect; tests/test_rules.py).
+Prefect is never imported here: when `prefect.context` is not (yet completely) imported, no flow or
+task run can exist in this process, so the plain logger is returned without loading it (importing
+chunkwise's logic never loads Prefect; tests/test_rules.py). "Completely" matters: `chunkwise run`
+imports Prefect in a background thread during the preflight (commands/early_api.py), and a second
+import from the main thread while the first is half-way is resolved by Python's import deadlock
+detection with a partially initialized module: Prefect then printed "Failed to initialize plugins:
+cannot import name 'SettingsContext' from partially initialized module 'prefect.context'".
 """
 
 from __future__ import annotations
@@ -18,11 +22,11 @@ RunLogger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
 def logger(name: str) -> RunLogger:
     """The run logger inside a Prefect flow or task run, else `logging.getLogger(name)`."""
-    if "prefect" not in sys.modules:
-        return logging.getLogger(name)
-    from prefect.context import FlowRunContext, TaskRunContext
-    from prefect.logging import get_run_logger
+    context = sys.modules.get("prefect.context")
+    if context is None or getattr(context.__spec__, "_initializing", False):
+        return logging.getLogger(name)  # no run can exist before Prefect's context module is complete
+    if context.TaskRunContext.get() is not None or context.FlowRunContext.get() is not None:
+        from prefect.logging import get_run_logger  # complete: a run is active in this process
 
-    if TaskRunContext.get() is not None or FlowRunContext.get() is not None:
         return get_run_logger()
     return logging.getLogger(name)

@@ -6,6 +6,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
 
 def _children(pid: int) -> list[int]:
@@ -37,14 +38,32 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-class PeakRss:
+class Sampler:
+    """A daemon thread running `_loop` from `with` entry until exit; `_loop` returns once `_stop` is set."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class PeakRss(Sampler):
     """Samples every `interval_s` the RSS of `pid` alone and of its whole process tree."""
 
     def __init__(self, pid: int, interval_s: float = 0.2) -> None:
+        super().__init__()
         self.pid, self.interval_s = pid, interval_s
         self.peak_self = self.peak_tree = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _loop(self) -> None:
         while not self._stop.is_set() and os.path.exists(f"/proc/{self.pid}"):
@@ -53,13 +72,6 @@ class PeakRss:
             self.peak_self, self.peak_tree = max(self.peak_self, own), max(self.peak_tree, total)
             time.sleep(self.interval_s)
 
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def publish(lines: list[str], path: Path, *, write: bool = True) -> None:

@@ -38,7 +38,7 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench.procs import publish
+from bench.procs import Sampler, publish
 from chunkwise.engine.paths import MODEL_ALIAS
 from chunkwise.engine.server import running_engine
 from chunkwise.measure.prompt import filler
@@ -57,16 +57,15 @@ def metrics(http: httpx.Client) -> dict[str, float]:
     return out
 
 
-class SlotSampler:
+class SlotSampler(Sampler):
     """Samples requests_processing every SAMPLE_S seconds in a thread; `busy_share` is the mean over
     the samples from the first with a busy slot to the last, divided by the slots."""
 
     def __init__(self, url: str, parallel: int) -> None:
+        super().__init__()
         self.url, self.parallel = url, parallel
         self.samples: list[float] = []
         self.times: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _loop(self) -> None:
         with httpx.Client(base_url=self.url, trust_env=False, timeout=5) as http:
@@ -75,13 +74,6 @@ class SlotSampler:
                 self.samples.append(value)
                 self.times.append(time.perf_counter())
 
-    def __enter__(self) -> SlotSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
     def busy_share(self) -> tuple[float, float]:
         """(share over the busy window, share over every sample of the phase)."""

@@ -29,7 +29,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections import Counter
@@ -42,7 +41,7 @@ from typing import Any
 
 import polars as pl
 
-from bench.procs import replace_section
+from bench.procs import Sampler, replace_section
 from chunkwise.cluster.local import SIM_ARGS, Cluster, cleanup_tree, make_base, start_cluster, stop
 from chunkwise.results.stats import host_rows_table
 
@@ -98,19 +97,18 @@ def shard_timing(run_dir: Path) -> dict[str, Any]:
             "busy_share": {h: sum(f["at"] - f["started"] for f in r) / window for h, r in sorted(by_host.items())}}
 
 
-class ApiProbe:
+class ApiProbe(Sampler):
     """POST /flow_runs/filter (limit 50) every 0.5 s while the run goes on: the Prefect server's API
     latency under the cluster's load (the parent polls every shard's state, workers poll the pool,
     shard flows report task runs)."""
 
     def __init__(self, api_url: str) -> None:
+        super().__init__()
         self.url, self.ms = api_url, []  # type: ignore[var-annotated]
-        self._halt = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _loop(self) -> None:
         body = json.dumps({"limit": 50}).encode()
-        while not self._halt.is_set():
+        while not self._stop.is_set():
             t = time.perf_counter()
             req = urllib.request.Request(f"{self.url}/flow_runs/filter", data=body,
                                          headers={"Content-Type": "application/json"})
@@ -120,15 +118,8 @@ class ApiProbe:
                 self.ms.append((time.perf_counter() - t) * 1000)
             except OSError:
                 self.ms.append(float("inf"))
-            self._halt.wait(0.5)
+            self._stop.wait(0.5)
 
-    def __enter__(self) -> ApiProbe:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._halt.set()
-        self._thread.join()
 
     def quantiles(self) -> tuple[float, float, float]:
         ms = sorted(self.ms) or [float("nan")]

@@ -138,3 +138,123 @@ def test_a_failed_fsync_acknowledges_nothing_and_the_next_append_syncs_again(tmp
             ledger.append({"_row": 1, "status": "ok"})
         ledger.append({"_row": 2, "status": "ok"})
     assert calls["n"] == 2 and ledger.syncs_saved == 0  # row 1's line was never counted as synced
+
+
+class _GatedLock:
+    """Wraps the ledger's sync lock: the thread named `gated` stops in front of it until `opened`
+    is set (after its line is written, before its fsync), so a `close` can run exactly there."""
+
+    def __init__(self, lock, at_gate, opened) -> None:
+        self.lock, self.at_gate, self.opened = lock, at_gate, opened
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread().name == "gated":
+            self.at_gate.set()
+            assert self.opened.wait(10)
+        return self.lock.__enter__()
+
+    def __exit__(self, *exc):
+        return self.lock.__exit__(*exc)
+
+
+def _racing_append(ledger, row):
+    """Start an append of `row` in a thread that is held after its write, before its fsync."""
+    import threading
+
+    at_gate, opened = threading.Event(), threading.Event()
+    ledger._sync_lock = _GatedLock(ledger._sync_lock, at_gate, opened)
+    outcome: dict = {}
+
+    def append() -> None:
+        try:
+            ledger.append({"_row": row, "status": "ok"})
+            outcome["returned"] = True
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            outcome["raised"] = exc
+
+    thread = threading.Thread(target=append, name="gated")
+    thread.start()
+    assert at_gate.wait(10)
+    return thread, opened, outcome
+
+
+def test_close_while_an_append_waits_for_its_fsync_makes_that_line_durable(tmp_path, monkeypatch):
+    """A chunk that stops (cancelled, Ctrl-C) may close its ledger while another thread's append has
+    written its line and waits for the fsync. That append must not return acknowledged unless an fsync
+    of the ledger covered its line: here the closed descriptor's number is taken by another file before
+    the append goes on, so an fsync of the stale number would sync the wrong file and "succeed"."""
+    import os
+
+    import chunkwise.store.ledger as ledger_module
+
+    path = tmp_path / "l.jsonl"
+    ledger = Ledger(path)
+    ledger.append({"_row": 0, "status": "ok"})
+    synced: list[tuple[int, int]] = []  # (inode, size) of every fsync from now on
+    real_fsync = os.fsync
+
+    def watched_fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        synced.append((st.st_ino, st.st_size))
+        real_fsync(fd)
+
+    monkeypatch.setattr(ledger_module.os, "fsync", watched_fsync)
+    thread, opened, outcome = _racing_append(ledger, 1)
+    ledger.close()
+    other = os.open(tmp_path / "other", os.O_WRONLY | os.O_CREAT, 0o644)  # reuses the closed descriptor's number
+    try:
+        opened.set()
+        thread.join(10)
+        assert not thread.is_alive()  # never hangs
+    finally:
+        os.close(other)
+    assert "raised" not in outcome and outcome.get("returned")
+    st = os.stat(path)
+    assert (st.st_ino, st.st_size) in synced  # an fsync of the ledger itself covered row 1's line
+    assert set(Ledger(path).load()) == {0, 1}
+
+
+def test_close_whose_fsync_fails_acknowledges_no_racing_append(tmp_path, monkeypatch):
+
+    import pytest
+
+    import chunkwise.store.ledger as ledger_module
+    from chunkwise.errors import ChunkwiseError
+
+    path = tmp_path / "l.jsonl"
+    ledger = Ledger(path)
+    ledger.append({"_row": 0, "status": "ok"})
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(ledger_module.os, "fsync", failing_fsync)
+    thread, opened, outcome = _racing_append(ledger, 1)
+    ledger.close()  # the close does not raise: the append whose line it could not sync does
+    opened.set()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert "returned" not in outcome
+    assert isinstance(outcome["raised"], ChunkwiseError) and "resume" in str(outcome["raised"])
+    with pytest.raises(ChunkwiseError):
+        ledger.append({"_row": 2, "status": "ok"})
+
+
+def test_append_after_close_raises_a_clear_error_and_writes_nothing(tmp_path):
+    """A straggler (a request thread still finishing after its chunk stopped) must not reopen a closed
+    ledger: the chunk's lock may already belong to another process. Its answer is not acknowledged,
+    so a resume sends it again."""
+    import pytest
+
+    from chunkwise.errors import ChunkwiseError, RunInterrupted
+
+    path = tmp_path / "l.jsonl"
+    with Ledger(path) as ledger:
+        ledger.append({"_row": 0, "status": "ok"})
+    with pytest.raises(RunInterrupted) as raised:
+        ledger.append({"_row": 1, "status": "ok"})
+    assert isinstance(raised.value, ChunkwiseError)
+    assert "closed" in str(raised.value) and "input row 1" in str(raised.value)
+    assert set(Ledger(path).load()) == {0}

@@ -14,6 +14,16 @@ record (`chunkwise.results.sessions`). `load` strips it, so the records are exac
 A line that does not parse or does not match its checksum (a torn tail after a crash, a flipped
 bit) is never trusted: `load` drops it, counts it, and rewrites the file without it so the next
 append starts on a clean line.
+
+Closing. A chunk that stops early (Ctrl-C, a fatal error in another request, a cancelled task) may
+close its ledger while request threads are still appending. The contract: an append that returns
+has its line fsynced (by its own fsync, one it shared, or the close's); an append racing `close`
+either completes durably or raises a `ChunkwiseError` (never returns unsynced, never hangs beyond
+the fsync under way). `close` waits for an fsync in progress, then fsyncs the lines written but not
+yet covered, so the appends that had written theirs complete durably; if that fsync fails, those
+appends raise `StorageError` instead of returning. An append that starts after `close` raises
+`RunInterrupted` and writes nothing: a closed ledger is never reopened (the chunk's lock may already
+belong to another process), and the unacknowledged request is sent again on resume.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from typing import Any
 
 import orjson
 
+from chunkwise.errors import RunInterrupted, StorageError
 from chunkwise.store.files import ensure_dir, fsync_dir, write_atomic
 
 #: The key of a line's write time (Unix seconds); not part of the record.
@@ -62,6 +73,9 @@ class Ledger:
         #: Group commit (see `append`): lines written to the file, and of those, covered by a finished fsync.
         self._sync_lock = threading.Lock()
         self._written = self._synced = 0
+        #: Set by `close` (for good: see the module docstring); the close's fsync error, if it failed.
+        self._closed = False
+        self._close_failure: OSError | None = None
         #: Appends that returned without an fsync of their own (an fsync shared with other appends).
         self.syncs_saved = 0
         #: Lines dropped by the last `load` because they were torn or corrupt.
@@ -99,7 +113,9 @@ class Ledger:
         only lines whose `append` had not returned (nothing acknowledged); `load` drops a torn tail.
         """
         line = encode_line({**record, STAMP: round(time.time(), 3)})
+        row = record.get("_row")
         with self._lock:
+            self._refuse_if_closed(row)
             if self._fd is None:
                 ensure_dir(self.path.parent)
                 created = not self.path.exists()
@@ -117,15 +133,39 @@ class Ledger:
                 self.syncs_saved += 1
                 return
             with self._lock:  # every line counted here is fully written: the fsync below covers it
-                covered = self._written
-            os.fsync(fd)
+                covered, closed = self._written, self._closed
+            if closed:  # `close` fsynced every written line, so only a failed fsync of its own leads here
+                failure = self._close_failure
+                raise StorageError(
+                    f"cannot make {self.path} durable ({failure.strerror if failure else 'closed'}); this answer "
+                    "is not counted as done: fix the run directory, then resume the run with the same name"
+                ).at(row=row if isinstance(row, int) else None) from failure
+            os.fsync(fd)  # `fd` is still open: `close` needs the sync lock held here
             self._synced = covered
 
+    def _refuse_if_closed(self, row: object) -> None:
+        if self._closed:
+            raise RunInterrupted(
+                f"the ledger {self.path} was closed (its chunk stopped) before this answer was recorded; it "
+                "is not counted as done: resume the run with the same name to send the request again"
+            ).at(row=row if isinstance(row, int) else None)
+
     def close(self) -> None:
-        with self._sync_lock, self._lock:  # never close the file under an fsync in progress
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+        """Wait for an fsync in progress (never close the file under it), fsync the lines written
+        since (their appends then return acknowledged), close the file, and refuse later appends."""
+        with self._sync_lock, self._lock:
+            self._closed = True
+            fd, self._fd = self._fd, None
+            if fd is None:
+                return
+            try:
+                if self._synced < self._written:
+                    os.fsync(fd)
+                    self._synced = self._written
+            except OSError as exc:  # the appends waiting for these lines raise it; a close in __exit__ must not
+                self._close_failure = exc
+            finally:
+                os.close(fd)
 
     def __enter__(self) -> Ledger:
         return self

@@ -11,7 +11,7 @@ import sys
 import time
 
 BENCHMARKS = ("bench.sim_throughput", "bench.plan_speed", "bench.latency_modes", "bench.pipeline_170k", "bench.client_cost",
-              "bench.prefect_ingest", "bench.real_engine")
+              "bench.prefect_ingest", "bench.real_engine", "bench.scaleout")
 
 
 def main() -> None:

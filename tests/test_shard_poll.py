@@ -69,9 +69,9 @@ def test_prefect_dispatcher_reads_many_runs_in_pages(monkeypatch):
     assert states == {run_id: dispatcher.state(run_id) for run_id in ids}
 
 
-def test_a_worker_polls_for_shards_every_two_seconds_unless_told_otherwise():
+def test_a_worker_polls_for_shards_every_second_unless_told_otherwise():
     from chunkwise.cluster.worker import WorkerConfig, worker_env
 
     cfg = WorkerConfig(pool="p", name="gpu1", ollama_host="http://127.0.0.1:11434")
-    assert worker_env(cfg, base={})["PREFECT_WORKER_QUERY_SECONDS"] == "2"
-    assert worker_env(cfg, base={"PREFECT_WORKER_QUERY_SECONDS": "1"})["PREFECT_WORKER_QUERY_SECONDS"] == "1"
+    assert worker_env(cfg, base={})["PREFECT_WORKER_QUERY_SECONDS"] == "1"
+    assert worker_env(cfg, base={"PREFECT_WORKER_QUERY_SECONDS": "5"})["PREFECT_WORKER_QUERY_SECONDS"] == "5"

@@ -196,7 +196,7 @@ def start_cluster(base: Path, sim_args: list[list[str]], shared: Path | None = N
     env.update({
         "PYTHONPATH": str(ROOT), "PREFECT_HOME": str(home), "PREFECT_API_URL": api_url,
         "PREFECT_API_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://postgres@127.0.0.1:{pg_port}/prefect",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_WORKER_PREFETCH_SECONDS": "1", "PREFECT_LOGGING_LEVEL": "WARNING",
         "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(home / "storage"),
         "CHUNKWISE_GPU_SAMPLE_INTERVAL_S": "5",

@@ -98,8 +98,9 @@ def worker_command(cfg: WorkerConfig) -> list[str]:
 #: Seconds between a worker's polls for scheduled shards, unless its environment sets
 #: PREFECT_WORKER_QUERY_SECONDS. Prefect's default is 10 (prefect 3.9.1 `settings/models/worker.py`), which a
 #: host would wait, 5 s on average, between every two shards on top of the flow process's start
-#: (bench/results/scaleout.md); a poll is one small API read.
-WORKER_QUERY_SECONDS = "2"
+#: (bench/results/scaleout.md); at 1 s the wait is 0.5 s on average. A poll is one small API read
+#: (p50 18-111 ms on PostgreSQL under the benchmark's cluster load), so N workers add N reads a second.
+WORKER_QUERY_SECONDS = "1"
 
 
 def worker_env(cfg: WorkerConfig, base: dict[str, str] | None = None) -> dict[str, str]:

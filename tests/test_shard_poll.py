@@ -75,3 +75,22 @@ def test_a_worker_polls_for_shards_every_second_unless_told_otherwise():
     cfg = WorkerConfig(pool="p", name="gpu1", ollama_host="http://127.0.0.1:11434")
     assert worker_env(cfg, base={})["PREFECT_WORKER_QUERY_SECONDS"] == "1"
     assert worker_env(cfg, base={"PREFECT_WORKER_QUERY_SECONDS": "5"})["PREFECT_WORKER_QUERY_SECONDS"] == "5"
+
+
+def test_a_worker_starts_shard_flows_with_its_own_interpreter_in_one_process():
+    """The shard deployment names `python -m prefect.engine` (one process per shard instead of Prefect's
+    workspace supervisor that then execs the engine), and the worker puts its interpreter first on PATH
+    so that `python` is the one chunkwise is installed in."""
+    import os
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    from chunkwise.cluster.worker import WorkerConfig, worker_env
+
+    cfg = WorkerConfig(pool="p", name="gpu1", ollama_host="http://127.0.0.1:11434")
+    path = worker_env(cfg, base={"PATH": "/usr/bin:/bin"})["PATH"].split(os.pathsep)
+    assert path[0] == os.path.dirname(sys.executable) and path[1:] == ["/usr/bin", "/bin"]
+    (deployment,) = yaml.safe_load((Path(__file__).parents[1] / "deployments/cluster.yaml").read_text())["deployments"]
+    assert deployment["work_pool"]["job_variables"]["command"] == "python -m prefect.engine"

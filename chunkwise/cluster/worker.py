@@ -105,9 +105,14 @@ WORKER_QUERY_SECONDS = "1"
 
 def worker_env(cfg: WorkerConfig, base: dict[str, str] | None = None) -> dict[str, str]:
     """The worker's environment, inherited by the shard flows it starts (the process worker merges its
-    own environment under the job's: prefect 3.9.1 `src/prefect/workers/process.py`)."""
+    own environment under the job's: prefect 3.9.1 `src/prefect/workers/process.py`). This interpreter's
+    directory comes first on PATH: the shard deployment starts its flow runs with the command
+    `python -m prefect.engine` (deployments/cluster.yaml), which must find the Python chunkwise runs in."""
     env = dict(os.environ if base is None else base)
     env.setdefault("PREFECT_WORKER_QUERY_SECONDS", WORKER_QUERY_SECONDS)
+    here = os.path.dirname(sys.executable)
+    rest = [d for d in env.get("PATH", os.defpath).split(os.pathsep) if d and d != here]
+    env["PATH"] = os.pathsep.join([here, *rest])
     env.update({"CHUNKWISE_OLLAMA_HOST": cfg.ollama_host, "CHUNKWISE_HOST_LABEL": cfg.name})
     if cfg.notes:
         env["CHUNKWISE_WORKER_NOTES"] = cfg.notes

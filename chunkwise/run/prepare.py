@@ -20,8 +20,8 @@ from chunkwise.logs import RunLogger, logger
 from chunkwise.ollama import versions
 from chunkwise.ollama.client import OllamaClient, parse_host
 from chunkwise.ollama.kv import training_context
-from chunkwise.openai.client import parse_base_url
 from chunkwise.openai.server import inspect_openai
+from chunkwise.openai.urls import parse_base_url
 from chunkwise.params import RunParams
 from chunkwise.plan import chunks as planning
 from chunkwise.run.context import RunContext

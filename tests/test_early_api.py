@@ -3,7 +3,8 @@ process with no PREFECT_API_URL (slow: each child starts a Prefect API server).
 
 Started, it answers, Prefect's settings point at it, and the client never imported Prefect's server
 module (the cost the early start exists to avoid); the server is gone once the client exits.
-Cancelled (a preflight that failed), it leaves no server process behind.
+Cancelled (a preflight that failed), it leaves no server process behind. A `chunkwise run` killed
+with SIGKILL (no cleanup, no atexit) takes its server with it (`chunkwise.lifeline`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
+
+from tests.support.procs import children_of, gone, kill_leftovers
 
 pytestmark = pytest.mark.slow
 
@@ -56,20 +60,6 @@ def child(code: str, tmp_path: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def gone(pid: int, timeout_s: float = 10.0) -> bool:
-    """Whether process `pid` is gone (or a zombie awaiting its reaper) within `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            return True
-        if state == "Z":
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_started_it_answers_prefect_points_at_it_and_it_stops_with_the_client(tmp_path):
     seen = child(STARTED, tmp_path)
     assert seen["health"] == 200
@@ -81,3 +71,44 @@ def test_started_it_answers_prefect_points_at_it_and_it_stops_with_the_client(tm
 def test_cancelled_it_leaves_no_server_behind(tmp_path):
     seen = child(CANCELLED, tmp_path)
     assert gone(seen["pid"])
+
+
+def test_a_sigkilled_run_takes_its_api_server_with_it(sim_factory, tmp_path):
+    """The server is up and the run is going when a SIGKILL ends `chunkwise run`: every process the run
+    had started (the server, and its keeper) exits within seconds instead of running forever."""
+    from tests.support.pipeline_helpers import write_requests
+
+    source = write_requests(tmp_path / "in.parquet", 40, prompt_words=20)
+    sim = sim_factory(answer_tokens=(30, 60), parallel=1)
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               PYTHONPATH=str(REPO))
+    run = subprocess.Popen([sys.executable, "-m", "chunkwise", "run", "--input", str(source), "--host", sim.url,
+                            "--output-dir", str(tmp_path / "runs"), "--run-name", "killed", "--parallel", "1",
+                            "--num-ctx", "1024", "--num-predict", "64"],
+                           cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    started: dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and run.poll() is None:
+            started = children_of(run.pid)
+            servers = [cmd for cmd in started.values() if "prefect.server.api.server:create_app" in cmd]
+            if servers:
+                port = servers[0].split("--port ", 1)[1].split()[0]
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/api/health", trust_env=False, timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+            time.sleep(0.05)
+        assert run.poll() is None, "the run ended before its API server answered"
+        assert any("create_app" in cmd for cmd in started.values()), "no API server started within 60 s"
+        run.kill()
+        run.wait()
+        left = [f"{pid}: {cmd}" for pid, cmd in started.items() if not gone(pid)]
+        assert not left, f"outlived the killed run: {left}"
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        kill_leftovers(started)

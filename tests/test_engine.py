@@ -16,6 +16,7 @@ import pytest
 from chunkwise.engine.paths import MODEL_ALIAS
 from chunkwise.engine.server import free_port
 from tests.support.engine_fixture import ENGINE_CTX, ENGINE_PARALLEL
+from tests.support.procs import children_of, gone, kill_leftovers
 
 pytestmark = [pytest.mark.slow, pytest.mark.engine]
 
@@ -77,7 +78,7 @@ def test_a_killed_parent_leaves_no_server_behind(tmp_path):
         first, url = parent.stdout.readline().split()
         pid = int(first)
         assert httpx.get(url + "/health", trust_env=False).status_code == 200
-        parent.kill()  # SIGKILL: no finally, no stop(); only PR_SET_PDEATHSIG can end the server
+        parent.kill()  # SIGKILL: no finally, no stop(); only the server's keeper (chunkwise.lifeline) can end it
         parent.wait()
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and _running(pid):
@@ -88,6 +89,30 @@ def test_a_killed_parent_leaves_no_server_behind(tmp_path):
             parent.kill()
         if pid and _running(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_sigkilled_engine_command_leaves_no_server_behind():
+    """`chunkwise engine` runs llama-server in the foreground (same session, no log file); a SIGKILL of
+    the command (no KeyboardInterrupt, no stop()) must end the server too."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "chunkwise", "engine", "--port", str(port), "--parallel", "1",
+                             "--ctx", "1024"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    started: dict[int, str] = {}
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("chunkwise engine: ready in "), line
+        started = children_of(proc.pid)
+        assert any("llama-server" in cmd for cmd in started.values()), started
+        proc.kill()
+        proc.wait()
+        left = [f"{pid}: {cmd}" for pid, cmd in started.items() if not gone(pid, 15)]
+        assert not left, f"outlived the killed chunkwise engine: {left}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        kill_leftovers(started)
 
 
 def _running(pid: int) -> bool:

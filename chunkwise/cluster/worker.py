@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from chunkwise.cluster.preflight import served_digest
 from chunkwise.errors import LLMError
+from chunkwise.lifeline import tie
 from chunkwise.ollama.client import OllamaClient
 
 
@@ -152,7 +153,8 @@ def supervise_worker(cfg: WorkerConfig, *, log: Callable[[str], None] = print,
                 proc = None
             if ok and proc is None:
                 log(f"worker {cfg.name}: {cfg.ollama_host} is usable; polling pool {cfg.pool}")
-                proc = start()
+                # a SIGKILLed `chunkwise worker` must not leave a worker polling for a host nobody checks
+                proc = tie(start(), grace_s=cfg.grace_s)
             elif not ok and proc is not None:
                 log(f"worker {cfg.name}: stopped polling: {why}")
                 stop_worker(proc, cfg.grace_s)

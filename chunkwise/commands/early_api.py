@@ -15,9 +15,12 @@ launches a subprocess. Once it answers `/health`, `wait()` sets `PREFECT_API_URL
 refreshes Prefect's global settings context, so the flow, its task runs and its log and event
 clients use it as a configured API (the client treats a configured server and the ephemeral one
 alike, `ServerType` only differs for Prefect Cloud). It is stopped when this process exits, as
-Prefect stops its own. When the preflight fails, `cancel()` stops it (or keeps it from starting),
-so a configuration error still exits at once and leaves no process behind. If it cannot start,
-nothing is set and the flow starts Prefect's own (and reports a failure itself). While the server
+Prefect stops its own, and, unlike Prefect's own, also when this process is killed with SIGKILL
+(no atexit runs then): `chunkwise.lifeline.tie` gives it a keeper that stops it once this process
+is gone, so runs killed and started again do not pile up servers holding ports and the database.
+When the preflight fails, `cancel()` stops it (or keeps it from starting), so a configuration error
+still exits at once and leaves no process behind. If it cannot start, nothing is set and the flow
+starts Prefect's own (and reports a failure itself; that one has no keeper). While the server
 process starts, another thread imports the flow module, so that cost overlaps it too.
 """
 
@@ -35,6 +38,8 @@ import threading
 import time
 
 import httpx
+
+from chunkwise.lifeline import tie
 
 #: Prefect's own port range and exit code for "address in use" (uvicorn exits 3 when it cannot bind).
 PORTS = range(8000, 9000)
@@ -80,7 +85,8 @@ class EarlyApi:
         argv = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
                 "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
                 "--log-level", "error", "--lifespan", "on"]
-        return subprocess.Popen(argv, env={**os.environ, **server_env, **settings_env})
+        # tied to this process: a SIGKILLed run (no atexit) must not leave the server running (lifeline.py)
+        return tie(subprocess.Popen(argv, env={**os.environ, **server_env, **settings_env}), grace_s=5)
 
     def _run(self) -> None:
         from prefect.settings import (

@@ -10,7 +10,6 @@ a log file, or to the terminal for `chunkwise engine`.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import socket
@@ -25,6 +24,7 @@ from typing import IO
 from chunkwise.engine.http import get
 from chunkwise.engine.paths import MODEL_ALIAS, TEMPLATE, EnginePaths, engine_paths
 from chunkwise.errors import SetupError
+from chunkwise.lifeline import tie
 
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 60.0
@@ -139,16 +139,6 @@ class RunningEngine:
         return self.process.returncode
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it when the thread that started it dies (Linux
-    prctl PR_SET_PDEATHSIG = 1), so a killed test run, measure or benchmark leaves no server behind.
-    Start engines from a thread that outlives them (the main thread)."""
-    try:
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: the context manager's stop() still applies
-        pass
-
-
 def start_engine(config: EngineConfig, log_path: Path | None = None) -> RunningEngine:
     """Spawn llama-server (not waiting for readiness). Output to `log_path`, or inherited."""
     for path, what in ((config.binary, "llama-server"), (config.model, "model"), (config.template, "template")):
@@ -156,11 +146,14 @@ def start_engine(config: EngineConfig, log_path: Path | None = None) -> RunningE
             raise EngineStartError(f"{what} not found at {path}: run `make engine` first")
     # open for the process's lifetime; RunningEngine.stop() closes it
     log = Path(log_path).open("ab") if log_path is not None else None  # noqa: SIM115
-    # With a log file the server is detached from the terminal's Ctrl-C (its own session) and tied
-    # to this process's life instead; in the foreground (`chunkwise engine`) it shares the terminal.
-    process = subprocess.Popen(config.argv(), stdin=subprocess.DEVNULL, stdout=log,
-                               stderr=subprocess.STDOUT if log else None, start_new_session=log is not None,
-                               preexec_fn=_die_with_parent if log is not None else None)
+    # With a log file the server is detached from the terminal's Ctrl-C (its own session); in the
+    # foreground (`chunkwise engine`) it shares the terminal. Either way it is tied to this process's
+    # life: a killed `chunkwise engine`, test run, measure or benchmark (SIGKILL: no stop(), no
+    # atexit) leaves no server holding its memory and port behind (`chunkwise.lifeline`; unlike
+    # PR_SET_PDEATHSIG, whichever thread starts it).
+    process = tie(subprocess.Popen(config.argv(), stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT if log else None, start_new_session=log is not None),
+                  grace_s=STOP_TIMEOUT_S)
     return RunningEngine(config, process, Path(log_path) if log_path else None, time.monotonic(), _log=log)
 
 

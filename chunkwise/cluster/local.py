@@ -1,5 +1,5 @@
 """A whole distributed chunkwise on one machine, over loopback: for `make cluster-demo`, the cluster
-tests (tests/support/cluster.py) and bench/scaleout.py.
+tests (tests/support/cluster.py) and bench/scaleout/.
 
 PostgreSQL (Debian's `postgresql` package; initdb into a temporary directory as the `postgres` user
 when run as root, a free loopback port), `prefect server start` on it, the process work pool

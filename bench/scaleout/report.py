@@ -19,7 +19,8 @@ HEAD = [
     "the figures show chunkwise's and Prefect's overheads, not a GPU's speed. Simulated hosts run",
     f"`chunkwise sim {' '.join(SIM_ARGS)}` (real-time rates: 2 slots, ~0.3 s per short answer, about 6 req/s",
     "per host). Each section is one `python -m bench.scaleout --part NAME` invocation; see the package docstring",
-    "(bench/scaleout/__init__.py) for the definitions.",
+    "(bench/scaleout/__init__.py) for the definitions. Sections whose title carries a date are earlier runs,",
+    "kept as history; `make bench` (every part with its defaults, about 25 minutes) replaces the others.",
     "",
 ]
 

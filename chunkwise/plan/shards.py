@@ -2,10 +2,12 @@
 record in the run directory).
 
 A shard is a contiguous range of chunks worth a few minutes of one host's work. Few-minute shards
-keep Prefect's per-shard cost (a worker poll of up to `PREFECT_WORKER_QUERY_SECONDS`, 10 s by default,
-plus ~5 s to start a flow-run process, measured with Prefect 3.9.1's process worker) under a few per cent of the
-run, while the tail (the last shard on the slowest host) stays short. Chunks are never split: a
-chunk is the unit of checkpointing and of the per-chunk lock (`chunkwise.store.chunklock`).
+keep Prefect's per-shard cost under a few per cent of the run: a worker poll of up to
+`PREFECT_WORKER_QUERY_SECONDS` (`chunkwise worker` sets 1 s; Prefect's default is 10 s) plus ~3 s to
+start the shard's flow-run process (one interpreter, `python -m prefect.engine`; 5.2 s between shards
+in all, measured with Prefect 3.9.1's process worker, bench/results/scaleout.md), while the tail
+(the last shard on the slowest host) stays short. Chunks are never split: a chunk is the unit of
+checkpointing and of the per-chunk lock (`chunkwise.store.chunklock`).
 
 Shard `k` covers chunks `shards[k]`; the sets are disjoint, cover every chunk, and hold request
 counts as even as whole chunks allow (greedy fill to the target). The plan is written once to

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.procs import children_of, gone, kill_leftovers
+from tests.support.procs import children_of, gone, survivors_of_a_kill, watched
 
 pytestmark = pytest.mark.slow
 
@@ -87,11 +87,10 @@ def test_a_sigkilled_run_takes_its_api_server_with_it(sim_factory, tmp_path):
                             "--output-dir", str(tmp_path / "runs"), "--run-name", "killed", "--parallel", "1",
                             "--num-ctx", "1024", "--num-predict", "64"],
                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    started: dict[int, str] = {}
-    try:
+    with watched(run) as started:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and run.poll() is None:
-            started = children_of(run.pid)
+            started.update(children_of(run.pid))
             servers = [cmd for cmd in started.values() if "prefect.server.api.server:create_app" in cmd]
             if servers:
                 port = servers[0].split("--port ", 1)[1].split()[0]
@@ -103,12 +102,5 @@ def test_a_sigkilled_run_takes_its_api_server_with_it(sim_factory, tmp_path):
             time.sleep(0.05)
         assert run.poll() is None, "the run ended before its API server answered"
         assert any("create_app" in cmd for cmd in started.values()), "no API server started within 60 s"
-        run.kill()
-        run.wait()
-        left = [f"{pid}: {cmd}" for pid, cmd in started.items() if not gone(pid)]
+        left = survivors_of_a_kill(run, started)
         assert not left, f"outlived the killed run: {left}"
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
-        kill_leftovers(started)

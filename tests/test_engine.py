@@ -16,7 +16,7 @@ import pytest
 from chunkwise.engine.paths import MODEL_ALIAS
 from chunkwise.engine.server import free_port
 from tests.support.engine_fixture import ENGINE_CTX, ENGINE_PARALLEL
-from tests.support.procs import children_of, gone, kill_leftovers
+from tests.support.procs import children_of, survivors_of_a_kill, watched
 
 pytestmark = [pytest.mark.slow, pytest.mark.engine]
 
@@ -98,21 +98,13 @@ def test_a_sigkilled_engine_command_leaves_no_server_behind():
     proc = subprocess.Popen([sys.executable, "-m", "chunkwise", "engine", "--port", str(port), "--parallel", "1",
                              "--ctx", "1024"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    started: dict[int, str] = {}
-    try:
+    with watched(proc) as started:
         line = proc.stdout.readline()
         assert line.startswith("chunkwise engine: ready in "), line
-        started = children_of(proc.pid)
+        started.update(children_of(proc.pid))
         assert any("llama-server" in cmd for cmd in started.values()), started
-        proc.kill()
-        proc.wait()
-        left = [f"{pid}: {cmd}" for pid, cmd in started.items() if not gone(pid, 15)]
+        left = survivors_of_a_kill(proc, started, timeout_s=15)
         assert not left, f"outlived the killed chunkwise engine: {left}"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        kill_leftovers(started)
 
 
 def _running(pid: int) -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.procs import children_of, gone, kill_leftovers
+from tests.support.procs import children_of, survivors_of_a_kill, watched
 
 pytestmark = pytest.mark.slow
 
@@ -61,21 +61,13 @@ print(json.dumps({"keepers": len(keepers), "left": [k for k in keepers if not go
 def test_children_tied_from_a_finished_thread_outlive_it_and_die_with_a_sigkilled_parent():
     parent = subprocess.Popen([sys.executable, "-c", FROM_A_THREAD], cwd=REPO, stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": str(REPO)})
-    started: dict[int, str] = {}
-    try:
+    with watched(parent) as started:
         seen = json.loads(parent.stdout.readline())
         assert seen["plain"][1] and seen["stubborn"][1], f"a child died with the thread that started it: {seen}"
-        started = children_of(parent.pid)
+        started.update(children_of(parent.pid))
         assert len(started) == 4  # two children, two keepers
-        parent.kill()
-        parent.wait()
-        left = [f"{pid}: {cmd}" for pid, cmd in started.items() if not gone(pid)]
+        left = survivors_of_a_kill(parent, started)
         assert not left, f"outlived the killed parent: {left}"
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()
-        kill_leftovers(started)
 
 
 def test_a_child_that_exits_by_itself_leaves_no_keeper_and_no_descriptor():
@@ -98,19 +90,11 @@ supervise_worker(cfg, log=lambda message: None, usable=lambda: (True, ""),
 
 def test_a_sigkilled_worker_supervisor_takes_its_prefect_worker_with_it():
     parent = subprocess.Popen([sys.executable, "-c", SUPERVISOR], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
-    started: dict[int, str] = {}
-    try:
+    with watched(parent) as started:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and len(started) < 2:  # the worker, then its keeper
-            started = children_of(parent.pid)
+            started.update(children_of(parent.pid))
             time.sleep(0.05)
         assert any(cmd == "sleep 120" for cmd in started.values()), started
-        parent.kill()
-        parent.wait()
-        left = [f"{pid}: {cmd}" for pid, cmd in started.items() if not gone(pid)]
+        left = survivors_of_a_kill(parent, started)
         assert not left, f"outlived the killed supervisor: {left}"
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()
-        kill_leftovers(started)

@@ -26,6 +26,7 @@ from bench.scaleout.cluster import (
 )
 from bench.scaleout.report import fmt
 from bench.scaleout.timing import facts
+from chunkwise.cluster.local import Cluster
 
 
 def failover_figures(run_dir: Path, fault_at: float, before: Counter[str], after: Counter[str],
@@ -47,17 +48,23 @@ def failover_figures(run_dir: Path, fault_at: float, before: Counter[str], after
             "redispatched": stats["distributed"]["redispatched"], "wall_s": stats["distributed"]["wall_s"]}
 
 
+def start_run(cluster: Cluster, args: argparse.Namespace, name: str) -> tuple[Counter[str], subprocess.Popen[bytes]]:
+    """Zero the simulators' counters and start the parent of run `name` in the background on
+    `args.requests` fresh requests; returns the answers per fingerprint before it and the parent."""
+    reset_sims(cluster)
+    before = answered(cluster)
+    src = write_requests(cluster.base / f"{name}.parquet", args.requests, name)
+    parent = cluster.run_parent(src, name, "--shard-requests", str(args.shard), background=True, chunk_size=20)
+    assert isinstance(parent, subprocess.Popen)
+    return before, parent
+
+
 def part_failover(args: argparse.Namespace) -> list[str]:
     out = {}
     with cluster_of(three_hosts()) as cluster:
         victim = cluster.hosts[1]
         # 1. host 2's simulator SIGKILLed after it answered 30 requests of this run
-        reset_sims(cluster)
-        before = answered(cluster)
-        src = write_requests(cluster.base / "sim.parquet", args.requests, "fs")
-        parent = cluster.run_parent(src, "kill-sim", "--shard-requests", str(args.shard), background=True,
-                                    chunk_size=20)
-        assert isinstance(parent, subprocess.Popen)
+        before, parent = start_run(cluster, args, "kill-sim")
         wait_for(lambda: victim.stats()["answered_total"] >= 30, 300, "host2 to answer 30 requests")
         last = victim.stats()
         os.killpg(victim.sim.pid, signal.SIGKILL)  # type: ignore[union-attr]
@@ -73,12 +80,7 @@ def part_failover(args: argparse.Namespace) -> list[str]:
         wait_for(lambda: "is usable; polling" in (cluster.base / "worker-host2.log").read_text()
                  .split("stopped polling")[-1], 120, "host2's worker to poll again")
         # 2. a shard flow process SIGKILLed (its worker lives on and reports it Crashed)
-        reset_sims(cluster)
-        before = answered(cluster)
-        src = write_requests(cluster.base / "proc.parquet", args.requests, "fp")
-        parent = cluster.run_parent(src, "kill-proc", "--shard-requests", str(args.shard), background=True,
-                                    chunk_size=20)
-        assert isinstance(parent, subprocess.Popen)
+        before, parent = start_run(cluster, args, "kill-proc")
         run_dir = cluster.shared / "kill-proc"
         wait_for(lambda: sum(h.stats()["answered_total"] for h in cluster.hosts) >= 60, 300, "60 answers")
         pid, lock = wait_for(lambda: running_shard_pid(run_dir), 300, "a running shard process")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 def gone(pid: int, timeout_s: float = 10.0) -> bool:
@@ -54,3 +58,26 @@ def kill_leftovers(started: dict[int, str]) -> None:
                 os.kill(pid, 9)
             except OSError:
                 pass
+
+
+@contextlib.contextmanager
+def watched(parent: subprocess.Popen[Any]) -> Iterator[dict[int, str]]:
+    """Yield the record (pid -> command line) of `parent`'s children that the test fills in with
+    `children_of`; on the way out, however the test ends, kill `parent` if it still runs and whatever
+    of the recorded children is left (`kill_leftovers`)."""
+    started: dict[int, str] = {}
+    try:
+        yield started
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        kill_leftovers(started)
+
+
+def survivors_of_a_kill(parent: subprocess.Popen[Any], started: dict[int, str], timeout_s: float = 10.0) -> list[str]:
+    """SIGKILL `parent`, reap it, and list ("pid: command line") those of `started` still running
+    after `timeout_s` seconds: what a killed parent left behind."""
+    parent.kill()
+    parent.wait()
+    return [f"{pid}: {cmd}" for pid, cmd in started.items() if not gone(pid, timeout_s)]

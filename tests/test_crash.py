@@ -204,13 +204,19 @@ def test_in_flight_requests_past_the_grace_period_are_abandoned_and_resent_once(
         time.sleep(0.05)
     stats = sim.stats()
     records, bad = ledger_records(run_dir)
-    assert bad == 0 and len(records) == stats["answered_total"] < 16
+    # The grace's end is a hard exit, like a kill: an answer the server finished writing in the last
+    # milliseconds may not be in the ledger yet (issue 11's bound: at most `parallel` per fault). Seen
+    # once in a fresh-clone run: 2 answered, 1 recorded.
+    lost = stats["answered_total"] - len(records)
+    assert bad == 0 and 0 <= lost <= 4 and stats["answered_total"] < 16
     assert stats["requests"]["/api/chat"].get("499", 0) > 0  # abandoned mid-generation, cancelled by the server
 
     sim.configure(decode_tps=0)
     code, text = finish(spawn(["resume", str(run_dir)], child_env))
     assert code == EXIT_OK, text
-    assert_answered_once(sim.stats(), expected=16)
+    final = sim.stats()  # every unrecorded request sent once more; only the `lost` ones answered twice
+    assert final["answered_total"] == 16 + lost
+    assert final["fingerprints_answered_more_than_once"] == lost and final["max_answered_per_fingerprint"] <= 2
 
 
 def test_prefect_flow_run_retry_cli_finishes_a_failed_run(sim_factory, tmp_path, child_env, monkeypatch):

@@ -74,13 +74,17 @@ class PeakRss(Sampler):
 
 
 
-def publish(lines: list[str], path: Path, *, write: bool = True) -> None:
-    """Print a benchmark's markdown report and, unless asked not to, save it as `path`."""
+def publish(lines: list[str], path: Path, *, write: bool = True, keep_notes: bool = False) -> None:
+    """Print a benchmark's markdown report and, unless asked not to, save it as `path`; with
+    `keep_notes`, as the head of `path`, keeping the file's hand-written `## ` sections below it."""
     report = "\n".join(lines) + "\n"
     print(report)
-    if write:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(report, encoding="utf-8")
+    if not write:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = path.read_text(encoding="utf-8") if keep_notes and path.exists() else ""
+    notes = old[old.index("\n## ") + 1:] if "\n## " in old else ""
+    path.write_text(report + ("\n" + notes if notes else ""), encoding="utf-8")
 
 
 def replace_section(path: Path, head: list[str], label: str, section: list[str]) -> None:

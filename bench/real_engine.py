@@ -44,7 +44,7 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench.procs import Sampler
+from bench.procs import Sampler, publish
 from chunkwise.engine.paths import MODEL_ALIAS
 from chunkwise.engine.server import running_engine
 from chunkwise.measure.prompt import filler
@@ -193,18 +193,6 @@ def warm_up(url: str, tmp: Path, parallel: int, max_tokens: int, home: Path) -> 
     return run_pipeline(url, data, tmp / "warm-up-runs", parallel, max_tokens, home)[1]
 
 
-def publish_keeping_notes(lines: list[str], path: Path, *, write: bool) -> None:
-    """Print the measured report; unless `write` is false, save it as the head of `path`, keeping the
-    file's hand-written `## ` sections (the analysis and the earlier measurements) below it."""
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if not write:
-        return
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
-    notes = old[old.index("\n## ") + 1:] if "\n## " in old else ""
-    path.write_text(report + ("\n" + notes if notes else ""), encoding="utf-8")
-
-
 def commit() -> str:
     """The short commit id of the code measured, with `+` when the work tree has changes."""
     def git(*argv: str) -> str:
@@ -324,7 +312,7 @@ def main() -> None:
         f"- Run statistics: {req['succeeded']} answers ended by the model, {capped} capped at max_tokens "
         f"(`output_truncated`: this base model rarely stops), {req['failed'] - capped} other failures.",
     ]
-    publish_keeping_notes(lines, RESULTS, write=not args.no_write)
+    publish(lines, RESULTS, write=not args.no_write, keep_notes=True)
 
 
 if __name__ == "__main__":

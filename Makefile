@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 # The real engine (llama-server built from the pinned llama-cpp-python sdist, Gemma 3 270M, its chat
 # template), cached in ${XDG_CACHE_HOME:-~/.cache}/chunkwise/engine: ~6 min the first time, seconds after.
 engine: $(STAMP)
-	$(PY) -m chunkwise.engine.setup
+	$(PY) -m chunkwise.harness.llama_server.setup
 
 test: $(STAMP) lint engine chromium
 	$(PY) -m pytest
@@ -80,7 +80,7 @@ PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
 # simulated hosts with their `chunkwise worker`s on 127.0.0.1, 3,000 requests across them; prints the
 # per-host table and the results path. Needs Debian's postgresql package (installed when missing, as root).
 cluster-demo: $(STAMP)
-	$(PY) -m chunkwise.cluster.demo
+	$(PY) -m chunkwise.harness.cluster.demo
 
 server: $(STAMP)
 	PREFECT_UI_API_URL=$(PREFECT_API_URL) $(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)

@@ -29,9 +29,9 @@ import httpx
 import polars as pl
 
 from bench.procs import publish
+from chunkwise.harness.sim.harness import running_simulator
+from chunkwise.harness.sim.options import SimOptions
 from chunkwise.inputs.sample import write_sample
-from chunkwise.sim.harness import running_simulator
-from chunkwise.sim.options import SimOptions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "breaker_stop.md"
 

@@ -25,8 +25,8 @@ from pathlib import Path
 import polars as pl
 
 from bench.procs import publish
-from chunkwise.sim.harness import running_simulator
-from chunkwise.sim.options import SimOptions
+from chunkwise.harness.sim.harness import running_simulator
+from chunkwise.harness.sim.options import SimOptions
 from chunkwise.store.files import read_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "dense_conversation.md"

@@ -26,9 +26,9 @@ from pathlib import Path
 import polars as pl
 
 from bench.procs import publish
+from chunkwise.harness.sim.harness import running_simulator
+from chunkwise.harness.sim.options import SimOptions
 from chunkwise.inputs.sample import sample_system_prompt, write_sample
-from chunkwise.sim.harness import running_simulator
-from chunkwise.sim.options import SimOptions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latency_modes.md"
 

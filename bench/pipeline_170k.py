@@ -29,9 +29,9 @@ import polars as pl
 
 from bench.compare import plain_client, run_pipeline
 from bench.procs import publish
+from chunkwise.harness.sim.harness import running_simulator
+from chunkwise.harness.sim.options import SimOptions
 from chunkwise.inputs.sample import sample_system_prompt, write_sample
-from chunkwise.sim.harness import running_simulator
-from chunkwise.sim.options import SimOptions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "pipeline_170k.md"
 

@@ -11,7 +11,7 @@ own rusage via os.wait4, i.e. getrusage(RUSAGE_CHILDREN) for that child alone):
 - `stage_input` (validation + requests.parquet/rejects.parquet), the pipeline's first step;
 and in this process: `read_requests` of 111-request chunks (the chunk read of every chunk task),
 next to reading one row group of the input file, which is what a chunk read would decode without
-staging's small row groups. Also the sample's characters per token under chunkwise.sim.tokenizer.
+staging's small row groups. Also the sample's characters per token under chunkwise.harness.sim.tokenizer.
 """
 
 from __future__ import annotations
@@ -86,9 +86,9 @@ def main() -> int:
 
     import pyarrow.parquet as pq
 
+    from chunkwise.harness.sim.tokenizer import count_tokens
     from chunkwise.inputs.sample import sample_system_prompt
     from chunkwise.inputs.stage import read_requests
-    from chunkwise.sim.tokenizer import count_tokens
 
     with tempfile.TemporaryDirectory(prefix="chunkwise-bench-") as tmp:
         data = Path(tmp) / "requests.parquet"
@@ -151,7 +151,7 @@ def main() -> int:
 - `read_requests` of 111 requests (50 random chunks, staged file of {md.num_row_groups} row groups of
   <= 256 rows): median {statistics.median(times) * 1000:.1f} ms, worst {max(times) * 1000:.1f} ms. Reading one
   {input_group_rows:,}-row group of the input instead (id + prompt): {input_group * 1000:.0f} ms.
-- Sample text under chunkwise.sim.tokenizer: {ratio:.3f} characters per token (first 20,000 prompts);
+- Sample text under chunkwise.harness.sim.tokenizer: {ratio:.3f} characters per token (first 20,000 prompts);
   mean prompt {mean_tokens:.0f} tokens (first 5,000 prompts).
 - `chunkwise sample` said: {gen_out.strip()}
 

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import httpx
 
-from chunkwise.sim.harness import running_simulator
-from chunkwise.sim.options import SimOptions
+from chunkwise.harness.sim.harness import running_simulator
+from chunkwise.harness.sim.options import SimOptions
 from tests.support.pipeline_helpers import write_requests
 from tests.support.ui_helpers import child_env, prefect_server
 

@@ -12,7 +12,7 @@ command's fixed start-up (~10-15 s) to weigh under 5 %, with answers long enough
 request leaves for one decode step weighs under 2 % (see the results file for why 16-token answers
 cannot reach 95 % for any client).
 
-One llama-server (`chunkwise.engine`, Gemma 3 270M, `-np parallel`, `-c 2048 x parallel`) serves
+One llama-server (`chunkwise.harness.llama_server`, Gemma 3 270M, `-np parallel`, `-c 2048 x parallel`) serves
 both phases: first the plain client (httpx, streamed `/v1/chat/completions` with
 `stream_options.include_usage`, the same bodies and concurrency), then `chunkwise run` as a child
 process whose whole wall time counts (Prefect's ephemeral API, staging, chunks, aggregation).
@@ -45,8 +45,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench.procs import Sampler, publish
-from chunkwise.engine.paths import MODEL_ALIAS
-from chunkwise.engine.server import running_engine
+from chunkwise.harness.llama_server.paths import MODEL_ALIAS
+from chunkwise.harness.llama_server.server import running_engine
 from chunkwise.measure.prompt import filler
 
 RESULTS = Path(__file__).resolve().parent / "results" / "real_engine.md"

@@ -36,10 +36,10 @@ from pathlib import Path
 import aiohttp
 import httpx
 
-from chunkwise.sim.harness import running_simulator
-from chunkwise.sim.options import SimOptions
-from chunkwise.sim.textgen import WORDS
-from chunkwise.sim.tokenizer import chat_prompt_tokens, count_tokens
+from chunkwise.harness.sim.harness import running_simulator
+from chunkwise.harness.sim.options import SimOptions
+from chunkwise.harness.sim.textgen import WORDS
+from chunkwise.harness.sim.tokenizer import chat_prompt_tokens, count_tokens
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sim_throughput.md"
 MODEL = "llama3.1:8b"

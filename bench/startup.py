@@ -26,9 +26,9 @@ from pathlib import Path
 import httpx
 
 from bench.procs import replace_section
+from chunkwise.harness.sim.harness import running_simulator
+from chunkwise.harness.sim.options import SimOptions
 from chunkwise.inputs.sample import write_sample
-from chunkwise.sim.harness import running_simulator
-from chunkwise.sim.options import SimOptions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "startup.md"
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@
 # Steps, each skipped when already done (a second call on the same warm machine resumes the build):
 # 1. CUDA build of llama-server (sm_90, FlashAttention kernels on: without them the attention
 #    compute buffer grows with the context and hides the KV slope) into build/gpu-llama/.
-# 2. Synthetic llama GGUF (chunkwise.engine.synthetic): 32 layers x 8 KV heads x head dim 128 =
+# 2. Synthetic llama GGUF (chunkwise.harness.llama_server.synthetic): 32 layers x 8 KV heads x head dim 128 =
 #    128 KiB of f16 KV per token, like Llama 3.1 8B (2 GiB at 16k), 0.45 GB of random weights.
 # 3. chunkwise measure --api openai with NVML: one llama-server start per context, -ngl 999.
 # Needs: nvcc, cmake, ninja, python3 (3.10+) with pynvml; chunkwise's own dependencies are not
@@ -42,11 +42,11 @@ fi
 
 # chunkwise looks for the binary in its cache layout; a private cache dir keeps the user's alone.
 export XDG_CACHE_HOME="$WORK/cache"
-CACHED=$(PYTHONPATH=$PWD python3 -c 'from chunkwise.engine.paths import engine_paths; print(engine_paths().server)')
+CACHED=$(PYTHONPATH=$PWD python3 -c 'from chunkwise.harness.llama_server.paths import engine_paths; print(engine_paths().server)')
 mkdir -p "$(dirname "$CACHED")" && cp "$BIN" "$CACHED"
 
 MODEL="$WORK/synthetic-llama-128k.gguf"
-[ -f "$MODEL" ] || PYTHONPATH=$PWD python3 -m chunkwise.engine.synthetic "$MODEL" | tee -a "$OUT/gpu_measure.log"
+[ -f "$MODEL" ] || PYTHONPATH=$PWD python3 -m chunkwise.harness.llama_server.synthetic "$MODEL" | tee -a "$OUT/gpu_measure.log"
 
 log "measure: contexts $CONTEXTS"
 ARGS=(--api openai --model "$MODEL" --contexts "$CONTEXTS" --prompt-tokens 256 --num-predict 8

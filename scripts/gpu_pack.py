@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from chunkwise.engine.fetch import ensure_sdist  # noqa: E402
-from chunkwise.engine.paths import engine_paths  # noqa: E402
+from chunkwise.harness.llama_server.fetch import ensure_sdist  # noqa: E402
+from chunkwise.harness.llama_server.paths import engine_paths  # noqa: E402
 
 KEEP_DIRS = ("cmake/", "licenses/", "include/", "src/", "common/", "vendor/", "ggml/", "tools/", "app/")
 # scripts/ui-assets.cmake: tools/ui runs it at build time even with LLAMA_USE_PREBUILT_UI=OFF (seen failing on

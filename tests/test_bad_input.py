@@ -26,9 +26,9 @@ import pytest
 
 from chunkwise.cli import main as cli_main
 from chunkwise.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
+from chunkwise.harness.sim.harness import free_port
+from chunkwise.harness.sim.profiles import PROFILES
 from chunkwise.inputs.summary import REASON_EMPTY, REASON_NULL
-from chunkwise.sim.harness import free_port
-from chunkwise.sim.profiles import PROFILES
 from chunkwise.store.files import read_json
 from tests.support.direct_run import start
 from tests.support.pipeline_helpers import params_for, write_requests

@@ -21,7 +21,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from chunkwise.cluster.local import get_json
+from chunkwise.harness.cluster.local import get_json
 from tests.support.cluster import SIM_ARGS, Cluster, cleanup_tree, make_base, start_cluster, stop
 from tests.support.pipeline_helpers import write_requests
 

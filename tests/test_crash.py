@@ -64,7 +64,7 @@ class KillOnRequest:
     read an answer, and the simulator must not count one as delivered."""
 
     def __init__(self, monkeypatch) -> None:
-        from chunkwise.sim import completion
+        from chunkwise.harness.sim import completion
 
         self._real = completion.pick_fault
         self.proc: subprocess.Popen | None = None
@@ -227,7 +227,7 @@ def test_prefect_flow_run_retry_cli_finishes_a_failed_run(sim_factory, tmp_path,
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStateType
     from prefect.client.schemas.objects import StateType
 
-    from chunkwise.sim import request
+    from chunkwise.harness.sim import request
 
     real_resolve = request.resolve
     model = {"calls": 0, "gone": True}

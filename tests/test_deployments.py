@@ -16,9 +16,9 @@ import polars as pl
 import pytest
 
 from chunkwise.commands.serve import load_definitions
+from chunkwise.harness.sim.harness import running_simulator
+from chunkwise.harness.sim.options import SimOptions
 from chunkwise.plan.chunks import plan_chunks
-from chunkwise.sim.harness import running_simulator
-from chunkwise.sim.options import SimOptions
 from tests.support.pipeline_helpers import write_requests
 from tests.support.ui_helpers import (
     FLOW,

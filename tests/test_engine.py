@@ -13,8 +13,8 @@ import time
 import httpx
 import pytest
 
-from chunkwise.engine.paths import MODEL_ALIAS
-from chunkwise.engine.server import free_port
+from chunkwise.harness.llama_server.paths import MODEL_ALIAS
+from chunkwise.harness.llama_server.server import free_port
 from tests.support.engine_fixture import ENGINE_CTX, ENGINE_PARALLEL
 from tests.support.procs import children_of, survivors_of_a_kill, watched
 
@@ -68,7 +68,7 @@ def test_engine_command_says_ready_and_stops_on_sigterm():
 
 def test_a_killed_parent_leaves_no_server_behind(tmp_path):
     code = ("import sys, time\n"
-            "from chunkwise.engine.server import running_engine\n"
+            "from chunkwise.harness.llama_server.server import running_engine\n"
             f"with running_engine(1, 1024, log_path={str(tmp_path / 'server.log')!r}) as e:\n"
             "    print(e.pid, e.url, flush=True)\n"
             "    time.sleep(600)\n")

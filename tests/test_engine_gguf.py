@@ -1,4 +1,4 @@
-"""chunkwise.engine.gguf reads GGUF metadata: scalars, strings, kept and skipped arrays, bad files."""
+"""chunkwise.openai.gguf reads GGUF metadata: scalars, strings, kept and skipped arrays, bad files."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from chunkwise.engine.gguf import MAX_ARRAY, GGUFError, read_metadata
+from chunkwise.openai.gguf import MAX_ARRAY, GGUFError, read_metadata
 
 
 def _s(text: str) -> bytes:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from chunkwise.engine import build, fetch
-from chunkwise.engine.paths import SDIST_SHA256, TEMPLATE, cache_root, engine_paths
-from chunkwise.engine.server import EngineConfig, EngineStartError, free_port, start_engine
+from chunkwise.harness.llama_server import build, fetch
+from chunkwise.harness.llama_server.paths import SDIST_SHA256, TEMPLATE, cache_root, engine_paths
+from chunkwise.harness.llama_server.server import EngineConfig, EngineStartError, free_port, start_engine
 
 
 def test_cache_root_follows_xdg(monkeypatch, tmp_path):

@@ -1,4 +1,4 @@
-"""The synthetic GGUF of chunkwise.engine.synthetic (what the GPU measurement loads where the Gemma
+"""The synthetic GGUF of chunkwise.harness.llama_server.synthetic (what the GPU measurement loads where the Gemma
 file cannot travel): its metadata gives the KV formula it was built for, and llama-server loads it
 and answers."""
 
@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from chunkwise.engine.gguf import read_metadata
-from chunkwise.engine.http import post_json
-from chunkwise.engine.server import running_engine
-from chunkwise.engine.synthetic import write_synthetic_gguf
+from chunkwise.harness.llama_server.http import post_json
+from chunkwise.harness.llama_server.server import running_engine
+from chunkwise.harness.llama_server.synthetic import write_synthetic_gguf
 from chunkwise.ollama.kv import kv_layout, kv_reserved_bytes
+from chunkwise.openai.gguf import read_metadata
 
 SMALL = {"layers": 4, "embd": 256, "heads": 4, "kv_heads": 2, "head_dim": 64, "ff": 256, "context": 4096}
 

@@ -163,7 +163,7 @@ def test_transient_failures_complete_the_chunk_then_retry_failed_resends_only_th
 
 def test_fatal_error_mid_run_stops_at_once_with_the_servers_message(sim_factory, source, tmp_path, capsys,
                                                                      monkeypatch):
-    from chunkwise.sim import request
+    from chunkwise.harness.sim import request
 
     real_resolve = request.resolve
     calls = {"n": 0, "gone": True}

@@ -1,7 +1,7 @@
 """Issue 9 end to end: `chunkwise run` against a simulator that behaves like a real Ollama where the
 client used to go wrong -- a server that fails every request the same way (before the first token or
 inside a 200 stream), thinking models, dense text in conversation mode, a context that fills during
-the answer, and version signals. The simulator cites the Ollama source it imitates (chunkwise/sim/).
+the answer, and version signals. The simulator cites the Ollama source it imitates (chunkwise/harness/sim/).
 """
 
 from __future__ import annotations

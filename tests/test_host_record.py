@@ -85,7 +85,7 @@ def test_a_single_host_run_has_no_host_rows(tmp_path):
 
 
 def test_the_cluster_demo_table_shows_each_host_its_spill_and_the_summed_requests():
-    from chunkwise.cluster.demo import host_table
+    from chunkwise.harness.cluster.demo import host_table
 
     text = host_table({"hosts": [host("gpu1", 3, 300, 60, failed=2, cpu_spill=True), host("gpu2", 1, 100, 20)]})
     header, gpu1, gpu2, total = text.splitlines()

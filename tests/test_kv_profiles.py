@@ -1,6 +1,6 @@
 """The KV formula (chunkwise.ollama.kv) against every built-in simulator profile.
 
-Expected values come from the models' published configurations (see chunkwise/sim/profiles.py), written
+Expected values come from the models' published configurations (see chunkwise/harness/sim/profiles.py), written
 as exact fractions of a MiB:
 f16 is 2 bytes per element, q8_0 34/32 and q4_0 18/32 (ggml block sizes).
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from chunkwise.harness.sim.profiles import PROFILES
 from chunkwise.ollama.kv import kv_mib_per_token, kv_reserved_bytes, training_context
-from chunkwise.sim.profiles import PROFILES
 from chunkwise.units import MIB
 
 # elements per token = layers x kv heads x (key + value length)

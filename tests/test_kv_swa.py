@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import pytest
 
+from chunkwise.harness.sim.profiles import PROFILES
 from chunkwise.ollama.kv import MIB, ModelInfoError, kv_bytes_per_token, kv_layout, kv_reserved_bytes, swa_flags
-from chunkwise.sim.profiles import PROFILES
 
 GEMMA3_270M = {
     "general.architecture": "gemma3", "gemma3.context_length": 32768, "gemma3.embedding_length": 640,

@@ -9,8 +9,8 @@ import json
 import pytest
 
 from chunkwise.cli import main
-from chunkwise.engine.build import binary_works
-from chunkwise.engine.paths import engine_paths
+from chunkwise.harness.llama_server.build import binary_works
+from chunkwise.harness.llama_server.paths import engine_paths
 from chunkwise.ollama.kv import MIB
 
 pytestmark = [pytest.mark.slow, pytest.mark.engine]

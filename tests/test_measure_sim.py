@@ -11,13 +11,13 @@ from matplotlib.image import imread
 
 from chunkwise.cli import main
 from chunkwise.gpu.sampler import GpuSampler
+from chunkwise.harness.sim.harness import running_simulator
+from chunkwise.harness.sim.options import SimOptions
+from chunkwise.harness.sim.profiles import PROFILES
 from chunkwise.measure.report import SOURCE_NVML, SOURCE_PS
 from chunkwise.measure.run import run_measurement
 from chunkwise.ollama.client import ModelNotFound, OllamaClient, ServerError
 from chunkwise.ollama.kv import kv_mib_per_token
-from chunkwise.sim.harness import running_simulator
-from chunkwise.sim.options import SimOptions
-from chunkwise.sim.profiles import PROFILES
 from chunkwise.units import MIB
 from flows.measure import artifact_key, measure_flow
 from tests.support.fake_nvml import FakeNvml
@@ -259,7 +259,7 @@ def test_cli_end_to_end_and_bad_input(tmp_path, capsys):
 
 
 def test_cli_unreachable_host(tmp_path, capsys):
-    from chunkwise.sim.harness import free_port
+    from chunkwise.harness.sim.harness import free_port
 
     code = main(["measure", "--model", "llama3.1:8b", "--contexts", "1000,2000",
                  "--host", f"http://127.0.0.1:{free_port()}", "--output-dir", str(tmp_path)])

@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from chunkwise.backend import ChatResult
+from chunkwise.harness.sim.fingerprint import chat_fingerprint
 from chunkwise.run.chunk import run_chunk
 from chunkwise.run.context import RunContext
 from chunkwise.run.session import RunSession, default_client
-from chunkwise.sim.fingerprint import chat_fingerprint
 from chunkwise.store.checkpoint import DIGEST_KEY, load_checkpoint
 from chunkwise.store.layout import RunPaths
 from chunkwise.store.ledger import decode_line

@@ -2,7 +2,7 @@
 
 1. Logic without Prefect: importing any `chunkwise` module except `chunkwise.commands` (the CLI, the only
    room that starts flows) loads neither `prefect` nor the glue packages `flows` and `tasks`.
-2. The simulator is a witness, not an accomplice: no production module imports `chunkwise.sim`, except
+2. The simulator is a witness, not an accomplice: no production module imports `chunkwise.harness.sim`, except
    the rooms that exist to drive it (`SIM_USERS`). Read from the source with `ast`, so an import inside
    a function counts as much as one at the top.
 """
@@ -20,7 +20,7 @@ FORBIDDEN_AT_IMPORT = ("prefect", "flows", "tasks")
 #: Production code that may import the simulator: measuring a server (and its fake-server tests), the
 #: sample-request generator (its tokenizer sizes the sample texts), and the commands that start it.
 SIM_USERS = (
-    "chunkwise/sim/",
+    "chunkwise/harness/sim/",
     "chunkwise/measure/",
     "chunkwise/inputs/sample.py",
     "chunkwise/commands/sim.py",
@@ -106,7 +106,8 @@ def sim_importers() -> list[str]:
         rel = path.relative_to(ROOT).as_posix()
         if rel.startswith(SIM_USERS):
             continue
-        hits = sorted(m for m in imported_modules(path) if m == "chunkwise.sim" or m.startswith("chunkwise.sim."))
+        hits = sorted(m for m in imported_modules(path)
+                      if m == "chunkwise.harness.sim" or m.startswith("chunkwise.harness.sim."))
         if hits:
             offenders.append(f"{rel} imports {', '.join(hits)}")
     return offenders
@@ -118,7 +119,9 @@ def test_only_the_simulator_s_users_import_it() -> None:
 
 
 def test_the_import_reader_sees_imports_inside_functions_and_relative_ones() -> None:
-    source = "import os\n\ndef f():\n    from ..sim import tokenizer\n    import chunkwise.sim.options\n"
+    source = "import os\n\ndef f():\n    from ..harness.sim import tokenizer\n    import chunkwise.harness.sim.options\n"
     found = imports_of(source, "chunkwise.run.probe")
-    assert {"os", "chunkwise.sim", "chunkwise.sim.tokenizer", "chunkwise.sim.options"} <= found
-    assert "chunkwise.sim.harness" in imports_of("from .harness import x", "chunkwise.sim", is_package=True)
+    assert {"os", "chunkwise.harness.sim", "chunkwise.harness.sim.tokenizer",
+            "chunkwise.harness.sim.options"} <= found
+    assert "chunkwise.harness.sim.harness" in imports_of("from .harness import x", "chunkwise.harness.sim",
+                                                         is_package=True)

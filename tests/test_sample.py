@@ -6,11 +6,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from chunkwise.cli import main
+from chunkwise.harness.sim.tokenizer import count_tokens
 from chunkwise.inputs import sample
 from chunkwise.inputs.scan import validate_only
 from chunkwise.params import RunParams
 from chunkwise.plan.report import build_plan
-from chunkwise.sim.tokenizer import count_tokens
 from chunkwise.tokens import estimate_tokens
 
 

@@ -20,10 +20,10 @@ import polars as pl
 import pytest
 from pydantic import ValidationError
 
+from chunkwise.harness.sim.harness import running_simulator
+from chunkwise.harness.sim.options import SimOptions
 from chunkwise.ollama.client import ConfigError, OllamaClient, parse_host
 from chunkwise.params import RunParams
-from chunkwise.sim.harness import running_simulator
-from chunkwise.sim.options import SimOptions
 from chunkwise.store.files import UnsafePathError, contained
 from chunkwise.store.layout import run_paths
 from tests.support.pipeline_helpers import params_for

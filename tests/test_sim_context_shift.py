@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import httpx
 
-from chunkwise.sim.answer import context_shifts
+from chunkwise.harness.sim.answer import context_shifts
 
 NUM_CTX = 256
 

@@ -17,9 +17,9 @@ import time
 import httpx
 import pytest
 
-from chunkwise.sim.memory import GIB, MIB, automatic_batch, compute_buffer_bytes, kv_bytes
-from chunkwise.sim.profiles import PROFILES
-from chunkwise.sim.timing import BATCH_GAIN, slot_slowdown
+from chunkwise.harness.sim.memory import GIB, MIB, automatic_batch, compute_buffer_bytes, kv_bytes
+from chunkwise.harness.sim.profiles import PROFILES
+from chunkwise.harness.sim.timing import BATCH_GAIN, slot_slowdown
 
 
 def chat(url: str, content: str, **extra) -> dict:

@@ -1,4 +1,4 @@
-"""Ollama eras: the behaviours `--ollama-version` selects (chunkwise/sim/era.py).
+"""Ollama eras: the behaviours `--ollama-version` selects (chunkwise/harness/sim/era.py).
 
 Sources (github.com/ollama/ollama):
 - v0.13.0:runner/llamarunner/runner.go:143-153: keep num_keep(+BOS) and the tail, exactly num_ctx.
@@ -14,8 +14,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from chunkwise.sim.era import CURRENT_VERSION, era_of
-from chunkwise.sim.tokenizer import chat_prompt_tokens
+from chunkwise.harness.sim.era import CURRENT_VERSION, era_of
+from chunkwise.harness.sim.tokenizer import chat_prompt_tokens
 
 SYSTEM = {"role": "system", "content": "You label support tickets carefully. " * 30}
 

@@ -18,7 +18,7 @@ import json
 
 import httpx
 
-from chunkwise.sim.faults import STREAM_CRASH
+from chunkwise.harness.sim.faults import STREAM_CRASH
 
 BODY = {"model": "llama3.1:8b", "messages": [{"role": "user", "content": "Say something."}]}
 

@@ -9,9 +9,9 @@ import time
 import httpx
 import pytest
 
-from chunkwise.sim.faults import RUNNER_STOPPED, pick_fault
-from chunkwise.sim.fingerprint import chat_fingerprint, generate_fingerprint, request_fingerprint
-from chunkwise.sim.options import SimOptions
+from chunkwise.harness.sim.faults import RUNNER_STOPPED, pick_fault
+from chunkwise.harness.sim.fingerprint import chat_fingerprint, generate_fingerprint, request_fingerprint
+from chunkwise.harness.sim.options import SimOptions
 
 METRICS = (
     "total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration"

@@ -12,9 +12,9 @@ import pytest
 
 from chunkwise.cli import build_parser
 from chunkwise.commands.sim import options_from_args
-from chunkwise.sim.era import CURRENT_VERSION
-from chunkwise.sim.harness import cli_args, free_port, running_simulator
-from chunkwise.sim.options import SimOptions
+from chunkwise.harness.sim.era import CURRENT_VERSION
+from chunkwise.harness.sim.harness import cli_args, free_port, running_simulator
+from chunkwise.harness.sim.options import SimOptions
 
 CHAT = {"model": "llama3.1:8b", "messages": [{"role": "user", "content": "hi"}], "stream": False}
 

@@ -9,10 +9,10 @@ import httpx
 import jsonschema
 import pytest
 
-from chunkwise.sim.answer import make_answer, stream_lines
-from chunkwise.sim.request import CompletionRequest
-from chunkwise.sim.textgen import CORPUS, schema_value
-from chunkwise.sim.tokenizer import count_tokens, tokenize
+from chunkwise.harness.sim.answer import make_answer, stream_lines
+from chunkwise.harness.sim.request import CompletionRequest
+from chunkwise.harness.sim.textgen import CORPUS, schema_value
+from chunkwise.harness.sim.tokenizer import count_tokens, tokenize
 
 MSGS = [{"role": "user", "content": "Summarise the report."}]
 

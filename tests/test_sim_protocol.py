@@ -8,10 +8,10 @@ import httpx
 import ollama
 import pytest
 
+from chunkwise.harness.sim.era import CURRENT_VERSION
+from chunkwise.harness.sim.profiles import ALIASES, PROFILES, resolve
+from chunkwise.harness.sim.tokenizer import chat_prompt_tokens, count_tokens
 from chunkwise.ollama.kv import kv_bytes_per_token
-from chunkwise.sim.era import CURRENT_VERSION
-from chunkwise.sim.profiles import ALIASES, PROFILES, resolve
-from chunkwise.sim.tokenizer import chat_prompt_tokens, count_tokens
 
 MSGS = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name three rivers."}]
 METRICS = (

@@ -10,12 +10,12 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
+from chunkwise.harness.sim.profiles import PROFILES
+from chunkwise.harness.sim.prompt import chat_prompt
+from chunkwise.harness.sim.scheduler import BUSY, common_prefix, shared_segments
+from chunkwise.harness.sim.timing import decode_ns, prefill_ns
+from chunkwise.harness.sim.tokenizer import render_chat
 from chunkwise.ollama.kv import kv_bytes_per_token
-from chunkwise.sim.profiles import PROFILES
-from chunkwise.sim.prompt import chat_prompt
-from chunkwise.sim.scheduler import BUSY, common_prefix, shared_segments
-from chunkwise.sim.timing import decode_ns, prefill_ns
-from chunkwise.sim.tokenizer import render_chat
 
 SYSTEM = {"role": "system", "content": "You label support tickets. " * 40}
 
@@ -268,7 +268,7 @@ def test_reset_during_a_load_restarts_it(sim_factory):
 def test_slot_utilisation_counts_leased_time_over_the_window():
     import time as _time
 
-    from chunkwise.sim.stats import SimStats
+    from chunkwise.harness.sim.stats import SimStats
 
     stats = SimStats()
     t0 = _time.perf_counter_ns()

@@ -19,7 +19,7 @@ import json
 import httpx
 import pytest
 
-from chunkwise.sim.tokenizer import count_tokens
+from chunkwise.harness.sim.tokenizer import count_tokens
 
 MESSAGES = [{"role": "user", "content": "How many r are in strawberry?"}]
 

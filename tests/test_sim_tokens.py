@@ -16,7 +16,7 @@ import re
 
 import httpx
 
-from chunkwise.sim.tokenizer import count_tokens, render_chat, tokenize
+from chunkwise.harness.sim.tokenizer import count_tokens, render_chat, tokenize
 
 CODE = "def f(x_1, y):\n    return {'k': x_1[0] + y}  # sum\n" * 4
 ENGLISH = "The server answers every request in the order it arrives, and keeps the model loaded. " * 4
@@ -85,14 +85,14 @@ def test_token_density_reaches_prompt_and_answer_counts(sim_factory):
 
 
 def test_client_does_not_see_the_template_constants():
-    """Nothing outside chunkwise/sim/ may import the simulator's template constants (issue 9 item 3)."""
+    """Nothing outside chunkwise/harness/sim/ may import the simulator's template constants (issue 9 item 3)."""
     root = pathlib.Path(__file__).resolve().parents[1] / "chunkwise"
     new_names = {"TEMPLATE_MESSAGE_TOKENS", "TEMPLATE_GENERATION_TOKENS", "GENERATION_TOKENS", "message_template"}
     for path in root.rglob("*.py"):
-        if path.is_relative_to(root / "sim"):
+        if path.is_relative_to(root / "harness" / "sim"):
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("chunkwise.sim"):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("chunkwise.harness.sim"):
                 assert not new_names & {a.name for a in node.names}, path
 
 

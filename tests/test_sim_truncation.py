@@ -5,8 +5,13 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from chunkwise.sim.prompt import INPUT_TOO_LONG, cut_tokens, prune_messages, render_messages
-from chunkwise.sim.tokenizer import TEMPLATE_GENERATION_TOKENS, TEMPLATE_MESSAGE_TOKENS, chat_prompt_tokens, render_chat
+from chunkwise.harness.sim.prompt import INPUT_TOO_LONG, cut_tokens, prune_messages, render_messages
+from chunkwise.harness.sim.tokenizer import (
+    TEMPLATE_GENERATION_TOKENS,
+    TEMPLATE_MESSAGE_TOKENS,
+    chat_prompt_tokens,
+    render_chat,
+)
 
 
 def words(n: int) -> str:

@@ -6,7 +6,7 @@
     python -m bench.scaleout --part failover   # a killed simulator, a killed shard process
     python -m bench.scaleout --part ceiling    # one parent's cost per shard; one shard process at zero latency
 
-Each part starts its own loopback cluster (`chunkwise.cluster.local`: PostgreSQL, a Prefect server,
+Each part starts its own loopback cluster (`chunkwise.harness.cluster.local`: PostgreSQL, a Prefect server,
 simulators, `chunkwise worker`s) and stops it; each stays under about ten minutes on 2 cores. Every
 figure is obtained against chunkwise's Ollama simulator, all processes on this machine's cores, so
 they show the machinery's overheads, not a GPU's speed.

@@ -10,7 +10,7 @@ import time
 
 from bench.scaleout.cluster import cluster_of, use_hosts
 from bench.scaleout.throughput import measured_run
-from chunkwise.cluster.local import Cluster
+from chunkwise.harness.cluster.local import Cluster
 
 
 def parent_costs(cluster: Cluster, count: int) -> dict[str, float]:

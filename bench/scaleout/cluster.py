@@ -1,4 +1,4 @@
-"""The loopback cluster a part runs on (`chunkwise.cluster.local`), and what its simulators counted."""
+"""The loopback cluster a part runs on (`chunkwise.harness.cluster.local`), and what its simulators counted."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from chunkwise.cluster.local import SIM_ARGS, Cluster, cleanup_tree, make_base, start_cluster, stop
+from chunkwise.harness.cluster.local import SIM_ARGS, Cluster, cleanup_tree, make_base, start_cluster, stop
 
 
 def three_hosts() -> list[list[str]]:
@@ -63,7 +63,7 @@ def reset_sims(cluster: Cluster) -> None:
 
 def answered(cluster: Cluster, key: str = "answered") -> Counter[str]:
     """Per request fingerprint, summed over the live simulators: answers (or, key="received", receipts:
-    every chat/generate body the simulator parsed, answered or not; chunkwise/sim/stats.py)."""
+    every chat/generate body the simulator parsed, answered or not; chunkwise/harness/sim/stats.py)."""
     total: Counter[str] = Counter()
     for host in cluster.hosts:
         if host.sim is not None and host.sim.poll() is None:

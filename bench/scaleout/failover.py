@@ -26,7 +26,7 @@ from bench.scaleout.cluster import (
 )
 from bench.scaleout.report import fmt
 from bench.scaleout.timing import facts
-from chunkwise.cluster.local import Cluster
+from chunkwise.harness.cluster.local import Cluster
 
 
 def failover_figures(run_dir: Path, fault_at: float, before: Counter[str], after: Counter[str],

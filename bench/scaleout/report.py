@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from chunkwise.cluster.local import SIM_ARGS
+from chunkwise.harness.cluster.local import SIM_ARGS
 
 OUT = Path(__file__).parent.parent / "results" / "scaleout.md"
 HEAD = [

@@ -13,7 +13,7 @@ from typing import Any
 from bench.scaleout.cluster import answered, cluster_of, reset_sims, three_hosts, use_hosts, write_requests
 from bench.scaleout.report import api_cell, fmt, parts_cell
 from bench.scaleout.timing import ApiProbe, gap_breakdown, shard_timing
-from chunkwise.cluster.local import Cluster
+from chunkwise.harness.cluster.local import Cluster
 from chunkwise.results.stats import host_rows_table
 
 

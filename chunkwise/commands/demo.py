@@ -35,10 +35,10 @@ def main() -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     from chunkwise.commands.runner import execute, print_summary
+    from chunkwise.harness.sim.harness import running_simulator
+    from chunkwise.harness.sim.options import SimOptions
     from chunkwise.inputs.sample import sample_system_prompt, write_sample
     from chunkwise.params import RunParams
-    from chunkwise.sim.harness import running_simulator
-    from chunkwise.sim.options import SimOptions
 
     if not DATA.exists():
         print(f"writing {ROWS:,} sample requests to {DATA}")

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if args.ctx // args.parallel < 256:
         raise SetupError(f"--ctx {args.ctx} / --parallel {args.parallel} leaves under 256 tokens per slot; "
                          "raise --ctx")
-    from chunkwise.engine.server import EngineStartError, default_config, start_engine
+    from chunkwise.harness.llama_server.server import EngineStartError, default_config, start_engine
 
     config = default_config(args.port, args.parallel, args.ctx)
     engine = start_engine(config)  # an EngineStartError is a SetupError: the CLI prints it

@@ -1,6 +1,6 @@
 """`chunkwise sim`: run the Ollama simulator (a development tool, never a real Ollama server).
 
-Flags are generated from `chunkwise.sim.options.SimOptions`: one per field, `--field-name`.
+Flags are generated from `chunkwise.harness.sim.options.SimOptions`: one per field, `--field-name`.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from pydantic import ValidationError
 from chunkwise.errors import EXIT_OK, SetupError
 
 if typing.TYPE_CHECKING:
-    from chunkwise.sim.options import SimOptions
+    from chunkwise.harness.sim.options import SimOptions
 
 NAME = "sim"
 HELP = "Run the Ollama simulator: Ollama's HTTP API with modelled timing, truncation and faults (for tests and demos)."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from chunkwise.sim.options import SimOptions
+    from chunkwise.harness.sim.options import SimOptions
 
     for name, field in SimOptions.model_fields.items():
         flag = "--" + name.replace("_", "-")
@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> SimOptions:
-    from chunkwise.sim.options import SimOptions
+    from chunkwise.harness.sim.options import SimOptions
 
     given = {name: getattr(args, name) for name in SimOptions.model_fields if getattr(args, name, None) is not None}
     return SimOptions(**given)
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(options: SimOptions) -> None:
-    from chunkwise.sim.server import start_server, stop_server
+    from chunkwise.harness.sim.server import start_server, stop_server
 
     runner, url = await start_server(options)
     print(f"chunkwise sim: listening on {url}", flush=True)

@@ -10,7 +10,7 @@ What the generated file looks like (`write_sample`):
   about 13,000 tokens;
 - every prompt starts with its id, so prompts are unique; the rest is a slice of one word corpus
   built once per process (no per-word Python work per row, so 170,000 rows take seconds);
-- the vocabulary is weighted so that `chunkwise.sim.tokenizer.count_tokens` gives about
+- the vocabulary is weighted so that `chunkwise.harness.sim.tokenizer.count_tokens` gives about
   `DEFAULT_CHARS_PER_TOKEN` (4.0) characters per token. The mean prompt is then about 700 tokens
   both by the tokenizer and by the chars/4 estimate, which reproduces the reference design: a
   2,400-token system prompt, num_ctx 128,000 and 200 expected answer tokens give 111 requests per
@@ -30,7 +30,7 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
-from chunkwise.sim.tokenizer import tokenize
+from chunkwise.harness.sim.tokenizer import tokenize
 from chunkwise.tokens import DEFAULT_CHARS_PER_TOKEN
 
 #: Mean prompt length in characters: 702 estimated tokens at 4 characters per token, so that mean
@@ -67,7 +67,7 @@ information management performance development environment configuration applica
 responsible understanding requirements documentation communication""".split()
 #: Frequency weight of a word is `ratio ** RATIO_EXPONENT / (rank + 10) ** 0.7`, where ratio is
 #: the word's characters per token (leading space included). The exponent was tuned so the corpus
-#: comes out at 4.0 characters per token under chunkwise.sim.tokenizer (3.66 without it).
+#: comes out at 4.0 characters per token under chunkwise.harness.sim.tokenizer (3.66 without it).
 RATIO_EXPONENT = 3.2
 
 SYSTEM_PROMPT_HEAD = (
@@ -180,7 +180,7 @@ def write_sample(path: str | os.PathLike[str], rows: int, seed: int = 0) -> Samp
 
 
 def sample_system_prompt(tokens: int = 2400) -> str:
-    """A fixed system prompt of exactly `tokens` tokens by chunkwise.sim.tokenizer (about 4 x tokens chars)."""
+    """A fixed system prompt of exactly `tokens` tokens by chunkwise.harness.sim.tokenizer (about 4 x tokens chars)."""
     if tokens < 1:
         raise ValueError(f"tokens must be at least 1, got {tokens}")
     text = SYSTEM_PROMPT_HEAD + corpus()[: int(tokens * DEFAULT_CHARS_PER_TOKEN * 1.5) + 64]

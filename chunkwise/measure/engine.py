@@ -3,14 +3,14 @@
 llama-server fixes its context at start (`-c`, split across `-np` slots) and reserves the whole KV
 cache then; no request can change it (unlike Ollama's per-request `num_ctx`, which reloads the
 model). So the only sound way to measure memory against context is to restart the engine for
-each context: measure starts the local llama-server (`chunkwise.engine.server`) with
+each context: measure starts the local llama-server (`chunkwise.harness.llama_server.server`) with
 `-c num_ctx x parallel -np parallel` for each `num_ctx` (tokens per slot), reads memory right after
 it is ready (the reservation at load) and again after one answer to a prompt of the requested
 size. Memory is the server process's RSS without a GPU, NVML "used" with one.
 
 The fit of memory at load against num_ctx is compared with the KV formula for llama-server
 (`chunkwise.ollama.kv`, engine "llama-server"), read from the GGUF's own metadata
-(`chunkwise.engine.gguf`): only the global layers grow with the context; sliding-window layers
+(`chunkwise.openai.gguf`): only the global layers grow with the context; sliding-window layers
 (Gemma 3: 15 of 18) hold a fixed `window + n_ubatch` cells per slot, which lands in the intercept.
 """
 
@@ -20,16 +20,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from chunkwise.engine.gguf import read_metadata
-from chunkwise.engine.http import post_json
-from chunkwise.engine.paths import MODEL_ALIAS, EnginePaths, engine_paths
-from chunkwise.engine.server import EngineStartError, running_engine
 from chunkwise.gpu.sampler import GpuSampler
+from chunkwise.harness.llama_server.http import post_json
+from chunkwise.harness.llama_server.paths import MODEL_ALIAS, EnginePaths, engine_paths
+from chunkwise.harness.llama_server.server import EngineStartError, running_engine
 from chunkwise.measure.fit import fit_line, recommend_num_ctx
 from chunkwise.measure.output import write_outputs
 from chunkwise.measure.prompt import build_prompt
 from chunkwise.measure.report import SOURCE_NVML, SOURCE_RSS, MeasureReport, MeasureRow
 from chunkwise.ollama.kv import ModelInfoError, kv_mib_per_token, kv_reserved_bytes, training_context
+from chunkwise.openai.gguf import read_metadata
 from chunkwise.tokens import DEFAULT_CHARS_PER_TOKEN
 from chunkwise.units import MIB
 

@@ -1,7 +1,7 @@
 """Prompts of a chosen size for `chunkwise measure`.
 
 The filler is lowercase English words of at most four letters and full stops. Each word with its
-leading space is one token in `chunkwise.sim.tokenizer` (the simulator's) and, being a common word,
+leading space is one token in `chunkwise.harness.sim.tokenizer` (the simulator's) and, being a common word,
 one token in the BPE vocabularies of llama 3, qwen 2.5 and gemma 2; that makes the text about
 4 characters per token for both, and its token count predictable.
 
@@ -77,7 +77,7 @@ def build_prompt(
     Otherwise: size the text as `target_tokens x chars_per_token` characters.
     """
     if exact:
-        from chunkwise.sim.tokenizer import chat_prompt_tokens  # the simulator's count; not needed otherwise
+        from chunkwise.harness.sim.tokenizer import chat_prompt_tokens  # the simulator's count; not needed otherwise
 
         fixed = chat_prompt_tokens(_messages(num_ctx, ""))
         units = max(0, target_tokens - fixed)

@@ -1,5 +1,5 @@
 """KV-cache size from a model's GGUF metadata (Ollama's `/api/show` `model_info`, or the file's
-header read by `chunkwise.engine.gguf` for llama-server), sliding-window layers included.
+header read by `chunkwise.openai.gguf` for llama-server), sliding-window layers included.
 
 Per layer and per cached token (Ollama's estimator, `fs/ggml/ggml.go` GraphSize, v0.12.0; the same as
 llama.cpp's KV buffer):

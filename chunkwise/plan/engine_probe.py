@@ -7,7 +7,7 @@ llama-server does not send the architecture numbers the KV formula needs (layer 
 head size, sliding window and layer pattern: `/props` and `/v1/models` `meta` carry only
 `n_ctx_train`, `n_embd`, `n_params`, `size`; tools/server/server-context.cpp `get_res_props` and
 `get_res_model_info` in the llama.cpp vendored by llama-cpp-python 0.3.36, commit 0c1e570), so the
-plan reads them from the GGUF header at `model_path` (`chunkwise.engine.gguf`), as
+plan reads them from the GGUF header at `model_path` (`chunkwise.openai.gguf`), as
 `chunkwise measure --api openai` does. That works when the server runs on this machine, which is
 the only case chunkwise supports (loopback hosts only). The weights' size is the GGUF file's size.
 
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chunkwise.engine.gguf import read_metadata
 from chunkwise.errors import LLMError, SetupError
 from chunkwise.openai.client import OpenAIClient
+from chunkwise.openai.gguf import read_metadata
 from chunkwise.plan.probe import SHOW_TIMEOUT_S
 from chunkwise.units import MIB
 

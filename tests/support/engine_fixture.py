@@ -15,13 +15,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from chunkwise.engine.build import binary_works
-from chunkwise.engine.paths import engine_paths
-from chunkwise.engine.server import RunningEngine, running_engine
+from chunkwise.harness.llama_server.build import binary_works
+from chunkwise.harness.llama_server.paths import engine_paths
+from chunkwise.harness.llama_server.server import RunningEngine, running_engine
 
 ENGINE_PARALLEL = 4
 ENGINE_CTX = 8192
-#: llama-server flags beyond `chunkwise.engine.server`'s own.
+#: llama-server flags beyond `chunkwise.harness.llama_server.server`'s own.
 ENGINE_EXTRA = ("-fa", "on")
 
 

@@ -12,8 +12,8 @@ from contextlib import ExitStack
 
 import pytest
 
-from chunkwise.sim.harness import SimHandle, running_simulator
-from chunkwise.sim.options import SimOptions
+from chunkwise.harness.sim.harness import SimHandle, running_simulator
+from chunkwise.harness.sim.options import SimOptions
 
 
 @pytest.fixture

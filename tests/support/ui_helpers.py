@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from chunkwise.sim.harness import free_port
+from chunkwise.harness.sim.harness import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PREFECT_FILE = REPO / "deployments" / "prefect.yaml"

@@ -4,7 +4,7 @@ no network and a 64 MiB upload limit; the 241 MiB Gemma file cannot go there).
 
 Stdlib only (struct, random), so it runs with any Python 3.10+. The weights are one block of
 random f16 values in [-0.05, 0.05) repeated: finite, so the engine computes and answers (garbage);
-the shape, not the values, decides the memory. GGUF layout as read by `chunkwise.engine.gguf`:
+the shape, not the values, decides the memory. GGUF layout as read by `chunkwise.openai.gguf`:
 header, key/values, tensor infos, padding to `ALIGNMENT`, tensor data each padded to it.
 
 The KV cost is `layers x kv_heads x 2 x head_dim x 2 bytes` per token (f16, all layers global):
@@ -123,7 +123,8 @@ def write_synthetic_gguf(path: Path, *, layers: int = 32, embd: int = 1024, head
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m chunkwise.engine.synthetic", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m chunkwise.harness.llama_server.synthetic",
+                                 description=__doc__.splitlines()[0])
     ap.add_argument("path", type=Path)
     for name, default in (("layers", 32), ("embd", 1024), ("heads", 8), ("kv-heads", 8), ("head-dim", 128),
                           ("ff", 1024), ("context", 32768)):

@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from chunkwise.sim.options import SimOptions
+from chunkwise.harness.sim.options import SimOptions
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from chunkwise.sim.state import SimState
+    from chunkwise.harness.sim.state import SimState
 
 STARTUP_TIMEOUT_S = 30.0
 
@@ -97,7 +97,7 @@ class SimHandle:
                 self._proc.wait()
             self._proc = None
         if self._runner is not None and self._loop is not None:
-            from chunkwise.sim.server import stop_server
+            from chunkwise.harness.sim.server import stop_server
 
             asyncio.run_coroutine_threadsafe(stop_server(self._runner), self._loop).result(timeout=30)
             self._runner = None
@@ -121,8 +121,8 @@ class SimHandle:
         self._client.close()
 
     def _start_thread(self) -> None:
-        from chunkwise.sim.server import start_server
-        from chunkwise.sim.state import SimState
+        from chunkwise.harness.sim.server import start_server
+        from chunkwise.harness.sim.state import SimState
 
         if self._runner is not None:
             return
@@ -167,7 +167,7 @@ class SimHandle:
 
     # -- inspection --------------------------------------------------------------------------
     def stats(self, fingerprints: bool = True) -> dict[str, Any]:
-        """GET /sim/stats (see chunkwise.sim.stats for the shape)."""
+        """GET /sim/stats (see chunkwise.harness.sim.stats for the shape)."""
         params = {} if fingerprints else {"fingerprints": "0"}
         return self._checked(self._client.get(f"{self.url}/sim/stats", params=params))
 

@@ -19,11 +19,11 @@ from functools import lru_cache
 from aiohttp import web
 from pydantic import ValidationError
 
-from chunkwise.sim import completion
-from chunkwise.sim.options import STARTUP_ONLY, SimOptions
-from chunkwise.sim.profiles import PARAMETERS, PROFILES, TEMPLATE, resolve
-from chunkwise.sim.request import ApiError, parse_json
-from chunkwise.sim.state import SIM_HEADER, STATE, SimState
+from chunkwise.harness.sim import completion
+from chunkwise.harness.sim.options import STARTUP_ONLY, SimOptions
+from chunkwise.harness.sim.profiles import PARAMETERS, PROFILES, TEMPLATE, resolve
+from chunkwise.harness.sim.request import ApiError, parse_json
+from chunkwise.harness.sim.state import SIM_HEADER, STATE, SimState
 
 #: Go's time.Duration(math.MaxInt64): what Ollama adds to "now" for a negative keep_alive.
 FOREVER = timedelta(microseconds=(2**63 - 1) // 1000)

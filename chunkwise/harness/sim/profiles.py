@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-# The chat template the simulator applies; it describes `chunkwise.sim.tokenizer.render_chat`.
+# The chat template the simulator applies; it describes `chunkwise.harness.sim.tokenizer.render_chat`.
 TEMPLATE = (
     "{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>{{ end }}"
     "<|start_header_id|>assistant<|end_header_id|>\n\n"

@@ -28,12 +28,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chunkwise.sim.faults import load_error
-from chunkwise.sim.memory import loaded_size
-from chunkwise.sim.options import SimOptions
-from chunkwise.sim.profiles import ModelProfile
-from chunkwise.sim.prompt import Segments
-from chunkwise.sim.stats import SimStats
+from chunkwise.harness.sim.faults import load_error
+from chunkwise.harness.sim.memory import loaded_size
+from chunkwise.harness.sim.options import SimOptions
+from chunkwise.harness.sim.profiles import ModelProfile
+from chunkwise.harness.sim.prompt import Segments
+from chunkwise.harness.sim.stats import SimStats
 from chunkwise.units import MIB
 
 BUSY = "server busy, please try again.  maximum pending requests exceeded"

@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from chunkwise.engine.fetch import EngineSetupError, ensure_sdist
-from chunkwise.engine.paths import EnginePaths
+from chunkwise.harness.llama_server.fetch import EngineSetupError, ensure_sdist
+from chunkwise.harness.llama_server.paths import EnginePaths
 
 CMAKE_FLAGS = (
     "-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF", "-DGGML_NATIVE=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF",

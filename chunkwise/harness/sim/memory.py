@@ -19,7 +19,7 @@ to `size`. /api/ps reports what llama-server logged for its buffers, compute buf
 
 from __future__ import annotations
 
-from chunkwise.sim.profiles import ModelProfile
+from chunkwise.harness.sim.profiles import ModelProfile
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB

@@ -27,9 +27,9 @@ from json.encoder import (
 )
 from typing import Any
 
-from chunkwise.sim.request import CompletionRequest
-from chunkwise.sim.textgen import json_text, natural_length, output_key, prose_tokens
-from chunkwise.sim.tokenizer import densify, tokenize
+from chunkwise.harness.sim.request import CompletionRequest
+from chunkwise.harness.sim.textgen import json_text, natural_length, output_key, prose_tokens
+from chunkwise.harness.sim.tokenizer import densify, tokenize
 
 THINK_SCALE = {"low": 0.5, "medium": 1.0, "high": 1.5, "max": 2.0}
 

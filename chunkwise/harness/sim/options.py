@@ -18,8 +18,8 @@ from pydantic import (
     model_validator,
 )
 
-from chunkwise.sim.era import CURRENT_VERSION, Era, era_of
-from chunkwise.sim.timing import BATCH_GAIN, PREFILL_SHARE
+from chunkwise.harness.sim.era import CURRENT_VERSION, Era, era_of
+from chunkwise.harness.sim.timing import BATCH_GAIN, PREFILL_SHARE
 
 TruncationMode = Literal["keep-tail", "minus-one", "half", "error"]
 LoadFailure = Literal["none", "load", "oom"]

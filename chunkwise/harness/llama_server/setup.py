@@ -1,4 +1,4 @@
-"""`make engine` (`python -m chunkwise.engine.setup`): everything the real engine needs, idempotently.
+"""`make engine` (`python -m chunkwise.harness.llama_server.setup`): everything the real engine needs, idempotently.
 
 Builds or reuses the cached llama-server, fetches or reuses the model, checks the chat template.
 Exit 0 when all three are in place, 2 (configuration) with a one-line reason otherwise.
@@ -10,14 +10,15 @@ import argparse
 import sys
 import time
 
-from chunkwise.engine.build import cache_lock, ensure_server
-from chunkwise.engine.fetch import EngineSetupError, ensure_model
-from chunkwise.engine.paths import TEMPLATE, engine_paths
 from chunkwise.errors import EXIT_CONFIG, EXIT_OK
+from chunkwise.harness.llama_server.build import cache_lock, ensure_server
+from chunkwise.harness.llama_server.fetch import EngineSetupError, ensure_model
+from chunkwise.harness.llama_server.paths import TEMPLATE, engine_paths
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m chunkwise.engine.setup", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m chunkwise.harness.llama_server.setup",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--cache-dir", default=None,
                         help="cache root (default: ${XDG_CACHE_HOME:-~/.cache}/chunkwise/engine)")
     args = parser.parse_args(argv)

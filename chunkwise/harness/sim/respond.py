@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from chunkwise.sim.answer import (
+from chunkwise.harness.sim.answer import (
     Answer,
     chunk_body,
     final_cache,
@@ -35,12 +35,12 @@ from chunkwise.sim.answer import (
     stream_lines,
     token_id,
 )
-from chunkwise.sim.faults import STREAM_CRASH
-from chunkwise.sim.prompt import Prompt, generate_messages, render_messages
-from chunkwise.sim.request import CompletionRequest
-from chunkwise.sim.scheduler import Lease
-from chunkwise.sim.state import JSON_TYPE, NDJSON_TYPE, SimState
-from chunkwise.sim.timing import decode_ns, prefill_ns, prefill_stall_ns, slot_slowdown
+from chunkwise.harness.sim.faults import STREAM_CRASH
+from chunkwise.harness.sim.prompt import Prompt, generate_messages, render_messages
+from chunkwise.harness.sim.request import CompletionRequest
+from chunkwise.harness.sim.scheduler import Lease
+from chunkwise.harness.sim.state import JSON_TYPE, NDJSON_TYPE, SimState
+from chunkwise.harness.sim.timing import decode_ns, prefill_ns, prefill_stall_ns, slot_slowdown
 
 
 class _Ndjson(web.StreamResponse):

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from chunkwise.engine.http import get
-from chunkwise.engine.paths import MODEL_ALIAS, TEMPLATE, EnginePaths, engine_paths
 from chunkwise.errors import SetupError
+from chunkwise.harness.llama_server.http import get
+from chunkwise.harness.llama_server.paths import MODEL_ALIAS, TEMPLATE, EnginePaths, engine_paths
 from chunkwise.lifeline import tie
 
 HOST = "127.0.0.1"

@@ -14,7 +14,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from chunkwise.engine.paths import (
+from chunkwise.errors import SetupError
+from chunkwise.harness.llama_server.paths import (
     LLAMA_CPP_PYTHON_VERSION,
     MODEL_BYTES,
     MODEL_MODULE,
@@ -24,7 +25,6 @@ from chunkwise.engine.paths import (
     SDIST_SHA256,
     EnginePaths,
 )
-from chunkwise.errors import SetupError
 
 
 class EngineSetupError(SetupError):

@@ -6,9 +6,9 @@ import json
 
 from aiohttp import web
 
-from chunkwise.sim.options import SimOptions
-from chunkwise.sim.scheduler import Scheduler
-from chunkwise.sim.stats import SimStats
+from chunkwise.harness.sim.options import SimOptions
+from chunkwise.harness.sim.scheduler import Scheduler
+from chunkwise.harness.sim.stats import SimStats
 
 SIM_HEADER = ("X-Ollama-Simulator", "chunkwise")
 JSON_TYPE = "application/json; charset=utf-8"

@@ -6,7 +6,7 @@ options.seed, options.temperature and format always give the same answer, on any
 Prose is a window of a fixed corpus (`CORPUS`, about 64K tokens of sentences drawn once from
 `WORDS` with a fixed seed) that starts at a sentence chosen by the key. Its natural length is
 MIN..MAX tokens (`SimOptions.answer_tokens`, default 16..256), also chosen by the key. Windows are
-re-tokenized exactly by `chunkwise.sim.tokenizer.tokenize`, so eval_count == count_tokens(answer).
+re-tokenized exactly by `chunkwise.harness.sim.tokenizer.tokenize`, so eval_count == count_tokens(answer).
 
 `format: "json"` gives an object with 2-4 keys; a JSON-schema `format` gives a value valid for the
 schema (`schema_value`). JSON output has the length its value needs.
@@ -20,7 +20,7 @@ import math
 import random
 from typing import Any
 
-from chunkwise.sim.tokenizer import tokenize
+from chunkwise.harness.sim.tokenizer import tokenize
 
 WORDS = (
     "the a an of to in on for with by from as at and or but not this that these those it its they "

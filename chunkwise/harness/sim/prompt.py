@@ -1,6 +1,6 @@
 """Prompt rendering and Ollama's two truncation stages (research ollama.md section 2).
 
-Rendering is `chunkwise.sim.tokenizer.render_chat`, applied one message at a time so each message's
+Rendering is `chunkwise.harness.sim.tokenizer.render_chat`, applied one message at a time so each message's
 tokens can be cached (a batch repeats the same system prompt; a conversation repeats its history).
 `render_chat(messages)` and `render_messages(messages)` give the same tokens (tested).
 
@@ -17,7 +17,7 @@ Stage 2 (every prompt still too long), by `SimOptions.truncation_mode` (the era'
   error      HTTP 400, as llama-server-native models answer.
 `keep` is options.num_keep (default 4; negative = the whole prompt) plus 1 when the model's tokenizer
 adds a BOS token, at most num_ctx - 1. The simulated token lists carry no BOS token, so the counts
-match `chunkwise.sim.tokenizer.chat_prompt_tokens` exactly when nothing is cut.
+match `chunkwise.harness.sim.tokenizer.chat_prompt_tokens` exactly when nothing is cut.
 "truncate": false turns any over-length prompt into the 400. A prompt "fits" when it has at most
 num_ctx tokens (num_ctx - 1 in `half` mode, where Ollama cuts anything above num_ctx - 1).
 """
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from chunkwise.sim.tokenizer import GENERATION_TOKENS, message_template, tokenize
+from chunkwise.harness.sim.tokenizer import GENERATION_TOKENS, message_template, tokenize
 
 INPUT_TOO_LONG = "the input length exceeds the context length"
 GENERATION_PROMPT: tuple[str, ...] = GENERATION_TOKENS

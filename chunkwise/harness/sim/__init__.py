@@ -5,10 +5,10 @@ GET /api/version adds `"simulator": "chunkwise"`. Start it with `chunkwise sim` 
 with `running_simulator` (see harness.py).
 """
 
-from chunkwise.sim.fingerprint import chat_fingerprint, generate_fingerprint, request_fingerprint
-from chunkwise.sim.harness import SimHandle, running_simulator
-from chunkwise.sim.options import SimOptions
-from chunkwise.sim.profiles import PROFILES, ModelProfile, resolve
+from chunkwise.harness.sim.fingerprint import chat_fingerprint, generate_fingerprint, request_fingerprint
+from chunkwise.harness.sim.harness import SimHandle, running_simulator
+from chunkwise.harness.sim.options import SimOptions
+from chunkwise.harness.sim.profiles import PROFILES, ModelProfile, resolve
 
 __all__ = [
     "PROFILES",

@@ -17,13 +17,13 @@ import time
 
 from aiohttp import web
 
-from chunkwise.sim.answer import chunk_body, make_answer
-from chunkwise.sim.faults import RUNNER_STOPPED, pick_fault
-from chunkwise.sim.prompt import Prompt, PromptTooLong, chat_prompt, generate_prompt
-from chunkwise.sim.request import ApiError, CompletionRequest, parse_head, parse_rest
-from chunkwise.sim.respond import Responder
-from chunkwise.sim.scheduler import LoadFailed, LoadKey, ServerBusy
-from chunkwise.sim.state import STATE, SimState
+from chunkwise.harness.sim.answer import chunk_body, make_answer
+from chunkwise.harness.sim.faults import RUNNER_STOPPED, pick_fault
+from chunkwise.harness.sim.prompt import Prompt, PromptTooLong, chat_prompt, generate_prompt
+from chunkwise.harness.sim.request import ApiError, CompletionRequest, parse_head, parse_rest
+from chunkwise.harness.sim.respond import Responder
+from chunkwise.harness.sim.scheduler import LoadFailed, LoadKey, ServerBusy
+from chunkwise.harness.sim.state import STATE, SimState
 
 
 async def chat(request: web.Request) -> web.StreamResponse:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 
-from chunkwise.sim.options import SimOptions
+from chunkwise.harness.sim.options import SimOptions
 
 RUNNER_STOPPED = (
     "model runner has unexpectedly stopped, this may be due to resource limitations or an internal error, "

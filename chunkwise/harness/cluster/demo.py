@@ -21,7 +21,7 @@ from typing import Any
 
 import polars as pl
 
-from chunkwise.cluster.local import SIM_ARGS, cleanup_tree, make_base, start_cluster
+from chunkwise.harness.cluster.local import SIM_ARGS, cleanup_tree, make_base, start_cluster
 
 
 def write_requests(path: Path, n: int) -> Path:

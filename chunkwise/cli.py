@@ -16,7 +16,7 @@ import sys
 from chunkwise.errors import ChunkwiseError
 
 #: Subcommands in the order `--help` lists them; each is `chunkwise.commands.<name>`.
-COMMANDS = ("run", "resume", "plan", "demo", "sample", "sim", "measure", "serve", "engine", "worker")
+COMMANDS = ("run", "resume", "plan", "demo", "sample", "sim", "measure", "serve", "engine", "ollama", "worker")
 
 
 def fail(command: str, message: str) -> None:

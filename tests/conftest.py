@@ -6,6 +6,7 @@ Tiers (registered in pyproject.toml, applied here by `pytest_collection_modifyit
     flow   runs under the session-wide `prefect_harness` (marked automatically when a test uses it)
     slow   real components: a Prefect server, a browser, subprocess runs, the soak (marked by hand)
     engine the real llama-server from `make engine` (marked by hand, with slow)
+    ollama the real Ollama from `make ollama` (marked by hand, with slow)
 
 `pytest -m pure` is the quick loop, `pytest -m "not slow"` adds the flows, `make test` runs all.
 
@@ -28,7 +29,7 @@ from collections.abc import Iterator
 
 import pytest
 
-pytest_plugins = ["tests.support.sim_fixtures", "tests.support.engine_fixture"]
+pytest_plugins = ["tests.support.sim_fixtures", "tests.support.engine_fixture", "tests.support.ollama_fixture"]
 
 #: Variables of the calling shell that are test knobs, not settings: kept.
 KEPT = frozenset({"CHUNKWISE_UI_SCREENSHOTS", "CHUNKWISE_CHROMIUM"})
@@ -70,7 +71,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         fixtures = getattr(item, "fixturenames", ())
         if "prefect_harness" in fixtures:
             item.add_marker(pytest.mark.flow)
-        if not any(item.get_closest_marker(tier) for tier in ("flow", "slow", "engine")):
+        if not any(item.get_closest_marker(tier) for tier in ("flow", "slow", "engine", "ollama")):
             item.add_marker(pytest.mark.pure)
 
 

@@ -119,7 +119,8 @@ def test_only_the_simulator_s_users_import_it() -> None:
 
 
 def test_the_import_reader_sees_imports_inside_functions_and_relative_ones() -> None:
-    source = "import os\n\ndef f():\n    from ..harness.sim import tokenizer\n    import chunkwise.harness.sim.options\n"
+    source = ("import os\n\ndef f():\n    from ..harness.sim import tokenizer\n"
+              "    import chunkwise.harness.sim.options\n")
     found = imports_of(source, "chunkwise.run.probe")
     assert {"os", "chunkwise.harness.sim", "chunkwise.harness.sim.tokenizer",
             "chunkwise.harness.sim.options"} <= found

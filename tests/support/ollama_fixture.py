@@ -1,0 +1,36 @@
+"""The real Ollama for tests: a session-scoped `ollama serve` (v0.24.0 from `make ollama`) serving
+`gemma3-270m` (and its damaged and poisoned twins) from the cache's model store.
+
+tests/conftest.py loads this module as a plugin: request the `ollama` fixture and mark the module `ollama`
+(and `slow`). `make test` runs `make ollama` first; without it the fixture fails with that instruction (it
+does not skip: a missing server is a set-up error, not a pass). 4 slots (`OLLAMA_NUM_PARALLEL`); every
+request of chunkwise sets its own num_ctx. The tests assert counts and classes, never text or speed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from chunkwise.harness.ollama_server.paths import ollama_paths
+from chunkwise.harness.ollama_server.server import RunningOllama, running_ollama
+
+OLLAMA_PARALLEL = 4
+OLLAMA_ENV = {"OLLAMA_FLASH_ATTENTION": "1"}
+
+
+def require_ollama() -> None:
+    """Fail (not skip) with the instruction when `make ollama` has not run."""
+    paths = ollama_paths()
+    if not paths.stamp.is_file():
+        pytest.fail(f"the real Ollama is not set up ({paths.stamp} missing): run `make ollama`")
+
+
+@pytest.fixture(scope="session")
+def ollama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningOllama]:
+    """A ready Ollama on a free 127.0.0.1 port; `.url` is its base URL, `.model` the model to ask for."""
+    require_ollama()
+    log = tmp_path_factory.mktemp("ollama") / "ollama.log"
+    with running_ollama(OLLAMA_PARALLEL, log_path=log, extra_env=OLLAMA_ENV) as running:
+        yield running

@@ -105,6 +105,9 @@ def execute(
         api.cancel()
         raise
     api.wait()
+    from chunkwise.prefect_auth import check_configured_api
+
+    check_configured_api()  # a server with authentication: one line (exit 2) when the credential is missing
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     stop = threading.Event()
     install_stop_handlers(stop, get_settings().stop_grace_s, say)

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+#: The project root (deployments/cluster.yaml, PYTHONPATH of every process): chunkwise/harness/cluster/ is 3 below.
+ROOT = Path(__file__).resolve().parents[3]
 POOL = "chunkwise-gpu"
 #: Real-time simulator rates: ~0.3 s per short answer, 2 slots: about 6 requests/s per host.
 SIM_ARGS = ["--parallel", "2", "--decode-tps", "50", "--prefill-tps", "4000", "--answer-tokens", "8:24"]

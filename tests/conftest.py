@@ -29,7 +29,8 @@ from collections.abc import Iterator
 
 import pytest
 
-pytest_plugins = ["tests.support.sim_fixtures", "tests.support.engine_fixture", "tests.support.ollama_fixture"]
+pytest_plugins = ["tests.support.sim_fixtures", "tests.support.engine_fixture", "tests.support.ollama_fixture",
+                  "tests.support.cluster"]
 
 #: Variables of the calling shell that are test knobs, not settings: kept.
 KEPT = frozenset({"CHUNKWISE_UI_SCREENSHOTS", "CHUNKWISE_CHROMIUM"})

@@ -225,3 +225,33 @@ def test_a_run_against_an_authenticated_server_and_where_its_secrets_end_up(tmp_
     loose = {str(p): oct(p.stat().st_mode & 0o777) for p in [server_home, *server_home.rglob("*")]
              if not p.is_symlink() and p.stat().st_mode & 0o077}
     assert loose == {}
+
+
+EPHEMERAL = """
+import os, httpx
+from chunkwise.cli import secure_process
+from chunkwise.commands.early_api import EarlyApi
+from chunkwise.commands.prefect_env import no_calls_home
+from chunkwise.prefect_auth import check_configured_api
+no_calls_home()
+secure_process()
+api = EarlyApi().start()
+api.wait()
+url = os.environ["PREFECT_API_URL"]
+print(httpx.post(url + "/flow_runs/filter", json={}, trust_env=False).status_code)
+check_configured_api()
+print("credential accepted")
+api.stop()
+"""
+
+
+@pytest.mark.slow
+def test_with_a_credential_file_the_temporary_api_of_a_single_host_run_needs_it_too(tmp_path):
+    """`chunkwise run` without PREFECT_API_URL starts Prefect's temporary API (`commands/early_api.py`) with
+    this process's environment: with CHUNKWISE_PREFECT_AUTH_FILE set it runs with basic auth, and the run's
+    own client holds the credential."""
+    env = child_env(tmp_path / "home", CHUNKWISE_PREFECT_AUTH_FILE=str(secret_file(tmp_path / "auth", AUTH)))
+    done = subprocess.run([sys.executable, "-c", EPHEMERAL], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["401", "credential", "accepted"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -25,7 +26,7 @@ import pytest
 from chunkwise.cli import main as cli_main
 from chunkwise.commands.prefect import is_loopback, server_host
 from chunkwise.errors import EXIT_CONFIG, SetupError
-from chunkwise.prefect_auth import check_api_access, load_credential, read_auth_file
+from chunkwise.prefect_auth import check_api_access, check_environment_api, load_credential, read_auth_file
 from tests.support.fake_openai import MODEL, running_fake_openai
 from tests.support.pipeline_helpers import write_requests
 from tests.support.ui_helpers import REPO, child_env, prefect_server
@@ -107,6 +108,14 @@ def test_check_api_access_names_the_setting_to_set():
         check_api_access("http://127.0.0.1:9/api", AUTH)
 
 
+def test_the_early_check_reads_the_environment_only():
+    check_environment_api({})  # no API configured there: nothing to ask
+    with basic_auth_server(AUTH) as url:
+        check_environment_api({"PREFECT_API_URL": url, "PREFECT_API_AUTH_STRING": AUTH})
+        with pytest.raises(SetupError, match="requires authentication"):
+            check_environment_api({"PREFECT_API_URL": url, "PREFECT_API_AUTH_STRING": ""})
+
+
 @pytest.mark.parametrize("args, host", [(["server", "start"], "127.0.0.1"),
                                         (["server", "start", "--host", "0.0.0.0"], "0.0.0.0"),
                                         (["server", "start", "--host=10.1.2.3", "--no-ui"], "10.1.2.3"),
@@ -167,7 +176,18 @@ def wait_until(predicate, timeout_s: float, what: str):
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
+@pytest.fixture
+def loose_umask() -> Iterator[None]:
+    """Children start with a typical shell's umask (022), so what they create private they made so."""
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
 @pytest.mark.slow
+@pytest.mark.usefixtures("loose_umask")
 def test_a_run_against_an_authenticated_server_and_where_its_secrets_end_up(tmp_path):
     """`chunkwise prefect server start` with CHUNKWISE_PREFECT_AUTH_FILE (what `make server` runs): runs
     without the credential, or with a wrong one, stop with one line (exit 2) before sending anything; a run
@@ -193,6 +213,7 @@ def test_a_run_against_an_authenticated_server_and_where_its_secrets_end_up(tmp_
         assert wrong.returncode == EXIT_CONFIG, wrong.stderr
         assert wrong.stderr.strip().splitlines()[-1] == "chunkwise run: " + WRONG_CREDENTIAL.format(url=api_url)
         assert fake.answered == 0
+        assert not runs.exists()  # refused before the run directory was made
 
         done = run_cli([*args, "--run-name", "ok"], {**base, "CHUNKWISE_PREFECT_AUTH_FILE": str(auth_file)})
         assert done.returncode == 0, done.stderr[-3000:]
@@ -221,8 +242,8 @@ def test_a_run_against_an_authenticated_server_and_where_its_secrets_end_up(tmp_
     for secret in (key, AUTH):
         for out in (done, refused, wrong):
             assert secret not in out.stdout + out.stderr
-    assert (server_home / "prefect.db").is_file()
-    loose = {str(p): oct(p.stat().st_mode & 0o777) for p in [server_home, *server_home.rglob("*")]
+    assert (server_home / "prefect.db").is_file() and (runs / "ok" / "results.parquet").is_file()
+    loose = {str(p): oct(p.stat().st_mode & 0o777) for root in (server_home, runs) for p in [root, *root.rglob("*")]
              if not p.is_symlink() and p.stat().st_mode & 0o077}
     assert loose == {}
 

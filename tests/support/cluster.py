@@ -20,7 +20,11 @@ API_KEY = "sk-CLUSTER-MARKER-" + "3" * 24
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     base = make_base()
-    c = start_cluster(base, [[*SIM_ARGS, "--seed", str(k)] for k in range(3)], env={"CHUNKWISE_API_KEY": API_KEY})
+    try:
+        c = start_cluster(base, [[*SIM_ARGS, "--seed", str(k)] for k in range(3)], env={"CHUNKWISE_API_KEY": API_KEY})
+    except BaseException:
+        cleanup_tree(base)  # start_cluster stopped what it had started; its files go too
+        raise
     # the parents mark a Running shard whose process is gone Crashed after 10 s (default 30 s): shorter tests
     c.env["CHUNKWISE_SHARD_LOST_AFTER_S"] = "10"
     try:

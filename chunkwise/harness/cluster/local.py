@@ -233,7 +233,7 @@ def start_cluster(base: Path, sim_args: list[list[str]], shared: Path | None = N
             cluster.start_sim(host)
         for host in cluster.hosts:
             cluster.start_worker(host)
-        cluster.shared.mkdir(parents=True, exist_ok=True)
+        cluster.shared.mkdir(mode=0o700, parents=True, exist_ok=True)  # the runs root: its owner's only
         return cluster
     except BaseException:
         cluster.close()

@@ -14,7 +14,7 @@ endif
 # A first start of Prefect's ephemeral API on a fresh home can take over its 20 s default here.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 
-.PHONY: venv test lint chromium demo bench soak plan server serve gpu-check clean engine ollama
+.PHONY: venv test lint chromium nginx demo bench soak plan server serve gpu-check clean engine ollama
 
 venv: $(STAMP)
 
@@ -36,7 +36,7 @@ engine: $(STAMP)
 ollama: $(STAMP) engine
 	$(PY) -m chunkwise.harness.ollama_server.setup
 
-test: $(STAMP) lint engine ollama chromium
+test: $(STAMP) lint engine ollama chromium nginx
 	$(PY) -m pytest
 
 # Lint: ruff (lint rules and import order) and mypy (strict on chunkwise, flows, tasks); both configured
@@ -57,6 +57,20 @@ chromium:
 		exit 1; \
 	fi
 
+# tests/test_proxy.py runs deployments/prefect-proxy.nginx.conf in Debian's nginx: installed when running
+# as root (its system service is then stopped and disabled: the test starts its own), else one line saying
+# what to do.
+nginx:
+	@if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then exit 0; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "make: installing nginx from Debian's packages for tests/test_proxy.py"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; \
+		systemctl disable --now nginx >/dev/null 2>&1 || true; \
+	else \
+		echo "make test needs nginx for tests/test_proxy.py: run 'sudo apt-get install -y nginx'" >&2; \
+		exit 1; \
+	fi
+
 demo: $(STAMP)
 	$(PY) -m chunkwise demo
 
@@ -73,13 +87,18 @@ gpu-check: $(STAMP)
 	$(PY) -m chunkwise.gpu.check $(GPU_CHECK_ARGS)
 
 # Prefect UI (docs/ui.md). `make server` runs a Prefect server with its UI on 127.0.0.1:$(PREFECT_PORT)
-# (SQLite under $(PREFECT_HOME)); in another terminal either `make serve` (the deployments of
-# deployments/prefect.yaml served from that process, no work pool) or `make deploy` + `make worker`
-# (the same deployments on the process work pool chunkwise-process). Run them from this directory:
+# (SQLite under $(PREFECT_HOME); basic auth when CHUNKWISE_PREFECT_AUTH_FILE names a credential file); in
+# another terminal either `make serve` (the deployments of deployments/prefect.yaml served from that
+# process, no work pool) or `make deploy` + `make worker` (the same deployments on the process work pool
+# chunkwise-process). Run them from this directory:
 # relative input_path/output_dir parameters resolve here. `make ui-screenshots` reruns the browser test
 # and saves its screenshots to docs/img.
 PREFECT_PORT ?= 4200
 PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
+# Prefect's CLI with chunkwise's environment (README "Security"): the credential of CHUNKWISE_PREFECT_AUTH_FILE
+# (server and clients), no calls home, private files. Without a credential the server stays unauthenticated,
+# which is safe only on 127.0.0.1 of a machine nobody else logs into.
+PREFECT := $(VENV)/bin/chunkwise prefect
 .PHONY: deploy worker ui-screenshots cluster-demo
 
 # Distributed mode on this machine (README "Several GPU machines"): PostgreSQL + a Prefect server + 3
@@ -89,17 +108,17 @@ cluster-demo: $(STAMP)
 	$(PY) -m chunkwise.harness.cluster.demo
 
 server: $(STAMP)
-	PREFECT_UI_API_URL=$(PREFECT_API_URL) $(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+	PREFECT_UI_API_URL=$(PREFECT_API_URL) $(PREFECT) server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
 serve: $(STAMP)
 	PREFECT_API_URL=$(PREFECT_API_URL) $(VENV)/bin/chunkwise serve $(SERVE_ARGS)
 
 deploy: $(STAMP)
-	PREFECT_API_URL=$(PREFECT_API_URL) $(VENV)/bin/prefect work-pool create chunkwise-process --type process --overwrite
-	PREFECT_API_URL=$(PREFECT_API_URL) $(VENV)/bin/prefect --no-prompt deploy --all --prefect-file deployments/prefect.yaml
+	PREFECT_API_URL=$(PREFECT_API_URL) $(PREFECT) work-pool create chunkwise-process --type process --overwrite
+	PREFECT_API_URL=$(PREFECT_API_URL) $(PREFECT) -- --no-prompt deploy --all --prefect-file deployments/prefect.yaml
 
 worker: $(STAMP)
-	PREFECT_API_URL=$(PREFECT_API_URL) $(VENV)/bin/prefect worker start --pool chunkwise-process --limit 1
+	PREFECT_API_URL=$(PREFECT_API_URL) $(PREFECT) worker start --pool chunkwise-process --limit 1
 
 ui-screenshots: $(STAMP)
 	CHUNKWISE_UI_SCREENSHOTS=$(CURDIR)/docs/img $(PY) -m pytest tests/test_ui.py -q

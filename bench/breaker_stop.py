@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import polars as pl
 
-from bench.procs import publish
+from bench.procs import RUN_ROOTS, publish
 from chunkwise.harness.sim.harness import running_simulator
 from chunkwise.harness.sim.options import SimOptions
 from chunkwise.inputs.sample import write_sample
@@ -71,7 +71,7 @@ def main() -> None:
         data = tmp / "requests.parquet"
         write_sample(data, args.rows, seed=0)
         options = SimOptions(port=0, parallel=args.parallel, fail_rate=1.0, answer_tokens=(8, 32))
-        env = {**os.environ, "PREFECT_HOME": str(tmp / "home"), "PREFECT_LOGGING_LEVEL": "WARNING",
+        env = {**os.environ, **RUN_ROOTS, "PREFECT_HOME": str(tmp / "home"), "PREFECT_LOGGING_LEVEL": "WARNING",
                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
         with running_simulator(options, process=True) as sim:
             argv = [sys.executable, "-m", "chunkwise", "run", "--input", str(data), "--model", "llama3.1:8b",

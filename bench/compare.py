@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.procs import PeakRss
+from bench.procs import RUN_ROOTS, PeakRss
 
 MODEL, NUM_CTX, NUM_PREDICT, SEED = "llama3.1:8b", 32768, 512, 0
 
@@ -59,7 +59,7 @@ def run_pipeline(url: str, data: Path, system_file: Path, out: Path, parallel: i
                  prefix: list[str] | None = None) -> tuple[float, PeakRss]:
     """`chunkwise run` over `data` as a child process (run name `bench`); wall seconds and peak RSS.
     `prefix` wraps the command (a profiler, e.g. `py-spy record -o FILE --`)."""
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    env = {**os.environ, **RUN_ROOTS, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
     argv = [*(prefix or []), sys.executable, "-m", "chunkwise", "run", "--input", str(data), "--model", MODEL,
             "--host", url, "--mode", "independent", "--num-ctx", str(NUM_CTX), "--num-predict", str(NUM_PREDICT),

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import polars as pl
 
-from bench.procs import publish
+from bench.procs import RUN_ROOTS, publish
 from chunkwise.harness.sim.harness import running_simulator
 from chunkwise.harness.sim.options import SimOptions
 from chunkwise.store.files import read_json
@@ -53,7 +53,7 @@ def main() -> None:
         data = tmp / "code.parquet"
         code_like(args.rows).write_parquet(data)
         options = SimOptions(port=0, parallel=args.parallel, token_density=1.5, answer_tokens=(40, 160))
-        env = {**os.environ, "PREFECT_HOME": str(tmp / "home"), "PREFECT_LOGGING_LEVEL": "WARNING",
+        env = {**os.environ, **RUN_ROOTS, "PREFECT_HOME": str(tmp / "home"), "PREFECT_LOGGING_LEVEL": "WARNING",
                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
         with running_simulator(options, process=True) as sim:
             argv = [sys.executable, "-m", "chunkwise", "run", "--input", str(data), "--model", "llama3.1:8b",

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.procs import replace_section
+from bench.procs import RUN_ROOTS, replace_section
 from chunkwise.harness.sim.harness import running_simulator
 from chunkwise.harness.sim.options import SimOptions
 from chunkwise.inputs.sample import write_sample
@@ -36,7 +36,7 @@ SYSTEM = "You are a concise assistant. Answer the request in plain prose."
 
 
 def one_run(code: Path, url: str, data: Path, tmp: Path, name: str) -> tuple[float, dict]:
-    env = {**os.environ, "PREFECT_HOME": str(tmp / "prefect-home"), "PREFECT_LOGGING_LEVEL": "WARNING",
+    env = {**os.environ, **RUN_ROOTS, "PREFECT_HOME": str(tmp / "prefect-home"), "PREFECT_LOGGING_LEVEL": "WARNING",
            "PYTHONPATH": str(code), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
     env.pop("PREFECT_API_URL", None)

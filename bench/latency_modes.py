@@ -25,7 +25,7 @@ from pathlib import Path
 
 import polars as pl
 
-from bench.procs import publish
+from bench.procs import RUN_ROOTS, publish
 from chunkwise.harness.sim.harness import running_simulator
 from chunkwise.harness.sim.options import SimOptions
 from chunkwise.inputs.sample import sample_system_prompt, write_sample
@@ -48,7 +48,7 @@ def tail_bound(results: Path, parallel: int) -> float:
 def run_mode(mode: str, url: str, data: Path, system_file: Path, tmp: Path, parallel: int, num_ctx: int,
              chunk_size: int | None = None, name: str | None = None) -> tuple[float, dict]:
     name = name or mode
-    env = {**os.environ, "PREFECT_HOME": str(tmp / f"home-{mode}"), "PREFECT_LOGGING_LEVEL": "WARNING",
+    env = {**os.environ, **RUN_ROOTS, "PREFECT_HOME": str(tmp / f"home-{mode}"), "PREFECT_LOGGING_LEVEL": "WARNING",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
     argv = [sys.executable, "-m", "chunkwise", "run", "--input", str(data), "--model", "llama3.1:8b", "--host", url,
             "--mode", mode, "--num-ctx", str(num_ctx), "--parallel", str(parallel), "--num-predict", "512",

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.procs import RUN_ROOTS
 from chunkwise.harness.sim.harness import running_simulator
 from chunkwise.harness.sim.options import SimOptions
 from tests.support.pipeline_helpers import write_requests
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                 running_simulator(SimOptions(parallel=4), process=True) as sim:
             from prefect.settings import PREFECT_API_URL, temporary_settings
 
-            env = child_env(tmp / "client-home", api_url, PREFECT_LOGGING_LEVEL="INFO")
+            env = child_env(tmp / "client-home", api_url, PREFECT_LOGGING_LEVEL="INFO", **RUN_ROOTS)
             cmd = [sys.executable, "-m", "chunkwise", "run", "--input", str(source), "--host", sim.url,
                    "--output-dir", str(tmp / "runs"), "--run-name", "ingest", "--mode", "independent",
                    "--chunk-size", "1", "--parallel", "4", "--num-ctx", "8192", "--system-prompt", "Be terse."]

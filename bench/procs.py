@@ -1,12 +1,18 @@
-"""Benchmark helpers: peak RSS of a process tree, sampled from /proc (Linux), and the report file."""
+"""Benchmark helpers: peak RSS of a process tree, sampled from /proc (Linux), the report file, and the
+roots a benchmark's `chunkwise run` children may use."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Self
+
+#: Environment for a benchmark's `chunkwise run` children (README "Security"): their run directories are
+#: in temporary directories, their inputs wherever the benchmark keeps its data.
+RUN_ROOTS = {"CHUNKWISE_RUNS_ROOT": tempfile.gettempdir(), "CHUNKWISE_INPUTS_ROOT": "/"}
 
 
 def _children(pid: int) -> list[int]:

@@ -44,7 +44,7 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench.procs import Sampler, publish
+from bench.procs import RUN_ROOTS, Sampler, publish
 from chunkwise.harness.llama_server.paths import MODEL_ALIAS
 from chunkwise.harness.llama_server.server import running_engine
 from chunkwise.measure.prompt import filler
@@ -150,7 +150,7 @@ def run_pipeline(url: str, data: Path, out: Path, parallel: int, max_tokens: int
                  log_level: str = "WARNING") -> tuple[float, float, list[tuple[float, str]]]:
     """Run `chunkwise run` as a child process; (start perf_counter, wall s, its stderr lines with
     their perf_counter arrival times, for the timeline)."""
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    env = {**os.environ, **RUN_ROOTS, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_LOGGING_LEVEL": log_level, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
     argv = [sys.executable, "-m", "chunkwise", "run", "--input", str(data), "--api", "openai", "--host", url,
             "--model", MODEL_ALIAS, "--mode", "independent", "--num-ctx", str(SLOT_CTX), "--num-predict",

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.procs import replace_section
+from bench.procs import RUN_ROOTS, replace_section
 from chunkwise.harness.sim.harness import running_simulator
 from chunkwise.harness.sim.options import SimOptions
 from chunkwise.inputs.sample import write_sample
@@ -41,7 +41,7 @@ def chat_requests(url: str, client: httpx.Client) -> int:
 
 def one_run(url: str, data: Path, tmp: Path, name: str, code: Path = REPO) -> tuple[float, float]:
     """(seconds to the first chat request, seconds for the whole command) of the chunkwise in `code`."""
-    env = {**os.environ, "PREFECT_HOME": str(tmp / "prefect-home"), "PREFECT_LOGGING_LEVEL": "WARNING",
+    env = {**os.environ, **RUN_ROOTS, "PREFECT_HOME": str(tmp / "prefect-home"), "PREFECT_LOGGING_LEVEL": "WARNING",
            "PYTHONPATH": str(code)}
     env.pop("PREFECT_API_URL", None)
     argv = [sys.executable, "-m", "chunkwise", "run", "--input", str(data), "--model", "llama3.1:8b", "--host", url,

@@ -16,7 +16,8 @@ import sys
 from chunkwise.errors import ChunkwiseError
 
 #: Subcommands in the order `--help` lists them; each is `chunkwise.commands.<name>`.
-COMMANDS = ("run", "resume", "plan", "demo", "sample", "sim", "measure", "serve", "engine", "ollama", "worker")
+COMMANDS = ("run", "resume", "plan", "demo", "sample", "sim", "measure", "serve", "engine", "ollama", "worker",
+            "prefect")
 
 
 def fail(command: str, message: str) -> None:
@@ -40,12 +41,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def secure_process() -> None:
+    """Before any command runs: the settings read (a bad value is one line), the process umask from
+    `file_mode` (what this process and its children create is private), the Prefect credential from
+    its file into the environment (`chunkwise.prefect_auth`)."""
+    from pydantic import ValidationError
+
+    from chunkwise.errors import SetupError
+    from chunkwise.prefect_auth import load_credential
+    from chunkwise.settings import get_settings
+    from chunkwise.store.files import apply_umask
+
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = "CHUNKWISE_" + "_".join(str(p) for p in err["loc"]).upper()
+        raise SetupError(f"{name}: {err['msg']}; fix or unset it") from None
+    apply_umask()
+    load_credential(settings.prefect_auth_file, group_readable_ok=settings.file_mode == "group")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from chunkwise.commands.prefect_env import no_calls_home
 
     no_calls_home()  # before any command can start a Prefect server
     try:
+        secure_process()
         return int(args._run(args) or 0)
     except ChunkwiseError as exc:
         fail(args.command, str(exc))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -45,6 +46,28 @@ class Settings(BaseSettings):
     output_dir: Path = Field(
         default=Path("runs"),
         description="Directory under which each run gets `<output_dir>/<run_name>/`.",
+    )
+    runs_root: Path | None = Field(
+        default=None,
+        description="The directory outside which no run reads or writes its run directory: every run's output_dir "
+        "(CLI, UI form, deployment) and every shard's run_dir must resolve inside it, symlinks followed. "
+        "Empty: output_dir (CHUNKWISE_OUTPUT_DIR, default `runs`, relative to the working directory).",
+    )
+    inputs_root: Path | None = Field(
+        default=None,
+        description="The directory outside which no run reads its input file or system prompt file (symlinks "
+        "followed). Empty: the working directory of the process running the flow.",
+    )
+    file_mode: Literal["private", "group"] = Field(
+        default="private",
+        description="Permissions of what chunkwise creates: private = directories 0700, files 0600 (process "
+        "umask 077); group = 0750 / 0640 (umask 027), for a runs root shared by a group (e.g. on NFS).",
+    )
+    prefect_auth_file: Path | None = Field(
+        default=None,
+        description="File holding the Prefect server's basic-auth string (`user:password`); chunkwise sets "
+        "PREFECT_API_AUTH_STRING (clients) and PREFECT_SERVER_API_AUTH_STRING (a server it starts) from it. "
+        "Must not be readable by other users. Never pass the credential as a command-line argument.",
     )
     connect_timeout_s: float = Field(default=10.0, gt=0, description="TCP connect timeout per request, seconds.")
     read_timeout_s: float = Field(
@@ -103,6 +126,15 @@ class Settings(BaseSettings):
         ge=0,
         description="On Ctrl-C/SIGTERM, how long in-flight requests may finish before the run exits, seconds.",
     )
+
+
+    def runs_root_path(self) -> Path:
+        """The runs root, resolved (symlinks followed) against the working directory."""
+        return (self.runs_root or self.output_dir).resolve()
+
+    def inputs_root_path(self) -> Path:
+        """The inputs root, resolved (symlinks followed) against the working directory."""
+        return (self.inputs_root or Path.cwd()).resolve()
 
 
 @lru_cache(maxsize=1)

@@ -18,6 +18,8 @@ from prefect.context import FlowRunContext
 from chunkwise.measure.run import measure_run_dir, run_measurement
 from chunkwise.ollama.client import OllamaClient
 from chunkwise.settings import get_settings
+from chunkwise.store.confine import RUNS_ROOT_SETTING, inside
+from chunkwise.store.files import apply_umask
 
 
 def artifact_key(model: str) -> str:
@@ -38,6 +40,8 @@ def measure_flow(
 ) -> dict[str, Any]:
     """Measure `model` at each num_ctx; returns the report as a JSON-ready dict."""
     settings = get_settings()
+    inside(settings.runs_root_path(), output_dir, what="output_dir", setting=RUNS_ROOT_SETTING)
+    apply_umask()
     out_dir = measure_run_dir(Path(output_dir), model)
     with OllamaClient(host or settings.ollama_host, connect_timeout_s=settings.connect_timeout_s,
                       read_timeout_s=settings.read_timeout_s) as client:

@@ -28,6 +28,8 @@ from chunkwise.run.prepare import PreparedRun
 from chunkwise.run.session import RunSession
 from chunkwise.settings import get_settings
 from chunkwise.store import chunklock
+from chunkwise.store.confine import run_dir_inside
+from chunkwise.store.files import apply_umask
 from tasks.shard_chunk import shard_chunk_task
 
 FLOW_NAME = "chunkwise-shard"
@@ -40,6 +42,9 @@ FLOW_NAME = "chunkwise-shard"
       validate_parameters=True)
 def shard(run_dir: str, shard: int, attempt: int = 0) -> dict[str, Any]:
     started = time.time()
+    # `run_dir` is whatever the flow run's creator wrote: inside this host's runs root, or nothing is read
+    run_dir_inside(get_settings().runs_root_path(), run_dir)
+    apply_umask()
     ctx = load_context(run_dir)
     label = host_label()
     # Held for this run's whole life: the parent reads a free lock under a Running state as a dead process.

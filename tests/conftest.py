@@ -29,7 +29,8 @@ from collections.abc import Iterator
 
 import pytest
 
-pytest_plugins = ["tests.support.sim_fixtures", "tests.support.engine_fixture", "tests.support.ollama_fixture"]
+pytest_plugins = ["tests.support.sim_fixtures", "tests.support.engine_fixture", "tests.support.ollama_fixture",
+                  "tests.support.cluster"]
 
 #: Variables of the calling shell that are test knobs, not settings: kept.
 KEPT = frozenset({"CHUNKWISE_UI_SCREENSHOTS", "CHUNKWISE_CHROMIUM"})
@@ -46,6 +47,11 @@ TEST_ENV = {
     "CHUNKWISE_RETRY_BASE_DELAY_S": "0.01",
     "CHUNKWISE_RETRY_MAX_DELAY_S": "0.05",
     "CHUNKWISE_CHUNK_RETRY_DELAY_S": "0.2",
+    # Tests put their run directories in temporary directories (tmp_path, mkdtemp) and read inputs from
+    # wherever they wrote them: these are the roots that allows. tests/test_confine.py checks the defaults
+    # (output dir, working directory) and every refusal with roots of its own.
+    "CHUNKWISE_RUNS_ROOT": tempfile.gettempdir(),
+    "CHUNKWISE_INPUTS_ROOT": "/",
 }
 
 

@@ -22,26 +22,13 @@ import polars as pl
 import pytest
 
 from chunkwise.harness.cluster.local import get_json
-from tests.support.cluster import SIM_ARGS, Cluster, cleanup_tree, make_base, start_cluster, stop
+from tests.support.cluster import Cluster, stop
 from tests.support.pipeline_helpers import write_requests
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.timeout(900)]
 
 #: Real-time rates (SIM_ARGS): ~0.3 s per short answer, 2 slots: about 6 requests/s per host.
 PARALLEL = 2
-
-
-@pytest.fixture(scope="session")
-def cluster():
-    base = make_base()
-    c = start_cluster(base, [[*SIM_ARGS, "--seed", str(k)] for k in range(3)])
-    # the parents mark a Running shard whose process is gone Crashed after 10 s (default 30 s): shorter tests
-    c.env["CHUNKWISE_SHARD_LOST_AFTER_S"] = "10"
-    try:
-        yield c
-    finally:
-        c.close()
-        cleanup_tree(base)
 
 
 def answered_counts(c: Cluster) -> Counter:
@@ -160,7 +147,7 @@ def test_two_shard_runs_for_the_same_chunks_send_each_request_once(cluster, tmp_
         second = subprocess.run(
             [sys.executable, "-m", "prefect", "deployment", "run", "chunkwise-shard/shard", "--param",
              f"run_dir={run_dir}", "--param", "shard=0", "--param", "attempt=99"],
-            env=cluster.env, capture_output=True, text=True, timeout=120)
+            env=cluster.client_env, capture_output=True, text=True, timeout=120)
         assert second.returncode == 0, second.stdout + second.stderr
         assert parent.wait(timeout=600) == 0, (cluster.base / "parent-twice.log").read_text()[-3000:]
         facts = wait_for(lambda: [f for f in all_facts(run_dir) if f["kind"] == "shard" and f["attempt"] == 99],
@@ -192,11 +179,8 @@ def ledger_records(run_dir: Path) -> int:
 
 def shard_runs(c: Cluster, run_name: str) -> list[dict]:
     """Every shard flow run of `run_name` on the server (names are `<run>-shard-NNNN-aA`)."""
-    body = json.dumps({"flow_runs": {"name": {"like_": f"{run_name}-shard-"}}, "limit": 200}).encode()
-    req = urllib.request.Request(f"{c.api_url}/flow_runs/filter", data=body, method="POST",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return [r for r in json.loads(resp.read()) if r["name"].startswith(f"{run_name}-shard-")]
+    runs = c.api("/flow_runs/filter", {"flow_runs": {"name": {"like_": f"{run_name}-shard-"}}, "limit": 200})
+    return [r for r in runs if r["name"].startswith(f"{run_name}-shard-")]
 
 
 def test_a_slow_host_pulls_fewer_shards_and_the_makespan_stays_near_ideal(cluster, tmp_path):

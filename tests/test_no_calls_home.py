@@ -29,7 +29,9 @@ def guarded_env(tmp_path: Path, log: Path) -> dict[str, str]:
            if not k.startswith(("PREFECT_", "CHUNKWISE_")) and k != "DO_NOT_TRACK"}
     env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_LOGGING_LEVEL="WARNING",
                PYTHONPATH=os.pathsep.join([str(GUARD), str(REPO)]), CHUNKWISE_NETGUARD_LOG=str(log),
-               CHUNKWISE_NETGUARD_ALLOW="", HOME=str(tmp_path / "home"))
+               CHUNKWISE_NETGUARD_ALLOW="", HOME=str(tmp_path / "home"),
+               # the run's directory and input are in tmp_path, not under the working directory (the defaults)
+               CHUNKWISE_RUNS_ROOT=str(tmp_path), CHUNKWISE_INPUTS_ROOT=str(tmp_path))
     return env
 
 

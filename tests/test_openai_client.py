@@ -252,3 +252,24 @@ def test_api_key_is_sent_as_bearer_and_never_shown():
 
     client_for(no_key).chat("m", MESSAGES, options={})
     assert seen["auth"] is None
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_server_that_repeats_the_key_in_its_error_does_not_put_it_in_chunkwises_message(stream):
+    """Some servers answer a refused key with "Incorrect API key provided: <key>"; that body becomes the
+    error message a run prints and records, so the key is cut out of it first."""
+    key = "sk-echoed-" + "4" * 24
+
+    def handler(request):
+        given = request.headers["authorization"].removeprefix("Bearer ")
+        return httpx.Response(401, json={"error": {"message": f"Incorrect API key provided: {given}",
+                                                   "code": "invalid_api_key"}})
+
+    client = client_for(handler, stream=stream, api_key=key)
+    with pytest.raises(e.FatalError) as info:
+        client.chat("m", MESSAGES, options={})
+    assert "Incorrect API key provided: [the API key]" in str(info.value)
+    assert key not in str(info.value) and key not in repr(info.value.args)
+    with pytest.raises(e.FatalError) as info:
+        client.models()
+    assert key not in str(info.value)

@@ -16,7 +16,7 @@ from chunkwise.harness.cluster.local import Cluster
 def parent_costs(cluster: Cluster, count: int) -> dict[str, float]:
     """Launch `count` shard runs through the parent's dispatcher with no worker polling, then time the
     parent's poll (one state read per outstanding shard, and one filtered read for all)."""
-    os.environ.update({k: v for k, v in cluster.env.items() if k.startswith("PREFECT_")})
+    os.environ.update({k: v for k, v in cluster.client_env.items() if k.startswith("PREFECT_")})
     from uuid import UUID
 
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId

@@ -21,7 +21,7 @@ def measured_run(cluster: Cluster, n: int, name: str, shard: int) -> dict[str, A
     """One parent run of `n` requests in shards of `shard`, chunks of 20, with its figures."""
     reset_sims(cluster)
     src = write_requests(cluster.base / f"{name}.parquet", n, name)
-    with ApiProbe(cluster.api_url) as probe:
+    with ApiProbe(cluster.api_url, cluster.auth_headers) as probe:
         t = time.monotonic()
         done = cluster.run_parent(src, name, "--shard-requests", str(shard), timeout_s=1200, chunk_size=20)
         wall = time.monotonic() - t
@@ -34,7 +34,7 @@ def measured_run(cluster: Cluster, n: int, name: str, shard: int) -> dict[str, A
     row["adds_up"] = "): add up;" in host_rows_table(stats)[-1][1] if stats.get("hosts") else None
     row["host_rps"] = [h["req_per_s"] for h in stats.get("hosts") or []]
     try:
-        row["gap_parts"] = gap_breakdown(cluster.api_url, name, cluster.shared / name)
+        row["gap_parts"] = gap_breakdown(cluster.api_url, name, cluster.shared / name, cluster.auth_headers)
     except Exception as exc:  # noqa: BLE001 (an optional figure: the run's own figures stand without it)
         row["gap_parts"] = None
         print(f"gap breakdown unavailable: {exc!r}", file=sys.stderr)

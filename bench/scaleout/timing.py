@@ -70,14 +70,16 @@ def shard_timing(run_dir: Path) -> dict[str, Any]:
             "busy_share": {h: sum(f["at"] - f["started"] for f in r) / window for h, r in sorted(by_host.items())}}
 
 
-def api(url: str, body: dict[str, Any] | None = None) -> Any:
+def api(url: str, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> Any:
+    """A JSON request to the Prefect API; `headers` carry the credential (`Cluster.auth_headers`)."""
     req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", **(headers or {})})
     with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read())
 
 
-def gap_breakdown(api_url: str, run_name: str, run_dir: Path) -> dict[str, float] | None:
+def gap_breakdown(api_url: str, run_name: str, run_dir: Path,
+                  headers: dict[str, str] | None = None) -> dict[str, float] | None:
     """Where a host's time between two shards goes (means over the run's gaps, s), from the hosts'
     facts and the shard flow runs' state timestamps: `report` = the flow body's end to its run's
     final state on the server; `pickup` = that final state to the next run's Pending (the process
@@ -86,10 +88,11 @@ def gap_breakdown(api_url: str, run_name: str, run_dir: Path) -> dict[str, float
     def ts(text: str) -> float:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
-    runs = api(f"{api_url}/flow_runs/filter", {"flow_runs": {"name": {"like_": f"{run_name}-shard-"}}, "limit": 200})
+    runs = api(f"{api_url}/flow_runs/filter", {"flow_runs": {"name": {"like_": f"{run_name}-shard-"}}, "limit": 200},
+               headers)
     by_name = {}
     for run in runs:
-        states = api(f"{api_url}/flow_run_states/?flow_run_id={run['id']}")
+        states = api(f"{api_url}/flow_run_states/?flow_run_id={run['id']}", None, headers)
         first: dict[str, float] = {}
         for state in sorted(states, key=lambda x: x["timestamp"]):
             first.setdefault(state["type"], ts(state["timestamp"]))
@@ -119,16 +122,17 @@ class ApiProbe(Sampler):
     latency under the cluster's load (the parent polls the shards' states, workers poll the pool,
     shard flows report task runs)."""
 
-    def __init__(self, api_url: str) -> None:
+    def __init__(self, api_url: str, headers: dict[str, str] | None = None) -> None:
         super().__init__()
         self.url, self.ms = api_url, []  # type: ignore[var-annotated]
+        self.headers = headers or {}
 
     def _loop(self) -> None:
         body = json.dumps({"limit": 50}).encode()
         while not self._stop.is_set():
             t = time.perf_counter()
             req = urllib.request.Request(f"{self.url}/flow_runs/filter", data=body,
-                                         headers={"Content-Type": "application/json"})
+                                         headers={"Content-Type": "application/json", **self.headers})
             try:
                 with urllib.request.urlopen(req, timeout=30) as resp:
                     resp.read()

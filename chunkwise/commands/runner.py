@@ -97,7 +97,9 @@ def execute(
     """Run the flow; returns (exit code, stats or None). A run that cannot start raises its
     `SetupError` (the CLI prints it); a run that stopped is reported here, as `command`'s error."""
     from chunkwise.commands.early_api import EarlyApi
+    from chunkwise.prefect_auth import check_configured_api, check_environment_api
 
+    check_environment_api()  # a server refusing this credential: one line before the run directory is touched
     api = EarlyApi().start()  # overlaps Prefect's temporary API start with the checks and staging
     try:
         params, requests_total, chunks_total = preflight_plan(params)
@@ -105,6 +107,7 @@ def execute(
         api.cancel()
         raise
     api.wait()
+    check_configured_api()  # also an API configured in a Prefect profile, or the temporary one
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     stop = threading.Event()
     install_stop_handlers(stop, get_settings().stop_grace_s, say)

@@ -153,6 +153,9 @@ def run(args: argparse.Namespace) -> int:
     problem = check_api_url()
     if problem:
         raise SetupError(problem)
+    from chunkwise.prefect_auth import check_configured_api
+
+    check_configured_api()  # a server with authentication: one line when the credential is missing or wrong
     try:
         deployments = runner_deployments(entries)
     except DeploymentFileError as exc:

@@ -8,7 +8,9 @@ request body (`request`), reading the answer (`stream`), and what an error respo
 share is `chunkwise.transport.HttpBoundary`.
 
 The API key (settings `api_key`, env CHUNKWISE_API_KEY) is sent as `Authorization: Bearer` and
-kept only in the httpx client's headers: never in a message, a repr, a log line or a run file.
+kept only in the httpx client's headers: never in a message, a repr, a log line or a run file. A
+server that repeats the key in an error body (some answer a wrong key with "Incorrect API key
+provided: <key>") has it replaced before the body becomes an error message.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ class OpenAIClient(HttpBoundary):
         self.host = parse_base_url(host)
         self.stream = stream
         headers = {"User-Agent": f"chunkwise/{__version__}"}
+        #: Cut out of error bodies (see the module docstring).
+        self._key = api_key.encode("utf-8") if api_key else None
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         timeout = httpx.Timeout(connect=connect_timeout_s, read=read_timeout_s, write=60.0, pool=None)
@@ -160,6 +164,8 @@ class OpenAIClient(HttpBoundary):
     # -- transport ----------------------------------------------------------------------------
 
     def _error_for(self, status: int, body: bytes, model: str) -> LLMError:
+        if self._key:
+            body = body.replace(self._key, b"[the API key]")
         return error_from_response(status, error_fields(body), model)
 
     def _unreachable(self, exc: Exception) -> str:

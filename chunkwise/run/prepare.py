@@ -29,8 +29,9 @@ from chunkwise.run.manifest import build_manifest, differences, start_session
 from chunkwise.run.rundir import discard_empty_run_dir, next_free_name, open_run_dir, remove_temp_files, stage_or_reuse
 from chunkwise.run.session import make_client
 from chunkwise.settings import get_settings
+from chunkwise.store import confine
 from chunkwise.store import lock as runlock
-from chunkwise.store.files import write_json_atomic
+from chunkwise.store.files import apply_umask, write_json_atomic
 from chunkwise.store.layout import RunPaths
 
 
@@ -103,6 +104,11 @@ def inspect_openai_server(client: Any, params: RunParams) -> dict[str, Any]:
 
 def prepare_run(params: RunParams) -> PreparedRun:
     settings = get_settings()
+    # first, before any file is read or written: the paths stay inside their roots, files are private
+    confine.check_run(params.output_dir, {"input_path": params.input_path,
+                                          "system_prompt_file": params.system_prompt_file},
+                      runs_root=settings.runs_root_path(), inputs_root=settings.inputs_root_path())
+    apply_umask()
     system_prompt = resolve_system_prompt(params)
     host = resolve_host(params)
     with make_client(params.api, host, connect_timeout_s=min(settings.connect_timeout_s, 10.0),

@@ -14,8 +14,10 @@ from chunkwise.inputs.staged import load_staged, staged_record
 from chunkwise.logs import RunLogger, logger
 from chunkwise.params import RunParams
 from chunkwise.run.manifest import differences
+from chunkwise.settings import get_settings
 from chunkwise.store import lock as runlock
-from chunkwise.store.files import read_json
+from chunkwise.store.confine import no_escaping_links
+from chunkwise.store.files import ensure_dir, read_json
 from chunkwise.store.layout import RunPaths, default_run_name, run_paths
 
 
@@ -24,11 +26,15 @@ def log() -> RunLogger:
 
 
 def open_run_dir(params: RunParams) -> tuple[RunPaths, dict[str, Any] | None]:
-    """The run's paths and its existing manifest, if any; refuses unwritable or unsafe locations."""
+    """The run's paths and its existing manifest, if any; refuses unwritable or unsafe locations (an
+    existing run directory holding a symlink out of the runs root). A new one is its owner's only
+    (`chunkwise.store.files.modes`)."""
     name = params.run_name or default_run_name(params.input_path)
     paths = run_paths(params.output_dir, name)
+    if paths.root.is_dir():
+        no_escaping_links(paths.root, get_settings().runs_root_path())
     try:
-        paths.root.mkdir(parents=True, exist_ok=True)
+        ensure_dir(paths.root)
         probe = paths.root / ".write-test"
         probe.write_bytes(b"")
         probe.unlink()

@@ -93,17 +93,21 @@ def log_tail(path: Path, lines: int = 40) -> str:
 
 
 @contextlib.contextmanager
-def prefect_server(home: Path, *, log: Path, ui: bool = False) -> Iterator[str]:
+def prefect_server(home: Path, *, log: Path, ui: bool = False, auth_file: Path | None = None) -> Iterator[str]:
     """`prefect server start` on 127.0.0.1 and a free port, SQLite under `home`; yields the API URL
-    once /api/health answers."""
+    once /api/health answers. With `auth_file`, started as `make server` starts it with a credential:
+    `chunkwise prefect server start` with CHUNKWISE_PREFECT_AUTH_FILE (basic auth on)."""
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
-    cmd = [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    prefect = [sys.executable, "-m", "chunkwise", "prefect"] if auth_file else [str(Path(sys.executable).parent /
+                                                                                 "prefect")]
+    cmd = [*prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     if not ui:
         cmd.append("--no-ui")
+    extra = {"CHUNKWISE_PREFECT_AUTH_FILE": str(auth_file)} if auth_file else {}
     env = child_env(home, PREFECT_UI_API_URL=api_url,
                     # the scheduler's pass over deployments, seconds (default 60): next runs appear at once
-                    PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2")
+                    PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2", **extra)
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)

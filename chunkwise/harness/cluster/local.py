@@ -1,18 +1,25 @@
 """A whole distributed chunkwise on one machine, over loopback: for `make cluster-demo`, the cluster
 tests (tests/support/cluster.py) and bench/scaleout/.
 
-PostgreSQL (Debian's `postgresql` package; initdb into a temporary directory as the `postgres` user
-when run as root, a free loopback port), `prefect server start` on it, the process work pool
-`chunkwise-test` with its queues, the shard deployment from deployments/cluster.yaml, K simulator
-processes with real-time rates and K `chunkwise worker`s, each pointed at its simulator, and a
-temporary directory as the shared storage. Every process is started here and stopped by pid.
+PostgreSQL with password authentication (`chunkwise.harness.cluster.postgres`), a Prefect server on
+it with basic authentication on, the process work pool `chunkwise-gpu` with its queues, the shard
+deployment from deployments/cluster.yaml, K simulator processes with real-time rates and K `chunkwise
+worker`s, each pointed at its simulator, and a temporary directory as the shared storage (the runs
+root of the parent and the workers). Every process is started here and stopped by pid.
+
+Authenticated as the README recipe is: a random credential in a 0600 file named by
+CHUNKWISE_PREFECT_AUTH_FILE, the only form in which the server (`chunkwise prefect server start`), the
+workers and the parent get it; never a command-line argument. The server runs without its UI (whose
+static files and /ui-settings Prefect serves without authentication). Prefect's own CLI and direct API
+calls of the tests use `client_env` / `auth_headers`.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
-import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -25,11 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from chunkwise.harness.cluster.postgres import Postgres, start_postgres
+
+#: The project root (deployments/cluster.yaml, PYTHONPATH of every process): chunkwise/harness/cluster/ is 3 below.
+ROOT = Path(__file__).resolve().parents[3]
 POOL = "chunkwise-gpu"
 #: Real-time simulator rates: ~0.3 s per short answer, 2 slots: about 6 requests/s per host.
 SIM_ARGS = ["--parallel", "2", "--decode-tps", "50", "--prefill-tps", "4000", "--answer-tokens", "8:24"]
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -60,6 +69,11 @@ def get_json(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(url, timeout=10) as resp:
         body: dict[str, Any] = json.loads(resp.read())
     return body
+
+
+def basic_auth(auth_string: str) -> dict[str, str]:
+    """The header Prefect's clients send for `api.auth_string`."""
+    return {"Authorization": "Basic " + base64.b64encode(auth_string.encode()).decode()}
 
 
 def stop(proc: subprocess.Popen[bytes] | None, timeout_s: float = 15) -> None:
@@ -98,12 +112,30 @@ class Host:
 class Cluster:
     base: Path
     api_url: str
+    #: The environment of every chunkwise process: the credential only as CHUNKWISE_PREFECT_AUTH_FILE.
     env: dict[str, str]
+    #: The Prefect server's basic-auth string (random per cluster).
+    auth_string: str = ""
     hosts: list[Host] = field(default_factory=list)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    pg_data: Path | None = None
-    pg_user: str | None = None
+    postgres: Postgres | None = None
     shared: Path = Path()
+
+    @property
+    def client_env(self) -> dict[str, str]:
+        """`env` with the credential where Prefect's own CLI and client read it (PREFECT_API_AUTH_STRING)."""
+        return {**self.env, "PREFECT_API_AUTH_STRING": self.auth_string}
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return basic_auth(self.auth_string)
+
+    def api(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        """An authenticated JSON request to the Prefect API (`path` after /api); POST when `body` is given."""
+        req = urllib.request.Request(f"{self.api_url}{path}", data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json", **self.auth_headers})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read())
 
     def start_sim(self, host: Host) -> None:
         log = open(self.base / f"sim-{host.name}.log", "ab")  # noqa: SIM115 (the child keeps it)
@@ -122,15 +154,17 @@ class Cluster:
     def run_parent(self, input_path: Path, run_name: str, *extra: str, timeout_s: float = 600,
                    background: bool = False, chunk_size: int = 10,
                    ) -> subprocess.CompletedProcess[str] | subprocess.Popen[bytes]:
-        """`chunkwise run --pool` (the parent) against host 1 for the manifest's digest, in the shared dir."""
+        """`chunkwise run --pool` (the parent) against host 1 for the manifest's digest, in the shared dir
+        (the runs root), reading `input_path` from its own directory (the inputs root of this call)."""
+        env = {**self.env, "CHUNKWISE_INPUTS_ROOT": str(Path(input_path).resolve().parent)}
         cmd = [sys.executable, "-m", "chunkwise", "run", "--input", str(input_path), "--host", self.hosts[0].url,
                "--output-dir", str(self.shared), "--run-name", run_name, "--pool", POOL, "--parallel", "2",
                "--num-ctx", "8192", "--chunk-size", str(chunk_size), "--system-prompt", "You are terse.", "--json",
                *extra]
         if background:
             log = open(self.base / f"parent-{run_name}.log", "ab")  # noqa: SIM115
-            return subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout_s)
+            return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
 
     def close(self) -> None:
         for host in self.hosts:
@@ -139,92 +173,67 @@ class Cluster:
             stop(host.sim)
         for proc in reversed(self.procs):
             stop(proc)
-        if self.pg_data is not None:
-            _as_pg(self.pg_user, [str(PG_BIN / "pg_ctl"), "-D", str(self.pg_data), "-m", "immediate", "stop"],
-                   check=False)
+        if self.postgres is not None:
+            self.postgres.stop()
 
 
-def _as_pg(user: str | None, cmd: list[str], *, check: bool = False) -> subprocess.CompletedProcess[str]:
-    """Run a PostgreSQL tool, as `user` when given (PostgreSQL refuses to run as root)."""
-    if user:
-        cmd = ["runuser", "-u", user, "--", *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=check)
+def write_secret(path: Path, secret: str) -> Path:
+    """`secret` in a new file only its owner can read."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(secret + "\n")
+    return path
 
 
-def ensure_postgres() -> None:
-    """Debian's postgresql package, installed with apt-get when missing (root only)."""
-    if (PG_BIN / "postgres").exists():
-        return
-    if os.geteuid() != 0:
-        raise RuntimeError("PostgreSQL is missing: apt-get install postgresql (as root), then rerun the cluster tests")
-    subprocess.run(["apt-get", "install", "-y", "-q", "postgresql"], check=True, timeout=600)
-
-
-def start_postgres(base: Path) -> tuple[Path, str | None, int]:
-    ensure_postgres()
-    user = "postgres" if os.geteuid() == 0 else None
-    data = base / "pg"
-    data.mkdir()
-    if user:
-        pw = pwd.getpwnam(user)
-        os.chown(base, pw.pw_uid, pw.pw_gid)  # postgres writes its socket/lock files only where it may
-        os.chown(data, pw.pw_uid, pw.pw_gid)
-    r = _as_pg(user, [str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"])
-    if r.returncode:
-        raise RuntimeError(f"initdb failed: {r.stderr[-500:]}")
-    port = free_port()
-    r = _as_pg(user, [str(PG_BIN / "pg_ctl"), "-D", str(data), "-w", "-t", "120", "-l", str(data / "log"), "-o",
-                      f"-h 127.0.0.1 -p {port} -k {data} -c fsync=off -c max_connections=200", "start"])
-    if r.returncode:
-        raise RuntimeError(f"pg_ctl start failed: {r.stderr[-500:]} {(data / 'log').read_text()[-800:]}")
-    r = _as_pg(user, [str(PG_BIN / "createdb") if (PG_BIN / "createdb").exists() else "createdb", "-h", "127.0.0.1",
-                      "-p", str(port), "-U", "postgres", "prefect"])
-    if r.returncode:
-        raise RuntimeError(f"createdb failed: {r.stderr[-500:]}")
-    return data, user, port
-
-
-def start_cluster(base: Path, sim_args: list[list[str]], shared: Path | None = None) -> Cluster:
+def start_cluster(base: Path, sim_args: list[list[str]], shared: Path | None = None,
+                  env: dict[str, str] | None = None) -> Cluster:
     """The whole cluster; `sim_args[k]` are host k's `chunkwise sim` flags; `shared` (default
-    `base/shared`) is the shared storage holding the run directories."""
-    pg_data, pg_user, pg_port = start_postgres(base)
+    `base/shared`) is the shared storage holding the run directories; `env` is added to the environment
+    of every process."""
+    postgres = start_postgres(base)
     home = base / "prefect-home"
-    home.mkdir()
+    home.mkdir(mode=0o700)
     api_port = free_port()
     api_url = f"http://127.0.0.1:{api_port}/api"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "CHUNKWISE_", "OLLAMA_"))}
+    auth_string = f"chunkwise:{secrets.token_urlsafe(24)}"
+    shared = (shared or base / "shared").resolve()
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "CHUNKWISE_", "OLLAMA_"))}
+    env = {**base_env, **(env or {})}
     env.update({
         "PYTHONPATH": str(ROOT), "PREFECT_HOME": str(home), "PREFECT_API_URL": api_url,
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://postgres@127.0.0.1:{pg_port}/prefect",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_WORKER_PREFETCH_SECONDS": "1", "PREFECT_LOGGING_LEVEL": "WARNING",
         "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(home / "storage"),
+        "CHUNKWISE_PREFECT_AUTH_FILE": str(write_secret(base / "prefect-auth", auth_string)),
+        "CHUNKWISE_RUNS_ROOT": str(shared),
         "CHUNKWISE_GPU_SAMPLE_INTERVAL_S": "5",
     })
-    cluster = Cluster(base=base, api_url=api_url, env=env, pg_data=pg_data, pg_user=pg_user,
-                      shared=(shared or base / "shared").resolve())
+    cluster = Cluster(base=base, api_url=api_url, env=env, auth_string=auth_string, postgres=postgres, shared=shared)
+    chunkwise = [sys.executable, "-m", "chunkwise"]
     try:
         server_log = open(base / "server.log", "ab")  # noqa: SIM115
-        server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                                   "--port", str(api_port), "--no-ui"], env=env, stdout=server_log,
+        # the database URL (with PostgreSQL's password) is the server's alone
+        server = subprocess.Popen([*chunkwise, "prefect", "server", "start", "--host", "127.0.0.1",
+                                   "--port", str(api_port), "--no-ui"],
+                                  env={**env, "PREFECT_API_DATABASE_CONNECTION_URL": postgres.url}, stdout=server_log,
                                   stderr=subprocess.STDOUT, start_new_session=True, cwd=base)
         cluster.procs.append(server)
-        _wait(f"{api_url}/health", 240, server)
-        prefect = [sys.executable, "-m", "prefect"]
+        _wait(f"{api_url}/health", 240, server)  # /health answers without the credential (for probes)
+        prefect = [*chunkwise, "prefect", "--"]
         for cmd in ([*prefect, "work-pool", "create", POOL, "--type", "process"],
                     [*prefect, "work-queue", "create", "shards", "--pool", POOL, "--priority", "2"],
                     [*prefect, "work-queue", "create", "retry", "--pool", POOL, "--priority", "1"],
                     [*prefect, "--no-prompt", "deploy", "--prefect-file", "deployments/cluster.yaml", "--all"]):
             r = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
             if r.returncode:
-                raise RuntimeError(f"{' '.join(cmd[2:5])} failed: {r.stdout[-800:]} {r.stderr[-800:]}")
+                raise RuntimeError(f"{' '.join(cmd[4:7])} failed: {r.stdout[-800:]} {r.stderr[-800:]}")
         for k, args in enumerate(sim_args):
             host = Host(name=f"host{k + 1}", port=free_port(), sim_args=args)
             cluster.hosts.append(host)
             cluster.start_sim(host)
         for host in cluster.hosts:
             cluster.start_worker(host)
-        cluster.shared.mkdir(parents=True, exist_ok=True)
+        cluster.shared.mkdir(mode=0o700, parents=True, exist_ok=True)  # the runs root: its owner's only
         return cluster
     except BaseException:
         cluster.close()

@@ -74,7 +74,7 @@ nginx:
 demo: $(STAMP)
 	$(PY) -m chunkwise demo
 
-bench: $(STAMP) engine
+bench: $(STAMP) engine ollama
 	$(PY) -m bench.run_all
 
 clean:

@@ -147,13 +147,14 @@ async def plain_client(url: str, prompts: list[str], parallel: int, max_tokens: 
 
 
 def run_pipeline(url: str, data: Path, out: Path, parallel: int, max_tokens: int, home: Path,
-                 log_level: str = "WARNING") -> tuple[float, float, list[tuple[float, str]]]:
-    """Run `chunkwise run` as a child process; (start perf_counter, wall s, its stderr lines with
-    their perf_counter arrival times, for the timeline)."""
+                 log_level: str = "WARNING", *, api: str = "openai",
+                 model: str = MODEL_ALIAS) -> tuple[float, float, list[tuple[float, str]]]:
+    """Run `chunkwise run --api API` as a child process; (start perf_counter, wall s, its stderr lines
+    with their perf_counter arrival times, for the timeline)."""
     env = {**os.environ, **RUN_ROOTS, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_LOGGING_LEVEL": log_level, "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
-    argv = [sys.executable, "-m", "chunkwise", "run", "--input", str(data), "--api", "openai", "--host", url,
-            "--model", MODEL_ALIAS, "--mode", "independent", "--num-ctx", str(SLOT_CTX), "--num-predict",
+    argv = [sys.executable, "-m", "chunkwise", "run", "--input", str(data), "--api", api, "--host", url,
+            "--model", model, "--mode", "independent", "--num-ctx", str(SLOT_CTX), "--num-predict",
             str(max_tokens), "--parallel", str(parallel), "--seed", str(SEED), "--output-dir", str(out),
             "--run-name", "bench", "--json"]
     lines: list[tuple[float, str]] = []

@@ -11,7 +11,8 @@ import sys
 import time
 
 BENCHMARKS = ("bench.sim_throughput", "bench.plan_speed", "bench.latency_modes", "bench.pipeline_170k", "bench.client_cost",
-              "bench.prefect_ingest", "bench.real_engine", "bench.scaleout")
+              "bench.prefect_ingest", "bench.real_engine", "bench.real_ollama",
+              "bench.scaleout")
 
 
 def main() -> None:

@@ -49,7 +49,7 @@ def batch(params: RunParams) -> dict[str, Any]:
         progress = Progress(len(specs), ctx.dir.name, run_dir=ctx.dir,
                             requests_total=sum(s.stop - s.start for s in specs), manifest=paths.manifest)
         unfinished: list[tuple[str, BaseException]] = []
-        with (RunTelemetry(ctx, session.client, prepared.model_info) as telemetry,
+        with (RunTelemetry(session, prepared.model_info) as telemetry,
               ThreadPoolTaskRunner[Any](max_workers=chunk_workers(ctx.params, settings)) as runner):
             futures = runner.map(chunk_task_for(session, settings), {"session": unmapped(session), "spec": specs})
             labels = {future.task_run_id: spec.label for future, spec in zip(futures, specs, strict=True)}

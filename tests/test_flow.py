@@ -68,31 +68,37 @@ def test_rerun_of_a_finished_run_reports_the_same_token_calibration(sim, tmp_pat
     assert read_json(tmp_path / "runs" / "t" / "stats.json")["truncation"]["calibration"] == first
 
 
-def test_flow_uses_every_slot_in_conversation_mode_beyond_the_default_pool(sim, tmp_path, monkeypatch):
-    """A deployment calls the flow directly (not through the CLI): the flow itself sizes its chunk
-    pool so that `parallel` conversations (one per chunk) are in flight at once, beyond the 8
-    workers of the default pool."""
+def in_flight(wrap_chat, monkeypatch) -> dict[str, int]:
+    """Count the chat requests in flight at once (`now`, and the `peak`) through the factory seam, each held
+    long enough for every conversation to be in flight together."""
     import threading
     import time
 
-    from chunkwise.ollama.client import OllamaClient
-
-    real = OllamaClient.chat
     lock = threading.Lock()
     seen = {"now": 0, "peak": 0}
 
-    def chat(self, *args, **kwargs):
+    def chat(client, request):
         with lock:
             seen["now"] += 1
             seen["peak"] = max(seen["peak"], seen["now"])
         try:
-            time.sleep(0.3)  # long enough for every conversation to be in flight at once
-            return real(self, *args, **kwargs)
+            time.sleep(0.3)
+            return client.chat(request)
         finally:
             with lock:
                 seen["now"] -= 1
 
-    monkeypatch.setattr(OllamaClient, "chat", chat)
+    wrap_chat(monkeypatch, chat)
+    return seen
+
+
+def test_flow_uses_every_slot_in_conversation_mode_beyond_the_default_pool(sim, tmp_path, monkeypatch):
+    """A deployment calls the flow directly (not through the CLI): the flow itself sizes its chunk
+    pool so that `parallel` conversations (one per chunk) are in flight at once, beyond the 8
+    workers of the default pool."""
+    from tests.support.backends import wrap_chat
+
+    seen = in_flight(wrap_chat, monkeypatch)
     source = write_requests(tmp_path / "in.parquet", 24)
     params = params_for(sim, source, tmp_path / "runs", mode="conversation", parallel=12, chunk_size=2)
     stats = batch(params)

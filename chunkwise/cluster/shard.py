@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from chunkwise.cluster import hosts
-from chunkwise.ollama.client import parse_host
 from chunkwise.plan.chunks import ChunkSpec
 from chunkwise.run.chunk import run_chunk
 from chunkwise.run.context import RunContext
 from chunkwise.run.session import RunSession
+from chunkwise.servers import backend_for
 from chunkwise.settings import get_settings
 from chunkwise.store import chunklock
 from chunkwise.store.files import read_json, write_json_atomic
@@ -58,7 +58,8 @@ def load_context(run_dir: str) -> RunContext:
         "max_attempts": min(recorded.params.max_attempts, DISTRIBUTED_MAX_ATTEMPTS),
         "host": None,
     })
-    return recorded.model_copy(update={"params": params, "host": parse_host(settings.ollama_host),
+    host = backend_for(params.api).resolve_host(None, settings)
+    return recorded.model_copy(update={"params": params, "host": host,
                                        "run_dir": str(Path(run_dir))})
 
 

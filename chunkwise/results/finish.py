@@ -75,8 +75,9 @@ def finish_run(ctx: RunContext, n_chunks: int, telemetry: dict[str, Any] | None 
         extra={
             **(telemetry or {}),
             "sessions": sessions["sessions"],
-            "truncation": {"calibration": calibration, "send_truncate_false": ctx.send_truncate_false},
-            "server": {"api": ctx.params.api, "host": ctx.host, "ollama_version": ctx.server_version,
+            "truncation": {"calibration": calibration, "send_truncate_false": ctx.send_truncate_false,
+                           "server_cuts_prompts": ctx.cuts_prompts},
+            "server": {"api": ctx.params.api, "host": ctx.host, "server_version": ctx.server_version,
                        "is_simulator": ctx.is_simulator, "model": ctx.params.model, "model_digest": ctx.model_digest},
             "run": {"name": ctx.dir.name, "dir": str(ctx.dir), "sessions": len(manifest.get("sessions", [])),
                     "results": str(paths.results)},

@@ -106,6 +106,30 @@ def test_flow_uses_every_slot_in_conversation_mode_beyond_the_default_pool(sim, 
     assert seen["peak"] == 12
 
 
+def test_a_conversation_shard_keeps_every_slot_of_its_host_busy(sim, tmp_path, monkeypatch):
+    """A shard runs with its host's slots (`chunkwise worker --parallel 16` sets CHUNKWISE_PARALLEL): its chunk
+    pool is sized per run as the batch flow's is, so 16 conversations are in flight at once, beyond the 8
+    workers of the settings' default pool (the pool was once sized at import from the settings: 8 of 16)."""
+    from chunkwise.cluster.shard import write_context
+    from chunkwise.plan.shards import load_or_write
+    from chunkwise.store import lock
+    from flows.shard import shard
+    from tests.support.backends import wrap_chat
+    from tests.support.direct_run import start
+    from tests.support.run_checks import chunkwise_env
+
+    source = write_requests(tmp_path / "in.parquet", 64)
+    ctx, specs = start(params_for(sim, source, tmp_path / "runs", mode="conversation", parallel=2, chunk_size=2))
+    lock.release(ctx.dir)  # the parent's lock; a shard holds only chunk locks
+    write_context(ctx)
+    load_or_write(ctx.dir, specs, 10_000)  # one shard of every chunk
+    seen = in_flight(wrap_chat, monkeypatch)
+    with chunkwise_env(ollama_host=sim.url, parallel=16, host_label="gpu1"):
+        result = shard(str(ctx.dir), 0)
+    assert len(result["chunks"]) == len(specs) == 32 and not any(c["skipped"] for c in result["chunks"])
+    assert seen["peak"] == 16
+
+
 def test_rejected_rows_are_quarantined_and_reconciled(sim, tmp_path):
     source = tmp_path / "in.parquet"
     pl.DataFrame({"id": [1, 2, 3, 4], "prompt": ["hello", None, "  ", "world"]}).write_parquet(source)

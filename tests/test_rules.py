@@ -8,6 +8,8 @@
 3. One owner per server kind: the API is compared (`api ==`, `api !=`) in one module, the factory
    `chunkwise.servers`, and no module outside the backend rooms (`chunkwise/ollama/`, `chunkwise/openai/`)
    and that factory imports a concrete client or backend: everything else asks the backend object.
+4. One layout: the names of a run directory's files and folders are spelled in `chunkwise/store/layout.py`
+   only (the development harness's own files aside).
 """
 
 from __future__ import annotations
@@ -35,6 +37,13 @@ PRODUCTION = ("chunkwise", "flows", "tasks")
 BACKEND_OWNERS = ("chunkwise/ollama/", "chunkwise/openai/", "chunkwise/servers.py")
 CONCRETE = ("chunkwise.ollama.client", "chunkwise.openai.client", "chunkwise.ollama.backend",
             "chunkwise.openai.backend")
+#: A run directory's names as string literals (rule 4), and where else they may appear.
+LAYOUT_NAMES = re.compile(r"""["'](manifest\.json|requests\.parquet|rejects\.parquet|staged\.json|results\.parquet|"""
+                          r"""stats\.json|gpu_samples\.csv|batch_output\.jsonl|batch_errors\.jsonl|cluster\.json|"""
+                          r"""shards\.json|prefect-results|\.lock|\.write-test|ledger|chunks|locks|hosts)["']""")
+LAYOUT_OWNERS = ("chunkwise/store/layout.py", "chunkwise/harness/",
+                 "chunkwise/commands/sample.py")  # its hint names an input file, not a run directory's
+PATH_USE = re.compile(r"(/\s*|join\(.*,\s*|^\s*[A-Z_][A-Z0-9_, ]*=\s*)$")
 API_TEST = re.compile(r"\bapi\s*[!=]=|[!=]=\s*[\w.]*\bapi\b")
 
 
@@ -148,6 +157,34 @@ def api_comparisons() -> dict[str, list[int]]:
             if API_TEST.search(line.split("#", 1)[0]):
                 found.setdefault(path.relative_to(ROOT).as_posix(), []).append(number)
     return found
+
+
+def layout_spellings() -> list[str]:
+    """`file:line` of every run-directory name used as a path outside the layout: joined (`/ "ledger"`,
+    `os.path.join(d, "stats.json")`) or named as a constant (`CSV_NAME = "gpu_samples.csv"`). The same words
+    as dict keys (`summary["chunks"]`) or values (`"end_from": "ledger"`) are not paths."""
+    found = []
+    for path in production_files():
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith(LAYOUT_OWNERS):
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            for match in LAYOUT_NAMES.finditer(line):
+                if PATH_USE.search(line[:match.start()]):
+                    found.append(f"{rel}:{number}: {line.strip()}")
+    return found
+
+
+def test_only_the_layout_spells_a_run_directory() -> None:
+    assert layout_spellings() == []
+
+
+def test_the_layout_reader_tells_a_path_from_a_key() -> None:
+    paths = ['x = run_dir / "ledger"', "os.path.join(d, 'stats.json')", 'LOCKS_DIR = "locks"',
+             'open(root / ".lock")', 'A, B = "requests.parquet", "x"']
+    keys = ['summary["chunks"]', '{"hosts": rows}', '"end_from": "ledger" if x else None', 'row.get("chunks")']
+    assert all(PATH_USE.search(line[:LAYOUT_NAMES.search(line).start()]) for line in paths)
+    assert not any(PATH_USE.search(line[:LAYOUT_NAMES.search(line).start()]) for line in keys)
 
 
 def test_only_the_backend_rooms_and_their_factory_import_a_concrete_client() -> None:

@@ -27,7 +27,6 @@ from chunkwise.store import chunklock
 from chunkwise.store.files import read_json, write_json_atomic
 from chunkwise.store.layout import RunPaths
 
-CONTEXT_FILE = "cluster.json"
 #: Request attempts in distributed mode (1 + 2 + 4 s of backoff): a dead host fails its chunk within
 #: seconds, and the chunk-task retries (`DISTRIBUTED_CHUNK_RETRIES`) bound the shard to about a minute,
 #: so the work moves instead of waiting out the single-host policy's ~45 minutes of patience.
@@ -38,7 +37,7 @@ DISTRIBUTED_CHUNK_RETRY_DELAYS_S = (10.0, 20.0)
 
 def write_context(ctx: RunContext) -> Path:
     """Record the run's context for its shards (the parent, once per session)."""
-    path = Path(ctx.run_dir) / CONTEXT_FILE
+    path = RunPaths(Path(ctx.run_dir)).cluster_context
     write_json_atomic(path, {"ctx": ctx.model_dump(mode="json")})
     return path
 
@@ -52,7 +51,7 @@ def host_label() -> str:
 def load_context(run_dir: str) -> RunContext:
     """The run's context, pointed at this host's server and slots."""
     settings = get_settings()
-    recorded = RunContext(**read_json(Path(run_dir) / CONTEXT_FILE)["ctx"])
+    recorded = RunContext(**read_json(RunPaths(Path(run_dir)).cluster_context)["ctx"])
     params = recorded.params.model_copy(update={
         "parallel": settings.parallel or recorded.params.parallel,
         "max_attempts": min(recorded.params.max_attempts, DISTRIBUTED_MAX_ATTEMPTS),

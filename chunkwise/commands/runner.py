@@ -18,6 +18,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from chunkwise.cli import fail
@@ -27,7 +28,7 @@ from chunkwise.params import RunParams
 from chunkwise.run.prepare import plan_run, prepare_run
 from chunkwise.run.session import stop_requests
 from chunkwise.settings import get_settings
-from chunkwise.store.layout import run_paths
+from chunkwise.store.layout import RunPaths, run_paths
 
 
 def preflight(params: RunParams) -> RunParams:
@@ -127,7 +128,7 @@ def execute(
     requests = stats["requests"]
     if requests["rejected"]:
         say(f"{requests['rejected']} rows were rejected before sending (reasons in results.parquet and "
-            f"{os.path.join(stats['run']['dir'], 'rejects.parquet')}); fix them in the input to have them answered")
+            f"{RunPaths(Path(stats['run']['dir'])).rejects}); fix them in the input to have them answered")
     return exit_code_for(None, requests["failed"] + requests["rejected"]), stats
 
 
@@ -138,5 +139,5 @@ def print_summary(stats: dict[str, Any], say: Callable[[str], object] = print) -
     for row in stats_table(stats):
         say(f"  {row['metric']:<{width}}  {row['value']}")
     say(f"  results: {stats['run']['results']}")
-    say(f"  stats:   {os.path.join(stats['run']['dir'], 'stats.json')}")
+    say(f"  stats:   {RunPaths(Path(stats['run']['dir'])).stats}")
 

@@ -61,7 +61,7 @@ def finish_run(ctx: RunContext, n_chunks: int, telemetry: dict[str, Any] | None 
         )
     assemble_results(paths, checkpoints)
     manifest = close_session(paths)
-    sessions = session_figures(manifest, paths.root / "ledger")
+    sessions = session_figures(manifest, paths.ledger_dir)
     calibration = calibration_from_results(paths.results, ctx).as_dict()
     stats = compute_stats(
         paths.results,

@@ -16,6 +16,7 @@ from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from chunkwise.params import RunParams
+from chunkwise.results.statsdoc import StatsDoc
 from chunkwise.run.ending import raise_for_unfinished
 from chunkwise.run.session import RunSession, chunk_workers
 from chunkwise.run.telemetry import RunTelemetry
@@ -35,7 +36,7 @@ FLOW_NAME = "chunkwise-batch"
     description="Push a Parquet file of LLM requests through Ollama in context-sized, checkpointed chunks.",
     validate_parameters=True,
 )
-def batch(params: RunParams) -> dict[str, Any]:
+def batch(params: RunParams) -> StatsDoc:
     prepared = load_requests(params)
     ctx = prepared.ctx
     settings = get_settings()

@@ -23,12 +23,14 @@ from chunkwise.cluster.worker import leave_note
 from chunkwise.errors import HostUnusable
 from chunkwise.plan.chunks import ChunkSpec
 from chunkwise.plan.shards import load_recorded
+from chunkwise.results.statsdoc import StatsDoc
 from chunkwise.run.prepare import PreparedRun
 from chunkwise.run.session import RunSession, chunk_workers
 from chunkwise.settings import get_settings
 from chunkwise.store import chunklock
 from chunkwise.store.confine import run_dir_inside
 from chunkwise.store.files import apply_umask
+from chunkwise.store.records import ChunkSummary
 from tasks.shard_chunk import shard_chunk_task
 
 FLOW_NAME = "chunkwise-shard"
@@ -58,7 +60,7 @@ def shard(run_dir: str, shard: int, attempt: int = 0) -> dict[str, Any]:
             leave_note(str(get_settings().worker_notes), ctx.params.model, ctx.model_digest, str(exc))
         session.close()
         raise
-    outcome, results = "failed", list[dict[str, Any]]()
+    outcome, results = "failed", list[ChunkSummary]()
     telemetry = HostTelemetry(ctx, session.backend, session.client, hosts.host_dir(ctx.dir, label))
     try:
         # Sized for this run on this host, as the batch flow does: a conversation holds a worker for its whole
@@ -67,8 +69,8 @@ def shard(run_dir: str, shard: int, attempt: int = 0) -> dict[str, Any]:
             futures = runner.map(shard_chunk_task, {"session": unmapped(session), "spec": specs,
                                                     "label": unmapped(label), "shard": unmapped(shard),
                                                     "attempt": unmapped(attempt)})
-            # mypy reads Prefect 3.9's typing of this mapped result as a future; it is the chunk's summary dict
-            results = [cast(dict[str, Any], f.result()) for f in futures]
+            # mypy reads Prefect 3.9's typing of this mapped result as a future; it is the chunk's summary
+            results = [cast(ChunkSummary, f.result()) for f in futures]
         outcome = "completed"
         return {"shard": shard, "attempt": attempt, "host": label, "chunks": results}
     finally:
@@ -79,7 +81,7 @@ def shard(run_dir: str, shard: int, attempt: int = 0) -> dict[str, Any]:
         session.close()
 
 
-def run_shards(prepared: PreparedRun, specs: list[ChunkSpec], pool: str) -> dict[str, Any]:
+def run_shards(prepared: PreparedRun, specs: list[ChunkSpec], pool: str) -> StatsDoc:
     """The parent's distributed mode (called by the batch flow with `pool` set): record the run's
     context and shards in the shared run directory, launch or re-attach to one shard run per shard on
     `pool`'s queues, re-dispatch shards that end with chunks unsent, then aggregate as a single-host

@@ -14,7 +14,6 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
 
 from chunkwise.cluster import hosts
 from chunkwise.plan.chunks import ChunkSpec
@@ -26,6 +25,7 @@ from chunkwise.settings import get_settings
 from chunkwise.store import chunklock
 from chunkwise.store.files import read_json, write_json_atomic
 from chunkwise.store.layout import RunPaths
+from chunkwise.store.records import ChunkSummary
 
 #: Request attempts in distributed mode (1 + 2 + 4 s of backoff): a dead host fails its chunk within
 #: seconds, and the chunk-task retries (`DISTRIBUTED_CHUNK_RETRIES`) bound the shard to about a minute,
@@ -76,7 +76,7 @@ def chunk_done(run_dir: Path, index: int) -> bool:
     return load_checkpoint(RunPaths(Path(run_dir)).checkpoint(index)) is not None
 
 
-def run_locked_chunk(session: RunSession, spec: ChunkSpec, label: str, shard: int, attempt: int) -> dict[str, Any]:
+def run_locked_chunk(session: RunSession, spec: ChunkSpec, label: str, shard: int, attempt: int) -> ChunkSummary:
     """Run one chunk while holding its lock, recording the ledger records this host appended.
 
     A chunk another live process holds is skipped (`{"skipped": True}`), never waited for: the parent
@@ -84,8 +84,8 @@ def run_locked_chunk(session: RunSession, spec: ChunkSpec, label: str, shard: in
     """
     ctx = session.ctx
     if not chunklock.try_acquire(ctx.dir, spec.index):
-        return {"index": spec.index, "label": spec.label, "skipped": True,
-                "held_by": chunklock.owner(ctx.dir, spec.index)}
+        return ChunkSummary(index=spec.index, label=spec.label, skipped=True,
+                            held_by=chunklock.owner(ctx.dir, spec.index))
     ledger = RunPaths(ctx.dir).ledger(spec.index)
     try:
         found = hosts.valid_records(ledger)
@@ -93,7 +93,9 @@ def run_locked_chunk(session: RunSession, spec: ChunkSpec, label: str, shard: in
         hosts.credit_orphans(ctx.dir, label, spec.index, found)
         start_id = hosts.open_chunk(ctx.dir, label, spec.index, before, shard=shard, attempt=attempt)
         try:
-            return {**run_chunk(session, spec), "skipped": False}
+            summary = run_chunk(session, spec)
+            summary["skipped"] = False
+            return summary
         finally:
             mine = hosts.valid_records(ledger)[before:]
             hosts.append_fact(ctx.dir, label, {"kind": "chunk", "id": start_id, "at": time.time(), "chunk": spec.index,

@@ -25,6 +25,7 @@ from chunkwise.cli import fail
 from chunkwise.commands.display import run_with_display
 from chunkwise.errors import EXIT_INTERRUPTED, SetupError, exit_code_for
 from chunkwise.params import RunParams
+from chunkwise.results.statsdoc import StatsDoc
 from chunkwise.run.prepare import plan_run, prepare_run
 from chunkwise.run.session import stop_requests
 from chunkwise.settings import get_settings
@@ -94,7 +95,7 @@ def run_off_main_thread(fn: Any, *args: Any) -> Any:
 
 def execute(
     params: RunParams, say: Callable[[str], object] = print, *, command: str = "run"
-) -> tuple[int, dict[str, Any] | None]:
+) -> tuple[int, StatsDoc | None]:
     """Run the flow; returns (exit code, stats or None). A run that cannot start raises its
     `SetupError` (the CLI prints it); a run that stopped is reported here, as `command`'s error."""
     from chunkwise.commands.early_api import EarlyApi
@@ -132,7 +133,7 @@ def execute(
     return exit_code_for(None, requests["failed"] + requests["rejected"]), stats
 
 
-def print_summary(stats: dict[str, Any], say: Callable[[str], object] = print) -> None:
+def print_summary(stats: StatsDoc, say: Callable[[str], object] = print) -> None:
     from chunkwise.results.stats import stats_table
 
     width = max(len(row["metric"]) for row in stats_table(stats))

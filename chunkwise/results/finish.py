@@ -17,6 +17,7 @@ from chunkwise.results.assemble import assemble_results, conversation_starts
 from chunkwise.results.openai_files import write_batch_files
 from chunkwise.results.sessions import session_figures
 from chunkwise.results.stats import compute_stats
+from chunkwise.results.statsdoc import StatsDoc
 from chunkwise.run.context import RunContext
 from chunkwise.run.manifest import now_iso
 from chunkwise.store.checkpoint import load_checkpoint
@@ -51,7 +52,7 @@ def calibration_from_results(results: Path, ctx: RunContext) -> Calibration:
     return estimator.calibration
 
 
-def finish_run(ctx: RunContext, n_chunks: int, telemetry: dict[str, Any] | None = None) -> dict[str, Any]:
+def finish_run(ctx: RunContext, n_chunks: int, telemetry: dict[str, Any] | None = None) -> StatsDoc:
     paths = RunPaths(ctx.dir)
     checkpoints = [paths.checkpoint(i) for i in range(n_chunks)]
     missing = [p.name for p in checkpoints if load_checkpoint(p) is None]

@@ -26,7 +26,7 @@ from chunkwise.run.context import RunContext
 from chunkwise.run.session import RunSession
 from chunkwise.run.structured import check_answer
 from chunkwise.settings import get_settings
-from chunkwise.store.records import FailureClass, Status, outcome
+from chunkwise.store.records import FailureClass, OutcomeRecord, Status, outcome
 
 _debug = logging.getLogger("chunkwise.run.send")
 
@@ -69,7 +69,7 @@ def send(
     messages: list[dict[str, str]],
     context_retries: int = 0,
     slot: AbstractContextManager[Any] | None = None,
-) -> dict[str, Any]:
+) -> OutcomeRecord:
     """Send one chat request until it has a final outcome record.
 
     `slot` (the run's server-slot semaphore, independent mode) is held only while an attempt is on
@@ -89,7 +89,7 @@ def send(
     widened = False
     last: dict[str, Any] = {}
 
-    def done(status: Status, error: FailureClass | None = None, message: str | None = None) -> dict[str, Any]:
+    def done(status: Status, error: FailureClass | None = None, message: str | None = None) -> OutcomeRecord:
         return outcome(
             _row=row, chunk=chunk, attempts=attempts, status=str(status), prompt_chars=prompt_chars,
             expected_prompt_tokens=rt.estimator.expected_tokens(prompt_chars),

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from chunkwise.params import RunParams
@@ -46,10 +47,10 @@ class ChatResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class ChatOptions:
+class ChatOptions(NamedTuple):
     """Sampling options in neutral names; each client writes them in its server's words (Ollama
-    `options.num_ctx`/`num_predict`, OpenAI `max_tokens`; a context the server fixes at start is not sent)."""
+    `options.num_ctx`/`num_predict`, OpenAI `max_tokens`; a context the server fixes at start is not sent).
+    A named tuple, like `ChatRequest`: immutable, and made once per request at the cost of a tuple."""
 
     context_tokens: int  # tokens of context per server slot
     max_answer_tokens: int  # tokens the answer may take
@@ -57,8 +58,7 @@ class ChatOptions:
     seed: int
 
 
-@dataclass(frozen=True, slots=True)
-class ChatRequest:
+class ChatRequest(NamedTuple):
     """One chat request. `format` is a JSON schema or "json"; `extras` are the backend's own wire fields
     (`Backend.request_extras`, fixed for a run), sent as they are."""
 
@@ -66,7 +66,7 @@ class ChatRequest:
     messages: list[dict[str, str]]
     options: ChatOptions
     format: dict[str, Any] | str | None = None
-    extras: Mapping[str, Any] = field(default_factory=dict)
+    extras: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True)

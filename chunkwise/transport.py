@@ -39,19 +39,37 @@ DEFAULT_KEEPALIVE_EXPIRY_S = 5.0
 WRITE_TIMEOUT_S = 60.0
 
 
-@contextmanager
-def map_transport_errors(host: str, unreachable: Callable[[Exception], str]) -> Iterator[None]:
-    """Translate the httpx transport failures raised inside the block into the error tree (the table in
-    the module docstring); `unreachable(exc)` words the "server is down" message. Errors already in the
-    tree pass through untouched, so blocks may nest."""
-    try:
-        yield
-    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-        raise ServerUnavailable(unreachable(exc)) from None
-    except httpx.TimeoutException as exc:
-        raise RequestTimeout(f"no answer from {host} within the timeout ({type(exc).__name__})") from None
-    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-        raise IncompleteResponse(f"connection to {host} broke mid-response: {exc}") from None
+def transport_error(exc: Exception, host: str, unreachable: Callable[[Exception], str]) -> LLMError | None:
+    """The error-tree error an httpx transport failure means (the table in the module docstring), or None
+    for anything else; `unreachable(exc)` words the "server is down" message."""
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return ServerUnavailable(unreachable(exc))
+    if isinstance(exc, httpx.TimeoutException):
+        return RequestTimeout(f"no answer from {host} within the timeout ({type(exc).__name__})")
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+        return IncompleteResponse(f"connection to {host} broke mid-response: {exc}")
+    return None
+
+
+class map_transport_errors:
+    """`with map_transport_errors(host, unreachable):` translates the httpx transport failures raised in
+    the block (`transport_error`); errors already in the tree pass through untouched, so blocks may nest.
+    A class rather than a generator: it wraps every request, and holds no state, so one serves a client's
+    every thread."""
+
+    __slots__ = ("host", "unreachable")
+
+    def __init__(self, host: str, unreachable: Callable[[Exception], str]) -> None:
+        self.host, self.unreachable = host, unreachable
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, httpx.TransportError):
+            mapped = transport_error(exc, self.host, self.unreachable)
+            if mapped is not None:
+                raise mapped from None
 
 
 def classify_status(status: int, message: str) -> LLMError:
@@ -76,6 +94,7 @@ class HttpBoundary:
                  transport: httpx.BaseTransport | None = None) -> None:
         self.host = host
         timeout = httpx.Timeout(connect=connect_timeout_s, read=read_timeout_s, write=WRITE_TIMEOUT_S, pool=None)
+        self._errors = map_transport_errors(host, self._unreachable)
         self._http = httpx.Client(
             base_url=host,
             timeout=timeout,
@@ -102,8 +121,8 @@ class HttpBoundary:
         raise NotImplementedError
 
     def _mapped(self) -> AbstractContextManager[None]:
-        """`map_transport_errors` for this client's host and wording."""
-        return map_transport_errors(self.host, self._unreachable)
+        """`map_transport_errors` for this client's host and wording (one instance, made with the client)."""
+        return self._errors
 
     def _request(self, method: str, path: str, *, model: str, **kwargs: Any) -> httpx.Response:
         with self._mapped():

@@ -268,10 +268,11 @@ def test_a_full_queue_is_back_pressure_nothing_lost_nothing_failed(tmp_path, cle
 @pytest.mark.parametrize("name", [MODEL_NAME.upper(), f"registry.ollama.ai/library/{MODEL_NAME}:latest"])
 def test_a_model_name_ollama_resolves_finds_the_same_digest_on_every_path(ollama, tmp_path, name):
     """Ollama itself is the judge of its name rule: another spelling of the served model gives the run the
-    digest /api/tags lists, and a shard's preflight and the worker accept the host with it."""
+    digest /api/tags lists, a shard's preflight the same digest, the worker a usable host, and the memory
+    view (/api/ps) the loaded model."""
     from contextlib import closing
 
-    from chunkwise.cluster.preflight import check_host
+    from chunkwise.backend import ChatOptions, ChatRequest
     from chunkwise.cluster.worker import host_usable
     from chunkwise.run.prepare import prepare_run
     from chunkwise.servers import backend_for
@@ -285,7 +286,12 @@ def test_a_model_name_ollama_resolves_finds_the_same_digest_on_every_path(ollama
     prepared = prepare_run(p)
     lock.release(prepared.ctx.dir)
     assert prepared.ctx.model_digest == digest
-    backend = backend_for("ollama")
-    with closing(backend.client(ollama.url, get_settings(), connect_timeout_s=10, read_timeout_s=60)) as client:
-        assert check_host(backend, client, ollama.url, model=name, digest=digest, num_ctx=NUM_CTX).digest == digest
     assert host_usable(ollama.url, name, digest[:12]) == (True, "")
+    backend = backend_for("ollama")
+    with closing(backend.client(ollama.url, get_settings(), connect_timeout_s=10, read_timeout_s=600)) as client:
+        assert backend.inspect(client, name).digest == digest  # what a shard's preflight compares
+        extras = backend.request_extras(think=None, keep_alive="5m")
+        client.chat(ChatRequest(name, [{"role": "user", "content": "hi"}], ChatOptions(NUM_CTX, 1, 0.0, 0), None,
+                                extras))
+        entry = backend.memory(client, name)
+    assert entry is not None and entry["digest"] == digest

@@ -7,6 +7,8 @@ Our exception hierarchy (exit code in brackets; the layout follows httpx's `_exc
   | - InputError .......................... the input file as a whole is unusable (bad rows are quarantined instead)
   | - UnsafePathError ..................... a run name or path would leave the output directory
   | - RunLocked ........................... another live process is working on this run
+  | + ServerMismatch ...................... the server cannot serve the run as asked (model, num_ctx, an option)
+  |   - ThinkError ........................ --think asked of a model or server that cannot honour it
   + StorageError [2] ...................... the run directory cannot be written (disk full, quota, read-only)
   + RunInterrupted [130] .................. Ctrl-C, SIGTERM, or a fatal error in another chunk; resumable
   + ChunksUnfinished [1] .................. transient trouble outlasted the chunk retries; resumable
@@ -93,6 +95,15 @@ class SetupError(ChunkwiseError, ValueError):
 
 class InputError(SetupError):
     """The input file cannot be used as a whole; str() is one line saying what to do."""
+
+
+class ServerMismatch(SetupError):
+    """The server cannot serve this run as configured (a model it does not serve, a num_ctx above its
+    context, an option this server kind cannot honour); the message says what to change."""
+
+
+class ThinkError(ServerMismatch):
+    """`--think` asked of a model or a server that cannot honour it; the message says what to do."""
 
 
 class UnsafePathError(SetupError):

@@ -210,7 +210,7 @@ class RunParams(BaseModel):
     @field_validator("format")
     @classmethod
     def _valid_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        from chunkwise.run.structured import schema_problem  # jsonschema only when a schema is given
+        from chunkwise.schemas import schema_problem  # jsonschema only when a schema is given
 
         problem = schema_problem(value) if value is not None else None
         if problem:

@@ -1,32 +1,118 @@
 """The HTTP plumbing the two LLM boundaries share (`chunkwise.ollama.client`, `chunkwise.openai.client`):
-one request, or one streamed response, with every transport failure mapped onto the error tree of
-`chunkwise.errors`. What differs per server, how an error body reads and what to tell a user who cannot
-reach it, each client says in `_error_for` and `_unreachable`.
+the pooled `httpx.Client` (built once, in `HttpBoundary.__init__`), one request or one streamed
+response, every transport failure mapped onto the error tree of `chunkwise.errors` in one place
+(`map_transport_errors`, as httpx's own `_transports/default.py` `map_httpcore_exceptions` maps
+httpcore's), and the status ladder every server shares (`classify_status`).
 
     connect refused / connect timeout  -> ServerUnavailable   (transient; the server is down)
     no byte within the read timeout    -> RequestTimeout      (transient; a stall)
     connection broke mid-body          -> IncompleteResponse  (transient)
-    HTTP status >= 400                 -> the client's `_error_for(status, body, model)`
+    HTTP status >= 400                 -> the client's `_error_for(status, body, model)`: its own special
+                                          cases (context phrases, 404 hints, keys), then `classify_status`
+
+What differs per server, how an error body reads and what to tell a user who cannot reach it, each
+client says in `_error_for` and `_unreachable`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Self
 
 import httpx
 
-from chunkwise.errors import IncompleteResponse, LLMError, RequestTimeout, ServerUnavailable
+from chunkwise import __version__
+from chunkwise.errors import (
+    BadRequest,
+    IncompleteResponse,
+    LLMError,
+    RequestTimeout,
+    ServerBusy,
+    ServerError,
+    ServerUnavailable,
+)
+
+#: Seconds an idle pooled connection is kept (httpx's own default).
+DEFAULT_KEEPALIVE_EXPIRY_S = 5.0
+#: Seconds a request body may take to write.
+WRITE_TIMEOUT_S = 60.0
+
+
+def transport_error(exc: Exception, host: str, unreachable: Callable[[Exception], str]) -> LLMError | None:
+    """The error-tree error an httpx transport failure means (the table in the module docstring), or None
+    for anything else; `unreachable(exc)` words the "server is down" message."""
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return ServerUnavailable(unreachable(exc))
+    if isinstance(exc, httpx.TimeoutException):
+        return RequestTimeout(f"no answer from {host} within the timeout ({type(exc).__name__})")
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+        return IncompleteResponse(f"connection to {host} broke mid-response: {exc}")
+    return None
+
+
+class map_transport_errors:
+    """`with map_transport_errors(host, unreachable):` translates the httpx transport failures raised in
+    the block (`transport_error`); errors already in the tree pass through untouched, so blocks may nest.
+    A class rather than a generator: it wraps every request, and holds no state, so one serves a client's
+    every thread."""
+
+    __slots__ = ("host", "unreachable")
+
+    def __init__(self, host: str, unreachable: Callable[[Exception], str]) -> None:
+        self.host, self.unreachable = host, unreachable
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, httpx.TransportError):
+            mapped = transport_error(exc, self.host, self.unreachable)
+            if mapped is not None:
+                raise mapped from None
+
+
+def classify_status(status: int, message: str) -> LLMError:
+    """The tail of every server's status ladder, after its own special cases: 503 (busy, loading)
+    -> ServerBusy and other 5xx or 429 -> ServerError (both retried), anything else -> BadRequest (fatal)."""
+    if status == 503:
+        return ServerBusy(f"{message} (status 503)", status)
+    if status >= 500 or status == 429:
+        return ServerError(f"{message} (status {status})", status)
+    return BadRequest(f"{message} (status {status})", status)
 
 
 class HttpBoundary:
-    """Base of an LLM client: `host` (the base URL) and `_http` (an `httpx.Client` on it) are set by
-    the subclass, which also says how an error answer reads (`_error_for`) and what to do when the
-    server cannot be reached (`_unreachable`)."""
+    """Base of an LLM client: `host` (the normalised base URL) and `_http`, a thread-safe pooled
+    `httpx.Client` on it. Timeouts live here, not in Prefect: a Prefect task timeout cannot interrupt
+    a thread blocked on a socket. `read_timeout_s` bounds the silence between two bytes, so a stalled
+    server is detected without capping long generations. The subclass says how an error answer reads
+    (`_error_for`) and what to do when the server cannot be reached (`_unreachable`)."""
 
-    host: str
-    _http: httpx.Client
+    def __init__(self, host: str, *, connect_timeout_s: float, read_timeout_s: float, max_connections: int,
+                 headers: dict[str, str] | None = None, keepalive_expiry_s: float = DEFAULT_KEEPALIVE_EXPIRY_S,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.host = host
+        timeout = httpx.Timeout(connect=connect_timeout_s, read=read_timeout_s, write=WRITE_TIMEOUT_S, pool=None)
+        self._errors = map_transport_errors(host, self._unreachable)
+        self._http = httpx.Client(
+            base_url=host,
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections,
+                                keepalive_expiry=keepalive_expiry_s),
+            headers={"User-Agent": f"chunkwise/{__version__}", **(headers or {})},
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        """Release the connection pool; the client is not used afterwards."""
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _error_for(self, status: int, body: bytes, model: str) -> LLMError:
         raise NotImplementedError
@@ -34,29 +120,29 @@ class HttpBoundary:
     def _unreachable(self, exc: Exception) -> str:
         raise NotImplementedError
 
+    def _mapped(self) -> AbstractContextManager[None]:
+        """`map_transport_errors` for this client's host and wording (one instance, made with the client)."""
+        return self._errors
+
     def _request(self, method: str, path: str, *, model: str, **kwargs: Any) -> httpx.Response:
-        try:
+        with self._mapped():
             response = self._http.request(method, path, **kwargs)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise ServerUnavailable(self._unreachable(exc)) from None
-        except httpx.TimeoutException as exc:
-            raise RequestTimeout(f"no answer from {self.host} within the timeout ({type(exc).__name__})") from None
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            raise IncompleteResponse(f"connection to {self.host} broke mid-response: {exc}") from None
         if response.status_code >= 400:
             raise self._error_for(response.status_code, response.content, model)
         return response
 
     @contextmanager
     def _send_stream(self, method: str, path: str, *, model: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """A streamed response whose status is below 400 (the body is the caller's to read, inside
+        `_mapped()` so a break mid-body is mapped too); closed when the block ends."""
         request = self._http.build_request(method, path, **kwargs)
-        try:
+        with self._mapped():
             response = self._http.send(request, stream=True)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise ServerUnavailable(self._unreachable(exc)) from None
         try:
             if response.status_code >= 400:
-                raise self._error_for(response.status_code, response.read(), model)
+                with self._mapped():
+                    body = response.read()
+                raise self._error_for(response.status_code, body, model)
             yield response
         finally:
             response.close()

@@ -16,6 +16,7 @@ from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from chunkwise.params import RunParams
+from chunkwise.results.statsdoc import StatsDoc
 from chunkwise.run.ending import raise_for_unfinished
 from chunkwise.run.session import RunSession, chunk_workers
 from chunkwise.run.telemetry import RunTelemetry
@@ -35,7 +36,7 @@ FLOW_NAME = "chunkwise-batch"
     description="Push a Parquet file of LLM requests through Ollama in context-sized, checkpointed chunks.",
     validate_parameters=True,
 )
-def batch(params: RunParams) -> dict[str, Any]:
+def batch(params: RunParams) -> StatsDoc:
     prepared = load_requests(params)
     ctx = prepared.ctx
     settings = get_settings()
@@ -49,7 +50,7 @@ def batch(params: RunParams) -> dict[str, Any]:
         progress = Progress(len(specs), ctx.dir.name, run_dir=ctx.dir,
                             requests_total=sum(s.stop - s.start for s in specs), manifest=paths.manifest)
         unfinished: list[tuple[str, BaseException]] = []
-        with (RunTelemetry(ctx, session.client, prepared.model_info) as telemetry,
+        with (RunTelemetry(session, prepared.model_info) as telemetry,
               ThreadPoolTaskRunner[Any](max_workers=chunk_workers(ctx.params, settings)) as runner):
             futures = runner.map(chunk_task_for(session, settings), {"session": unmapped(session), "spec": specs})
             labels = {future.task_run_id: spec.label for future, spec in zip(futures, specs, strict=True)}

@@ -8,6 +8,7 @@ the flow runs on; a remote Ollama host needs the flow (or `chunkwise measure`) r
 from __future__ import annotations
 
 import re
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.context import FlowRunContext
 
 from chunkwise.measure.run import measure_run_dir, run_measurement
-from chunkwise.ollama.client import OllamaClient
+from chunkwise.servers import backend_for
 from chunkwise.settings import get_settings
 from chunkwise.store.confine import RUNS_ROOT_SETTING, inside
 from chunkwise.store.files import apply_umask
@@ -43,10 +44,12 @@ def measure_flow(
     inside(settings.runs_root_path(), output_dir, what="output_dir", setting=RUNS_ROOT_SETTING)
     apply_umask()
     out_dir = measure_run_dir(Path(output_dir), model)
-    with OllamaClient(host or settings.ollama_host, connect_timeout_s=settings.connect_timeout_s,
-                      read_timeout_s=settings.read_timeout_s) as client:
+    backend = backend_for("ollama")  # a per-request measurement: the server loads the model at each num_ctx
+    with closing(backend.client(backend.resolve_host(host, settings), settings,
+                                connect_timeout_s=settings.connect_timeout_s,
+                                read_timeout_s=settings.read_timeout_s)) as client:
         report = run_measurement(client, model, contexts, out_dir, parallel=parallel, num_predict=num_predict,
-                                 kv_cache_type=kv_cache_type, vram_mib=vram_mib)
+                                 kv_cache_type=kv_cache_type, vram_mib=vram_mib, backend=backend)
     if FlowRunContext.get() is not None:  # not when called as measure_flow.fn() in tests
         create_markdown_artifact(markdown=report.markdown, key=artifact_key(model),
                                  description=f"chunkwise measure: {model}, memory against num_ctx")

@@ -10,7 +10,7 @@ This file only orchestrates.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 from prefect import flow, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -21,24 +21,22 @@ from chunkwise.cluster.shard import host_label, load_context
 from chunkwise.cluster.telemetry import HostTelemetry
 from chunkwise.cluster.worker import leave_note
 from chunkwise.errors import HostUnusable
-from chunkwise.ollama.client import OllamaClient
 from chunkwise.plan.chunks import ChunkSpec
 from chunkwise.plan.shards import load_recorded
+from chunkwise.results.statsdoc import StatsDoc
 from chunkwise.run.prepare import PreparedRun
-from chunkwise.run.session import RunSession
+from chunkwise.run.session import RunSession, chunk_workers
 from chunkwise.settings import get_settings
 from chunkwise.store import chunklock
 from chunkwise.store.confine import run_dir_inside
 from chunkwise.store.files import apply_umask
+from chunkwise.store.records import ChunkSummary
 from tasks.shard_chunk import shard_chunk_task
 
 FLOW_NAME = "chunkwise-shard"
 
 
-# Prefect 3.9 types TaskRunner as invariant in its future type, so its own ThreadPoolTaskRunner does not match
-# the decorator's `TaskRunner[PrefectFuture[Any]]` annotation: hence the ignore below.
 @flow(name=FLOW_NAME, description="One shard of a distributed chunkwise run, on the host that picked it up.",
-      task_runner=ThreadPoolTaskRunner(max_workers=get_settings().chunk_workers),  # type: ignore[arg-type]
       validate_parameters=True)
 def shard(run_dir: str, shard: int, attempt: int = 0) -> dict[str, Any]:
     started = time.time()
@@ -53,10 +51,7 @@ def shard(run_dir: str, shard: int, attempt: int = 0) -> dict[str, Any]:
     specs = load_recorded(ctx.dir, shard)
     session = RunSession(ctx)  # closed below; the shard holds no run lock, its chunks hold chunk locks
     try:
-        client = session.client
-        if not isinstance(client, OllamaClient):
-            raise HostUnusable(f"distributed mode needs --api ollama; this run uses {ctx.params.api}")
-        check = check_host(client, ctx.host, model=ctx.params.model, digest=ctx.model_digest,
+        check = check_host(session.backend, session.client, ctx.host, model=ctx.params.model, digest=ctx.model_digest,
                            num_ctx=ctx.params.num_ctx)
     except HostUnusable as exc:
         hosts.append_fact(ctx.dir, label, {**record, "at": time.time(), "outcome": "refused", "error": str(exc),
@@ -65,13 +60,17 @@ def shard(run_dir: str, shard: int, attempt: int = 0) -> dict[str, Any]:
             leave_note(str(get_settings().worker_notes), ctx.params.model, ctx.model_digest, str(exc))
         session.close()
         raise
-    outcome, results = "failed", []
-    telemetry = HostTelemetry(ctx, client, hosts.host_dir(ctx.dir, label))
+    outcome, results = "failed", list[ChunkSummary]()
+    telemetry = HostTelemetry(ctx, session.backend, session.client, hosts.host_dir(ctx.dir, label))
     try:
-        with telemetry:
-            futures = shard_chunk_task.map(unmapped(session), specs, unmapped(label), unmapped(shard),
-                                           unmapped(attempt))
-            results = [f.result() for f in futures]
+        # Sized for this run on this host, as the batch flow does: a conversation holds a worker for its whole
+        # length, so a host with more slots than the settings' pool needs more workers to keep them busy.
+        with (telemetry, ThreadPoolTaskRunner[Any](max_workers=chunk_workers(ctx.params, get_settings())) as runner):
+            futures = runner.map(shard_chunk_task, {"session": unmapped(session), "spec": specs,
+                                                    "label": unmapped(label), "shard": unmapped(shard),
+                                                    "attempt": unmapped(attempt)})
+            # mypy reads Prefect 3.9's typing of this mapped result as a future; it is the chunk's summary
+            results = [cast(ChunkSummary, f.result()) for f in futures]
         outcome = "completed"
         return {"shard": shard, "attempt": attempt, "host": label, "chunks": results}
     finally:
@@ -82,7 +81,7 @@ def shard(run_dir: str, shard: int, attempt: int = 0) -> dict[str, Any]:
         session.close()
 
 
-def run_shards(prepared: PreparedRun, specs: list[ChunkSpec], pool: str) -> dict[str, Any]:
+def run_shards(prepared: PreparedRun, specs: list[ChunkSpec], pool: str) -> StatsDoc:
     """The parent's distributed mode (called by the batch flow with `pool` set): record the run's
     context and shards in the shared run directory, launch or re-attach to one shard run per shard on
     `pool`'s queues, re-dispatch shards that end with chunks unsent, then aggregate as a single-host

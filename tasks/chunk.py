@@ -24,6 +24,7 @@ from chunkwise.run.session import RunSession
 from chunkwise.settings import Settings
 from chunkwise.store.checkpoint import load_checkpoint
 from chunkwise.store.layout import RunPaths
+from chunkwise.store.records import ChunkSummary
 
 
 def retry_condition(task: Any, task_run: Any, state: Any) -> bool:
@@ -54,12 +55,14 @@ def chunk_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
     result_serializer="json",
     cache_result_in_memory=False,
 )
-def run_chunk_task(session: RunSession, spec: ChunkSpec) -> dict[str, Any]:
+def run_chunk_task(session: RunSession, spec: ChunkSpec) -> ChunkSummary:
     """Send the chunk's unanswered requests and checkpoint it; returns counts, never text."""
-    return {**run_chunk(session, spec), "task_run_count": task_run.run_count}
+    summary = run_chunk(session, spec)
+    summary["task_run_count"] = task_run.run_count
+    return summary
 
 
-def chunk_task_for(session: RunSession, settings: Settings) -> Task[..., dict[str, Any]]:
+def chunk_task_for(session: RunSession, settings: Settings) -> Task[..., ChunkSummary]:
     """The chunk task with the settings' retries (`chunk_retries`, backoff from `chunk_retry_delay_s`
     seconds) and its results stored in the run directory."""
     return run_chunk_task.with_options(

@@ -22,6 +22,7 @@ from chunkwise.logs import logger
 from chunkwise.run.manifest import touch_session
 from chunkwise.run.progress import ProgressWatch, Snapshot
 from chunkwise.store.layout import RunPaths
+from chunkwise.store.records import ChunkSummary
 
 
 def log() -> Any:
@@ -82,7 +83,7 @@ class Progress:
                                      description=f"chunkwise run {self.run_name}: {snap.line()}")
             self._last = now
 
-    def chunk_finished(self, summary: dict[str, Any] | None, label: str) -> None:
+    def chunk_finished(self, summary: ChunkSummary | None, label: str) -> None:
         """Count a finished chunk and read its own ledger's last lines (not every chunk's: the flow
         ticks once after handling the chunks that finished together, and that tick reads the rest
         and updates the artifact)."""

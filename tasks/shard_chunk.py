@@ -8,14 +8,13 @@ valid checkpoint, whichever host wrote it.
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from chunkwise.cluster.shard import DISTRIBUTED_CHUNK_RETRIES, DISTRIBUTED_CHUNK_RETRY_DELAYS_S, run_locked_chunk
 from chunkwise.plan.chunks import ChunkSpec
 from chunkwise.run.session import RunSession
+from chunkwise.store.records import ChunkSummary
 from tasks.chunk import retry_condition
 
 
@@ -28,6 +27,6 @@ from tasks.chunk import retry_condition
     cache_policy=NO_CACHE,
     persist_result=False,
 )
-def shard_chunk_task(session: RunSession, spec: ChunkSpec, label: str, shard: int, attempt: int) -> dict[str, Any]:
+def shard_chunk_task(session: RunSession, spec: ChunkSpec, label: str, shard: int, attempt: int) -> ChunkSummary:
     """Send the chunk's unanswered requests from this host, or skip it when another process holds it."""
     return run_locked_chunk(session, spec, label, shard, attempt)

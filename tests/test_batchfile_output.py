@@ -8,8 +8,9 @@ import polars as pl
 import pytest
 
 from chunkwise.params import RunParams
-from chunkwise.results.openai_files import ERROR_FILE, OUTPUT_FILE, line_for
+from chunkwise.results.openai_files import line_for
 from chunkwise.run.manifest import differences
+from chunkwise.store.layout import RunPaths
 from tests.support.direct_run import run_all
 
 
@@ -36,7 +37,7 @@ def test_batch_file_in_and_out(sim, tmp_path):
                        num_ctx=8192, num_predict=512, parallel=2, chunk_size=3, mode="independent",
                        output_format="openai")
     ctx, _summaries, stats = run_all(params)
-    out, err = read_lines(ctx.dir / OUTPUT_FILE), read_lines(ctx.dir / ERROR_FILE)
+    out, err = read_lines(RunPaths(ctx.dir).batch_output), read_lines(RunPaths(ctx.dir).batch_errors)
     results = pl.read_parquet(ctx.dir / "results.parquet")
     assert results.height == 9
     # exactly one line per request across the two files, custom_id kept, in input order

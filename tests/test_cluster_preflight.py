@@ -4,6 +4,7 @@ import pytest
 
 from chunkwise.cluster.preflight import check_host
 from chunkwise.errors import HostUnusable, ServerUnavailable
+from chunkwise.servers import backend_for
 
 RUN = "a" * 64
 INFO = {"general.architecture": "llama", "llama.context_length": 8192}
@@ -29,7 +30,7 @@ class FakeOllama:
 
 
 def test_a_matching_host_passes():
-    check = check_host(FakeOllama(), "http://h:1", model="m", digest=RUN, num_ctx=4096)
+    check = check_host(backend_for("ollama"), FakeOllama(), "http://h:1", model="m", digest=RUN, num_ctx=4096)
     assert check.digest == RUN and check.as_dict()["digest_matches"] is True
 
 
@@ -43,5 +44,5 @@ def test_a_matching_host_passes():
 ])
 def test_an_unusable_host_refuses_in_one_line(client, num_ctx, message):
     with pytest.raises(HostUnusable, match=message) as info:
-        check_host(client, "http://h:1", model="m", digest=RUN, num_ctx=num_ctx)
+        check_host(backend_for("ollama"), client, "http://h:1", model="m", digest=RUN, num_ctx=num_ctx)
     assert "\n" not in str(info.value)

@@ -68,36 +68,66 @@ def test_rerun_of_a_finished_run_reports_the_same_token_calibration(sim, tmp_pat
     assert read_json(tmp_path / "runs" / "t" / "stats.json")["truncation"]["calibration"] == first
 
 
-def test_flow_uses_every_slot_in_conversation_mode_beyond_the_default_pool(sim, tmp_path, monkeypatch):
-    """A deployment calls the flow directly (not through the CLI): the flow itself sizes its chunk
-    pool so that `parallel` conversations (one per chunk) are in flight at once, beyond the 8
-    workers of the default pool."""
+def in_flight(wrap_chat, monkeypatch) -> dict[str, int]:
+    """Count the chat requests in flight at once (`now`, and the `peak`) through the factory seam, each held
+    long enough for every conversation to be in flight together."""
     import threading
     import time
 
-    from chunkwise.ollama.client import OllamaClient
-
-    real = OllamaClient.chat
     lock = threading.Lock()
     seen = {"now": 0, "peak": 0}
 
-    def chat(self, *args, **kwargs):
+    def chat(client, request):
         with lock:
             seen["now"] += 1
             seen["peak"] = max(seen["peak"], seen["now"])
         try:
-            time.sleep(0.3)  # long enough for every conversation to be in flight at once
-            return real(self, *args, **kwargs)
+            time.sleep(0.3)
+            return client.chat(request)
         finally:
             with lock:
                 seen["now"] -= 1
 
-    monkeypatch.setattr(OllamaClient, "chat", chat)
+    wrap_chat(monkeypatch, chat)
+    return seen
+
+
+def test_flow_uses_every_slot_in_conversation_mode_beyond_the_default_pool(sim, tmp_path, monkeypatch):
+    """A deployment calls the flow directly (not through the CLI): the flow itself sizes its chunk
+    pool so that `parallel` conversations (one per chunk) are in flight at once, beyond the 8
+    workers of the default pool."""
+    from tests.support.backends import wrap_chat
+
+    seen = in_flight(wrap_chat, monkeypatch)
     source = write_requests(tmp_path / "in.parquet", 24)
     params = params_for(sim, source, tmp_path / "runs", mode="conversation", parallel=12, chunk_size=2)
     stats = batch(params)
     assert stats["requests"]["succeeded"] == 24
     assert seen["peak"] == 12
+
+
+def test_a_conversation_shard_keeps_every_slot_of_its_host_busy(sim, tmp_path, monkeypatch):
+    """A shard runs with its host's slots (`chunkwise worker --parallel 16` sets CHUNKWISE_PARALLEL): its chunk
+    pool is sized per run as the batch flow's is, so 16 conversations are in flight at once, beyond the 8
+    workers of the settings' default pool (the pool was once sized at import from the settings: 8 of 16)."""
+    from chunkwise.cluster.shard import write_context
+    from chunkwise.plan.shards import load_or_write
+    from chunkwise.store import lock
+    from flows.shard import shard
+    from tests.support.backends import wrap_chat
+    from tests.support.direct_run import start
+    from tests.support.run_checks import chunkwise_env
+
+    source = write_requests(tmp_path / "in.parquet", 64)
+    ctx, specs = start(params_for(sim, source, tmp_path / "runs", mode="conversation", parallel=2, chunk_size=2))
+    lock.release(ctx.dir)  # the parent's lock; a shard holds only chunk locks
+    write_context(ctx)
+    load_or_write(ctx.dir, specs, 10_000)  # one shard of every chunk
+    seen = in_flight(wrap_chat, monkeypatch)
+    with chunkwise_env(ollama_host=sim.url, parallel=16, host_label="gpu1"):
+        result = shard(str(ctx.dir), 0)
+    assert len(result["chunks"]) == len(specs) == 32 and not any(c["skipped"] for c in result["chunks"])
+    assert seen["peak"] == 16
 
 
 def test_rejected_rows_are_quarantined_and_reconciled(sim, tmp_path):

@@ -13,6 +13,8 @@ from chunkwise.ollama.client import OllamaClient
 from chunkwise.params import RunParams
 from chunkwise.results.stats import compute_stats, stats_table
 from chunkwise.run.context import RunContext
+from chunkwise.servers import backend_for
+from tests.support.backends import request
 from tests.test_stats import ROWS, write_results
 
 MIB = 2**20
@@ -32,8 +34,8 @@ def test_each_shard_records_api_ps_on_its_host_and_a_cpu_spill_shows_in_the_host
         with OllamaClient(sim.url) as client:
             model = client.tags()[0]["name"]
             ctx = context(tmp_path, sim.url, model)
-            with HostTelemetry(ctx, client, hosts.host_dir(tmp_path, label)) as telemetry:
-                client.chat(model, [{"role": "user", "content": "hello"}], options={"num_ctx": 8192})
+            with HostTelemetry(ctx, backend_for("ollama"), client, hosts.host_dir(tmp_path, label)) as telemetry:
+                client.chat(request(model, [{"role": "user", "content": "hello"}], num_ctx=8192))
         record = telemetry.ps_record()
         assert record["start"] is None  # nothing loaded before the shard's first request
         end = record["end"]

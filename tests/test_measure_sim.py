@@ -10,13 +10,14 @@ import pytest
 from matplotlib.image import imread
 
 from chunkwise.cli import main
+from chunkwise.errors import ServerError, SetupError
 from chunkwise.gpu.sampler import GpuSampler
 from chunkwise.harness.sim.harness import running_simulator
 from chunkwise.harness.sim.options import SimOptions
 from chunkwise.harness.sim.profiles import PROFILES
 from chunkwise.measure.report import SOURCE_NVML, SOURCE_PS
 from chunkwise.measure.run import run_measurement
-from chunkwise.ollama.client import ModelNotFound, OllamaClient, ServerError
+from chunkwise.ollama.client import OllamaClient
 from chunkwise.ollama.kv import kv_mib_per_token
 from chunkwise.units import MIB
 from flows.measure import artifact_key, measure_flow
@@ -62,12 +63,17 @@ class Wrapped:
             models = [{k: v for k, v in m.items() if k != "context_length"} for m in models]
         return models
 
-    def chat(self, model, messages, *, options, keep_alive=None):
-        if self.fail_at == options["num_ctx"]:
+    def tags(self):
+        return self.inner.tags()
+
+    def chat(self, request):
+        if self.fail_at == request.options.context_tokens:
             raise ServerError("model requires more system memory (12 GiB) than is available (8 GiB) (status 500)", 500)
         if self.drop_num_ctx:  # like a server that ignores num_ctx (e.g. the OpenAI endpoint)
-            options = {k: v for k, v in options.items() if k != "num_ctx"}
-        return self.inner.chat(model, messages, options=options, keep_alive=keep_alive)
+            body = self.inner.body(request)
+            del body["options"]["num_ctx"]
+            return self.inner.chat_body(body, request.model)
+        return self.inner.chat(request)
 
 
 def test_llama_slope_table_csv_png(tmp_path):
@@ -232,7 +238,7 @@ def test_a_failed_context_is_reported_and_the_rest_measured(tmp_path):
     with running_simulator(SimOptions(**FAST)) as sim, OllamaClient(sim.url) as client:
         report = run_measurement(Wrapped(client, fail_at=4000), "llama3.1:8b", CONTEXTS, tmp_path,
                                  sampler_factory=no_gpu)
-        with pytest.raises(ModelNotFound):
+        with pytest.raises(SetupError, match="ollama pull nosuch:1b"):
             run_measurement(client, "nosuch:1b", CONTEXTS, tmp_path / "x", sampler_factory=no_gpu)
     failed = [r for r in report.rows if r.status == "failed"]
     assert [r.num_ctx for r in failed] == [4000] and "more system memory" in failed[0].note

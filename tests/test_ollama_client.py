@@ -10,6 +10,7 @@ from prefect.states import Completed, Failed
 from chunkwise import errors as e
 from chunkwise.ollama import client as o
 from tasks.chunk import retry_condition
+from tests.support.backends import request
 
 
 def client_for(handler, stream=True):
@@ -33,9 +34,7 @@ def test_streamed_answer_is_assembled_with_metrics():
             {"message": {"role": "assistant", "content": "Hel"}, "done": False},
             {"message": {"role": "assistant", "content": "lo"}, "done": False}, FINAL))
 
-    result = client_for(handler).chat(
-        "m", [{"role": "user", "content": "hi"}], options={"num_ctx": 4096}, truncate=False
-    )
+    result = client_for(handler).chat(request("m", [{"role": "user", "content": "hi"}], num_ctx=4096, truncate=False))
     assert result.content == "Hello!"
     assert (result.prompt_eval_count, result.eval_count, result.done_reason) == (12, 3, "stop")
     assert result.total_duration == 5_000_000 and result.eval_duration == 3_000
@@ -44,7 +43,7 @@ def test_streamed_answer_is_assembled_with_metrics():
 def test_non_streamed_answer_and_omitted_zero_metrics():
     final = {k: v for k, v in FINAL.items() if k != "load_duration"}  # Ollama omits zero values
     client = client_for(lambda r: httpx.Response(200, json=final), stream=False)
-    result = client.chat("m", [], options={})
+    result = client.chat(request("m"))
     assert result.content == "!" and result.load_duration == 0
 
 
@@ -61,7 +60,7 @@ def test_non_streamed_answer_and_omitted_zero_metrics():
 def test_status_codes_map_to_the_error_tree(status, message, error):
     client = client_for(lambda r: httpx.Response(status, json={"error": message}))
     with pytest.raises(error) as info:
-        client.chat("nope", [], options={})
+        client.chat(request("nope"))
     assert info.value.status == status
     assert message in str(info.value)
     if error is e.ModelNotFound:
@@ -75,7 +74,7 @@ def test_error_line_inside_a_200_stream_is_a_server_error():
                                                   {"error": "model runner has unexpectedly stopped"}))
 
     with pytest.raises(e.ServerError, match="in stream"):
-        client_for(handler).chat("m", [], options={})
+        client_for(handler).chat(request("m"))
 
 
 def test_stream_ending_without_done_is_incomplete():
@@ -83,7 +82,7 @@ def test_stream_ending_without_done_is_incomplete():
         return httpx.Response(200, content=ndjson({"message": {"content": "a"}, "done": False}))
 
     with pytest.raises(e.IncompleteResponse):
-        client_for(handler).chat("m", [], options={})
+        client_for(handler).chat(request("m"))
 
 
 def test_done_false_without_metrics_is_incomplete():
@@ -91,7 +90,7 @@ def test_done_false_without_metrics_is_incomplete():
         return httpx.Response(200, json={"model": "m", "message": {"content": "x"}, "done": False})
 
     with pytest.raises(e.IncompleteResponse):
-        client_for(handler, stream=False).chat("m", [], options={})
+        client_for(handler, stream=False).chat(request("m"))
 
 
 def test_connection_refused_is_server_unavailable_with_a_hint():
@@ -109,7 +108,7 @@ def test_read_timeout_is_a_request_timeout():
         raise httpx.ReadTimeout("timed out", request=request)
 
     with pytest.raises(e.RequestTimeout):
-        client_for(handler).chat("m", [], options={})
+        client_for(handler).chat(request("m"))
 
 
 def test_errors_survive_pickling_as_prefect_requires():

@@ -6,7 +6,9 @@ import json
 import httpx
 import pytest
 
+from chunkwise.errors import ConfigError
 from chunkwise.ollama import client as o
+from tests.support.backends import request
 
 
 def client_for(handler, stream=True):
@@ -31,19 +33,19 @@ def test_think_shift_and_truncate_are_sent_and_the_thinking_trace_is_kept_apart(
             {"message": {"role": "assistant", "content": "", "thinking": "see."}, "done": False},
             {"message": {"role": "assistant", "content": "42"}, "done": False}, FINAL))
 
-    result = client_for(handler).chat("m", [], options={}, truncate=False, shift=False, think="low")
+    result = client_for(handler).chat(request("m", truncate=False, shift=False, think="low"))
     assert (seen["truncate"], seen["shift"], seen["think"]) == (False, False, "low")
     assert (result.content, result.thinking) == ("42", "Let me see.")
 
 
 def test_non_streamed_thinking_and_an_error_body_with_status_200():
     answer = {**FINAL, "message": {"role": "assistant", "content": "a", "thinking": "t"}}
-    result = client_for(lambda r: httpx.Response(200, json=answer), stream=False).chat("m", [], options={}, think=False)
+    result = client_for(lambda r: httpx.Response(200, json=answer), stream=False).chat(request("m", think=False))
     assert (result.content, result.thinking) == ("a", "t")
     failing = client_for(lambda r: httpx.Response(200, json={"error": "llama runner process has terminated"}),
                          stream=False)
     with pytest.raises(o.ServerError, match="llama runner process has terminated"):
-        failing.chat("m", [], options={})
+        failing.chat(request("m"))
 
 
 def test_fields_left_unset_are_not_sent():
@@ -53,7 +55,7 @@ def test_fields_left_unset_are_not_sent():
         seen.update(json.loads(request.content))
         return httpx.Response(200, content=ndjson(FINAL))
 
-    client_for(handler).chat("m", [], options={})
+    client_for(handler).chat(request("m"))
     assert not {"think", "shift", "truncate"} & set(seen)
 
 
@@ -84,5 +86,5 @@ def test_host_forms_ollamas_client_accepts(raw, normalised):
 
 @pytest.mark.parametrize("bad", [":66000", ":-1", ":0", "host:99999", "[::1", "[::1]x", "1:2:zz", "tcp://h:1"])
 def test_host_forms_refused_with_a_message(bad):
-    with pytest.raises(o.ConfigError, match=r"write|only http"):
+    with pytest.raises(ConfigError, match=r"write|only http"):
         o.parse_host(bad)

@@ -3,6 +3,7 @@
 import pytest
 
 from chunkwise.ollama import versions as v
+from chunkwise.ollama.names import model_digest
 
 QWEN3 = {"capabilities": ["completion", "tools", "thinking"], "details": {"family": "qwen3"},
          "template": "{{ .Prompt }}"}
@@ -16,7 +17,7 @@ LLAMA = {"capabilities": ["completion", "tools"], "details": {"family": "llama"}
     ("low", {**QWEN3, "template": "{{ if .ThinkLevel }}..."}, "low"),
 ])
 def test_think_sent_per_model(requested, show, sent):
-    assert v.resolve_think(requested, show, "m") == sent
+    assert v.resolve_think(requested, v.think_support(show), "m") == sent
 
 
 @pytest.mark.parametrize(("requested", "show", "hint"), [
@@ -25,7 +26,7 @@ def test_think_sent_per_model(requested, show, sent):
 ])
 def test_think_refused_before_anything_is_sent(requested, show, hint):
     with pytest.raises(v.ThinkError, match=hint):
-        v.resolve_think(requested, show, "m")
+        v.resolve_think(requested, v.think_support(show), "m")
 
 
 def test_ollama_0_30_0_is_refused_with_the_reason():
@@ -36,7 +37,12 @@ def test_ollama_0_30_0_is_refused_with_the_reason():
 def test_untagged_names_find_their_digest():
     tags = [{"name": "llama3.1:latest", "model": "llama3.1:latest", "digest": "abc"},
             {"name": "qwen3:8b", "model": "qwen3:8b", "digest": "def"}]
-    assert v.model_digest(tags, "llama3.1") == "abc"
-    assert v.model_digest(tags, "llama3.1:latest") == "abc"
-    assert v.model_digest(tags, "registry.ollama.ai/library/qwen3:8b") == "def"
-    assert v.model_digest(tags, "qwen3") == ""
+    assert model_digest(tags, "llama3.1") == "abc"
+    assert model_digest(tags, "llama3.1:latest") == "abc"
+    assert model_digest(tags, "registry.ollama.ai/library/qwen3:8b") == "def"
+    assert model_digest(tags, "qwen3") == ""
+
+
+def test_ollama_before_0_12_6_may_cut_prompts_a_source_build_does_not():
+    assert v.cuts_prompts("0.12.5") and v.cuts_prompts("0.11.4")
+    assert not any(v.cuts_prompts(x) for x in ("0.12.6", "0.13.0", "0.30.11", "0.0.0"))

@@ -9,6 +9,7 @@ import pytest
 
 from chunkwise import errors as e
 from chunkwise.openai import client as oc
+from tests.support.backends import request
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -42,8 +43,7 @@ def test_stream_is_assembled_with_usage_and_timings():
         seen["path"] = request.url.path
         return httpx.Response(200, content=sse(delta("Hel"), delta("lo"), delta(None, "stop"), USAGE))
 
-    result = client_for(handler).chat("m", MESSAGES, options={"num_ctx": 2048, "num_predict": 16,
-                                                              "temperature": 0.0, "seed": 7})
+    result = client_for(handler).chat(request("m", MESSAGES, num_ctx=2048, num_predict=16, temperature=0.0, seed=7))
     assert result.content == "Hello" and result.done_reason == "stop"
     assert (result.prompt_eval_count, result.eval_count) == (21, 3)
     assert result.prompt_eval_duration == 12_500_000 and result.eval_duration == 40_000_000
@@ -62,7 +62,7 @@ def test_sse_comments_event_fields_crlf_and_split_reads_are_handled():
             for i in range(0, len(body), 7):  # events cut at arbitrary byte positions
                 yield body[i:i + 7]
 
-    result = client_for(lambda r: httpx.Response(200, stream=Chunked())).chat("m", MESSAGES, options={})
+    result = client_for(lambda r: httpx.Response(200, stream=Chunked())).chat(request("m", MESSAGES))
     assert result.content == "ab" and result.done_reason == "length" and result.eval_count == 3
 
 
@@ -74,7 +74,7 @@ def test_json_schema_becomes_response_format():
         seen.update(json.loads(request.content))
         return httpx.Response(200, content=sse(delta("{}", "stop"), USAGE))
 
-    client_for(handler).chat("m", MESSAGES, options={}, format=schema, keep_alive="5m", truncate=False)
+    client_for(handler).chat(request("m", MESSAGES, format=schema))
     assert seen["response_format"] == {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
     assert "truncate" not in seen and "format" not in seen
 
@@ -86,40 +86,40 @@ def test_non_streamed_answer():
                                                       "finish_reason": "stop"}],
                                          "usage": {"prompt_tokens": 9, "completion_tokens": 1}})
 
-    result = client_for(handler, stream=False).chat("m", MESSAGES, options={})
+    result = client_for(handler, stream=False).chat(request("m", MESSAGES))
     assert (result.content, result.prompt_eval_count, result.eval_count) == ("ok", 9, 1)
 
 
 def test_stream_without_done_is_incomplete():
     client = client_for(lambda r: httpx.Response(200, content=sse(delta("a"), done=False)))
     with pytest.raises(e.IncompleteResponse, match=r"\[DONE\]"):
-        client.chat("m", MESSAGES, options={})
+        client.chat(request("m", MESSAGES))
 
 
 def test_stream_without_finish_reason_is_incomplete():
     client = client_for(lambda r: httpx.Response(200, content=sse(delta("a"), USAGE)))
     with pytest.raises(e.IncompleteResponse, match="finish_reason"):
-        client.chat("m", MESSAGES, options={})
+        client.chat(request("m", MESSAGES))
 
 
 def test_stream_without_usage_is_fatal_and_says_what_to_do():
     # llama-cpp-python 0.3.36's server ignores stream_options.include_usage (seen on its /v1/chat/completions)
     client = client_for(lambda r: httpx.Response(200, content=sse(delta("a", "stop"))))
     with pytest.raises(e.FatalError, match="CHUNKWISE_OPENAI_STREAM=false"):
-        client.chat("m", MESSAGES, options={})
+        client.chat(request("m", MESSAGES))
 
 
 def test_event_that_is_not_json_is_incomplete():
     client = client_for(lambda r: httpx.Response(200, content=b"data: {broken\n\n"))
     with pytest.raises(e.IncompleteResponse, match="not JSON"):
-        client.chat("m", MESSAGES, options={})
+        client.chat(request("m", MESSAGES))
 
 
 def test_error_object_mid_stream_is_a_server_error():
     # llama.cpp server-context.cpp: format_oai_sse({"error": ...}) after the first chunk
     body = sse(delta("a"), {"error": {"code": 500, "message": "slot died", "type": "server_error"}}, done=False)
     with pytest.raises(e.ServerError, match=r"slot died.*in stream"):
-        client_for(lambda r: httpx.Response(200, content=body)).chat("m", MESSAGES, options={})
+        client_for(lambda r: httpx.Response(200, content=body)).chat(request("m", MESSAGES))
 
 
 def test_context_error_mid_stream_is_context_exceeded():
@@ -127,7 +127,7 @@ def test_context_error_mid_stream_is_context_exceeded():
                           "(2048 tokens), try increasing it", "type": "exceed_context_size_error",
                           "n_prompt_tokens": 5396, "n_ctx": 2048}}, done=False)
     with pytest.raises(e.ContextExceeded, match="5396 tokens exceeds the server's context of 2048"):
-        client_for(lambda r: httpx.Response(200, content=body)).chat("m", MESSAGES, options={})
+        client_for(lambda r: httpx.Response(200, content=body)).chat(request("m", MESSAGES))
 
 
 LLAMA_CTX = {"error": {"code": 400, "message": "request (5396 tokens) exceeds the available context size "
@@ -173,7 +173,7 @@ def test_status_codes_map_to_the_error_tree(status, body, error, hint, stream):
         return httpx.Response(status, json=body)
 
     with pytest.raises(error, match=hint) as info:
-        client_for(handler, stream=stream).chat("gpt-x", MESSAGES, options={})
+        client_for(handler, stream=stream).chat(request("gpt-x", MESSAGES))
     assert info.value.status == status
     assert not isinstance(info.value, e.TransientError) or error in (e.ServerError, e.ServerBusy)
     again = pickle.loads(pickle.dumps(info.value))  # Prefect pickles a failed task's exception
@@ -185,13 +185,13 @@ def test_transport_failures_are_transient():
         raise httpx.ConnectError("connection refused", request=request)
 
     with pytest.raises(e.ServerUnavailable, match="chunkwise engine"):
-        client_for(refuse).chat("m", MESSAGES, options={})
+        client_for(refuse).chat(request("m", MESSAGES))
 
     def stall(request):
         raise httpx.ReadTimeout("timed out", request=request)
 
     with pytest.raises(e.RequestTimeout):
-        client_for(stall).chat("m", MESSAGES, options={})
+        client_for(stall).chat(request("m", MESSAGES))
 
     class Broken(httpx.SyncByteStream):
         def __iter__(self):
@@ -199,7 +199,7 @@ def test_transport_failures_are_transient():
             raise httpx.RemoteProtocolError("peer closed connection")
 
     with pytest.raises(e.IncompleteResponse, match="broke mid-response"):
-        client_for(lambda r: httpx.Response(200, stream=Broken())).chat("m", MESSAGES, options={})
+        client_for(lambda r: httpx.Response(200, stream=Broken())).chat(request("m", MESSAGES))
 
 
 def test_models_and_slot_context():
@@ -242,7 +242,7 @@ def test_api_key_is_sent_as_bearer_and_never_shown():
 
     client = client_for(handler, api_key=key)
     with pytest.raises(e.FatalError) as info:
-        client.chat("m", MESSAGES, options={})
+        client.chat(request("m", MESSAGES))
     assert seen["auth"] == f"Bearer {key}"
     assert key not in str(info.value) and key not in repr(info.value) and key not in repr(client)
 
@@ -250,7 +250,7 @@ def test_api_key_is_sent_as_bearer_and_never_shown():
         seen["auth"] = request.headers.get("authorization")
         return httpx.Response(200, content=sse(delta("a", "stop"), USAGE))
 
-    client_for(no_key).chat("m", MESSAGES, options={})
+    client_for(no_key).chat(request("m", MESSAGES))
     assert seen["auth"] is None
 
 
@@ -267,7 +267,7 @@ def test_a_server_that_repeats_the_key_in_its_error_does_not_put_it_in_chunkwise
 
     client = client_for(handler, stream=stream, api_key=key)
     with pytest.raises(e.FatalError) as info:
-        client.chat("m", MESSAGES, options={})
+        client.chat(request("m", MESSAGES))
     assert "Incorrect API key provided: [the API key]" in str(info.value)
     assert key not in str(info.value) and key not in repr(info.value.args)
     with pytest.raises(e.FatalError) as info:

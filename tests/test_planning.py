@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
+from chunkwise.backend import ModelFacts
 from chunkwise.cli import main
 from chunkwise.inputs.scan import validate_only
 from chunkwise.params import RunParams
@@ -20,6 +21,7 @@ from chunkwise.plan import chunks as planning
 from chunkwise.plan import probe
 from chunkwise.plan.chunks import ChunkSpec, chunk_count, chunk_size_rule, plan_chunks
 from chunkwise.plan.report import build_plan
+from tests.support.backends import stand_in
 
 # llama3.1:8b (32 layers, 8 KV heads, head size 128; meta-llama/llama-models `sku_list.py`):
 # 0.125 MiB of f16 KV per token.
@@ -227,7 +229,7 @@ def test_plan_command_json_without_a_server_plans_without_kv_figures(tmp_path, s
 
 
 def test_plan_command_uses_server_show(summary, capsys, no_gpu, monkeypatch):
-    monkeypatch.setattr(probe, "fetch_model_info", lambda host, model: (LLAMA31_8B, f"server {host}", None))
+    stand_in(monkeypatch, probe=lambda host, model, settings: ModelFacts(LLAMA31_8B, f"server {host}"))
     assert main(["plan", "--input", summary.path, "--host", "http://gpu-box:11434", "--num-ctx", "8192"]) == 0
     text = capsys.readouterr().out
     assert "kv cache     0.1250 MiB/token (f16, model_info from server http://gpu-box:11434)" in text

@@ -20,3 +20,25 @@ def test_preflight_then_flow_stage_once_and_resume_reuses_the_staged_copy(sim, t
     resumed = prepare_run(params)
     assert (staged.stat().st_mtime_ns, staged.stat().st_ino) == stamp
     assert resumed.staged.accepted == 30 and resumed.ctx.input_fingerprint == first.ctx.input_fingerprint
+
+
+def test_a_run_whose_manifest_says_ollama_version_resumes_and_is_rewritten_with_server_version(sim, tmp_path):
+    """Manifests written before the server's version had one name for every server kind recorded it as
+    `ollama_version`: such a run resumes without a word, and its manifest is written back under today's name."""
+    from chunkwise.store.files import read_json, write_json_atomic
+    from tests.support.direct_run import run_all
+
+    params = params_for(sim, write_requests(tmp_path / "in.parquet", 12), tmp_path / "runs")
+    ctx, _, _ = run_all(params)
+    path = ctx.dir / "manifest.json"
+    old = read_json(path)
+    old["ollama_version"] = old.pop("server_version")
+    write_json_atomic(path, old)
+    before = sim.stats()["requests"]["/api/chat"]
+
+    _, summaries, stats = run_all(params)
+    manifest = read_json(path)
+    assert manifest["server_version"] == sim.options.ollama_version and "ollama_version" not in manifest
+    assert len(manifest["sessions"]) == 2 and all(s["from_checkpoint"] for s in summaries)
+    assert sim.stats()["requests"]["/api/chat"] == before  # nothing sent again
+    assert stats["server"]["server_version"] == sim.options.ollama_version

@@ -276,3 +276,18 @@ def test_plan_reads_the_engines_slots_and_its_models_sliding_window_layout(engin
     assert p["model_info_source"].startswith(f"GGUF header of {engine.config.model}")
     assert p["kv_mib_per_token"] * 2**20 == 3 * 1024
     assert not [a for a in p["advice"] if "the server" in a]
+
+
+@pytest.mark.parametrize(("think", "says"), [("on", "never reads enable_thinking"),
+                                             ("high", "takes no thinking levels")])
+def test_think_the_engines_template_cannot_take_is_refused_before_anything_is_sent(engine, tmp_path, think, says):
+    """Gemma 3's chat template reads no thinking switch: `--think` is refused in one line (exit 2) from what
+    the engine's /props says of its template, never sent and ignored."""
+    source = write_requests(tmp_path / "in.parquet", 3)
+    done = subprocess.run([sys.executable, "-m", "chunkwise", "run", "--input", str(source), "--api", "openai",
+                           "--host", engine.url, "--model", MODEL, "--num-ctx", str(SLOT_CTX), "--think", think,
+                           "--output-dir", str(tmp_path / "runs")], capture_output=True, text=True, cwd=REPO,
+                          timeout=300)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"--think {think} with --api openai" in lines[0] and says in lines[0]

@@ -263,3 +263,35 @@ def test_a_full_queue_is_back_pressure_nothing_lost_nothing_failed(tmp_path, cle
     sent, answered = proxy.counts()
     assert all(answered[k] == 1 for k in sent)
     print(f"\n{busy} answers 503 from Ollama; {sum(sent.values())} requests sent for 24 rows")
+
+
+@pytest.mark.parametrize("name", [MODEL_NAME.upper(), f"registry.ollama.ai/library/{MODEL_NAME}:latest"])
+def test_a_model_name_ollama_resolves_finds_the_same_digest_on_every_path(ollama, tmp_path, name):
+    """Ollama itself is the judge of its name rule: another spelling of the served model gives the run the
+    digest /api/tags lists, a shard's preflight the same digest, the worker a usable host, and the memory
+    view (/api/ps) the loaded model."""
+    from contextlib import closing
+
+    from chunkwise.backend import ChatOptions, ChatRequest
+    from chunkwise.cluster.worker import host_usable
+    from chunkwise.run.prepare import prepare_run
+    from chunkwise.servers import backend_for
+    from chunkwise.settings import get_settings
+    from chunkwise.store import lock
+
+    listed = {m["name"]: m["digest"] for m in __import__("httpx").get(f"{ollama.url}/api/tags").json()["models"]}
+    digest = listed[f"{MODEL_NAME}:latest"]
+    p = RunParams(input_path=str(write_requests(tmp_path / "in.parquet", 3)), host=ollama.url, model=name,
+                  output_dir=str(tmp_path / "runs"), run_name="t", num_ctx=NUM_CTX)
+    prepared = prepare_run(p)
+    lock.release(prepared.ctx.dir)
+    assert prepared.ctx.model_digest == digest
+    assert host_usable(ollama.url, name, digest[:12]) == (True, "")
+    backend = backend_for("ollama")
+    with closing(backend.client(ollama.url, get_settings(), connect_timeout_s=10, read_timeout_s=600)) as client:
+        assert backend.inspect(client, name).digest == digest  # what a shard's preflight compares
+        extras = backend.request_extras(think=None, keep_alive="5m")
+        client.chat(ChatRequest(name, [{"role": "user", "content": "hi"}], ChatOptions(NUM_CTX, 1, 0.0, 0), None,
+                                extras))
+        entry = backend.memory(client, name)
+    assert entry is not None and entry["digest"] == digest

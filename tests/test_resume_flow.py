@@ -171,7 +171,8 @@ def test_manifest_and_torn_prefect_result_records(sim, source, tmp_path):
     tags = {m["name"]: m["digest"] for m in __import__("httpx").get(f"{sim.url}/api/tags").json()["models"]}
     assert manifest["input_fingerprint"] == hashlib.sha256(source.read_bytes()).hexdigest()
     assert (manifest["model"], manifest["model_digest"]) == ("llama3.1:8b", tags["llama3.1:8b"])
-    assert manifest["ollama_version"] == sim.options.ollama_version and manifest["code_version"] == __version__
+    assert manifest["server_version"] == sim.options.ollama_version and manifest["code_version"] == __version__
+    assert "ollama_version" not in manifest
     assert manifest["options"] == {"num_ctx": 4096, "num_predict": 256, "seed": 0, "temperature": 0.0}
     assert manifest["mode"] == "conversation"
     plan = manifest["chunk_plan"] | {"computed": None}

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from chunkwise.backend import ChatResult
+from chunkwise.backend import ChatRequest, ChatResult
 from chunkwise.harness.sim.fingerprint import chat_fingerprint
 from chunkwise.run.chunk import run_chunk
 from chunkwise.run.context import RunContext
@@ -67,16 +67,17 @@ class CrashingClient:
 
     def __init__(self, ctx: RunContext, n: int, after_answer: bool) -> None:
         self.real, self.n, self.after_answer = default_client(ctx), n, after_answer
+        self.host = self.real.host
         self.calls = 0
         self.messages: tuple[str, list[dict[str, str]]] | None = None
 
-    def chat(self, model: str, messages: list[dict[str, str]], **kwargs) -> ChatResult:
+    def chat(self, request: ChatRequest) -> ChatResult:
         self.calls += 1
         if self.calls == self.n and not self.after_answer:
             raise Crash()
-        answer = self.real.chat(model, messages, **kwargs)
+        answer = self.real.chat(request)
         if self.calls == self.n:
-            self.messages = (model, messages)
+            self.messages = (request.model, request.messages)
             raise Crash()
         return answer
 

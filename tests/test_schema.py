@@ -4,7 +4,8 @@ import pytest
 from pydantic import ValidationError
 
 from chunkwise.params import RunParams
-from chunkwise.run.structured import check_answer, schema_problem
+from chunkwise.run.structured import check_answer
+from chunkwise.schemas import schema_problem
 
 SCHEMA = {
     "type": "object",

@@ -20,9 +20,10 @@ import polars as pl
 import pytest
 from pydantic import ValidationError
 
+from chunkwise.errors import ConfigError
 from chunkwise.harness.sim.harness import running_simulator
 from chunkwise.harness.sim.options import SimOptions
-from chunkwise.ollama.client import ConfigError, OllamaClient, parse_host
+from chunkwise.ollama.client import OllamaClient, parse_host
 from chunkwise.params import RunParams
 from chunkwise.store.files import UnsafePathError, contained
 from chunkwise.store.layout import run_paths

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
 
-from chunkwise.backend import ChatResult
+from chunkwise.backend import ChatRequest, ChatResult
 from chunkwise.errors import ServerError
 from chunkwise.params import RunParams
 from chunkwise.plan.chunks import ChunkSpec
@@ -27,8 +26,8 @@ class FlakyClient:
         self.in_flight = self.max_in_flight = 0
         self._lock = threading.Lock()
 
-    def chat(self, model: str, messages: list[dict[str, str]], **_: Any) -> ChatResult:
-        prompt = messages[-1]["content"]
+    def chat(self, request: ChatRequest) -> ChatResult:
+        prompt = request.messages[-1]["content"]
         with self._lock:
             attempt = 1 + sum(1 for p, _ in self.calls if p == prompt)
             self.calls.append((prompt, attempt))

@@ -89,16 +89,16 @@ def test_extra_sections_merge_into_existing_ones_and_add_new_ones(tmp_path: Path
 MANIFEST = {"input_fingerprint": "abc", "api": "ollama", "model": "llama3.1:8b", "model_digest": "d1",
             "options": {"num_ctx": 8192}, "mode": "independent", "system_prompt_sha256": "s1", "format": None,
             "trim_threshold": 0.875, "chars_per_token": 4.0, "chunk_plan": {"chunk_size": 8},
-            "ollama_version": "0.12.6", "code_version": "0.1.0"}
+            "server_version": "0.12.6", "code_version": "0.1.0"}
 
 
 def test_manifest_comparison_binding_and_advisory() -> None:
     assert differences(MANIFEST, dict(MANIFEST)) == ([], [])
-    changed = MANIFEST | {"model": "qwen2.5:7b", "options": {"num_ctx": 4096}, "ollama_version": "0.13.0"}
+    changed = MANIFEST | {"model": "qwen2.5:7b", "options": {"num_ctx": 4096}, "server_version": "0.13.0"}
     binding, advisory = differences(MANIFEST, changed)
     assert binding == ["model: run has 'llama3.1:8b', now 'qwen2.5:7b'",
                        "options: run has {'num_ctx': 8192}, now {'num_ctx': 4096}"]
-    assert advisory == ["ollama_version: run has '0.12.6', now '0.13.0'"]
+    assert advisory == ["server_version: run has '0.12.6', now '0.13.0'"]
     for key in BINDING_KEYS:  # every binding key refuses a resume on its own
         assert differences(MANIFEST, MANIFEST | {key: "other"})[0] != [], key
 

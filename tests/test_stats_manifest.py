@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from chunkwise.results.stats import compute_stats
-from chunkwise.run.manifest import differences
+from chunkwise.run.manifest import differences, upgraded
 from chunkwise.store.records import OUTCOME_SCHEMA, outcome
 
 
@@ -60,7 +60,7 @@ def test_conversation_mode_places_the_system_prompt_once_per_conversation(tmp_pa
 MANIFEST = {"input_fingerprint": "f1", "api": "ollama", "model": "m", "model_digest": "d1",
             "options": {"num_ctx": 4096}, "mode": "conversation", "system_prompt_sha256": "s",
             "format": None, "trim_threshold": 0.8, "chars_per_token": 4.0, "chunk_plan": {"chunks": 3},
-            "ollama_version": "0.12.6", "code_version": "1.0"}
+            "server_version": "0.12.6", "code_version": "1.0"}
 
 
 def test_same_settings_resume_without_a_word():
@@ -68,9 +68,18 @@ def test_same_settings_resume_without_a_word():
 
 
 def test_a_changed_model_refuses_and_a_new_server_version_only_warns():
-    binding, advisory = differences(MANIFEST, {**MANIFEST, "model_digest": "d2", "ollama_version": "0.13.0"})
+    binding, advisory = differences(MANIFEST, {**MANIFEST, "model_digest": "d2", "server_version": "0.13.0"})
     assert binding == ["model_digest: run has 'd1', now 'd2'"]
-    assert advisory == ["ollama_version: run has '0.12.6', now '0.13.0'"]
+    assert advisory == ["server_version: run has '0.12.6', now '0.13.0'"]
+
+
+def test_a_manifest_written_when_the_server_version_was_ollama_version_still_reads():
+    old = {k: v for k, v in MANIFEST.items() if k != "server_version"} | {"ollama_version": "0.12.6"}
+    assert differences(old, MANIFEST) == ([], [])
+    assert differences(old, {**MANIFEST, "server_version": "0.13.0"})[1] == [
+        "server_version: run has '0.12.6', now '0.13.0'"]
+    assert upgraded(old) == MANIFEST  # what a resume writes back: today's name only
+    assert upgraded(MANIFEST) == MANIFEST
 
 
 def test_a_manifest_written_before_the_api_key_existed_means_ollama():

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from chunkwise.store.files import ensure_dir
+from chunkwise.store.layout import RunPaths
 from chunkwise.store.ledger import decode_line
 
-HOSTS_DIR = "hosts"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -38,7 +38,7 @@ def safe_label(label: str) -> str:
 
 
 def host_dir(run_dir: Path, label: str) -> Path:
-    return Path(run_dir) / HOSTS_DIR / safe_label(label)
+    return RunPaths(Path(run_dir)).hosts_dir / safe_label(label)
 
 
 def valid_records(ledger_path: Path) -> list[dict[str, Any]]:
@@ -110,7 +110,7 @@ def credit_orphans(run_dir: Path, writer: str, chunk: int, records: list[dict[st
 def read_facts(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
     """Every host's facts, by label (a torn last line is skipped)."""
     out: dict[str, list[dict[str, Any]]] = {}
-    folder = Path(run_dir) / HOSTS_DIR
+    folder = RunPaths(Path(run_dir)).hosts_dir
     for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
         facts = []
         for line in path.read_text(errors="replace").splitlines():

@@ -13,10 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from chunkwise.errors import HostUnusable, LLMError
-from chunkwise.ollama.client import OllamaClient
-from chunkwise.ollama.kv import training_context
-from chunkwise.ollama.ps import normalise_model_name, ps_entry_for, spill_warning
+from chunkwise.backend import Backend, ChatClient
+from chunkwise.errors import HostUnusable, LLMError, SetupError
 
 
 @dataclass(frozen=True)
@@ -32,38 +30,28 @@ class HostCheck:
         return {"host": self.host, "digest": self.digest, "version": self.version, "digest_matches": True}
 
 
-def served_digest(tags: list[dict[str, Any]], model: str) -> str:
-    """The digest `/api/tags` lists for `model` (`:latest` implied), or "" when it is not there."""
-    want = normalise_model_name(model)
-    for entry in tags:
-        if want in (normalise_model_name(entry.get("name")), normalise_model_name(entry.get("model"))):
-            return str(entry.get("digest", ""))
-    return ""
-
-
-def check_host(client: OllamaClient, host: str, *, model: str, digest: str, num_ctx: int) -> HostCheck:
-    """Check `host` against the run: model digest equal to `digest`, `num_ctx` within the model's
-    context, no CPU spill in `/api/ps` (when the model is loaded). Raises `HostUnusable`."""
+def check_host(backend: Backend, client: ChatClient, host: str, *, model: str, digest: str,
+               num_ctx: int) -> HostCheck:
+    """Check `host` against the run through its backend (`chunkwise.servers`): model digest equal to
+    `digest` (found by the server kind's one name rule), `num_ctx` within the model's context, no CPU
+    spill in the memory view (when the model is loaded). Raises `HostUnusable`."""
     try:
-        version = str(client.version().get("version", ""))
-        served = served_digest(client.tags(), model)
-        show = client.show(model) if served else {}
-        ps = client.ps()
-    except LLMError as exc:
+        facts = backend.inspect(client, model)
+        memory = backend.memory(client, model)
+    except (SetupError, LLMError) as exc:
         raise HostUnusable(f"host {host} cannot be checked ({exc}); start Ollama there or stop its worker") from None
-    if served != digest:
-        got = served[:12] if served else "none (model not pulled)"
+    if facts.digest != digest:
+        got = facts.digest[:12] if facts.digest else "none (model not pulled)"
         raise HostUnusable(
             f"host {host} serves {model} with digest {got}, but the run needs digest {digest[:12]}; "
             f"pull that exact model on {host} (ollama pull {model}) or stop its worker"
         )
-    info = show.get("model_info") or {}
-    max_ctx = training_context(info)
+    max_ctx = facts.training_ctx
     if max_ctx is not None and num_ctx > max_ctx:
         raise HostUnusable(f"host {host}: num_ctx {num_ctx} is above {model}'s context of {max_ctx} tokens there; "
                            "the run's num_ctx must fit on every host")
-    spill = spill_warning(ps_entry_for(ps, model))
+    spill = (memory or {}).get("spill_warning")
     if spill:
         raise HostUnusable(f"host {host} runs {model} partly on the CPU ({spill.split(': ', 1)[1].split(', so')[0]}); "
                            "lower OLLAMA_NUM_PARALLEL there or stop its worker")
-    return HostCheck(host=host, digest=served, version=version, model_info=info)
+    return HostCheck(host=host, digest=facts.digest, version=facts.version, model_info=dict(facts.model_info))

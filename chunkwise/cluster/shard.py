@@ -14,20 +14,19 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
 
 from chunkwise.cluster import hosts
-from chunkwise.ollama.client import parse_host
 from chunkwise.plan.chunks import ChunkSpec
 from chunkwise.run.chunk import run_chunk
 from chunkwise.run.context import RunContext
 from chunkwise.run.session import RunSession
+from chunkwise.servers import backend_for
 from chunkwise.settings import get_settings
 from chunkwise.store import chunklock
 from chunkwise.store.files import read_json, write_json_atomic
 from chunkwise.store.layout import RunPaths
+from chunkwise.store.records import ChunkSummary
 
-CONTEXT_FILE = "cluster.json"
 #: Request attempts in distributed mode (1 + 2 + 4 s of backoff): a dead host fails its chunk within
 #: seconds, and the chunk-task retries (`DISTRIBUTED_CHUNK_RETRIES`) bound the shard to about a minute,
 #: so the work moves instead of waiting out the single-host policy's ~45 minutes of patience.
@@ -38,7 +37,7 @@ DISTRIBUTED_CHUNK_RETRY_DELAYS_S = (10.0, 20.0)
 
 def write_context(ctx: RunContext) -> Path:
     """Record the run's context for its shards (the parent, once per session)."""
-    path = Path(ctx.run_dir) / CONTEXT_FILE
+    path = RunPaths(Path(ctx.run_dir)).cluster_context
     write_json_atomic(path, {"ctx": ctx.model_dump(mode="json")})
     return path
 
@@ -52,13 +51,14 @@ def host_label() -> str:
 def load_context(run_dir: str) -> RunContext:
     """The run's context, pointed at this host's server and slots."""
     settings = get_settings()
-    recorded = RunContext(**read_json(Path(run_dir) / CONTEXT_FILE)["ctx"])
+    recorded = RunContext(**read_json(RunPaths(Path(run_dir)).cluster_context)["ctx"])
     params = recorded.params.model_copy(update={
         "parallel": settings.parallel or recorded.params.parallel,
         "max_attempts": min(recorded.params.max_attempts, DISTRIBUTED_MAX_ATTEMPTS),
         "host": None,
     })
-    return recorded.model_copy(update={"params": params, "host": parse_host(settings.ollama_host),
+    host = backend_for(params.api).resolve_host(None, settings)
+    return recorded.model_copy(update={"params": params, "host": host,
                                        "run_dir": str(Path(run_dir))})
 
 
@@ -76,7 +76,7 @@ def chunk_done(run_dir: Path, index: int) -> bool:
     return load_checkpoint(RunPaths(Path(run_dir)).checkpoint(index)) is not None
 
 
-def run_locked_chunk(session: RunSession, spec: ChunkSpec, label: str, shard: int, attempt: int) -> dict[str, Any]:
+def run_locked_chunk(session: RunSession, spec: ChunkSpec, label: str, shard: int, attempt: int) -> ChunkSummary:
     """Run one chunk while holding its lock, recording the ledger records this host appended.
 
     A chunk another live process holds is skipped (`{"skipped": True}`), never waited for: the parent
@@ -84,8 +84,8 @@ def run_locked_chunk(session: RunSession, spec: ChunkSpec, label: str, shard: in
     """
     ctx = session.ctx
     if not chunklock.try_acquire(ctx.dir, spec.index):
-        return {"index": spec.index, "label": spec.label, "skipped": True,
-                "held_by": chunklock.owner(ctx.dir, spec.index)}
+        return ChunkSummary(index=spec.index, label=spec.label, skipped=True,
+                            held_by=chunklock.owner(ctx.dir, spec.index))
     ledger = RunPaths(ctx.dir).ledger(spec.index)
     try:
         found = hosts.valid_records(ledger)
@@ -93,7 +93,9 @@ def run_locked_chunk(session: RunSession, spec: ChunkSpec, label: str, shard: in
         hosts.credit_orphans(ctx.dir, label, spec.index, found)
         start_id = hosts.open_chunk(ctx.dir, label, spec.index, before, shard=shard, attempt=attempt)
         try:
-            return {**run_chunk(session, spec), "skipped": False}
+            summary = run_chunk(session, spec)
+            summary["skipped"] = False
+            return summary
         finally:
             mine = hosts.valid_records(ledger)[before:]
             hosts.append_fact(ctx.dir, label, {"kind": "chunk", "id": start_id, "at": time.time(), "chunk": spec.index,

@@ -13,11 +13,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from chunkwise.backend import ChatClient
+from chunkwise.backend import Backend, ChatClient
 from chunkwise.gpu.sampler import GpuSampler
-from chunkwise.ollama.ps import spill_warning
 from chunkwise.run.context import RunContext
-from chunkwise.run.telemetry import ps_snapshot
+from chunkwise.run.telemetry import memory_snapshot
 from chunkwise.settings import get_settings
 
 #: The `/api/ps` fields a host record keeps (bytes for the sizes, tokens for context_length;
@@ -33,7 +32,7 @@ def ps_fields(entry: Mapping[str, Any] | None) -> dict[str, Any] | None:
         return None
     out: dict[str, Any] = {k: entry.get(k) for k in PS_FIELDS}
     out["name"] = out["name"] or entry.get("model")
-    warning = spill_warning(entry)
+    warning = entry.get("spill_warning")  # the backend's judgement (`Backend.memory`)
     out["cpu_spill"] = warning is not None
     if warning:
         out["spill_warning"] = warning
@@ -41,8 +40,9 @@ def ps_fields(entry: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 class HostTelemetry:
-    def __init__(self, ctx: RunContext, client: ChatClient, out_dir: Path) -> None:
+    def __init__(self, ctx: RunContext, backend: Backend, client: ChatClient, out_dir: Path) -> None:
         self.ctx = ctx
+        self.backend = backend
         self.client = client
         self.sampler = GpuSampler(out_dir, interval_s=get_settings().gpu_sample_interval_s)
         self.summary: dict[str, Any] = {}
@@ -50,11 +50,11 @@ class HostTelemetry:
 
     def __enter__(self) -> HostTelemetry:
         self.sampler.start()
-        self.summary["ps_start"] = ps_snapshot(self.ctx, self.client)
+        self.summary["ps_start"] = memory_snapshot(self.backend, self.client, self.ctx.params.model)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.summary["ps_end"] = ps_snapshot(self.ctx, self.client)
+        self.summary["ps_end"] = memory_snapshot(self.backend, self.client, self.ctx.params.model)
         gpu = self.sampler.stop()
         peaks = [g.get("peak_used_mib") for g in gpu.get("gpus") or [] if g.get("peak_used_mib") is not None]
         self.gpu_peak_mib = max(peaks) if peaks else None

@@ -27,12 +27,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 
-from chunkwise.cluster.preflight import served_digest
 from chunkwise.errors import LLMError
 from chunkwise.lifeline import tie
-from chunkwise.ollama.client import OllamaClient
+from chunkwise.servers import backend_for
+from chunkwise.settings import get_settings
 
 
 @dataclass(frozen=True)
@@ -74,14 +75,15 @@ def wanted(cfg: WorkerConfig) -> tuple[str | None, str | None]:
 
 def host_usable(host: str, model: str | None, digest: str | None, timeout_s: float = 5.0) -> tuple[bool, str]:
     """(usable, why not) for the worker's Ollama."""
+    backend = backend_for("ollama")  # distributed mode serves Ollama hosts
     try:
-        with OllamaClient(host, connect_timeout_s=timeout_s, read_timeout_s=timeout_s) as client:
-            client.version()
-            if model is None:
-                return True, ""
-            served = served_digest(client.tags(), model)
+        with closing(backend.client(host, get_settings(), connect_timeout_s=timeout_s,
+                                    read_timeout_s=timeout_s)) as client:
+            served = backend.served_digest(client, model or "")  # any answer shows the server is up
     except LLMError as exc:
         return False, f"{host} does not answer ({exc})"
+    if model is None:
+        return True, ""
     if not served:
         return False, f"{host} does not have {model}"
     if digest and not served.startswith(digest):

@@ -39,6 +39,7 @@ def main() -> int:
     from chunkwise.harness.sim.options import SimOptions
     from chunkwise.inputs.sample import sample_system_prompt, write_sample
     from chunkwise.params import RunParams
+    from chunkwise.store.layout import RunPaths
 
     if not DATA.exists():
         print(f"writing {ROWS:,} sample requests to {DATA}")
@@ -60,7 +61,7 @@ def main() -> int:
         print(f"\nfinished in {time.monotonic() - started:.1f} s (exit code {code}) against the SIMULATOR at {sim.url}")
     if stats is not None:
         print_summary(stats)
-        print(f"  chunks:  {Path(stats['run']['dir']) / 'chunks'}")
+        print(f"  chunks:  {RunPaths(Path(stats['run']['dir'])).chunks_dir}")
     return code if code != EXIT_OK else 0
 
 

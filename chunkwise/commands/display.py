@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from chunkwise.run.progress import ProgressWatch, Snapshot, format_eta
+from chunkwise.store.layout import RunPaths
 
 
 def wanted(stream: TextIO | None = None) -> bool:
@@ -98,7 +99,7 @@ class LiveProgress:
 
 def _chunks_done(watch: ProgressWatch) -> int:
     """Chunks with a checkpoint file: the display's chunk count, from the run directory like the rest."""
-    chunks = watch.tail.dir.parent / "chunks"
+    chunks = RunPaths(watch.tail.dir.parent).chunks_dir
     try:
         return sum(1 for p in chunks.iterdir() if p.name.startswith("chunk-") and p.suffix == ".parquet")
     except FileNotFoundError:

@@ -92,46 +92,59 @@ def _summary(report: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from chunkwise.servers import backend_for
+
+    backend = backend_for(args.api)
+    # A server that fixes its context at start (llama-server) is measured by restarting the local engine per
+    # context; one that loads the model per request (Ollama) by a request per context.
+    restarts = backend.context_fixed_at_start
     try:
-        default = DEFAULT_ENGINE_CONTEXTS if args.api == "openai" else DEFAULT_CONTEXTS
-        contexts = parse_contexts(args.contexts or ",".join(map(str, default)))
+        contexts = parse_contexts(args.contexts or ",".join(map(str, DEFAULT_ENGINE_CONTEXTS if restarts
+                                                                 else DEFAULT_CONTEXTS)))
         if args.parallel < 1 or args.num_predict < 1:
             raise ValueError("--parallel and --num-predict must be >= 1")
-        if args.api == "ollama" and not args.model:
-            raise ValueError("--model is required with --api ollama (an Ollama model name, e.g. llama3.1:8b)")
-        if args.api == "openai" and (args.host or args.prefect):
-            raise ValueError("--api openai starts its own llama-server per context on this machine; --host and "
+        if not restarts and not args.model:
+            raise ValueError(f"--model is required with --api {args.api} (a model name, e.g. llama3.1:8b)")
+        if restarts and (args.host or args.prefect):
+            raise ValueError(f"--api {args.api} starts its own llama-server per context on this machine; --host and "
                              "--prefect are for --api ollama")
-        if args.api == "openai" and any(c < 256 for c in contexts):
+        if restarts and any(c < 256 for c in contexts):
             raise ValueError("--contexts: llama-server needs at least 256 tokens per slot")
     except ValueError as exc:
         raise SetupError(str(exc)) from None
-    if args.api == "openai":
+    if restarts:
         return _run_engine(args, contexts)
+    from contextlib import closing
+
     from chunkwise.errors import LLMError
     from chunkwise.settings import get_settings
 
     settings = get_settings()
-    host = args.host or settings.ollama_host
     output_dir = args.output_dir or settings.output_dir
     try:
         if args.prefect:
             from flows.measure import measure_flow
 
-            report = measure_flow(model=args.model, contexts=contexts, host=host, output_dir=str(output_dir),
+            report = measure_flow(model=args.model, contexts=contexts, host=args.host, output_dir=str(output_dir),
                                   parallel=args.parallel, num_predict=args.num_predict,
                                   kv_cache_type=args.kv_cache_type, vram_mib=args.vram_mib)
         else:
             from chunkwise.measure.run import measure_run_dir, run_measurement
-            from chunkwise.ollama.client import OllamaClient
 
-            with OllamaClient(host, connect_timeout_s=settings.connect_timeout_s,
-                              read_timeout_s=settings.read_timeout_s) as client:
+            host = backend.resolve_host(args.host, settings)
+            with closing(backend.client(host, settings, connect_timeout_s=settings.connect_timeout_s,
+                                        read_timeout_s=settings.read_timeout_s)) as client:
                 report = run_measurement(client, args.model, contexts, measure_run_dir(output_dir, args.model),
                                          parallel=args.parallel, num_predict=args.num_predict,
-                                         kv_cache_type=args.kv_cache_type, vram_mib=args.vram_mib).as_dict()
+                                         kv_cache_type=args.kv_cache_type, vram_mib=args.vram_mib,
+                                         backend=backend).as_dict()
     except LLMError as exc:  # unreachable, model not found: nothing could be measured
         raise SetupError(str(exc)) from None
+    return _finish(report)
+
+
+def _finish(report: dict[str, Any]) -> int:
+    """Print the summary; exit 0 only when every context was measured, none cut, and a line fitted."""
     print(_summary(report))
     ok = report["slope_mib_per_token"] is not None and not any(
         r["truncated"] or r["status"] == "failed" for r in report["rows"])
@@ -157,7 +170,4 @@ def _run_engine(args: argparse.Namespace, contexts: list[int]) -> int:
         if isinstance(exc, SetupError):
             raise
         raise SetupError(str(exc)) from None
-    print(_summary(report))
-    ok = report["slope_mib_per_token"] is not None and not any(
-        r["truncated"] or r["status"] == "failed" for r in report["rows"])
-    return EXIT_OK if ok else EXIT_FAILED
+    return _finish(report)

@@ -49,8 +49,9 @@ def run(args: argparse.Namespace) -> int:
     from chunkwise.errors import ConfigError, SetupError
     from chunkwise.inputs.scan import validate_only
     from chunkwise.params import RunParams
-    from chunkwise.plan import probe as probes_of
+    from chunkwise.plan.probe import free_vram
     from chunkwise.plan.report import build_plan
+    from chunkwise.servers import backend_for
     from chunkwise.settings import get_settings
 
     flags = {name: getattr(args, name) for name in SHARED_FIELDS if getattr(args, name) is not None}
@@ -69,27 +70,20 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, UnicodeDecodeError) as exc:
             raise SetupError(f"--system-prompt-file {params.system_prompt_file}: cannot be read as UTF-8 text "
                              f"({exc})") from None
-    # The server and GPU probes (httpx and NVML imports, up to probe.SHOW_TIMEOUT_S of network) overlap
-    # with the input scan, which spends its time in Arrow code that releases the GIL.
+    # The server and GPU probes (httpx and NVML imports, up to backend.PROBE_TIMEOUT_S of network per request)
+    # overlap with the input scan, which spends its time in Arrow code that releases the GIL.
     probes: dict[str, Any] = {}
     settings = get_settings()
-    openai = params.api == "openai"
-    host = params.host or (settings.openai_host if openai else settings.ollama_host)
+    backend = backend_for(params.api)
 
     def probe() -> None:
         try:
-            if openai:
-                from chunkwise.plan.engine_probe import fetch_engine_facts
-
-                key = settings.api_key.get_secret_value() if settings.api_key else None
-                facts = fetch_engine_facts(host, params.model, key)
-                probes["model"] = (facts.model_info, facts.source, facts.weights_mib)
-                probes["server"] = {"server_slot_ctx": facts.slot_ctx, "server_slots": facts.slots}
-            else:
-                probes["model"] = probes_of.fetch_model_info(host, params.model)
+            facts = backend.probe(backend.resolve_host(params.host, settings), params.model, settings)
+            probes["model"] = (facts.model_info, facts.source, facts.weights_mib)
+            probes["server"] = {"server_slot_ctx": facts.slot_ctx, "server_slots": facts.slots}
         except ConfigError as exc:  # a probe never stops a plan, only a bad --host does
             probes["host_error"] = f"--host: {exc}"
-        probes["gpu"] = probes_of.free_vram()
+        probes["gpu"] = free_vram()
 
     prober = threading.Thread(target=probe, name="chunkwise-plan-probe", daemon=True)
     prober.start()
@@ -98,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:  # InputError and impossible limits
         raise SetupError(str(exc)) from None
     finally:
-        prober.join()  # bounded by probe.SHOW_TIMEOUT_S per request
+        prober.join()  # bounded by backend.PROBE_TIMEOUT_S per request
     if "host_error" in probes:
         raise SetupError(probes["host_error"])
     model_info, source, weights = probes.get("model", (None, "unknown (probe failed)", None))
@@ -108,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
                           model_info_source=source, free_vram_mib=free, gpu_reason=gpu_reason,
                           kv_cache_type=args.kv_cache_type,
                           prefill_tps=args.prefill_tps, decode_tps=args.decode_tps, weights_mib=weights,
-                          engine="llama-server" if openai else "ollama", **probes.get("server", {}))
+                          engine=backend.kv_engine, **probes.get("server", {}))
     except ValueError as exc:
         raise SetupError(str(exc)) from None
     print(json.dumps(plan.as_dict(), indent=2) if args.json else plan.render())

@@ -21,8 +21,9 @@ def run(args: argparse.Namespace) -> int:
     from chunkwise.commands.run import params_from_args
     from chunkwise.commands.runner import execute, print_summary
     from chunkwise.store.files import read_json
+    from chunkwise.store.layout import RunPaths
 
-    manifest_path = Path(args.run_dir) / "manifest.json"
+    manifest_path = RunPaths(Path(args.run_dir)).manifest
     if not manifest_path.is_file():
         raise SetupError(f"{manifest_path} does not exist; give the directory of a run started with `chunkwise run`")
     manifest = read_json(manifest_path)

@@ -18,16 +18,18 @@ import os
 import signal
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from chunkwise.cli import fail
 from chunkwise.commands.display import run_with_display
 from chunkwise.errors import EXIT_INTERRUPTED, SetupError, exit_code_for
 from chunkwise.params import RunParams
+from chunkwise.results.statsdoc import StatsDoc
 from chunkwise.run.prepare import plan_run, prepare_run
 from chunkwise.run.session import stop_requests
 from chunkwise.settings import get_settings
-from chunkwise.store.layout import run_paths
+from chunkwise.store.layout import RunPaths, run_paths
 
 
 def preflight(params: RunParams) -> RunParams:
@@ -93,7 +95,7 @@ def run_off_main_thread(fn: Any, *args: Any) -> Any:
 
 def execute(
     params: RunParams, say: Callable[[str], object] = print, *, command: str = "run"
-) -> tuple[int, dict[str, Any] | None]:
+) -> tuple[int, StatsDoc | None]:
     """Run the flow; returns (exit code, stats or None). A run that cannot start raises its
     `SetupError` (the CLI prints it); a run that stopped is reported here, as `command`'s error."""
     from chunkwise.commands.early_api import EarlyApi
@@ -127,16 +129,16 @@ def execute(
     requests = stats["requests"]
     if requests["rejected"]:
         say(f"{requests['rejected']} rows were rejected before sending (reasons in results.parquet and "
-            f"{os.path.join(stats['run']['dir'], 'rejects.parquet')}); fix them in the input to have them answered")
+            f"{RunPaths(Path(stats['run']['dir'])).rejects}); fix them in the input to have them answered")
     return exit_code_for(None, requests["failed"] + requests["rejected"]), stats
 
 
-def print_summary(stats: dict[str, Any], say: Callable[[str], object] = print) -> None:
+def print_summary(stats: StatsDoc, say: Callable[[str], object] = print) -> None:
     from chunkwise.results.stats import stats_table
 
     width = max(len(row["metric"]) for row in stats_table(stats))
     for row in stats_table(stats):
         say(f"  {row['metric']:<{width}}  {row['value']}")
     say(f"  results: {stats['run']['results']}")
-    say(f"  stats:   {os.path.join(stats['run']['dir'], 'stats.json')}")
+    say(f"  stats:   {RunPaths(Path(stats['run']['dir'])).stats}")
 

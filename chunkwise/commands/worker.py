@@ -28,11 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from chunkwise.cluster.worker import WorkerConfig, supervise_worker
-    from chunkwise.ollama.client import parse_host
     from chunkwise.prefect_auth import check_configured_api
+    from chunkwise.servers import backend_for
     from chunkwise.settings import get_settings
 
-    host = parse_host(args.ollama_host or get_settings().ollama_host)
+    host = backend_for("ollama").resolve_host(args.ollama_host, get_settings())  # distributed mode: Ollama hosts
     # a missing or wrong credential is one line here, not a Prefect worker failing to start again and again
     check_configured_api()
     name = args.name or f"{socket.gethostname()}-{host.rsplit(':', 1)[-1]}"

@@ -8,7 +8,10 @@ import csv
 from pathlib import Path
 from typing import Any
 
-CSV_NAME = "gpu_samples.csv"
+from chunkwise.store.layout import GPU_SAMPLES
+
+#: The sampler's file in the directory it writes to (a run's, a host's, a measurement's).
+CSV_NAME = GPU_SAMPLES
 CSV_FIELDS = ("time_utc", "elapsed_s", "gpu", "used_mib", "total_mib", "util_pct")
 
 

@@ -177,7 +177,9 @@ def converted_copy(path: Path, run_dir: Path, *, num_predict: int, run: dict[str
     `chunkwise.run.rundir.remove_temp_files` clears if a crash leaves it), for staging to read."""
     import pyarrow.parquet as pq
 
+    from chunkwise.store.layout import RunPaths
+
     table = read_batch(path, {"num_predict": num_predict, **(run or {})})
-    out = run_dir / f".batch-input.parquet.tmp-{os.getpid()}"
+    out = RunPaths(run_dir).temp("batch-input.parquet")
     pq.write_table(table, out, compression="zstd")
     return out

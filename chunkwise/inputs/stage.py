@@ -29,12 +29,11 @@ from chunkwise.inputs.scan import Scan, batch_file, carried_columns
 from chunkwise.inputs.summary import (
     LINE_ERROR_COLUMN,
     REASON_COLUMN,
-    REJECTS_FILE,
-    REQUESTS_FILE,
     ROW_COLUMN,
     InputSummary,
 )
 from chunkwise.store.files import fsync_dir, write_json_atomic
+from chunkwise.store.layout import RunPaths
 
 if TYPE_CHECKING:
     import polars as pl
@@ -43,8 +42,6 @@ if TYPE_CHECKING:
 #: rows (about 1.4 MB of prompts at 2.8 KB each) instead of a whole input row group; smaller groups
 #: only grow the footer (~0.1 KB per column per group).
 STAGED_ROW_GROUP_ROWS = 256
-#: Written last by `stage_input`: what the staged files were made from.
-STAGED_MARKER = "staged.json"
 
 
 @dataclass(frozen=True)
@@ -95,7 +92,7 @@ def stage_input(path: str | os.PathLike[str], run_dir: str | os.PathLike[str], *
         finally:
             converted.unlink(missing_ok=True)
         digest = fingerprint(path)  # the user's file, as every resume compares it
-        write_json_atomic(run_dir / STAGED_MARKER,
+        write_json_atomic(RunPaths(run_dir).staged,
                           {"fingerprint": digest, "num_ctx": num_ctx, "num_predict": num_predict})
         return dataclasses.replace(staged, path=str(path), fingerprint=digest)
     pf = open_input(path)
@@ -115,8 +112,8 @@ def stage_input(path: str | os.PathLike[str], run_dir: str | os.PathLike[str], *
     )
     text_cols = {"prompt", "system", REASON_COLUMN}
     run_dir.mkdir(parents=True, exist_ok=True)
-    req_tmp = run_dir / f".{REQUESTS_FILE}.tmp-{os.getpid()}"
-    rej_tmp = run_dir / f".{REJECTS_FILE}.tmp-{os.getpid()}"
+    paths = RunPaths(run_dir)
+    req_tmp, rej_tmp = paths.temp(paths.requests.name), paths.temp(paths.rejects.name)
 
     def writer(tmp: Path, out: pa.Schema) -> pq.ParquetWriter:
         plain = [n for n in out.names if n not in text_cols]
@@ -138,15 +135,16 @@ def stage_input(path: str | os.PathLike[str], run_dir: str | os.PathLike[str], *
                     rej = rej.add_column(0, ROW_COLUMN, rows.filter(bad))
                     rej = rej.add_column(2, REASON_COLUMN, pa.array(reasons, pa.large_string()))
                     rej_w.write_table(rej.cast(rej_schema), row_group_size=STAGED_ROW_GROUP_ROWS)
-        _durable_replace(req_tmp, run_dir / REQUESTS_FILE)
-        _durable_replace(rej_tmp, run_dir / REJECTS_FILE)
+        _durable_replace(req_tmp, paths.requests)
+        _durable_replace(rej_tmp, paths.rejects)
     finally:
         req_tmp.unlink(missing_ok=True)
         rej_tmp.unlink(missing_ok=True)
-    write_json_atomic(run_dir / STAGED_MARKER, {"fingerprint": digest, "num_ctx": num_ctx, "num_predict": num_predict})
+    # written last: what the staged files were made from (`chunkwise.inputs.staged`)
+    write_json_atomic(paths.staged, {"fingerprint": digest, "num_ctx": num_ctx, "num_predict": num_predict})
     summary = scan.summary(
         path, id_dtype, carried, cls=StagedInput, fingerprint=digest, run_dir=str(run_dir),
-        requests_path=str(run_dir / REQUESTS_FILE), rejects_path=str(run_dir / REJECTS_FILE),
+        requests_path=str(paths.requests), rejects_path=str(paths.rejects),
     )
     assert isinstance(summary, StagedInput)  # summary() built it with cls=StagedInput
     return summary

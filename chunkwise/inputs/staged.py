@@ -11,19 +11,19 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from chunkwise.inputs.scan import carried_columns
-from chunkwise.inputs.stage import STAGED_MARKER, StagedInput
-from chunkwise.inputs.summary import FIRST_REJECTS_KEPT, REASON_COLUMN, REJECTS_FILE, REQUESTS_FILE, ROW_COLUMN, Reject
+from chunkwise.inputs.stage import StagedInput
+from chunkwise.inputs.summary import FIRST_REJECTS_KEPT, REASON_COLUMN, ROW_COLUMN, Reject
 from chunkwise.store.files import read_json
+from chunkwise.store.layout import RunPaths
 
 
 def staged_record(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     """What the run directory's staged files were made from (`fingerprint`, `num_ctx`,
     `num_predict`: the limits decide the quarantine), or None when staging never completed."""
-    run_dir = Path(run_dir)
-    marker = run_dir / STAGED_MARKER
-    if not (marker.exists() and (run_dir / REQUESTS_FILE).exists() and (run_dir / REJECTS_FILE).exists()):
+    paths = RunPaths(Path(run_dir))
+    if not (paths.staged.exists() and paths.requests.exists() and paths.rejects.exists()):
         return None
-    marker_data: dict[str, Any] = read_json(marker)
+    marker_data: dict[str, Any] = read_json(paths.staged)
     return marker_data
 
 
@@ -33,8 +33,8 @@ def load_staged(run_dir: str | os.PathLike[str], *, source: str, fingerprint: st
     original input nor a second staging pass). Streams only row numbers and prompt lengths."""
     import polars as pl
 
-    run_dir = Path(run_dir)
-    requests, rejects = run_dir / REQUESTS_FILE, run_dir / REJECTS_FILE
+    paths = RunPaths(Path(run_dir))
+    requests, rejects = paths.requests, paths.rejects
     schema = pq.read_schema(requests)
     has_system = "system" in schema.names
     lengths = [pl.col(ROW_COLUMN), pl.col("prompt").str.len_chars().cast(pl.Int64).alias("p")]

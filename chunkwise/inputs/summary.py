@@ -8,7 +8,6 @@ from typing import Any
 
 import pyarrow as pa
 
-REQUESTS_FILE, REJECTS_FILE = "requests.parquet", "rejects.parquet"
 ROW_COLUMN, REASON_COLUMN = "_row", "_reason"
 #: A converted OpenAI batch file's per-line quarantine reason (`chunkwise.inputs.batchfile`); null if good.
 LINE_ERROR_COLUMN = "_line_error"

@@ -201,7 +201,7 @@ def run_engine_measurement(
         vram_source=source, rows=rows, fit=fit, fit_ps=None, fit_nvml=fit_after if source == SOURCE_NVML else None,
         formula_mib_per_token_per_slot=per_slot, formula_mib_per_token=formula, relative_difference=rel,
         recommendation=recommendation, context_length=context_length, gpu=gpu, notes=notes, warnings=[],
-        api="openai", fit_after=fit_after,
+        api="openai", memory_at_load=True, fit_after=fit_after,
     )
     write_outputs(report, out_dir)
     return report

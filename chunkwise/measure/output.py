@@ -54,7 +54,7 @@ def _gpu_line(gpu: dict[str, Any]) -> str:
 
 def render_markdown(report: MeasureReport) -> str:
     r = report
-    if r.api == "openai":
+    if r.memory_at_load:
         from chunkwise.measure.engine_output import render_engine_markdown  # it uses this module's helpers
 
         return render_engine_markdown(r)
@@ -121,7 +121,7 @@ def write_png(report: MeasureReport, path: Path) -> None:
     ax = fig.add_subplot(1, 1, 1)
     def value(row: MeasureRow) -> float | None:
         """The plotted memory: at load for the engine (its reservation), after the answer for Ollama."""
-        return row.load_mib if report.api == "openai" else row.vram_mib
+        return row.load_mib if report.memory_at_load else row.vram_mib
 
     measured = [row for row in report.rows if value(row) is not None]
     used = [row for row in measured if row.in_fit]

@@ -6,30 +6,32 @@ from __future__ import annotations
 
 from typing import Any
 
+from chunkwise.backend import Backend, ChatOptions, ChatRequest
 from chunkwise.errors import ConfigError, ContextExceeded, LLMError, ModelNotFound, ServerUnavailable
 from chunkwise.gpu.sampler import GpuSampler
 from chunkwise.measure.fit import truncation_check
 from chunkwise.measure.report import MeasureRow
-from chunkwise.ollama.ps import ps_entry_for, spill_warning
 from chunkwise.units import MIB
 
-KEEP_ALIVE = "10m"  # long enough for the /api/ps read after each answer
-
+#: Ollama's `keep_alive` for each measuring request: long enough for the /api/ps read after each answer.
+#: The only request field sent besides the options: no `truncate: false`, because measuring must see
+#: what the server does with a prompt at a context it may not have loaded (a cut shows as truncation).
+EXTRAS = {"keep_alive": "10m"}
 
 
 def _rate(count: int | None, duration_ns: int) -> float | None:
     return round(count / duration_ns * 1e9, 1) if count and duration_ns > 0 else None
 
 
-def measure_one(client: Any, model: str, row: MeasureRow, prompt: Any, sampler: GpuSampler,
+def measure_one(backend: Backend, client: Any, model: str, row: MeasureRow, prompt: Any, sampler: GpuSampler,
                 num_predict: int, warnings: list[str]) -> Any:
     """Load `row.num_ctx` with one chat and read memory after it (NVML: the whole reading window's
     peak too; /api/ps: size, size_vram, context_length), filling `row`; the chat's result, or None
     when this context failed (recorded in `row`). Errors that end the whole measurement propagate."""
     sampler.begin_window()
-    options = {"num_ctx": row.num_ctx, "num_predict": num_predict, "temperature": 0, "seed": 42}
+    options = ChatOptions(row.num_ctx, num_predict, temperature=0, seed=42)
     try:
-        result = client.chat(model, prompt.messages, options=options, keep_alive=KEEP_ALIVE)
+        result = client.chat(ChatRequest(model, prompt.messages, options, extras=EXTRAS))
     except (ModelNotFound, ServerUnavailable, ConfigError):
         raise  # nothing else can be measured either
     except ContextExceeded as exc:
@@ -44,14 +46,14 @@ def measure_one(client: Any, model: str, row: MeasureRow, prompt: Any, sampler: 
         row.nvml_used_mib = round(reading["used_mib"], 1)
         peak = sampler.window_peak_mib()
         row.nvml_peak_mib = round(peak, 1) if peak is not None else None
-    entry = ps_entry_for(client.ps(), model)
+    entry = backend.memory(client, model)  # the server's name rule finds it under any spelling of `model`
     if entry is None:
         row.note = "the model is not in /api/ps after its answer (unloaded, or another model evicted it)"
     else:
         row.ps_size_mib = int(entry.get("size") or 0) / MIB
         row.ps_size_vram_mib = int(entry.get("size_vram") or 0) / MIB
         row.ps_context_length = entry.get("context_length")
-        warning = spill_warning(entry)
+        warning = entry.get("spill_warning")
         if warning:
             row.spilled = True
             warnings.append(warning)

@@ -78,7 +78,10 @@ class MeasureReport:
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     api: str = "ollama"  # ollama | openai (llama-server started by measure, one start per context)
-    fit_after: Fit | None = None  # --api openai: memory after each answer (the main fit is at load)
+    #: The server was started per context and the fit is of memory at load (its reservation): llama-server,
+    #: whose context is fixed at start. False: the model was loaded per request and memory read after it.
+    memory_at_load: bool = False
+    fit_after: Fit | None = None  # memory_at_load: memory after each answer (the main fit is at load)
     md_path: Path | None = None
     csv_path: Path | None = None
     png_path: Path | None = None

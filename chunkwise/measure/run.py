@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from chunkwise.backend import Backend
 from chunkwise.gpu.sampler import GpuSampler
 from chunkwise.measure.fit import Fit, fit_line, recommend_num_ctx
 from chunkwise.measure.output import write_outputs
@@ -34,7 +35,8 @@ from chunkwise.measure.prompt import build_prompt
 from chunkwise.measure.reading import measure_one
 from chunkwise.measure.report import SOURCE_NVML, SOURCE_PS, MeasureReport, MeasureRow
 from chunkwise.ollama import compute
-from chunkwise.ollama.kv import BYTES_PER_ELEMENT, ModelInfoError, kv_mib_per_token, training_context
+from chunkwise.ollama.kv import BYTES_PER_ELEMENT, ModelInfoError, kv_mib_per_token
+from chunkwise.servers import backend_for
 from chunkwise.tokens import DEFAULT_CHARS_PER_TOKEN
 
 
@@ -81,13 +83,16 @@ def run_measurement(
     kv_cache_type: str = "f16",
     vram_mib: float | None = None,
     sampler_factory: Callable[[Path], GpuSampler] | None = None,
+    backend: Backend | None = None,
 ) -> MeasureReport:
     """Measure `model` at each num_ctx in `contexts`; write measure.md/.csv/.png/.json into `out_dir`.
 
     `parallel` and `kv_cache_type` must be the server's OLLAMA_NUM_PARALLEL and OLLAMA_KV_CACHE_TYPE
     (Ollama has no per-request option for either; they only enter the formula). `vram_mib` is the
     memory the model may use on the Ollama host, needed for a recommendation when NVML cannot see
-    that GPU. Raises ModelNotFound / ServerUnavailable / ConfigError when nothing can be measured.
+    that GPU. `backend` is the server kind's (`chunkwise.servers`; Ollama's by default: this loop loads the
+    model per request, which a server that fixes its context at start cannot do). Raises `SetupError`
+    (unreachable server, unknown model) or ConfigError when nothing can be measured.
     """
     if parallel < 1 or num_predict < 1:
         raise ValueError(f"parallel and num_predict must be >= 1; got {parallel} and {num_predict}")
@@ -102,10 +107,9 @@ def run_measurement(
         sampler_factory = lambda d: GpuSampler(d, interval)  # noqa: E731
     notes: list[str] = []
     warnings: list[str] = []
-    version = client.version()
-    is_sim = bool(version.get("is_simulator"))
-    model_info = client.show(model).get("model_info") or {}
-    context_length = training_context(model_info)
+    backend = backend or backend_for("ollama")
+    facts = backend.inspect(client, model)
+    is_sim, model_info, context_length = facts.is_simulator, dict(facts.model_info), facts.training_ctx
     try:
         per_slot: float | None = kv_mib_per_token(model_info, kv_cache_type)
     except ModelInfoError as exc:
@@ -145,7 +149,7 @@ def run_measurement(
             prompt = build_prompt(num_ctx, target, exact=is_sim, chars_per_token=cpt, calibrated=calibrated)
             row.prompt_tokens_expected, row.prompt_chars = prompt.expected_tokens, prompt.chars
             row.token_count_method = prompt.method
-            result = measure_one(client, model, row, prompt, sampler, num_predict, warnings)
+            result = measure_one(backend, client, model, row, prompt, sampler, num_predict, warnings)
             if result is None:
                 continue
             row.vram_mib = row.nvml_used_mib if source == SOURCE_NVML else row.ps_size_vram_mib
@@ -177,7 +181,7 @@ def run_measurement(
         cap_source = ("largest size_vram of a spilled load (what Ollama could place on the GPU)" if spilled
                       else "no NVML reading of the Ollama host's GPU and no --vram-mib given")
     # Ollama v0.30+ adds stepped compute buffers for its automatic num_batch (chunkwise.ollama.compute).
-    buffers = compute.applies(str(version.get("version", "")))
+    buffers = compute.applies(facts.version)
 
     def fit_without_buffers(readings: list[tuple[MeasureRow, float]]) -> Fit | None:
         """The line of weights + KV: each reading less the compute buffers Ollama would have chosen for
@@ -219,7 +223,7 @@ def run_measurement(
                                        context_length=context_length, max_measured=max(measured, default=None),
                                        compute_mib=compute_term)
     report = MeasureReport(
-        model=model, host=getattr(client, "host", ""), server_version=str(version.get("version", "")),
+        model=model, host=getattr(client, "host", ""), server_version=facts.version,
         is_simulator=is_sim, parallel=parallel, kv_cache_type=kv_cache_type, num_predict=num_predict,
         vram_source=source, rows=rows, fit=fit, fit_ps=fit_ps, fit_nvml=fit_nvml,
         formula_mib_per_token_per_slot=per_slot, formula_mib_per_token=formula, relative_difference=rel,

@@ -1,14 +1,14 @@
 """The Ollama boundary: the only module that speaks HTTP to Ollama.
 
 `OllamaClient` implements `chunkwise.backend.ChatClient` and raises the backend-neutral errors of
-`chunkwise.errors` (the tree is drawn there): HTTP statuses and transport failures are translated in
-one place: statuses in `_error_from_response`, transport failures in `chunkwise.transport.HttpBoundary`
-(shared with the OpenAI-compatible client).
+`chunkwise.errors` (the tree is drawn there): what an error status means here in `_error_from_response`
+(its tail is the shared `chunkwise.transport.classify_status`), transport failures in
+`chunkwise.transport.map_transport_errors` (shared with the OpenAI-compatible client). What a run asks of
+the server beyond chat (version, model, memory) is `chunkwise.ollama.backend`'s.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import time
 from typing import Any
@@ -16,104 +16,24 @@ from typing import Any
 import httpx
 import orjson
 
-from chunkwise import __version__
-from chunkwise.backend import ChatResult
-from chunkwise.errors import (
-    BadRequest,
-    ConfigError,
-    ContextExceeded,
-    IncompleteResponse,
-    LLMError,
-    ModelNotFound,
-    RequestTimeout,
-    ServerBusy,
-    ServerError,
-)
-from chunkwise.transport import HttpBoundary
+from chunkwise.backend import ChatRequest, ChatResult
+from chunkwise.errors import ContextExceeded, IncompleteResponse, LLMError, ModelNotFound, ServerError
+from chunkwise.ollama.urls import DEFAULT_PORT, parse_host
+from chunkwise.transport import HttpBoundary, classify_status
 
-DEFAULT_PORT = 11434
+__all__ = ["DEFAULT_PORT", "OllamaClient", "parse_host"]
+
 JSON_HEADERS = {"Content-Type": "application/json"}
-
-
-#: The default ports Ollama's `envconfig.Host()` uses per scheme (envconfig/config.go, v0.33.0-rc2).
-_SCHEME_PORTS = {"http": 80, "https": 443}
-
-
-def parse_host(value: str) -> str:
-    """Normalise an Ollama host the way Ollama's own client reads `OLLAMA_HOST`.
-
-    Mirrors `envconfig.Host()` (ollama/ollama envconfig/config.go and its TestHost table, tag
-    v0.33.0-rc2): surrounding spaces and quotes are stripped; no scheme means http on 11434
-    (`host`, `host:port`, `:port` = this machine, `[::1]`, bare `::1`); `http://` defaults to
-    port 80 and `https://` to 443; a path (a reverse proxy prefix) is kept; bare `ollama.com`
-    means `https://ollama.com:443`.
-
-    Refused with a message (Ollama would guess instead): a scheme other than http/https (a host
-    such as `file:///etc/passwd` must never reach httpx), an empty host, and a port that is not a
-    number in 1-65535 (Ollama logs a warning and silently uses the default port, which would send
-    a typo'd port's requests to another server).
-    """
-    raw = value.strip().strip("\"'").strip()
-    if not raw:
-        raise ConfigError("Ollama host is empty; set --host or OLLAMA_HOST, e.g. http://127.0.0.1:11434")
-    scheme, sep, hostport = raw.partition("://")
-    if not sep:
-        scheme, hostport, default_port = "http", raw, DEFAULT_PORT
-        if raw == "ollama.com":
-            scheme, hostport = "https", "ollama.com:443"
-    elif scheme.lower() in _SCHEME_PORTS:
-        scheme = scheme.lower()
-        default_port = _SCHEME_PORTS[scheme]
-    else:
-        raise ConfigError(f"Ollama host {value!r} uses scheme {scheme!r}; only http and https are allowed")
-    hostport, _, path = hostport.partition("/")
-    host, port_text = _split_host_port(hostport, value)
-    if not host:
-        if port_text is None:
-            raise ConfigError(f"Ollama host {value!r} has no host name; write it as http://HOST:PORT")
-        host = "127.0.0.1"  # Go dials ":port" on the local system
-    port = default_port
-    if port_text is not None:
-        if not port_text.isdigit() or not 0 < int(port_text) <= 65535:
-            raise ConfigError(f"Ollama host {value!r} has an invalid port {port_text!r}; write it as http://HOST:PORT "
-                              "with a port from 1 to 65535")
-        port = int(port_text)
-    if ":" in host:
-        host = f"[{host}]"
-    path = path.rstrip("/")
-    return f"{scheme}://{host}:{port}" + (f"/{path}" if path else "")
-
-
-def _split_host_port(hostport: str, value: str) -> tuple[str, str | None]:
-    """`host[:port]`, `[v6][:port]` or a bare IPv6 address -> (host, port or None)."""
-    if hostport.startswith("["):
-        inside, bracket, rest = hostport[1:].partition("]")
-        if not bracket or (rest and not rest.startswith(":")):
-            raise ConfigError(f"Ollama host {value!r} is not a valid address; write IPv6 as http://[::1]:11434")
-        return inside, (rest[1:] if rest else None)
-    if hostport.count(":") > 1:  # a bare IPv6 address such as ::1 has no port
-        try:
-            return str(ipaddress.IPv6Address(hostport)), None
-        except ValueError:
-            raise ConfigError(
-                f"Ollama host {value!r} is not a valid address; write IPv6 as http://[::1]:11434") from None
-    host, colon, port = hostport.partition(":")
-    return host, (port if colon else None)
+#: How Ollama words a prompt over the context (HTTP 400), across versions.
+CONTEXT_PHRASES = ("exceeds the context length", "longer than the context", "exceeds the available context")
 
 
 def _error_from_response(status: int, message: str, model: str) -> LLMError:
     if status == 404:
         return ModelNotFound(f"{message} (status 404); pull it with: ollama pull {model}", status)
-    if status == 400 and ("exceeds the context length" in message or "longer than the context" in message
-                          or "exceeds the available context" in message):
+    if status == 400 and any(phrase in message for phrase in CONTEXT_PHRASES):
         return ContextExceeded(message, status)
-    if status == 400:
-        return BadRequest(f"{message} (status 400)", status)
-    if status == 503:
-        return ServerBusy(message, status)
-    if status >= 500 or status == 429:
-        return ServerError(f"{message} (status {status})", status)
-    return BadRequest(f"{message} (status {status})", status)
+    return classify_status(status, message)
 
 
 def _error_text(body: bytes) -> str:
@@ -123,14 +43,17 @@ def _error_text(body: bytes) -> str:
         return body.decode("utf-8", "replace")[:500]
 
 
-class OllamaClient(HttpBoundary):
-    """A thread-safe httpx client for one Ollama host.
+def options_of(request: ChatRequest) -> dict[str, Any]:
+    """Ollama's `options` for a request: num_ctx always explicit (a change reloads the model)."""
+    o = request.options
+    return {"num_ctx": o.context_tokens, "num_predict": o.max_answer_tokens, "temperature": o.temperature,
+            "seed": o.seed}
 
-    Timeouts live here, not in Prefect: a Prefect task timeout cannot interrupt a thread blocked
-    on a socket (Prefect 3.9 `task_engine.py` warns that a thread timeout "cannot interrupt blocking
-operations like `time.sleep()`, network requests"). With streaming (the default) `read_timeout_s` bounds the
-    silence between two lines, so a stalled server is detected without capping long generations.
-    """
+
+class OllamaClient(HttpBoundary):
+    """A thread-safe httpx client for one Ollama host. With streaming (the default) `read_timeout_s`
+    bounds the silence between two lines, so a stalled server is detected without capping long
+    generations (the rest is `chunkwise.transport.HttpBoundary`'s)."""
 
     def __init__(
         self,
@@ -142,25 +65,9 @@ operations like `time.sleep()`, network requests"). With streaming (the default)
         stream: bool = True,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.host = parse_host(host)
+        super().__init__(parse_host(host), connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s,
+                         max_connections=max_connections, transport=transport)
         self.stream = stream
-        timeout = httpx.Timeout(connect=connect_timeout_s, read=read_timeout_s, write=60.0, pool=None)
-        self._http = httpx.Client(
-            base_url=self.host,
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            headers={"User-Agent": f"chunkwise/{__version__}"},
-            transport=transport,
-        )
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> OllamaClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- metadata -----------------------------------------------------------------------------
 
@@ -191,38 +98,30 @@ operations like `time.sleep()`, network requests"). With streaming (the default)
 
     # -- generation ---------------------------------------------------------------------------
 
-    def chat(
-        self,
-        model: str,
-        messages: list[dict[str, str]],
-        *,
-        options: dict[str, Any],
-        keep_alive: str | int | None = None,
-        format: dict[str, Any] | str | None = None,
-        truncate: bool | None = None,
-        shift: bool | None = None,
-        think: bool | str | None = None,
-    ) -> ChatResult:
+    def body(self, request: ChatRequest) -> dict[str, Any]:
+        """The `/api/chat` body: the request's neutral options in Ollama's names, its format, and the
+        backend's own fields (`extras`: `truncate`, `shift`, `think`, `keep_alive`) as they are."""
+        body: dict[str, Any] = {"model": request.model, "messages": request.messages,
+                                "options": options_of(request), "stream": self.stream}
+        if request.format is not None:
+            body["format"] = request.format
+        body.update(request.extras)
+        return body
+
+    def chat(self, request: ChatRequest) -> ChatResult:
         """`POST /api/chat`; raises an `LLMError` subclass for anything but a complete answer.
 
         `truncate`/`shift` are `ChatRequest` fields since Ollama v0.12.6 (api/types.go); older
         servers ignore them (gin's JSON binding drops unknown fields). `think` is a bool or a
-        level "low" | "medium" | "high" (api/types.go `ThinkValue`); None leaves it out, which a
-        thinking-capable model reads as `true` since v0.12.4 (server/routes.go ChatHandler).
+        level "low" | "medium" | "high" (api/types.go `ThinkValue`); left out, a thinking-capable
+        model reads it as `true` since v0.12.4 (server/routes.go ChatHandler).
         """
-        body: dict[str, Any] = {"model": model, "messages": messages, "options": options, "stream": self.stream}
-        if keep_alive is not None:
-            body["keep_alive"] = keep_alive
-        if format is not None:
-            body["format"] = format
-        if truncate is not None:
-            body["truncate"] = truncate
-        if shift is not None:
-            body["shift"] = shift
-        if think is not None:
-            body["think"] = think
+        return self.chat_body(self.body(request), request.model)
+
+    def chat_body(self, body: dict[str, Any], model: str) -> ChatResult:
+        """`chat` with a body already built (`body`), for a caller that must change it on the wire."""
         started = time.perf_counter_ns()
-        try:
+        with self._mapped():
             if self.stream:
                 final, content, thinking = self._chat_stream(body, model)
             else:
@@ -231,10 +130,6 @@ operations like `time.sleep()`, network requests"). With streaming (the default)
                     raise ServerError(f"{final['error']} (in answer)", 200)
                 message = final.get("message") or {}
                 content, thinking = message.get("content") or "", message.get("thinking") or ""
-        except httpx.TimeoutException as exc:
-            raise RequestTimeout(f"no answer from {self.host} within the timeout ({type(exc).__name__})") from None
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            raise IncompleteResponse(f"connection to {self.host} broke mid-response: {exc}") from None
         if not final.get("done") or ("eval_count" not in final and "prompt_eval_count" not in final):
             raise IncompleteResponse(f"{self.host} ended the answer without done: true and metrics")
         return ChatResult(

@@ -12,24 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from chunkwise.ollama.names import find_model
 from chunkwise.units import MIB
 
 
-def normalise_model_name(name: object) -> str:
-    """`llama3.1` -> `llama3.1:latest`, as Ollama names an untagged model."""
-    text = str(name or "").strip().lower()
-    if text and ":" not in text.rsplit("/", 1)[-1]:
-        text += ":latest"
-    return text
-
-
 def ps_entry_for(ps_models: Iterable[Mapping[str, Any]] | None, model: str) -> dict[str, Any] | None:
-    """The `/api/ps` entry of `model` (matched on `name` or `model`, `:latest` implied), or None."""
-    want = normalise_model_name(model)
-    for entry in ps_models or []:
-        if want in (normalise_model_name(entry.get("name")), normalise_model_name(entry.get("model"))):
-            return dict(entry)
-    return None
+    """The `/api/ps` entry of `model` (Ollama's name rule, `chunkwise.ollama.names`), or None."""
+    return find_model(ps_models, model)
 
 
 def _int(value: object) -> int | None:

@@ -21,16 +21,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from chunkwise.errors import SetupError
+from chunkwise.backend import ThinkSupport
+from chunkwise.errors import ThinkError
+from chunkwise.ollama.compute import version_tuple
 
+#: First release that honours `truncate: false` (refuses an over-long prompt instead of cutting it).
+TRUNCATE_SINCE = (0, 12, 6)
 #: The one release whose prompt_eval_count leaves out cached tokens.
 UNCACHED_COUNT_VERSION = "0.30.0"
 #: Model families that take only think levels (docs/capabilities/thinking.mdx).
 LEVEL_ONLY_FAMILIES = frozenset({"gptoss"})
-
-
-class ThinkError(SetupError):
-    """`think` asked of a model that cannot do it; the message says what to do (exit 2)."""
 
 
 def refuse_version(version: str) -> str | None:
@@ -43,61 +43,52 @@ def refuse_version(version: str) -> str | None:
     return None
 
 
+def cuts_prompts(version: str) -> bool:
+    """Whether this Ollama may cut an over-long prompt although chunkwise sends `truncate: false`:
+    releases before 0.12.6 ignore the field. A source build (0.0.0) is assumed current."""
+    v = version_tuple(version)
+    return v != (0, 0, 0) and v < TRUNCATE_SINCE
+
+
 def _families(show: dict[str, Any]) -> set[str]:
     details = show.get("details") or {}
     return {str(f) for f in [details.get("family"), *(details.get("families") or [])] if f}
 
 
-def can_think(show: dict[str, Any]) -> bool:
-    return "thinking" in (show.get("capabilities") or [])
+def think_support(show: dict[str, Any]) -> ThinkSupport:
+    """What `/api/show` says about the model's thinking: the "thinking" capability; levels only for the
+    families that take nothing else (gpt-oss), or where the template reads `.ThinkLevel`."""
+    capabilities = show.get("capabilities") or []
+    can = "thinking" in capabilities
+    level_only = bool(_families(show) & LEVEL_ONLY_FAMILIES)
+    return ThinkSupport(can_think=can, switch=can and not level_only,
+                        levels=can and (level_only or "ThinkLevel" in str(show.get("template") or "")),
+                        levels_only=can and level_only,
+                        note=f"its /api/show capabilities: {', '.join(capabilities) or 'none reported'}")
 
 
-def level_only(show: dict[str, Any]) -> bool:
-    return bool(_families(show) & LEVEL_ONLY_FAMILIES)
-
-
-def takes_levels(show: dict[str, Any]) -> bool:
-    return level_only(show) or "ThinkLevel" in str(show.get("template") or "")
-
-
-def resolve_think(requested: str | None, show: dict[str, Any], model: str) -> bool | str | None:
+def resolve_think(requested: str | None, support: ThinkSupport, model: str) -> bool | str | None:
     """The `think` value to send (None: leave the field out), or `ThinkError` before anything is sent.
 
     `requested` is the run's `think` parameter: None (the default), "off", "on" or a level.
     """
-    if not can_think(show):
+    if not support.can_think:
         if requested in (None, "off"):
             return None
-        capabilities = ", ".join(show.get("capabilities") or []) or "none reported"
         raise ThinkError(
-            f"--think {requested}: model {model!r} cannot think (its /api/show capabilities: {capabilities}); "
+            f"--think {requested}: model {model!r} cannot think ({support.note}); "
             "leave --think out or choose a thinking model"
         )
     if requested is None:
-        return "low" if level_only(show) else False
+        return "low" if support.levels_only else False
     if requested == "off":
-        if level_only(show):
+        if support.levels_only:
             raise ThinkError(
                 f"--think off: {model!r} cannot stop thinking (gpt-oss takes only levels); use --think low"
             )
         return False
     if requested == "on":
-        return "medium" if level_only(show) else True
-    if not takes_levels(show):
+        return "medium" if support.levels_only else True
+    if not support.levels:
         raise ThinkError(f"--think {requested}: {model!r} takes no thinking levels; use --think on or --think off")
     return requested
-
-
-def model_digest(tags: list[dict[str, Any]], model: str) -> str:
-    """The model's digest from `/api/tags`, matching untagged names as Ollama does
-    (`llama3.1` means `llama3.1:latest`, types/model/name.go) and the default registry prefix."""
-    name = model.strip()
-    for prefix in ("registry.ollama.ai/library/", "registry.ollama.ai/"):
-        name = name.removeprefix(prefix)
-    candidates = {name}
-    if ":" not in name.rsplit("/", 1)[-1]:
-        candidates.add(f"{name}:latest")
-    for entry in tags:
-        if entry.get("name") in candidates or entry.get("model") in candidates:
-            return str(entry.get("digest") or "")
-    return ""

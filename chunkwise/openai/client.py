@@ -21,9 +21,8 @@ from typing import Any
 import httpx
 import orjson
 
-from chunkwise import __version__
-from chunkwise.backend import ChatResult
-from chunkwise.errors import IncompleteResponse, LLMError, RequestTimeout
+from chunkwise.backend import ChatRequest, ChatResult
+from chunkwise.errors import IncompleteResponse, LLMError
 from chunkwise.openai.failures import error_fields, error_from_response
 from chunkwise.openai.request import chat_body
 from chunkwise.openai.stream import StreamState, chat_result, event_line, whole_answer
@@ -42,11 +41,9 @@ KEEPALIVE_EXPIRY_S = 2.0
 
 
 class OpenAIClient(HttpBoundary):
-    """A thread-safe httpx client for one OpenAI-compatible server.
-
-    `read_timeout_s` bounds the silence between two stream events (as for Ollama), so a stalled
-    server is detected without capping long generations.
-    """
+    """A thread-safe httpx client for one OpenAI-compatible server. `read_timeout_s` bounds the silence
+    between two stream events (as for Ollama), so a stalled server is detected without capping long
+    generations (the rest is `chunkwise.transport.HttpBoundary`'s)."""
 
     def __init__(
         self,
@@ -59,34 +56,16 @@ class OpenAIClient(HttpBoundary):
         stream: bool = True,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.host = parse_base_url(host)
+        super().__init__(parse_base_url(host), connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s,
+                         max_connections=max_connections,
+                         headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
+                         keepalive_expiry_s=KEEPALIVE_EXPIRY_S, transport=transport)
         self.stream = stream
-        headers = {"User-Agent": f"chunkwise/{__version__}"}
         #: Cut out of error bodies (see the module docstring).
         self._key = api_key.encode("utf-8") if api_key else None
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        timeout = httpx.Timeout(connect=connect_timeout_s, read=read_timeout_s, write=60.0, pool=None)
-        self._http = httpx.Client(
-            base_url=self.host,
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections,
-                                keepalive_expiry=KEEPALIVE_EXPIRY_S),
-            headers=headers,
-            transport=transport,
-        )
 
     def __repr__(self) -> str:
         return f"OpenAIClient({self.host!r})"
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> OpenAIClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- metadata -----------------------------------------------------------------------------
 
@@ -111,32 +90,17 @@ class OpenAIClient(HttpBoundary):
 
     # -- generation ---------------------------------------------------------------------------
 
-    def body(self, model: str, messages: list[dict[str, str]], options: dict[str, Any],
-             format: dict[str, Any] | str | None) -> dict[str, Any]:
+    def body(self, request: ChatRequest) -> dict[str, Any]:
         """The request body (`chunkwise.openai.request.chat_body`), streamed if this client streams."""
-        return chat_body(model, messages, options, format, stream=self.stream)
+        return chat_body(request, stream=self.stream)
 
-    def chat(
-        self,
-        model: str,
-        messages: list[dict[str, str]],
-        *,
-        options: dict[str, Any],
-        keep_alive: str | int | None = None,
-        format: dict[str, Any] | str | None = None,
-        truncate: bool | None = None,
-    ) -> ChatResult:
-        """`POST /v1/chat/completions`; raises an `LLMError` subclass for anything but a complete
-        answer. `keep_alive` and `truncate` are Ollama's and have no OpenAI equivalent: ignored
-        (these servers keep the model loaded and refuse an over-long prompt on their own)."""
-        body = self.body(model, messages, options, format)
+    def chat(self, request: ChatRequest) -> ChatResult:
+        """`POST /v1/chat/completions`; raises an `LLMError` subclass for anything but a complete answer."""
+        body = self.body(request)
         started = time.perf_counter_ns()
-        try:
-            state = self._chat_stream(body, model) if self.stream else self._chat_once(body, model)
-        except httpx.TimeoutException as exc:
-            raise RequestTimeout(f"no answer from {self.host} within the timeout ({type(exc).__name__})") from None
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            raise IncompleteResponse(f"connection to {self.host} broke mid-response: {exc}") from None
+        with self._mapped():
+            state = (self._chat_stream(body, request.model) if self.stream
+                     else self._chat_once(body, request.model))
         return chat_result(state, time.perf_counter_ns() - started, self.host)
 
     def _chat_once(self, body: dict[str, Any], model: str) -> StreamState:

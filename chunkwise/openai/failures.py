@@ -4,8 +4,8 @@
         or vLLM "maximum context length"             -> ContextExceeded (the request's failure, recorded)
     401/403 (bad or missing API key), 429 insufficient_quota  -> FatalError (stop the run)
     404                                               -> ModelNotFound
-    other 4xx                                         -> BadRequest
-    429, 5xx, 503 (llama.cpp `unavailable_error` while loading) -> ServerError / ServerBusy (retried)
+    the rest: the shared ladder `chunkwise.transport.classify_status` (429, 5xx -> ServerError; 503, llama.cpp
+        `unavailable_error` while loading -> ServerBusy; both retried; other 4xx -> BadRequest)
     an error object inside a 200 stream               -> ContextExceeded or ServerError (`stream_error`)
 """
 
@@ -15,15 +15,8 @@ from typing import Any
 
 import orjson
 
-from chunkwise.errors import (
-    BadRequest,
-    ContextExceeded,
-    FatalError,
-    LLMError,
-    ModelNotFound,
-    ServerBusy,
-    ServerError,
-)
+from chunkwise.errors import ContextExceeded, FatalError, LLMError, ModelNotFound, ServerError
+from chunkwise.transport import classify_status
 
 #: Phrases by which each server says a prompt does not fit its context (all HTTP 400).
 CONTEXT_TYPES = ("exceed_context_size_error",)  # llama.cpp server-common.cpp format_error_response
@@ -72,11 +65,7 @@ def error_from_response(status: int, fields: dict[str, Any], model: str) -> LLME
                              "(GET /v1/models lists them) and that --host is the server's base URL", status)
     if status == 429 and fields.get("code") == "insufficient_quota":
         return FatalError(f"{message} (status 429); the account's quota is used up", status)
-    if status == 503:
-        return ServerBusy(f"{message} (status 503)", status)
-    if status >= 500 or status == 429:
-        return ServerError(f"{message} (status {status})", status)
-    return BadRequest(f"{message} (status {status})", status)
+    return classify_status(status, message)
 
 
 def stream_error(error: object) -> LLMError:

@@ -20,10 +20,12 @@ from chunkwise.openai.failures import stream_error
 class StreamState:
     """What the stream has said so far: the text, the finish reason, the usage, llama.cpp timings."""
 
-    __slots__ = ("done", "finish_reason", "pieces", "timings", "usage")
+    __slots__ = ("done", "finish_reason", "pieces", "thoughts", "timings", "usage")
 
     def __init__(self) -> None:
         self.pieces: list[str] = []
+        #: The reasoning trace, llama-server's and vLLM's `reasoning_content` (tools/server/server-chat.cpp).
+        self.thoughts: list[str] = []
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
         self.timings: dict[str, Any] | None = None
@@ -52,6 +54,9 @@ def event_line(line: bytes, state: StreamState, host: str) -> None:
         content = delta.get("content")
         if content:
             state.pieces.append(content)
+        reasoning = delta.get("reasoning_content")
+        if reasoning:
+            state.thoughts.append(reasoning)
         if choice.get("finish_reason"):
             state.finish_reason = choice["finish_reason"]
     if item.get("usage"):
@@ -64,7 +69,9 @@ def whole_answer(data: dict[str, Any]) -> StreamState:
     """The state of a complete, not streamed answer (`stream: false`)."""
     state = StreamState()
     choice = (data.get("choices") or [{}])[0]
-    state.pieces.append((choice.get("message") or {}).get("content") or "")
+    message = choice.get("message") or {}
+    state.pieces.append(message.get("content") or "")
+    state.thoughts.append(message.get("reasoning_content") or "")
     state.finish_reason = choice.get("finish_reason")
     state.usage = data.get("usage")
     state.timings = data.get("timings")
@@ -96,5 +103,6 @@ def chat_result(state: StreamState, wall_ns: int, host: str) -> ChatResult:
         eval_duration=int(predicted_ms * 1e6),
         total_duration=int((prompt_ms + predicted_ms) * 1e6),
         wall_ns=wall_ns,
+        thinking="".join(state.thoughts),
         extra={"cached_tokens": int(cached)} if isinstance(cached, int) else {},
     )

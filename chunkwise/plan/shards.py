@@ -26,12 +26,12 @@ from pydantic import BaseModel, ConfigDict
 
 from chunkwise.plan.chunks import ChunkSpec
 from chunkwise.store.files import write_json_atomic
+from chunkwise.store.layout import RunPaths
 
 #: Default shard length when nothing better is known: 3 minutes at 5 requests/s per host (the low end
 #: of one Ollama GPU's 5-20 req/s, issue 11) = 900 requests.
 DEFAULT_SHARD_SECONDS = 180.0
 DEFAULT_HOST_RPS = 5.0
-SHARDS_FILE = "shards.json"
 
 
 class Shard(BaseModel):
@@ -87,7 +87,7 @@ def _shard(index: int, specs: list[ChunkSpec]) -> Shard:
 
 
 def shards_path(run_dir: Path) -> Path:
-    return Path(run_dir) / SHARDS_FILE
+    return RunPaths(Path(run_dir)).shards
 
 
 def load_or_write(run_dir: Path, specs: Sequence[ChunkSpec], target_requests: int) -> list[Shard]:

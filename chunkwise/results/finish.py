@@ -17,6 +17,7 @@ from chunkwise.results.assemble import assemble_results, conversation_starts
 from chunkwise.results.openai_files import write_batch_files
 from chunkwise.results.sessions import session_figures
 from chunkwise.results.stats import compute_stats
+from chunkwise.results.statsdoc import StatsDoc
 from chunkwise.run.context import RunContext
 from chunkwise.run.manifest import now_iso
 from chunkwise.store.checkpoint import load_checkpoint
@@ -51,7 +52,7 @@ def calibration_from_results(results: Path, ctx: RunContext) -> Calibration:
     return estimator.calibration
 
 
-def finish_run(ctx: RunContext, n_chunks: int, telemetry: dict[str, Any] | None = None) -> dict[str, Any]:
+def finish_run(ctx: RunContext, n_chunks: int, telemetry: dict[str, Any] | None = None) -> StatsDoc:
     paths = RunPaths(ctx.dir)
     checkpoints = [paths.checkpoint(i) for i in range(n_chunks)]
     missing = [p.name for p in checkpoints if load_checkpoint(p) is None]
@@ -61,7 +62,7 @@ def finish_run(ctx: RunContext, n_chunks: int, telemetry: dict[str, Any] | None 
         )
     assemble_results(paths, checkpoints)
     manifest = close_session(paths)
-    sessions = session_figures(manifest, paths.root / "ledger")
+    sessions = session_figures(manifest, paths.ledger_dir)
     calibration = calibration_from_results(paths.results, ctx).as_dict()
     stats = compute_stats(
         paths.results,
@@ -75,8 +76,9 @@ def finish_run(ctx: RunContext, n_chunks: int, telemetry: dict[str, Any] | None 
         extra={
             **(telemetry or {}),
             "sessions": sessions["sessions"],
-            "truncation": {"calibration": calibration, "send_truncate_false": ctx.send_truncate_false},
-            "server": {"api": ctx.params.api, "host": ctx.host, "ollama_version": ctx.server_version,
+            "truncation": {"calibration": calibration, "send_truncate_false": ctx.send_truncate_false,
+                           "server_cuts_prompts": ctx.cuts_prompts},
+            "server": {"api": ctx.params.api, "host": ctx.host, "server_version": ctx.server_version,
                        "is_simulator": ctx.is_simulator, "model": ctx.params.model, "model_digest": ctx.model_digest},
             "run": {"name": ctx.dir.name, "dir": str(ctx.dir), "sessions": len(manifest.get("sessions", [])),
                     "results": str(paths.results)},

@@ -28,7 +28,6 @@ import pyarrow.parquet as pq
 from chunkwise.store.files import write_atomic
 from chunkwise.store.layout import RunPaths
 
-OUTPUT_FILE, ERROR_FILE = "batch_output.jsonl", "batch_errors.jsonl"
 COLUMNS = ["input_row", "id", "status", "response", "done_reason", "prompt_eval_count", "eval_count",
            "error_class", "error_message"]
 #: Rows of results.parquet decoded at a time (the answers are never all in memory).
@@ -69,7 +68,7 @@ def write_batch_files(paths: RunPaths, *, model: str) -> tuple[Path, Path]:
     """Write batch_output.jsonl and batch_errors.jsonl atomically from results.parquet."""
     created = int(time.time())
     run_name = paths.root.name
-    output, errors = paths.root / OUTPUT_FILE, paths.root / ERROR_FILE
+    output, errors = paths.batch_output, paths.batch_errors
     error_lines: list[bytes] = []
 
     def write_output(handle: BinaryIO) -> None:

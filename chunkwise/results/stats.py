@@ -16,10 +16,11 @@ every request, so its savings come only from Ollama's prefix cache, which shows 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 
+from chunkwise.results.statsdoc import StatsDoc
 from chunkwise.store.records import FailureClass, Status
 from chunkwise.tokens import estimate_tokens
 from chunkwise.units import MIB
@@ -39,7 +40,9 @@ def compute_stats(
     chunks: int,
     conversation_starts: int | None = None,
     extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> StatsDoc:
+    """The statistics of `results_path` (see `chunkwise.results.statsdoc`); `extra` adds sections or merges
+    into one (a dict into a dict)."""
     lf = pl.scan_parquet(results_path)
     ok = pl.col("status") == str(Status.OK)
     row = lf.select(
@@ -75,7 +78,7 @@ def compute_stats(
     naive = sent * system_tokens
     chosen = min(placements, sent) * system_tokens
     seconds = max(active_seconds, 1e-9)
-    stats: dict[str, Any] = {
+    stats: StatsDoc = {
         "requests": {
             "total": row["total"], "succeeded": row["succeeded"], "failed": row["failed"],
             "rejected": row["rejected"], "failed_by_class": failed_by_class,
@@ -114,15 +117,16 @@ def compute_stats(
                        "requests_with_load_over_100ms": int(row["load_events"] or 0)},
         "mode": mode,
     }
+    sections = cast(dict[str, Any], stats)  # the same dict, keyed by the names `extra` brings
     for key, value in (extra or {}).items():
-        if isinstance(value, dict) and isinstance(stats.get(key), dict):
-            stats[key] = {**stats[key], **value}
+        if isinstance(value, dict) and isinstance(sections.get(key), dict):
+            sections[key] = {**sections[key], **value}
         else:
-            stats[key] = value
+            sections[key] = value
     return stats
 
 
-def stats_table(stats: dict[str, Any]) -> list[dict[str, str]]:
+def stats_table(stats: StatsDoc) -> list[dict[str, str]]:
     """Rows for the Prefect table artifact: a flat `metric` / `value` view of the essentials."""
     r, t, th, lat = stats["requests"], stats["tokens"], stats["throughput"], stats["latency_ms"]
     gpu = stats.get("gpu") or {}
@@ -164,7 +168,7 @@ def _host_ps(ps: dict[str, Any] | None) -> str:
     return text + (", CPU SPILL" if ps.get("cpu_spill") else "")
 
 
-def host_rows_table(stats: dict[str, Any]) -> list[tuple[str, str]]:
+def host_rows_table(stats: StatsDoc) -> list[tuple[str, str]]:
     """Distributed mode: one artifact row per host (requests sent and answered, tokens, req/s over its
     busy time, busy s, GPU peak, `/api/ps` there, digest check) and a sum row that says whether the
     hosts' answered requests and tokens add up to the run's totals. Empty for a single-host run."""

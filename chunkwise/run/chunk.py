@@ -10,7 +10,7 @@ while it waits out a retry's backoff).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -26,29 +26,32 @@ from chunkwise.run.session import RunSession
 from chunkwise.store.checkpoint import load_checkpoint, write_checkpoint
 from chunkwise.store.layout import RunPaths
 from chunkwise.store.ledger import Ledger
-from chunkwise.store.records import FailureClass, Status
+from chunkwise.store.records import ChunkSummary, FailureClass, OutcomeRecord, Status
 
 
 def log() -> RunLogger:
     return logger("chunkwise.run.chunk")
 
 
-def summarize(spec: ChunkSpec, records: list[dict[str, Any]], digest: str, **extra: Any) -> dict[str, Any]:
+def summarize(spec: ChunkSpec, records: Sequence[OutcomeRecord], digest: str, *, sent: int, from_checkpoint: bool,
+              ledger_lines_dropped: int = 0) -> ChunkSummary:
     """The small result a chunk task returns (and Prefect persists): counts, never text."""
     by_class: dict[str, int] = {}
     for r in records:
         if r["status"] == Status.FAILED:
-            by_class[r["error_class"]] = by_class.get(r["error_class"], 0) + 1
+            error = str(r["error_class"])
+            by_class[error] = by_class.get(error, 0) + 1
     ok = sum(1 for r in records if r["status"] == Status.OK)
-    return {"index": spec.index, "label": spec.label, "requests": len(records), "ok": ok,
-            "failed": len(records) - ok, "failed_by_class": by_class, "digest": digest, **extra}
+    return ChunkSummary(index=spec.index, label=spec.label, requests=len(records), ok=ok, failed=len(records) - ok,
+                        failed_by_class=by_class, digest=digest, sent=sent, from_checkpoint=from_checkpoint,
+                        ledger_lines_dropped=ledger_lines_dropped)
 
 
-def checkpoint_is_final(records: list[dict[str, Any]], retry_failed: bool) -> bool:
+def checkpoint_is_final(records: Sequence[OutcomeRecord], retry_failed: bool) -> bool:
     return not (retry_failed and any(r["status"] == Status.FAILED for r in records))
 
 
-def run_chunk(session: RunSession, spec: ChunkSpec) -> dict[str, Any]:
+def run_chunk(session: RunSession, spec: ChunkSpec) -> ChunkSummary:
     """Run one chunk of `session`'s run to a checkpoint; returns its summary (counts, never text)."""
     ctx, rt = session.ctx, session
     paths = RunPaths(ctx.dir)
@@ -74,7 +77,7 @@ def run_chunk(session: RunSession, spec: ChunkSpec) -> dict[str, Any]:
         log().info("%s: %d requests, %d already answered or recorded, %d to send",
                  spec.label, len(rows), len(rows) - len(pending), len(pending))
 
-        def record(outcome: dict[str, Any]) -> None:
+        def record(outcome: OutcomeRecord) -> None:
             try:
                 ledger.append(outcome)
             except OSError as exc:
@@ -114,7 +117,7 @@ def _system_for(ctx: RunContext, row: dict[str, Any]) -> str:
 
 
 def _conversation(ctx: RunContext, rt: RunSession, spec: ChunkSpec, rows: list[dict[str, Any]], pending: set[int],
-                  done: dict[int, dict[str, Any]], record: Callable[[dict[str, Any]], None]) -> None:
+                  done: dict[int, OutcomeRecord], record: Callable[[OutcomeRecord], None]) -> None:
     """One chat over the chunk. A turn that overflows the context is retried once after trimming
     harder (`Conversation.prepare(harder=True)`); the record's `context_retries` says so, and a
     conversation rebuilt from the ledger replays that trim."""
@@ -136,12 +139,12 @@ def _conversation(ctx: RunContext, rt: RunSession, spec: ChunkSpec, rows: list[d
                     conv.prepare(row["prompt"], harder=True)
             answered = done.get(row["_row"])
             if answered is not None and answered["status"] == Status.OK:
-                conv.add(row["prompt"], answered["response"], prompt_eval_count=answered["prompt_eval_count"],
+                conv.add(row["prompt"], answered["response"] or "", prompt_eval_count=answered["prompt_eval_count"],
                          eval_count=answered["eval_count"])
 
 
 def _independent(ctx: RunContext, rt: RunSession, spec: ChunkSpec, rows: list[dict[str, Any]],
-                 record: Callable[[dict[str, Any]], None]) -> None:
+                 record: Callable[[OutcomeRecord], None]) -> None:
     def one(row: dict[str, Any]) -> None:
         system = _system_for(ctx, row)
         messages = ([{"role": "system", "content": system}] if system else []) + [

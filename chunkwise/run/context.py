@@ -28,19 +28,25 @@ class RunContext(BaseModel):
     model_digest: str
     server_version: str
     is_simulator: bool
-    #: Send `truncate: false` and `shift: false` (honoured from Ollama 0.12.6, ignored before) so an
-    #: over-long prompt is a 400 and a full context ends the answer, never a silent cut.
+    #: The backend asks the server to refuse an over-long prompt instead of cutting it (Ollama's
+    #: `truncate: false`, `ServerFacts.truncate_switch`); recorded in the manifest and stats.json.
     send_truncate_false: bool
     chars_per_token: float
-    #: `think` to send (None: leave it out), resolved from the model's capabilities at setup.
+    #: The run's thinking setting as its backend sends it (None: not sent), resolved at setup from what
+    #: the server says the model can do (`Backend.check`).
     think: bool | str | None = None
+    #: The server may cut an over-long prompt silently (`ServerFacts.cuts_prompts`: Ollama before 0.12.6).
+    #: True for a context recorded before the field existed: the cautious reading.
+    cuts_prompts: bool = True
 
     @property
     def dir(self) -> Path:
         return Path(self.run_dir)
 
     def options(self, num_predict: int | None = None) -> dict[str, Any]:
-        """Ollama `options` for every request: num_ctx always explicit (a change reloads the model)."""
+        """The sampling options as the manifest and the content key record them (in Ollama's names, the
+        run's first vocabulary: renaming them would refuse every earlier run's resume). What goes on the
+        wire is each client's translation of `chunkwise.backend.ChatOptions`."""
         p = self.params
         return {
             "num_ctx": p.num_ctx,

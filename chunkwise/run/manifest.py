@@ -1,7 +1,7 @@
 """The run manifest (`manifest.json`): what a run is, so a resume can prove it continues the same run.
 
 A resume is refused, naming each difference, when the input fingerprint, the api, the model or its digest,
-the options, the mode, the system prompt or the answer format differ from the manifest. The Ollama
+the options, the mode, the system prompt or the answer format differ from the manifest. The server's
 version and chunkwise's version are recorded and compared only to warn: an upgrade between two
 sessions is legitimate and should not strand a paid-for run.
 """
@@ -25,7 +25,10 @@ BINDING_KEYS = ("input_fingerprint", "api", "model", "model_digest", "options", 
 #: What a manifest written before a key existed means by its absence.
 DEFAULTS = {"api": "ollama"}
 #: Keys recorded for the record; a change only warns.
-ADVISORY_KEYS = ("ollama_version", "code_version")
+ADVISORY_KEYS = ("server_version", "code_version")
+#: Keys an earlier manifest wrote under another name (the server's version was `ollama_version` for
+#: every server kind until the backends got one owner); read under either, written under the new one.
+OLD_NAMES = {"server_version": "ollama_version"}
 
 MANIFEST_VERSION = 1
 
@@ -47,7 +50,7 @@ def build_manifest(ctx: RunContext, *, input_path: str, chunk_plan: dict[str, An
         "model": p.model,
         "model_digest": ctx.model_digest,
         "host": ctx.host,
-        "ollama_version": ctx.server_version,
+        "server_version": ctx.server_version,
         "server_is_simulator": ctx.is_simulator,
         "options": ctx.options(),
         "keep_alive": p.keep_alive,
@@ -66,14 +69,33 @@ def build_manifest(ctx: RunContext, *, input_path: str, chunk_plan: dict[str, An
     }
 
 
+def recorded(manifest: dict[str, Any], key: str) -> Any:
+    """`manifest[key]`, under its earlier name (`OLD_NAMES`) or its meaning by absence (`DEFAULTS`)
+    for a manifest written before the key existed."""
+    if key in manifest:
+        return manifest[key]
+    old = OLD_NAMES.get(key)
+    return manifest[old] if old in manifest else DEFAULTS.get(key)
+
+
+def upgraded(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest with its keys under today's names (what a resume writes back)."""
+    out = dict(manifest)
+    for key, old in OLD_NAMES.items():
+        if old in out:
+            value = out.pop(old)
+            out.setdefault(key, value)
+    return out
+
+
 def differences(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(binding differences that refuse a resume, advisory ones that only warn), each a phrase."""
 
     def phrase(key: str) -> str:
-        return f"{key}: run has {_short(old.get(key, DEFAULTS.get(key)))}, now {_short(new.get(key))}"
+        return f"{key}: run has {_short(recorded(old, key))}, now {_short(recorded(new, key))}"
 
-    binding = [phrase(k) for k in BINDING_KEYS if old.get(k, DEFAULTS.get(k)) != new.get(k, DEFAULTS.get(k))]
-    advisory = [phrase(k) for k in ADVISORY_KEYS if old.get(k) != new.get(k)]
+    binding = [phrase(k) for k in BINDING_KEYS if recorded(old, k) != recorded(new, k)]
+    advisory = [phrase(k) for k in ADVISORY_KEYS if recorded(old, k) != recorded(new, k)]
     return binding, advisory
 
 

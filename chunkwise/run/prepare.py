@@ -1,6 +1,6 @@
 """Everything that happens before the first request: resolve and check the configuration, ask the
-server what it is, create or re-open the run directory and stage the input (`chunkwise.run.rundir`),
-and plan the chunks.
+server what it is and whether it can honour the run (the run's backend, `chunkwise.servers`), create
+or re-open the run directory and stage the input (`chunkwise.run.rundir`), and plan the chunks.
 
 Each check fails with a `SetupError` (`chunkwise.errors`: an `InputError`, `RunLocked`,
 `UnsafePathError` or `ConfigError` is one), a one-line message naming what is wrong and what to do;
@@ -10,24 +10,20 @@ the CLI turns it into exit code 2. Nothing is sent to the model until all of the
 from __future__ import annotations
 
 import os
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from chunkwise.errors import InputError, LLMError, SetupError
+from chunkwise.errors import InputError, SetupError
 from chunkwise.inputs import stage as staging
 from chunkwise.logs import RunLogger, logger
-from chunkwise.ollama import versions
-from chunkwise.ollama.client import OllamaClient, parse_host
-from chunkwise.ollama.kv import training_context
-from chunkwise.openai.server import inspect_openai
-from chunkwise.openai.urls import parse_base_url
 from chunkwise.params import RunParams
 from chunkwise.plan import chunks as planning
 from chunkwise.run.context import RunContext
-from chunkwise.run.manifest import build_manifest, differences, start_session
+from chunkwise.run.manifest import build_manifest, differences, start_session, upgraded
 from chunkwise.run.rundir import discard_empty_run_dir, next_free_name, open_run_dir, remove_temp_files, stage_or_reuse
-from chunkwise.run.session import make_client
+from chunkwise.servers import backend_for
 from chunkwise.settings import get_settings
 from chunkwise.store import confine
 from chunkwise.store import lock as runlock
@@ -46,7 +42,7 @@ class PreparedRun:
     ctx: RunContext
     staged: staging.StagedInput
     existing_manifest: dict[str, Any] | None
-    #: `/api/show` model_info (architecture numbers for the KV formula).
+    #: The server's model_info (architecture numbers for the KV formula; {} when it has none).
     model_info: dict[str, Any]
 
 
@@ -62,46 +58,6 @@ def resolve_system_prompt(params: RunParams) -> str:
         raise SetupError(f"system prompt file {path} cannot be read as UTF-8 text ({exc}); fix the file") from None
 
 
-def inspect_server(client: OllamaClient, params: RunParams) -> dict[str, Any]:
-    """Version, model digest and architecture; fails fast on an unreachable server or missing model."""
-    try:
-        version = client.version()
-        show = client.show(params.model)
-        tags = client.tags()
-    except LLMError as exc:  # unreachable, model not found, ...: at the start, the run cannot start
-        raise SetupError(str(exc)) from None
-    refusal = versions.refuse_version(str(version.get("version", "")))
-    if refusal:
-        raise SetupError(refusal)
-    think = versions.resolve_think(params.think, show, params.model)  # ThinkError is a SetupError
-    digest = versions.model_digest(tags, params.model)
-    max_ctx = training_context(show.get("model_info") or {})
-    if max_ctx is not None and params.num_ctx > max_ctx:
-        raise SetupError(
-            f"num_ctx {params.num_ctx} is above {params.model}'s maximum context of {max_ctx} tokens (Ollama would "
-            f"silently clamp it); use --num-ctx {max_ctx} or less"
-        )
-    return {"version": str(version.get("version", "")), "is_simulator": bool(version.get("is_simulator")),
-            "digest": digest, "show": show, "think": think}
-
-
-def resolve_host(params: RunParams) -> str:
-    """The server's base URL: --host, else the api's setting (CHUNKWISE_OLLAMA_HOST / OLLAMA_HOST, or
-    CHUNKWISE_OPENAI_HOST)."""
-    settings = get_settings()
-    if params.api == "openai":
-        return parse_base_url(params.host or settings.openai_host)
-    return parse_host(params.host or settings.ollama_host)
-
-
-def inspect_openai_server(client: Any, params: RunParams) -> dict[str, Any]:
-    """`inspect_server` for an OpenAI-compatible server (`chunkwise.openai.server`)."""
-    try:
-        return inspect_openai(client, params)
-    except LLMError as exc:  # unreachable, key refused, ...: at the start, the run cannot start
-        raise SetupError(str(exc)) from None
-
-
 def prepare_run(params: RunParams) -> PreparedRun:
     settings = get_settings()
     # first, before any file is read or written: the paths stay inside their roots, files are private
@@ -110,14 +66,13 @@ def prepare_run(params: RunParams) -> PreparedRun:
                       runs_root=settings.runs_root_path(), inputs_root=settings.inputs_root_path())
     apply_umask()
     system_prompt = resolve_system_prompt(params)
-    host = resolve_host(params)
-    with make_client(params.api, host, connect_timeout_s=min(settings.connect_timeout_s, 10.0),
-                     read_timeout_s=60.0) as client:
-        if params.api == "openai":
-            server = inspect_openai_server(client, params)
-        else:  # make_client gives an OllamaClient for api "ollama"
-            server = inspect_server(cast(OllamaClient, client), params)
-    if server["is_simulator"]:
+    backend = backend_for(params.api)
+    host = backend.resolve_host(params.host, settings)
+    with closing(backend.client(host, settings, connect_timeout_s=min(settings.connect_timeout_s, 10.0),
+                                read_timeout_s=60.0)) as client:
+        facts = backend.inspect(client, params.model)  # unreachable, model missing: SetupError
+    think = backend.check(params, facts)  # an option this server cannot honour: SetupError
+    if facts.is_simulator:
         log().warning("the server at %s is chunkwise's Ollama simulator, not a real Ollama", host)
 
     paths, existing = open_run_dir(params)
@@ -140,17 +95,15 @@ def prepare_run(params: RunParams) -> PreparedRun:
         host=host,
         system_prompt=system_prompt,
         input_fingerprint=staged.fingerprint,
-        model_digest=server["digest"],
-        server_version=server["version"],
-        is_simulator=server["is_simulator"],
-        # Sent to every Ollama: v0.12.6+ honours truncate/shift, older ones ignore unknown fields,
-        # and a source build reports 0.0.0 (chunkwise.ollama.versions).
-        send_truncate_false=params.api == "ollama",
-        think=server.get("think"),
+        model_digest=facts.digest,
+        server_version=facts.version,
+        is_simulator=facts.is_simulator,
+        send_truncate_false=facts.truncate_switch,
+        think=think,
+        cuts_prompts=facts.cuts_prompts,
         chars_per_token=params.chars_per_token,
     )
-    model_info = server["show"].get("model_info") or {}
-    return PreparedRun(ctx=ctx, staged=staged, existing_manifest=existing, model_info=model_info)
+    return PreparedRun(ctx=ctx, staged=staged, existing_manifest=existing, model_info=dict(facts.model_info))
 
 
 def plan_run(prepared: PreparedRun, *, write: bool = True) -> tuple[list[planning.ChunkSpec], dict[str, Any]]:
@@ -178,7 +131,8 @@ def plan_run(prepared: PreparedRun, *, write: bool = True) -> tuple[list[plannin
             )
         for note in advisory:
             log().warning("resuming %s with a change: %s", ctx.dir.name, note)
-        manifest = {**existing, "ollama_version": manifest["ollama_version"], "code_version": manifest["code_version"]}
+        manifest = {**upgraded(existing), "server_version": manifest["server_version"],
+                    "code_version": manifest["code_version"]}
     if write:
         start_session(manifest, retry_failed=params.retry_failed)
         write_json_atomic(RunPaths(ctx.dir).manifest, manifest)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chunkwise.store.layout import RunPaths
 from chunkwise.store.ledger import decode_line
 from chunkwise.store.records import Status
 
@@ -182,7 +183,7 @@ class ProgressWatch:
 
     def __init__(self, run_dir: Path, requests_total: int, chunks_total: int,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.tail = LedgerTail(Path(run_dir) / "ledger")
+        self.tail = LedgerTail(RunPaths(Path(run_dir)).ledger_dir)
         self.model = RunProgress(requests_total, chunks_total, clock=clock)
 
     def start(self) -> ProgressWatch:

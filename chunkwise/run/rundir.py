@@ -35,7 +35,7 @@ def open_run_dir(params: RunParams) -> tuple[RunPaths, dict[str, Any] | None]:
         no_escaping_links(paths.root, get_settings().runs_root_path())
     try:
         ensure_dir(paths.root)
-        probe = paths.root / ".write-test"
+        probe = paths.write_test
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
@@ -50,7 +50,8 @@ def open_run_dir(params: RunParams) -> tuple[RunPaths, dict[str, Any] | None]:
 def remove_temp_files(run_dir: Path) -> None:
     """Temporary files a crash left behind (`.name.XXXX.tmp`, `.requests.parquet.tmp-PID`): never read,
     removed while this process holds the run's lock."""
-    for folder in (run_dir, run_dir / "chunks", run_dir / "ledger"):
+    paths = RunPaths(run_dir)
+    for folder in (run_dir, paths.chunks_dir, paths.ledger_dir):
         for leftover in folder.glob(".*.tmp*"):
             leftover.unlink(missing_ok=True)
 
@@ -58,7 +59,7 @@ def remove_temp_files(run_dir: Path) -> None:
 def discard_empty_run_dir(run_dir: Path) -> None:
     """A new run whose input was refused leaves nothing behind (its directory held only the lock)."""
     runlock.release(run_dir)
-    (run_dir / ".lock").unlink(missing_ok=True)
+    RunPaths(run_dir).lock.unlink(missing_ok=True)
     try:
         run_dir.rmdir()
     except OSError:

@@ -1,9 +1,9 @@
 """One request from first attempt to a final outcome, applying each failure class's policy
 (see `chunkwise.store.records`). Prompt and answer text are never logged above DEBUG.
 
-Every request sends `truncate: false` and `shift: false` (see `chunkwise.ollama.versions`) and the
-run's `think` value. Consecutive identical server errors feed the run's circuit breaker
-(`chunkwise.run.breaker`).
+Every request carries the backend's own fields for the run (`RunSession.extras`: for Ollama
+`truncate: false`, `shift: false`, `keep_alive` and the run's `think`). Consecutive identical server
+errors feed the run's circuit breaker (`chunkwise.run.breaker`).
 
 An answer that fails the JSON schema is retried at a higher temperature: at temperature 0 decoding
 is greedy and the seed changes nothing (ollama/ollama#586), and a grammar-constrained answer
@@ -19,13 +19,14 @@ import random
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
+from chunkwise.backend import ChatOptions, ChatRequest
 from chunkwise.errors import ContextExceeded, FatalError, LLMError, RunInterrupted, ServerUnavailable, TransientError
 from chunkwise.logs import RunLogger, logger
 from chunkwise.run.context import RunContext
 from chunkwise.run.session import RunSession
 from chunkwise.run.structured import check_answer
 from chunkwise.settings import get_settings
-from chunkwise.store.records import FailureClass, Status, outcome
+from chunkwise.store.records import FailureClass, OutcomeRecord, Status, outcome
 
 _debug = logging.getLogger("chunkwise.run.send")
 
@@ -68,7 +69,7 @@ def send(
     messages: list[dict[str, str]],
     context_retries: int = 0,
     slot: AbstractContextManager[Any] | None = None,
-) -> dict[str, Any]:
+) -> OutcomeRecord:
     """Send one chat request until it has a final outcome record.
 
     `slot` (the run's server-slot semaphore, independent mode) is held only while an attempt is on
@@ -87,12 +88,8 @@ def send(
     attempts = transient = invalid = 0
     widened = False
     last: dict[str, Any] = {}
-    # Ollama's own request fields; an OpenAI-compatible server has none of them
-    ollama_fields: dict[str, Any] = {"truncate": False, "shift": False} if ctx.send_truncate_false else {}
-    if ctx.think is not None:
-        ollama_fields["think"] = ctx.think
 
-    def done(status: Status, error: FailureClass | None = None, message: str | None = None) -> dict[str, Any]:
+    def done(status: Status, error: FailureClass | None = None, message: str | None = None) -> OutcomeRecord:
         return outcome(
             _row=row, chunk=chunk, attempts=attempts, status=str(status), prompt_chars=prompt_chars,
             expected_prompt_tokens=rt.estimator.expected_tokens(prompt_chars),
@@ -107,14 +104,8 @@ def send(
         try:
             with slot if slot is not None else nullcontext():
                 check_running(rt)  # the stop may have come while this request waited for a slot
-                result = rt.client.chat(
-                    p.model,
-                    messages,
-                    options={**ctx.options(num_predict), "temperature": temperature, "seed": p.seed + invalid},
-                    keep_alive=p.keep_alive,
-                    format=p.format,
-                    **ollama_fields,
-                )
+                options = ChatOptions(p.num_ctx, num_predict, temperature, p.seed + invalid)
+                result = rt.client.chat(ChatRequest(p.model, messages, options, p.format, rt.extras))
         except ContextExceeded as exc:
             rt.breaker.success()
             return done(Status.FAILED, FailureClass.CONTEXT_TRUNCATED, f"{exc}; raise num_ctx or shorten the prompt")

@@ -1,5 +1,5 @@
 """One run's live state in this process (`RunSession`), opened by the flow that owns the run and
-closed when the run ends here: the LLM-server client, the server slots, the token estimator, the
+closed when the run ends here: the server's backend and client, the server slots, the token estimator, the
 circuit breaker, the stop flag, the first fatal error, and the run directory's lock.
 
 Nothing here is global or pickled. The flow hands the session to every chunk task as a parameter
@@ -20,12 +20,11 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from types import TracebackType
 
-from chunkwise.backend import ChatClient
-from chunkwise.ollama.client import OllamaClient
-from chunkwise.openai.client import OpenAIClient
+from chunkwise.backend import Backend, ChatClient
 from chunkwise.params import RunParams
 from chunkwise.run.breaker import CircuitBreaker
 from chunkwise.run.context import RunContext
+from chunkwise.servers import backend_for
 from chunkwise.settings import Settings, get_settings
 from chunkwise.store import lock as runlock
 from chunkwise.tokens import TokenEstimator
@@ -37,24 +36,12 @@ ClientFactory = Callable[[RunContext], ChatClient]
 stop_requests: ContextVar[threading.Event | None] = ContextVar("chunkwise_stop_requests", default=None)
 
 
-def make_client(api: str, host: str, *, connect_timeout_s: float, read_timeout_s: float,
-                max_connections: int = 16) -> OllamaClient | OpenAIClient:
-    """The one place that chooses the server client for a run's `api` (timeouts in seconds). The
-    OpenAI API key is read from the settings here, so it never travels in a run parameter."""
-    if api == "openai":
-        s = get_settings()
-        return OpenAIClient(host, api_key=s.api_key.get_secret_value() if s.api_key else None,
-                            connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s,
-                            max_connections=max_connections, stream=s.openai_stream)
-    return OllamaClient(host, connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s,
-                        max_connections=max_connections)
-
-
 def default_client(ctx: RunContext) -> ChatClient:
-    """The run's client with the settings' timeouts and a connection pool a little above `parallel`."""
+    """The run's client (its backend's, `chunkwise.servers`) with the settings' timeouts and a connection
+    pool a little above `parallel`."""
     s = get_settings()
-    return make_client(ctx.params.api, ctx.host, connect_timeout_s=s.connect_timeout_s,
-                       read_timeout_s=s.read_timeout_s, max_connections=ctx.params.parallel + 4)
+    return backend_for(ctx.params.api).client(ctx.host, s, connect_timeout_s=s.connect_timeout_s,
+                                              read_timeout_s=s.read_timeout_s, max_connections=ctx.params.parallel + 4)
 
 
 def chunk_workers(params: RunParams, settings: Settings) -> int:
@@ -71,7 +58,11 @@ class RunSession:
     def __init__(self, ctx: RunContext, *, client_factory: ClientFactory = default_client,
                  stop: threading.Event | None = None) -> None:
         self.ctx = ctx
+        #: The run's server kind (`chunkwise.servers.backend_for`), chosen once.
+        self.backend: Backend = backend_for(ctx.params.api)
         self.client: ChatClient = client_factory(ctx)
+        #: The backend's own fields for every request of the run (`ChatRequest.extras`).
+        self.extras = self.backend.request_extras(think=ctx.think, keep_alive=ctx.params.keep_alive)
         #: One permit per server slot (`parallel`): a request, or a whole conversation, holds one.
         self.slots = threading.BoundedSemaphore(ctx.params.parallel)
         self.estimator = TokenEstimator(ctx.chars_per_token)

@@ -6,7 +6,7 @@ checked by the `jsonschema` package. Every keyword counts, including those Ollam
 enforce while generating (llama.cpp's `json-schema-to-grammar` skips some): an answer that breaks the
 schema the run asked for is not a valid answer, whichever side let it through. `format` annotations
 (`date-time`, `email`) are not asserted, as the specification leaves them optional.
-The schema itself is checked once, when the run parameters are validated (`schema_problem`).
+The schema itself is checked once, when the run parameters are validated (`chunkwise.schemas`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from functools import lru_cache
 from typing import Any
 
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 
 #: Problems reported per answer; the rest are left out of the one-line reason.
 MAX_REPORTED = 3
@@ -25,16 +24,6 @@ MAX_REPORTED = 3
 @lru_cache(maxsize=8)
 def _validator(schema_json: str) -> Draft202012Validator:
     return Draft202012Validator(json.loads(schema_json))
-
-
-def schema_problem(schema: dict[str, Any]) -> str | None:
-    """None when `schema` is a valid draft 2020-12 JSON schema, else what is wrong with it."""
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        where = exc.json_path if exc.path else "the schema"
-        return f"{where}: {exc.message}"
-    return None
 
 
 def schema_errors(value: Any, schema: dict[str, Any]) -> list[str]:

@@ -1,6 +1,7 @@
-"""Memory truth around a run: the GPU sampler and Ollama's `/api/ps` view at start and end.
+"""Memory truth around a run: the GPU sampler and the server's own memory view (Ollama's `/api/ps`,
+through the run's backend) at start, after the first chunk and at the end.
 
-The sampler measures the GPUs of the machine chunkwise runs on. When Ollama runs on another host
+The sampler measures the GPUs of the machine chunkwise runs on. When the server runs on another host
 its VRAM is invisible here: run `chunkwise measure` on that host instead.
 """
 
@@ -8,14 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from chunkwise.backend import ChatClient
+from chunkwise.backend import Backend, ChatClient
 from chunkwise.errors import LLMError
 from chunkwise.gpu.sampler import GpuSampler
 from chunkwise.logs import RunLogger, logger
-from chunkwise.ollama.client import OllamaClient
 from chunkwise.ollama.kv import kv_reserved_bytes
-from chunkwise.ollama.ps import ps_entry_for, spill_warning
-from chunkwise.run.context import RunContext
+from chunkwise.run.session import RunSession
 from chunkwise.settings import get_settings
 from chunkwise.units import MIB
 
@@ -24,61 +23,62 @@ def log() -> RunLogger:
     return logger("chunkwise.run.telemetry")
 
 
-def ps_snapshot(ctx: RunContext, client: ChatClient) -> dict[str, Any] | None:
-    """The model's `/api/ps` entry (size, size_vram, context_length), warning loudly on a CPU spill;
-    None for an OpenAI-compatible server, which has no such endpoint."""
-    if ctx.params.api != "ollama" or not isinstance(client, OllamaClient):
-        return None
+def memory_snapshot(backend: Backend, client: ChatClient, model: str) -> dict[str, Any] | None:
+    """The model's entry in the server's memory view (size, size_vram, context_length; `spill_warning`
+    when part of it runs on the CPU, warned about loudly here); None where the server has no such view,
+    the model is not loaded, or the view cannot be read (a warning, never an error)."""
     try:
-        entry = ps_entry_for(client.ps(), ctx.params.model)
+        entry = backend.memory(client, model)
     except LLMError as exc:
-        log().warning("could not read /api/ps from %s: %s", ctx.host, exc)
+        log().warning("could not read the memory view of %s: %s", client.host, exc)
         return None
-    warning = spill_warning(entry)
-    if warning:
-        log().warning("%s", warning)
-    if entry is not None and warning:
-        entry = {**entry, "spill_warning": warning}
+    if entry is not None and entry.get("spill_warning"):
+        log().warning("%s", entry["spill_warning"])
     return entry
 
 
 class RunTelemetry:
-    """Context manager: sampler running and `/api/ps` read at start; summary dict at the end."""
+    """Context manager: sampler running and the memory view read at start; summary dict at the end."""
 
-    def __init__(self, ctx: RunContext, client: ChatClient, model_info: dict[str, Any] | None = None) -> None:
-        self.ctx = ctx
-        self.client = client
+    def __init__(self, session: RunSession, model_info: dict[str, Any] | None = None) -> None:
+        self.ctx = session.ctx
+        self.backend = session.backend
+        self.client = session.client
         self.model_info = model_info
-        self.sampler = GpuSampler(ctx.dir, interval_s=get_settings().gpu_sample_interval_s)
+        self.sampler = GpuSampler(self.ctx.dir, interval_s=get_settings().gpu_sample_interval_s)
         self.ps_start: dict[str, Any] | None = None
         self.ps_loaded: dict[str, Any] | None = None
         self._loaded_taken = False
         self.kv_mib: float | None = None
         self.summary: dict[str, Any] = {}
 
+    def _snapshot(self) -> dict[str, Any] | None:
+        return memory_snapshot(self.backend, self.client, self.ctx.params.model)
+
     def __enter__(self) -> RunTelemetry:
         p = self.ctx.params
         if self.model_info:
             try:
-                self.kv_mib = round(kv_reserved_bytes(self.model_info, p.num_ctx, p.parallel) / MIB, 1)
+                reserved = kv_reserved_bytes(self.model_info, p.num_ctx, p.parallel, engine=self.backend.kv_engine)
+                self.kv_mib = round(reserved / MIB, 1)
             except ValueError:
                 self.kv_mib = None
         if self.kv_mib is not None:
-            log().info("num_ctx %d x parallel %d: Ollama reserves about %.0f MiB of KV cache at load (%s)",
-                       p.num_ctx, p.parallel, self.kv_mib, "formula from /api/show model_info")
+            log().info("num_ctx %d x parallel %d: the server reserves about %.0f MiB of KV cache at load (%s)",
+                       p.num_ctx, p.parallel, self.kv_mib, "formula from the server's model_info")
         self.sampler.start()
-        self.ps_start = ps_snapshot(self.ctx, self.client)  # often empty: the model loads with the first request
+        self.ps_start = self._snapshot()  # often empty: the model loads with the first request
         return self
 
     def after_chunk(self) -> None:
-        """Once the first chunk finished the model is loaded: read /api/ps now, so a CPU spill is
-        reported early in a long run rather than at its end."""
+        """Once the first chunk finished the model is loaded: read the memory view now, so a CPU spill
+        is reported early in a long run rather than at its end."""
         if not self._loaded_taken:
             self._loaded_taken = True
-            self.ps_loaded = ps_snapshot(self.ctx, self.client)
+            self.ps_loaded = self._snapshot()
 
     def __exit__(self, *exc: object) -> None:
-        ps_end = ps_snapshot(self.ctx, self.client)
+        ps_end = self._snapshot()
         gpu = self.sampler.stop()
         self.summary = {
             "gpu": gpu,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from chunkwise.store.files import write_atomic
-from chunkwise.store.records import OUTCOME_SCHEMA
+from chunkwise.store.records import OUTCOME_SCHEMA, OutcomeRecord, as_outcomes
 
 DIGEST_KEY = b"chunkwise.sha256"
 
 
-def records_digest(records: list[dict[str, Any]]) -> str:
+def records_digest(records: Sequence[Mapping[str, Any]]) -> str:
     """SHA-256 of the records' canonical JSON (keys sorted, no spaces, UTF-8), by orjson: for the
     record types a checkpoint holds (str, int, float, bool, None) the same bytes as the stdlib's
     `json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)`, about 4x faster (a run's
@@ -35,13 +36,13 @@ def records_digest(records: list[dict[str, Any]]) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
-def legacy_digest(records: list[dict[str, Any]]) -> str:
+def legacy_digest(records: Sequence[Mapping[str, Any]]) -> str:
     """The digest checkpoints were written with before `records_digest` used orjson."""
     canonical = json.dumps(records, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def write_checkpoint(path: Path, records: list[dict[str, Any]]) -> str:
+def write_checkpoint(path: Path, records: Sequence[OutcomeRecord]) -> str:
     """Write the chunk's records (sorted by `_row`) and return their digest."""
     records = sorted(records, key=lambda r: r["_row"])
     digest = records_digest(records)
@@ -51,7 +52,7 @@ def write_checkpoint(path: Path, records: list[dict[str, Any]]) -> str:
     return digest
 
 
-def load_checkpoint(path: Path) -> tuple[list[dict[str, Any]], str] | None:
+def load_checkpoint(path: Path) -> tuple[list[OutcomeRecord], str] | None:
     """The records and digest of a valid checkpoint, or None if it is missing, torn or corrupt."""
     try:
         table = pq.read_table(path)
@@ -64,4 +65,4 @@ def load_checkpoint(path: Path) -> tuple[list[dict[str, Any]], str] | None:
         return None
     if not digest or (records_digest(records) != digest and legacy_digest(records) != digest):
         return None
-    return records, digest
+    return as_outcomes(records), digest

@@ -29,8 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from chunkwise.errors import ChunkBusy
-
-LOCKS_DIR = "locks"
+from chunkwise.store.layout import RunPaths
 
 __all__ = ["ChunkBusy", "hold", "owner", "release", "try_acquire"]
 
@@ -39,13 +38,13 @@ _guard = threading.Lock()
 
 
 def lock_path(run_dir: Path, index: int) -> Path:
-    return Path(run_dir) / LOCKS_DIR / f"chunk-{index:05d}.lock"
+    return RunPaths(Path(run_dir)).chunk_lock(index)
 
 
 def shard_lock_path(run_dir: Path, shard: int, attempt: int) -> Path:
     """Held by a shard run for its whole life: free while its state says Running means its process is
     gone (killed, or its machine lost) and nobody will report its end."""
-    return Path(run_dir) / LOCKS_DIR / f"shard-{shard:04d}-a{attempt}.lock"
+    return RunPaths(Path(run_dir)).shard_lock(shard, attempt)
 
 
 def _key(path: Path) -> str:

@@ -32,19 +32,21 @@ import os
 import threading
 import time
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from chunkwise.errors import RunInterrupted, StorageError
 from chunkwise.store.files import ensure_dir, fsync_dir, write_atomic
+from chunkwise.store.records import OutcomeRecord
 
 #: The key of a line's write time (Unix seconds); not part of the record.
 STAMP = "_t"
 
 
-def encode_line(record: dict[str, Any]) -> bytes:
+def encode_line(record: Mapping[str, Any]) -> bytes:
     payload = orjson.dumps(record, default=str)
     return b"%08x %s\n" % (zlib.crc32(payload), payload)
 
@@ -81,13 +83,13 @@ class Ledger:
         #: Lines dropped by the last `load` because they were torn or corrupt.
         self.dropped = 0
 
-    def load(self) -> dict[int, dict[str, Any]]:
+    def load(self) -> dict[int, OutcomeRecord]:
         """The latest valid record per input row (`_row`). Repairs a torn or corrupt file."""
         if not self.path.exists():
             return {}
         raw = self.path.read_bytes()
         lines = raw.splitlines(keepends=True)
-        latest: dict[int, dict[str, Any]] = {}
+        latest: dict[int, OutcomeRecord] = {}
         good: list[bytes] = []
         for line in lines:
             record = decode_line(line)
@@ -96,12 +98,12 @@ class Ledger:
                 continue
             good.append(line)
             record.pop(STAMP, None)
-            latest[int(record["_row"])] = record
+            latest[int(record["_row"])] = cast(OutcomeRecord, record)  # what `outcome` wrote; the CRC held
         if self.dropped:
             write_atomic(self.path, b"".join(good))
         return latest
 
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, record: OutcomeRecord) -> None:
         """Write one record durably (write, then fsync) before returning: the caller may count the
         request as done, and never send it again, once this returns.
 

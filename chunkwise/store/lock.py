@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 from chunkwise.errors import RunLocked
+from chunkwise.store.layout import RunPaths
 
 _held: dict[str, int] = {}
 _lock = threading.Lock()
@@ -26,7 +27,7 @@ def acquire(run_dir: Path) -> None:
     with _lock:
         if key in _held:
             return
-        fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(RunPaths(run_dir).lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -1,4 +1,5 @@
-"""What one request's outcome looks like, in the ledger, the chunk checkpoints and results.parquet.
+"""What one request's outcome looks like, in the ledger, the chunk checkpoints and results.parquet
+(`OutcomeRecord`), and what a chunk task reports (`ChunkSummary`).
 
 Statuses: `ok` (answered), `failed` (recorded with a failure class and message; the response text
 is kept when there was one, since the run paid for it), `rejected` (quarantined before sending).
@@ -17,9 +18,9 @@ Failure classes and their policies:
 - `fatal`: model not found, bad request -- stops the run at once with the server's message.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: `Required` must be seen when the class is made (__required_keys__).
 from enum import StrEnum
+from typing import Any, Required, TypedDict, cast
 
 import pyarrow as pa
 
@@ -71,9 +72,64 @@ OUTCOME_SCHEMA = pa.schema(
 OUTCOME_FIELDS = tuple(OUTCOME_SCHEMA.names)
 
 
-def outcome(**values: object) -> dict[str, object]:
+class OutcomeRecord(TypedDict):
+    """One request's outcome as the ledger, a checkpoint and results.parquet hold it (`OUTCOME_SCHEMA`,
+    column for column; None where the request has no such figure). Durations in nanoseconds."""
+
+    _row: int
+    status: str
+    response: str | None
+    thinking: str | None
+    done_reason: str | None
+    prompt_eval_count: int | None
+    eval_count: int | None
+    total_duration_ns: int | None
+    load_duration_ns: int | None
+    prompt_eval_duration_ns: int | None
+    eval_duration_ns: int | None
+    latency_ns: int | None
+    prompt_chars: int | None
+    expected_prompt_tokens: int | None
+    chunk: int | None
+    attempts: int | None
+    error_class: str | None
+    error_message: str | None
+    temperature: float | None
+    context_retries: int | None
+
+
+def outcome(**values: object) -> OutcomeRecord:
     """A complete outcome record: every column present, missing ones None."""
     unknown = set(values) - set(OUTCOME_FIELDS)
     if unknown:
         raise KeyError(f"unknown outcome fields: {sorted(unknown)}")
-    return {name: values.get(name) for name in OUTCOME_FIELDS}
+    return cast(OutcomeRecord, {name: values.get(name) for name in OUTCOME_FIELDS})
+
+
+def as_outcomes(records: list[dict[str, Any]]) -> list[OutcomeRecord]:
+    """Records read back from a ledger or a checkpoint: what `outcome` wrote (both verify their bytes)."""
+    return cast(list[OutcomeRecord], records)
+
+
+class ChunkSummary(TypedDict, total=False):
+    """What a chunk task returns (and Prefect persists as JSON): counts, never text."""
+
+    index: Required[int]
+    label: Required[str]
+    requests: int
+    ok: int
+    failed: int
+    #: Failed requests per failure class (`FailureClass` values).
+    failed_by_class: dict[str, int]
+    #: The checkpoint's digest.
+    digest: str
+    #: Requests sent by this run of the chunk (0 when its checkpoint was reused).
+    sent: int
+    from_checkpoint: bool
+    #: Torn or corrupt ledger lines dropped when the ledger was read.
+    ledger_lines_dropped: int
+    #: Prefect's run count of the chunk task (1 + its retries this session).
+    task_run_count: int
+    #: Distributed mode: the chunk was held by another live process and skipped, and by whom.
+    skipped: bool
+    held_by: str

@@ -1,16 +1,17 @@
 """Taking the (in-process) simulator down at a deterministic moment of a run.
 
-`Outage` wraps `OllamaClient.chat`: on the call after the `after`-th one it stops the simulator
-before that request is sent, so the run meets a real refused connection (ServerUnavailable).
-With `parallel=1` nothing else is in flight at that moment, so no answer can be lost in transit.
-The simulator comes back after `back_after_s` seconds (a timer), or when the test calls `sim.start()`.
+`Outage` wraps every chat request of the run (through the factory seam, `tests.support.backends`): on the
+call after the `after`-th one it stops the simulator before that request is sent, so the run meets a real
+refused connection (ServerUnavailable). With `parallel=1` nothing else is in flight at that moment, so no
+answer can be lost in transit. The simulator comes back after `back_after_s` seconds (a timer), or when
+the test calls `sim.start()`.
 """
 
 from __future__ import annotations
 
 import threading
 
-from chunkwise.ollama.client import OllamaClient
+from tests.support.backends import wrap_chat
 
 
 class Outage:
@@ -18,10 +19,9 @@ class Outage:
         self.sim = sim
         self.calls = 0
         self.happened = threading.Event()
-        real = OllamaClient.chat
         lock = threading.Lock()
 
-        def chat(client, model, messages, **kwargs):
+        def chat(client, request):
             with lock:
                 self.calls += 1
                 if self.calls == after + 1:
@@ -31,6 +31,6 @@ class Outage:
                         timer = threading.Timer(back_after_s, sim.start)
                         timer.daemon = True
                         timer.start()
-            return real(client, model, messages, **kwargs)
+            return client.chat(request)
 
-        monkeypatch.setattr(OllamaClient, "chat", chat)
+        wrap_chat(monkeypatch, chat)

@@ -22,6 +22,7 @@ from typing import Any
 import polars as pl
 
 from chunkwise.harness.cluster.local import SIM_ARGS, cleanup_tree, make_base, start_cluster
+from chunkwise.store.layout import RunPaths
 
 
 def write_requests(path: Path, n: int) -> Path:
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         if done.returncode != 0:
             print(done.stdout[-3000:], done.stderr[-3000:], file=sys.stderr)
             return done.returncode
-        stats = json.loads((cluster.shared / name / "stats.json").read_text())
+        stats = json.loads(RunPaths(cluster.shared / name).stats.read_text())
         print(f"\nper host (simulated hosts; wall {time.monotonic() - started:.0f} s):")
         print(host_table(stats))
         print(f"\nresults: {stats['run']['results']}")

@@ -18,70 +18,54 @@ that is not an http(s) URL is an error (`chunkwise.errors.ConfigError`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chunkwise.backend import PROBE_TIMEOUT_S, ModelFacts
 from chunkwise.errors import LLMError, SetupError
 from chunkwise.openai.client import OpenAIClient
 from chunkwise.openai.gguf import read_metadata
-from chunkwise.plan.probe import SHOW_TIMEOUT_S
 from chunkwise.units import MIB
-
-
-@dataclass(frozen=True)
-class EngineFacts:
-    """What the plan learnt from an OpenAI-compatible server.
-
-    `model_info` is the GGUF metadata (None when unknown, `source` then says why and what to do);
-    `weights_mib` the model file's size; `slot_ctx` tokens per slot and `slots` the slot count
-    (llama-server `-c / -np` and `-np`), None when the server does not say."""
-
-    model_info: dict[str, Any] | None
-    source: str
-    weights_mib: float | None = None
-    slot_ctx: int | None = None
-    slots: int | None = None
 
 
 def _positive_int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
-def fetch_engine_facts(host: str, model: str, api_key: str | None = None) -> EngineFacts:
+def probe_model(host: str, model: str, api_key: str | None = None) -> ModelFacts:
     """Probe the OpenAI-compatible server at `host` for `model` (see the module docstring).
 
     Raises `ConfigError` for a host that is not an http(s) URL."""
-    client = OpenAIClient(host, api_key=api_key, connect_timeout_s=SHOW_TIMEOUT_S, read_timeout_s=SHOW_TIMEOUT_S,
+    client = OpenAIClient(host, api_key=api_key, connect_timeout_s=PROBE_TIMEOUT_S, read_timeout_s=PROBE_TIMEOUT_S,
                           stream=False)
     try:
         try:
             served = client.models()
         except (LLMError, ValueError):
-            return EngineFacts(None, f"unknown (no answer from {client.host}/v1/models; start the server or pass "
+            return ModelFacts(None, f"unknown (no answer from {client.host}/v1/models; start the server or pass "
                                      "--host)")
         if served and model not in served:
-            return EngineFacts(None, f"unknown (model {model!r} is not served at {client.host}; GET /v1/models lists "
+            return ModelFacts(None, f"unknown (model {model!r} is not served at {client.host}; GET /v1/models lists "
                                      f"{', '.join(served[:10])}: pass one of them with --model)")
         props = client.props()
     finally:
         client.close()
     if props is None:
-        return EngineFacts(None, f"unknown ({client.host} has no llama.cpp /props, so its model file and slots are "
+        return ModelFacts(None, f"unknown ({client.host} has no llama.cpp /props, so its model file and slots are "
                                  "unknown; the KV formula needs llama-server)")
     settings = props.get("default_generation_settings")
     slot_ctx = _positive_int(settings.get("n_ctx")) if isinstance(settings, dict) else None
     slots = _positive_int(props.get("total_slots"))
     path = props.get("model_path")
     if not isinstance(path, str) or not path:
-        return EngineFacts(None, f"unknown ({client.host}/props names no model_path)", None, slot_ctx, slots)
+        return ModelFacts(None, f"unknown ({client.host}/props names no model_path)", None, slot_ctx, slots)
     gguf = Path(path)
     try:
         info = read_metadata(gguf)
         weights = gguf.stat().st_size / MIB
     except OSError as exc:
-        return EngineFacts(None, f"unknown (the server's model file {gguf} is not readable here: "
+        return ModelFacts(None, f"unknown (the server's model file {gguf} is not readable here: "
                                  f"{exc.strerror or exc}; run plan on the server's machine)", None, slot_ctx, slots)
     except SetupError as exc:  # GGUFError: not a GGUF, or a truncated one
-        return EngineFacts(None, f"unknown ({exc})", None, slot_ctx, slots)
-    return EngineFacts(info, f"GGUF header of {gguf} (llama-server /props at {client.host})", weights, slot_ctx, slots)
+        return ModelFacts(None, f"unknown ({exc})", None, slot_ctx, slots)
+    return ModelFacts(info, f"GGUF header of {gguf} (llama-server /props at {client.host})", weights, slot_ctx, slots)

@@ -108,8 +108,8 @@ class SimOptions(BaseModel):
     )
     compute_buffers: bool = Field(
         default=True,
-        description="Add Ollama's automatic num_batch compute buffers (768 MiB / 2 GiB by effective "
-        "context, sim/memory.py) to /api/ps size, as Ollama v0.30+ does; off imitates the Go runners.",
+        description="Count the runner's compute buffers (activations and attention masks for one batch, "
+        "sim/memory.py) in /api/ps size, as every Ollama does; off leaves weights + KV only.",
     )
     token_density: float = Field(
         default=1.0, ge=1.0, le=4.0,

@@ -68,6 +68,8 @@ class ModelProfile:
     vocabulary: tuple[str, ...] = ("tokens", "token_type")
     #: Every load of this model fails (a damaged GGUF: the runner dies while loading it).
     load_fails: bool = False
+    #: Modelfile PARAMETERs besides the template's stop strings: (name, value as Ollama prints it).
+    parameters: tuple[tuple[str, str], ...] = ()
 
     @property
     def blob_path(self) -> str:
@@ -136,6 +138,7 @@ GEMMA3_270M = ModelProfile(
     },
     gguf_arrays={"general.tags": ("gemma3", "gemma", "google", "text-generation")},
     vocabulary=("tokens", "scores", "token_type"),
+    parameters=(("num_thread", "1"),),  # the harness's Modelfile (chunkwise/harness/ollama_server/models.py)
 )
 
 #: `gemma3-270m-damaged` of the real-Ollama tier: the same GGUF with `general.architecture` changed to

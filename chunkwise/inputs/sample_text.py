@@ -110,12 +110,12 @@ def cjk_corpus() -> str:
     return "".join(parts)
 
 
-def _slice(text: str, rng: random.Random, length: int) -> str:
-    """`length` characters of `text` from a random line or word start (the text repeats if needed)."""
+def _slice(text: str, rng: random.Random, length: int, sep: str) -> str:
+    """`length` characters of `text` from a random start just after a `sep` ("" for any character); the
+    text repeats if needed."""
     start = rng.randrange(0, max(1, len(text) - length - 1))
-    if text[start - 1 : start] not in ("", " ", "\n"):
-        nxt = min((i for i in (text.find(" ", start), text.find("\n", start)) if i >= 0), default=start - 1)
-        start = nxt + 1
+    if sep:
+        start = text.find(sep, start) + 1  # 0 when no separator follows: the text's start
     out = text[start : start + length]
     while len(out) < length:
         out += text[: length - len(out)]
@@ -132,13 +132,13 @@ def row_kind(rng: random.Random, length: int) -> str:
 def row_body(kind: str, rng: random.Random, length: int) -> str:
     """`length` characters of text of `kind`."""
     if kind == "prose":
-        return _slice(corpus(), rng, length)
+        return _slice(corpus(), rng, length, " ")
     if kind == "code":
-        return _slice(code_corpus(), rng, length)
+        return _slice(code_corpus(), rng, length, "\n")
     if kind == "records":
-        return _slice(records_corpus(), rng, length)
+        return _slice(records_corpus(), rng, length, "\n")
     if kind == "cjk":
-        return _slice(cjk_corpus(), rng, length)
+        return _slice(cjk_corpus(), rng, length, "")
     half = length // 2  # mixed: prose, then a snippet or a table
-    block = _slice(rng.choice((code_corpus(), records_corpus())), rng, max(0, length - half - 2))
-    return _slice(corpus(), rng, half) + "\n\n" + block
+    block = _slice(rng.choice((code_corpus(), records_corpus())), rng, max(0, length - half - 2), "\n")
+    return _slice(corpus(), rng, half, " ") + "\n\n" + block

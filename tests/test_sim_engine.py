@@ -135,3 +135,14 @@ def test_sliding_window_layers_hold_a_window_on_llama_server_and_all_tokens_befo
     assert grow == 12 * per_layer_token * 32768
     old = allocation(profile, 32768, 1, "f16", 0, era_of("0.24.0"))
     assert old.kv == 12 * per_layer_token * 32768 + 12 * per_layer_token * (4096 + 512)
+
+
+def test_gemma2_keeps_every_layer_full_in_the_llama_cpp_runner_and_windows_half_of_them_on_llama_server():
+    """v0.24.0 runs gemma2 on the vendored llama.cpp with swa_full (llama-context.cpp:2393): all 42 layers
+    hold every token. llama-server (v0.30+) windows the 21 even layers to 4096 + n_ubatch cells per slot."""
+    profile = PROFILES["gemma2:9b"]
+    per_layer_token = 8 * 512 * 2
+    old = allocation(profile, 8192, 1, "f16", 0, era_of("0.24.0"))
+    assert old.kv == 42 * per_layer_token * 8192
+    new = allocation(profile, 8192, 1, "f16", 0, era_of("0.33.0-rc2"), 512)
+    assert new.kv == 21 * per_layer_token * 8192 + 21 * per_layer_token * (4096 + 512)

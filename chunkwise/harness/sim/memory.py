@@ -24,9 +24,11 @@ KV cache, per layer `head_count_kv x (key_length + value_length) x bytes_per_ele
   sliding-window layer `pad256(min(num_ctx, window + n_ubatch))` per slot (llama.cpp
   `src/llama-kv-cache-iswa.cpp`; measured in research real-engine.md: 3 global + 15 SWA layers of
   gemma3-270m at `-c 32768 -np 4`: 96 MiB + 60 MiB).
-Which layers slide (`SWA_LAYER`): gemma3 all but every sixth (`model/models/gemma3/model_text.go:
-241-246`), gemma2 and gpt-oss the even ones (`model/models/gemma2/model.go:192`,
-`model/models/gptoss/model.go:38-39`).
+Which layers slide (`swa_layer`): gemma3 all but every sixth, gemma2 and gpt-oss the even ones, cohere2
+three of every four: in Ollama's engine `model/models/gemma3/model_text.go:241-246`,
+`model/models/gemma2/model.go:192`, `model/models/gptoss/model.go:38-39`; in llama.cpp (vendored in
+v0.24.0) `src/llama-model.cpp:1244-1248,1270-1273,1463-1465,2155-2161` with `set_swa_pattern(n)`: layer i
+slides when `i % n < n - 1` (`src/llama-hparams.cpp:8-18`).
 
 Compute buffers (flash attention on): the peak activations of one layer for a batch, plus the f16
 attention mask (cells x batch x 2 bytes) of each distinct cache (global, windowed) the batch attends to:
@@ -69,6 +71,8 @@ GO_RUNNER_BATCH = 512  # api.DefaultOptions num_batch
 BATCH_DEFAULT, BATCH_MEDIUM, BATCH_LARGE = 512, 1024, 2048  # sched.go:798-801
 HEADROOM_PERCENT = {BATCH_MEDIUM: 75, BATCH_LARGE: 60}  # sched.go:803-804
 SURCHARGE = {BATCH_DEFAULT: 0, BATCH_MEDIUM: 768 * MIB, BATCH_LARGE: 2 * GIB}  # sched.go:906-915, decision only
+#: Layers per sliding-window period (all but the last of each period slide).
+SWA_PERIOD = {"gemma3": 6, "gemma2": 2, "gptoss": 2, "cohere2": 4}
 #: Sliding-window cache memory per slot where Ollama's engine keeps more than the window.
 SWA_MEMORY = {"gptoss": 4096}
 MASK_BYTES = 2  # f16 mask with flash attention
@@ -77,11 +81,8 @@ ACTIVATION_BYTES = 4  # f32 activations
 
 def swa_layer(arch: str, layer: int) -> bool:
     """Whether `layer` of `arch` attends over a sliding window (see the module docstring)."""
-    if arch == "gemma3":
-        return (layer + 1) % 6 != 0
-    if arch in ("gemma2", "gptoss"):
-        return layer % 2 == 0
-    return False
+    period = SWA_PERIOD.get(arch)
+    return period is not None and layer % period < period - 1
 
 
 @dataclass(frozen=True)

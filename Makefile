@@ -14,7 +14,7 @@ endif
 # A first start of Prefect's ephemeral API on a fresh home can take over its 20 s default here.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 
-.PHONY: venv test lint chromium nginx demo bench soak plan server serve gpu-check clean engine ollama
+.PHONY: venv test lint chromium nginx demo bench soak plan server serve gpu-check clean engine ollama ollama-fixtures
 
 venv: $(STAMP)
 
@@ -35,6 +35,12 @@ engine: $(STAMP)
 # cached in ${XDG_CACHE_HOME:-~/.cache}/chunkwise/ollama: ~6 min the first time, about a second after.
 ollama: $(STAMP) engine
 	$(PY) -m chunkwise.harness.ollama_server.setup
+
+# Re-record tests/fixtures/ollama-0.24.0/ (what tests/test_sim_conformance.py holds the simulator to): the
+# conformance catalogue of tests/support/ollama_catalogue.py against two fresh real Ollamas (one slot; one
+# slot and OLLAMA_MAX_QUEUE=1). A few minutes on 2 cores; commit the changed fixtures with the reason.
+ollama-fixtures: $(STAMP) ollama
+	$(PY) -m tests.support.ollama_catalogue record
 
 test: $(STAMP) lint engine ollama chromium nginx
 	$(PY) -m pytest

@@ -32,7 +32,7 @@ def test_each_shard_records_api_ps_on_its_host_and_a_cpu_spill_shows_in_the_host
     fits, spills = sim_factory(parallel=2), sim_factory(parallel=2, vram_mib=1024)  # 1 GiB: a model spills
     for label, sim in (("gpu1", fits), ("gpu2", spills)):
         with OllamaClient(sim.url) as client:
-            model = client.tags()[0]["name"]
+            model = next(m["name"] for m in client.tags() if m["size"] > 2 * 1024 * MIB)  # bigger than the 1 GiB GPU
             ctx = context(tmp_path, sim.url, model)
             with HostTelemetry(ctx, backend_for("ollama"), client, hosts.host_dir(tmp_path, label)) as telemetry:
                 client.chat(request(model, [{"role": "user", "content": "hello"}], num_ctx=8192))

@@ -1,4 +1,14 @@
-"""chunkwise measure end to end against the simulator (its /api/ps is the memory model)."""
+"""chunkwise measure end to end against the simulator (its /api/ps is the memory model).
+
+The simulator runs as Ollama 0.24.0 (`SIM`): its /api/ps size is what that server's runner allocates
+(sim/memory.py): weights, the KV cache padded to 256 cells, and a compute graph that grows with the
+context by its f16 attention mask (2 bytes x batch 512 per cell). So `measure` must recover the server's
+slope exactly (`server_slope`), and that slope is a little above the formula's KV bytes per token
+(+0.8 % for llama3.1:8b; contexts that are not multiples of 256 add their padding), as on a real server.
+From v0.30 Ollama
+chooses a larger batch past 4096 tokens and the client subtracts Ollama's own estimate of its buffers,
+not what the server reports: `test_the_batch_step_of_v0_30_is_not_what_measure_subtracts`.
+"""
 
 from __future__ import annotations
 
@@ -12,25 +22,41 @@ from matplotlib.image import imread
 from chunkwise.cli import main
 from chunkwise.errors import ServerError, SetupError
 from chunkwise.gpu.sampler import GpuSampler
+from chunkwise.harness.sim.era import era_of
 from chunkwise.harness.sim.harness import running_simulator
+from chunkwise.harness.sim.memory import allocation
 from chunkwise.harness.sim.options import SimOptions
 from chunkwise.harness.sim.profiles import PROFILES
 from chunkwise.measure.report import SOURCE_NVML, SOURCE_PS
 from chunkwise.measure.run import run_measurement
 from chunkwise.ollama.client import OllamaClient
-from chunkwise.ollama.kv import kv_mib_per_token
 from chunkwise.units import MIB
 from flows.measure import artifact_key, measure_flow
 from tests.support.fake_nvml import FakeNvml
 
-CONTEXTS = [1000, 2000, 4000, 8000]
+#: Multiples of 1024: a runner pads its cache to 256 cells, so other contexts would add their padding to the slope.
+CONTEXTS = [1024, 2048, 4096, 8192]
 FAST = dict(prefill_tps=5e6, decode_tps=2e5)
+ERA = "0.24.0"
+SIM = dict(FAST, ollama_version=ERA)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: KV bytes per context token and slot from the published configurations (layers x KV heads x (key + value)
+#: x bytes per element), in MiB.
+PUBLISHED = {("llama3.1:8b", "f16"): 32 * 8 * 256 * 2 / MIB, ("qwen2.5:7b", "q8_0"): 28 * 4 * 256 * 34 / 32 / MIB,
+             ("gemma2:9b", "f16"): 42 * 8 * 512 * 2 / MIB}
 
 
-def sim_slope(model: str, parallel: int, cache: str = "f16") -> float:
-    """The simulator's own model: size = weights + num_ctx x parallel x KV bytes per token."""
-    return kv_mib_per_token(PROFILES[model].model_info(), cache) * parallel
+def server_sizes_mib(model: str, contexts: list[int], parallel: int = 1, cache: str = "f16",
+                     version: str = ERA, vram_mib: int = 81920) -> list[float]:
+    """What the simulated server's /api/ps says at each context (its own memory model)."""
+    return [allocation(PROFILES[model], n, parallel, cache, vram_mib, era_of(version)).total / MIB for n in contexts]
+
+
+def server_slope(model: str, contexts: list[int], parallel: int = 1, cache: str = "f16", version: str = ERA) -> float:
+    """The least-squares slope of the server's sizes against the context, MiB per token."""
+    sizes = server_sizes_mib(model, contexts, parallel, cache, version)
+    mx, my = sum(contexts) / len(contexts), sum(sizes) / len(sizes)
+    return sum((x - mx) * (y - my) for x, y in zip(contexts, sizes, strict=True)) / sum((x - mx) ** 2 for x in contexts)
 
 
 def no_gpu(out_dir):
@@ -77,15 +103,17 @@ class Wrapped:
 
 
 def test_llama_slope_table_csv_png(tmp_path):
-    with running_simulator(SimOptions(**FAST)) as sim, OllamaClient(sim.url) as client:
+    with running_simulator(SimOptions(**SIM)) as sim, OllamaClient(sim.url) as client:
         report = run_measurement(client, "llama3.1:8b", CONTEXTS, tmp_path, sampler_factory=no_gpu)
     assert report.vram_source == SOURCE_PS
-    expected = sim_slope("llama3.1:8b", 1)
-    assert expected == 0.125
-    assert report.slope_mib_per_token == pytest.approx(expected, rel=1e-9)  # the 2 % goal, met exactly
-    assert abs(report.relative_difference) < 1e-9
-    assert report.intercept_mib == pytest.approx(PROFILES["llama3.1:8b"].weights_bytes / MIB, rel=1e-9)
-    assert report.fit.r2 == pytest.approx(1.0)
+    measured = server_slope("llama3.1:8b", CONTEXTS)
+    assert report.slope_mib_per_token == pytest.approx(measured, rel=1e-9)  # the server's own slope, exactly
+    assert report.formula_mib_per_token == PUBLISHED[("llama3.1:8b", "f16")] == 0.125
+    # within the 2 % goal: the compute graph's mask and the 256-cell padding of a real runner
+    assert report.relative_difference == pytest.approx(measured / 0.125 - 1) and 0 < report.relative_difference < 0.02
+    weights = PROFILES["llama3.1:8b"].weights_bytes / MIB
+    assert weights < report.intercept_mib < weights + 200  # the weights and one batch's activations
+    assert report.fit.r2 == pytest.approx(1.0, abs=1e-4)
     assert report.ok
     for row in report.rows:
         assert row.status == "ok" and not row.truncated and row.in_fit
@@ -95,47 +123,49 @@ def test_llama_slope_table_csv_png(tmp_path):
         assert row.prefill_tok_s > 0 and row.decode_tok_s > 0 and row.load_s is not None
     # files
     table = report.md_path.read_text()
-    assert "| 8000 | ok | 7568 | 7568 | no |" in table
-    assert "0.125000 MiB per context token" in table and "Ollama /api/ps size_vram" in table
+    assert "| 8192 | ok | 7751 | 7751 | no |" in table
+    assert f"{measured:.6f} MiB per context token" in table and "Ollama /api/ps size_vram" in table
     assert "a remote Ollama host needs `chunkwise measure` run there" in table
     assert "unavailable: NVML Shared Library Not Found" in table
     rows = list(csv.DictReader(report.csv_path.open()))
     assert [int(r["num_ctx"]) for r in rows] == CONTEXTS
-    weights_mib = PROFILES["llama3.1:8b"].weights_bytes / MIB
-    # /api/ps size: weights + KV + Ollama's 768 MiB of compute buffers for num_batch 1024 (8000 > 4096 tokens)
-    assert float(rows[-1]["ps_size_vram_mib"]) == pytest.approx(weights_mib + 1000 + 768, abs=1e-3)
+    assert [float(r["ps_size_vram_mib"]) for r in rows] == pytest.approx(server_sizes_mib("llama3.1:8b", CONTEXTS),
+                                                                          abs=1e-3)
     png = report.png_path.read_bytes()
     assert png[:8] == PNG_SIGNATURE
     image = imread(report.png_path)
     assert image.shape[0] > 0 and image.shape[1] > 0
     data = json.loads(report.json_path.read_text())
-    assert data["slope_mib_per_token"] == pytest.approx(0.125) and data["vram_source"] == "ps"
+    assert data["slope_mib_per_token"] == pytest.approx(measured) and data["vram_source"] == "ps"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["measure.csv", "measure.json", "measure.md", "measure.png"]
 
 
 def test_parallel_two_doubles_the_slope(tmp_path):
-    with running_simulator(SimOptions(parallel=2, **FAST)) as sim, OllamaClient(sim.url) as client:
+    with running_simulator(SimOptions(parallel=2, **SIM)) as sim, OllamaClient(sim.url) as client:
         report = run_measurement(client, "llama3.1:8b", CONTEXTS, tmp_path, parallel=2, sampler_factory=no_gpu)
         # contexts whose effective size (x 2 slots) stays within one num_batch step (<= 4096 tokens)
-        wrong = run_measurement(client, "llama3.1:8b", [1000, 2000], tmp_path / "wrong", parallel=1,
+        wrong = run_measurement(client, "llama3.1:8b", [1024, 2048], tmp_path / "wrong", parallel=1,
                                 sampler_factory=no_gpu)
-    assert report.slope_mib_per_token == pytest.approx(sim_slope("llama3.1:8b", 2), rel=1e-9) == pytest.approx(0.25)
-    assert report.formula_mib_per_token == 0.25 and abs(report.relative_difference) < 1e-9
-    assert report.rows[0].formula_kv_mib == 250.0
+    assert report.slope_mib_per_token == pytest.approx(server_slope("llama3.1:8b", CONTEXTS, 2), rel=1e-9)
+    assert report.formula_mib_per_token == 0.25 and 0 < report.relative_difference < 0.02
+    assert report.rows[0].formula_kv_mib == 256.0  # 1024 tokens x 2 slots x 0.125 MiB
     # The server runs 2 slots but we said 1: the report says what probably differs.
-    assert wrong.relative_difference == pytest.approx(1.0)
+    assert wrong.relative_difference == pytest.approx(1.0, abs=0.01)  # twice the formula (+ the mask's 1 KiB)
     assert any("matches 2 slot(s) of a f16 cache" in n for n in wrong.notes)
 
 
 @pytest.mark.parametrize(("model", "cache"), [("qwen2.5:7b", "q8_0"), ("gemma2:9b", "f16")])
 def test_other_profiles_and_cache_types(tmp_path, model, cache):
-    with running_simulator(SimOptions(kv_cache_type=cache, **FAST)) as sim, OllamaClient(sim.url) as client:
-        report = run_measurement(client, model, [2000, 4000, 8000, 16000], tmp_path, kv_cache_type=cache,
+    with running_simulator(SimOptions(kv_cache_type=cache, **SIM)) as sim, OllamaClient(sim.url) as client:
+        report = run_measurement(client, model, [2048, 4096, 8192, 16384], tmp_path, kv_cache_type=cache,
                                  sampler_factory=no_gpu)
-    assert report.slope_mib_per_token == pytest.approx(sim_slope(model, 1, cache), rel=1e-9)
-    if model == "gemma2:9b":  # context_length 8192: 16000 is skipped, not clamped
+    measured = [r.num_ctx for r in report.rows if r.in_fit]
+    assert report.slope_mib_per_token == pytest.approx(server_slope(model, measured, 1, cache), rel=1e-9)
+    assert report.formula_mib_per_token == pytest.approx(PUBLISHED[(model, cache)])
+    # the mask adds 1 KiB per token: 0.3 % of gemma2's 336 KiB, 3.4 % of a q8_0 qwen2.5's 29.75 KiB
+    assert report.relative_difference == pytest.approx(1 / 1024 / PUBLISHED[(model, cache)], rel=1e-6)
+    if model == "gemma2:9b":  # context_length 8192: 16384 is skipped, not clamped
         assert report.rows[-1].status == "skipped" and "context_length 8192" in report.rows[-1].note
-        assert report.slope_mib_per_token == pytest.approx(0.328125)
         assert report.ok  # a skipped context is not a failure
 
 
@@ -145,9 +175,9 @@ def test_server_ignoring_num_ctx_is_flagged_as_truncation(tmp_path):
         report = run_measurement(Wrapped(client, drop_num_ctx=True), "llama3.1:8b", CONTEXTS, tmp_path,
                                  sampler_factory=no_gpu)
     by_ctx = {r.num_ctx: r for r in report.rows}
-    assert not by_ctx[1000].truncated and not by_ctx[2000].truncated
-    assert by_ctx[1000].ps_context_length == 2048 and not by_ctx[1000].in_fit  # not the context we asked for
-    for n in (4000, 8000):
+    assert not by_ctx[1024].truncated and not by_ctx[2048].truncated
+    assert by_ctx[1024].ps_context_length == 2048 and not by_ctx[1024].in_fit  # not the context we asked for
+    for n in (4096, 8192):
         row = by_ctx[n]
         assert row.truncated and row.prompt_eval_count == 2048
         assert "fills the server's context_length 2048" in row.truncation_reason
@@ -162,7 +192,7 @@ def test_server_ignoring_num_ctx_is_flagged_as_truncation(tmp_path):
 def test_seed_flaw_flat_memory_is_not_read_as_free_context(tmp_path):
     """The 2025 seed: num_ctx never reached the server and nothing showed the context loaded.
     Memory is flat, prompts are cut, and no num_ctx is recommended from it."""
-    options = SimOptions(num_ctx_default=2048, **FAST)
+    options = SimOptions(num_ctx_default=2048, **SIM)
     with running_simulator(options) as sim, OllamaClient(sim.url) as client:
         report = run_measurement(Wrapped(client, drop_num_ctx=True, old_ps=True), "llama3.1:8b", CONTEXTS,
                                  tmp_path, vram_mib=81920, sampler_factory=no_gpu)
@@ -174,33 +204,33 @@ def test_seed_flaw_flat_memory_is_not_read_as_free_context(tmp_path):
 
 def test_spill_is_warned_and_left_out_of_the_fit(tmp_path):
     weights = PROFILES["llama3.1:8b"].weights_bytes / MIB
-    vram = int(weights + 3000)  # 8000 tokens need 1000 MiB of f16 KV x 4 slots = 4000: spills
-    with running_simulator(SimOptions(parallel=4, vram_mib=vram, **FAST)) as sim, OllamaClient(sim.url) as client:
+    vram = int(weights + 3000)  # 8192 tokens need 1024 MiB of f16 KV x 4 slots = 4096: spills
+    with running_simulator(SimOptions(parallel=4, vram_mib=vram, **SIM)) as sim, OllamaClient(sim.url) as client:
         report = run_measurement(client, "llama3.1:8b", CONTEXTS, tmp_path, parallel=4, sampler_factory=no_gpu)
     spilled = [r for r in report.rows if r.spilled]
-    assert [r.num_ctx for r in spilled] == [8000]
+    assert [r.num_ctx for r in spilled] == [8192]
     assert report.warnings and "does not fit in GPU memory" in report.warnings[0]
-    assert report.slope_mib_per_token == pytest.approx(0.5, rel=1e-9)
+    assert report.slope_mib_per_token == pytest.approx(server_slope("llama3.1:8b", CONTEXTS[:3], 4), rel=1e-9)
     rec = report.recommendation
     assert rec.capacity_mib == pytest.approx(vram) and "spilled" in rec.capacity_source
-    # (vram - 1024 margin - weights) / 0.5 = 3952 -> 3072, a multiple of 1024
+    # (vram - 1024 margin - weights and activations) / 0.5 MiB per token: about 3700 -> 3072 (multiple of 1024)
     assert rec.num_ctx == 3072 and rec.margin_mib == 1024.0
 
 
 def test_vram_mib_gives_a_recommendation_without_nvml(tmp_path):
-    with running_simulator(SimOptions(**FAST)) as sim, OllamaClient(sim.url) as client:
+    with running_simulator(SimOptions(**SIM)) as sim, OllamaClient(sim.url) as client:
         report = run_measurement(client, "llama3.1:8b", [1000, 2000], tmp_path, vram_mib=16384,
                                  sampler_factory=no_gpu)
     rec = report.recommendation
-    # (16384 - 1638.4 margin - weights) / 0.125 = 80424.6, rounded down to a multiple of 1024
-    weights = PROFILES["llama3.1:8b"].weights_bytes / MIB
-    assert rec.num_ctx == int((16384 - 1638.4 - weights) / 0.125) // 1024 * 1024 == 79872
+    # (16384 - 1638.4 margin - intercept) / slope, rounded down to a multiple of 1024
+    expected = int((16384 - 1638.4 - report.intercept_mib) / report.slope_mib_per_token) // 1024 * 1024
+    assert rec.num_ctx == expected and 70_000 < expected < 80_000
     assert rec.capacity_source == "--vram-mib" and rec.extrapolated
 
 
 def test_nvml_source_through_the_seam(tmp_path):
     """A fake GPU whose used memory is 700 MiB plus what the simulator says is loaded."""
-    with running_simulator(SimOptions(**FAST)) as sim, OllamaClient(sim.url) as client:
+    with running_simulator(SimOptions(**SIM)) as sim, OllamaClient(sim.url) as client:
         def used(_handle):
             models = httpx.get(f"{sim.url}/api/ps", timeout=10).json()["models"]
             return 700.0 + sum(m["size_vram"] for m in models) / MIB
@@ -209,9 +239,10 @@ def test_nvml_source_through_the_seam(tmp_path):
         report = run_measurement(client, "llama3.1:8b", CONTEXTS, tmp_path,
                                  sampler_factory=lambda d: GpuSampler(d, 3600, nvml=fake))
     assert report.vram_source == SOURCE_NVML
-    assert report.slope_mib_per_token == pytest.approx(0.125, rel=1e-4)  # NVML reports whole bytes
-    assert report.fit_ps.slope_mib_per_token == pytest.approx(0.125, rel=1e-9)
-    assert report.intercept_mib == pytest.approx(700 + PROFILES["llama3.1:8b"].weights_bytes / MIB, abs=0.01)
+    slope = server_slope("llama3.1:8b", CONTEXTS)
+    assert report.slope_mib_per_token == pytest.approx(slope, rel=1e-4)  # NVML reports whole bytes
+    assert report.fit_ps.slope_mib_per_token == pytest.approx(slope, rel=1e-9)
+    assert report.intercept_mib == pytest.approx(700 + report.fit_ps.intercept_mib, abs=0.01)
     assert all(r.nvml_used_mib == pytest.approx(r.ps_size_vram_mib + 700, abs=0.1) for r in report.rows)
     rec = report.recommendation
     assert rec.capacity_mib == 81559.0 and rec.num_ctx == 131072 and rec.limited_by == "model context_length"
@@ -221,7 +252,7 @@ def test_nvml_source_through_the_seam(tmp_path):
 
 
 def test_estimated_prompts_for_a_real_server_calibrate(tmp_path):
-    with running_simulator(SimOptions(**FAST)) as sim, OllamaClient(sim.url) as client:
+    with running_simulator(SimOptions(**SIM)) as sim, OllamaClient(sim.url) as client:
         report = run_measurement(Wrapped(client, real_server=True), "llama3.1:8b", CONTEXTS, tmp_path,
                                  sampler_factory=no_gpu)
     methods = [r.token_count_method for r in report.rows]
@@ -231,28 +262,31 @@ def test_estimated_prompts_for_a_real_server_calibrate(tmp_path):
     # After calibration the prompt size is close to what the server counted.
     last = report.rows[-1]
     assert abs(last.prompt_eval_count - last.prompt_tokens_expected) <= 0.02 * last.prompt_tokens_expected
-    assert report.slope_mib_per_token == pytest.approx(0.125, rel=1e-9)
+    assert report.slope_mib_per_token == pytest.approx(server_slope("llama3.1:8b", CONTEXTS), rel=1e-9)
 
 
 def test_a_failed_context_is_reported_and_the_rest_measured(tmp_path):
-    with running_simulator(SimOptions(**FAST)) as sim, OllamaClient(sim.url) as client:
-        report = run_measurement(Wrapped(client, fail_at=4000), "llama3.1:8b", CONTEXTS, tmp_path,
+    with running_simulator(SimOptions(**SIM)) as sim, OllamaClient(sim.url) as client:
+        report = run_measurement(Wrapped(client, fail_at=4096), "llama3.1:8b", CONTEXTS, tmp_path,
                                  sampler_factory=no_gpu)
         with pytest.raises(SetupError, match="ollama pull nosuch:1b"):
             run_measurement(client, "nosuch:1b", CONTEXTS, tmp_path / "x", sampler_factory=no_gpu)
     failed = [r for r in report.rows if r.status == "failed"]
-    assert [r.num_ctx for r in failed] == [4000] and "more system memory" in failed[0].note
-    assert report.fit.points == 3 and report.slope_mib_per_token == pytest.approx(0.125)
+    assert [r.num_ctx for r in failed] == [4096] and "more system memory" in failed[0].note
+    assert report.fit.points == 3
+    assert report.slope_mib_per_token == pytest.approx(server_slope("llama3.1:8b", [1024, 2048, 8192]), rel=1e-9)
     assert not report.ok
 
 
 def test_cli_end_to_end_and_bad_input(tmp_path, capsys):
-    with running_simulator(SimOptions(**FAST)) as sim:
-        code = main(["measure", "--model", "llama3.1:8b", "--contexts", "1000,2000,4000", "--host", sim.url,
+    with running_simulator(SimOptions(**SIM)) as sim:
+        code = main(["measure", "--model", "llama3.1:8b", "--contexts", "1024,2048,4096", "--host", sim.url,
                      "--output-dir", str(tmp_path)])
         out = capsys.readouterr().out
         assert code == 0, out
-        assert "measured: 0.125000 MiB per context token" in out and "(measured - formula: +0.00%)" in out
+        slope = server_slope("llama3.1:8b", [1024, 2048, 4096])
+        assert f"measured: {slope:.6f} MiB per context token" in out
+        assert f"(measured - formula: {slope / 0.125 - 1:+.2%})" in out
         (run_dir,) = tmp_path.iterdir()
         assert run_dir.name.startswith("measure-llama3.1_8b-")
         assert {p.name for p in run_dir.iterdir()} >= {"measure.md", "measure.csv", "measure.png", "measure.json"}
@@ -275,10 +309,10 @@ def test_cli_unreachable_host(tmp_path, capsys):
 def test_flow_function_orchestrates(tmp_path):
     from prefect.logging import disable_run_logger
 
-    with running_simulator(SimOptions(**FAST)) as sim, disable_run_logger():
+    with running_simulator(SimOptions(**SIM)) as sim, disable_run_logger():
         result = measure_flow.fn(model="llama3.1:8b", contexts=[1000, 2000], host=sim.url,
                                  output_dir=str(tmp_path), parallel=1)
-    assert result["slope_mib_per_token"] == pytest.approx(0.125)
+    assert result["slope_mib_per_token"] == pytest.approx(server_slope("llama3.1:8b", [1000, 2000]))
     assert result["md_path"].startswith(str(tmp_path)) and json.dumps(result)
     assert artifact_key("llama3.1:8b") == "measure-llama3-1-8b"
     assert artifact_key("hf.co/Org/Model:Q4_K_M") == "measure-hf-co-org-model-q4-k-m"
@@ -289,9 +323,10 @@ def test_flow_run_creates_the_markdown_artifact(tmp_path, prefect_harness):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    with running_simulator(SimOptions(**FAST)) as sim:
+    with running_simulator(SimOptions(**SIM)) as sim:
         result = measure_flow(model="llama3.1:8b", contexts=[1000, 2000], host=sim.url, output_dir=str(tmp_path))
-    assert result["slope_mib_per_token"] == pytest.approx(0.125)
+    slope = server_slope("llama3.1:8b", [1000, 2000])
+    assert result["slope_mib_per_token"] == pytest.approx(slope)
 
     async def read():
         async with get_client() as client:
@@ -302,4 +337,15 @@ def test_flow_run_creates_the_markdown_artifact(tmp_path, prefect_harness):
 
     artifacts = asyncio.run(read())
     assert artifacts and artifacts[-1].type == "markdown"
-    assert "0.125000 MiB per context token" in artifacts[-1].data
+    assert f"{slope:.6f} MiB per context token" in artifacts[-1].data
+
+
+@pytest.mark.xfail(strict=True, reason="issue 18 item 3 / research ollama-fidelity-audit-2.md M: from v0.30 `measure` "
+                   "subtracts Ollama's own estimate of the compute buffers (0 / 768 MiB / 2 GiB by num_batch), but "
+                   "/api/ps reports what the server allocated; across the 4096-token batch step the fit is off. "
+                   "Client half not done (chunkwise/measure, chunkwise/ollama/compute.py).")
+def test_the_batch_step_of_v0_30_is_not_what_measure_subtracts(tmp_path):
+    with running_simulator(SimOptions(**FAST)) as sim, OllamaClient(sim.url) as client:
+        report = run_measurement(client, "llama3.1:8b", CONTEXTS, tmp_path, sampler_factory=no_gpu)
+    slope = server_slope("llama3.1:8b", CONTEXTS, version=sim.options.ollama_version)
+    assert abs(report.slope_mib_per_token / 0.125 - 1) < 0.05, (report.slope_mib_per_token, slope)

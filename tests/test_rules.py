@@ -28,7 +28,6 @@ FORBIDDEN_AT_IMPORT = ("prefect", "flows", "tasks")
 SIM_USERS = (
     "chunkwise/harness/sim/",
     "chunkwise/measure/",
-    "chunkwise/inputs/sample.py",
     "chunkwise/commands/sim.py",
     "chunkwise/commands/demo.py",
 )

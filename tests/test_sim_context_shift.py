@@ -33,7 +33,7 @@ def test_shift_arithmetic():
 
 def test_an_answer_that_overflows_shifts_and_still_says_stop(sim_factory):
     sim = sim_factory(answer_tokens=(50, 50))
-    prompt = NUM_CTX - 20 - 9  # content tokens; 9 template tokens: the prompt is 236 of 256
+    prompt = NUM_CTX - 20 - 8  # content tokens; 8 template tokens (qwen2.5's chatml: 5 + 3): 236 of 256
     r = chat(sim.url, prompt)
     body = r.json()
     assert body["done_reason"] == "stop" and body["eval_count"] == 50
@@ -46,7 +46,7 @@ def test_an_answer_that_overflows_shifts_and_still_says_stop(sim_factory):
 
 def test_shift_false_stops_at_the_context_with_length(sim_factory):
     sim = sim_factory(answer_tokens=(50, 50))
-    body = chat(sim.url, NUM_CTX - 20 - 9, shift=False).json()
+    body = chat(sim.url, NUM_CTX - 20 - 8, shift=False).json()
     assert body["done_reason"] == "length" and body["eval_count"] == 20
     assert sim.stats()["context_shifts"] == 0
 
@@ -62,5 +62,5 @@ def test_changing_shift_reloads_the_runner(sim_factory):
 def test_go_runner_era_ignored_truncate_and_shift_before_0_12_6(sim_factory):
     # truncate/shift were added to the chat and generate requests in v0.12.6 (commit 6544e1473, #12582)
     sim = sim_factory(answer_tokens=(50, 50), ollama_version="0.12.5")
-    body = chat(sim.url, NUM_CTX - 20 - 9, shift=False).json()
+    body = chat(sim.url, NUM_CTX - 20 - 8, shift=False).json()
     assert body["done_reason"] == "stop" and body["eval_count"] == 50

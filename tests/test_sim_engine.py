@@ -2,10 +2,9 @@
 
 Sources: llama.cpp `examples/batched-bench/README.md` sample (aggregate decode 41.57 t/s at B=1,
 74.44 at B=4, 242.23 at B=16: sub-linear); Ollama v0.33.0-rc2 `llm/llama_server.go:375-376`
-(`-c num_ctx*np -np np`: one llama-server, one batch for every slot); compute buffers:
-`server/sched.go:798-804,859-915` (automatic num_batch 512/1024/2048 by effective context and the
-768 MiB / 2 GiB surcharge), `llm/llama_server.go:2638-2669` (/api/ps size from llama-server's
-buffer logs, compute buffers included).
+(`-c num_ctx*np -np np`: one llama-server, one batch for every slot); memory: sim/memory.py, checked
+against a real Ollama 0.24.0's /api/ps and research real-engine.md's llama-server logs (Ollama's own
+768 MiB / 2 GiB surcharge estimate only picks the batch, `server/sched.go:798-804,859-915`).
 """
 
 from __future__ import annotations
@@ -17,7 +16,8 @@ import time
 import httpx
 import pytest
 
-from chunkwise.harness.sim.memory import GIB, MIB, automatic_batch, compute_buffer_bytes, kv_bytes
+from chunkwise.harness.sim.era import era_of
+from chunkwise.harness.sim.memory import GIB, MIB, SURCHARGE, allocation, automatic_batch
 from chunkwise.harness.sim.profiles import PROFILES
 from chunkwise.harness.sim.timing import BATCH_GAIN, slot_slowdown
 
@@ -77,13 +77,72 @@ def test_automatic_batch_steps_down_when_memory_is_tight():
     # sched.go:870-895: above 60 % of free memory the 2048 batch is not taken, above 75 % not 1024 either
     assert automatic_batch(65536, 50 * GIB, 81920) == 1024
     assert automatic_batch(65536, 63 * GIB, 81920) == 512
-    assert compute_buffer_bytes(65536, 50 * GIB, 81920) == 768 * MIB
 
 
-def test_ps_size_includes_the_compute_buffers(sim_factory):
+#: A real Ollama 0.24.0 (CPU, 4 slots) serving gemma3-270m, 2026-12-06: (num_ctx, num_batch) -> /api/ps size
+#: in bytes and its log's "compute graph" in MiB (sim/memory.py's table).
+REAL_0_24_0 = {(256, 512): (453419520, 9.2), (512, 512): (484090368, 20.5), (1024, 512): (507159040, 25.2),
+               (2048, 512): (523936256, 29.2), (4096, 512): (557490688, 37.2), (8192, 512): (624599552, 53.2),
+               (2048, 128): (492937728, 7.2), (2048, 1024): (563520000, 59.5), (8192, 1024): (689349120, 107.5)}
+
+
+@pytest.mark.parametrize("num_ctx,num_batch", sorted(REAL_0_24_0))
+def test_memory_matches_a_real_ollama_0_24_0(num_ctx, num_batch):
+    """Weights (with the tied embedding loaded twice), the windowed KV of Ollama's engine and the compute
+    graph give the real /api/ps size to the byte, except 0.5 MiB of compute graph at 256 x 256."""
+    size, compute_mib = REAL_0_24_0[(num_ctx, num_batch)]
+    alloc = allocation(PROFILES["gemma3-270m:latest"], num_ctx, 4, "f16", 0, era_of("0.24.0"), num_batch)
+    assert alloc.batch == min(num_batch, num_ctx)
+    assert abs(alloc.compute / MIB - compute_mib) < 0.6
+    assert abs(alloc.total - size) <= (0.6 * MIB if num_ctx == 256 else 0)
+
+
+def test_llama_server_windows_gemma3_as_measured():
+    """research real-engine.md: llama-server, gemma3-270m, -c 32768 -np 4 (n_ubatch 512): 3 global layers
+    96 MiB, 15 sliding-window layers 60 MiB (1024 cells per slot), compute buffer 26.8 MiB."""
+    alloc = allocation(PROFILES["gemma3-270m:latest"], 8192, 4, "f16", 0, era_of("0.33.0-rc2"), 512)
+    assert alloc.kv == (96 + 60) * MIB
+    assert alloc.weights == PROFILES["gemma3-270m:latest"].tensor_bytes  # llama.cpp loads the embedding once
+    assert abs(alloc.compute / MIB - 26.8) / 26.8 < 0.05
+
+
+def test_ps_size_is_the_runners_allocation_not_ollamas_estimate(sim_factory):
+    """/api/ps reports weights + KV + the modelled compute buffers. Ollama's own surcharge estimate (0 /
+    768 MiB / 2 GiB) only picks the batch; the bytes differ from it, so a client that subtracts the
+    estimate cannot recover the KV exactly by construction."""
     sim = sim_factory(compute_buffers=True)
     profile = PROFILES["llama3.1:8b"]
-    for num_ctx, surcharge in ((4096, 0), (8192, 768 * MIB), (65536, 2 * GIB)):
+    era = era_of(sim.options.ollama_version)
+    for num_ctx, batch in ((4096, 512), (8192, 1024), (65536, 2048)):
         chat(sim.url, "hi", options={"num_ctx": num_ctx, "num_predict": 1})
         ps = httpx.get(f"{sim.url}/api/ps", trust_env=False).json()["models"][0]
-        assert ps["size"] == profile.weights_bytes + kv_bytes(profile, num_ctx, 1, "f16") + surcharge
+        alloc = allocation(profile, num_ctx, 1, "f16", sim.options.vram_mib, era)
+        assert alloc.batch == batch
+        assert ps["size"] == alloc.total == profile.weights_bytes + alloc.kv + alloc.compute
+        assert alloc.kv == 32 * 8 * 256 * 2 * num_ctx  # no sliding window: every layer, every token
+        assert alloc.compute != SURCHARGE[batch]
+        assert 0 < alloc.compute < 2 * GIB
+
+
+def test_sliding_window_layers_hold_a_window_on_llama_server_and_all_tokens_before(sim_factory):
+    """gpt-oss: 12 of 24 layers slide over 128 tokens. From v0.30 (llama-server) the KV grows by the 12
+    global layers per token only; the Go runners' Ollama engine keeps 4096 cells per slot in the window
+    layers (`NewSWAMemCache(window, 4096)`), so at 32768 tokens they cost an eighth of the full layout."""
+    profile = PROFILES["gpt-oss:20b"]
+    per_layer_token = 8 * 64 * 2 * 2
+    new = era_of("0.33.0-rc2")
+    grow = (allocation(profile, 65536, 1, "f16", 0, new, 512).kv - allocation(profile, 32768, 1, "f16", 0, new, 512).kv)
+    assert grow == 12 * per_layer_token * 32768
+    old = allocation(profile, 32768, 1, "f16", 0, era_of("0.24.0"))
+    assert old.kv == 12 * per_layer_token * 32768 + 12 * per_layer_token * (4096 + 512)
+
+
+def test_gemma2_keeps_every_layer_full_in_the_llama_cpp_runner_and_windows_half_of_them_on_llama_server():
+    """v0.24.0 runs gemma2 on the vendored llama.cpp with swa_full (llama-context.cpp:2393): all 42 layers
+    hold every token. llama-server (v0.30+) windows the 21 even layers to 4096 + n_ubatch cells per slot."""
+    profile = PROFILES["gemma2:9b"]
+    per_layer_token = 8 * 512 * 2
+    old = allocation(profile, 8192, 1, "f16", 0, era_of("0.24.0"))
+    assert old.kv == 42 * per_layer_token * 8192
+    new = allocation(profile, 8192, 1, "f16", 0, era_of("0.33.0-rc2"), 512)
+    assert new.kv == 21 * per_layer_token * 8192 + 21 * per_layer_token * (4096 + 512)

@@ -10,7 +10,8 @@ import pytest
 
 from chunkwise.harness.sim.era import CURRENT_VERSION
 from chunkwise.harness.sim.profiles import ALIASES, PROFILES, resolve
-from chunkwise.harness.sim.tokenizer import chat_prompt_tokens, count_tokens
+from chunkwise.harness.sim.templates import CHATML, chat_prompt_tokens
+from chunkwise.harness.sim.tokenizer import count_tokens
 from chunkwise.ollama.kv import kv_bytes_per_token
 
 MSGS = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name three rivers."}]
@@ -52,7 +53,8 @@ def test_official_client_chat_generate_show_ps_list(sim_factory):
 
     gen = client.generate(model="qwen2.5:7b", prompt="Why is the sky blue?", system="Be brief.", stream=False)
     assert gen.done and gen.prompt_eval_count == chat_prompt_tokens(
-        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Why is the sky blue?"}])
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Why is the sky blue?"}],
+        template=CHATML)
     assert len(gen.context) == gen.prompt_eval_count + gen.eval_count
     streamed = list(client.generate(model="qwen2.5:7b", prompt="Why is the sky blue?", system="Be brief.", stream=True))
     assert "".join(p.response for p in streamed) == gen.response and streamed[-1].done
@@ -131,8 +133,15 @@ def test_bad_requests_get_ollama_statuses(sim):
             assert r.status_code == status, r.text
             return r.json()["error"]
 
-        assert err("/api/chat", 400, content=b"{not json") .startswith("invalid JSON")
+        # encoding/json's texts through gin's ShouldBindJSON (v0.24.0:server/routes.go:2181-2187)
+        assert err("/api/chat", 400, content=b"{not json") == (
+            "invalid character 'n' looking for beginning of object key string")
+        assert err("/api/chat", 400, content=b'{"model":') == "unexpected EOF"
         assert err("/api/chat", 400, content=b"") == "missing request body"
+        assert err("/api/chat", 400, json={"model": "x", "messages": "hi"}) == (
+            "json: cannot unmarshal string into Go struct field ChatRequest.messages of type []api.Message")
+        assert err("/api/chat", 400, json={"model": "x", "messages": [{"role": "user", "content": 5}]}) == (
+            "json: cannot unmarshal number into Go struct field Message.messages.content of type string")
         assert err("/api/chat", 400, json={"messages": MSGS}) == "model is required"
         assert err("/api/generate", 400, json={"prompt": "x"}) == "model is required"
         assert err("/api/chat", 404, json={"model": "nope:1b", "messages": MSGS}) == "model 'nope:1b' not found"
@@ -141,11 +150,15 @@ def test_bad_requests_get_ollama_statuses(sim):
             'time: missing unit in duration "3600"')
         assert err("/api/chat", 400, json={"model": "llama3.1:8b", "messages": MSGS, "think": True}) == (
             '"llama3.1:8b" does not support thinking')
+        # a wrong option type fails in scheduleRunner: handleScheduleError's default, 500 (api/types.go FromMap)
         bad = {"model": "llama3.1:8b", "messages": MSGS, "options": {"num_ctx": "big"}}
-        assert "num_ctx" in err("/api/chat", 400, json=bad)
-        assert "format" in err("/api/chat", 400, json={"model": "llama3.1:8b", "messages": MSGS, "format": "xml"})
+        assert err("/api/chat", 500, json=bad) == 'option "num_ctx" must be of type integer'
+        # a format that is neither "json" nor a schema fails when the runner starts (llm/server.go:1583-1594)
+        assert err("/api/chat", 500, json={"model": "llama3.1:8b", "messages": MSGS, "format": "xml"}) == (
+            'invalid format: "\\"xml\\""; expected "json" or a valid JSON Schema object')
     stats = sim.stats()
-    assert stats["requests"]["/api/chat"]["400"] == 7 and stats["requests"]["/api/chat"]["404"] == 1
+    assert stats["requests"]["/api/chat"]["400"] == 8 and stats["requests"]["/api/chat"]["404"] == 1
+    assert stats["requests"]["/api/chat"]["500"] == 2
 
 
 def test_empty_prompt_loads_and_keep_alive_zero_unloads(sim):

@@ -10,12 +10,13 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
+from chunkwise.harness.sim.era import era_of
+from chunkwise.harness.sim.memory import allocation
 from chunkwise.harness.sim.profiles import PROFILES
 from chunkwise.harness.sim.prompt import chat_prompt
 from chunkwise.harness.sim.scheduler import BUSY, common_prefix, shared_segments
+from chunkwise.harness.sim.templates import render_chat
 from chunkwise.harness.sim.timing import decode_ns, prefill_ns
-from chunkwise.harness.sim.tokenizer import render_chat
-from chunkwise.ollama.kv import kv_bytes_per_token
 
 SYSTEM = {"role": "system", "content": "You label support tickets. " * 40}
 
@@ -145,16 +146,17 @@ def test_no_503_for_the_loaded_model_whatever_the_queue(sim_factory):
 def test_503_only_when_a_reload_is_needed_and_the_load_queue_is_full(sim_factory):
     # v0.33.0-rc2:server/sched.go:204-208: a request that needs a (re)load goes to pendingReqCh (capacity
     # OLLAMA_MAX_QUEUE); when it is full the request gets ErrMaxQueue (sched.go:88), HTTP 503
-    # (routes.go:3112-3113).
+    # (routes.go:3112-3113). The scheduler has taken the first one off the channel while it waits for the
+    # runner to drain (v0.24.0:server/sched.go:163-260), so max_queue + 1 wait and the next is refused.
     sim = sim_factory(parallel=1, max_queue=2, decode_tps=5, answer_tokens=(10, 10))
     httpx.post(f"{sim.url}/api/chat", json={"model": "llama3.1:8b", "messages": []}, trust_env=False)  # load 4096
 
     def reload(i):
         return lambda: chat(sim.url, user(f"r{i}"), options={"num_ctx": 8192, "num_predict": 1})
 
-    results = in_threads([lambda: chat(sim.url, user("long"))] + [reload(i) for i in range(3)], sim)
-    assert [r.status_code for r in results] == [200, 200, 200, 503]
-    assert results[3].json() == {"error": BUSY} and "again.  maximum" in BUSY
+    results = in_threads([lambda: chat(sim.url, user("long"))] + [reload(i) for i in range(4)], sim)
+    assert [r.status_code for r in results] == [200, 200, 200, 200, 503]
+    assert results[4].json() == {"error": BUSY} and "again.  maximum" in BUSY
     assert sim.stats()["requests"]["/api/chat"]["503"] == 1
 
 
@@ -191,7 +193,7 @@ def test_prefix_cache_shortens_prompt_eval_duration_not_count(sim_factory):
     turn = chat(sim.url, convo).json()
     tokens3 = render_chat(convo)
     reused = len(tokens2) + again["eval_count"]
-    assert tokens3[:reused] == tokens2 + render_chat([convo[2]])[4:-5]  # header 4, eot + generation prompt 5
+    assert tokens3[:reused] == tokens2 + render_chat([convo[2]])[5:-5]  # BOS + header 4, eot + generation prompt 5
     assert turn["prompt_eval_duration"] == prefill_ns(reused, len(tokens3) - reused, rate, scale)
 
 
@@ -248,8 +250,10 @@ def test_ps_size_is_weights_plus_reserved_kv(sim_factory):
     chat(sim.url, user("k"), options={"num_ctx": 8192}, model="qwen2.5:7b")
     entry = ps(sim.url)[0]
     profile = PROFILES["qwen2.5:7b"]
-    expected = profile.weights_bytes + int(kv_bytes_per_token(profile.model_info(), "q8_0") * 8192 * 4)
-    assert entry["size"] == expected
+    alloc = allocation(profile, 8192, 4, "q8_0", 4096, era_of(sim.options.ollama_version))
+    # 28 layers x 4 KV heads x (128 + 128) elements of 34/32 bytes (q8_0), for 8192 tokens in each of 4 slots
+    assert alloc.kv == 28 * 4 * 256 * 34 // 32 * 8192 * 4
+    assert entry["size"] == profile.weights_bytes + alloc.kv + alloc.compute
     assert entry["size_vram"] == 4096 * 1024 * 1024 < entry["size"]  # spilled
     assert entry["digest"] == profile.digest and entry["details"]["family"] == "qwen2"
 

@@ -5,13 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from chunkwise.harness.sim.profiles import resolve
 from chunkwise.harness.sim.prompt import INPUT_TOO_LONG, cut_tokens, prune_messages, render_messages
-from chunkwise.harness.sim.tokenizer import (
-    TEMPLATE_GENERATION_TOKENS,
-    TEMPLATE_MESSAGE_TOKENS,
-    chat_prompt_tokens,
-    render_chat,
-)
+from chunkwise.harness.sim.templates import GEMMA, LLAMA3, TEMPLATES, chat_prompt_tokens, render_chat
 
 
 def words(n: int) -> str:
@@ -20,7 +16,7 @@ def words(n: int) -> str:
 
 
 def msg(role: str, content_tokens: int) -> dict:
-    """A message costing content_tokens + 5 template tokens (Llama 3 style template)."""
+    """A message costing content_tokens + 5 template tokens (every family's template but harmony's)."""
     return {"role": role, "content": words(content_tokens)}
 
 
@@ -29,14 +25,29 @@ def chat(url: str, model: str, messages: list, **extra) -> httpx.Response:
     return httpx.post(f"{url}/api/chat", json=body, timeout=30, trust_env=False)
 
 
-def test_render_messages_equals_render_chat():
+def overhead(model: str) -> int:
+    """Template tokens of a one-message chat prompt for `model` (BOS, the message's, the generation prompt)."""
+    profile = resolve(model)
+    assert profile is not None
+    return chat_prompt_tokens([msg("user", 0)], template=TEMPLATES[profile.template])
+
+
+@pytest.mark.parametrize("template", sorted(TEMPLATES))
+def test_render_messages_equals_render_chat(template):
     messages = [{"role": "system", "content": "Be brief, please."},
                 {"role": "user", "content": "Hi  there!\n\nWhat's 2+2?"},
                 {"role": "assistant", "content": ""}, {"content": "no role"}]
-    assert render_messages(messages) == render_chat(messages)
-    assert (TEMPLATE_GENERATION_TOKENS, TEMPLATE_MESSAGE_TOKENS) == (4, 5)
-    assert words(7) and chat_prompt_tokens([msg("user", 7)]) == 4 + 5 + 7
-    assert len(render_chat([msg("user", 7)])) == 16
+    t = TEMPLATES[template]
+    assert render_messages(messages, template=t) == render_chat(messages, template=t)
+    assert len(render_chat(messages, template=t)) == chat_prompt_tokens(messages, template=t)
+
+
+def test_template_token_counts_per_family():
+    """BOS + generation prompt + per message: llama3 1 + 4 + 5, gemma 1 + 3 + 5 (9 for an empty user
+    message, as a real Ollama 0.24.0 counts it for gemma3-270m), chatml 0 + 3 + 5."""
+    assert chat_prompt_tokens([msg("user", 7)]) == 1 + 4 + 5 + 7 == len(render_chat([msg("user", 7)], template=LLAMA3))
+    assert chat_prompt_tokens([{"role": "user", "content": ""}], template=GEMMA) == 9
+    assert [overhead(m) for m in ("llama3.1:8b", "gemma3-270m", "qwen2.5:7b", "gpt-oss:20b")] == [10, 9, 8, 6]
 
 
 def test_cut_tokens_keeps_head_and_tail():
@@ -57,7 +68,7 @@ def test_keep_tail_truncates_to_exactly_num_ctx(sim_factory):
     assert body["prompt_eval_count"] == 4096  # server default num_ctx
     body = chat(sim.url, "llama3.1:8b", over, options={"num_ctx": 2048}).json()
     assert body["prompt_eval_count"] == 2048
-    fits = [msg("user", 4096 - 9)]
+    fits = [msg("user", 4096 - overhead("llama3.1:8b"))]
     assert chat(sim.url, "llama3.1:8b", fits).json()["prompt_eval_count"] == 4096
 
 
@@ -68,7 +79,7 @@ def test_half_mode_matches_ollama_0_30_11_counts(sim_factory, model, num_ctx, ex
     body = chat(sim.url, model, [msg("user", num_ctx + 500)], options={"num_ctx": num_ctx}).json()
     assert body["prompt_eval_count"] == expected
     # a prompt of exactly num_ctx tokens is already cut in this mode (Ollama cuts above num_ctx - 1)
-    body = chat(sim.url, model, [msg("user", num_ctx - 9)], options={"num_ctx": num_ctx}).json()
+    body = chat(sim.url, model, [msg("user", num_ctx - overhead(model))], options={"num_ctx": num_ctx}).json()
     assert body["prompt_eval_count"] == expected
 
 
@@ -96,7 +107,7 @@ def test_stage1_drops_older_messages_but_keeps_system_and_last(sim):
     kept, dropped = prune_messages(history, 3000)
     assert kept == [s, u2, a2, u3] and dropped == 2
     body = chat(sim.url, "llama3.1:8b", history, options={"num_ctx": 3000}).json()
-    assert body["prompt_eval_count"] == chat_prompt_tokens([s, u2, a2, u3]) == 2608
+    assert body["prompt_eval_count"] == chat_prompt_tokens([s, u2, a2, u3]) == 2609
 
     # a system message in the middle moves to the front when the messages before it are dropped
     late_system = [u1, msg("system", 46), a1, u3]
@@ -117,6 +128,7 @@ def test_generate_truncates_and_num_ctx_is_clamped_to_training_context(sim_facto
     r = httpx.post(f"{sim.url}/api/generate", json={"model": "gemma2:9b", "prompt": words(9000), "stream": False,
                                                     "options": {"num_ctx": 100000}}, trust_env=False).json()
     assert r["prompt_eval_count"] == 8192  # gemma2's context_length
-    assert len(r["context"]) == chat_prompt_tokens([{"role": "user", "content": words(9000)}]) + r["eval_count"]
+    assert len(r["context"]) == chat_prompt_tokens([{"role": "user", "content": words(9000)}],
+                                                   template=GEMMA) + r["eval_count"]
     ps = httpx.get(f"{sim.url}/api/ps", trust_env=False).json()["models"][0]
     assert ps["context_length"] == 8192

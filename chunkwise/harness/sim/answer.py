@@ -42,6 +42,8 @@ class Answer:
     thinking: list[str] = field(default_factory=list)
     #: Context shifts during generation (each drops half the context after num_keep).
     shifts: int = 0
+    #: Tokens generated after `tokens` and not shown: the ones that completed a stop string.
+    stop_tokens: int = 0
 
     @property
     def text(self) -> str:
@@ -53,7 +55,7 @@ class Answer:
 
     @property
     def eval_count(self) -> int:
-        return len(self.thinking) + len(self.tokens)
+        return len(self.thinking) + len(self.tokens) + self.stop_tokens
 
 
 def context_shifts(prompt_tokens: int, generated: int, num_ctx: int, keep: int) -> tuple[int, int]:
@@ -96,34 +98,53 @@ def _thinking_tokens(req: CompletionRequest, key: bytes, thinking_range: tuple[i
 
 
 def make_answer(req: CompletionRequest, answer_range: tuple[int, int], num_ctx: int, prompt_tokens: int,
-                density: float = 1.0, thinking_range: tuple[int, int] = (32, 256), keep: int = 4) -> Answer:
-    """The deterministic answer, cut by stop strings, num_predict, 10 x num_ctx and (shift false) the context."""
+                density: float = 1.0, thinking_range: tuple[int, int] = (32, 256), keep: int = 4,
+                unbounded_zero: bool = False) -> Answer:
+    """The deterministic answer, cut by stop strings, num_predict, 10 x num_ctx and (shift false) the context.
+    `unbounded_zero`: num_predict 0 sets no limit at all (the Go-runner eras, era.py)."""
     key = output_key(req.fingerprint, req.seed, req.temperature, req.fmt)
     if req.fmt is not None:
         tokens = tokenize(json_text(key, req.fmt), density)
     else:
         tokens = densify(prose_tokens(key, natural_length(key, *answer_range)), density)
-    if req.stop:
-        text = "".join(tokens)
-        cuts = [i for i in (text.find(s) for s in req.stop) if i >= 0]
-        if cuts:
-            tokens = tokenize(text[: min(cuts)], density)
+    shown, stop_tokens = _stop(tokens, req.stop, density)
     thinking = _thinking_tokens(req, key, thinking_range, density)
     limit = 10 * num_ctx  # Ollama bounds num_predict -1 to 10 x num_ctx (research ollama.md section 2)
     if req.num_predict > 0:
         limit = min(limit, req.num_predict)
+    elif req.num_predict == 0 and unbounded_zero:
+        limit = len(thinking) + len(tokens)
     if not req.shift:
         limit = min(limit, max(num_ctx - prompt_tokens, 0))
     if len(thinking) >= limit and (thinking or tokens):
         return Answer([], "length", thinking[:limit])
     limit -= len(thinking)
     reason = "stop"
-    if len(tokens) > limit:
-        tokens, reason = tokens[:limit], "length"
+    if len(shown) + stop_tokens > limit:  # the limit comes first (the stop string, if any, is not reached)
+        tokens, stop_tokens, reason = tokens[:limit], 0, "length"
+    else:
+        tokens = shown
     shifts = 0
     if req.shift:
-        shifts, _ = context_shifts(prompt_tokens, len(thinking) + len(tokens), num_ctx, keep)
-    return Answer(tokens, reason, thinking, shifts)
+        shifts, _ = context_shifts(prompt_tokens, len(thinking) + len(tokens) + stop_tokens, num_ctx, keep)
+    return Answer(tokens, reason, thinking, shifts, stop_tokens)
+
+
+def _stop(tokens: list[str], stops: list[str], density: float) -> tuple[list[str], int]:
+    """The tokens shown before the first stop string, and how many more were generated to complete it:
+    the runner samples the token that completes a stop string, counts it, and cuts the text
+    (`v0.24.0:runner/ollamarunner/runner.go:750-830`)."""
+    text = "".join(tokens)
+    cuts = [(i, len(s)) for i, s in ((text.find(s), s) for s in stops) if i >= 0]
+    if not cuts:
+        return tokens, 0
+    at, length = min(cuts)
+    generated, pos = 0, 0
+    while pos < at + length and generated < len(tokens):
+        pos += len(tokens[generated])
+        generated += 1
+    shown = tokenize(text[:at], density)
+    return shown, max(0, generated - len(shown))
 
 
 #: (second, its "YYYY-MM-DDTHH:MM:SS" text): formatted once per second, not once per line.

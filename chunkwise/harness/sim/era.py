@@ -23,6 +23,20 @@ behaviour starts:
                       `v0.33.0-rc2:llm/llama_server.go:1511-1513`).
   queue_loads_only    v0.11.5+: OLLAMA_MAX_QUEUE bounds only requests that need a (re)load; requests
                       for a loaded runner wait without limit (`v0.33.0-rc2:server/sched.go:197-208`).
+
+Facts of the Go-runner eras (before v0.30.0), read in `v0.24.0`:
+
+  first_token_in_prompt  prompt_eval_duration runs until the first generated token and eval_duration
+                      covers only the tokens after it (`runner/ollamarunner/runner.go:750-754,984-986`,
+                      `runner/llamarunner/runner.go:518-524`): a one-token answer has no eval_duration.
+  zero_predict_unbounded  num_predict 0 sets no limit: the server caps only negative or > 10 x num_ctx
+                      values (`llm/server.go:1621-1623`) and the runners stop on a count only when it is
+                      > 0 (`runner/ollamarunner/runner.go:798`, `runner/llamarunner/runner.go:425`).
+  engine              which runner serves an architecture (`engine_of`): Ollama's own engine for the
+                      architectures `fs/ggml/ggml.go:277-303` requires it for (gemma3, gpt-oss, qwen3,
+                      ...), the vendored llama.cpp runner for the rest (llama, qwen2, gemma2); from
+                      v0.30.0 llama-server for all. The lists of eras before v0.24.0 are taken to be
+                      v0.24.0's (not read).
 """
 
 from __future__ import annotations
@@ -50,6 +64,24 @@ class Era:
     llama_server: bool
     uncached_count: bool
     queue_loads_only: bool
+    first_token_in_prompt: bool = False
+    zero_predict_unbounded: bool = False
+
+
+#: Architectures Ollama's own engine serves in the Go-runner eras (`v0.24.0:fs/ggml/ggml.go:277-303`).
+OLLAMA_ENGINE_ARCHS = frozenset({
+    "bert", "deepseek2", "deepseekocr", "gemma3", "gemma3n", "gemma4", "gptoss", "gpt-oss", "laguna", "llama4",
+    "mistral3", "mllama", "nemotron_h", "nemotron_h_moe", "nemotron_h_omni", "nomic-bert", "olmo3", "qwen25vl",
+    "qwen3", "qwen3moe", "qwen35", "qwen35moe", "qwen3next", "qwen3vl", "qwen3vlmoe", "glm4moelite", "glmocr",
+    "lfm2", "lfm2moe",
+})
+
+
+def engine_of(era: Era, arch: str) -> str:
+    """"llama-server" (v0.30+), "ollama" (Ollama's own engine) or "llamarunner" (vendored llama.cpp)."""
+    if era.llama_server:
+        return "llama-server"
+    return "ollama" if arch in OLLAMA_ENGINE_ARCHS else "llamarunner"
 
 
 @lru_cache(maxsize=32)
@@ -72,4 +104,6 @@ def era_of(version: str) -> Era:
         llama_server=v >= (0, 30, 0),
         uncached_count=v == (0, 30, 0),
         queue_loads_only=v >= (0, 11, 5),
+        first_token_in_prompt=v < (0, 30, 0),
+        zero_predict_unbounded=v < (0, 30, 0),
     )

@@ -28,11 +28,18 @@ from __future__ import annotations
 
 import hashlib
 
+from chunkwise.harness.sim.era import engine_of
 from chunkwise.harness.sim.options import SimOptions
+from chunkwise.harness.sim.profiles import ModelProfile
 
 RUNNER_STOPPED = (
     "model runner has unexpectedly stopped, this may be due to resource limitations or an internal error, "
     "check ollama server logs for details"
+)
+#: A runner of Ollama's own engine that died while loading (`v0.24.0:llm/server.go:1241`).
+MODEL_FAILED_TO_LOAD = (
+    "model failed to load, this may be due to resource limitations or an internal error, check ollama server logs "
+    "for details"
 )
 #: Error line inside a 200 stream (`v0.33.0-rc2:llm/llama_server.go:1766`; msg = "unexpected EOF"
 #: when llama-server left no error line in its log).
@@ -41,21 +48,31 @@ STREAM_CRASH = "an error was encountered while running the model: unexpected EOF
 KINDS = ("error", "reset", "stall", "incomplete", "stream_error")
 
 
-def load_error(options: SimOptions, num_ctx: int) -> str | None:
+def load_error(options: SimOptions, num_ctx: int, profile: ModelProfile | None = None) -> str | None:
     """The 500 message of a failed model load under `options`, or None when the load succeeds.
 
-    Texts: llama-server era `llm/llama_server.go:1306-1309` ("llama-server process has terminated:
-    exit status 1: <last error line>"), Go-runner era `v0.13.0:llm/server.go:1304` ("llama runner process
-    has terminated: <error>"). The last error lines are the ones `llm/status.go:67-97` recognises:
-    "error loading model" and CUDA's "cudaMalloc failed: out of memory"."""
-    mode = options.load_failure
+    A profile that `load_fails` (a damaged GGUF) fails every load whatever the options. Texts by engine
+    (`era.engine_of`): llama-server era `llm/llama_server.go:1306-1309` ("llama-server process has
+    terminated: exit status 1: <last error line>"); the vendored llama.cpp runner of the Go eras
+    `v0.24.0:llm/server.go:1396` ("llama runner process has terminated: <error>"); Ollama's own engine,
+    whose runner dies while answering the load request, `v0.24.0:llm/server.go:1239-1241` ("model failed
+    to load, ...": seen on a real 0.24.0 with a gemma3 GGUF whose tensor table was damaged). A GGUF whose
+    architecture no engine knows goes to the llama.cpp runner, whose model loader fails: "unable to load
+    model: <blob path>" (`v0.24.0:llama/llama.go:308-311`, seen on a real 0.24.0). The last error lines are the ones
+    `llm/status.go:67-97` recognises: "error loading model" and CUDA's "cudaMalloc failed: out of memory"."""
+    mode = "load" if profile is not None and profile.load_fails else options.load_failure
     if mode == "none" or (mode == "oom" and num_ctx < options.oom_num_ctx):
         return None
+    engine = engine_of(options.era, profile.arch if profile is not None else "llama")
     if mode == "oom":
         detail = "cudaMalloc failed: out of memory"
+    elif engine == "ollama":
+        return MODEL_FAILED_TO_LOAD
+    elif engine == "llamarunner" and profile is not None and profile.load_fails:
+        return f"unable to load model: {profile.blob_path}"  # `v0.24.0:llama/llama.go:308-311`
     else:
         detail = "error loading model: llama_model_loader: failed to load model from the model blob"
-    if options.era.llama_server:
+    if engine == "llama-server":
         return f"llama-server process has terminated: exit status 1: {detail}"
     return f"llama runner process has terminated: {detail}"
 

@@ -60,6 +60,7 @@ def parse_keep_alive(value: object, default_s: float) -> float:
         seconds = float(value)
     elif isinstance(value, str):
         seconds = parse_go_duration(value)
-    else:
-        raise DurationError(f"Unsupported type: '{type(value).__name__}'")
+    else:  # Go's reflect.TypeOf of the decoded value (`v0.24.0:api/types.go` Duration.UnmarshalJSON)
+        kind = "[]interface {}" if isinstance(value, list) else "map[string]interface {}"
+        raise DurationError(f"Unsupported type: '{kind}'")
     return math.inf if seconds < 0 else seconds

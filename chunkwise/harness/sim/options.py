@@ -41,9 +41,9 @@ class SimOptions(BaseModel):
     max_queue: int = Field(
         default=512,
         ge=0,
-        description="Requests that may wait for a model (re)load, like OLLAMA_MAX_QUEUE; one more is "
-        "answered 503 at once. As in Ollama >= 0.11.5 (server/sched.go:197-208) requests for the "
-        "loaded model wait without limit.",
+        description="Requests that may wait in the queue for a model (re)load, like OLLAMA_MAX_QUEUE, besides "
+        "the one the scheduler is loading for; one more is answered 503 at once. As in Ollama >= 0.11.5 "
+        "(server/sched.go:197-208) requests for the loaded model wait without limit.",
     )
     num_ctx_default: int = Field(
         default=4096, ge=4,
@@ -108,13 +108,13 @@ class SimOptions(BaseModel):
     )
     compute_buffers: bool = Field(
         default=True,
-        description="Add Ollama's automatic num_batch compute buffers (768 MiB / 2 GiB by effective "
-        "context, sim/memory.py) to /api/ps size, as Ollama v0.30+ does; off imitates the Go runners.",
+        description="Count the runner's compute buffers (activations and attention masks for one batch, "
+        "sim/memory.py) in /api/ps size, as every Ollama does; off leaves weights + KV only.",
     )
     token_density: float = Field(
         default=1.0, ge=1.0, le=4.0,
-        description="Tokens per base token: > 1 splits tokens the way a real BPE packs code, ids and "
-        "non-English text denser (1.5 = 50% more tokens for the same text).",
+        description="Tokens per base token: > 1 splits tokens as a smaller vocabulary needs more of them for "
+        "the same text (1.5 = 50% more); the base tokenizer already counts by character class (Gemma 3).",
     )
     thinking_tokens: tuple[int, int] = Field(
         default=(32, 256),

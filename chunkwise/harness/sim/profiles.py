@@ -3,9 +3,10 @@
 Numbers are the models' published configurations (layers, attention heads, KV heads, head size, training
 context: meta-llama/llama-models `models/sku_list.py` for Llama 3.x, the Qwen2.5 technical report arXiv
 2412.15115 Table 1, Hugging Face `google/gemma-2-9b` config.json) plus the size of the usual Ollama
-download. They drive /api/show `model_info`, the num_ctx clamp, the /api/ps memory figure (via
-`chunkwise.ollama.kv`) and, for the `half` truncation mode, whether the tokenizer adds a BOS token
-(Ollama counts it in num_keep).
+download. They drive /api/show (`gguf_view.py`), the num_ctx clamp, the /api/ps memory figure
+(`memory.py`), the chat template (`templates.py`) and whether the prompt starts with a BOS token.
+`gemma3-270m` is the real-Ollama tier's model, every figure taken from a real Ollama 0.24.0;
+`gemma3-270m-damaged` is the same model with a GGUF that no runner can load.
 
 Names: a profile is found by its exact name (`llama3.1:8b`). A name without a tag gets `:latest`,
 as Ollama does, and `ALIASES` maps `<family>:latest` to the tag the Ollama library serves under
@@ -15,17 +16,8 @@ as Ollama does, and `ALIASES` maps `<family>:latest` to the tag the Ollama libra
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass, field, replace
 from typing import Any
-
-# The chat template the simulator applies; it describes `chunkwise.harness.sim.tokenizer.render_chat`.
-TEMPLATE = (
-    "{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>{{ end }}"
-    "<|start_header_id|>assistant<|end_header_id|>\n\n"
-)
-STOP_MARKERS = ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
-PARAMETERS = "\n".join(f'stop                           "{marker}"' for marker in STOP_MARKERS)
 
 
 @dataclass(frozen=True)
@@ -60,6 +52,33 @@ class ModelProfile:
     think_levels_only: bool = False
     modified_at: str = "2024-11-26T10:00:00.000000Z"
     extra_info: dict[str, Any] = field(default_factory=dict)
+    #: Chat template family (`templates.py`).
+    template: str = "llama3"
+    #: Bytes of tensor data (the weights a runner holds), when not `weights_bytes` (the download size).
+    tensor_bytes: int | None = None
+    #: Bytes of a token embedding that also serves as the output layer (tied embeddings): Ollama's own
+    #: engine loads it a second time as `output` (`v0.24.0:model/models/gemma3/model_text.go:51`,
+    #: `gguf:"output,alt:token_embd"`), llama.cpp does not.
+    tied_embedding_bytes: int = 0
+    #: The GGUF's scalar metadata exactly, when known (replaces the keys built from the fields above).
+    gguf_info: dict[str, Any] | None = None
+    #: The GGUF's array metadata besides the vocabulary: key -> values (JSON null unless verbose).
+    gguf_arrays: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    #: The vocabulary arrays in the GGUF (`tokenizer.ggml.` + each name).
+    vocabulary: tuple[str, ...] = ("tokens", "token_type")
+    #: Every load of this model fails (a damaged GGUF: the runner dies while loading it).
+    load_fails: bool = False
+    #: Modelfile PARAMETERs besides the template's stop strings: (name, value as Ollama prints it).
+    parameters: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def blob_path(self) -> str:
+        """Where the model's GGUF would be in a model store (/api/show `parent_model`, load errors)."""
+        return f"/sim/models/blobs/sha256-{self.digest}"
+
+    @property
+    def resident_tensor_bytes(self) -> int:
+        return self.tensor_bytes if self.tensor_bytes is not None else self.weights_bytes
 
     @property
     def digest(self) -> str:
@@ -71,41 +90,10 @@ class ModelProfile:
         return hashlib.sha256(f"chunkwise-sim-model:{self.name}{':' + build if build else ''}".encode()).hexdigest()
 
     def model_info(self, verbose: bool = False) -> dict[str, Any]:
-        """GGUF metadata as /api/show returns it. The GGUF's arrays are the vocabulary's
-        `tokenizer.ggml.tokens` and `tokenizer.ggml.token_type` (vocab_size entries each; the
-        simulated vocabulary has no real strings, so the tokens are placeholders `[id]` and every type
-        is 1, normal). Without `verbose` Ollama collects no array values at all and every non-empty
-        array is JSON null (`v0.33.0-rc2:server/routes.go:1600-1605` passes maxArraySize 0 to
-        `llm.LoadModel`; `fs/ggml/gguf.go:457-483` keeps `values` nil then and marshals them as
-        null). The `[]any` loop of `routes.go:1612-1618` (arrays > 5 become `[]`) never matches a
-        decoded GGUF array (`*array[T]`), so `[]` only appears for an array that is empty in the file."""
-        a = self.arch
-        info: dict[str, Any] = {
-            "general.architecture": a,
-            "general.file_type": self.file_type,
-            "general.parameter_count": self.parameter_count,
-            "general.quantization_version": 2,
-            f"{a}.block_count": self.block_count,
-            f"{a}.context_length": self.context_length,
-            f"{a}.embedding_length": self.embedding_length,
-            f"{a}.feed_forward_length": self.feed_forward_length,
-            f"{a}.attention.head_count": self.head_count,
-            f"{a}.attention.head_count_kv": self.head_count_kv,
-        }
-        if self.key_length is not None:
-            info[f"{a}.attention.key_length"] = self.key_length
-        if self.value_length is not None:
-            info[f"{a}.attention.value_length"] = self.value_length
-        if self.sliding_window is not None:
-            info[f"{a}.attention.sliding_window"] = self.sliding_window
-        info.update(self.extra_info)
-        info["tokenizer.ggml.model"] = self.tokenizer_model
-        info["tokenizer.ggml.add_bos_token"] = self.adds_bos
-        info[f"{a}.vocab_size"] = self.vocab_size
-        tokens, types = vocabulary_arrays(self.vocab_size) if verbose else (None, None)
-        info["tokenizer.ggml.tokens"] = tokens
-        info["tokenizer.ggml.token_type"] = types
-        return dict(sorted(info.items()))
+        """/api/show `model_info` of this profile (`gguf_view.model_info`)."""
+        from chunkwise.harness.sim.gguf_view import model_info  # gguf_view imports this module
+
+        return model_info(self, verbose)
 
     @property
     def thinks(self) -> bool:
@@ -122,11 +110,43 @@ class ModelProfile:
         }
 
 
-@lru_cache(maxsize=8)
-def vocabulary_arrays(size: int) -> tuple[list[str], list[int]]:
-    """Placeholder `tokenizer.ggml.tokens` and `token_type` arrays of `size` entries (built once)."""
-    return [f"[{i}]" for i in range(size)], [1] * size
+#: The packaged Gemma 3 270M GGUF (Q4_K_M) as `ollama create` stores it with the Gemma Modelfile of
+#: chunkwise/harness/ollama_server (the real-Ollama tier's model): every figure from a real Ollama 0.24.0
+#: (`/api/show`, `/api/tags`; 2026-12-06). Tensor data 246,587,904 bytes (the sum over /api/show's
+#: tensors); the Q8_0 token embedding (640 x 262,144: 178,257,920 bytes) doubles as the output layer,
+#: which Ollama's engine loads twice: its log says "model weights" 405.2 MiB = the two together.
+GEMMA3_270M = ModelProfile(
+    name="gemma3-270m:latest", arch="gemma3", family="gemma3", parameter_size="268.10M",
+    parameter_count=268098176, quantization_level="Q4_K_M", file_type=15,
+    weights_bytes=253113837, tensor_bytes=246587904, tied_embedding_bytes=178257920,
+    block_count=18, head_count=4, head_count_kv=1, embedding_length=640, feed_forward_length=2048,
+    context_length=32768, vocab_size=262144, adds_bos=True, tokenizer_model="llama",
+    key_length=256, value_length=256, sliding_window=512, template="gemma",
+    modified_at="2026-12-06T22:45:10.624668002Z",
+    gguf_info={
+        "gemma3.attention.head_count": 4, "gemma3.attention.head_count_kv": 1,
+        "gemma3.attention.key_length": 256, "gemma3.attention.layer_norm_rms_epsilon": 1e-06,
+        "gemma3.attention.sliding_window": 512, "gemma3.attention.value_length": 256, "gemma3.block_count": 18,
+        "gemma3.context_length": 32768, "gemma3.embedding_length": 640, "gemma3.feed_forward_length": 2048,
+        "gemma3.rope.freq_base": 1000000, "general.architecture": "gemma3", "general.basename": "gemma-3",
+        "general.file_type": 15, "general.license": "gemma", "general.parameter_count": 268098176,
+        "general.quantization_version": 2, "general.size_label": "270M", "general.type": "model",
+        "tokenizer.ggml.add_bos_token": True, "tokenizer.ggml.add_eos_token": False,
+        "tokenizer.ggml.add_sep_token": False, "tokenizer.ggml.add_space_prefix": False,
+        "tokenizer.ggml.bos_token_id": 2, "tokenizer.ggml.eos_token_id": 1, "tokenizer.ggml.model": "llama",
+        "tokenizer.ggml.padding_token_id": 0, "tokenizer.ggml.pre": "default", "tokenizer.ggml.unknown_token_id": 3,
+    },
+    gguf_arrays={"general.tags": ("gemma3", "gemma", "google", "text-generation")},
+    vocabulary=("tokens", "scores", "token_type"),
+    parameters=(("num_thread", "1"),),  # the harness's Modelfile (chunkwise/harness/ollama_server/models.py)
+)
 
+#: `gemma3-270m-damaged` of the real-Ollama tier: the same GGUF with `general.architecture` changed to
+#: "gemmq3" (chunkwise/harness/ollama_server/models.py), which `ollama create` accepts and no runner loads.
+GEMMA3_270M_DAMAGED = replace(
+    GEMMA3_270M, name="gemma3-270m-damaged:latest", arch="gemmq3", family="gemmq3", load_fails=True,
+    gguf_info={**(GEMMA3_270M.gguf_info or {}), "general.architecture": "gemmq3"},
+)
 
 _LLAMA3_EXTRA = {"llama.rope.freq_base": 500000, "llama.attention.layer_norm_rms_epsilon": 1e-05}
 
@@ -159,6 +179,7 @@ PROFILES: dict[str, ModelProfile] = {
             vocab_size=152064, adds_bos=False, tokenizer_model="gpt2",
             capabilities=("completion", "tools"),
             extra_info={"qwen2.rope.freq_base": 1000000, "qwen2.attention.layer_norm_rms_epsilon": 1e-06},
+            template="chatml",
         ),
         ModelProfile(
             name="gemma2:9b", arch="gemma2", family="gemma2", parameter_size="9.2B",
@@ -168,6 +189,7 @@ PROFILES: dict[str, ModelProfile] = {
             vocab_size=256000, adds_bos=True, tokenizer_model="llama",
             key_length=256, value_length=256, sliding_window=4096,
             extra_info={"gemma2.attn_logit_softcapping": 50, "gemma2.final_logit_softcapping": 30},
+            template="gemma",
         ),
         # Thinking models (research ollama-fidelity-audit.md #14). qwen3:8b: Qwen3-8B config (36 layers,
         # 32 heads, 8 KV heads, head_dim 128, hidden 4096, 40,960 context); gpt-oss:20b: 24 layers,
@@ -181,6 +203,7 @@ PROFILES: dict[str, ModelProfile] = {
             key_length=128, value_length=128,
             capabilities=("completion", "tools", "thinking"),
             extra_info={"qwen3.rope.freq_base": 1000000, "qwen3.attention.layer_norm_rms_epsilon": 1e-06},
+            template="chatml",
         ),
         ModelProfile(
             name="gpt-oss:20b", arch="gptoss", family="gptoss", parameter_size="20.9B",
@@ -191,7 +214,10 @@ PROFILES: dict[str, ModelProfile] = {
             key_length=64, value_length=64, sliding_window=128,
             capabilities=("completion", "tools", "thinking"), think_levels_only=True,
             extra_info={"gptoss.expert_count": 32, "gptoss.expert_used_count": 4},
+            template="harmony",
         ),
+        GEMMA3_270M,
+        GEMMA3_270M_DAMAGED,
     )
 }
 

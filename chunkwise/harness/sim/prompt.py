@@ -1,8 +1,9 @@
 """Prompt rendering and Ollama's two truncation stages (research ollama.md section 2).
 
-Rendering is `chunkwise.harness.sim.tokenizer.render_chat`, applied one message at a time so each message's
-tokens can be cached (a batch repeats the same system prompt; a conversation repeats its history).
-`render_chat(messages)` and `render_messages(messages)` give the same tokens (tested).
+Rendering is `chunkwise.harness.sim.templates.render_chat` for the model's template family, applied one
+message at a time so each message's tokens can be cached (a batch repeats the same system prompt; a
+conversation repeats its history). The BOS token, where the family has one, is a segment of its own.
+`render_chat(messages, template=t)` and `render_messages(messages, template=t)` give the same tokens (tested).
 
 Stage 1 (chat only, when `truncate` is true): drop whole older messages from the front until the
 prompt fits num_ctx, never dropping system messages (they move to the front) nor the last message
@@ -16,8 +17,9 @@ Stage 2 (every prompt still too long), by `SimOptions.truncation_mode` (the era'
              4096 (keep 4) or 16387 of 32768 (keep 5) (`HEAD:llm/llama_server.go:279-331`).
   error      HTTP 400, as llama-server-native models answer.
 `keep` is options.num_keep (default 4; negative = the whole prompt) plus 1 when the model's tokenizer
-adds a BOS token, at most num_ctx - 1. The simulated token lists carry no BOS token, so the counts
-match `chunkwise.harness.sim.tokenizer.chat_prompt_tokens` exactly when nothing is cut.
+adds a BOS token (the llama.cpp runner's rule, `v0.24.0:runner/llamarunner/runner.go:137-139`), at
+most num_ctx - 1. The token lists start with the BOS token, so the counts match
+`templates.chat_prompt_tokens` exactly when nothing is cut.
 "truncate": false turns any over-length prompt into the 400. A prompt "fits" when it has at most
 num_ctx tokens (num_ctx - 1 in `half` mode, where Ollama cuts anything above num_ctx - 1).
 """
@@ -29,10 +31,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from chunkwise.harness.sim.tokenizer import GENERATION_TOKENS, message_template, tokenize
+from chunkwise.harness.sim.templates import LLAMA3, TEMPLATES, ChatTemplate
+from chunkwise.harness.sim.tokenizer import tokenize
 
 INPUT_TOO_LONG = "the input length exceeds the context length"
-GENERATION_PROMPT: tuple[str, ...] = GENERATION_TOKENS
 #: Token tuples a token list starts with, in order (the cached tuples of `message_tokens`).
 Segments = tuple[tuple[str, ...], ...]
 
@@ -42,32 +44,43 @@ class PromptTooLong(Exception):
 
 
 @lru_cache(maxsize=2048)  # ~50 KB per 700-token message: <= ~100 MB; 8 conversations of 111 turns fit
-def message_tokens(role: str, content: str, density: float = 1.0) -> tuple[str, ...]:
+def message_tokens(role: str, content: str, density: float = 1.0, template: str = "llama3") -> tuple[str, ...]:
     """The rendered tokens of one message (template tokens included), cached."""
-    return tuple(message_template(role, tokenize(content, density)))
+    return tuple(TEMPLATES[template].message(role, tokenize(content, density)))
+
+
+@lru_cache(maxsize=8)
+def bos_segment(template: str) -> tuple[str, ...]:
+    """The BOS token as a segment (one object per family, so prompts share it by identity)."""
+    bos = TEMPLATES[template].bos
+    return (bos,) if bos else ()
 
 
 def _message_key(message: Mapping[str, Any]) -> tuple[str, str]:
     return str(message.get("role", "user")), str(message.get("content") or "")
 
 
-def message_segments(messages: Sequence[Mapping[str, Any]], density: float = 1.0) -> Segments:
-    """The cached token tuple of each message, in order."""
-    return tuple([message_tokens(*_message_key(message), density) for message in messages])
+def message_segments(messages: Sequence[Mapping[str, Any]], density: float = 1.0,
+                     template: ChatTemplate = LLAMA3) -> Segments:
+    """The BOS segment (if any), then the cached token tuple of each message, in order."""
+    head = bos_segment(template.name)
+    return ((head,) if head else ()) + tuple(
+        [message_tokens(*_message_key(message), density, template.name) for message in messages])
 
 
-def join_segments(segments: Segments) -> list[str]:
+def join_segments(segments: Segments, template: ChatTemplate = LLAMA3) -> list[str]:
     """The prompt tokens: the segments, then the generation prompt."""
     out: list[str] = []
     for segment in segments:
         out += segment
-    out += GENERATION_PROMPT
+    out += template.generation
     return out
 
 
-def render_messages(messages: Sequence[Mapping[str, Any]], density: float = 1.0) -> list[str]:
-    """Same tokens as `render_chat(messages, density)`, built from cached per-message tokens."""
-    return join_segments(message_segments(messages, density))
+def render_messages(messages: Sequence[Mapping[str, Any]], density: float = 1.0,
+                    template: ChatTemplate = LLAMA3) -> list[str]:
+    """Same tokens as `render_chat(messages, density, template)`, built from cached per-message tokens."""
+    return join_segments(message_segments(messages, density, template), template)
 
 
 @dataclass
@@ -82,12 +95,12 @@ class Prompt:
 
 
 def prune_messages(
-    messages: Sequence[Mapping[str, Any]], num_ctx: int, density: float = 1.0
+    messages: Sequence[Mapping[str, Any]], num_ctx: int, density: float = 1.0, template: ChatTemplate = LLAMA3
 ) -> tuple[list[Mapping[str, Any]], int]:
     """Stage 1: the messages that remain and how many were dropped."""
     keys = [_message_key(m) for m in messages]
-    lengths = [len(message_tokens(*k, density)) for k in keys]
-    total = len(GENERATION_PROMPT) + sum(lengths)
+    lengths = [len(message_tokens(*k, density, template.name)) for k in keys]
+    total = len(template.generation) + len(bos_segment(template.name)) + sum(lengths)
     if total <= num_ctx or len(messages) <= 1:
         return list(messages), 0
     last = len(messages) - 1
@@ -126,13 +139,13 @@ def cut_tokens(tokens: list[str], num_ctx: int, num_keep: int, adds_bos: bool, m
 
 
 def chat_prompt(messages: Sequence[Mapping[str, Any]], num_ctx: int, num_keep: int, adds_bos: bool, mode: str,
-                truncate: bool, density: float = 1.0) -> Prompt:
+                truncate: bool, density: float = 1.0, template: ChatTemplate = LLAMA3) -> Prompt:
     """Render and truncate an /api/chat prompt."""
     dropped = 0
     if truncate:
-        messages, dropped = prune_messages(messages, num_ctx, density)
-    segments = message_segments(messages, density)
-    rendered_tokens = join_segments(segments)
+        messages, dropped = prune_messages(messages, num_ctx, density, template)
+    segments = message_segments(messages, density, template)
+    rendered_tokens = join_segments(segments, template)
     rendered = len(rendered_tokens)
     tokens = cut_tokens(rendered_tokens, num_ctx, num_keep, adds_bos, mode, truncate)
     return Prompt(tokens, rendered, dropped, rendered - len(tokens), segments if tokens is rendered_tokens else ())
@@ -146,10 +159,11 @@ def generate_messages(prompt: str, system: str | None) -> list[dict[str, str]]:
 
 
 def generate_prompt(prompt: str, system: str | None, raw: bool, num_ctx: int, num_keep: int, adds_bos: bool,
-                    mode: str, truncate: bool, density: float = 1.0) -> Prompt:
-    """Render and truncate an /api/generate prompt (`raw` skips the template, as in Ollama)."""
-    segments = () if raw else message_segments(generate_messages(prompt, system), density)
-    rendered_tokens = tokenize(prompt, density) if raw else join_segments(segments)
+                    mode: str, truncate: bool, density: float = 1.0, template: ChatTemplate = LLAMA3) -> Prompt:
+    """Render and truncate an /api/generate prompt (`raw` skips the template but not BOS, as in Ollama)."""
+    segments = () if raw else message_segments(generate_messages(prompt, system), density, template)
+    bos = list(bos_segment(template.name))
+    rendered_tokens = bos + tokenize(prompt, density) if raw else join_segments(segments, template)
     rendered = len(rendered_tokens)
     tokens = cut_tokens(rendered_tokens, num_ctx, num_keep, adds_bos, mode, truncate)
     return Prompt(tokens, rendered, 0, rendered - len(tokens), segments if tokens is rendered_tokens else ())

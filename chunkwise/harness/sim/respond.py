@@ -1,7 +1,8 @@
 """Writing one chat/generate answer while holding a slot: modelled sleeps, NDJSON or one object, faults.
 
-Durations: prompt_eval_duration and eval_duration are the modelled times (`timing.py`) exactly;
-total_duration is measured from handler entry to the final line. Streaming sends one line per
+Durations: prompt_eval_duration and eval_duration are the modelled times (`timing.py`) exactly, except
+that the Go-runner eras count the first generated token as prompt time (era.py); total_duration is
+measured from handler entry to the final line. Streaming sends one line per
 `stream_chunk_tokens` tokens at the time the model would have produced them (absolute deadlines, so
 sleep overshoot does not accumulate). A client that disconnects is recorded as 499 and its
 generation stops (aiohttp cancels the handler). Only a complete `done: true` answer written to the
@@ -40,6 +41,7 @@ from chunkwise.harness.sim.prompt import Prompt, generate_messages, render_messa
 from chunkwise.harness.sim.request import CompletionRequest
 from chunkwise.harness.sim.scheduler import Lease
 from chunkwise.harness.sim.state import JSON_TYPE, NDJSON_TYPE, SimState
+from chunkwise.harness.sim.templates import TEMPLATES
 from chunkwise.harness.sim.timing import decode_ns, prefill_ns, prefill_stall_ns, slot_slowdown
 
 
@@ -119,14 +121,20 @@ class Responder:
             extra["context"] = [token_id(t) for t in self.prompt_full_tokens() + answer.tokens]
         total = time.perf_counter_ns() - self.t0
         eval_ns = self.eval_ns + self._stalled()
-        extra.update(metrics(total, self.load_ns, self.prompt_count, self.prefill_ns, answer.eval_count, eval_ns))
+        prompt_ns = self.prefill_ns
+        if self.state.options.era.first_token_in_prompt and answer.eval_count:
+            first = min(self.decode(1), eval_ns)  # the Go runners count the first token as prompt time
+            prompt_ns, eval_ns = prompt_ns + first, eval_ns - first
+        extra.update(metrics(total, self.load_ns, self.prompt_count, prompt_ns, answer.eval_count, eval_ns))
         thinking = "" if req.stream else answer.thinking_text
         content = "" if req.stream else answer.text
         return chunk_body(req, content, True, thinking=thinking, done_reason=answer.done_reason, **extra)
 
     def prompt_full_tokens(self) -> list[str]:
         """Ollama's `context` re-tokenizes the untruncated rendered prompt (research ollama.md section 1)."""
-        return render_messages(generate_messages(self.req.prompt, self.req.system), self.state.options.token_density)
+        template = TEMPLATES[self.req.profile.template if self.req.profile is not None else "llama3"]
+        return render_messages(generate_messages(self.req.prompt, self.req.system), self.state.options.token_density,
+                               template)
 
     def _stalled(self) -> int:
         """Nanoseconds other slots' prefills have delayed this request since it took its slot."""

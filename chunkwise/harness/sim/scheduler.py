@@ -6,7 +6,10 @@ every in-flight request has finished, then the model loads for `load_ms` (a real
 are served first come, first served. Only requests that need a (re)load count against `max_queue`:
 one more gets `ServerBusy` (HTTP 503) at once, while requests for the loaded (or loading) model wait
 without limit (`v0.33.0-rc2:server/sched.go:197-208`: the fast path `useLoadedRunner` skips the
-bounded `pendingReqCh`). Eras before v0.11.5 bounded every waiter (`SimOptions.era.queue_loads_only`).
+bounded `pendingReqCh`). The request at the head of the reload queue is not in the channel any more:
+`processPending` has taken it and waits for the runner to drain (`v0.24.0:server/sched.go:126-139,163-260`),
+so max_queue + 1 requests can wait for a reload. Eras before v0.11.5 bounded every waiter
+(`SimOptions.era.queue_loads_only`).
 
 A load can fail (`SimOptions.load_failure`): the request that triggered it gets `LoadFailed` (HTTP
 500 with the runner's message), the model stays unloaded, and the next waiting request tries the
@@ -172,7 +175,10 @@ class Scheduler:
         current = self.loaded.key if self.loaded is not None else self._loading_key
         if key == current:
             return -1
-        return sum(1 for w in self.waiters if w.key != current)
+        waiting = sum(1 for w in self.waiters if w.key != current)
+        if waiting and self.waiters[0].key != current:
+            waiting -= 1  # the scheduler has taken the first one off the queue (`v0.24.0:server/sched.go:163`)
+        return waiting
 
     def release(self, lease: Lease, tokens: list[str] | None, segments: Segments = ()) -> None:
         """Give the slot back; `tokens` (prompt + answer) become its cache, None keeps the old cache.
@@ -242,7 +248,7 @@ class Scheduler:
             await asyncio.sleep(load_s)  # a cancelled load (reset, stop) ends here; reset() clears _load_task
         self._load_task = None
         self._loading_key = None
-        error = load_error(options, head.key.num_ctx)
+        error = load_error(options, head.key.num_ctx, head.profile)
         if error is not None:
             self.stats.faults["load_failure"] += 1
             if head in self.waiters:
@@ -289,7 +295,7 @@ class Scheduler:
             return []
         options = self._options()
         profile, key = loaded.profile, loaded.key
-        size = loaded_size(profile, key.num_ctx, key.parallel, key.kv_cache_type, options.vram_mib,
+        size = loaded_size(profile, key.num_ctx, key.parallel, key.kv_cache_type, options.vram_mib, options.era,
                            options.compute_buffers)
         if loaded.expires_at is not None:
             expires = loaded.expires_at

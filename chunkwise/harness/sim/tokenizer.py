@@ -1,30 +1,44 @@
-"""The simulator's own tokenizer and chat template (the client must not import them).
+"""The simulator's own tokenizer (the client must not import it): token counts by character class.
 
-It is not a real model's BPE. It exists so that the simulator counts tokens the same way on every
-machine and simulator tests can compute exact expectations (`prompt_eval_count`, truncation points).
+It is not a real model's BPE; it counts like one. One regular expression splits text left to right,
+first alternative that matches wins, and every character belongs to exactly one token, so
+`"".join(tokenize(s)) == s`:
 
-Base rule, applied left to right by one regular expression, first alternative that matches wins:
+1. an optional single space, then 1 or 2 CJK characters (kana, CJK ideographs, hangul);
+2. an optional single space, then up to `LETTERS_PER_TOKEN` (10) other letters: most words are one
+   token, a long word is cut every 10 letters;
+3. one digit (every digit is a token of its own; a space before a number is a token of its own too);
+4. an optional single space, then up to `SYMBOLS_PER_TOKEN` (3) characters that are neither letters,
+   digits nor whitespace (punctuation, operators, `_`);
+5. one newline;
+6. one or two other whitespace characters (spaces, tabs).
 
-1. an optional single space followed by 1 or 2 CJK characters (Llama-3's BPE spends about one token
-   per 1-1.5 Chinese/Japanese/Korean characters, far denser than English);
-2. an optional single space followed by 1 to 4 other letters or digits (`" word"` -> `" word"`,
-   `"tokenizer"` -> `"toke" "nize" "r"`);
-3. an optional single space followed by one character that is neither a letter, a digit nor
-   whitespace (punctuation, symbols, `_`);
-4. a run of whitespace not consumed by rules 1-3 (newlines, double spaces).
+The constants are the Gemma 3 tokenizer's, measured through a real Ollama 0.24.0 serving gemma3-270m:
+`prompt_eval_count` of one user message minus that of an empty one (9 template tokens), text by text
+(`tests/support/gemma_density.py`, 2026-12-06):
 
-Every character belongs to exactly one token, so `"".join(tokenize(s)) == s`. English prose comes
-out at about 3.5-4 characters per token, code at about 2, ids and numbers at about 2.5.
+    class            chars  Gemma tokens  chars/token   this tokenizer
+    English prose      469        77         6.09            79
+    long words         579        64         9.05            64
+    6-digit numbers    279       279         1.00           279
+    digit run          200       200         1.00           200
+    symbols            261       120         2.17           120
+    Python code        359       162         2.22           163
+    Chinese            122        69         1.77            68
+    newlines            40        40         1.00            40
+    60 spaces           62        32         1.94            32
+    indented lines     299       179         1.67           179
 
-`density` (`SimOptions.token_density`, >= 1) makes every text denser, as real vocabularies are for
-code, ids and non-English text: a base token of two or more characters is split into
-`floor(density)` or `ceil(density)` pieces, chosen by a hash of the token string, so the same word
-always splits the same way and the count grows by about `density` (single characters cannot split).
+So, unlike the client's single 4.0 characters per token, the density depends on what the text is:
+about 6 for English prose, 2.2 for code, 1.8 for Chinese, 1 for digits.
 
-Chat template: Llama 3 style (`<|start_header_id|>role<|end_header_id|>\\n\\n content <|eot_id|>`):
-`TEMPLATE_MESSAGE_TOKENS` (5) template tokens per message plus its content, and the prompt ends with
-`TEMPLATE_GENERATION_TOKENS` (4) tokens that open the assistant's turn. The BOS token is not in the
-lists (models that add one count it in num_keep, `prompt.py`).
+`density` (`SimOptions.token_density`, >= 1) makes every text denser, as smaller vocabularies are: a
+token of two or more characters is split into `floor(density)` or `ceil(density)` pieces, chosen by a
+hash of the token string, so the same word always splits the same way and the count grows by about
+`density` (single characters cannot split).
+
+Chat templates (the tokens around each message, a BOS token, the generation prompt) are per model
+family: `templates.py`.
 """
 
 from __future__ import annotations
@@ -34,20 +48,32 @@ import zlib
 from collections.abc import Iterable, Mapping
 
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
-#: The rule above. Rules 1 and 2 are swapped in the pattern: their first non-space characters are
-#: disjoint classes, so at most one of them can match at a position and the order does not change
-#: the tokens; letters first is cheaper for the usual text. Rule 4 must stay last (it would take the
-#: space of `" word"`).
-TOKEN_RE = re.compile(rf" ?[^\W_{_CJK}]{{1,4}}| ?[{_CJK}]{{1,2}}| ?[^\w\s]| ?_|\s+")
-#: The same rule for ASCII-only text (`str.isascii()`), where no CJK character can occur and the
-#: letters and digits of `\w` are exactly `[A-Za-z0-9]`; an explicit class is cheaper for the regex
-#: engine than a negated Unicode one. `\s` stays Unicode (it includes \x1c-\x1f).
-ASCII_TOKEN_RE = re.compile(r" ?[A-Za-z0-9]{1,4}| ?[^\w\s]| ?_|\s+")
+#: Letters of a word per token (Gemma: 9.05 chars/token on long words, most words one token).
+LETTERS_PER_TOKEN = 10
+#: Punctuation/symbol characters per token (Gemma: " ==", " ->" are one token each).
+SYMBOLS_PER_TOKEN = 3
+#: CJK characters per token (Gemma: 1.77 chars/token on Chinese prose with its punctuation).
+CJK_PER_TOKEN = 2
+#: Spaces or tabs per token (Gemma: 60 spaces in 30 tokens).
+BLANKS_PER_TOKEN = 2
 
-#: Template tokens per chat message: `<|start_header_id|>`, the role, `<|end_header_id|>`, "\n\n", `<|eot_id|>`.
-TEMPLATE_MESSAGE_TOKENS = 5
-#: Tokens that open the assistant's turn: `<|start_header_id|>`, "assistant", `<|end_header_id|>`, "\n\n".
-TEMPLATE_GENERATION_TOKENS = 4
+TOKEN_RE = re.compile(
+    rf" ?[{_CJK}]{{1,{CJK_PER_TOKEN}}}"
+    rf"| ?[^\W\d_{_CJK}]{{1,{LETTERS_PER_TOKEN}}}"
+    r"|\d"
+    rf"| ?[^\w\s]{{1,{SYMBOLS_PER_TOKEN}}}| ?_{{1,{SYMBOLS_PER_TOKEN}}}"
+    r"|\n"
+    rf"|[^\S\n]{{1,{BLANKS_PER_TOKEN}}}"
+)
+#: The same rule for ASCII-only text (`str.isascii()`): no CJK, and letters are `[A-Za-z]` (cheaper
+#: for the regex engine than the negated Unicode class). `\s` stays Unicode (it includes \x1c-\x1f).
+ASCII_TOKEN_RE = re.compile(
+    rf" ?[A-Za-z]{{1,{LETTERS_PER_TOKEN}}}"
+    r"|\d"
+    rf"| ?[^\w\s]{{1,{SYMBOLS_PER_TOKEN}}}| ?_{{1,{SYMBOLS_PER_TOKEN}}}"
+    r"|\n"
+    rf"|[^\S\n]{{1,{BLANKS_PER_TOKEN}}}"
+)
 
 
 def _split(token: str, density: float) -> list[str]:
@@ -88,26 +114,10 @@ def count_tokens(text: str, density: float = 1.0) -> int:
     return len(tokenize(text, density))
 
 
-def message_template(role: str, content_tokens: list[str]) -> list[str]:
-    """One rendered message: the template tokens around its content tokens."""
-    return ["<|start_header_id|>", role, "<|end_header_id|>", "\n\n", *content_tokens, "<|eot_id|>"]
+def chat_prompt_tokens(messages: Iterable[Mapping[str, object]], density: float = 1.0) -> int:
+    """Tokens of a chat prompt under the llama3 template, BOS included (`templates.chat_prompt_tokens`
+    for the other families)."""
+    from chunkwise.harness.sim.templates import LLAMA3
+    from chunkwise.harness.sim.templates import chat_prompt_tokens as count
 
-
-GENERATION_TOKENS: tuple[str, ...] = ("<|start_header_id|>", "assistant", "<|end_header_id|>", "\n\n")
-
-
-def render_chat(messages: Iterable[Mapping[str, str]], density: float = 1.0) -> list[str]:
-    """The token sequence of a chat prompt, template tokens included."""
-    out: list[str] = []
-    for message in messages:
-        out += message_template(str(message.get("role", "user")), tokenize(str(message.get("content") or ""), density))
-    out.extend(GENERATION_TOKENS)
-    return out
-
-
-def chat_prompt_tokens(messages: Iterable[Mapping[str, str]], density: float = 1.0) -> int:
-    """Length of `render_chat(messages, density)` without building the list."""
-    total = TEMPLATE_GENERATION_TOKENS
-    for message in messages:
-        total += TEMPLATE_MESSAGE_TOKENS + count_tokens(str(message.get("content") or ""), density)
-    return total
+    return count(messages, density, LLAMA3)

@@ -16,7 +16,12 @@ A prompt is flagged `context_truncated` when Ollama evaluated clearly fewer toke
 llm/llama_server.go v0.33.0-rc2) and is judged by the shortfall rule alone, which also catches
 v0.30.11+'s cut to about num_ctx / 2 + 2 (and v0.30.0-v0.30.10's cut to num_ctx - 1 when the
 overshoot is clear). Since every request sends `truncate: false`, servers from v0.12.6 refuse an
-over-long prompt with a 400 instead of cutting it; these rules matter for older servers.
+over-long prompt with a 400 instead of cutting it, and llama-server (and every other OpenAI-compatible
+server) refuses it too: against such a server (`ServerFacts.cuts_prompts` false) an answered prompt was
+never cut, so only the whole-context rule applies. The shortfall rule is kept for the eras that cut, where
+it is the only sign of a cut: on mixed-density input (digits or CJK at 1-2 characters per token beside
+prose at 4-6) one ratio is wrong for part of the rows, and applying it to a server that cannot cut flagged
+ordinary prose rows (issue 19 item 2; tests/test_real_ollama.py measures it on a real Ollama).
 
 Chat-template overhead is chunkwise's own estimate, not any server's or the simulator's: Llama 3's
 template (`<|start_header_id|>role<|end_header_id|>\n\n ... <|eot_id|>`) spends 5 tokens per
@@ -118,11 +123,15 @@ class TokenEstimator:
     def expected_tokens(self, chars: int) -> int:
         return estimate_tokens(chars, self._calibration.chars_per_token)
 
-    def is_truncated(self, chars: int, prompt_eval_count: int | None, num_ctx: int) -> bool:
-        """Whether Ollama evaluated a cut prompt (see the module docstring for the rule)."""
+    def is_truncated(self, chars: int, prompt_eval_count: int | None, num_ctx: int, *,
+                     server_cuts: bool = True) -> bool:
+        """Whether the server evaluated a cut prompt (see the module docstring for the rule); `server_cuts`
+        false for a server that refuses over-long prompts instead of cutting them."""
         if prompt_eval_count is None:
             return False
         if prompt_eval_count >= num_ctx:
             return True
+        if not server_cuts:
+            return False
         expected = self.expected_tokens(chars)
         return prompt_eval_count < expected * (1.0 - self._calibration.tolerance)

@@ -51,3 +51,16 @@ def test_honest_counts_are_not_flagged():
 
 def test_min_plausible_tokens_bounds_a_huge_prompt():
     assert min_plausible_tokens(10 * 1024 * 1024) > 1_000_000
+
+
+def test_a_server_that_refuses_over_long_prompts_is_never_suspected_of_a_cut_by_the_ratio():
+    """Issue 19 item 2: calibrated on code-like rows (2.6 chars/token), an English row at 4.4 chars/token
+    looks like a cut by the ratio; only a server that can cut (Ollama before 0.12.6) may be suspected."""
+    est = TokenEstimator()
+    for i in range(MIN_SAMPLES):
+        est.observe(2600 + i, 1000, num_ctx=8192)
+    assert est.calibration.calibrated and est.calibration.tolerance == 0.15
+    assert est.is_truncated(chars=5072, prompt_eval_count=1153, num_ctx=8192)  # expected ~1950: the old rule
+    assert not est.is_truncated(chars=5072, prompt_eval_count=1153, num_ctx=8192, server_cuts=False)
+    # the whole context filled is a cut (or a prompt with no room to answer) on any server
+    assert est.is_truncated(chars=5072, prompt_eval_count=8192, num_ctx=8192, server_cuts=False)

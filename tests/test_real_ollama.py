@@ -295,3 +295,45 @@ def test_a_model_name_ollama_resolves_finds_the_same_digest_on_every_path(ollama
                                 extras))
         entry = backend.memory(client, name)
     assert entry is not None and entry["digest"] == digest
+#: Rows of very different density under Gemma's tokenizer (chars per prompt token measured on this server,
+#: template and system prompt included, 2026-12-06: prose 4.1, code 2.9, CJK 1.8, indentation 1.6, digits 1.0),
+#: each well inside num_ctx 2048. A real batch mixes them, and a characters-per-token figure calibrated on one
+#: kind is wrong for the others.
+DENSE = [" ".join(str(3 ** k % (100003 + i)) for k in range(60)) if i % 2 else
+         "東京は日本の首都であり、多くの人々が毎日電車で通勤しています。" * (3 + i % 4) for i in range(24)]
+SPARSE = {
+    "prose": "Write one sentence about the history of the harbour town and its fishing boats. " * 4,
+    "code": "def scale(values, factor):\n    return [v * factor for v in values if v is not None]\n" * 6,
+    "letter": "Dear Sir or Madam, thank you for your letter of last week about the new timetable. " * 3,
+    "indented": "{\n" + "".join(f'{" " * 24}"key{k}": {k},\n' for k in range(20)) + "}",
+}
+
+
+def test_an_over_long_prompt_is_context_truncated_and_mixed_density_rows_that_fit_are_not(proxy, ollama, tmp_path,
+                                                                                          clean_process):
+    """The dense rows come first, so the truncation check calibrates on them (at least 20 answers) before the
+    sparser rows arrive: on a server that refuses over-long prompts (`truncate: false`, Ollama >= 0.12.6)
+    none of those may be flagged, however far their density is from the calibration."""
+    # digits are single tokens for Gemma: ~5,300 characters the client estimates at ~1,300 tokens (it fits
+    # num_ctx 2048 by that estimate, so it is sent), which Ollama counts at over 2,048: refused, not cut
+    over_long = "Add these up: " + " ".join(str(7 ** k % 1000003) for k in range(700))
+    rows = {f"dense{i}": text for i, text in enumerate(DENSE)} | SPARSE | {"over-long": over_long}
+    source = tmp_path / "in.parquet"
+    pl.DataFrame({"id": list(rows), "prompt": list(rows.values())}).write_parquet(source)
+    proxy.reset()
+    code, stats = run(params(proxy, source, tmp_path / "runs", mode="independent", chunk_size=len(rows)))
+    assert stats is not None, f"run failed with exit code {code}"
+    results = {r["id"]: r for r in pl.read_parquet(Path(stats["run"]["dir"]) / "results.parquet").iter_rows(named=True)}
+    long = results["over-long"]
+    assert (long["status"], long["error_class"]) == ("failed", "context_truncated"), long
+    assert proxy.counts()[0][over_long] == 1  # refused once, recorded, not sent again
+    assert stats["truncation"]["calibration"]["calibrated"]
+    flagged = {rid: r["error_message"] for rid, r in results.items() if rid != "over-long"
+               and r["error_class"] == "context_truncated"}
+    assert flagged == {}, flagged
+    for rid in rows.keys() - {"over-long"}:
+        assert results[rid]["prompt_eval_count"] < NUM_CTX and results[rid]["response"] is not None
+    densities = {rid: round(len(rows[rid]) / results[rid]["prompt_eval_count"], 2)
+                 for rid in ("dense0", "dense1", *SPARSE)}
+    print(f"\nchars per prompt token (system prompt and template included): {densities}; calibration "
+          f"{stats['truncation']['calibration']}")

@@ -28,9 +28,6 @@ pytestmark = pytest.mark.usefixtures("prefect_harness", "clean_process")
 RECORDS = 40
 
 
-@pytest.mark.xfail(strict=True, reason="issue 19 item 2, client half not done: the client flags a row as "
-                   "context_truncated when the server counted clearly fewer tokens than its one calibrated "
-                   "chars/token ratio predicts, which a prose row after denser ones always triggers")
 def test_mixed_density_rows_that_fit_are_never_flagged(sim_factory, tmp_path, capsys):
     rng = random.Random(3)
     prompts = [row_body("records", rng, 1500) for _ in range(RECORDS)] + [row_body("prose", rng, 3000)]
@@ -44,4 +41,7 @@ def test_mixed_density_rows_that_fit_are_never_flagged(sim_factory, tmp_path, ca
     table = pl.read_parquet(tmp_path / "runs" / "t" / "results.parquet")
     assert_answered_once(sim.stats(), expected=len(prompts))  # every row answered exactly once: nothing was cut
     flagged = table.filter(pl.col("error_class") == "context_truncated")
-    assert flagged.height == 0 and code == 0, (flagged.select("id", "error_message").rows(), out.err[-2000:])
+    assert flagged.height == 0, (flagged.select("id", "error_message").rows(), out.err[-2000:])
+    # the only other failures a healthy server gives here: answers cut at num_predict (exit 1 then)
+    assert set(table.filter(pl.col("status") != "ok")["error_class"].to_list()) <= {"output_truncated"}
+    assert code in (0, 1)

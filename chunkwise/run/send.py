@@ -144,7 +144,8 @@ def send(
         }
         if _debug.isEnabledFor(logging.DEBUG):
             _debug.debug("row %d answered: %r", row, result.content)
-        if rt.estimator.is_truncated(prompt_chars, result.prompt_eval_count, p.num_ctx):
+        if rt.estimator.is_truncated(prompt_chars, result.prompt_eval_count, p.num_ctx,
+                                     server_cuts=ctx.cuts_prompts):
             expected = rt.estimator.expected_tokens(prompt_chars)
             return done(
                 Status.FAILED,

@@ -15,25 +15,41 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 
 
 def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+_writing: set[str] = set()  # checkpoint files being written by this process (chunk tasks run in threads)
+_writing_lock = threading.Lock()
+
+
 def _last_checkpoint(path) -> bool:
+    """True for the write that completes the set: the files already renamed into place plus the
+    other writes still under way number chunks - 1. Counting only renamed files missed the kill when
+    the last two chunks wrote at the same moment (neither saw the other's file: CI, under load)."""
     import json
 
     chunks = json.loads((path.parent.parent / "manifest.json").read_text())["chunk_plan"]["chunks"]
-    return len(list(path.parent.glob("chunk-*.parquet"))) == chunks - 1
+    on_disk = {p.name for p in path.parent.glob("chunk-*.parquet")} - {path.name}
+    return len(on_disk | _writing) >= chunks - 1
 
 
 def _kill_inside_atomic_write(module, when=lambda path: True) -> None:
     real = module.write_atomic
 
     def write_then_die(path, write):
-        if not when(path):
-            return real(path, write)
+        with _writing_lock:
+            last = when(path)
+            _writing.add(path.name)
+        if not last:
+            try:
+                return real(path, write)
+            finally:
+                with _writing_lock:
+                    _writing.discard(path.name)
         def fill(handle):
             if isinstance(write, (bytes, bytearray)):
                 handle.write(write)

@@ -25,6 +25,8 @@ from chunkwise.harness.sim.harness import running_simulator
 from chunkwise.harness.sim.memory import allocation
 from chunkwise.harness.sim.options import SimOptions
 from chunkwise.harness.sim.profiles import PROFILES
+from chunkwise.measure.run import run_measurement
+from chunkwise.ollama.client import OllamaClient
 from chunkwise.ollama.engines import engine_for_version
 from chunkwise.params import RunParams
 from chunkwise.plan import probe
@@ -32,7 +34,7 @@ from chunkwise.run.context import RunContext
 from chunkwise.run.telemetry import RunTelemetry
 from chunkwise.servers import backend_for
 from chunkwise.units import MIB
-from tests.test_measure_sim import FAST
+from tests.test_measure_sim import FAST, no_gpu, server_slope
 
 CURRENT, GO_ERA = "0.33.0-rc2", "0.24.0"
 #: Bytes of one cell in one layer: gpt-oss 8 KV heads x (64 + 64) x 2; gemma2 8 x (256 + 256) x 2.
@@ -94,6 +96,18 @@ def test_plan_before_0_30_keeps_that_eras_layout(tmp_path, capsys, no_gpu_here, 
     assert plan["engine"] == "ollama" and plan["server_version"] == GO_ERA
     assert plan["kv_reserved_mib"] == expected_cells * CELL[model] / MIB == pytest.approx(
         sim_kv_mib(model, num_ctx, GO_ERA), rel=1e-12)
+
+
+def test_measure_on_ollama_0_30_predicts_the_global_layers_only(tmp_path):
+    contexts = [1024, 2048, 4096]  # one batch tier (num_batch 512)
+    with running_simulator(SimOptions(**FAST)) as sim, OllamaClient(sim.url) as client:
+        report = run_measurement(client, "gpt-oss:20b", contexts, tmp_path, sampler_factory=no_gpu)
+    assert report.kv_engine == "llama-server"
+    assert report.formula_mib_per_token == 12 * CELL["gpt-oss:20b"] / MIB  # not 24 layers' 48 KiB
+    assert report.slope_mib_per_token == pytest.approx(server_slope("gpt-oss:20b", contexts, version=CURRENT),
+                                                       rel=1e-9)
+    assert report.predicted_relative_difference == pytest.approx(0, abs=1e-9)
+    assert all(r.formula_kv_mib == pytest.approx(sim_kv_mib("gpt-oss:20b", r.num_ctx, CURRENT)) for r in report.rows)
 
 
 class _Session:

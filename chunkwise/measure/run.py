@@ -2,18 +2,20 @@
 
 For each num_ctx the model is loaded with that context (a chat with `options.num_ctx`; Ollama
 reloads when num_ctx changes: `needsReload` in `server/sched.go`) and sent a prompt that nearly fills it.
-Then memory is read two ways: NVML "used" on this machine's GPUs (`chunkwise.gpu.sampler`) and Ollama's
-`/api/ps` size / size_vram. The fit of memory against num_ctx gives the measured MiB per context
-token, compared with the KV formula (`chunkwise.ollama.kv`) times the parallel slots. The sampler
-measures the machine it runs on; a remote Ollama host needs `chunkwise measure` run there, so for
-a non-loopback host the VRAM source is /api/ps.
+Then memory is read: NVML "used" on this machine's GPUs (`chunkwise.gpu.sampler`), Ollama's `/api/ps`
+size / size_vram, and, for a server on this machine, its runner process's RSS (`chunkwise.measure.rss`).
+The fit of memory against num_ctx (one line per batch tier, `chunkwise.measure.tiers`) gives the measured
+MiB per context token, compared with the KV formula (`chunkwise.ollama.kv`, in the layout of the server's
+version) times the parallel slots, and with the prediction that adds the compute graph's attention mask
+(`chunkwise.measure.analysis`). The sampler measures the machine it runs on; a remote Ollama host needs
+`chunkwise measure` run there, so for a non-loopback host the VRAM source is /api/ps.
 
 Every prompt is checked for silent truncation (its `prompt_eval_count` against the tokens sent),
 because a cut prompt is what made the 2025 seed measurement look free: VRAM was flat at one
 num_ctx and the long prompts never reached the model.
 
-The logic is here (the loop over contexts and the fit), in `reading` (one context: the chat, NVML and
-/api/ps), `fit` / `prompt` (pure) and `output` (files);
+The logic is here (the loop over contexts), in `reading` (one context: the chat, NVML and /api/ps),
+`analysis` (source, fit, prediction, recommendation), `fit` / `tiers` / `prompt` (pure) and `output` (files);
 `chunkwise.commands.measure` and `flows/measure.py` only call `run_measurement`.
 """
 
@@ -29,15 +31,17 @@ from urllib.parse import urlsplit
 
 from chunkwise.backend import Backend
 from chunkwise.gpu.sampler import GpuSampler
-from chunkwise.measure.fit import Fit, fit_line, recommend_num_ctx
+from chunkwise.measure.analysis import Predictor, batch_of, cpu_only, reading, recommend, tier_fit, tier_notes
 from chunkwise.measure.output import write_outputs
 from chunkwise.measure.prompt import build_prompt
 from chunkwise.measure.reading import measure_one
-from chunkwise.measure.report import SOURCE_NVML, SOURCE_PS, MeasureReport, MeasureRow
-from chunkwise.ollama import compute
-from chunkwise.ollama.kv import BYTES_PER_ELEMENT, ModelInfoError, kv_mib_per_token
+from chunkwise.measure.report import SOURCE_NVML, SOURCE_PS, SOURCE_PS_SIZE, MeasureReport, MeasureRow
+from chunkwise.measure.rss import RSS_NOTE, mem_total_mib, runner_memory
+from chunkwise.ollama import compute, kv
+from chunkwise.ollama.kv import BYTES_PER_ELEMENT, ModelInfoError
 from chunkwise.servers import backend_for
 from chunkwise.tokens import DEFAULT_CHARS_PER_TOKEN
+from chunkwise.units import MIB
 
 
 def measure_run_dir(output_dir: Path, model: str, now: datetime | None = None) -> Path:
@@ -58,18 +62,30 @@ def is_local_host(url: str) -> bool:
         socket.gethostname().lower(), socket.getfqdn().lower())
 
 
-def explain_difference(slope: float, per_slot: float, parallel: int, kv_cache_type: str) -> str | None:
-    """A likely cause when the measured slope is not the formula's (within 1 %): another number of
-    slots with the given cache type, or another cache type with the given slots."""
+def explain_difference(slope: float, per_slot: float, parallel: int, kv_cache_type: str,
+                       mask: Callable[[int], float] | None = None) -> str | None:
+    """A likely cause when the measured slope is not the prediction's (within 1 %): another number of
+    slots with the given cache type, or another cache type with the given slots. `mask(slots)` is the
+    attention mask's growth per token for that many slots, MiB (none when not given)."""
     per_element = per_slot / BYTES_PER_ELEMENT[kv_cache_type]
     guesses = [(slots, kv_cache_type) for slots in range(1, 17) if slots != parallel]
     guesses += [(parallel, cache) for cache in BYTES_PER_ELEMENT if cache != kv_cache_type]
     for slots, cache in guesses:
-        guess = per_element * BYTES_PER_ELEMENT[cache] * slots
+        guess = per_element * BYTES_PER_ELEMENT[cache] * slots + (mask(slots) if mask else 0.0)
         if abs(slope - guess) <= 0.01 * guess:
             return (f"the measured slope matches {slots} slot(s) of a {cache} cache: check the server's "
                     f"OLLAMA_NUM_PARALLEL and OLLAMA_KV_CACHE_TYPE and pass --parallel / --kv-cache-type")
     return None
+
+
+def model_path(client: Any, model: str) -> str:
+    """The GGUF the server loads for `model` (the FROM line of /api/show's modelfile), "" when it does not say:
+    it names the runner process of that model."""
+    try:
+        text = str(client.show(model).get("modelfile") or "")
+    except Exception:  # noqa: BLE001 - only narrows the runner search; any failure leaves it open
+        return ""
+    return next((line[5:].strip() for line in text.splitlines() if line.startswith("FROM /")), "")
 
 
 def run_measurement(
@@ -110,11 +126,14 @@ def run_measurement(
     backend = backend or backend_for("ollama")
     facts = backend.inspect(client, model)
     is_sim, model_info, context_length = facts.is_simulator, dict(facts.model_info), facts.training_ctx
+    engine = backend.kv_engine(facts.version)
     try:
-        per_slot: float | None = kv_mib_per_token(model_info, kv_cache_type)
+        layout: kv.KVLayout | None = kv.kv_layout(model_info, kv_cache_type, engine)
     except ModelInfoError as exc:
-        per_slot = None
+        layout = None
         notes.append(f"no KV formula: {exc}")
+    predictor = Predictor(layout, parallel)
+    per_slot = predictor.kv_per_slot
     loaded_before = [m.get("name") for m in client.ps()]
     if loaded_before:
         notes.append(f"loaded before the measurement: {', '.join(map(str, loaded_before))}")
@@ -127,7 +146,9 @@ def run_measurement(
         notes.append(f"NVML works here but Ollama is at {client.host}: the sampler measures the machine it runs "
                      "on, so VRAM comes from /api/ps; run chunkwise measure on the Ollama host for GPU readings")
     elif not sampler.available:
-        notes.append(f"NVML unavailable ({sampler.reason}): VRAM comes from /api/ps size_vram")
+        notes.append(f"NVML unavailable ({sampler.reason}): memory comes from /api/ps")
+    runner_model = model_path(client, model) if local and not is_sim else ""
+    rss_reason = ""
 
     rows: list[MeasureRow] = []
     cpt, calibrated = DEFAULT_CHARS_PER_TOKEN, False
@@ -135,8 +156,10 @@ def run_measurement(
         for num_ctx in sorted({int(c) for c in contexts}):
             row = MeasureRow(num_ctx)
             rows.append(row)
-            if per_slot is not None:
-                row.formula_kv_mib = round(per_slot * num_ctx * parallel, 3)
+            if per_slot is not None and layout is not None:
+                row.formula_kv_mib = round(kv.kv_reserved_bytes(model_info, num_ctx, parallel, kv_cache_type, engine,
+                                                                 compute.runner_batch(facts.version, num_ctx, parallel,
+                                                                                      context_length)) / MIB, 3)
             if context_length and num_ctx > context_length:
                 row.status = "skipped"
                 row.note = f"above the model's context_length {context_length} (Ollama would clamp it)"
@@ -152,11 +175,26 @@ def run_measurement(
             result = measure_one(backend, client, model, row, prompt, sampler, num_predict, warnings)
             if result is None:
                 continue
-            row.vram_mib = row.nvml_used_mib if source == SOURCE_NVML else row.ps_size_vram_mib
+            if local and not is_sim:
+                runner, rss_reason = runner_memory(client.host, runner_model)
+                if runner is not None:
+                    row.rss_mib, row.rss_peak_mib = round(runner.rss_mib, 1), round(runner.peak_mib, 1)
             if not is_sim and not row.truncated and result.prompt_eval_count:
                 cpt, calibrated = prompt.chars / result.prompt_eval_count, True
     finally:
         gpu = sampler.stop()
+
+    if source == SOURCE_PS and cpu_only(rows):
+        source = SOURCE_PS_SIZE
+        spills = sum(r.spilled for r in rows)
+        for r in rows:
+            r.spilled = False
+        warnings[:] = [w for w in warnings if "does not fit in GPU memory" not in w]
+        notes.append(f"/api/ps size_vram is 0 at every context ({spills} 'spill' warning(s) dropped): the server ran "
+                     "the model on the CPU, so its memory is /api/ps size, all in system RAM (on a server with a GPU: "
+                     "the model fitted it at no context)")
+    if rss_reason and not any(r.rss_mib for r in rows):
+        notes.append(f"no runner RSS: {rss_reason}")
 
     def clamped(r: MeasureRow) -> bool:
         """The server did not load the requested context. /api/ps shows num_ctx, or num_ctx x parallel
@@ -165,6 +203,7 @@ def run_measurement(
 
     fit_rows = [r for r in rows if r.status == "ok" and not r.spilled and not clamped(r)]
     for r in rows:
+        r.vram_mib = reading(r, source) if r.status == "ok" else None
         if r.status == "ok" and clamped(r):
             r.note = (r.note + "; " if r.note else "") + (
                 f"the server loaded context_length {r.ps_context_length}, not the requested {r.num_ctx}: left out "
@@ -175,59 +214,59 @@ def run_measurement(
         capacity, cap_source = sum(g["total_mib"] for g in gpu["gpus"]), "NVML total memory of all GPUs"
     elif vram_mib:
         capacity, cap_source = float(vram_mib), "--vram-mib"
+    elif source == SOURCE_PS_SIZE and local:
+        capacity, cap_source = mem_total_mib(), "MemTotal of this machine's RAM (/proc/meminfo)"
     else:
         spilled = [r.ps_size_vram_mib for r in rows if r.spilled and r.ps_size_vram_mib]
         capacity = max(spilled) if spilled else None
         cap_source = ("largest size_vram of a spilled load (what Ollama could place on the GPU)" if spilled
                       else "no NVML reading of the Ollama host's GPU and no --vram-mib given")
-    # Ollama v0.30+ adds stepped compute buffers for its automatic num_batch (chunkwise.ollama.compute).
-    buffers = compute.applies(facts.version)
+    for r in fit_rows:  # the batch Ollama ran the loaded context with: the reading's tier
+        r.batch = batch_of(facts.version, r.ps_context_length or r.num_ctx, parallel, context_length, r.vram_mib,
+                           capacity)
 
-    def fit_without_buffers(readings: list[tuple[MeasureRow, float]]) -> Fit | None:
-        """The line of weights + KV: each reading less the compute buffers Ollama would have chosen for
-        the context /api/ps says it loaded, given the line itself (a few rounds from the raw fit; a single
-        reading cannot tell a step from memory pressure that lowered it)."""
-        xs = [r.num_ctx for r, _ in readings]
-        fit, steps = fit_line(xs, [y for _, y in readings]), None
-        for _round in range(5):
-            if not buffers or fit is None:
-                break
-            new_steps = [compute.chosen_surcharge_mib(r.ps_context_length, parallel, fit.predict(r.num_ctx), capacity,
-                                                      context_length) if r.ps_context_length else 0.0
-                         for r, _ in readings]
-            if new_steps == steps:
-                break
-            steps = new_steps
-            fit = fit_line(xs, [y - s for (_, y), s in zip(readings, steps, strict=True)])
-        return fit
-
-    fit_ps = fit_without_buffers([(r, float(r.ps_size_vram_mib)) for r in fit_rows if r.ps_size_vram_mib is not None])
-    fit_nvml = fit_without_buffers([(r, float(r.nvml_used_mib)) for r in fit_rows if r.nvml_used_mib is not None])
-    fit = fit_nvml if source == SOURCE_NVML else fit_ps
-    compute_term = None
-    if buffers and fit is not None:
-        def compute_term(n: int) -> float:
-            return compute.chosen_surcharge_mib(n, parallel, fit.predict(n), capacity, context_length)
+    tiers_ps = tier_fit(fit_rows, lambda r: r.ps_size_mib if source == SOURCE_PS_SIZE else r.ps_size_vram_mib)
+    tiers_nvml = tier_fit(fit_rows, lambda r: r.nvml_used_mib)
+    tiers = tiers_nvml if source == SOURCE_NVML else tiers_ps
+    fit = tiers.main
     for r in fit_rows:
-        r.in_fit = r.vram_mib is not None and fit is not None
+        r.in_fit = fit is not None and r.vram_mib is not None and r.batch == tiers.main_batch
+        if fit is not None and r.vram_mib is not None and r.batch != tiers.main_batch:
+            r.note = (r.note + "; " if r.note else "") + f"num_batch {r.batch}: another batch tier, not in the slope"
+    notes += tier_notes(tiers, predictor)
+    fit_rss = tier_fit([r for r in fit_rows if r.batch == tiers.main_batch], lambda r: r.rss_mib).main
+    if fit_rss is not None:
+        notes.append(f"{RSS_NOTE} (RSS line: {fit_rss.slope_mib_per_token:.6f} MiB/token + "
+                     f"{fit_rss.intercept_mib:.1f} MiB)")
 
     formula = per_slot * parallel if per_slot is not None else None
     rel = (fit.slope_mib_per_token - formula) / formula if fit and formula else None
-    if fit and per_slot and rel is not None and abs(rel) > 0.02 and fit.slope_mib_per_token > 0:
-        hint = explain_difference(fit.slope_mib_per_token, per_slot, parallel, kv_cache_type)
-        notes.append(hint or "the measured slope differs from the formula by more than 2%: on a real GPU, "
-                     "compute buffers that grow with num_ctx add to the KV cache (see the NVML and /api/ps fits)")
+    predicted = predictor.slope(tiers.main_batch) if tiers.main_batch is not None else None
+    mask = predictor.mask(tiers.main_batch) if tiers.main_batch is not None and layout is not None else None
+    pred_rel = (fit.slope_mib_per_token - predicted) / predicted if fit and predicted else None
+    if fit and per_slot and pred_rel is not None and abs(pred_rel) > 0.02 and fit.slope_mib_per_token > 0:
+        hint = explain_difference(fit.slope_mib_per_token, per_slot, parallel, kv_cache_type,
+                                  lambda slots: predictor.mask(tiers.main_batch or 0, slots))
+        notes.append(hint or "the measured slope differs from the prediction by more than 2%: the prediction assumes "
+                     "flash attention (without it the attention scores grow with num_ctx too) and the num_batch of "
+                     "Ollama's rule (a num_batch set in the Modelfile or the request changes the mask)")
+    elif rel is not None and abs(rel) > 0.02 and mask:
+        notes.append(f"measured - KV formula = {rel:+.1%}: the compute graph's f16 attention mask grows "
+                     f"{mask:.6f} MiB per token at num_batch {tiers.main_batch} (chunkwise.ollama.graph: "
+                     "kvcache/causal.go buildMask in Ollama's engine, src/llama-graph.cpp in llama.cpp)")
 
-    measured = [r.num_ctx for r in fit_rows]
-    recommendation = recommend_num_ctx(fit, capacity, cap_source, parallel=parallel,
-                                       context_length=context_length, max_measured=max(measured, default=None),
-                                       compute_mib=compute_term)
+    measured = [r.num_ctx for r in fit_rows if r.in_fit]
+    recommendation = recommend(tiers, predictor, capacity, cap_source, version=facts.version, parallel=parallel,
+                               context_length=context_length, max_measured=max(measured, default=None))
     report = MeasureReport(
         model=model, host=getattr(client, "host", ""), server_version=facts.version,
         is_simulator=is_sim, parallel=parallel, kv_cache_type=kv_cache_type, num_predict=num_predict,
-        vram_source=source, rows=rows, fit=fit, fit_ps=fit_ps, fit_nvml=fit_nvml,
+        vram_source=source, rows=rows, fit=fit, fit_ps=tiers_ps.main, fit_nvml=tiers_nvml.main,
         formula_mib_per_token_per_slot=per_slot, formula_mib_per_token=formula, relative_difference=rel,
         recommendation=recommendation, context_length=context_length, gpu=gpu, notes=notes, warnings=warnings,
+        kv_engine=engine, predicted_mib_per_token=predicted, mask_mib_per_token=mask,
+        predicted_relative_difference=pred_rel, batch=tiers.main_batch, tiers=[t.as_dict() for t in tiers.tiers],
+        fit_rss=fit_rss,
     )
     write_outputs(report, out_dir)
     return report

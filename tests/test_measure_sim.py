@@ -222,6 +222,16 @@ def test_spill_is_warned_and_left_out_of_the_fit(tmp_path):
     assert rec.num_ctx == 3072 and rec.margin_mib == 1024.0
 
 
+def test_a_capacity_without_a_fit_still_writes_every_file(tmp_path):
+    """One context and --vram-mib: no line, no recommendation, and the plot without a margin to draw (the
+    PNG writer formatted the missing margin and raised, so measure ended in a traceback)."""
+    with running_simulator(SimOptions(**SIM)) as sim, OllamaClient(sim.url) as client:
+        report = run_measurement(client, "llama3.1:8b", [2048], tmp_path, vram_mib=16384, sampler_factory=no_gpu)
+    assert report.fit is None and report.recommendation.num_ctx is None
+    assert report.recommendation.capacity_mib == 16384 and report.recommendation.margin_mib is None
+    assert report.png_path.read_bytes()[:8] == PNG_SIGNATURE and "fewer than two" in report.markdown
+
+
 def test_vram_mib_gives_a_recommendation_without_nvml(tmp_path):
     with running_simulator(SimOptions(**SIM)) as sim, OllamaClient(sim.url) as client:
         report = run_measurement(client, "llama3.1:8b", [1000, 2000], tmp_path, vram_mib=16384,

@@ -154,8 +154,9 @@ def write_png(report: MeasureReport, path: Path) -> None:
                     label=f"KV formula x {report.parallel}: {k:.5f} MiB/token")
     if rec.capacity_mib:
         ax.axhline(rec.capacity_mib, color="black", linewidth=1, label=f"capacity {rec.capacity_mib:.0f} MiB")
-        ax.axhline(rec.capacity_mib - (rec.margin_mib or 0), color="gray", linewidth=1, linestyle="--",
-                   label=f"capacity - margin ({rec.margin_mib:.0f} MiB)")
+        if rec.margin_mib is not None:  # None without a fit: there is no recommendation to draw
+            ax.axhline(rec.capacity_mib - rec.margin_mib, color="gray", linewidth=1, linestyle="--",
+                       label=f"capacity - margin ({rec.margin_mib:.0f} MiB)")
     if rec.num_ctx:
         ax.axvline(rec.num_ctx, color="tab:orange", linewidth=1, label=f"recommended num_ctx {rec.num_ctx}")
     if not measured:

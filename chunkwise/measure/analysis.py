@@ -1,5 +1,7 @@
 """What the readings of `chunkwise measure` say (`chunkwise.measure.run` takes them): which memory figure to
-fit, the fit per batch tier (`chunkwise.measure.tiers`), the prediction it is held to, and the recommendation.
+fit and which rows may enter it, the memory the model may use, the fit per batch tier
+(`chunkwise.measure.tiers`), the prediction it is held to (`chunkwise.measure.compare` holds it), and the
+recommendation.
 
 Memory source, in order: NVML "used" when the GPU is on this machine; else Ollama's /api/ps. From /api/ps
 `size_vram` is the GPU's share and a reading with `size_vram < size` spilled to the CPU (left out); but a
@@ -15,9 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from chunkwise.measure.fit import Recommendation, recommend_num_ctx
 from chunkwise.measure.report import SOURCE_NVML, SOURCE_PS, SOURCE_PS_SIZE, MeasureRow
+from chunkwise.measure.rss import mem_total_mib
 from chunkwise.measure.tiers import TierFit, fit_tiers
 from chunkwise.ollama import compute, graph, kv
 from chunkwise.units import MIB
@@ -29,9 +33,66 @@ def cpu_only(rows: list[MeasureRow]) -> bool:
     return bool(measured) and all(not r.ps_size_vram_mib for r in measured)
 
 
+def take_cpu_only(rows: list[MeasureRow], warnings: list[str]) -> str:
+    """For a server that put nothing on a GPU (`cpu_only`): its loads are no spills, so their spill flags and
+    warnings go; the note that says so."""
+    spills = sum(r.spilled for r in rows)
+    for r in rows:
+        r.spilled = False
+    warnings[:] = [w for w in warnings if "does not fit in GPU memory" not in w]
+    return (f"/api/ps size_vram is 0 at every context ({spills} 'spill' warning(s) dropped): the server ran the model "
+            "on the CPU, so its memory is /api/ps size, all in system RAM (on a server with a GPU: the model fitted "
+            "it at no context)")
+
+
 def reading(row: MeasureRow, source: str) -> float | None:
     """The memory figure of `row` for `source`, MiB."""
     return {SOURCE_NVML: row.nvml_used_mib, SOURCE_PS: row.ps_size_vram_mib, SOURCE_PS_SIZE: row.ps_size_mib}[source]
+
+
+def _add_note(row: MeasureRow, note: str) -> None:
+    row.note = (row.note + "; " if row.note else "") + note
+
+
+def fit_rows(rows: list[MeasureRow], source: str, parallel: int) -> list[MeasureRow]:
+    """The rows the line may use: answered, not spilled, and loaded at the context asked for (/api/ps shows
+    num_ctx, or num_ctx x parallel where the scheduler multiplied it into the runner's options, Ollama 0.2-0.9,
+    or nothing before 0.10). Sets each row's reading for `source` and notes why a row is left out."""
+    def clamped(r: MeasureRow) -> bool:
+        return bool(r.ps_context_length) and r.ps_context_length not in (r.num_ctx, r.num_ctx * parallel)
+
+    for r in rows:
+        r.vram_mib = reading(r, source) if r.status == "ok" else None
+        if r.status == "ok" and clamped(r):
+            _add_note(r, f"the server loaded context_length {r.ps_context_length}, not the requested {r.num_ctx}: "
+                      "left out of the fit")
+        if r.spilled:
+            _add_note(r, "spilled to CPU: left out of the fit")
+    return [r for r in rows if r.status == "ok" and not r.spilled and not clamped(r)]
+
+
+def capacity_of(source: str, gpus: list[dict[str, Any]], vram_mib: float | None, local: bool,
+                rows: list[MeasureRow]) -> tuple[float | None, str]:
+    """The memory the model may use, MiB, and where that figure comes from: NVML's total, --vram-mib, this
+    machine's RAM for a local CPU-only server, or the most a spilled load placed on the GPU."""
+    if source == SOURCE_NVML:
+        return sum(g["total_mib"] for g in gpus), "NVML total memory of all GPUs"
+    if vram_mib:
+        return float(vram_mib), "--vram-mib"
+    if source == SOURCE_PS_SIZE and local:
+        return mem_total_mib(), "MemTotal of this machine's RAM (/proc/meminfo)"
+    spilled = [r.ps_size_vram_mib for r in rows if r.spilled and r.ps_size_vram_mib]
+    if spilled:
+        return max(spilled), "largest size_vram of a spilled load (what Ollama could place on the GPU)"
+    return None, "no NVML reading of the Ollama host's GPU and no --vram-mib given"
+
+
+def mark_in_fit(rows: list[MeasureRow], tiers: TierFit) -> None:
+    """Flags the rows of the main tier's line; the others of a tier of their own get a note."""
+    for r in rows:
+        r.in_fit = tiers.main is not None and r.vram_mib is not None and r.batch == tiers.main_batch
+        if tiers.main is not None and r.vram_mib is not None and r.batch != tiers.main_batch:
+            _add_note(r, f"num_batch {r.batch}: another batch tier, not in the slope")
 
 
 @dataclass(frozen=True)

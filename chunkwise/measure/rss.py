@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 PROC = Path("/proc")
@@ -107,6 +108,16 @@ def runners(server: int) -> list[tuple[float, int, str]]:
         if int(fields[1]) == server:  # ppid
             out.append((float(fields[19]), pid, cmdline))  # starttime
     return out
+
+
+def model_path(client: Any, model: str) -> str:
+    """The GGUF the server loads for `model` (the FROM line of /api/show's modelfile), "" when it does not say:
+    it names the runner process of that model."""
+    try:
+        text = str(client.show(model).get("modelfile") or "")
+    except Exception:  # noqa: BLE001 - only narrows the runner search; any failure leaves it open
+        return ""
+    return next((line[5:].strip() for line in text.splitlines() if line.startswith("FROM /")), "")
 
 
 def runner_memory(url: str, model_path: str = "") -> tuple[RunnerMemory | None, str]:

@@ -15,7 +15,8 @@ because a cut prompt is what made the 2025 seed measurement look free: VRAM was 
 num_ctx and the long prompts never reached the model.
 
 The logic is here (the loop over contexts), in `reading` (one context: the chat, NVML and /api/ps),
-`analysis` (source, fit, prediction, recommendation), `fit` / `tiers` / `prompt` (pure) and `output` (files);
+`analysis` (source, rows, capacity, tiers, recommendation), `compare` (the slope held to the formula and
+the prediction), `fit` / `tiers` / `prompt` (pure) and `output` (files);
 `chunkwise.commands.measure` and `flows/measure.py` only call `run_measurement`.
 """
 
@@ -31,14 +32,26 @@ from urllib.parse import urlsplit
 
 from chunkwise.backend import Backend
 from chunkwise.gpu.sampler import GpuSampler
-from chunkwise.measure.analysis import Predictor, batch_of, cpu_only, reading, recommend, tier_fit, tier_notes
+from chunkwise.measure.analysis import (
+    Predictor,
+    batch_of,
+    capacity_of,
+    cpu_only,
+    fit_rows,
+    mark_in_fit,
+    recommend,
+    take_cpu_only,
+    tier_fit,
+    tier_notes,
+)
+from chunkwise.measure.compare import compare
 from chunkwise.measure.output import write_outputs
 from chunkwise.measure.prompt import build_prompt
 from chunkwise.measure.reading import measure_one
 from chunkwise.measure.report import SOURCE_NVML, SOURCE_PS, SOURCE_PS_SIZE, MeasureReport, MeasureRow
-from chunkwise.measure.rss import RSS_NOTE, mem_total_mib, runner_memory
+from chunkwise.measure.rss import RSS_NOTE, model_path, runner_memory
 from chunkwise.ollama import compute, kv
-from chunkwise.ollama.kv import BYTES_PER_ELEMENT, ModelInfoError
+from chunkwise.ollama.kv import ModelInfoError
 from chunkwise.servers import backend_for
 from chunkwise.tokens import DEFAULT_CHARS_PER_TOKEN
 from chunkwise.units import MIB
@@ -60,32 +73,6 @@ def is_local_host(url: str) -> bool:
     name = (urlsplit(url).hostname or "").lower()
     return name in ("localhost", "::1", "0.0.0.0") or name.startswith("127.") or name in (
         socket.gethostname().lower(), socket.getfqdn().lower())
-
-
-def explain_difference(slope: float, per_slot: float, parallel: int, kv_cache_type: str,
-                       mask: Callable[[int], float] | None = None) -> str | None:
-    """A likely cause when the measured slope is not the prediction's (within 1 %): another number of
-    slots with the given cache type, or another cache type with the given slots. `mask(slots)` is the
-    attention mask's growth per token for that many slots, MiB (none when not given)."""
-    per_element = per_slot / BYTES_PER_ELEMENT[kv_cache_type]
-    guesses = [(slots, kv_cache_type) for slots in range(1, 17) if slots != parallel]
-    guesses += [(parallel, cache) for cache in BYTES_PER_ELEMENT if cache != kv_cache_type]
-    for slots, cache in guesses:
-        guess = per_element * BYTES_PER_ELEMENT[cache] * slots + (mask(slots) if mask else 0.0)
-        if abs(slope - guess) <= 0.01 * guess:
-            return (f"the measured slope matches {slots} slot(s) of a {cache} cache: check the server's "
-                    f"OLLAMA_NUM_PARALLEL and OLLAMA_KV_CACHE_TYPE and pass --parallel / --kv-cache-type")
-    return None
-
-
-def model_path(client: Any, model: str) -> str:
-    """The GGUF the server loads for `model` (the FROM line of /api/show's modelfile), "" when it does not say:
-    it names the runner process of that model."""
-    try:
-        text = str(client.show(model).get("modelfile") or "")
-    except Exception:  # noqa: BLE001 - only narrows the runner search; any failure leaves it open
-        return ""
-    return next((line[5:].strip() for line in text.splitlines() if line.startswith("FROM /")), "")
 
 
 def run_measurement(
@@ -133,7 +120,6 @@ def run_measurement(
         layout = None
         notes.append(f"no KV formula: {exc}")
     predictor = Predictor(layout, parallel)
-    per_slot = predictor.kv_per_slot
     loaded_before = [m.get("name") for m in client.ps()]
     if loaded_before:
         notes.append(f"loaded before the measurement: {', '.join(map(str, loaded_before))}")
@@ -156,18 +142,16 @@ def run_measurement(
         for num_ctx in sorted({int(c) for c in contexts}):
             row = MeasureRow(num_ctx)
             rows.append(row)
-            if per_slot is not None and layout is not None:
+            if layout is not None:
                 row.formula_kv_mib = round(kv.kv_reserved_bytes(model_info, num_ctx, parallel, kv_cache_type, engine,
                                                                  compute.runner_batch(facts.version, num_ctx, parallel,
                                                                                       context_length)) / MIB, 3)
-            if context_length and num_ctx > context_length:
-                row.status = "skipped"
-                row.note = f"above the model's context_length {context_length} (Ollama would clamp it)"
-                continue
             target = num_ctx - num_predict - headroom_tokens(num_ctx)
-            if target < 16:
-                row.status = "skipped"
-                row.note = f"too small: num_predict {num_predict} + headroom leave no room for a prompt"
+            skip = (f"above the model's context_length {context_length} (Ollama would clamp it)"
+                    if context_length and num_ctx > context_length else "" if target >= 16 else
+                    f"too small: num_predict {num_predict} + headroom leave no room for a prompt")
+            if skip:
+                row.status, row.note = "skipped", skip
                 continue
             prompt = build_prompt(num_ctx, target, exact=is_sim, chars_per_token=cpt, calibrated=calibrated)
             row.prompt_tokens_expected, row.prompt_chars = prompt.expected_tokens, prompt.chars
@@ -186,87 +170,39 @@ def run_measurement(
 
     if source == SOURCE_PS and cpu_only(rows):
         source = SOURCE_PS_SIZE
-        spills = sum(r.spilled for r in rows)
-        for r in rows:
-            r.spilled = False
-        warnings[:] = [w for w in warnings if "does not fit in GPU memory" not in w]
-        notes.append(f"/api/ps size_vram is 0 at every context ({spills} 'spill' warning(s) dropped): the server ran "
-                     "the model on the CPU, so its memory is /api/ps size, all in system RAM (on a server with a GPU: "
-                     "the model fitted it at no context)")
+        notes.append(take_cpu_only(rows, warnings))
     if rss_reason and not any(r.rss_mib for r in rows):
         notes.append(f"no runner RSS: {rss_reason}")
-
-    def clamped(r: MeasureRow) -> bool:
-        """The server did not load the requested context. /api/ps shows num_ctx, or num_ctx x parallel
-        where the scheduler multiplied it into the runner's options (Ollama 0.2-0.9), or nothing (< 0.10)."""
-        return bool(r.ps_context_length) and r.ps_context_length not in (r.num_ctx, r.num_ctx * parallel)
-
-    fit_rows = [r for r in rows if r.status == "ok" and not r.spilled and not clamped(r)]
-    for r in rows:
-        r.vram_mib = reading(r, source) if r.status == "ok" else None
-        if r.status == "ok" and clamped(r):
-            r.note = (r.note + "; " if r.note else "") + (
-                f"the server loaded context_length {r.ps_context_length}, not the requested {r.num_ctx}: left out "
-                "of the fit")
-        if r.spilled:
-            r.note = (r.note + "; " if r.note else "") + "spilled to CPU: left out of the fit"
-    if source == SOURCE_NVML:
-        capacity, cap_source = sum(g["total_mib"] for g in gpu["gpus"]), "NVML total memory of all GPUs"
-    elif vram_mib:
-        capacity, cap_source = float(vram_mib), "--vram-mib"
-    elif source == SOURCE_PS_SIZE and local:
-        capacity, cap_source = mem_total_mib(), "MemTotal of this machine's RAM (/proc/meminfo)"
-    else:
-        spilled = [r.ps_size_vram_mib for r in rows if r.spilled and r.ps_size_vram_mib]
-        capacity = max(spilled) if spilled else None
-        cap_source = ("largest size_vram of a spilled load (what Ollama could place on the GPU)" if spilled
-                      else "no NVML reading of the Ollama host's GPU and no --vram-mib given")
-    for r in fit_rows:  # the batch Ollama ran the loaded context with: the reading's tier
+    fitted = fit_rows(rows, source, parallel)
+    capacity, cap_source = capacity_of(source, gpu["gpus"], vram_mib, local, rows)
+    for r in fitted:  # the batch Ollama ran the loaded context with: the reading's tier
         r.batch = batch_of(facts.version, r.ps_context_length or r.num_ctx, parallel, context_length, r.vram_mib,
                            capacity)
 
-    tiers_ps = tier_fit(fit_rows, lambda r: r.ps_size_mib if source == SOURCE_PS_SIZE else r.ps_size_vram_mib)
-    tiers_nvml = tier_fit(fit_rows, lambda r: r.nvml_used_mib)
+    tiers_ps = tier_fit(fitted, lambda r: r.ps_size_mib if source == SOURCE_PS_SIZE else r.ps_size_vram_mib)
+    tiers_nvml = tier_fit(fitted, lambda r: r.nvml_used_mib)
     tiers = tiers_nvml if source == SOURCE_NVML else tiers_ps
-    fit = tiers.main
-    for r in fit_rows:
-        r.in_fit = fit is not None and r.vram_mib is not None and r.batch == tiers.main_batch
-        if fit is not None and r.vram_mib is not None and r.batch != tiers.main_batch:
-            r.note = (r.note + "; " if r.note else "") + f"num_batch {r.batch}: another batch tier, not in the slope"
+    mark_in_fit(fitted, tiers)
     notes += tier_notes(tiers, predictor)
-    fit_rss = tier_fit([r for r in fit_rows if r.batch == tiers.main_batch], lambda r: r.rss_mib).main
+    fit_rss = tier_fit([r for r in fitted if r.batch == tiers.main_batch], lambda r: r.rss_mib).main
     if fit_rss is not None:
         notes.append(f"{RSS_NOTE} (RSS line: {fit_rss.slope_mib_per_token:.6f} MiB/token + "
                      f"{fit_rss.intercept_mib:.1f} MiB)")
+    held = compare(tiers.main, predictor, tiers.main_batch, kv_cache_type)
+    notes += held.notes
 
-    formula = per_slot * parallel if per_slot is not None else None
-    rel = (fit.slope_mib_per_token - formula) / formula if fit and formula else None
-    predicted = predictor.slope(tiers.main_batch) if tiers.main_batch is not None else None
-    mask = predictor.mask(tiers.main_batch) if tiers.main_batch is not None and layout is not None else None
-    pred_rel = (fit.slope_mib_per_token - predicted) / predicted if fit and predicted else None
-    if fit and per_slot and pred_rel is not None and abs(pred_rel) > 0.02 and fit.slope_mib_per_token > 0:
-        hint = explain_difference(fit.slope_mib_per_token, per_slot, parallel, kv_cache_type,
-                                  lambda slots: predictor.mask(tiers.main_batch or 0, slots))
-        notes.append(hint or "the measured slope differs from the prediction by more than 2%: the prediction assumes "
-                     "flash attention (without it the attention scores grow with num_ctx too) and the num_batch of "
-                     "Ollama's rule (a num_batch set in the Modelfile or the request changes the mask)")
-    elif rel is not None and abs(rel) > 0.02 and mask:
-        notes.append(f"measured - KV formula = {rel:+.1%}: the compute graph's f16 attention mask grows "
-                     f"{mask:.6f} MiB per token at num_batch {tiers.main_batch} (chunkwise.ollama.graph: "
-                     "kvcache/causal.go buildMask in Ollama's engine, src/llama-graph.cpp in llama.cpp)")
-
-    measured = [r.num_ctx for r in fit_rows if r.in_fit]
+    measured = [r.num_ctx for r in fitted if r.in_fit]
     recommendation = recommend(tiers, predictor, capacity, cap_source, version=facts.version, parallel=parallel,
                                context_length=context_length, max_measured=max(measured, default=None))
     report = MeasureReport(
         model=model, host=getattr(client, "host", ""), server_version=facts.version,
         is_simulator=is_sim, parallel=parallel, kv_cache_type=kv_cache_type, num_predict=num_predict,
-        vram_source=source, rows=rows, fit=fit, fit_ps=tiers_ps.main, fit_nvml=tiers_nvml.main,
-        formula_mib_per_token_per_slot=per_slot, formula_mib_per_token=formula, relative_difference=rel,
-        recommendation=recommendation, context_length=context_length, gpu=gpu, notes=notes, warnings=warnings,
-        kv_engine=engine, predicted_mib_per_token=predicted, mask_mib_per_token=mask,
-        predicted_relative_difference=pred_rel, batch=tiers.main_batch, tiers=[t.as_dict() for t in tiers.tiers],
-        fit_rss=fit_rss,
+        vram_source=source, rows=rows, fit=tiers.main, fit_ps=tiers_ps.main, fit_nvml=tiers_nvml.main,
+        formula_mib_per_token_per_slot=predictor.kv_per_slot, formula_mib_per_token=held.formula,
+        relative_difference=held.relative_difference, recommendation=recommendation, context_length=context_length,
+        gpu=gpu, notes=notes, warnings=warnings, kv_engine=engine, predicted_mib_per_token=held.predicted,
+        mask_mib_per_token=held.mask, predicted_relative_difference=held.predicted_relative_difference,
+        batch=tiers.main_batch, tiers=[t.as_dict() for t in tiers.tiers], fit_rss=fit_rss,
     )
     write_outputs(report, out_dir)
     return report

@@ -27,8 +27,9 @@ turns it on where the device supports it; `OLLAMA_FLASH_ATTENTION=0` turns it of
 
 from __future__ import annotations
 
+from chunkwise.ollama.cells import global_cells, swa_cells
 from chunkwise.ollama.engines import go_engine
-from chunkwise.ollama.kv import KVLayout, global_cells, swa_cells
+from chunkwise.ollama.kv import KVLayout
 
 #: Bytes per mask element with flash attention (f16).
 MASK_BYTES = 2

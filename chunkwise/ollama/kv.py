@@ -13,22 +13,11 @@ what Ollama's `/api/show` sends for long arrays without `verbose: true`, and is 
 
 Global layers cache every context token. Sliding-window (SWA) layers cache a fixed window, so a
 model such as Gemma 3 (5 of every 6 layers SWA) costs far less per context token than its layer
-count suggests. Which layers are SWA is the engine's (`chunkwise.ollama.engines`, by server version); the
-cells each layer holds, all slots together:
-
-- Ollama's engine (before v0.30; `kvcache/causal.go:130-190` `Causal.Init`, capacity = num_ctx per slot):
-  `pad256(num_ctx x parallel)` in a global layer; in a windowed one `pad256(parallel x memory + batch)`,
-  memory being the window (4096 for gpt-oss), at least window + 1 with more than one slot, and the full
-  cache when memory >= num_ctx (`CachePadding: 256`, `ml/backend/ggml/ggml.go:694-699`; batch
-  `min(num_batch 512, num_ctx)`, `llm/server.go:173`).
-- llama.cpp (Ollama's llama.cpp runner before v0.30, llama-server): `-c` is the total context of all slots
-  and, with explicit `-np`, each slot is a stream of its own (`kv_unified` false) of `pad256(pad256(ctx) /
-  parallel)` cells in a global layer (`src/llama-context.cpp:148-165`) and `pad256(min(slot cells, window +
-  n_ubatch))` in a windowed one (`src/llama-kv-cache-iswa.cpp`: `size_swa = GGML_PAD(min(size_base, n_swa +
-  n_ubatch), 256)`); the runner before v0.30 keeps every layer full (`swa_full`,
-  `llama/llama.cpp/src/llama-context.cpp:2393`). The layer pattern is
-  `{arch}.attention.sliding_window_pattern` when the GGUF has it (a period or one flag per layer), else the
-  architecture's built-in period (`SWA_PERIODS`: layer i is SWA when `i % N < N - 1`).
+count suggests. Which layers are SWA is the engine's (`chunkwise.ollama.engines`, by server version): in
+llama.cpp the layer pattern is `{arch}.attention.sliding_window_pattern` when the GGUF has it (a period or
+one flag per layer), else the architecture's built-in period (`SWA_PERIODS`: layer i is SWA when
+`i % N < N - 1`); llama.cpp's runner before v0.30 keeps every layer full. How many cells each layer holds,
+by engine: `chunkwise.ollama.cells`.
 
 So memory against context is a line: the slope is the global layers' bytes per token, the SWA
 layers add a constant once the context exceeds the window.
@@ -40,7 +29,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from chunkwise.ollama.engines import DEFAULT_BATCH, ENGINES, GO_ENGINE_SWA, LLAMA_CPP_NAMES, SWA_PERIODS, go_engine
+from chunkwise.ollama.cells import global_cells, swa_cells
+from chunkwise.ollama.engines import DEFAULT_BATCH, ENGINES, GO_ENGINE_SWA, LLAMA_CPP_NAMES, SWA_PERIODS
 from chunkwise.units import MIB
 
 #: Bytes per cached element: f16 is 2; q8_0 and q4_0 are ggml blocks of 32 elements stored in
@@ -48,14 +38,6 @@ from chunkwise.units import MIB
 BYTES_PER_ELEMENT: dict[str, float] = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 
 DEFAULT_WINDOWS: dict[str, int] = {"gemma2": 4096}
-#: Both engines pad their caches to multiples of this many cells.
-PAD = 256
-SWA_PAD = PAD
-
-
-def _pad(cells: int) -> int:
-    return -(-cells // PAD) * PAD
-
 
 class ModelInfoError(ValueError):
     """`model_info` lacks a key the formula needs."""
@@ -182,28 +164,6 @@ def kv_bytes_per_token(model_info: Mapping[str, Any], cache_type: str = "f16", e
 def kv_mib_per_token(model_info: Mapping[str, Any], cache_type: str = "f16", engine: str = "ollama") -> float:
     """`kv_bytes_per_token` in MiB."""
     return kv_bytes_per_token(model_info, cache_type, engine) / MIB
-
-
-def global_cells(layout: KVLayout, num_ctx: int, parallel: int) -> int:
-    """Cells (tokens) a global layer holds in all slots together: Ollama's engine pads the whole cache,
-    llama.cpp the context and then each slot's share (see the module docstring)."""
-    if go_engine(layout.arch, layout.engine):
-        return _pad(num_ctx * parallel)
-    return _pad(_pad(num_ctx * parallel) // parallel) * parallel
-
-
-def swa_cells(layout: KVLayout, num_ctx: int, parallel: int, engine: str, batch: int = DEFAULT_BATCH) -> int:
-    """Cells (tokens) the SWA layers hold in all slots together, for a context of `num_ctx` per slot; `batch`
-    is the runner's batch (Ollama's engine: num_batch; llama-server: n_ubatch)."""
-    if not layout.swa_layers:
-        return 0
-    if engine == "ollama":  # kvcache/causal.go Init: maxSequences x memory + maxBatch, or the full cache
-        memory = max(layout.swa_memory, layout.window + 1) if parallel > 1 else layout.swa_memory
-        if memory >= num_ctx:
-            return global_cells(layout, num_ctx, parallel)
-        return _pad(parallel * memory + min(num_ctx, batch))
-    slot = global_cells(layout, num_ctx, parallel) // parallel
-    return _pad(min(slot, layout.window + batch)) * parallel
 
 
 def kv_reserved_bytes(model_info: Mapping[str, Any], num_ctx: int, parallel: int = 1, cache_type: str = "f16",

@@ -120,6 +120,8 @@ class ModelFacts:
     weights_mib: float | None = None
     slot_ctx: int | None = None
     slots: int | None = None
+    #: The server's version ("" when it does not say), for its KV layout (`Backend.kv_engine`).
+    version: str = ""
 
 
 @runtime_checkable
@@ -142,11 +144,14 @@ class Backend(Protocol):
 
     #: The `RunParams.api` value this backend serves.
     api: str
-    #: The layout of the KV cache for `chunkwise.ollama.kv`: "ollama" or "llama-server".
-    kv_engine: str
     #: The server fixes its context when it starts (no per-request num_ctx), so `chunkwise measure`
     #: restarts a local engine per context instead of loading the model per request.
     context_fixed_at_start: bool
+
+    def kv_engine(self, version: str) -> str:
+        """Whose KV layout (`chunkwise.ollama.kv`) a server of `version` (`ServerFacts.version`,
+        `ModelFacts.version`; "" when unknown) allocates: "ollama" or "llama-server"."""
+        ...
 
     def resolve_host(self, host: str | None, settings: Settings) -> str:
         """The normalised base URL: `host`, else the settings' host for this kind; `ConfigError` if bad."""

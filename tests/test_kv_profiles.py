@@ -20,7 +20,9 @@ ELEMENTS = {
     "qwen2.5:7b": 28 * 4 * 256,
     "gemma2:9b": 42 * 8 * 512,
     "qwen3:8b": 36 * 8 * 256,
-    "gpt-oss:20b": 24 * 8 * 128,
+    # per context token: the 12 global layers of 24 (the even ones slide: Ollama's engine before v0.30,
+    # model/models/gptoss/model.go:36-39; llama-server since, src/models/openai-moe-iswa.cpp period 2)
+    "gpt-oss:20b": 12 * 8 * 128,
     # per context token: the 3 global layers of 18 (every sixth); the other 15 hold a window
     "gemma3-270m:latest": 3 * 1 * 512,
 }

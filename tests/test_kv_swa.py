@@ -4,8 +4,10 @@ Expected numbers come from the engines' sources and logs, not from the formula:
 - Gemma 3 270M (metadata of gemma-3-270m-q4_k_m.gguf): 18 layers, 1 KV head, key/value length 256,
   window 512. llama-server at `-c 32768 -np 4` logged "non-SWA KV 96 MiB, SWA KV 60 MiB"
   (llama.cpp 0c1e570 as vendored in llama-cpp-python 0.3.36); the RSS slope with `-np 1` was 3.1 KiB per token.
-- Ollama's estimator (fs/ggml/ggml.go GraphSize): gemma3 local layers hold
-  numParallel x sliding_window + batch cells; every 6th layer is global.
+- A real Ollama 0.24.0 (`make ollama`, OLLAMA_NUM_PARALLEL=4, 2026-12-07) logged "kv cache" 65.2 / 89.2 /
+  137.2 / 233.2 MiB at num_ctx 2048 / 4096 / 8192 / 16384 for that model: its engine's cache
+  (kvcache/causal.go Causal.Init) holds pad256(4 x num_ctx) cells in the 3 global layers and
+  pad256(4 x (512 + 1) + 512) = 2816 in the 15 windowed ones.
 """
 
 from __future__ import annotations
@@ -53,9 +55,22 @@ def test_llama_server_slope_is_the_global_layers_only():
     assert (b - a) / (16384 - 4096) == 3 * KIB
 
 
-def test_ollama_gemma3_follows_its_estimator():
-    # 15 local layers x (4 x 512 + 512) cells + 3 global layers x 8192 x 4, at 1 KiB per layer-cell
-    assert kv_reserved_bytes(GEMMA3_270M, 8192, 4, engine="ollama") == (15 * 2560 + 3 * 8192 * 4) * KIB
+@pytest.mark.parametrize(("num_ctx", "logged_mib"), [(2048, 65.2), (4096, 89.2), (8192, 137.2), (16384, 233.2)])
+def test_ollama_gemma3_is_what_a_real_0_24_0_allocated(num_ctx, logged_mib):
+    reserved = kv_reserved_bytes(GEMMA3_270M, num_ctx, 4, engine="ollama") / MIB
+    assert reserved == (3 * 4 * num_ctx + 15 * 2816) * KIB / MIB
+    assert f"{reserved:.1f}" == f"{logged_mib:.1f}"  # the log prints one decimal (65.25 -> 65.2)
+
+
+def test_ollama_engine_window_rules():
+    # one slot: the window itself (512) + the batch; a context within the window: the full cache
+    assert kv_reserved_bytes(GEMMA3_270M, 4096, 1, engine="ollama") == (3 * 4096 + 15 * 1024) * KIB
+    assert kv_reserved_bytes(GEMMA3_270M, 512, 1, engine="ollama") == 18 * 512 * KIB
+    # gpt-oss keeps 4096 cells per slot in its sliding layers (NewSWAMemCache(window, 4096))
+    info = PROFILES["gpt-oss:20b"].model_info()
+    per_layer_cell = 8 * 128 * 2
+    assert kv_reserved_bytes(info, 131072, 1, engine="ollama") == 12 * per_layer_cell * (131072 + 4608)
+    assert kv_reserved_bytes(info, 4096, 1, engine="ollama") == 24 * per_layer_cell * 4096  # window >= num_ctx
 
 
 def test_ollama_keeps_gemma2_full_but_llama_server_windows_it():
@@ -111,7 +126,8 @@ def test_plan_reserves_the_window_not_num_ctx_for_sliding_layers(tmp_path):
     pq.write_table(pa.table({"id": ["a", "b"], "prompt": ["x" * 400, "y" * 400]}), path)
     summary = validate_only(path, num_ctx=8192, num_predict=64)
     p = build_plan(summary, RunParams(input_path=str(path), num_ctx=8192, parallel=4), system_prompt="",
-                   model_info=GEMMA3_270M, model_info_source="test", free_vram_mib=None, gpu_reason="none")
+                   model_info=GEMMA3_270M, model_info_source="test", free_vram_mib=None, gpu_reason="none",
+                   engine="ollama", server_version="0.24.0")
     assert p.kv_mib_per_token == 3 * KIB / MIB
-    # Ollama: 3 global layers x 8192 x 4 + 15 local layers x (4 x 512 + 512), 1 KiB per layer-cell
-    assert p.kv_reserved_mib == (3 * 8192 * 4 + 15 * 2560) * KIB / MIB
+    # Ollama 0.24.0: 3 global layers x 8192 x 4 + 15 local layers x pad256(4 x 513 + 512), 1 KiB per layer-cell
+    assert p.kv_reserved_mib == (3 * 8192 * 4 + 15 * 2816) * KIB / MIB

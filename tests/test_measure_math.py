@@ -7,9 +7,10 @@ from datetime import UTC
 import pytest
 
 from chunkwise.harness.sim.tokenizer import chat_prompt_tokens, count_tokens
+from chunkwise.measure.compare import explain_difference
 from chunkwise.measure.fit import Fit, fit_line, margin_mib, recommend_num_ctx, truncation_check
 from chunkwise.measure.prompt import build_prompt, filler
-from chunkwise.measure.run import explain_difference, is_local_host, measure_run_dir
+from chunkwise.measure.run import is_local_host, measure_run_dir
 
 
 def test_fit_recovers_an_exact_line():

@@ -232,7 +232,9 @@ def test_plan_command_uses_server_show(summary, capsys, no_gpu, monkeypatch):
     stand_in(monkeypatch, probe=lambda host, model, settings: ModelFacts(LLAMA31_8B, f"server {host}"))
     assert main(["plan", "--input", summary.path, "--host", "http://gpu-box:11434", "--num-ctx", "8192"]) == 0
     text = capsys.readouterr().out
-    assert "kv cache     0.1250 MiB/token (f16, model_info from server http://gpu-box:11434)" in text
+    # a server that does not say its version is taken as current Ollama: llama-server's layout
+    assert ("kv cache     0.1250 MiB/token (f16, model_info from server http://gpu-box:11434, llama-server layout)"
+            in text)
 
 
 @pytest.mark.parametrize(("argv", "message"), [

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 import jsonschema
 import polars as pl
 import pytest
@@ -337,3 +339,59 @@ def test_an_over_long_prompt_is_context_truncated_and_mixed_density_rows_that_fi
                  for rid in ("dense0", "dense1", *SPARSE)}
     print(f"\nchars per prompt token (system prompt and template included): {densities}; calibration "
           f"{stats['truncation']['calibration']}")
+
+
+#: Two contexts of one batch tier (Ollama 0.24.0: num_batch 512 at both), each a reload; ~30 s of prefill each.
+MEMORY_CONTEXTS = [1024, 2048]
+
+
+def logged_mib(log: str, what: str) -> list[float]:
+    """Every `msg="<what>" ... size="X MiB"` of Ollama's log (ml/device.go:245-272), in order, MiB."""
+    return [float(m) for m in re.findall(rf'msg="{what}"[^\n]*? size="([0-9.]+) MiB"', log)]
+
+
+def test_plan_and_measure_predict_the_memory_ollama_reports(ollama, tmp_path, capsys):
+    """Issue 18 item 3: the bytes per token `plan` predicts for the loaded model against what Ollama reports.
+    /api/ps size grows 4 KiB per num_ctx token and slot on this server: 3 KiB of KV (3 global layers x 1 KV
+    head x 512 x f16) and 1 KiB of the compute graph's f16 attention mask (num_batch 512 x 2 bytes per cell,
+    kvcache/causal.go buildMask). The KV formula alone is 25 % short; plan and measure predict both parts. On
+    this CPU-only server size_vram is 0: size is the memory (all in RAM), beside the runner's RSS."""
+    from chunkwise.cli import main
+    from chunkwise.measure.report import SOURCE_PS_SIZE
+    from chunkwise.measure.run import run_measurement
+    from chunkwise.ollama.client import OllamaClient
+
+    with OllamaClient(ollama.url, read_timeout_s=900) as client:
+        for loaded in client.ps():  # the runner measured is then the only one of this model
+            httpx.post(f"{ollama.url}/api/generate", json={"model": loaded["name"], "keep_alive": 0}, timeout=60)
+        log_before = len(ollama.log_text())
+        report = run_measurement(client, MODEL_NAME, MEMORY_CONTEXTS, tmp_path / "measure", parallel=OLLAMA_PARALLEL)
+    low, high = report.rows
+    per_token = (high.ps_size_mib - low.ps_size_mib) / (high.num_ctx - low.num_ctx)  # /api/ps at two num_ctx
+    assert report.vram_source == SOURCE_PS_SIZE and all(r.in_fit and r.ps_size_vram_mib == 0 for r in report.rows)
+    assert report.slope_mib_per_token == pytest.approx(per_token) and not report.warnings
+    assert abs(report.predicted_relative_difference) < 0.05, report.markdown
+    assert report.relative_difference > 0.25 and any("attention mask grows" in n for n in report.notes)
+    # what the runner logged for these two loads: the KV cache and the compute graph, apart
+    log = ollama.log_text()[log_before:]
+    kv_log, graph_log = logged_mib(log, "kv cache")[-2:], logged_mib(log, "compute graph")[-2:]
+    span = OLLAMA_PARALLEL * (high.num_ctx - low.num_ctx)
+    assert kv_log[1] - kv_log[0] == pytest.approx(report.formula_mib_per_token_per_slot * span, abs=0.1)
+    assert graph_log[1] - graph_log[0] == pytest.approx(report.mask_mib_per_token / OLLAMA_PARALLEL * span, abs=0.1)
+    # the runner's RSS: above size at each context, and explained where it differs
+    assert all(r.rss_mib and r.rss_mib > r.ps_size_mib for r in report.rows)
+    assert report.fit_rss is not None and any(n.startswith("runner RSS (VmRSS") for n in report.notes)
+
+    source = tmp_path / "in.parquet"
+    pl.DataFrame({"id": ["a"], "prompt": ["Say hello."]}).write_parquet(source)
+    assert main(["plan", "--input", str(source), "--host", ollama.url, "--model", MODEL_NAME, "--num-ctx",
+                 str(high.num_ctx), "--parallel", str(OLLAMA_PARALLEL), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["engine"] == "ollama" and plan["server_version"] == "0.24.0"
+    assert abs(plan["memory_mib_per_token"] * OLLAMA_PARALLEL / per_token - 1) < 0.05
+    assert plan["kv_mib_per_token"] == report.formula_mib_per_token_per_slot
+    assert f"{plan['kv_reserved_mib']:.1f}" == f"{kv_log[1]:.1f}"  # the whole cache, windowed layers included
+    print(f"\n/api/ps size {per_token * 1024 / OLLAMA_PARALLEL:.3f} KiB per token and slot; plan "
+          f"{plan['memory_mib_per_token'] * 1024:.3f} KiB (KV {plan['kv_mib_per_token'] * 1024:.3f}); runner RSS "
+          f"{report.fit_rss.slope_mib_per_token * 1024 / OLLAMA_PARALLEL:.3f} KiB; sizes "
+          f"{[r.ps_size_mib for r in report.rows]} MiB, RSS {[r.rss_mib for r in report.rows]} MiB")

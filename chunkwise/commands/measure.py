@@ -78,6 +78,11 @@ def _summary(report: dict[str, Any]) -> str:
         rel = report["relative_difference"]
         lines.append(f"KV formula x {report['parallel']}: {report['formula_mib_per_token']:.6f} MiB per token"
                      + ("" if rel is None else f" (measured - formula: {rel:+.2%})"))
+    if report.get("predicted_mib_per_token") is not None:
+        rel = report["predicted_relative_difference"]
+        lines.append(f"predicted with the attention mask (num_batch {report['batch']}): "
+                     f"{report['predicted_mib_per_token']:.6f} MiB per token"
+                     + ("" if rel is None else f" (measured - predicted: {rel:+.2%})"))
     rec = report["recommendation"]
     lines.append(f"recommended num_ctx: {rec['num_ctx']} ({rec['note']})" if rec["num_ctx"]
                  else f"recommended num_ctx: none ({rec['note']})")

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     def probe() -> None:
         try:
             facts = backend.probe(backend.resolve_host(params.host, settings), params.model, settings)
-            probes["model"] = (facts.model_info, facts.source, facts.weights_mib)
+            probes["model"] = (facts.model_info, facts.source, facts.weights_mib, facts.version)
             probes["server"] = {"server_slot_ctx": facts.slot_ctx, "server_slots": facts.slots}
         except ConfigError as exc:  # a probe never stops a plan, only a bad --host does
             probes["host_error"] = f"--host: {exc}"
@@ -95,14 +95,15 @@ def run(args: argparse.Namespace) -> int:
         prober.join()  # bounded by backend.PROBE_TIMEOUT_S per request
     if "host_error" in probes:
         raise SetupError(probes["host_error"])
-    model_info, source, weights = probes.get("model", (None, "unknown (probe failed)", None))
+    model_info, source, weights, version = probes.get("model", (None, "unknown (probe failed)", None, ""))
     free, gpu_reason = probes.get("gpu", (None, "GPU probe failed"))
     try:
         plan = build_plan(summary, params, system_prompt=system_prompt, model_info=model_info,
                           model_info_source=source, free_vram_mib=free, gpu_reason=gpu_reason,
                           kv_cache_type=args.kv_cache_type,
                           prefill_tps=args.prefill_tps, decode_tps=args.decode_tps, weights_mib=weights,
-                          engine=backend.kv_engine, **probes.get("server", {}))
+                          engine=backend.kv_engine(version), server_version=version,
+                          fixed_slots=backend.context_fixed_at_start, **probes.get("server", {}))
     except ValueError as exc:
         raise SetupError(str(exc)) from None
     print(json.dumps(plan.as_dict(), indent=2) if args.json else plan.render())

@@ -12,7 +12,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from chunkwise.measure.report import MeasureReport, MeasureRow
+from chunkwise.measure.report import SOURCE_PS_SIZE, MeasureReport, MeasureRow
 
 REMOTE_SENTENCE = (
     "The GPU sampler measures the machine it runs on; a remote Ollama host needs `chunkwise measure` run there."
@@ -71,11 +71,19 @@ def render_markdown(report: MeasureReport) -> str:
                      f"{r.fit.intercept_mib:.1f} MiB, r^2 {r2}, {r.fit.points} points")
     else:
         lines.append("- Measured: no fit (fewer than two usable contexts)")
+    layout = "Ollama's Go runners" if r.kv_engine == "ollama" else r.kv_engine
     if r.formula_mib_per_token is not None:
         diff = "" if r.relative_difference is None else f"; measured - formula = {r.relative_difference:+.2%}"
-        lines.append(f"- KV formula: {r.formula_mib_per_token:.6f} MiB/token = "
+        lines.append(f"- KV formula ({layout} layout): {r.formula_mib_per_token:.6f} MiB/token = "
                      f"{r.formula_mib_per_token_per_slot:.6f} per slot x {r.parallel}{diff}")
-    for label, fit in (("/api/ps size_vram", r.fit_ps), ("NVML used", r.fit_nvml)):
+    if r.predicted_mib_per_token is not None:
+        diff = ("" if r.predicted_relative_difference is None
+                else f"; measured - predicted = {r.predicted_relative_difference:+.2%}")
+        lines.append(f"- Predicted: **{r.predicted_mib_per_token:.6f} MiB/token** = KV {r.formula_mib_per_token:.6f} + "
+                     f"attention mask {r.mask_mib_per_token or 0:.6f} (f16, num_batch {r.batch}, in the compute graph; "
+                     f"assumes flash attention){diff}")
+    ps_label = "/api/ps size" if r.vram_source == SOURCE_PS_SIZE else "/api/ps size_vram"
+    for label, fit in ((ps_label, r.fit_ps), ("NVML used", r.fit_nvml), ("runner RSS", r.fit_rss)):
         if fit is not None:
             lines.append(f"- Fit of {label}: {fit.slope_mib_per_token:.6f} MiB/token + {fit.intercept_mib:.1f} MiB")
     rec = r.recommendation
@@ -87,16 +95,16 @@ def render_markdown(report: MeasureReport) -> str:
     lines.append(f"- Truncation check: {len(truncated)} of {sum(row.status != 'skipped' for row in r.rows)} "
                  "prompts cut" + ("" if not truncated else " (see the table: their prefill rates are not valid)"))
     lines += ["", "| num_ctx | status | prompt tokens sent | prompt_eval_count | truncated | load s | prefill tok/s "
-              "| decode tok/s | ps size MiB | ps size_vram MiB | ps context | NVML used MiB | formula KV MiB "
-              "| in fit | note |",
-              "|" + "---|" * 15]
+              "| decode tok/s | ps size MiB | ps size_vram MiB | ps context | NVML used MiB | runner RSS MiB "
+              "| formula KV MiB | num_batch | in fit | note |",
+              "|" + "---|" * 17]
     for row in r.rows:
         cut = f"YES: {row.truncation_reason}" if row.truncated else ("no" if row.status == "ok" else "")
         lines.append("| " + " | ".join([
             str(row.num_ctx), row.status, _num(row.prompt_tokens_expected), _num(row.prompt_eval_count), cut,
             _num(row.load_s, 3), _num(row.prefill_tok_s), _num(row.decode_tok_s), _num(row.ps_size_mib),
-            _num(row.ps_size_vram_mib), _num(row.ps_context_length), _num(row.nvml_used_mib),
-            _num(row.formula_kv_mib), "yes" if row.in_fit else "no", row.note.replace("|", "/"),
+            _num(row.ps_size_vram_mib), _num(row.ps_context_length), _num(row.nvml_used_mib), _num(row.rss_mib),
+            _num(row.formula_kv_mib), _num(row.batch), "yes" if row.in_fit else "no", row.note.replace("|", "/"),
         ]) + " |")
     methods = sorted({row.token_count_method for row in r.rows if row.token_count_method})
     lines += ["", f"Prompt tokens sent were counted by: {'; '.join(methods) or 'n/a'}."]
@@ -146,15 +154,17 @@ def write_png(report: MeasureReport, path: Path) -> None:
                     label=f"KV formula x {report.parallel}: {k:.5f} MiB/token")
     if rec.capacity_mib:
         ax.axhline(rec.capacity_mib, color="black", linewidth=1, label=f"capacity {rec.capacity_mib:.0f} MiB")
-        ax.axhline(rec.capacity_mib - (rec.margin_mib or 0), color="gray", linewidth=1, linestyle="--",
-                   label=f"capacity - margin ({rec.margin_mib:.0f} MiB)")
+        if rec.margin_mib is not None:  # None without a fit: there is no recommendation to draw
+            ax.axhline(rec.capacity_mib - rec.margin_mib, color="gray", linewidth=1, linestyle="--",
+                       label=f"capacity - margin ({rec.margin_mib:.0f} MiB)")
     if rec.num_ctx:
         ax.axvline(rec.num_ctx, color="tab:orange", linewidth=1, label=f"recommended num_ctx {rec.num_ctx}")
     if not measured:
         ax.text(0.5, 0.5, "no memory reading", transform=ax.transAxes, ha="center")
     ax.set_xlabel("num_ctx (tokens per slot)")
     ax.set_ylabel("memory (MiB)")
-    source = {"nvml": "NVML used", "rss": "llama-server RSS at load"}.get(report.vram_source, "/api/ps size_vram")
+    source = {"nvml": "NVML used", "rss": "llama-server RSS at load", SOURCE_PS_SIZE: "/api/ps size"}.get(
+        report.vram_source, "/api/ps size_vram")
     ax.set_title(f"{report.model}: memory against num_ctx (source: {source})")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)

@@ -14,10 +14,13 @@ from chunkwise.measure.fit import Fit, Recommendation
 
 SOURCE_NVML = "nvml"
 SOURCE_PS = "ps"
+SOURCE_PS_SIZE = "ps_size"
 SOURCE_RSS = "rss"
 SOURCE_TEXT = {
     SOURCE_NVML: "NVML used memory (the whole GPU, every process) on this machine",
     SOURCE_PS: "Ollama /api/ps size_vram (Ollama's own accounting, not a GPU reading)",
+    SOURCE_PS_SIZE: "Ollama /api/ps size (size_vram 0 at every context: the model ran on the CPU, all of it in "
+                    "system RAM; Ollama's own accounting of its buffers)",
     SOURCE_RSS: "llama-server process RSS (VmRSS: mmapped weights, KV cache and touched compute buffers of a CPU "
                 "build)",
 }
@@ -49,7 +52,12 @@ class MeasureRow:
     formula_kv_mib: float | None = None
     vram_mib: float | None = None
     in_fit: bool = False
-    # --api openai (llama-server restarted per context): memory right after load and after the answer
+    #: The batch the runner ran with (Ollama's num_batch: its rule for the loaded context), tokens: its tier.
+    batch: int | None = None
+    #: --api ollama on this machine: the runner process's VmHWM after the answer (its peak since the load), MiB.
+    rss_peak_mib: float | None = None
+    # --api openai (llama-server restarted per context): memory right after load and after the answer;
+    # --api ollama on this machine: rss_mib is the runner process's VmRSS after the answer
     load_mib: float | None = None
     rss_load_mib: float | None = None
     rss_mib: float | None = None
@@ -82,6 +90,18 @@ class MeasureReport:
     #: whose context is fixed at start. False: the model was loaded per request and memory read after it.
     memory_at_load: bool = False
     fit_after: Fit | None = None  # memory_at_load: memory after each answer (the main fit is at load)
+    #: Whose KV layout the formula follows ("ollama": Ollama's Go runners; "llama-server": Ollama v0.30+).
+    kv_engine: str = "ollama"
+    #: What the server's memory should grow by per num_ctx token, all slots, MiB: KV x parallel + the compute
+    #: graph's attention mask at `batch` (`mask_mib_per_token`); None without a KV formula.
+    predicted_mib_per_token: float | None = None
+    mask_mib_per_token: float | None = None
+    predicted_relative_difference: float | None = None
+    #: The main batch tier (the fit's), tokens, and every tier (`chunkwise.measure.tiers.Tier.as_dict`).
+    batch: int | None = None
+    tiers: list[dict[str, Any]] = field(default_factory=list)
+    #: --api ollama on this machine: the runner's RSS against num_ctx (main tier), explained in the notes.
+    fit_rss: Fit | None = None
     md_path: Path | None = None
     csv_path: Path | None = None
     png_path: Path | None = None

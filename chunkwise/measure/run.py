@@ -2,18 +2,21 @@
 
 For each num_ctx the model is loaded with that context (a chat with `options.num_ctx`; Ollama
 reloads when num_ctx changes: `needsReload` in `server/sched.go`) and sent a prompt that nearly fills it.
-Then memory is read two ways: NVML "used" on this machine's GPUs (`chunkwise.gpu.sampler`) and Ollama's
-`/api/ps` size / size_vram. The fit of memory against num_ctx gives the measured MiB per context
-token, compared with the KV formula (`chunkwise.ollama.kv`) times the parallel slots. The sampler
-measures the machine it runs on; a remote Ollama host needs `chunkwise measure` run there, so for
-a non-loopback host the VRAM source is /api/ps.
+Then memory is read: NVML "used" on this machine's GPUs (`chunkwise.gpu.sampler`), Ollama's `/api/ps`
+size / size_vram, and, for a server on this machine, its runner process's RSS (`chunkwise.measure.rss`).
+The fit of memory against num_ctx (one line per batch tier, `chunkwise.measure.tiers`) gives the measured
+MiB per context token, compared with the KV formula (`chunkwise.ollama.kv`, in the layout of the server's
+version) times the parallel slots, and with the prediction that adds the compute graph's attention mask
+(`chunkwise.measure.analysis`). The sampler measures the machine it runs on; a remote Ollama host needs
+`chunkwise measure` run there, so for a non-loopback host the VRAM source is /api/ps.
 
 Every prompt is checked for silent truncation (its `prompt_eval_count` against the tokens sent),
 because a cut prompt is what made the 2025 seed measurement look free: VRAM was flat at one
 num_ctx and the long prompts never reached the model.
 
-The logic is here (the loop over contexts and the fit), in `reading` (one context: the chat, NVML and
-/api/ps), `fit` / `prompt` (pure) and `output` (files);
+The logic is here (the loop over contexts), in `reading` (one context: the chat, NVML and /api/ps),
+`analysis` (source, rows, capacity, tiers, recommendation), `compare` (the slope held to the formula and
+the prediction), `fit` / `tiers` / `prompt` (pure) and `output` (files);
 `chunkwise.commands.measure` and `flows/measure.py` only call `run_measurement`.
 """
 
@@ -29,15 +32,29 @@ from urllib.parse import urlsplit
 
 from chunkwise.backend import Backend
 from chunkwise.gpu.sampler import GpuSampler
-from chunkwise.measure.fit import Fit, fit_line, recommend_num_ctx
+from chunkwise.measure.analysis import (
+    Predictor,
+    batch_of,
+    capacity_of,
+    cpu_only,
+    fit_rows,
+    mark_in_fit,
+    recommend,
+    take_cpu_only,
+    tier_fit,
+    tier_notes,
+)
+from chunkwise.measure.compare import compare
 from chunkwise.measure.output import write_outputs
 from chunkwise.measure.prompt import build_prompt
 from chunkwise.measure.reading import measure_one
-from chunkwise.measure.report import SOURCE_NVML, SOURCE_PS, MeasureReport, MeasureRow
-from chunkwise.ollama import compute
-from chunkwise.ollama.kv import BYTES_PER_ELEMENT, ModelInfoError, kv_mib_per_token
+from chunkwise.measure.report import SOURCE_NVML, SOURCE_PS, SOURCE_PS_SIZE, MeasureReport, MeasureRow
+from chunkwise.measure.rss import RSS_NOTE, model_path, runner_memory
+from chunkwise.ollama import compute, kv
+from chunkwise.ollama.kv import ModelInfoError
 from chunkwise.servers import backend_for
 from chunkwise.tokens import DEFAULT_CHARS_PER_TOKEN
+from chunkwise.units import MIB
 
 
 def measure_run_dir(output_dir: Path, model: str, now: datetime | None = None) -> Path:
@@ -56,20 +73,6 @@ def is_local_host(url: str) -> bool:
     name = (urlsplit(url).hostname or "").lower()
     return name in ("localhost", "::1", "0.0.0.0") or name.startswith("127.") or name in (
         socket.gethostname().lower(), socket.getfqdn().lower())
-
-
-def explain_difference(slope: float, per_slot: float, parallel: int, kv_cache_type: str) -> str | None:
-    """A likely cause when the measured slope is not the formula's (within 1 %): another number of
-    slots with the given cache type, or another cache type with the given slots."""
-    per_element = per_slot / BYTES_PER_ELEMENT[kv_cache_type]
-    guesses = [(slots, kv_cache_type) for slots in range(1, 17) if slots != parallel]
-    guesses += [(parallel, cache) for cache in BYTES_PER_ELEMENT if cache != kv_cache_type]
-    for slots, cache in guesses:
-        guess = per_element * BYTES_PER_ELEMENT[cache] * slots
-        if abs(slope - guess) <= 0.01 * guess:
-            return (f"the measured slope matches {slots} slot(s) of a {cache} cache: check the server's "
-                    f"OLLAMA_NUM_PARALLEL and OLLAMA_KV_CACHE_TYPE and pass --parallel / --kv-cache-type")
-    return None
 
 
 def run_measurement(
@@ -110,11 +113,13 @@ def run_measurement(
     backend = backend or backend_for("ollama")
     facts = backend.inspect(client, model)
     is_sim, model_info, context_length = facts.is_simulator, dict(facts.model_info), facts.training_ctx
+    engine = backend.kv_engine(facts.version)
     try:
-        per_slot: float | None = kv_mib_per_token(model_info, kv_cache_type)
+        layout: kv.KVLayout | None = kv.kv_layout(model_info, kv_cache_type, engine)
     except ModelInfoError as exc:
-        per_slot = None
+        layout = None
         notes.append(f"no KV formula: {exc}")
+    predictor = Predictor(layout, parallel)
     loaded_before = [m.get("name") for m in client.ps()]
     if loaded_before:
         notes.append(f"loaded before the measurement: {', '.join(map(str, loaded_before))}")
@@ -127,7 +132,9 @@ def run_measurement(
         notes.append(f"NVML works here but Ollama is at {client.host}: the sampler measures the machine it runs "
                      "on, so VRAM comes from /api/ps; run chunkwise measure on the Ollama host for GPU readings")
     elif not sampler.available:
-        notes.append(f"NVML unavailable ({sampler.reason}): VRAM comes from /api/ps size_vram")
+        notes.append(f"NVML unavailable ({sampler.reason}): memory comes from /api/ps")
+    runner_model = model_path(client, model) if local and not is_sim else ""
+    rss_reason = ""
 
     rows: list[MeasureRow] = []
     cpt, calibrated = DEFAULT_CHARS_PER_TOKEN, False
@@ -135,16 +142,16 @@ def run_measurement(
         for num_ctx in sorted({int(c) for c in contexts}):
             row = MeasureRow(num_ctx)
             rows.append(row)
-            if per_slot is not None:
-                row.formula_kv_mib = round(per_slot * num_ctx * parallel, 3)
-            if context_length and num_ctx > context_length:
-                row.status = "skipped"
-                row.note = f"above the model's context_length {context_length} (Ollama would clamp it)"
-                continue
+            if layout is not None:
+                row.formula_kv_mib = round(kv.kv_reserved_bytes(model_info, num_ctx, parallel, kv_cache_type, engine,
+                                                                 compute.runner_batch(facts.version, num_ctx, parallel,
+                                                                                      context_length)) / MIB, 3)
             target = num_ctx - num_predict - headroom_tokens(num_ctx)
-            if target < 16:
-                row.status = "skipped"
-                row.note = f"too small: num_predict {num_predict} + headroom leave no room for a prompt"
+            skip = (f"above the model's context_length {context_length} (Ollama would clamp it)"
+                    if context_length and num_ctx > context_length else "" if target >= 16 else
+                    f"too small: num_predict {num_predict} + headroom leave no room for a prompt")
+            if skip:
+                row.status, row.note = "skipped", skip
                 continue
             prompt = build_prompt(num_ctx, target, exact=is_sim, chars_per_token=cpt, calibrated=calibrated)
             row.prompt_tokens_expected, row.prompt_chars = prompt.expected_tokens, prompt.chars
@@ -152,82 +159,50 @@ def run_measurement(
             result = measure_one(backend, client, model, row, prompt, sampler, num_predict, warnings)
             if result is None:
                 continue
-            row.vram_mib = row.nvml_used_mib if source == SOURCE_NVML else row.ps_size_vram_mib
+            if local and not is_sim:
+                runner, rss_reason = runner_memory(client.host, runner_model)
+                if runner is not None:
+                    row.rss_mib, row.rss_peak_mib = round(runner.rss_mib, 1), round(runner.peak_mib, 1)
             if not is_sim and not row.truncated and result.prompt_eval_count:
                 cpt, calibrated = prompt.chars / result.prompt_eval_count, True
     finally:
         gpu = sampler.stop()
 
-    def clamped(r: MeasureRow) -> bool:
-        """The server did not load the requested context. /api/ps shows num_ctx, or num_ctx x parallel
-        where the scheduler multiplied it into the runner's options (Ollama 0.2-0.9), or nothing (< 0.10)."""
-        return bool(r.ps_context_length) and r.ps_context_length not in (r.num_ctx, r.num_ctx * parallel)
+    if source == SOURCE_PS and cpu_only(rows):
+        source = SOURCE_PS_SIZE
+        notes.append(take_cpu_only(rows, warnings))
+    if rss_reason and not any(r.rss_mib for r in rows):
+        notes.append(f"no runner RSS: {rss_reason}")
+    fitted = fit_rows(rows, source, parallel)
+    capacity, cap_source = capacity_of(source, gpu["gpus"], vram_mib, local, rows)
+    for r in fitted:  # the batch Ollama ran the loaded context with: the reading's tier
+        r.batch = batch_of(facts.version, r.ps_context_length or r.num_ctx, parallel, context_length, r.vram_mib,
+                           capacity)
 
-    fit_rows = [r for r in rows if r.status == "ok" and not r.spilled and not clamped(r)]
-    for r in rows:
-        if r.status == "ok" and clamped(r):
-            r.note = (r.note + "; " if r.note else "") + (
-                f"the server loaded context_length {r.ps_context_length}, not the requested {r.num_ctx}: left out "
-                "of the fit")
-        if r.spilled:
-            r.note = (r.note + "; " if r.note else "") + "spilled to CPU: left out of the fit"
-    if source == SOURCE_NVML:
-        capacity, cap_source = sum(g["total_mib"] for g in gpu["gpus"]), "NVML total memory of all GPUs"
-    elif vram_mib:
-        capacity, cap_source = float(vram_mib), "--vram-mib"
-    else:
-        spilled = [r.ps_size_vram_mib for r in rows if r.spilled and r.ps_size_vram_mib]
-        capacity = max(spilled) if spilled else None
-        cap_source = ("largest size_vram of a spilled load (what Ollama could place on the GPU)" if spilled
-                      else "no NVML reading of the Ollama host's GPU and no --vram-mib given")
-    # Ollama v0.30+ adds stepped compute buffers for its automatic num_batch (chunkwise.ollama.compute).
-    buffers = compute.applies(facts.version)
+    tiers_ps = tier_fit(fitted, lambda r: r.ps_size_mib if source == SOURCE_PS_SIZE else r.ps_size_vram_mib)
+    tiers_nvml = tier_fit(fitted, lambda r: r.nvml_used_mib)
+    tiers = tiers_nvml if source == SOURCE_NVML else tiers_ps
+    mark_in_fit(fitted, tiers)
+    notes += tier_notes(tiers, predictor)
+    fit_rss = tier_fit([r for r in fitted if r.batch == tiers.main_batch], lambda r: r.rss_mib).main
+    if fit_rss is not None:
+        notes.append(f"{RSS_NOTE} (RSS line: {fit_rss.slope_mib_per_token:.6f} MiB/token + "
+                     f"{fit_rss.intercept_mib:.1f} MiB)")
+    held = compare(tiers.main, predictor, tiers.main_batch, kv_cache_type)
+    notes += held.notes
 
-    def fit_without_buffers(readings: list[tuple[MeasureRow, float]]) -> Fit | None:
-        """The line of weights + KV: each reading less the compute buffers Ollama would have chosen for
-        the context /api/ps says it loaded, given the line itself (a few rounds from the raw fit; a single
-        reading cannot tell a step from memory pressure that lowered it)."""
-        xs = [r.num_ctx for r, _ in readings]
-        fit, steps = fit_line(xs, [y for _, y in readings]), None
-        for _round in range(5):
-            if not buffers or fit is None:
-                break
-            new_steps = [compute.chosen_surcharge_mib(r.ps_context_length, parallel, fit.predict(r.num_ctx), capacity,
-                                                      context_length) if r.ps_context_length else 0.0
-                         for r, _ in readings]
-            if new_steps == steps:
-                break
-            steps = new_steps
-            fit = fit_line(xs, [y - s for (_, y), s in zip(readings, steps, strict=True)])
-        return fit
-
-    fit_ps = fit_without_buffers([(r, float(r.ps_size_vram_mib)) for r in fit_rows if r.ps_size_vram_mib is not None])
-    fit_nvml = fit_without_buffers([(r, float(r.nvml_used_mib)) for r in fit_rows if r.nvml_used_mib is not None])
-    fit = fit_nvml if source == SOURCE_NVML else fit_ps
-    compute_term = None
-    if buffers and fit is not None:
-        def compute_term(n: int) -> float:
-            return compute.chosen_surcharge_mib(n, parallel, fit.predict(n), capacity, context_length)
-    for r in fit_rows:
-        r.in_fit = r.vram_mib is not None and fit is not None
-
-    formula = per_slot * parallel if per_slot is not None else None
-    rel = (fit.slope_mib_per_token - formula) / formula if fit and formula else None
-    if fit and per_slot and rel is not None and abs(rel) > 0.02 and fit.slope_mib_per_token > 0:
-        hint = explain_difference(fit.slope_mib_per_token, per_slot, parallel, kv_cache_type)
-        notes.append(hint or "the measured slope differs from the formula by more than 2%: on a real GPU, "
-                     "compute buffers that grow with num_ctx add to the KV cache (see the NVML and /api/ps fits)")
-
-    measured = [r.num_ctx for r in fit_rows]
-    recommendation = recommend_num_ctx(fit, capacity, cap_source, parallel=parallel,
-                                       context_length=context_length, max_measured=max(measured, default=None),
-                                       compute_mib=compute_term)
+    measured = [r.num_ctx for r in fitted if r.in_fit]
+    recommendation = recommend(tiers, predictor, capacity, cap_source, version=facts.version, parallel=parallel,
+                               context_length=context_length, max_measured=max(measured, default=None))
     report = MeasureReport(
         model=model, host=getattr(client, "host", ""), server_version=facts.version,
         is_simulator=is_sim, parallel=parallel, kv_cache_type=kv_cache_type, num_predict=num_predict,
-        vram_source=source, rows=rows, fit=fit, fit_ps=fit_ps, fit_nvml=fit_nvml,
-        formula_mib_per_token_per_slot=per_slot, formula_mib_per_token=formula, relative_difference=rel,
-        recommendation=recommendation, context_length=context_length, gpu=gpu, notes=notes, warnings=warnings,
+        vram_source=source, rows=rows, fit=tiers.main, fit_ps=tiers_ps.main, fit_nvml=tiers_nvml.main,
+        formula_mib_per_token_per_slot=predictor.kv_per_slot, formula_mib_per_token=held.formula,
+        relative_difference=held.relative_difference, recommendation=recommendation, context_length=context_length,
+        gpu=gpu, notes=notes, warnings=warnings, kv_engine=engine, predicted_mib_per_token=held.predicted,
+        mask_mib_per_token=held.mask, predicted_relative_difference=held.predicted_relative_difference,
+        batch=tiers.main_batch, tiers=[t.as_dict() for t in tiers.tiers], fit_rss=fit_rss,
     )
     write_outputs(report, out_dir)
     return report

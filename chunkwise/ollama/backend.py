@@ -15,6 +15,7 @@ from chunkwise.backend import ChatClient, ModelFacts, ServerFacts
 from chunkwise.errors import LLMError, ServerMismatch, SetupError
 from chunkwise.ollama import versions
 from chunkwise.ollama.client import OllamaClient, parse_host
+from chunkwise.ollama.engines import engine_for_version
 from chunkwise.ollama.kv import training_context
 from chunkwise.ollama.names import model_digest
 from chunkwise.ollama.ps import ps_entry_for, spill_warning
@@ -57,8 +58,11 @@ class OllamaBackend:
     """Ollama's `/api/*` (see the module docstring)."""
 
     api = "ollama"
-    kv_engine = "ollama"
     context_fixed_at_start = False
+
+    def kv_engine(self, version: str) -> str:
+        """llama-server's layout from v0.30, the Go runners' before (`chunkwise.ollama.engines`)."""
+        return engine_for_version(version)
 
     def resolve_host(self, host: str | None, settings: Settings) -> str:
         return parse_host(host or settings.ollama_host)

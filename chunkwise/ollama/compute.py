@@ -53,14 +53,36 @@ def batch_fits(batch: int, predicted_mib: float, available_mib: float | None) ->
     return SURCHARGE_MIB[batch] <= threshold - predicted_mib
 
 
+def chosen_batch(num_ctx: int, parallel: int, predicted_mib: float | None, available_mib: float | None,
+                 training_context: int | None = None) -> int:
+    """The num_batch Ollama (v0.30+) chooses for a model whose weights + KV are `predicted_mib`: the context's
+    batch, lowered while it does not fit (`automaticGenerationBatch`); unknown memory: the context's."""
+    batch = automatic_batch(num_ctx, parallel, training_context)
+    while batch > 512 and not batch_fits(batch, predicted_mib or 0.0, available_mib):
+        batch = 1024 if batch > 1024 else 512
+    return batch
+
+
 def chosen_surcharge_mib(num_ctx: int, parallel: int, predicted_mib: float, available_mib: float | None,
                          training_context: int | None = None) -> float:
-    """The compute buffers Ollama adds for a model whose weights + KV are `predicted_mib`:
-    the context's batch, lowered while it does not fit (`automaticGenerationBatch`)."""
-    batch = automatic_batch(num_ctx, parallel, training_context)
-    while batch > 512 and not batch_fits(batch, predicted_mib, available_mib):
-        batch = 1024 if batch > 1024 else 512
-    return SURCHARGE_MIB[batch]
+    """Ollama's estimate of the compute buffers it adds for a model whose weights + KV are `predicted_mib`."""
+    return SURCHARGE_MIB[chosen_batch(num_ctx, parallel, predicted_mib, available_mib, training_context)]
+
+
+#: The batch of the Go runners (before v0.30): api.DefaultOptions num_batch, at most num_ctx
+#: (`v0.24.0:llm/server.go:173`).
+GO_RUNNER_BATCH = 512
+
+
+def runner_batch(version: str, num_ctx: int, parallel: int, training_context: int | None = None,
+                 predicted_mib: float | None = None, available_mib: float | None = None) -> int:
+    """The batch (tokens) the runner computes with, which sizes its compute buffers: before v0.30
+    `min(512, num_ctx)`; from v0.30 Ollama's automatic num_batch (`chosen_batch`; llama.cpp caps its ubatch
+    at the whole context). A num_batch set by the request or the Modelfile is not known here."""
+    if not applies(version):
+        return min(GO_RUNNER_BATCH, num_ctx)
+    return min(chosen_batch(num_ctx, parallel, predicted_mib, available_mib, training_context),
+               effective_context(num_ctx, parallel, training_context))
 
 
 def _step(effective: int) -> tuple[int | None, int, float]:

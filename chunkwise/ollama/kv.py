@@ -1,8 +1,8 @@
 """KV-cache size from a model's GGUF metadata (Ollama's `/api/show` `model_info`, or the file's
 header read by `chunkwise.openai.gguf` for llama-server), sliding-window layers included.
 
-Per layer and per cached token (Ollama's estimator, `fs/ggml/ggml.go` GraphSize, v0.12.0; the same as
-llama.cpp's KV buffer):
+Per layer and per cached token (the K and V tensors of Ollama's `kvcache/causal.go` and of llama.cpp's
+KV buffer):
 
     bytes = head_count_kv[layer] x (key_length + value_length) x bytes_per_element
 
@@ -13,22 +13,11 @@ what Ollama's `/api/show` sends for long arrays without `verbose: true`, and is 
 
 Global layers cache every context token. Sliding-window (SWA) layers cache a fixed window, so a
 model such as Gemma 3 (5 of every 6 layers SWA) costs far less per context token than its layer
-count suggests. Which layers are SWA, and how big their cache is, depends on the engine:
-
-- Ollama (`engine="ollama"`): only gemma3 gets the window cache (Ollama's estimator,
-  `fs/ggml/ggml.go` GraphSize: `gemma3GlobalCacheCount = 6`, local layers
-  `numParallel x attention.sliding_window + batch` cells; gemma2 ran on llama.cpp with
-  `swa_full = true`, `llama/llama.cpp/src/llama-context.cpp` in Ollama v0.12.0). The rest cache
-  `num_ctx x parallel` tokens.
-- llama-server (`engine="llama-server"`, llama.cpp vendored in llama-cpp-python 0.3.36, commit
-  0c1e570): the layer pattern is `{arch}.attention.sliding_window_pattern` when the GGUF has it
-  (a period or one flag per layer), else the architecture's built-in period (`SWA_PERIODS`, from
-  `src/models/<arch>.cpp` `load_swa_pattern(ml, N)` and `src/llama-hparams.cpp` `set_swa_pattern`:
-  layer i is SWA when `i % N < N - 1`). With explicit `-np` the cache is one stream per slot
-  (`kv_unified` false): each slot holds `ctx / parallel` cells in global layers and
-  `pad256(min(ctx / parallel, window + n_ubatch))` cells in SWA layers
-  (`src/llama-kv-cache-iswa.cpp`: `size_swa = GGML_PAD(min(size_base, n_swa + n_ubatch), 256)`).
-  `-c` is the total context of all slots.
+count suggests. Which layers are SWA is the engine's (`chunkwise.ollama.engines`, by server version): in
+llama.cpp the layer pattern is `{arch}.attention.sliding_window_pattern` when the GGUF has it (a period or
+one flag per layer), else the architecture's built-in period (`SWA_PERIODS`: layer i is SWA when
+`i % N < N - 1`); llama.cpp's runner before v0.30 keeps every layer full. How many cells each layer holds,
+by engine: `chunkwise.ollama.cells`.
 
 So memory against context is a line: the slope is the global layers' bytes per token, the SWA
 layers add a constant once the context exceeds the window.
@@ -40,27 +29,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from chunkwise.ollama.cells import global_cells, swa_cells
+from chunkwise.ollama.engines import DEFAULT_BATCH, ENGINES, GO_ENGINE_SWA, LLAMA_CPP_NAMES, SWA_PERIODS
 from chunkwise.units import MIB
 
 #: Bytes per cached element: f16 is 2; q8_0 and q4_0 are ggml blocks of 32 elements stored in
 #: 34 and 18 bytes (Ollama's own estimator rounds these to 1 and 0.5).
 BYTES_PER_ELEMENT: dict[str, float] = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 
-ENGINES = ("ollama", "llama-server")
-#: llama.cpp's default SWA period per architecture when the GGUF has no sliding_window_pattern
-#: (vendored llama.cpp 0c1e570, `src/models/*.cpp`): (period, dense_first). Gemma 2's window
-#: defaults to 4096 when the file has none (`src/models/gemma2.cpp`).
-SWA_PERIODS: dict[str, tuple[int, bool]] = {
-    "gemma2": (2, False), "gemma3": (6, False), "gemma-embedding": (6, False), "cohere2": (4, False),
-    "gpt-oss": (2, False), "exaone4": (4, False),
-}
 DEFAULT_WINDOWS: dict[str, int] = {"gemma2": 4096}
-#: Ollama applies the window cache to these architectures only (`fs/ggml/ggml.go` GraphSize).
-OLLAMA_SWA = {"gemma3": 6}
-#: Batch sizes: Ollama's num_batch and llama-server's n_ubatch default to 512 tokens.
-DEFAULT_BATCH = 512
-SWA_PAD = 256
-
 
 class ModelInfoError(ValueError):
     """`model_info` lacks a key the formula needs."""
@@ -76,6 +53,9 @@ class KVLayout:
     global_layers: int
     swa_layers: int
     engine: str
+    arch: str = ""
+    #: Cells per slot a windowed layer keeps besides the batch (the window; 4096 for gpt-oss in Ollama's engine).
+    swa_memory: int = 0
 
 
 def _key(info: Mapping[str, Any], arch: str, name: str) -> Any:
@@ -124,10 +104,10 @@ def swa_flags(info: Mapping[str, Any], engine: str = "ollama") -> tuple[list[boo
     if window <= 0:
         return none
     if engine == "ollama":
-        if arch not in OLLAMA_SWA:
+        if arch not in GO_ENGINE_SWA:
             return none
-        period = OLLAMA_SWA[arch]
-        return [(i + 1) % period != 0 for i in range(blocks)], window
+        is_swa = GO_ENGINE_SWA[arch][0]
+        return [is_swa(i) for i in range(blocks)], window
     pattern = _key(info, arch, "attention.sliding_window_pattern")
     if isinstance(pattern, list) and pattern:
         if len(pattern) < blocks:
@@ -137,10 +117,11 @@ def swa_flags(info: Mapping[str, Any], engine: str = "ollama") -> tuple[list[boo
         return [bool(p) for p in pattern[:blocks]], window
     if isinstance(pattern, list):  # emptied by a non-verbose /api/show
         raise ModelInfoError(f"{arch}.attention.sliding_window_pattern is an empty list; ask /api/show with verbose")
+    name = LLAMA_CPP_NAMES.get(arch, arch)
     if pattern is not None:
-        period, dense_first = int(pattern), SWA_PERIODS.get(arch, (0, False))[1]
-    elif arch in SWA_PERIODS:
-        period, dense_first = SWA_PERIODS[arch]
+        period, dense_first = int(pattern), SWA_PERIODS.get(name, (0, False))[1]
+    elif name in SWA_PERIODS:
+        period, dense_first = SWA_PERIODS[name]
     else:
         return none  # unknown pattern: count every layer as global (an upper bound)
     if dense_first:
@@ -167,7 +148,11 @@ def kv_layout(model_info: Mapping[str, Any], cache_type: str = "f16", engine: st
     per_element = BYTES_PER_ELEMENT[cache_type] * (key_len + value_len)
     glob = sum(h for h, swa in zip(heads, flags, strict=True) if not swa) * per_element
     swa = sum(h for h, s in zip(heads, flags, strict=True) if s) * per_element
-    return KVLayout(glob, swa, window if swa else 0, flags.count(False), flags.count(True), engine)
+    memory = window
+    if engine == "ollama" and arch in GO_ENGINE_SWA:
+        memory = GO_ENGINE_SWA[arch][1] or window
+    return KVLayout(glob, swa, window if swa else 0, flags.count(False), flags.count(True), engine, arch,
+                    memory if swa else 0)
 
 
 def kv_bytes_per_token(model_info: Mapping[str, Any], cache_type: str = "f16", engine: str = "ollama") -> float:
@@ -181,24 +166,13 @@ def kv_mib_per_token(model_info: Mapping[str, Any], cache_type: str = "f16", eng
     return kv_bytes_per_token(model_info, cache_type, engine) / MIB
 
 
-def swa_cells(layout: KVLayout, num_ctx: int, parallel: int, engine: str, batch: int = DEFAULT_BATCH) -> int:
-    """Cells (tokens) the SWA layers hold in all slots together, for a context of `num_ctx` per slot."""
-    if not layout.swa_layers:
-        return 0
-    if engine == "ollama":  # kvcache/causal.go: maxSequences x window + maxBatch, at most the full cache
-        return min(num_ctx * parallel, parallel * layout.window + min(num_ctx, batch))
-    per_slot = min(num_ctx, layout.window + batch)
-    per_slot = -(-per_slot // SWA_PAD) * SWA_PAD
-    return per_slot * parallel
-
-
 def kv_reserved_bytes(model_info: Mapping[str, Any], num_ctx: int, parallel: int = 1, cache_type: str = "f16",
                       engine: str = "ollama", batch: int = DEFAULT_BATCH) -> int:
     """Bytes the engine reserves at load for `num_ctx` tokens in each of `parallel` slots (for
     llama-server that is `-c num_ctx x parallel -np parallel`)."""
     layout = kv_layout(model_info, cache_type, engine)
     swa = layout.swa_bytes_per_token * swa_cells(layout, num_ctx, parallel, engine, batch)
-    return int(layout.global_bytes_per_token * num_ctx * parallel + swa)
+    return int(layout.global_bytes_per_token * global_cells(layout, num_ctx, parallel) + swa)
 
 
 def training_context(model_info: Mapping[str, Any]) -> int | None:

@@ -1,6 +1,7 @@
 """What `chunkwise plan` asks an Ollama server, read-only and bounded in time: the model's architecture
-numbers (`/api/show` `model_info`, for the KV-cache formula) and its weights' size (the model file's size
-in `/api/tags`, found by Ollama's name rule, `chunkwise.ollama.names`).
+numbers (`/api/show` `model_info`, for the KV-cache formula), its weights' size (the model file's size
+in `/api/tags`, found by Ollama's name rule, `chunkwise.ollama.names`) and the server's version
+(`/api/version`: which engine lays out its KV cache, `chunkwise.ollama.engines`).
 
 A probe never stops a plan: an unreachable server or a missing model gives "unknown" with the reason
 and what to do, so a plan still shows the chunking and token figures. There is no offline fallback: a
@@ -24,14 +25,18 @@ def probe_model(host: str, model: str) -> ModelFacts:
         info = client.show(model).get("model_info")
         if not isinstance(info, dict):
             raise LLMError("no model_info in /api/show")
-        weights = None
+        weights, version = None, ""
         try:  # the model file's size is about the weights' size in memory
             entry = find_model(client.tags(), model)
             size = entry.get("size") if entry else None
             weights = size / MIB if isinstance(size, int | float) and size else None
         except (LLMError, ValueError):
             pass
-        return ModelFacts(info, f"server /api/show at {client.host}", weights)
+        try:  # "" (taken as current) when the server does not say
+            version = str(client.version().get("version") or "")
+        except (LLMError, ValueError):
+            pass
+        return ModelFacts(info, f"server /api/show at {client.host}", weights, version=version)
     except ModelNotFound:
         return ModelFacts(None, f"unknown (model {model!r} not on the server; `ollama pull {model}`)")
     except (LLMError, ValueError):

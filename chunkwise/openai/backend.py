@@ -42,8 +42,11 @@ class OpenAIBackend:
     """`/v1/chat/completions` on llama-server, vLLM, SGLang, LM Studio, Ollama's `/v1` or OpenAI."""
 
     api = "openai"
-    kv_engine = "llama-server"
     context_fixed_at_start = True
+
+    def kv_engine(self, version: str) -> str:
+        """llama.cpp's layout whatever the build: the only OpenAI server whose model file plan can read."""
+        return "llama-server"
 
     def resolve_host(self, host: str | None, settings: Settings) -> str:
         return parse_base_url(host or settings.openai_host)

@@ -57,7 +57,7 @@ class Plan:
     kv_reason: str | None  # why kv_mib_per_token is unknown
     kv_reserved_mib: float | None  # kv_mib_per_token x num_ctx x parallel, plus the sliding-window layers
     weights_mib: float | None
-    #: Ollama's compute buffers for its automatic num_batch at this num_ctx x parallel (v0.30+), MiB.
+    #: Ollama's estimate of the compute buffers of its automatic num_batch at this num_ctx x parallel (v0.30+), MiB.
     compute_buffer_mib: float
     free_vram_mib: float | None
     gpu_reason: str | None
@@ -77,6 +77,16 @@ class Plan:
     #: llama-server's tokens per slot and slots (`/props`), None when unknown or for Ollama.
     server_slot_ctx: int | None = None
     server_slots: int | None = None
+    #: The server's version as it reports it ("" when it does not say: taken as current).
+    server_version: str = ""
+    #: What one more num_ctx token costs in one slot besides its KV: the compute graph's f16 attention mask
+    #: (`chunkwise.ollama.graph`), MiB; and both together, what the server's memory grows by per num_ctx token
+    #: and slot (Ollama's /api/ps size); None when the model is unknown.
+    mask_mib_per_token: float | None = None
+    memory_mib_per_token: float | None = None
+    #: The attention masks at num_ctx x parallel, MiB, and the runner's batch (num_batch / n_ubatch), tokens.
+    mask_mib: float = 0.0
+    batch: int = 512
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: tuples become lists, nested dataclasses dicts."""

@@ -36,7 +36,8 @@ def render_lines(p: Plan) -> list[str]:
     if p.conversation_peak_tokens is not None:
         out.append(f"conversation about {p.conversation_peak_tokens} tokens at a chunk's end "
                    f"(trim at {p.trim_at_tokens})")
-    src = f"model_info from {p.model_info_source}" + ("" if p.engine == "ollama" else f", {p.engine} layout")
+    layout = "Ollama's Go-runner layout" if p.engine == "ollama" else f"{p.engine} layout"
+    src = f"model_info from {p.model_info_source}, {layout}"
     if p.server_slots is not None or p.server_slot_ctx is not None:
         out.append(f"server       {p.engine}: {p.server_slots or '?'} slots of {p.server_slot_ctx or '?'} tokens")
     weights = f"; weights {p.weights_mib:,.0f} MiB" if p.weights_mib is not None else ""
@@ -45,6 +46,10 @@ def render_lines(p: Plan) -> list[str]:
                    f"{p.kv_reserved_mib:,.0f} MiB for num_ctx {p.num_ctx} x parallel {p.parallel}{weights}")
     else:
         out.append(f"kv cache     ?: {p.kv_reason}")
+    if p.memory_mib_per_token is not None and p.kv_mib_per_token is not None:
+        out.append(f"memory       {p.memory_mib_per_token:.4f} MiB per num_ctx token and slot = KV "
+                   f"{p.kv_mib_per_token:.4f} + attention mask {p.mask_mib_per_token or 0:.4f} (f16, num_batch "
+                   f"{p.batch}, in the compute graph; assumes flash attention): what the server's memory grows by")
     out.append(f"fits vram    {'yes' if p.fits else 'no' if p.fits is False else '?'}: {p.fit_detail}")
     if p.too_long_count:
         ids = ", ".join(repr(i) for i in p.too_long_ids)

@@ -17,12 +17,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from chunkwise.inputs.summary import InputSummary
-from chunkwise.ollama import compute, kv
 from chunkwise.params import RunParams
 from chunkwise.plan.chunks import chunk_count, chunk_multiple, chunk_size_for, mean_request_tokens
-from chunkwise.plan.figures import MAX_PARALLEL, Plan, TokenStats
+from chunkwise.plan.figures import Plan, TokenStats
+from chunkwise.plan.memory import fixed_buffers, memory_figures, slots_that_fit
 from chunkwise.tokens import MIN_TOLERANCE, estimate_tokens
-from chunkwise.units import MIB
 
 #: Decode time per token grows as 1 + context / ATTENTION_CONTEXT (measured on an H100 80GB, Llama-3.1-8B
 #: shape, one CUDA-graph decode step, 2026-11-26: 5.64 ms at 1,024 tokens of context, 11.16 ms at 131,072,
@@ -56,26 +55,21 @@ def _token_stats(prompt_chars: pa.Array, cpt: float) -> TokenStats | None:
                       estimate_tokens(int(p95), cpt), estimate_tokens(mm["max"].as_py(), cpt))
 
 
-def _slots(available_mib: float | None, per_token_mib: float | None, ctx: int) -> int | None:
-    if available_mib is None or not per_token_mib:
-        return None
-    return max(0, min(MAX_PARALLEL, math.floor(available_mib / (per_token_mib * ctx))))
-
-
 def build_plan(summary: InputSummary, params: RunParams, *, system_prompt: str, model_info: dict[str, Any] | None,
                model_info_source: str, free_vram_mib: float | None, gpu_reason: str | None,
                kv_cache_type: str = "f16", chars_per_token: float | None = None,
                prefill_tps: float | None = None, decode_tps: float | None = None,
-               weights_mib: float | None = None, engine: str = "ollama", server_slot_ctx: int | None = None,
-               server_slots: int | None = None) -> Plan:
+               weights_mib: float | None = None, engine: str = "llama-server", server_version: str = "",
+               fixed_slots: bool = False, server_slot_ctx: int | None = None, server_slots: int | None = None) -> Plan:
     """The plan of a run of `summary`'s accepted requests with `params` (see the module docstring).
 
     Token counts are estimates: characters / chars_per_token (default params.chars_per_token).
     free_vram_mib is the GPU's free memory
-    now (None with gpu_reason when unknown); weights_mib the model's size when known. `engine`
-    "llama-server" (`--api openai`) applies its KV layout (`chunkwise.ollama.kv`) and compares the
-    run with the server's slots (`server_slot_ctx` tokens each, `server_slots`); Ollama's compute
-    buffers are then not counted (llama-server's are not estimated)."""
+    now (None with gpu_reason when unknown); weights_mib the model's size when known. `engine` is the KV
+    layout the server allocates (`Backend.kv_engine` of `server_version`: "llama-server" for Ollama v0.30+ and
+    `--api openai`, "ollama" for Ollama's Go runners). `fixed_slots` (`Backend.context_fixed_at_start`:
+    llama-server started with `-c`/`-np`) compares the run with the server's slots (`server_slot_ctx` tokens
+    each, `server_slots`); Ollama's num_batch and compute-buffer estimate then do not apply."""
     cpt = params.chars_per_token if chars_per_token is None else chars_per_token
     if cpt <= 0:
         raise ValueError(f"chars_per_token must be positive, got {cpt}")
@@ -102,37 +96,25 @@ def build_plan(summary: InputSummary, params: RunParams, *, system_prompt: str, 
     need = math.ceil(largest * (1 + CONTEXT_MARGIN)) + params.num_predict
     independent_ctx = max(2 * CONTEXT_STEP, -(-need // CONTEXT_STEP) * CONTEXT_STEP)
 
-    per_token = kv_reason = training = reserved = None
-    if model_info is None:
-        kv_reason = model_info_source if model_info_source.startswith("unknown") else (
-            f"model_info unknown ({model_info_source})")
-    else:
-        training = kv.training_context(model_info)
-        try:
-            per_token = kv.kv_mib_per_token(model_info, kv_cache_type, engine)
-            # sliding-window layers (Gemma 3) add a fixed window, not num_ctx x parallel tokens
-            reserved = kv.kv_reserved_bytes(model_info, params.num_ctx, params.parallel, kv_cache_type,
-                                            engine) / MIB
-        except kv.ModelInfoError as exc:
-            kv_reason = str(exc)
-    # Ollama's automatic num_batch adds compute buffers that grow with the effective context
-    # (chunkwise.ollama.compute); the slot counts below subtract the run's own.
-    ollama = engine == "ollama"
-    compute_mib = compute.compute_buffer_mib(params.num_ctx, params.parallel, training) if ollama else 0.0
-    available = free_vram_mib - (weights_mib or 0.0) - compute_mib if free_vram_mib is not None else None
+    mem = memory_figures(model_info, model_info_source, params.num_ctx, params.parallel, kv_cache_type, engine,
+                         server_version, not fixed_slots)
+    per_token, kv_reason, training, reserved = mem.kv_per_token, mem.reason, mem.training, mem.kv_reserved
+    available = free_vram_mib - (weights_mib or 0.0) - fixed_buffers(mem) if free_vram_mib is not None else None
     if free_vram_mib is None:
         fits, fit_detail = None, f"unknown: {gpu_reason or 'no GPU visible'}"
     elif reserved is None:
         fits, fit_detail = None, f"unknown: {kv_reason}"
     else:
-        total = reserved + (weights_mib or 0.0) + compute_mib
+        total = reserved + (weights_mib or 0.0) + mem.buffers
         weights = f"weights {weights_mib:,.0f} MiB" if weights_mib is not None else "weights unknown (not counted)"
         fits = total <= free_vram_mib
-        buffers = (f"compute buffers {compute_mib:,.0f} MiB (num_batch "
-                   f"{compute.automatic_batch(params.num_ctx, params.parallel, training)})" if ollama
-                   else "compute buffers not estimated")
+        if mem.compute >= mem.mask:  # Ollama's own estimate of the larger num_batch's buffers (v0.30+)
+            buffers = f"compute buffers {mem.compute:,.0f} MiB (num_batch {mem.batch})"
+        else:
+            buffers = f"compute buffers >= {mem.mask:,.0f} MiB (the attention mask at num_batch {mem.batch})"
         fit_detail = (f"KV {reserved:,.0f} MiB + {weights} + {buffers} = {total:,.0f} MiB vs "
                       f"{free_vram_mib:,.0f} MiB free")
+    ollama = not fixed_slots
 
     peak = sys_tokens + math.ceil(sizes[1] * mean_request) if conversation else None
     trim_at = int(params.trim_threshold * params.num_ctx) if conversation else None
@@ -153,8 +135,8 @@ def build_plan(summary: InputSummary, params: RunParams, *, system_prompt: str, 
     else:
         eta, eta_detail = None, "unknown: give --prefill-tps and --decode-tps (aggregate server tokens/s)"
 
-    slots_ctx = _slots(available, per_token, params.num_ctx)
-    slots_ind = _slots(available, per_token, independent_ctx)
+    slots_ctx = slots_that_fit(mem, available, params.num_ctx)
+    slots_ind = slots_that_fit(mem, available, independent_ctx)
     advice = _server_advice(params, server_slot_ctx, server_slots) if not ollama else []
     server_name = "Ollama" if ollama else "llama-server"
     if training is not None and params.num_ctx > training:
@@ -194,7 +176,9 @@ def build_plan(summary: InputSummary, params: RunParams, *, system_prompt: str, 
         conversation_peak_tokens=peak, trim_at_tokens=trim_at, model_info_source=model_info_source,
         training_context=training, kv_cache_type=kv_cache_type,
         kv_mib_per_token=per_token, kv_reason=kv_reason, kv_reserved_mib=reserved, weights_mib=weights_mib,
-        compute_buffer_mib=compute_mib, free_vram_mib=free_vram_mib, gpu_reason=gpu_reason, fits=fits,
+        compute_buffer_mib=mem.compute, mask_mib_per_token=mem.mask_per_token, memory_mib_per_token=mem.per_token,
+        mask_mib=mem.mask, batch=mem.batch, server_version=server_version,
+        free_vram_mib=free_vram_mib, gpu_reason=gpu_reason, fits=fits,
         fit_detail=fit_detail,
         largest_request_tokens=largest, independent_num_ctx=independent_ctx, independent_slots=slots_ind,
         slots_at_num_ctx=slots_ctx, too_long_count=too_long, too_long_ids=too_long_ids, eta_s=eta,

@@ -13,7 +13,8 @@ from chunkwise.backend import Backend, ChatClient
 from chunkwise.errors import LLMError
 from chunkwise.gpu.sampler import GpuSampler
 from chunkwise.logs import RunLogger, logger
-from chunkwise.ollama.kv import kv_reserved_bytes
+from chunkwise.ollama.compute import runner_batch
+from chunkwise.ollama.kv import kv_reserved_bytes, training_context
 from chunkwise.run.session import RunSession
 from chunkwise.settings import get_settings
 from chunkwise.units import MIB
@@ -59,7 +60,11 @@ class RunTelemetry:
         p = self.ctx.params
         if self.model_info:
             try:
-                reserved = kv_reserved_bytes(self.model_info, p.num_ctx, p.parallel, engine=self.backend.kv_engine)
+                # the layout of the server's era (Ollama v0.30+: llama-server's windows) at its runner's batch
+                version = self.ctx.server_version
+                batch = runner_batch(version, p.num_ctx, p.parallel, training_context(self.model_info))
+                reserved = kv_reserved_bytes(self.model_info, p.num_ctx, p.parallel,
+                                             engine=self.backend.kv_engine(version), batch=batch)
                 self.kv_mib = round(reserved / MIB, 1)
             except ValueError:
                 self.kv_mib = None

@@ -104,7 +104,7 @@ def test_a_parent_or_a_worker_without_the_credential_stops_with_one_line(cluster
     assert parent.returncode == 2, parent.stdout + parent.stderr
     assert parent.stderr.strip().splitlines()[-1] == "chunkwise run: " + NO_CREDENTIAL.format(url=cluster.api_url)
     worker = subprocess.run([sys.executable, "-m", "chunkwise", "worker", "--pool", POOL, "--name", "intruder",
-                             "--ollama-host", cluster.hosts[0].url], env=env, capture_output=True, text=True,
+                             "--host", cluster.hosts[0].url], env=env, capture_output=True, text=True,
                             timeout=120)
     assert worker.returncode == 2, worker.stdout + worker.stderr
     assert worker.stderr.strip().splitlines() == ["chunkwise worker: " + NO_CREDENTIAL.format(url=cluster.api_url)]

@@ -100,6 +100,15 @@ def test_starting_without_make_engine_names_the_fix(tmp_path):
 
 
 def test_engine_command_refuses_a_slot_context_below_256():
+    done = subprocess.run([sys.executable, "-m", "chunkwise", "engine", "--parallel", "8", "--num-ctx", "128"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "--num-ctx 128: a slot needs at least 256 tokens" in done.stderr
+
+
+def test_engine_command_reads_the_old_total_ctx_as_per_slot_with_one_deprecation_line():
+    """`--ctx` was the total over all slots; it still works, as total / parallel per slot, and says what to write."""
     done = subprocess.run([sys.executable, "-m", "chunkwise", "engine", "--parallel", "8", "--ctx", "1024"],
                           capture_output=True, text=True)
-    assert done.returncode == 2 and "under 256 tokens per slot" in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[0] == "chunkwise: --ctx is deprecated; write --num-ctx (per slot: the old --ctx / --parallel)"
+    assert done.returncode == 2 and "--num-ctx 128: a slot needs at least 256 tokens" in lines[1] and len(lines) == 2

@@ -1,8 +1,8 @@
 """`SimOptions`: every setting of the Ollama simulator, shared by the CLI, the harness and /sim/config.
 
 Each field maps onto one `chunkwise sim` flag (`--` + the field name with `-` for `_`, e.g.
-`prefill_tps` -> `--prefill-tps`); `chunkwise.commands.sim` builds the parser from this model, so a
-new field is a new flag. Rates of 0 mean "infinitely fast": the simulator then never sleeps.
+`load_ms` -> `--load-ms`, except `FLAG_NAMES`); `chunkwise.commands.sim` builds the parser from this
+model, so a new field is a new flag. Rates of 0 mean "infinitely fast": the simulator then never sleeps.
 """
 
 from __future__ import annotations
@@ -26,6 +26,15 @@ LoadFailure = Literal["none", "load", "oom"]
 FAULT_FIELDS = ("fail_rate", "reset_rate", "stall_rate", "incomplete_rate", "stream_error_rate")
 #: Fields fixed for the life of a server (POST /sim/config refuses them).
 STARTUP_ONLY = ("host", "port")
+#: Fields whose `chunkwise sim` flag is not `--field-name`: the names every command shares
+#: (`chunkwise.commands.flags`) for the address a server listens on, one slot's rates, the fault draws' seed.
+FLAG_NAMES = {"host": "--bind", "prefill_tps": "--slot-prefill-tps", "decode_tps": "--slot-decode-tps",
+              "seed": "--fault-seed"}
+
+
+def flag_for(name: str) -> str:
+    """The `chunkwise sim` flag of a field."""
+    return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
 
 
 class SimOptions(BaseModel):
@@ -33,7 +42,7 @@ class SimOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    host: str = Field(default="127.0.0.1", description="Address to bind; loopback by default.")
+    host: str = Field(default="127.0.0.1", description="Address to listen on; loopback by default.")
     port: int = Field(default=11434, ge=0, le=65535, description="TCP port; 0 picks a free one.")
     parallel: int = Field(
         default=1, ge=1, le=256, description="Parallel slots, like OLLAMA_NUM_PARALLEL (Ollama's default is 1)."
@@ -49,13 +58,19 @@ class SimOptions(BaseModel):
         default=4096, ge=4,
         description="Context (tokens) when a request sets no options.num_ctx (OLLAMA_CONTEXT_LENGTH)."
     )
-    prefill_tps: float = Field(default=0.0, ge=0, description="Prompt evaluation rate, tokens/s; 0 = instant.")
-    decode_tps: float = Field(default=0.0, ge=0, description="Generation rate, tokens/s; 0 = instant.")
+    prefill_tps: float = Field(
+        default=0.0, ge=0, description="Prompt evaluation rate of one slot, tokens/s; 0 = instant."
+    )
+    decode_tps: float = Field(
+        default=0.0, ge=0,
+        description="Generation rate of one slot, tokens/s (several busy slots: see batch_gain); 0 = instant.",
+    )
     attention_scale_tokens: int = Field(
         default=131072,
         ge=0,
         description="Context slowdown: a token at context position p costs (1 + p / this) times the "
-        "base time (1.98x at 131,072 on an H100, gpu-measurements.md section 2); 0 disables it.",
+        "base time (1.98x at 131,072: one decode step of a Llama-3.1-8B shape on an H100 80GB, 2026-11-26, "
+        "chunkwise/plan/report.py ATTENTION_CONTEXT); 0 disables it.",
     )
     load_ms: float = Field(default=0.0, ge=0, description="Model (re)load time, milliseconds (a real sleep).")
     kv_cache_type: Literal["f16", "q8_0", "q4_0"] = Field(

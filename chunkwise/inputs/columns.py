@@ -96,7 +96,8 @@ def layout_of(path: Path, schema: pa.Schema, columns: InputColumns, *, internal:
                          "integer `id` column, or name the id column with --id-column")
     if columns.prompt is not None:
         if columns.prompt not in names:
-            raise InputError(f"{path}: no `{columns.prompt}` column (--prompt-column; columns: {shown})")
+            raise InputError(f"{path}: no `{columns.prompt}` column (--prompt-column; columns: {shown}); name one of "
+                             "the file's columns")
         text = columns.prompt
     elif "prompt" in names and "messages" in names and not internal:
         raise InputError(f"{path}: has both `prompt` and `messages`; name the one that holds the requests with "

@@ -185,10 +185,11 @@ class RunParams(BaseModel):
         "option).",
     )
     output_dir: str = Field(default="runs", min_length=1, description="Directory holding run directories.")
-    output_format: OutputFormat = Field(
-        default="parquet",
+    output_format: OutputFormat | None = Field(
+        default=None,
         description="parquet: results.parquet. openai: also the OpenAI Batch API output and error files "
-        "(batch_output.jsonl, batch_errors.jsonl: one line per request, custom_id = id) beside it.",
+        "(batch_output.jsonl, batch_errors.jsonl: one line per request, custom_id = id) beside it. Empty: "
+        "openai for an OpenAI batch file input (.jsonl), else parquet.",
     )
     run_name: str | None = Field(
         default=None,

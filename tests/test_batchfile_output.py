@@ -38,7 +38,7 @@ def test_batch_file_in_and_out(sim, tmp_path):
     bad = [batch_line("blank", "   ")]
     src.write_text("\n".join([*good[:3], capped, *bad, *good[3:]]) + "\n")
     params = RunParams(input_path=str(src), host=sim.url, output_dir=str(tmp_path / "runs"), run_name="b",
-                       parallel=2, chunk_size=3, output_format="openai")
+                       parallel=2, chunk_size=3)  # a batch file's run writes the batch files without being asked
     ctx, _summaries, stats = run_all(params)
     out, err = read_lines(RunPaths(ctx.dir).batch_output), read_lines(RunPaths(ctx.dir).batch_errors)
     results = pl.read_parquet(ctx.dir / "results.parquet")

@@ -15,6 +15,7 @@ from chunkwise.inputs.columns import InputColumns
 from chunkwise.inputs.scan import validate_only
 from chunkwise.inputs.stage import read_requests, stage_input
 from chunkwise.params import RunParams
+from chunkwise.store.layout import RunPaths
 from tests.support.backends import wrap_chat
 from tests.support.direct_run import run_all
 
@@ -100,6 +101,7 @@ def test_a_chat_is_sent_with_its_turns_and_a_batch_line_with_its_options(sim, tm
     results = pl.read_parquet(ctx.dir / "results.parquet")
     assert results["id"].to_list() == ["a", "b", "c", "d", "e"]
     assert "messages" not in results.columns and "_history" not in results.columns
+    assert not RunPaths(ctx.dir).batch_output.exists()  # a Parquet input's run writes no Batch API files
 
     sent.clear()
     batch = tmp_path / "batch.jsonl"

@@ -23,7 +23,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     add_shared_flags(parser)
     add("--output-format", choices=("parquet", "openai"),
         help=run_help("output_format", "openai: also write the Batch API output and error files beside "
-                      "results.parquet"))
+                      "results.parquet", "openai for an OpenAI batch file input (.jsonl), else parquet"))
     add("--keep-alive", metavar="DURATION",
         help=run_help("keep_alive", "Ollama: how long the model stays loaded after a request (Go duration)"))
     add("--max-attempts", type=int, metavar="N",

@@ -12,6 +12,7 @@ from chunkwise.results.openai_files import line_for
 from chunkwise.run.manifest import differences
 from chunkwise.store.layout import RunPaths
 from tests.support.direct_run import run_all
+from tests.support.openai_batch import check_batch_files
 
 
 @pytest.fixture(autouse=True)
@@ -41,6 +42,9 @@ def test_batch_file_in_and_out(sim, tmp_path):
                        parallel=2, chunk_size=3)  # a batch file's run writes the batch files without being asked
     ctx, _summaries, stats = run_all(params)
     out, err = read_lines(RunPaths(ctx.dir).batch_output), read_lines(RunPaths(ctx.dir).batch_errors)
+    # what a Batch API consumer reads: OpenAI's per-line object, a chat.completion in every 200 response
+    check_batch_files(RunPaths(ctx.dir).batch_output, RunPaths(ctx.dir).batch_errors,
+                      [f"req-{i}" for i in range(7)] + ["capped", "blank"])
     results = pl.read_parquet(ctx.dir / "results.parquet")
     assert results.height == 9
     answered = results.filter(pl.col("response").is_not_null())

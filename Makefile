@@ -13,7 +13,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Project-local Prefect home: the demo, tests and local server never touch ~/.prefect.
 export PREFECT_HOME ?= $(CURDIR)/.prefect
-# No calls home (README "Configuration"): Prefect's analytics stay off unless you turn them on yourself.
+# No calls home (docs/running.md "Configuration"): Prefect's analytics stay off unless you turn them on yourself.
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 ifeq ($(filter true True TRUE 1 yes on,$(PREFECT_SERVER_ANALYTICS_ENABLED)),)
 export DO_NOT_TRACK ?= 1
@@ -133,13 +133,13 @@ gpu-check: $(STAMP)
 # and saves its screenshots to docs/img.
 PREFECT_PORT ?= 4200
 PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
-# Prefect's CLI with chunkwise's environment (README "Security"): the credential of CHUNKWISE_PREFECT_AUTH_FILE
+# Prefect's CLI with chunkwise's environment (docs/security.md): the credential of CHUNKWISE_PREFECT_AUTH_FILE
 # (server and clients), no calls home, private files. Without a credential the server stays unauthenticated,
 # which is safe only on 127.0.0.1 of a machine nobody else logs into.
 PREFECT := $(VENV)/bin/chunkwise prefect
 .PHONY: deploy worker ui-screenshots cluster-demo
 
-# Distributed mode on this machine (README "Several GPU machines"): PostgreSQL + a Prefect server + 3
+# Distributed mode on this machine (docs/distributed.md): PostgreSQL + a Prefect server + 3
 # simulated hosts with their `chunkwise worker`s on 127.0.0.1, 3,000 requests across them; prints the
 # per-host table and the results path. Needs Debian's postgresql package (installed when missing, as root).
 cluster-demo: $(STAMP)

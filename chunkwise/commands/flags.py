@@ -1,4 +1,4 @@
-"""Conventions every command's flags share (README "Command line"):
+"""Conventions every command's flags share (`chunkwise COMMAND --help`):
 
 - one name per concept across subcommands: `--host` is the URL of the LLM server a command talks to,
   `--bind` the address a server chunkwise starts listens on, `--num-ctx` the context of one server slot

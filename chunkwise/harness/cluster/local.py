@@ -7,7 +7,7 @@ deployment from deployments/cluster.yaml, K simulator processes with real-time r
 worker`s, each pointed at its simulator, and a temporary directory as the shared storage (the runs
 root of the parent and the workers). Every process is started here and stopped by pid.
 
-Authenticated as the README recipe is: a random credential in a 0600 file named by
+Authenticated as the recipe of docs/distributed.md is: a random credential in a 0600 file named by
 CHUNKWISE_PREFECT_AUTH_FILE, the only form in which the server (`chunkwise prefect server start`), the
 workers and the parent get it; never a command-line argument. The server runs without its UI (whose
 static files and /ui-settings Prefect serves without authentication). Prefect's own CLI and direct API

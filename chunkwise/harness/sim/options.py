@@ -52,7 +52,7 @@ class SimOptions(BaseModel):
         ge=0,
         description="Requests that may wait in the queue for a model (re)load, like OLLAMA_MAX_QUEUE, besides "
         "the one the scheduler is loading for; one more is answered 503 at once. As in Ollama >= 0.11.5 "
-        "(server/sched.go:197-208) requests for the loaded model wait without limit.",
+        "(Ollama's server/sched.go:197-208) requests for the loaded model wait without limit.",
     )
     num_ctx_default: int = Field(
         default=4096, ge=4,
@@ -124,7 +124,7 @@ class SimOptions(BaseModel):
     compute_buffers: bool = Field(
         default=True,
         description="Count the runner's compute buffers (activations and attention masks for one batch, "
-        "sim/memory.py) in /api/ps size, as every Ollama does; off leaves weights + KV only.",
+        "chunkwise/harness/sim/memory.py) in /api/ps size, as every Ollama does; off leaves weights + KV only.",
     )
     token_density: float = Field(
         default=1.0, ge=1.0, le=4.0,
@@ -138,12 +138,12 @@ class SimOptions(BaseModel):
     prefill_share: float = Field(
         default=PREFILL_SHARE, ge=0, le=1,
         description="Continuous batching: share of the engine a prefill takes from the other slots' "
-        "decoding while it runs (timing.py).",
+        "decoding while it runs (chunkwise/harness/sim/timing.py).",
     )
     batch_gain: float = Field(
         default=BATCH_GAIN, ge=0, le=1,
         description="Continuous batching: aggregate decode rate with n busy slots is decode_tps x n^this "
-        "(1 = perfect scaling, 0 = no gain; timing.py).",
+        "(1 = perfect scaling, 0 = no gain; chunkwise/harness/sim/timing.py).",
     )
     seed: int = Field(default=0, description="Seed of the fault draws (output text depends on options.seed).")
     model_build: str = Field(
@@ -152,7 +152,7 @@ class SimOptions(BaseModel):
     )
     ollama_version: str = Field(
         default=CURRENT_VERSION,
-        description="Version reported by GET /api/version; selects the era's behaviour (sim/era.py).",
+        description="Version reported by GET /api/version; selects the era's behaviour (chunkwise/harness/sim/era.py).",
     )
 
     @field_validator("answer_tokens", "thinking_tokens", mode="before")

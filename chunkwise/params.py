@@ -33,18 +33,38 @@ class RunParams(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra=_form_order)
 
     input_path: str = Field(
-        description="Parquet file of requests: `id` (unique string or integer), `prompt` (string), "
-        "optional `system`; other columns are carried through to the results. Or an OpenAI Batch API "
-        "input file (`.jsonl`: custom_id, method, url, body), whose custom_id becomes the id.",
+        description="Parquet file of requests: `id` (unique string or integer), `prompt` (string) or "
+        "`messages` (a list of {role, content}: a multi-turn chat ending with the user's turn), optional "
+        "`system`; other columns are carried through to the results. Or an OpenAI Batch API input file "
+        "(`.jsonl`: custom_id, method, url, body), whose custom_id becomes the id and whose body options "
+        "(max_tokens, temperature, top_p, stop, seed, response_format) apply to that line.",
         min_length=1,
     )
+    id_column: str | None = Field(
+        default=None, min_length=1,
+        description="The input column holding the request ids. Empty: `id`.",
+    )
+    prompt_column: str | None = Field(
+        default=None, min_length=1,
+        description="The input column holding the requests: strings are prompts, lists of {role, content} "
+        "are chats. Empty: `prompt`, else `messages`.",
+    )
+    limit: int | None = Field(
+        default=None, ge=1,
+        description="Send only the first N rows of the input (a trial run); part of the run's identity. "
+        "Empty: every row.",
+    )
     model: str = Field(
-        default="llama3.1:8b", min_length=1, description="Ollama model tag."
+        default="llama3.1:8b",
+        min_length=1,
+        description="Model name as the server knows it: an Ollama tag, or a model id of GET /v1/models with "
+        "api openai. An OpenAI batch file given without a model runs the model its lines name.",
     )
     host: str | None = Field(
         default=None,
-        description="Ollama base URL (http or https). Empty: CHUNKWISE_OLLAMA_HOST, then OLLAMA_HOST, "
-        "then http://127.0.0.1:11434.",
+        description="The server's base URL (http or https). Empty: for api ollama CHUNKWISE_OLLAMA_HOST, then "
+        "OLLAMA_HOST, then http://127.0.0.1:11434; for api openai CHUNKWISE_OPENAI_HOST, then "
+        "http://127.0.0.1:8080.",
     )
     api: Api = Field(
         default="ollama",
@@ -54,17 +74,21 @@ class RunParams(BaseModel):
         "CHUNKWISE_API_KEY, and num_ctx must not exceed the server's context per slot.",
     )
     mode: Mode = Field(
-        default="conversation",
-        description="conversation: one chat per chunk, the system prompt once, each request a user turn "
-        "(the reference design). independent: every request on its own with the system prompt first, "
-        "so Ollama's prefix cache serves it, up to `parallel` in flight.",
+        default="independent",
+        description="independent (default): every request on its own with the system prompt first, so the "
+        "server's prefix cache serves it, up to `parallel` in flight; each answer depends on its request "
+        "alone. conversation: one chat per chunk, the system prompt once, each request a user turn after "
+        "the chunk's earlier ones (fewer prompt tokens, but answers see each other and a paid API bills "
+        "the growing history on every turn).",
     )
     num_ctx: int = Field(
-        default=128_000,
+        default=8192,
         ge=256,
         le=1_048_576,
-        description="Context window in tokens, sent explicitly on every request (a change reloads the "
-        "model). Ollama reserves num_ctx x parallel tokens of KV cache at load.",
+        description="Context window per server slot, tokens, sent on every request to Ollama (a change "
+        "reloads the model); Ollama reserves num_ctx x parallel tokens of KV cache at load. Not given: "
+        "8192, which most models accept, or the server's own context per slot where it states one "
+        "(llama-server) or the model's trained context where that is smaller.",
     )
     chunk_size: int | None = Field(
         default=None,
@@ -74,11 +98,12 @@ class RunParams(BaseModel):
         "tokens per request), the budget being num_ctx (conversation) or chunk_token_budget (independent).",
     )
     parallel: int = Field(
-        default=1,
+        default=4,
         ge=1,
         le=64,
-        description="Requests in flight at once; set it to the server's OLLAMA_NUM_PARALLEL. In "
-        "conversation mode it is the number of conversations in flight.",
+        description="Requests in flight at once; match the server's slots (OLLAMA_NUM_PARALLEL, llama-server "
+        "-np, whose default is 4). More than the server has wait in its queue; in conversation mode it is the "
+        "number of conversations in flight.",
     )
     system_prompt: str = Field(
         default="", description="System prompt for every request (a row's `system` overrides it)."
@@ -96,9 +121,14 @@ class RunParams(BaseModel):
         description="Mean answer length assumed when sizing chunks and estimating time, tokens.",
     )
     temperature: float = Field(
-        default=0.0, ge=0.0, le=2.0, description="Sampling temperature; 0 for reproducible batches."
+        default=0.0, ge=0.0, le=2.0,
+        description="Sampling temperature; 0 for reproducible batches (a batch file line's own temperature "
+        "wins for that line).",
     )
-    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Sampling seed sent with every request.")
+    seed: int = Field(
+        default=0, ge=0, le=2**31 - 1,
+        description="Sampling seed sent with every request (a batch file line's own seed wins for that line).",
+    )
     keep_alive: str = Field(
         default="30m",
         description="How long Ollama keeps the model loaded after a request (Go duration such as '30m', "
@@ -109,14 +139,14 @@ class RunParams(BaseModel):
         gt=0.1,
         le=1.0,
         description="Conversation mode: when the running context passes this fraction of num_ctx, the "
-        "oldest request/answer pairs are dropped (the system prompt is kept).",
+        "oldest request/answer pairs are dropped (the system prompt is kept). Unused in independent mode.",
     )
     chunk_token_budget: int = Field(
         default=128_000,
         ge=1_000,
         le=10_000_000,
-        description="Independent mode: tokens of work per chunk used to size chunks when chunk_size is "
-        "empty (a chunk is then only the unit of checkpoint and retry).",
+        description="Independent mode: tokens of work (prompt + expected answer) per chunk, used to size "
+        "chunks when chunk_size is empty (a chunk is then only the unit of checkpoint and retry).",
     )
     chars_per_token: float = Field(
         default=4.0,
@@ -155,23 +185,27 @@ class RunParams(BaseModel):
         "option).",
     )
     output_dir: str = Field(default="runs", min_length=1, description="Directory holding run directories.")
-    output_format: OutputFormat = Field(
-        default="parquet",
+    output_format: OutputFormat | None = Field(
+        default=None,
         description="parquet: results.parquet. openai: also the OpenAI Batch API output and error files "
-        "(batch_output.jsonl, batch_errors.jsonl: one line per request, custom_id = id) beside it.",
+        "(batch_output.jsonl, batch_errors.jsonl: one line per request, custom_id = id) beside it. Empty: "
+        "openai for an OpenAI batch file input (.jsonl), else parquet.",
     )
     run_name: str | None = Field(
         default=None,
         description="Run directory name under output_dir (letters, digits, '.', '_', '-'). Reusing a name "
-        "resumes that run. Empty: derived from the input file and the time.",
+        "resumes that run. Empty: `<input file stem>-<12 hex digits>`, a digest of the input's content and of "
+        "every option that changes the answers or the chunks, so running the same command again resumes.",
     )
     new_run: bool = Field(
         default=False,
-        description="Start a fresh run even when run_name exists with different settings (the old run is "
-        "kept untouched; the new one gets a suffixed name).",
+        description="Start a fresh run even when a run of that name exists (the old run is kept untouched; "
+        "the new one gets a suffixed name: -2, -3, ...).",
     )
     retry_failed: bool = Field(
-        default=False, description="On an existing run, send again only the requests that failed."
+        default=False,
+        description="On an existing run, also send again the requests that failed (the ones never answered "
+        "are always sent).",
     )
 
     pool: str | None = Field(
@@ -185,6 +219,17 @@ class RunParams(BaseModel):
         description="Distributed mode: requests per shard (whole chunks; a few minutes of one host's work). "
         "Empty: 900 (3 minutes at 5 req/s).",
     )
+
+    def with_server_context(self, slot_ctx: int | None, training_ctx: int | None) -> RunParams:
+        """These params with the default num_ctx fitted to the server (when num_ctx was not given): the
+        server's context per slot where it fixes one (llama-server `-c / -np`), else the model's trained
+        context where that is below the default. A num_ctx that was given is kept, and checked later."""
+        if "num_ctx" in self.model_fields_set:
+            return self
+        fitted = slot_ctx if slot_ctx else min(self.num_ctx, training_ctx or self.num_ctx)
+        if fitted == self.num_ctx or fitted < 256:
+            return self
+        return self.model_copy(update={"num_ctx": fitted})
 
     @field_validator("run_name")
     @classmethod

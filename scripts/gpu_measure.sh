@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `chunkwise measure --api openai` on an NVIDIA GPU machine (no network), with a CUDA llama-server
+# `chunkwise measure --local-engine` on an NVIDIA GPU machine (no network), with a CUDA llama-server
 # built from the trimmed llama.cpp of scripts/gpu_pack.py and a synthetic model made on the spot.
 #
 # Here (network):  .venv/bin/python scripts/gpu_pack.py        -> .gpu/llama.cpp-src.tar.gz (~6 MB)
@@ -10,7 +10,7 @@
 #    compute buffer grows with the context and hides the KV slope) into build/gpu-llama/.
 # 2. Synthetic llama GGUF (chunkwise.harness.llama_server.synthetic): 32 layers x 8 KV heads x head dim 128 =
 #    128 KiB of f16 KV per token, like Llama 3.1 8B (2 GiB at 16k), 0.45 GB of random weights.
-# 3. chunkwise measure --api openai with NVML: one llama-server start per context, -ngl 999.
+# 3. chunkwise measure --local-engine with NVML: one llama-server start per context, -ngl 999.
 # Needs: nvcc, cmake, ninja, python3 (3.10+) with pynvml; chunkwise's own dependencies are not
 # needed (measure falls back to its stdlib-only path when they are missing).
 set -euo pipefail
@@ -49,7 +49,7 @@ MODEL="$WORK/synthetic-llama-128k.gguf"
 [ -f "$MODEL" ] || PYTHONPATH=$PWD python3 -m chunkwise.harness.llama_server.synthetic "$MODEL" | tee -a "$OUT/gpu_measure.log"
 
 log "measure: contexts $CONTEXTS"
-ARGS=(--api openai --model "$MODEL" --contexts "$CONTEXTS" --prompt-tokens 256 --num-predict 8
+ARGS=(--local-engine --model "$MODEL" --contexts "$CONTEXTS" --prompt-tokens 256 --num-predict 8
       --engine-args "-ngl 999" --output-dir "$OUT")
 if PYTHONPATH=$PWD python3 -c 'import chunkwise.cli, chunkwise.commands.measure, pydantic_settings' 2>/dev/null; then
   PYTHONPATH=$PWD python3 -m chunkwise measure "${ARGS[@]}" | tee -a "$OUT/gpu_measure.log" || true

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -75,6 +76,14 @@ def make_inputs(d: Path) -> None:
     pl.DataFrame({"id": [1], "prompt": [5]}).write_parquet(d / "intprompt.parquet")
     pl.DataFrame({"id": [1, 2, 2, 3, 3, 3], "prompt": ["a"] * 6}).write_parquet(d / "dups.parquet")
     (d / "afile").write_text("a regular file")
+    pl.DataFrame({"id": [1], "prompt": ["x"], "messages": [[{"role": "user", "content": "x"}]]}).write_parquet(
+        d / "both.parquet")
+    pl.DataFrame({"key": [1], "id": [2], "prompt": ["x"]}).write_parquet(d / "noid2.parquet")
+    pl.DataFrame({"id": ["a", "b"], "messages": [[{"role": "user", "content": "hi"}], [
+        {"role": "user", "content": "one"}, {"role": "assistant", "content": "1"}, {"role": "user", "content": "two"}]]}
+    ).write_parquet(d / "chats.parquet")
+    (d / "batch.jsonl").write_text(json.dumps({"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
+                                               "body": {"messages": [{"role": "user", "content": "hi"}]}}) + "\n")
 
 
 PARQUET_HINT = "write the requests with polars DataFrame.write_parquet or pyarrow.parquet.write_table"
@@ -87,13 +96,14 @@ PREFLIGHT = {
     "no rows": (["--input", "{d}/norows.parquet"],
                 "{d}/norows.parquet: has no rows; write at least one request (columns `id` and `prompt`)"),
     "no id": (["--input", "{d}/noid.parquet"],
-              "{d}/noid.parquet: no `id` column (columns: key, prompt); add a unique string or integer `id` column"),
+              "{d}/noid.parquet: no `id` column (columns: key, prompt); add a unique string or integer `id` column, "
+              "or name the id column with --id-column"),
     "no prompt": (["--input", "{d}/noprompt.parquet"],
-                  "{d}/noprompt.parquet: no `prompt` column (columns: id, text); add a string `prompt` column or "
-                  "rename the column holding the prompts to `prompt`"),
+                  "{d}/noprompt.parquet: no `prompt` column (columns: id, text); add a string `prompt` column (or a "
+                  "`messages` column of chats), or name the column holding the requests with --prompt-column"),
     "prompt not text": (["--input", "{d}/intprompt.parquet"],
-                        "{d}/intprompt.parquet: column `prompt` has type int64; prompts must be strings: cast it to "
-                        "string"),
+                        "{d}/intprompt.parquet: column `prompt` has type int64; requests must be strings (prompts) or "
+                        "lists of {{role: string, content: string}} (chats): cast it"),
     "duplicate ids": (["--input", "{d}/dups.parquet"],
                       "{d}/dups.parquet: column `id` has 2 duplicated values in 5 rows (2 x2, 3 x3); ids must be "
                       "unique: deduplicate the rows or renumber the ids"),
@@ -118,16 +128,33 @@ PREFLIGHT = {
     "unknown model": (["--input", "{d}/good.parquet", "--model", "nope:1b"],
                       "model 'nope:1b' not found (status 404); pull it with: ollama pull nope:1b"),
     "num_ctx 0": (["--input", "{d}/good.parquet", "--num-ctx", "0"],
-                  "--num-ctx: Input should be greater than or equal to 256 (got 0)"),
+                  "--num-ctx 0: must be greater than or equal to 256"),
     "num_ctx negative": (["--input", "{d}/good.parquet", "--num-ctx", "-5"],
-                         "--num-ctx: Input should be greater than or equal to 256 (got -5)"),
+                         "--num-ctx -5: must be greater than or equal to 256"),
     "num_ctx above the model": (["--input", "{d}/good.parquet", "--num-ctx", "200000"],
                                 "num_ctx 200000 is above llama3.1:8b's maximum context of 131072 tokens (Ollama "
                                 "would silently clamp it); use --num-ctx 131072 or less"),
     "chunk_size 0": (["--input", "{d}/good.parquet", "--chunk-size", "0"],
-                     "--chunk-size: Input should be greater than or equal to 1 (got 0)"),
+                     "--chunk-size 0: must be greater than or equal to 1"),
     "missing system prompt file": (["--input", "{d}/good.parquet", "--system-prompt-file", "{d}/nope.txt"],
                                    "system prompt file {d}/nope.txt does not exist; check --system-prompt-file"),
+    "mapped id column missing": (["--input", "{d}/good.parquet", "--id-column", "key"],
+                                 "{d}/good.parquet: no `key` column (--id-column) (columns: id, prompt, group); add a "
+                                 "unique string or integer `id` column, or name the id column with --id-column"),
+    "both prompt and messages": (["--input", "{d}/both.parquet"],
+                                 "{d}/both.parquet: has both `prompt` and `messages`; name the one that holds the "
+                                 "requests with --prompt-column"),
+    "mapped column beside id": (["--input", "{d}/noid2.parquet", "--id-column", "key"],
+                                "{d}/noid2.parquet: has a `id` column besides the mapped `key`; rename or drop `id` "
+                                "(results name the ids `id`)"),
+    "batch file with a column mapping": (["--input", "{d}/batch.jsonl", "--prompt-column", "text"],
+                                         "--id-column and --prompt-column map a Parquet file's columns; an OpenAI "
+                                         "batch file's ids are its custom_ids and its requests its bodies: leave them "
+                                         "out"),
+    "chats in conversation mode": (["--input", "{d}/chats.parquet", "--mode", "conversation"],
+                                   "1 of the requests in {d}/chats.parquet are chats with earlier turns; conversation "
+                                   "mode sends each request as one turn of its chunk's chat: use --mode independent "
+                                   "(the default)"),
 }
 
 
@@ -142,6 +169,39 @@ def test_preflight_error_is_one_line_exit_2_and_writes_nothing(sim, tmp_path, cl
     assert err == "chunkwise run: " + fill(message)
     assert [p.name for p in files_under(tmp_path / "runs")] in ([], [".lock"])  # at most the run's lock file
     assert sim.stats()["requests"].get("/api/chat") is None  # nothing was sent
+
+
+@pytest.mark.parametrize("command", ["run", "plan"])
+def test_an_input_with_no_row_to_send_is_one_line_exit_2_naming_the_rejects(sim, tmp_path, cli, command):
+    """Every row quarantined used to end in a ZeroDivisionError traceback (zero chunks); now it is one line naming
+    the reasons' file, exit 2, nothing sent; `plan` refuses it the same way."""
+    source = tmp_path / "blank.parquet"
+    pl.DataFrame({"id": ["a", "b"], "prompt": ["  ", None]}).write_parquet(source)
+    argv = run_argv(sim.url, tmp_path / "runs", "--input", str(source))
+    if command == "plan":
+        argv = ["plan", "--host", sim.url, "--input", str(source)]
+    code, out, err = cli(*argv)
+    assert code == EXIT_CONFIG and out == ""
+    rejects = tmp_path / "runs" / "t" / "rejects.parquet"
+    where = f" (every reason in {rejects})" if command == "run" else ""
+    assert err == (f"chunkwise {command}: {source}: none of its 2 rows can be sent{where}; the first, row 0 id 'a': "
+                   "prompt is only whitespace (2 characters): give the row a prompt or remove it from the input; fix "
+                   "the input and run again")
+    if command == "run":
+        assert pl.read_parquet(rejects)["id"].to_list() == ["a", "b"]
+    assert sim.stats()["requests"].get("/api/chat") is None
+
+
+def test_a_batch_file_none_of_whose_lines_can_be_sent_is_one_line_exit_2(sim, tmp_path, cli):
+    source = tmp_path / "batch.jsonl"
+    source.write_text("".join(json.dumps({"custom_id": f"c{i}", "method": "POST", "url": "/v1/chat/completions",
+                                          "body": {"model": "other-model", "max_tokens": 16,
+                                                   "messages": [{"role": "user", "content": "hi"}]}}) + "\n"
+                              for i in range(3)))
+    code, _, err = cli(*run_argv(sim.url, tmp_path / "runs", "--input", str(source), "--model", "llama3.1:8b"))
+    assert code == EXIT_CONFIG
+    assert err.startswith(f"chunkwise run: {source}: none of its 3 rows can be sent (every reason in ")
+    assert "line 1: body.model is 'other-model' but the run's model is 'llama3.1:8b'" in err and "Traceback" not in err
 
 
 @pytest.mark.usefixtures("prefect_harness")

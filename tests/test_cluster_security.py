@@ -2,7 +2,7 @@
 
 - its Prefect server (prefect 3.9.1, basic auth on) refuses a client without the credential, or with a
   wrong one: creating a flow run of the shard deployment and reading logs answer 401, the logs and
-  events websockets close; the endpoints Prefect leaves open are exactly the ones README "Security"
+  events websockets close; the endpoints Prefect leaves open are exactly the ones docs/security.md
   lists;
 - a parent (`chunkwise run --pool`) or a `chunkwise worker` without the credential stops at once with
   one line naming the setting (exit 2);
@@ -36,7 +36,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.timeout(900)]
 
 NO_CREDENTIAL = ("the Prefect server at {url} requires authentication (401 Unauthorized); set "
                  "CHUNKWISE_PREFECT_AUTH_FILE to a file holding its auth string (or PREFECT_API_AUTH_STRING)")
-#: What prefect 3.9.1 serves without the credential (GET only), as README "Security" says: liveness probes,
+#: What prefect 3.9.1 serves without the credential (GET only), as docs/security.md says: liveness probes,
 #: the root app's API schema and its viewer, the UI's settings. Nothing of them names a run.
 OPEN_GETS = ("/api/health", "/api/ready", "/docs", "/openapi.json", "/ui-settings")
 
@@ -104,7 +104,7 @@ def test_a_parent_or_a_worker_without_the_credential_stops_with_one_line(cluster
     assert parent.returncode == 2, parent.stdout + parent.stderr
     assert parent.stderr.strip().splitlines()[-1] == "chunkwise run: " + NO_CREDENTIAL.format(url=cluster.api_url)
     worker = subprocess.run([sys.executable, "-m", "chunkwise", "worker", "--pool", POOL, "--name", "intruder",
-                             "--ollama-host", cluster.hosts[0].url], env=env, capture_output=True, text=True,
+                             "--host", cluster.hosts[0].url], env=env, capture_output=True, text=True,
                             timeout=120)
     assert worker.returncode == 2, worker.stdout + worker.stderr
     assert worker.stderr.strip().splitlines() == ["chunkwise worker: " + NO_CREDENTIAL.format(url=cluster.api_url)]

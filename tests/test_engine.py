@@ -42,7 +42,8 @@ def test_engine_command_says_ready_and_stops_on_sigterm():
     port = free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "chunkwise", "engine", "--port", str(port), "--parallel", "2",
-                             "--ctx", "2048"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+                             "--num-ctx", "1024"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env=env)
     try:
         line = proc.stdout.readline()
         assert line.startswith("chunkwise engine: ready in "), line
@@ -96,7 +97,7 @@ def test_a_sigkilled_engine_command_leaves_no_server_behind():
     the command (no KeyboardInterrupt, no stop()) must end the server too."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "chunkwise", "engine", "--port", str(port), "--parallel", "1",
-                             "--ctx", "1024"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                             "--num-ctx", "1024"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
     with watched(proc) as started:
         line = proc.stdout.readline()

@@ -73,6 +73,39 @@ def test_only_the_vendored_llama_cpp_is_extracted(tmp_path):
     assert not (tmp_path / "out/llama_cpp_python-0.3.36/llama_cpp").exists()
 
 
+@pytest.mark.parametrize("python", ["3.11.4+", "3.11.2"])
+def test_extraction_refuses_what_the_data_filter_refuses_on_every_python(tmp_path, monkeypatch, python):
+    """Debian 12's /usr/bin/python3 (3.11.2) has no `extractall(filter=...)`: the same refusals by hand there."""
+    if python == "3.11.4+" and not hasattr(tarfile, "data_filter"):
+        pytest.skip(f"Python {sys.version.split()[0]} has no tarfile data filter to test (the 3.11.2 case runs)")
+    if python == "3.11.2":
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)  # absent already on a real 3.11.2
+    top = "llama_cpp_python-0.3.36/vendor/llama.cpp"
+    for bad in (f"{top}/../../../../escape.txt", f"{top}/link"):
+        sdist = tmp_path / f"{python}-{len(bad)}.tar.gz"
+        with tarfile.open(sdist, "w:gz") as tar:
+            good = tarfile.TarInfo(f"{top}/CMakeLists.txt")
+            good.size = 2
+            tar.addfile(good, io.BytesIO(b"x\n"))
+            evil = tarfile.TarInfo(bad)
+            if bad.endswith("link"):
+                evil.type, evil.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            else:
+                evil.size = 2
+            tar.addfile(evil, io.BytesIO(b"x\n"))
+        with pytest.raises((build.EngineSetupError, tarfile.FilterError) if python != "3.11.2"  # 3.11.4+ only
+                           else build.EngineSetupError):
+            build.extract_sources(sdist, tmp_path / "out")
+        assert not (tmp_path / "escape.txt").exists()
+    sdist = tmp_path / "ok.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tar:
+        setuid = tarfile.TarInfo(f"{top}/tool")
+        setuid.size, setuid.mode = 2, 0o4777
+        tar.addfile(setuid, io.BytesIO(b"x\n"))
+    src = build.extract_sources(sdist, tmp_path / "out")
+    assert (src / "tool").stat().st_mode & 0o7777 == 0o755
+
+
 def test_build_flags_are_portable_offline_and_static():
     flags = set(build.CMAKE_FLAGS)
     assert {"-DGGML_NATIVE=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF",
@@ -100,6 +133,15 @@ def test_starting_without_make_engine_names_the_fix(tmp_path):
 
 
 def test_engine_command_refuses_a_slot_context_below_256():
+    done = subprocess.run([sys.executable, "-m", "chunkwise", "engine", "--parallel", "8", "--num-ctx", "128"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "--num-ctx 128: a slot needs at least 256 tokens" in done.stderr
+
+
+def test_engine_command_reads_the_old_total_ctx_as_per_slot_with_one_deprecation_line():
+    """`--ctx` was the total over all slots; it still works, as total / parallel per slot, and says what to write."""
     done = subprocess.run([sys.executable, "-m", "chunkwise", "engine", "--parallel", "8", "--ctx", "1024"],
                           capture_output=True, text=True)
-    assert done.returncode == 2 and "under 256 tokens per slot" in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[0] == "chunkwise: --ctx is deprecated; write --num-ctx (per slot: the old --ctx / --parallel)"
+    assert done.returncode == 2 and "--num-ctx 128: a slot needs at least 256 tokens" in lines[1] and len(lines) == 2

@@ -78,22 +78,24 @@ def test_no_rows(tmp_path):
 def test_missing_id(tmp_path):
     p = write(tmp_path / "x.parquet", {"key": [1], "prompt": ["hi"]})
     assert error_of(p) == (
-        f"{p}: no `id` column (columns: key, prompt); add a unique string or integer `id` column"
+        f"{p}: no `id` column (columns: key, prompt); add a unique string or integer `id` column, or name the id "
+        "column with --id-column"
     )
 
 
 def test_missing_prompt(tmp_path):
     p = write(tmp_path / "x.parquet", {"id": [1], "text": ["hi"]})
     assert error_of(p) == (
-        f"{p}: no `prompt` column (columns: id, text); add a string `prompt` column or rename the column "
-        "holding the prompts to `prompt`"
+        f"{p}: no `prompt` column (columns: id, text); add a string `prompt` column (or a `messages` column of "
+        "chats), or name the column holding the requests with --prompt-column"
     )
 
 
 @pytest.mark.parametrize(("values", "dtype"), [([1, 2], "int64"), ([b"a", b"b"], "binary")])
 def test_prompt_wrong_type(tmp_path, values, dtype):
     p = write(tmp_path / "x.parquet", {"id": [1, 2], "prompt": values})
-    assert error_of(p) == f"{p}: column `prompt` has type {dtype}; prompts must be strings: cast it to string"
+    assert error_of(p) == (f"{p}: column `prompt` has type {dtype}; requests must be strings (prompts) or lists of "
+                           "{role: string, content: string} (chats): cast it")
 
 
 @pytest.mark.parametrize(("values", "dtype"), [([1.0, 2.0], "double"), ([[1], [2]], "list<element: int64>")])
@@ -251,7 +253,7 @@ def test_stage_string_ids_and_view_types(tmp_path):
                                          "prompt": pa.array(["hello", None], pa.string_view())})
     staged = stage_input(src, tmp_path / "run", **LIMITS)
     assert (staged.accepted, staged.id_dtype) == (1, "large_string")
-    assert read_requests(staged.requests_path, 0, 1).rows() == [(0, "x", "hello", None)]
+    assert read_requests(staged.requests_path, 0, 1).rows() == [(0, "x", "hello", None, None, None)]
 
 
 def test_stage_categorical_prompt_from_polars(tmp_path):
@@ -277,7 +279,7 @@ def staged(tmp_path):
 @pytest.mark.parametrize(("start", "stop"), [(0, 0), (0, 1), (255, 257), (256, 512), (100, 999), (998, 999), (0, 999)])
 def test_read_requests_boundaries(staged, start, stop):
     df = read_requests(staged.requests_path, start, stop)
-    assert df.columns == ["_row", "id", "prompt", "system"]
+    assert df.columns == ["_row", "id", "prompt", "system", "_history", "_options"]
     assert df.schema["system"] == pl.String
     rows = [r for r in range(1000) if r != 3][start:stop]
     assert df["_row"].to_list() == rows

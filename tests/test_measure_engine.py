@@ -1,4 +1,4 @@
-"""`chunkwise measure --api openai` on the real engine: llama-server restarted per context, memory
+"""`chunkwise measure --local-engine` on the real engine: llama-server restarted per context, memory
 (RSS without a GPU) at load against the context, compared with the KV formula including Gemma 3's
 sliding-window layers. Asserts the structure and the slope within a tolerance, never the text."""
 
@@ -21,7 +21,7 @@ def test_measure_openai_fits_the_sliding_window_formula(tmp_path, capsys):
     paths = engine_paths()
     if not binary_works(paths.server) or not paths.model.is_file():
         pytest.fail("the real engine is not set up: run `make engine`")
-    code = main(["measure", "--api", "openai", "--contexts", "2048,8192,16384", "--prompt-tokens", "64",
+    code = main(["measure", "--local-engine", "--contexts", "2048,8192,16384", "--prompt-tokens", "64",
                  "--num-predict", "4", "--output-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0, out

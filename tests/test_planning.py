@@ -93,7 +93,8 @@ def summary(tmp_path):
 
 
 def params(**kw):
-    return RunParams(input_path="in.parquet", **kw)
+    """The chunk figures below are worked out for conversation mode (the budget is num_ctx) and one slot."""
+    return RunParams(input_path="in.parquet", **{"mode": "conversation", "parallel": 1, **kw})
 
 
 def test_build_plan_conversation(summary):
@@ -219,7 +220,8 @@ def test_plan_command_json_without_a_server_plans_without_kv_figures(tmp_path, s
     system = tmp_path / "system.txt"
     system.write_text("s" * 4000, encoding="utf-8")
     code = main(["plan", "--input", summary.path, "--json", "--host", closed_port_url(), "--num-ctx", "8192",
-                 "--system-prompt-file", str(system), "--expected-answer-tokens", "100"])
+                 "--system-prompt-file", str(system), "--expected-answer-tokens", "100", "--mode", "conversation",
+                 "--parallel", "1"])
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert (out["accepted"], out["rejected"], out["chunk_size"], out["chunk_count"]) == (11, 1, 8, 2)
@@ -238,8 +240,8 @@ def test_plan_command_uses_server_show(summary, capsys, no_gpu, monkeypatch):
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--num-ctx", "100"], "chunkwise plan: --num-ctx 100: Input should be greater than or equal to 256"),
-    (["--chars-per-token", "0"], "chunkwise plan: --chars-per-token 0.0: Input should be greater than 1"),
+    (["--num-ctx", "100"], "chunkwise plan: --num-ctx 100: must be greater than or equal to 256"),
+    (["--chars-per-token", "0"], "chunkwise plan: --chars-per-token 0.0: must be greater than 1"),
     (["--system-prompt-file", "/nonexistent/s.txt"], None),
     (["--host", "file:///etc/passwd"], "chunkwise plan: --host: Ollama host 'file:///etc/passwd' uses scheme "
                                        "'file'; only http and https are allowed"),
@@ -251,7 +253,8 @@ def test_plan_command_bad_flags(summary, capsys, no_gpu, argv, message):
     if message:
         assert err == message
     else:
-        assert err.startswith("chunkwise plan: --system-prompt-file /nonexistent/s.txt: cannot be read")
+        assert err == ("chunkwise plan: system prompt file /nonexistent/s.txt does not exist; check "
+                       "--system-prompt-file")
 
 
 def test_plan_command_input_error(tmp_path, capsys, no_gpu):

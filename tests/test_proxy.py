@@ -1,5 +1,5 @@
 """deployments/prefect-proxy.nginx.conf in front of a Prefect server with authentication (issue 23,
-point 1): what other hosts reach in the README recipe. Through it, with TLS: the API and its
+point 1): what other hosts reach in the recipe of docs/distributed.md. Through it, with TLS: the API and its
 websockets work for a client holding the credential (Prefect's own CLI included), refuse one without;
 what Prefect 3.9.1 serves without authentication besides its liveness probes (/docs, /openapi.json,
 /ui-settings, the UI) is not reachable. Only the listen address, the upstream port and the certificate

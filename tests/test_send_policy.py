@@ -63,7 +63,7 @@ def test_the_same_500_on_consecutive_requests_trips_the_breaker_with_the_servers
         error = "llama runner process has terminated: cudaMalloc failed: out of memory"
         return httpx.Response(500, json={"error": error})
 
-    ctx, rt = setup(tmp_path, handler, threshold=3, max_attempts=6)
+    ctx, rt = setup(tmp_path, handler, threshold=3, max_attempts=6, parallel=1)  # trips at threshold + parallel - 1
     with pytest.raises(ServerKeepsFailing, match="out of memory") as info:
         send(ctx, rt, row=0, chunk=0, messages=USER)
     assert len(calls) == 3 and "resume" in str(info.value)

@@ -18,7 +18,7 @@ from chunkwise.harness.cluster.local import SIM_ARGS, Cluster, cleanup_tree, mak
 
 def three_hosts() -> list[list[str]]:
     """Three simulated hosts with the same rates (only the answer-length seed differs)."""
-    return [[*SIM_ARGS, "--seed", str(k)] for k in range(3)]
+    return [[*SIM_ARGS, "--fault-seed", str(k)] for k in range(3)]
 
 
 def write_requests(path: Path, n: int, salt: str) -> Path:

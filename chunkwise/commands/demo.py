@@ -41,6 +41,7 @@ def main() -> int:
     from chunkwise.params import RunParams
     from chunkwise.store.layout import RunPaths
 
+    DATA.parent.mkdir(parents=True, exist_ok=True)  # `chunkwise demo` outside a checkout has no data/ yet
     if not DATA.exists():
         print(f"writing {ROWS:,} sample requests to {DATA}")
         write_sample(DATA, ROWS, seed=0)
@@ -51,10 +52,11 @@ def main() -> int:
     with running_simulator(options) as sim:
         print(f"\nSIMULATOR: chunkwise's Ollama simulator is listening on {sim.url} -- "
               "this demo does not use a real Ollama.\n")
+        # The defaults a first real run gets (independent mode, num_ctx 8192, parallel 4: README "Defaults"); a
+        # run name of its own each time, so every `make demo` sends its 5,000 requests.
         params = RunParams(
-            input_path=str(DATA), model="llama3.1:8b", host=sim.url, mode="conversation", num_ctx=128_000,
-            parallel=4, system_prompt_file=str(SYSTEM), output_dir="runs",
-            run_name=f"demo-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}",
+            input_path=str(DATA), model="llama3.1:8b", host=sim.url, system_prompt_file=str(SYSTEM),
+            output_dir="runs", run_name=f"demo-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}",
         )
         started = time.monotonic()
         code, stats = execute(params, command="demo")

@@ -1,8 +1,8 @@
 """`chunkwise engine`: run llama-server with the Gemma 3 270M model in the foreground on 127.0.0.1.
 
-It serves the model as `gemma3-270m` on the OpenAI API (`/v1/chat/completions`), with N slots that
-share the context (`--ctx` is the total, each slot gets ctx / parallel tokens). `make engine`
-builds or fetches what it needs. Stop it with Ctrl-C.
+It serves the model as `gemma3-270m` on the OpenAI API (`/v1/chat/completions`), with `--parallel` slots
+of `--num-ctx` tokens each (llama-server's `-c` is their total). `make engine` builds or fetches what it
+needs. Stop it with Ctrl-C.
 """
 
 from __future__ import annotations
@@ -18,12 +18,20 @@ HELP = ("Start the real engine (llama.cpp's llama-server with Gemma 3 270M, serv
         "foreground on 127.0.0.1; `make engine` builds it first.")
 
 
+#: Tokens of context per slot by default (llama-server `-c` is this x --parallel).
+DEFAULT_SLOT_CTX = 2048
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from chunkwise.commands.flags import add_alias
+
     parser.add_argument("--port", type=int, default=8080, help="TCP port on 127.0.0.1 (default: %(default)s)")
-    parser.add_argument("--parallel", type=int, default=4, help="slots, i.e. requests decoded at once "
-                        "(default: %(default)s)")
-    parser.add_argument("--ctx", type=int, default=8192, help="total context of all slots, tokens; each slot gets "
-                        "ctx / parallel (default: %(default)s)")
+    parser.add_argument("--parallel", type=int, default=4, metavar="N", help="slots, i.e. requests decoded at once "
+                        "(llama-server -np; default: %(default)s)")
+    parser.add_argument("--num-ctx", type=int, default=None, metavar="N",
+                        help=f"context per slot, tokens (llama-server -c is this x --parallel; default: "
+                        f"{DEFAULT_SLOT_CTX})")
+    add_alias(parser, "--ctx", "--num-ctx", "total_ctx", type=int, note=" (per slot: the old --ctx / --parallel)")
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -32,14 +40,15 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.parallel < 1 or args.ctx < 256 or not 0 < args.port < 65536:
-        raise SetupError("--parallel must be >= 1, --ctx >= 256 tokens and --port 1-65535")
-    if args.ctx // args.parallel < 256:
-        raise SetupError(f"--ctx {args.ctx} / --parallel {args.parallel} leaves under 256 tokens per slot; "
-                         "raise --ctx")
+    if args.parallel < 1 or not 0 < args.port < 65536:
+        raise SetupError("--parallel must be >= 1 and --port 1-65535")
+    total = getattr(args, "total_ctx", None)
+    slot_ctx = args.num_ctx or (total // args.parallel if total else DEFAULT_SLOT_CTX)
+    if slot_ctx < 256:
+        raise SetupError(f"--num-ctx {slot_ctx}: a slot needs at least 256 tokens of context")
     from chunkwise.harness.llama_server.server import EngineStartError, default_config, start_engine
 
-    config = default_config(args.port, args.parallel, args.ctx)
+    config = default_config(args.port, args.parallel, slot_ctx * args.parallel)
     engine = start_engine(config)  # an EngineStartError is a SetupError: the CLI prints it
     stop = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _interrupt)

@@ -15,7 +15,7 @@ from typing import Any
 from chunkwise.errors import EXIT_FAILED, EXIT_OK, SetupError
 from chunkwise.measure.fit import DEFAULT_CONTEXTS
 
-#: --api openai default contexts per slot (tokens); chunkwise.measure.engine.DEFAULT_ENGINE_CONTEXTS,
+#: --local-engine default contexts per slot (tokens); chunkwise.measure.engine.DEFAULT_ENGINE_CONTEXTS,
 #: repeated here so `chunkwise --help` does not import httpx.
 DEFAULT_ENGINE_CONTEXTS = (2048, 4096, 8192, 16384)
 
@@ -37,22 +37,28 @@ def parse_contexts(text: str) -> list[int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--api", choices=("ollama", "openai"), default="ollama",
-                        help="ollama: measure an Ollama server; openai: start the local llama-server of `make "
-                        "engine` once per context (its context is fixed at start) and read its RSS, or NVML "
-                        "with a GPU (default: %(default)s)")
-    parser.add_argument("--model", help="Ollama model name, e.g. llama3.1:8b (required with --api ollama); with "
-                        "--api openai a GGUF file (default: the Gemma 3 270M of `make engine`)")
-    parser.add_argument("--engine-args", default="",
-                        help="--api openai: more llama-server flags, one string, e.g. \"-ngl 999\" on a GPU")
-    parser.add_argument("--prompt-tokens", type=int, default=None,
-                        help="--api openai: prompt size sent after each start, tokens (default: nearly the slot's "
+    from chunkwise.commands.flags import add_alias
+
+    parser.add_argument("--local-engine", action="store_true",
+                        help="instead of an Ollama at --host, start the local llama-server of `make engine` once per "
+                        "context (its context is fixed at start) and read its RSS, or NVML with a GPU (default: off)")
+    add_alias(parser, "--api", "--local-engine", "local_engine", choices=("ollama", "openai"),
+              convert=lambda value: value == "openai", note=" (for --api openai)")
+    parser.add_argument("--model", metavar="NAME",
+                        help="Ollama model name, e.g. llama3.1:8b (required without --local-engine); with "
+                        "--local-engine a GGUF file (default: the Gemma 3 270M of `make engine`)")
+    parser.add_argument("--engine-args", default="", metavar="FLAGS",
+                        help="--local-engine: more llama-server flags, one string, e.g. \"-ngl 999\" on a GPU")
+    parser.add_argument("--prompt-tokens", type=int, default=None, metavar="N",
+                        help="--local-engine: prompt size sent after each start, tokens (default: nearly the slot's "
                         "context; the reservation at load does not depend on it)")
-    parser.add_argument("--contexts", default=None,
+    parser.add_argument("--contexts", default=None, metavar="N,N,...",
                         help="comma-separated num_ctx values to load, tokens per slot (default: "
-                        f"{','.join(map(str, DEFAULT_CONTEXTS))}; with --api openai "
+                        f"{','.join(map(str, DEFAULT_CONTEXTS))}; with --local-engine "
                         f"{','.join(map(str, DEFAULT_ENGINE_CONTEXTS))})")
-    parser.add_argument("--host", default=None, help="Ollama URL (default: CHUNKWISE_OLLAMA_HOST / OLLAMA_HOST)")
+    parser.add_argument("--host", default=None, metavar="URL",
+                        help="the Ollama's base URL (default: CHUNKWISE_OLLAMA_HOST, OLLAMA_HOST, "
+                        "http://127.0.0.1:11434)")
     parser.add_argument("--output-dir", default=None, type=Path,
                         help="directory under which measure-<model>-<time>/ is written (default: runs)")
     parser.add_argument("--parallel", type=int, default=1,
@@ -99,7 +105,8 @@ def _summary(report: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     from chunkwise.servers import backend_for
 
-    backend = backend_for(args.api)
+    # the local engine is a llama-server: the OpenAI-compatible backend
+    backend = backend_for("openai" if args.local_engine else "ollama")
     # A server that fixes its context at start (llama-server) is measured by restarting the local engine per
     # context; one that loads the model per request (Ollama) by a request per context.
     restarts = backend.context_fixed_at_start
@@ -109,10 +116,10 @@ def run(args: argparse.Namespace) -> int:
         if args.parallel < 1 or args.num_predict < 1:
             raise ValueError("--parallel and --num-predict must be >= 1")
         if not restarts and not args.model:
-            raise ValueError(f"--model is required with --api {args.api} (a model name, e.g. llama3.1:8b)")
+            raise ValueError("--model is required without --local-engine (an Ollama model name, e.g. llama3.1:8b)")
         if restarts and (args.host or args.prefect):
-            raise ValueError(f"--api {args.api} starts its own llama-server per context on this machine; --host and "
-                             "--prefect are for --api ollama")
+            raise ValueError("--local-engine starts its own llama-server per context on this machine; --host and "
+                             "--prefect are for an Ollama")
         if restarts and any(c < 256 for c in contexts):
             raise ValueError("--contexts: llama-server needs at least 256 tokens per slot")
     except ValueError as exc:
@@ -157,7 +164,7 @@ def _finish(report: dict[str, Any]) -> int:
 
 
 def _run_engine(args: argparse.Namespace, contexts: list[int]) -> int:
-    """`--api openai`: chunkwise.measure.engine.run_engine_measurement on the local llama-server."""
+    """`--local-engine`: chunkwise.measure.engine.run_engine_measurement on the local llama-server."""
     from chunkwise.measure.engine import run_engine_measurement
     from chunkwise.measure.run import measure_run_dir
     from chunkwise.settings import get_settings

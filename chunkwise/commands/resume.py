@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from chunkwise.errors import SetupError
@@ -13,8 +14,10 @@ HELP = "Resume a run from its directory (its manifest holds the parameters)."
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="the run directory, e.g. runs/my-run")
-    parser.add_argument("--retry-failed", action="store_true", default=None, help="re-send the failed requests too")
-    parser.add_argument("--host", help="Ollama URL, if it moved")
+    parser.add_argument("--retry-failed", action="store_true", default=None,
+                        help="also re-send the requests that failed (unanswered ones are always sent)")
+    parser.add_argument("--host", metavar="URL", help="the server's base URL, if it moved (default: the run's)")
+    parser.add_argument("--json", action="store_true", help="print the statistics as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
                 new_run=False, retry_failed=False)
     params = params_from_args(argparse.Namespace(retry_failed=args.retry_failed, host=args.host), base)
     code, stats = execute(params, command="resume")
-    if stats is not None:
+    if stats is not None and args.json:
+        print(json.dumps(stats, indent=2, default=str))
+    elif stats is not None:
         print_summary(stats)
     return code

@@ -1,4 +1,4 @@
-"""`chunkwise run`: push a Parquet file of requests through Ollama."""
+"""`chunkwise run`: push a file of requests through an LLM server (Ollama or OpenAI-compatible)."""
 
 from __future__ import annotations
 
@@ -7,48 +7,55 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from chunkwise.commands.common import SHARED_FIELDS, add_shared_flags
+from chunkwise.commands.flags import run_help, validation_line
 from chunkwise.errors import SetupError
 
 if TYPE_CHECKING:
     from chunkwise.params import RunParams
 
 NAME = "run"
-HELP = "Run (or resume) a batch: Parquet requests through Ollama in checkpointed chunks."
+HELP = ("Run (or resume) a batch: a Parquet or OpenAI batch file of requests through Ollama or an OpenAI-compatible "
+        "server in checkpointed chunks; the same command again resumes.")
 
 
-def add_run_options(parser: argparse.ArgumentParser, *, input_required: bool = True) -> None:
+def add_run_options(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
-    add("--input", dest="input_path", required=input_required,
-        help="Parquet file with id and prompt columns, or an OpenAI Batch API input file (.jsonl)")
     add_shared_flags(parser)
-    add("--api", choices=("ollama", "openai"),
-        help="server API: ollama (/api/chat, default) or openai (/v1/chat/completions: llama-server, vLLM, ...)")
     add("--output-format", choices=("parquet", "openai"),
-        help="openai: also write the Batch API output and error files beside results.parquet")
-    add("--temperature", type=float)
-    add("--seed", type=int)
-    add("--keep-alive", help="Go duration, e.g. 30m")
-    add("--format-file", help="JSON schema file the answers must follow")
-    add("--max-attempts", type=int, help="attempts per request on transient failures")
-    add("--invalid-output-attempts", type=int, help="attempts per request whose answer fails the --format-file schema")
+        help=run_help("output_format", "openai: also write the Batch API output and error files beside "
+                      "results.parquet", "openai for an OpenAI batch file input (.jsonl), else parquet"))
+    add("--keep-alive", metavar="DURATION",
+        help=run_help("keep_alive", "Ollama: how long the model stays loaded after a request (Go duration)"))
+    add("--max-attempts", type=int, metavar="N",
+        help=run_help("max_attempts", "attempts per request on transient failures"))
+    add("--invalid-output-attempts", type=int, metavar="N",
+        help=run_help("invalid_output_attempts", "attempts per request whose answer fails the --format-file schema"))
     add("--retry-output-truncated", action="store_true", default=None,
-        help="retry an answer cut by num_predict once with twice the num_predict")
+        help=run_help("retry_output_truncated", "retry an answer cut by num_predict once with twice the num_predict"))
     add("--think", choices=("off", "on", "low", "medium", "high"),
-        help="thinking models: off (default for models that can think), on, or a level where the model takes one")
-    add("--breaker-threshold", type=int,
-        help="stop (exit 2, resumable) after this many consecutive requests fail with the same server error "
-        "(default 5)")
-    add("--output-dir", help="directory for run directories (default runs)")
-    add("--run-name", help="run directory name; an existing one is resumed")
-    add("--new-run", action="store_true", default=None, help="start fresh beside an existing run of that name")
-    add("--retry-failed", action="store_true", default=None, help="re-send only the requests that failed")
-    add("--pool", help="distributed mode: Prefect work pool of the shard workers (needs PREFECT_API_URL)")
-    add("--shard-requests", type=int, metavar="N", help="distributed mode: requests per shard (default 900)")
+        help=run_help("think", "thinking models: off, on, or a level where the model takes one",
+                      "off for models that can think (low for gpt-oss), not sent otherwise"))
+    add("--breaker-threshold", type=int, metavar="N",
+        help=run_help("breaker_threshold", "stop (exit 2, resumable) after this many consecutive requests fail "
+                      "with the same server error"))
+    add("--output-dir", metavar="DIR",
+        help=run_help("output_dir", "directory for run directories", "CHUNKWISE_OUTPUT_DIR, else runs"))
+    add("--run-name", metavar="NAME",
+        help=run_help("run_name", "run directory name; an existing run of that name is resumed",
+                      "<input stem>-<digest of the input and the options>: the same command resumes"))
+    add("--new-run", action="store_true", default=None,
+        help="start a fresh run beside an existing run of that name (suffixed -2, -3, ...)")
+    add("--retry-failed", action="store_true", default=None,
+        help="on an existing run, also re-send the requests that failed (unanswered ones are always sent)")
+    add("--pool", metavar="NAME",
+        help="distributed mode (--api ollama only): Prefect work pool of the shard workers (needs PREFECT_API_URL)")
+    add("--shard-requests", type=int, metavar="N",
+        help=run_help("shard_requests", "distributed mode: requests per shard", 900))
 
 
-FIELDS = ("input_path", *SHARED_FIELDS, "api", "output_format", "temperature", "seed", "keep_alive", "max_attempts",
-          "invalid_output_attempts", "retry_output_truncated", "think", "breaker_threshold", "output_dir", "run_name",
-          "new_run", "retry_failed", "pool", "shard_requests")
+FIELDS = ("input_path", *SHARED_FIELDS, "output_format", "keep_alive", "max_attempts", "invalid_output_attempts",
+          "retry_output_truncated", "think", "breaker_threshold", "output_dir", "run_name", "new_run", "retry_failed",
+          "pool", "shard_requests")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,11 +83,8 @@ def params_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"])
-        where = f"--{field.replace('_', '-')}: " if field else ""
-        # chunkwise's own validators already quote the value; pydantic's bound checks do not
-        message = err["msg"].removeprefix("Value error, ")
-        got = "" if err["type"] == "value_error" else f" (got {err.get('input')!r})"
-        raise SetupError(f"{where}{message}{got}") from None
+        flag = {"input_path": "--input", "format": "--format-file"}.get(field, "--" + field.replace("_", "-"))
+        raise SetupError(validation_line(dict(err), flag if field else "")) from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -94,10 +94,12 @@ def run_off_main_thread(fn: Any, *args: Any) -> Any:
 
 
 def execute(
-    params: RunParams, say: Callable[[str], object] = print, *, command: str = "run"
+    params: RunParams, say: Callable[[str], object] = print, *, command: str = "run",
+    resolved: list[RunParams] | None = None,
 ) -> tuple[int, StatsDoc | None]:
     """Run the flow; returns (exit code, stats or None). A run that cannot start raises its
-    `SetupError` (the CLI prints it); a run that stopped is reported here, as `command`'s error."""
+    `SetupError` (the CLI prints it); a run that stopped is reported here, as `command`'s error.
+    `resolved` receives the params as checked (the run's name fixed: `chunkwise.api.run`)."""
     from chunkwise.commands.early_api import EarlyApi
     from chunkwise.prefect_auth import check_configured_api, check_environment_api
 
@@ -109,6 +111,9 @@ def execute(
         api.cancel()
         raise
     api.wait()
+    if resolved is not None:
+        resolved.append(params)
+    say_resuming(run_paths(params.output_dir, params.run_name or "").root, say)
     check_configured_api()  # also an API configured in a Prefect profile, or the temporary one
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     stop = threading.Event()
@@ -131,6 +136,20 @@ def execute(
         say(f"{requests['rejected']} rows were rejected before sending (reasons in results.parquet and "
             f"{RunPaths(Path(stats['run']['dir'])).rejects}); fix them in the input to have them answered")
     return exit_code_for(None, requests["failed"] + requests["rejected"]), stats
+
+
+def say_resuming(run_dir: Path, say: Callable[[str], object]) -> None:
+    """On a run that exists already (the same command again, or `resume`): what it has recorded, so the
+    user sees that nothing recorded is sent again."""
+    if not RunPaths(run_dir).manifest.exists():
+        say(f"run {run_dir.name}: new, in {run_dir} (the same command again resumes it)")
+        return
+    from chunkwise.results.status import run_status
+
+    status = run_status(run_dir)
+    failed = f", {status.failed:,} failed (sent again only with --retry-failed)" if status.failed else ""
+    say(f"run {run_dir.name}: resuming: {status.ok:,} of {status.total - status.rejected:,} requests already "
+        f"answered{failed}, {status.pending:,} to send")
 
 
 def print_summary(stats: StatsDoc, say: Callable[[str], object] = print) -> None:

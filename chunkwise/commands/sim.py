@@ -22,13 +22,14 @@ HELP = "Run the Ollama simulator: Ollama's HTTP API with modelled timing, trunca
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from chunkwise.harness.sim.options import SimOptions
+    from chunkwise.commands.flags import add_alias, with_default
+    from chunkwise.harness.sim.options import SimOptions, flag_for
 
     for name, field in SimOptions.model_fields.items():
-        flag = "--" + name.replace("_", "-")
+        own = "--" + name.replace("_", "-")
+        flag = flag_for(name)
         default = field.default
-        shown = ":".join(map(str, default)) if isinstance(default, tuple) else default
-        text = f"{field.description} (default: {shown})".replace("%", "%%")  # argparse formats help with %
+        text = with_default(field.description or "", default)
         kwargs: dict[str, typing.Any] = {"dest": name, "default": None, "help": text}
         annotation = field.annotation
         if type(None) in typing.get_args(annotation):  # Optional[X]: the flag gives X
@@ -38,9 +39,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         elif annotation in (int, float):
             kwargs["type"] = annotation
             kwargs["metavar"] = "N" if annotation is int else "X"
+        elif annotation is bool:
+            kwargs["type"] = _on_off
+            kwargs["metavar"] = "on|off"
         else:
-            kwargs["metavar"] = "MIN:MAX" if isinstance(default, tuple) else "TEXT"
+            kwargs["metavar"] = "MIN:MAX" if isinstance(default, tuple) else "ADDRESS" if name == "host" else "TEXT"
         parser.add_argument(flag, **kwargs)
+        if flag != own:
+            add_alias(parser, own, flag, name, **{k: v for k, v in kwargs.items() if k in ("type", "choices")})
+
+
+def _on_off(text: str) -> bool:
+    """A boolean flag's value: on/off (also true/false, yes/no, 1/0)."""
+    value = text.strip().lower()
+    if value in ("on", "true", "yes", "1"):
+        return True
+    if value in ("off", "false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not on or off")
 
 
 def options_from_args(args: argparse.Namespace) -> SimOptions:
@@ -51,17 +67,20 @@ def options_from_args(args: argparse.Namespace) -> SimOptions:
 
 
 def run(args: argparse.Namespace) -> int:
+    from chunkwise.commands.flags import validation_line
+    from chunkwise.harness.sim.options import flag_for
+
     try:
         options = options_from_args(args)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "options"
-        raise SetupError(f"{field}: {first['msg']}") from None
+        name = str(first["loc"][0]) if first["loc"] else ""
+        raise SetupError(validation_line(dict(first), flag_for(name) if name else "")) from None
     try:
         asyncio.run(_serve(options))
     except OSError as exc:
         raise SetupError(f"cannot listen on {options.host}:{options.port}: {exc.strerror or exc}; "
-                         "pick another --port") from None
+                         "pick another --port or --bind") from None
     return EXIT_OK
 
 

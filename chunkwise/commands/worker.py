@@ -15,15 +15,21 @@ HELP = ("Run a Prefect worker for one Ollama host (distributed mode): it polls t
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from chunkwise.commands.flags import add_alias
+
     add = parser.add_argument
-    add("--pool", required=True, help="Prefect work pool of the shard deployment (e.g. chunkwise-gpu)")
+    add("--pool", required=True, metavar="NAME", help="Prefect work pool of the shard deployment (e.g. chunkwise-gpu)")
     add("--name", help="worker name, also the host's name in stats.json (default: hostname-port)")
-    add("--ollama-host", help="this worker's Ollama (default CHUNKWISE_OLLAMA_HOST / OLLAMA_HOST)")
-    add("--parallel", type=int, metavar="N", help="that Ollama's OLLAMA_NUM_PARALLEL (requests in flight)")
-    add("--model", help="poll only while the host has this model")
+    add("--host", dest="ollama_host", metavar="URL",
+        help="this worker's Ollama, base URL (default: CHUNKWISE_OLLAMA_HOST, OLLAMA_HOST, http://127.0.0.1:11434)")
+    add_alias(parser, "--ollama-host", "--host", "ollama_host")
+    add("--parallel", type=int, metavar="N",
+        help="that Ollama's slots (OLLAMA_NUM_PARALLEL): requests in flight (default: the run's --parallel)")
+    add("--model", metavar="NAME", help="poll only while the host has this model (default: any)")
     add("--digest", help="... with this digest (prefix; default: any)")
-    add("--work-queue", action="append", default=[], help="queue(s) to poll (default: every queue of the pool)")
-    add("--check-s", type=float, default=5.0, help="seconds between health checks (default 5)")
+    add("--work-queue", action="append", default=[], metavar="NAME",
+        help="queue(s) to poll (default: every queue of the pool)")
+    add("--check-s", type=float, default=5.0, metavar="S", help="seconds between health checks (default: 5)")
 
 
 def run(args: argparse.Namespace) -> int:

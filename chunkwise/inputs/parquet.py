@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from chunkwise.errors import InputError
-from chunkwise.inputs.summary import ROW_COLUMN
+from chunkwise.inputs.columns import InputColumns, Layout, canonical, layout_of
 
 #: The scan reads the input this many rows at a time through a buffered stream of this many bytes,
 #: not whole row groups: on the 170K sample (16K-row groups of 46 MB of prompts) this is both the
@@ -43,45 +43,22 @@ def not_parquet(path: Path, exc: BaseException) -> InputError:
     )
 
 
-def _is_text(t: pa.DataType) -> bool:
-    if pa.types.is_dictionary(t):
-        t = t.value_type
-    text = pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
-    return bool(text or pa.types.is_null(t))
-
-
-def check_schema(path: Path, pf: pq.ParquetFile) -> tuple[pa.Schema, bool]:
+def check_schema(path: Path, pf: pq.ParquetFile, columns: InputColumns | None = None, *,
+                 internal: bool = False) -> tuple[pa.Schema, Layout]:
+    """The file's schema and layout (`chunkwise.inputs.columns`); `InputError` for a file that cannot be used."""
     if pf.metadata.num_rows == 0:
         raise InputError(f"{path}: has no rows; write at least one request (columns `id` and `prompt`)")
     schema = pf.schema_arrow
-    names = schema.names
-    shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
-    if "id" not in names:
-        raise InputError(f"{path}: no `id` column (columns: {shown}); add a unique string or integer `id` column")
-    if "prompt" not in names:
-        raise InputError(
-            f"{path}: no `prompt` column (columns: {shown}); add a string `prompt` column or rename the "
-            "column holding the prompts to `prompt`"
-        )
-    if ROW_COLUMN in names:
-        raise InputError(f"{path}: has a column named `{ROW_COLUMN}`, which chunkwise adds; rename or drop it")
-    id_type = schema.field("id").type
+    layout = layout_of(path, schema, columns or InputColumns(), internal=internal)
+    id_type = schema.field(layout.id).type
     value_type = id_type.value_type if pa.types.is_dictionary(id_type) else id_type
-    if not (pa.types.is_integer(value_type) or (_is_text(value_type) and not pa.types.is_null(value_type))):
+    text = pa.types.is_string(value_type) or pa.types.is_large_string(value_type) or pa.types.is_string_view(value_type)
+    if not (pa.types.is_integer(value_type) or text):
         raise InputError(
-            f"{path}: column `id` has type {id_type}; ids must be strings or integers: cast it "
+            f"{path}: column `{layout.id}` has type {id_type}; ids must be strings or integers: cast it "
             "(to int64 if every value is a whole number, else to string)"
         )
-    prompt_type = schema.field("prompt").type
-    if not _is_text(prompt_type):
-        raise InputError(f"{path}: column `prompt` has type {prompt_type}; prompts must be strings: cast it to string")
-    has_system = "system" in names
-    if has_system and not _is_text(schema.field("system").type):
-        raise InputError(
-            f"{path}: column `system` has type {schema.field('system').type}; `system` must be strings "
-            "(a row's own system prompt, null for the run's): cast it to string or drop the column"
-        )
-    return schema, has_system
+    return schema, layout
 
 
 def plain_type(t: pa.DataType) -> pa.DataType:
@@ -111,16 +88,20 @@ def id_values(column: pa.ChunkedArray) -> pa.Array:
     return arr.cast(plain_type(arr.type))
 
 
-def check_ids(path: Path, pf: pq.ParquetFile) -> pa.Array:
-    """All ids (decoded, one array: small next to the prompts), after checking nulls and duplicates."""
+def check_ids(path: Path, pf: pq.ParquetFile, layout: Layout | None = None) -> pa.Array:
+    """The ids of the rows a run reads (decoded, one array: small next to the prompts; the first `limit`
+    rows), after checking nulls and duplicates."""
+    name = layout.id if layout else "id"
     try:
-        ids = id_values(pf.read(columns=["id"]).column("id"))
+        ids = id_values(pf.read(columns=[name]).column(name))
     except (pa.ArrowException, OSError) as exc:
         raise not_parquet(path, exc) from exc
+    if layout is not None and layout.limit is not None:
+        ids = ids.slice(0, layout.limit)
     if ids.null_count:
         first = pc.indices_nonzero(pc.is_null(ids))[0].as_py()
         raise InputError(
-            f"{path}: column `id` is null in {ids.null_count} rows (first at row {first}, counting from 0); "
+            f"{path}: column `{name}` is null in {ids.null_count} rows (first at row {first}, counting from 0); "
             "give every row a unique id"
         )
     counts = pc.value_counts(ids)
@@ -132,7 +113,7 @@ def check_ids(path: Path, pf: pq.ParquetFile) -> pa.Array:
         shown = ", ".join(f"{values[i].as_py()!r} x{times[i].as_py()}" for i in range(min(n_dup, DUPLICATES_SHOWN)))
         more = ", ..." if n_dup > DUPLICATES_SHOWN else ""
         raise InputError(
-            f"{path}: column `id` has {n_dup} duplicated values in {pc.sum(times).as_py()} rows "
+            f"{path}: column `{name}` has {n_dup} duplicated values in {pc.sum(times).as_py()} rows "
             f"({shown}{more}); ids must be unique: deduplicate the rows or renumber the ids"
         )
     return ids
@@ -150,14 +131,18 @@ def _groups(path: Path, pf: pq.ParquetFile, columns: list[str]) -> Iterator[pa.T
         yield table if table.schema.equals(plain) else table.cast(plain)
 
 
-def read_groups(path: Path, pf: pq.ParquetFile, columns: list[str]) -> Iterator[pa.Table]:
-    """`_groups`, with a read failure (a corrupt page, a truncated file) as an InputError."""
+def read_groups(path: Path, pf: pq.ParquetFile, columns: list[str], layout: Layout | None = None) -> Iterator[pa.Table]:
+    """`_groups` in the canonical shape (`chunkwise.inputs.columns`; `columns` are input names), the first
+    `layout.limit` rows, with a read failure (a corrupt page, a truncated file) as an InputError."""
     groups = _groups(path, pf, columns)
-    while True:
+    left = layout.limit if layout is not None else None
+    while left is None or left > 0:
         try:
             table = next(groups)
         except StopIteration:
             return
         except (pa.ArrowException, OSError) as exc:
             raise not_parquet(path, exc) from exc
-        yield table
+        if left is not None:
+            table, left = table.slice(0, left), left - min(left, table.num_rows)
+        yield canonical(table, layout) if layout is not None else table

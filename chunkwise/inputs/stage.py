@@ -24,10 +24,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from chunkwise.inputs.columns import InputColumns, canonical_schema
 from chunkwise.inputs.parquet import check_ids, check_schema, open_input, plain_schema, read_groups
 from chunkwise.inputs.scan import Scan, batch_file, carried_columns
 from chunkwise.inputs.summary import (
+    HISTORY_COLUMN,
     LINE_ERROR_COLUMN,
+    OPTIONS_COLUMN,
     REASON_COLUMN,
     ROW_COLUMN,
     InputSummary,
@@ -57,7 +60,14 @@ class StagedInput(InputSummary):
 
 
 def fingerprint(path: str | os.PathLike[str], block: int = 1 << 20) -> str:
-    """sha256 hex of the file's bytes, read in `block`-byte pieces."""
+    """sha256 hex of the file's bytes, read in `block`-byte pieces (once per version of the file: a run
+    names itself after it, then stages and checks it, in one process)."""
+    st = os.stat(path)
+    return _fingerprint(os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino, block)
+
+
+@lru_cache(maxsize=16)
+def _fingerprint(path: str, size: int, mtime_ns: int, inode: int, block: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while data := f.read(block):
@@ -72,34 +82,43 @@ def _durable_replace(tmp: Path, final: Path) -> None:
     fsync_dir(final.parent)
 
 
+def staged_key(*, num_ctx: int, num_predict: int, run: dict[str, Any] | None,
+               columns: InputColumns | None) -> dict[str, Any]:
+    """What staging depends on besides the file's bytes (recorded in staged.json, compared before reuse)."""
+    return {"num_ctx": num_ctx, "num_predict": num_predict, "run": run or {},
+            "columns": (columns or InputColumns()).as_dict()}
+
+
 def stage_input(path: str | os.PathLike[str], run_dir: str | os.PathLike[str], *, num_ctx: int, num_predict: int,
-                run: dict[str, Any] | None = None) -> StagedInput:
+                run: dict[str, Any] | None = None, columns: InputColumns | None = None,
+                internal: bool = False) -> StagedInput:
     """Validate `path`, then write `run_dir/requests.parquet` and `run_dir/rejects.parquet`.
 
     Both files appear atomically (temp file, fsync, rename) and only after the whole input was
-    read; on InputError nothing is left behind. `run_dir` is created if missing. An OpenAI batch
-    file is first converted to a request table (`chunkwise.inputs.batchfile`; its lines are checked
-    against `run`: model and options) and staged from that.
+    read; on InputError nothing is left behind. `run_dir` is created if missing. `columns` maps the
+    id and request columns and limits the rows (`chunkwise.inputs.columns`). An OpenAI batch file is
+    first converted to a request table (`chunkwise.inputs.batchfile`; its lines are checked against `run`:
+    the run's model) and staged from that (`internal`: a table chunkwise wrote, in the canonical shape).
     """
     path, run_dir = Path(path), Path(run_dir)
+    key = staged_key(num_ctx=num_ctx, num_predict=num_predict, run=run, columns=columns)
     if batch_file(path):
         from chunkwise.inputs.batchfile import converted_copy
 
         run_dir.mkdir(parents=True, exist_ok=True)
-        converted = converted_copy(path, run_dir, num_predict=num_predict, run=run)
+        converted = converted_copy(path, run_dir, run=run, columns=columns)
         try:
-            staged = stage_input(converted, run_dir, num_ctx=num_ctx, num_predict=num_predict)
+            staged = stage_input(converted, run_dir, num_ctx=num_ctx, num_predict=num_predict, internal=True)
         finally:
             converted.unlink(missing_ok=True)
         digest = fingerprint(path)  # the user's file, as every resume compares it
-        write_json_atomic(RunPaths(run_dir).staged,
-                          {"fingerprint": digest, "num_ctx": num_ctx, "num_predict": num_predict})
+        write_json_atomic(RunPaths(run_dir).staged, {"fingerprint": digest, **key})
         return dataclasses.replace(staged, path=str(path), fingerprint=digest)
     pf = open_input(path)
-    schema, has_system = check_schema(path, pf)
-    schema = plain_schema(schema)
-    id_dtype = str(check_ids(path, pf).type)
-    scan = Scan(has_system, num_ctx, num_predict)
+    input_schema, layout = check_schema(path, pf, None if internal else columns, internal=internal)
+    schema = canonical_schema(plain_schema(input_schema), layout)
+    id_dtype = str(check_ids(path, pf, layout).type)
+    scan = Scan(layout.has_system or layout.chat, num_ctx, num_predict)
     carried = carried_columns(schema)
     digest = fingerprint(path)
     metadata = {k: v for k, v in (schema.metadata or {}).items() if k != b"pandas"} or None
@@ -110,7 +129,7 @@ def stage_input(path: str | os.PathLike[str], run_dir: str | os.PathLike[str], *
          *(schema.field(c) for c in carried)],
         metadata=metadata,
     )
-    text_cols = {"prompt", "system", REASON_COLUMN}
+    text_cols = {"prompt", "system", REASON_COLUMN, HISTORY_COLUMN, OPTIONS_COLUMN}
     run_dir.mkdir(parents=True, exist_ok=True)
     paths = RunPaths(run_dir)
     req_tmp, rej_tmp = paths.temp(paths.requests.name), paths.temp(paths.rejects.name)
@@ -122,7 +141,7 @@ def stage_input(path: str | os.PathLike[str], run_dir: str | os.PathLike[str], *
 
     try:
         with writer(req_tmp, req_schema) as req_w, writer(rej_tmp, rej_schema) as rej_w:
-            for table in read_groups(path, pf, schema.names):
+            for table in read_groups(path, pf, input_schema.names, layout):
                 rows, keep, reasons = scan.classify(table)
                 accepted = table.filter(keep) if reasons else table
                 accepted = accepted.add_column(0, ROW_COLUMN, rows.filter(keep) if reasons else rows)
@@ -141,7 +160,7 @@ def stage_input(path: str | os.PathLike[str], run_dir: str | os.PathLike[str], *
         req_tmp.unlink(missing_ok=True)
         rej_tmp.unlink(missing_ok=True)
     # written last: what the staged files were made from (`chunkwise.inputs.staged`)
-    write_json_atomic(paths.staged, {"fingerprint": digest, "num_ctx": num_ctx, "num_predict": num_predict})
+    write_json_atomic(paths.staged, {"fingerprint": digest, **key})
     summary = scan.summary(
         path, id_dtype, carried, cls=StagedInput, fingerprint=digest, run_dir=str(run_dir),
         requests_path=str(paths.requests), rejects_path=str(paths.rejects),
@@ -172,7 +191,9 @@ def _read_row_groups(path: str, metadata: pq.FileMetaData, groups: list[int], co
 
 def read_requests(staged_path: str | os.PathLike[str], start: int, stop: int) -> pl.DataFrame:
     """Accepted requests at positions [start, stop) of requests.parquet as a polars DataFrame with
-    columns `_row` (int64), `id`, `prompt` (str) and `system` (str, null where the row has none).
+    columns `_row` (int64), `id`, `prompt` (str), `system` (str, null where the row has none), `_history`
+    (a chat's earlier turns, null where none) and `_options` (a batch line's own options as JSON, null
+    where none).
 
     Reads only the row groups overlapping [start, stop)."""
     import polars as pl
@@ -184,7 +205,7 @@ def read_requests(staged_path: str | os.PathLike[str], start: int, stop: int) ->
     if not 0 <= start <= stop <= total:
         raise ValueError(f"{path}: positions [{start}, {stop}) are outside the {total} staged requests")
     names = md.schema.to_arrow_schema().names
-    columns = [ROW_COLUMN, "id", "prompt"] + (["system"] if "system" in names else [])
+    columns = [ROW_COLUMN, "id", "prompt"] + [c for c in ("system", HISTORY_COLUMN, OPTIONS_COLUMN) if c in names]
     if start == stop:
         table = md.schema.to_arrow_schema().empty_table().select(columns)
         first = start
@@ -196,8 +217,12 @@ def read_requests(staged_path: str | os.PathLike[str], start: int, stop: int) ->
     table = table.slice(start - first, stop - start)
     df = pl.from_arrow(table)
     assert isinstance(df, pl.DataFrame)
-    if "system" not in df.columns:
-        df = df.with_columns(pl.lit(None, dtype=pl.String).alias("system"))
-    return df.with_columns(pl.col("prompt").cast(pl.String), pl.col("system").cast(pl.String)).select(
-        ROW_COLUMN, "id", "prompt", "system"
+    missing = [c for c in ("system", OPTIONS_COLUMN) if c not in df.columns]
+    df = df.with_columns(*[pl.lit(None, dtype=pl.String).alias(c) for c in missing])
+    if HISTORY_COLUMN not in df.columns:
+        df = df.with_columns(pl.lit(None, dtype=pl.List(pl.Struct({"role": pl.String, "content": pl.String})))
+                             .alias(HISTORY_COLUMN))
+    return df.with_columns(pl.col("prompt").cast(pl.String), pl.col("system").cast(pl.String),
+                           pl.col(OPTIONS_COLUMN).cast(pl.String)).select(
+        ROW_COLUMN, "id", "prompt", "system", HISTORY_COLUMN, OPTIONS_COLUMN
     )

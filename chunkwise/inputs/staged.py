@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from chunkwise.inputs.scan import carried_columns
 from chunkwise.inputs.stage import StagedInput
-from chunkwise.inputs.summary import FIRST_REJECTS_KEPT, REASON_COLUMN, ROW_COLUMN, Reject
+from chunkwise.inputs.summary import FIRST_REJECTS_KEPT, HISTORY_COLUMN, REASON_COLUMN, ROW_COLUMN, Reject
 from chunkwise.store.files import read_json
 from chunkwise.store.layout import RunPaths
 
@@ -37,7 +37,13 @@ def load_staged(run_dir: str | os.PathLike[str], *, source: str, fingerprint: st
     requests, rejects = paths.requests, paths.rejects
     schema = pq.read_schema(requests)
     has_system = "system" in schema.names
-    lengths = [pl.col(ROW_COLUMN), pl.col("prompt").str.len_chars().cast(pl.Int64).alias("p")]
+    chars = pl.col("prompt").str.len_chars().cast(pl.Int64)
+    chats = HISTORY_COLUMN in schema.names
+    if chats:  # as the scan counts them (`chunkwise.inputs.columns.history_chars`)
+        earlier = pl.col(HISTORY_COLUMN).list.eval(pl.element().struct.field("content").str.len_chars()).list.sum()
+        chars = chars + earlier.cast(pl.Int64).fill_null(0)
+    lengths = [pl.col(ROW_COLUMN), chars.alias("p"),
+               (pl.col(HISTORY_COLUMN).is_not_null() if chats else pl.lit(False)).alias("h")]
     if has_system:
         lengths.append(pl.col("system").str.len_chars().cast(pl.Int64).alias("s"))
     table = pl.scan_parquet(requests).select(lengths).collect(engine="streaming").to_arrow()
@@ -50,5 +56,6 @@ def load_staged(run_dir: str | os.PathLike[str], *, source: str, fingerprint: st
         longest=(), accepted_rows=table.column(ROW_COLUMN).combine_chunks(),
         prompt_chars=table.column("p").combine_chunks(),
         system_chars=table.column("s").combine_chunks() if has_system else None,
+        history_rows=sum(1 for h in table.column("h").to_pylist() if h),
         fingerprint=fingerprint, run_dir=str(run_dir), requests_path=str(requests), rejects_path=str(rejects),
     )

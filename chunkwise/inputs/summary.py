@@ -9,8 +9,13 @@ from typing import Any
 import pyarrow as pa
 
 ROW_COLUMN, REASON_COLUMN = "_row", "_reason"
-#: A converted OpenAI batch file's per-line quarantine reason (`chunkwise.inputs.batchfile`); null if good.
+#: A row's quarantine reason found while reading it (an OpenAI batch line, a chat that cannot be sent); null if good.
 LINE_ERROR_COLUMN = "_line_error"
+#: A chat's turns before its last (`chunkwise.inputs.columns`) and a batch line's own options, JSON
+#: (`chunkwise.inputs.batchfile`): columns of the staged requests, never carried into the results.
+HISTORY_COLUMN, OPTIONS_COLUMN = "_history", "_options"
+#: Staged columns that are the request itself, not carried into the results.
+REQUEST_COLUMNS = ("id", "prompt", "system", HISTORY_COLUMN, OPTIONS_COLUMN, LINE_ERROR_COLUMN)
 FIRST_REJECTS_KEPT = 20
 LONGEST_KEPT = 50
 
@@ -53,11 +58,14 @@ class InputSummary:
     accepted_rows: pa.Array = field(repr=False, compare=False)
     prompt_chars: pa.Array = field(repr=False, compare=False)
     system_chars: pa.Array | None = field(repr=False, compare=False)
+    #: Accepted rows that are chats with earlier turns (conversation mode cannot send them).
+    history_rows: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "path": self.path, "rows": self.rows, "accepted": self.accepted, "rejected": self.rejected,
             "id_dtype": self.id_dtype, "carried_columns": list(self.carried_columns),
             "has_system": self.has_system, "num_ctx": self.num_ctx, "num_predict": self.num_predict,
+            "history_rows": self.history_rows,
             "first_rejects": [{"row": r.row, "id": r.id, "reason": r.reason} for r in self.first_rejects],
         }

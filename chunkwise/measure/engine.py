@@ -1,4 +1,4 @@
-"""`chunkwise measure --api openai`: memory against context on llama-server, one start per context.
+"""`chunkwise measure --local-engine`: memory against context on llama-server, one start per context.
 
 llama-server fixes its context at start (`-c`, split across `-np` slots) and reserves the whole KV
 cache then; no request can change it (unlike Ollama's per-request `num_ctx`, which reloads the

@@ -1,4 +1,4 @@
-"""measure.md of `chunkwise measure --api openai`: llama-server restarted per context; memory at load
+"""measure.md of `chunkwise measure --local-engine`: llama-server restarted per context; memory at load
 (the reservation) and after one answer, in KiB per context token next to the KV formula."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ MIB_KIB = 1024  # KiB per MiB
 
 
 def render_engine_markdown(report: MeasureReport) -> str:
-    """measure.md of `--api openai`: llama-server restarted per context, memory at load and after."""
+    """measure.md of `--local-engine`: llama-server restarted per context, memory at load and after."""
     r = report
     lines = [f"# chunkwise measure: {r.model} on llama-server", ""]
     lines.append(f"- Server: {r.server_version}, {r.host}")

@@ -54,10 +54,10 @@ class MeasureRow:
     in_fit: bool = False
     #: The batch the runner ran with (Ollama's num_batch: its rule for the loaded context), tokens: its tier.
     batch: int | None = None
-    #: --api ollama on this machine: the runner process's VmHWM after the answer (its peak since the load), MiB.
+    #: Ollama on this machine: the runner process's VmHWM after the answer (its peak since the load), MiB.
     rss_peak_mib: float | None = None
-    # --api openai (llama-server restarted per context): memory right after load and after the answer;
-    # --api ollama on this machine: rss_mib is the runner process's VmRSS after the answer
+    # --local-engine (llama-server restarted per context): memory right after load and after the answer;
+    # Ollama on this machine: rss_mib is the runner process's VmRSS after the answer
     load_mib: float | None = None
     rss_load_mib: float | None = None
     rss_mib: float | None = None

@@ -46,8 +46,13 @@ def _error_text(body: bytes) -> str:
 def options_of(request: ChatRequest) -> dict[str, Any]:
     """Ollama's `options` for a request: num_ctx always explicit (a change reloads the model)."""
     o = request.options
-    return {"num_ctx": o.context_tokens, "num_predict": o.max_answer_tokens, "temperature": o.temperature,
-            "seed": o.seed}
+    options: dict[str, Any] = {"num_ctx": o.context_tokens, "num_predict": o.max_answer_tokens,
+                               "temperature": o.temperature, "seed": o.seed}
+    if o.top_p is not None:
+        options["top_p"] = o.top_p
+    if o.stop:
+        options["stop"] = list(o.stop)
+    return options
 
 
 class OllamaClient(HttpBoundary):

@@ -8,7 +8,7 @@ head size, sliding window and layer pattern: `/props` and `/v1/models` `meta` ca
 `n_ctx_train`, `n_embd`, `n_params`, `size`; tools/server/server-context.cpp `get_res_props` and
 `get_res_model_info` in the llama.cpp vendored by llama-cpp-python 0.3.36, commit 0c1e570), so the
 plan reads them from the GGUF header at `model_path` (`chunkwise.openai.gguf`), as
-`chunkwise measure --api openai` does. That works when the server runs on this machine, which is
+`chunkwise measure --local-engine` does. That works when the server runs on this machine, which is
 the only case chunkwise supports (loopback hosts only). The weights' size is the GGUF file's size.
 
 Other OpenAI-compatible servers (vLLM, SGLang, OpenAI) have no `/props`: the plan then says the KV

@@ -1,5 +1,6 @@
 """The body of `POST /v1/chat/completions`: only portable OpenAI fields (`max_tokens`, `temperature`,
-`seed`, `response_format`, and `reasoning_effort` when a run asks for thinking levels), because OpenAI
+`seed`, `top_p` and `stop` when a request has its own, `response_format`, and `reasoning_effort` when a
+run asks for thinking levels), because OpenAI
 itself answers 400 to an unknown field (`chat_template_kwargs` is sent only to llama-server, which reads
 it: `chunkwise.openai.thinking`); the one llama.cpp extension that matters to a batch, `cache_prompt`,
 already defaults to true (llama.cpp tools/server/README.md, "cache_prompt ... Default: true";
@@ -28,6 +29,10 @@ def chat_body(request: ChatRequest, *, stream: bool) -> dict[str, Any]:
     o = request.options
     body: dict[str, Any] = {"model": request.model, "messages": request.messages, "stream": stream,
                             "max_tokens": int(o.max_answer_tokens), "temperature": o.temperature, "seed": o.seed}
+    if o.top_p is not None:
+        body["top_p"] = o.top_p
+    if o.stop:
+        body["stop"] = list(o.stop)
     if request.format is not None:
         body["response_format"] = response_format(request.format)
     if stream:

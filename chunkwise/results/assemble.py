@@ -12,13 +12,14 @@ from pathlib import Path
 
 import polars as pl
 
-from chunkwise.inputs.summary import REASON_COLUMN
+from chunkwise.inputs.summary import REASON_COLUMN, REQUEST_COLUMNS, ROW_COLUMN
 from chunkwise.store.files import write_atomic
 from chunkwise.store.layout import RunPaths
 from chunkwise.store.records import OUTCOME_FIELDS, Status
 
-#: Input columns that are not carried into the results (the prompt is the input, not the output).
-NOT_CARRIED = ("_row", "id", "prompt", "system")
+#: Staged columns that are not carried into the results (the request is the input, not the output: join
+#: results.parquet to the input on `id` to see the prompt beside its answer).
+NOT_CARRIED = (ROW_COLUMN, *REQUEST_COLUMNS)
 
 
 def carried_columns(paths: RunPaths) -> list[str]:

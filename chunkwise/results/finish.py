@@ -13,6 +13,7 @@ from typing import Any
 import polars as pl
 
 from chunkwise.errors import IncompleteRun
+from chunkwise.inputs.scan import batch_file
 from chunkwise.results.assemble import assemble_results, conversation_starts
 from chunkwise.results.openai_files import write_batch_files
 from chunkwise.results.sessions import session_figures
@@ -84,7 +85,8 @@ def finish_run(ctx: RunContext, n_chunks: int, telemetry: dict[str, Any] | None 
                     "results": str(paths.results)},
         },
     )
-    if ctx.params.output_format == "openai":
+    fmt = ctx.params.output_format
+    if fmt == "openai" or (fmt is None and batch_file(ctx.params.input_path)):  # a batch file's answers as one
         write_batch_files(paths, model=ctx.params.model)
     write_json_atomic(paths.stats, stats)
     return stats

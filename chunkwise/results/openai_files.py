@@ -5,12 +5,14 @@ Line shape (OpenAI API spec, `BatchRequestOutput`: "The per-line object of the b
 error files"): `{"id", "custom_id", "response": {"status_code", "request_id", "body"} | null,
 "error": {"code", "message"} | null}`, the body being a `chat.completion` object.
 
-- `batch_output.jsonl`: requests answered (`status` ok), `error: null`.
-- `batch_errors.jsonl`: every other request. A failed request whose answer the run paid for
-  (output_truncated, invalid_output) keeps that answer in `response` (status 200, its
-  finish_reason); one without an answer (context_truncated, transient, a quarantined row) has
-  `response: null`. `error.code` is chunkwise's failure class (`rejected` for a quarantined row),
-  `error.message` its message.
+- `batch_output.jsonl`: every request the server answered (HTTP 200), as the Batch API writes it:
+  `response.status_code` 200, the `chat.completion` body with its `finish_reason`, `error: null`. That
+  includes answers chunkwise flags in results.parquet (`status` failed): one stopped by max_tokens
+  (`finish_reason` "length", class output_truncated) or one that fails the requested schema
+  (invalid_output) is still the server's 200 answer to that line.
+- `batch_errors.jsonl`: every request with no answer: `response: null`, `error.code` chunkwise's failure
+  class (context_truncated: the server refused the prompt; transient: gave up after its attempts;
+  `rejected` for a line quarantined before sending), `error.message` its message.
 
 Together the two files hold exactly one line per input request, as results.parquet does.
 """
@@ -58,14 +60,13 @@ def line_for(r: dict[str, Any], *, run_name: str, model: str, created: int) -> t
     answered = r["response"] is not None and r["status"] != "rejected"
     response = ({"status_code": 200, "request_id": request_id, "body": _completion(r, model, created, request_id)}
                 if answered else None)
-    ok = r["status"] == "ok"
-    error = None if ok else {"code": r["error_class"] or r["status"], "message": r["error_message"] or ""}
+    error = None if answered else {"code": r["error_class"] or r["status"], "message": r["error_message"] or ""}
     item = {"id": line_id, "custom_id": str(r["id"]), "response": response, "error": error}
-    return ok, orjson.dumps(item) + b"\n"
+    return answered, orjson.dumps(item) + b"\n"
 
 
 def write_batch_files(paths: RunPaths, *, model: str) -> tuple[Path, Path]:
-    """Write batch_output.jsonl and batch_errors.jsonl atomically from results.parquet."""
+    """Write batch_output.jsonl (answered) and batch_errors.jsonl (not answered) atomically from results.parquet."""
     created = int(time.time())
     run_name = paths.root.name
     output, errors = paths.batch_output, paths.batch_errors

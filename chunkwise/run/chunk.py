@@ -15,8 +15,11 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from chunkwise.errors import ChunkwiseError, FatalError, RunInterrupted, StorageError
 from chunkwise.inputs.stage import read_requests
+from chunkwise.inputs.summary import HISTORY_COLUMN, OPTIONS_COLUMN
 from chunkwise.logs import RunLogger, logger
 from chunkwise.plan.chunks import ChunkSpec
 from chunkwise.run.context import RunContext
@@ -116,6 +119,19 @@ def _system_for(ctx: RunContext, row: dict[str, Any]) -> str:
     return row.get("system") or ctx.system_prompt
 
 
+def _own_options(row: dict[str, Any]) -> dict[str, Any] | None:
+    """The request's own options (an OpenAI batch line's, `chunkwise.inputs.batchfile`), or None."""
+    raw = row.get(OPTIONS_COLUMN)
+    return orjson.loads(raw) if raw else None
+
+
+def _messages(system: str, row: dict[str, Any]) -> list[dict[str, str]]:
+    """Independent mode's chat for a row: the system prompt, a chat's earlier turns, the row's prompt."""
+    earlier = [{"role": t["role"], "content": t["content"]} for t in row.get(HISTORY_COLUMN) or []]
+    return ([{"role": "system", "content": system}] if system else []) + earlier + [
+        {"role": "user", "content": row["prompt"]}]
+
+
 def _conversation(ctx: RunContext, rt: RunSession, spec: ChunkSpec, rows: list[dict[str, Any]], pending: set[int],
                   done: dict[int, OutcomeRecord], record: Callable[[OutcomeRecord], None]) -> None:
     """One chat over the chunk. A turn that overflows the context is retried once after trimming
@@ -128,10 +144,12 @@ def _conversation(ctx: RunContext, rt: RunSession, spec: ChunkSpec, rows: list[d
         for row in rows:
             messages = conv.prepare(row["prompt"], _system_for(ctx, row))
             if row["_row"] in pending:
-                outcome = send(ctx, rt, row=row["_row"], chunk=spec.index, messages=messages)
+                own = _own_options(row)
+                outcome = send(ctx, rt, row=row["_row"], chunk=spec.index, messages=messages, own=own)
                 if outcome["error_class"] == FailureClass.CONTEXT_TRUNCATED and conv.pairs:
                     messages = conv.prepare(row["prompt"], harder=True)
-                    outcome = send(ctx, rt, row=row["_row"], chunk=spec.index, messages=messages, context_retries=1)
+                    outcome = send(ctx, rt, row=row["_row"], chunk=spec.index, messages=messages, context_retries=1,
+                                   own=own)
                 record(outcome)
             else:
                 previous = done.get(row["_row"])
@@ -146,13 +164,11 @@ def _conversation(ctx: RunContext, rt: RunSession, spec: ChunkSpec, rows: list[d
 def _independent(ctx: RunContext, rt: RunSession, spec: ChunkSpec, rows: list[dict[str, Any]],
                  record: Callable[[OutcomeRecord], None]) -> None:
     def one(row: dict[str, Any]) -> None:
-        system = _system_for(ctx, row)
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": row["prompt"]}
-        ]
+        messages = _messages(_system_for(ctx, row), row)
         check_running(rt)
         # the slot is taken per attempt inside send(), and given back during a retry's backoff
-        record(send(ctx, rt, row=row["_row"], chunk=spec.index, messages=messages, slot=rt.slots))
+        record(send(ctx, rt, row=row["_row"], chunk=spec.index, messages=messages, slot=rt.slots,
+                    own=_own_options(row)))
 
     # Twice as many workers as slots: while some requests wait out a retry's backoff (slot given back),
     # others of the same chunk are ready to take the freed slots; the semaphore bounds what is on the wire.

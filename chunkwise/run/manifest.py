@@ -9,6 +9,7 @@ sessions is legitimate and should not strand a paid-for run.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 from datetime import UTC, datetime
@@ -16,14 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from chunkwise import __version__
+from chunkwise.params import RunParams
 from chunkwise.run.context import RunContext
 from chunkwise.store.files import read_json, write_json_atomic
 
 #: Manifest keys whose change makes earlier answers incomparable with new ones.
 BINDING_KEYS = ("input_fingerprint", "api", "model", "model_digest", "options", "mode", "system_prompt_sha256",
-                "format", "trim_threshold", "chars_per_token", "chunk_plan")
+                "format", "trim_threshold", "chars_per_token", "chunk_plan", "input_columns")
 #: What a manifest written before a key existed means by its absence.
-DEFAULTS = {"api": "ollama"}
+DEFAULTS: dict[str, Any] = {"api": "ollama", "input_columns": {"id_column": None, "prompt_column": None,
+                                                               "limit": None}}
 #: Keys recorded for the record; a change only warns.
 ADVISORY_KEYS = ("server_version", "code_version")
 #: Keys an earlier manifest wrote under another name (the server's version was `ollama_version` for
@@ -62,11 +65,32 @@ def build_manifest(ctx: RunContext, *, input_path: str, chunk_plan: dict[str, An
         "chars_per_token": ctx.chars_per_token,
         "send_truncate_false": ctx.send_truncate_false,
         "chunk_plan": chunk_plan,
+        "input_columns": {"id_column": p.id_column, "prompt_column": p.prompt_column, "limit": p.limit},
         "code_version": __version__,
         "params": p.model_dump(mode="json"),
         "created_at": now_iso(),
         "sessions": [],
     }
+
+
+def run_identity(params: RunParams, *, input_fingerprint: str, model_digest: str, system_prompt: str,
+                 think: bool | str | None) -> str:
+    """sha256 hex of what makes a run this run: the input's content and every option that changes the answers
+    or the chunks (the manifest's binding keys), and nothing else (not the host, the timeouts, `parallel` in
+    independent mode). A run given no name is named after it (`chunkwise.store.layout.content_run_name`): the
+    same command on the same input resumes; another model, prompt or option starts a run of its own."""
+    p = params
+    conversation = p.mode == "conversation"
+    material = {
+        "input": input_fingerprint, "api": p.api, "model": p.model, "digest": model_digest,
+        "options": {"num_ctx": p.num_ctx, "num_predict": p.num_predict, "temperature": p.temperature, "seed": p.seed},
+        "mode": p.mode, "system": hashlib.sha256(system_prompt.encode()).hexdigest(), "format": p.format,
+        "trim": p.trim_threshold, "chars_per_token": p.chars_per_token, "think": think,
+        "chunks": {"size": p.chunk_size, "budget": p.num_ctx if conversation else p.chunk_token_budget,
+                   "answer": p.expected_answer_tokens, "parallel": p.parallel if conversation else None},
+        "columns": {"id": p.id_column, "prompt": p.prompt_column, "limit": p.limit},
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def recorded(manifest: dict[str, Any], key: str) -> Any:

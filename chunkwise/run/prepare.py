@@ -17,12 +17,20 @@ from typing import Any
 
 from chunkwise.errors import InputError, SetupError
 from chunkwise.inputs import stage as staging
+from chunkwise.inputs.checks import conversation_problem, no_accepted_rows, with_file_model
 from chunkwise.logs import RunLogger, logger
 from chunkwise.params import RunParams
 from chunkwise.plan import chunks as planning
 from chunkwise.run.context import RunContext
-from chunkwise.run.manifest import build_manifest, differences, start_session, upgraded
-from chunkwise.run.rundir import discard_empty_run_dir, next_free_name, open_run_dir, remove_temp_files, stage_or_reuse
+from chunkwise.run.manifest import build_manifest, differences, run_identity, start_session, upgraded
+from chunkwise.run.rundir import (
+    discard_empty_run_dir,
+    discard_new_run_dir,
+    next_free_name,
+    open_run_dir,
+    remove_temp_files,
+    stage_or_reuse,
+)
 from chunkwise.servers import backend_for
 from chunkwise.settings import get_settings
 from chunkwise.store import confine
@@ -66,16 +74,26 @@ def prepare_run(params: RunParams) -> PreparedRun:
                       runs_root=settings.runs_root_path(), inputs_root=settings.inputs_root_path())
     apply_umask()
     system_prompt = resolve_system_prompt(params)
+    params = with_file_model(params)  # a batch file names its model on every line
     backend = backend_for(params.api)
     host = backend.resolve_host(params.host, settings)
     with closing(backend.client(host, settings, connect_timeout_s=min(settings.connect_timeout_s, 10.0),
                                 read_timeout_s=60.0)) as client:
         facts = backend.inspect(client, params.model)  # unreachable, model missing: SetupError
+    params = params.with_server_context(facts.slot_ctx, facts.training_ctx)  # the default num_ctx fits the server
     think = backend.check(params, facts)  # an option this server cannot honour: SetupError
     if facts.is_simulator:
         log().warning("the server at %s is chunkwise's Ollama simulator, not a real Ollama", host)
 
-    paths, existing = open_run_dir(params)
+    identity = None
+    if not params.run_name:  # named after its input's content and its options: the same command resumes
+        source = Path(params.input_path)
+        if not source.is_file():
+            raise InputError(f"{source}: no such file; check the input path" if not source.exists() else
+                             f"{source}: is a directory, not a file; give the path of one Parquet or .jsonl file")
+        identity = run_identity(params, input_fingerprint=staging.fingerprint(source), model_digest=facts.digest,
+                                system_prompt=system_prompt, think=think)
+    paths, existing = open_run_dir(params, identity)
     if existing is not None and params.new_run:
         params = params.model_copy(update={"run_name": next_free_name(paths), "new_run": False})
         paths, existing = open_run_dir(params)
@@ -88,6 +106,11 @@ def prepare_run(params: RunParams) -> PreparedRun:
         if existing is None:
             discard_empty_run_dir(paths.root)
         raise
+    problem = conversation_problem(staged, params)
+    if problem:
+        if existing is None:
+            discard_new_run_dir(paths.root)
+        raise SetupError(problem)
 
     ctx = RunContext(
         run_dir=str(paths.root),
@@ -113,6 +136,8 @@ def plan_run(prepared: PreparedRun, *, write: bool = True) -> tuple[list[plannin
     """
     ctx, staged, existing = prepared.ctx, prepared.staged, prepared.existing_manifest
     params = ctx.params
+    if not staged.accepted:  # every row quarantined: nothing to send, nothing to chunk
+        raise InputError(no_accepted_rows(staged, rejects=str(RunPaths(ctx.dir).rejects)))
     try:
         chunk_size, computed = planning.chunk_size_for(staged, params, system_prompt=ctx.system_prompt,
                                                        chars_per_token=ctx.chars_per_token)

@@ -9,7 +9,7 @@ from typing import Any
 
 from chunkwise.errors import SetupError
 from chunkwise.inputs import stage as staging
-from chunkwise.inputs.batchfile import run_options as batch_run_options
+from chunkwise.inputs.checks import input_checks
 from chunkwise.inputs.staged import load_staged, staged_record
 from chunkwise.logs import RunLogger, logger
 from chunkwise.params import RunParams
@@ -18,18 +18,20 @@ from chunkwise.settings import get_settings
 from chunkwise.store import lock as runlock
 from chunkwise.store.confine import no_escaping_links
 from chunkwise.store.files import ensure_dir, read_json
-from chunkwise.store.layout import RunPaths, default_run_name, run_paths
+from chunkwise.store.layout import RunPaths, content_run_name, default_run_name, run_paths
 
 
 def log() -> RunLogger:
     return logger("chunkwise.run.prepare")
 
 
-def open_run_dir(params: RunParams) -> tuple[RunPaths, dict[str, Any] | None]:
+def open_run_dir(params: RunParams, identity: str | None = None) -> tuple[RunPaths, dict[str, Any] | None]:
     """The run's paths and its existing manifest, if any; refuses unwritable or unsafe locations (an
     existing run directory holding a symlink out of the runs root). A new one is its owner's only
-    (`chunkwise.store.files.modes`)."""
-    name = params.run_name or default_run_name(params.input_path)
+    (`chunkwise.store.files.modes`). A run given no name is named after `identity`
+    (`chunkwise.run.manifest.run_identity`), else after its input and the time."""
+    name = params.run_name or (content_run_name(params.input_path, identity) if identity
+                               else default_run_name(params.input_path))
     paths = run_paths(params.output_dir, name)
     if paths.root.is_dir():
         no_escaping_links(paths.root, get_settings().runs_root_path())
@@ -56,6 +58,14 @@ def remove_temp_files(run_dir: Path) -> None:
             leftover.unlink(missing_ok=True)
 
 
+def discard_new_run_dir(run_dir: Path) -> None:
+    """A new run refused after staging (an input its mode cannot send) leaves nothing behind either."""
+    paths = RunPaths(run_dir)
+    for staged in (paths.staged, paths.requests, paths.rejects):
+        staged.unlink(missing_ok=True)
+    discard_empty_run_dir(run_dir)
+
+
 def discard_empty_run_dir(run_dir: Path) -> None:
     """A new run whose input was refused leaves nothing behind (its directory held only the lock)."""
     runlock.release(run_dir)
@@ -80,9 +90,10 @@ def stage_or_reuse(params: RunParams, paths: RunPaths, existing: dict[str, Any] 
             f"run {paths.root.name} was started with different settings ({'; '.join(binding)}); resume with the "
             "same settings, or pass --new-run to start a fresh run beside it"
         )
-    limits = {"num_ctx": params.num_ctx, "num_predict": params.num_predict}
+    checks = input_checks(params)
+    key = staging.staged_key(**checks)
     same = (recorded is not None and current == recorded["fingerprint"]
-            and all(recorded[k] == v for k, v in limits.items()))
+            and all(recorded.get(k) == v for k, v in key.items()))
     # A resume never re-stages (a changed option is refused by the manifest check, not by rewriting
     # requests.parquet); a new run re-uses what its preflight staged from the same file and limits.
     if recorded is not None and (existing is not None or same):
@@ -90,8 +101,7 @@ def stage_or_reuse(params: RunParams, paths: RunPaths, existing: dict[str, Any] 
             log().warning("input %s is gone; resuming from the run's staged copy of it", params.input_path)
         return load_staged(paths.root, source=params.input_path, fingerprint=recorded["fingerprint"],
                                    num_ctx=recorded["num_ctx"], num_predict=recorded["num_predict"])
-    return staging.stage_input(params.input_path, paths.root, num_ctx=params.num_ctx, num_predict=params.num_predict,
-                               run=batch_run_options(params))
+    return staging.stage_input(params.input_path, paths.root, **checks)
 
 
 def next_free_name(paths: RunPaths) -> str:

@@ -69,6 +69,7 @@ def send(
     messages: list[dict[str, str]],
     context_retries: int = 0,
     slot: AbstractContextManager[Any] | None = None,
+    own: dict[str, Any] | None = None,
 ) -> OutcomeRecord:
     """Send one chat request until it has a final outcome record.
 
@@ -77,14 +78,21 @@ def send(
     that another request could use; a conversation passes None because it holds its one slot for
     the whole conversation (its prefix cache lives on that slot).
 
+    `own` are the request's own options (an OpenAI batch line's: num_predict, temperature, top_p, stop,
+    seed, format), each replacing the run's for this request.
+
     Raises `ServerUnavailable` when the server stays unreachable (the chunk task is then retried
     by Prefect later, and nothing is recorded for this request), `FatalError` to stop the run, and
     `RunInterrupted` when the run is stopping.
     """
     p = ctx.params
+    own = own or {}
     settings = get_settings()
     prompt_chars = sum(len(m["content"]) for m in messages)
-    num_predict = p.num_predict
+    num_predict = int(own.get("num_predict", p.num_predict))
+    base_temperature, seed = float(own.get("temperature", p.temperature)), int(own.get("seed", p.seed))
+    answer_format = own.get("format", p.format)
+    top_p, stop = own.get("top_p"), tuple(own["stop"]) if own.get("stop") else None
     attempts = transient = invalid = 0
     widened = False
     last: dict[str, Any] = {}
@@ -100,12 +108,12 @@ def send(
     while True:
         check_running(rt)
         attempts += 1
-        temperature = retry_temperature(p.temperature, invalid)
+        temperature = retry_temperature(base_temperature, invalid)
         try:
             with slot if slot is not None else nullcontext():
                 check_running(rt)  # the stop may have come while this request waited for a slot
-                options = ChatOptions(p.num_ctx, num_predict, temperature, p.seed + invalid)
-                result = rt.client.chat(ChatRequest(p.model, messages, options, p.format, rt.extras))
+                options = ChatOptions(p.num_ctx, num_predict, temperature, seed + invalid, top_p, stop)
+                result = rt.client.chat(ChatRequest(p.model, messages, options, answer_format, rt.extras))
         except ContextExceeded as exc:
             rt.breaker.success()
             return done(Status.FAILED, FailureClass.CONTEXT_TRUNCATED, f"{exc}; raise num_ctx or shorten the prompt")
@@ -179,8 +187,8 @@ def send(
                 FailureClass.OUTPUT_TRUNCATED,
                 f"answer stopped at num_predict={num_predict} tokens (done_reason 'length'); raise num_predict",
             )
-        if p.format is not None:
-            problem = check_answer(result.content, p.format)
+        if answer_format is not None:
+            problem = check_answer(result.content, answer_format)
             if problem is not None:
                 invalid += 1
                 if invalid < p.invalid_output_attempts:

@@ -134,11 +134,22 @@ class RunPaths:
         return self.root / f".{name}.tmp-{os.getpid()}"
 
 
+def _stem(input_path: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in Path(input_path).stem).strip(".-") or "run"
+
+
 def default_run_name(input_path: str, now: datetime | None = None) -> str:
-    """`<input stem>-<UTC time>`, reduced to the characters a run name allows."""
-    stem = "".join(c if c.isalnum() or c in "._-" else "-" for c in Path(input_path).stem).strip(".-") or "run"
+    """`<input stem>-<UTC time>`, reduced to the characters a run name allows (a flow run's own name)."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-    name = f"{stem[:80]}-{stamp}"
+    name = f"{_stem(input_path)[:80]}-{stamp}"
+    assert RUN_NAME_RE.match(name), name
+    return name
+
+
+def content_run_name(input_path: str, identity: str) -> str:
+    """`<input stem>-<first 12 hex digits of identity>`: the name a run gets when none is given, the same
+    for the same input and options (`chunkwise.run.manifest.run_identity`), so the same command resumes."""
+    name = f"{_stem(input_path)[:80]}-{identity[:12]}"
     assert RUN_NAME_RE.match(name), name
     return name
 

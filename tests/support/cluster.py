@@ -21,7 +21,8 @@ API_KEY = "sk-CLUSTER-MARKER-" + "3" * 24
 def cluster() -> Iterator[Cluster]:
     base = make_base()
     try:
-        c = start_cluster(base, [[*SIM_ARGS, "--seed", str(k)] for k in range(3)], env={"CHUNKWISE_API_KEY": API_KEY})
+        c = start_cluster(base, [[*SIM_ARGS, "--fault-seed", str(k)] for k in range(3)],
+                          env={"CHUNKWISE_API_KEY": API_KEY})
     except BaseException:
         cleanup_tree(base)  # start_cluster stopped what it had started; its files go too
         raise

@@ -24,7 +24,8 @@ def write_requests(path: Path, n: int, *, prompt_words: int = 40, **extra_column
 
 
 def params_for(sim, input_path: Path, out: Path, **changes) -> RunParams:
+    """The pipeline tests' run: conversation mode (what they were written for) unless a test says otherwise."""
     values = dict(input_path=str(input_path), host=sim.url, output_dir=str(out), run_name="t", num_ctx=8192,
-                  parallel=2, chunk_size=10, system_prompt="You are terse.", num_predict=512)
+                  parallel=2, chunk_size=10, system_prompt="You are terse.", num_predict=512, mode="conversation")
     values.update(changes)
     return RunParams(**values)

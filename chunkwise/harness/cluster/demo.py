@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     base = make_base()
     shared = Path(args.output_dir)
     print("starting PostgreSQL, a Prefect server, 3 simulated hosts and their workers on 127.0.0.1 ...", flush=True)
-    cluster = start_cluster(base, [[*SIM_ARGS, "--seed", str(k)] for k in range(3)], shared=shared)
+    cluster = start_cluster(base, [[*SIM_ARGS, "--fault-seed", str(k)] for k in range(3)], shared=shared)
     try:
         src = write_requests(base / "requests.parquet", args.requests)
         name = time.strftime("cluster-demo-%Y%m%dT%H%M%SZ", time.gmtime())

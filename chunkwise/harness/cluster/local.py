@@ -7,7 +7,7 @@ deployment from deployments/cluster.yaml, K simulator processes with real-time r
 worker`s, each pointed at its simulator, and a temporary directory as the shared storage (the runs
 root of the parent and the workers). Every process is started here and stopped by pid.
 
-Authenticated as the README recipe is: a random credential in a 0600 file named by
+Authenticated as the recipe of docs/distributed.md is: a random credential in a 0600 file named by
 CHUNKWISE_PREFECT_AUTH_FILE, the only form in which the server (`chunkwise prefect server start`), the
 workers and the parent get it; never a command-line argument. The server runs without its UI (whose
 static files and /ui-settings Prefect serves without authentication). Prefect's own CLI and direct API
@@ -38,7 +38,7 @@ from chunkwise.harness.cluster.postgres import Postgres, start_postgres
 ROOT = Path(__file__).resolve().parents[3]
 POOL = "chunkwise-gpu"
 #: Real-time simulator rates: ~0.3 s per short answer, 2 slots: about 6 requests/s per host.
-SIM_ARGS = ["--parallel", "2", "--decode-tps", "50", "--prefill-tps", "4000", "--answer-tokens", "8:24"]
+SIM_ARGS = ["--parallel", "2", "--slot-decode-tps", "50", "--slot-prefill-tps", "4000", "--answer-tokens", "8:24"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -148,7 +148,7 @@ class Cluster:
         log = open(self.base / f"worker-{host.name}.log", "ab")  # noqa: SIM115
         host.worker = subprocess.Popen(
             [sys.executable, "-m", "chunkwise", "worker", "--pool", POOL, "--name", host.name,
-             "--ollama-host", host.url, "--parallel", str(parallel), "--check-s", "1"],
+             "--host", host.url, "--parallel", str(parallel), "--check-s", "1"],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def run_parent(self, input_path: Path, run_name: str, *extra: str, timeout_s: float = 600,

@@ -80,8 +80,34 @@ def extract_sources(sdist: Path, dest: Path) -> Path:
         members = [m for m in tar.getmembers() if m.name.startswith(prefix)]
         if not members:
             raise EngineSetupError(f"{sdist}: no {VENDOR} inside; is it the llama-cpp-python sdist?")
-        tar.extractall(dest, members=members, filter="data")
+        extract_members(tar, dest, members)
     return dest / top / VENDOR
+
+
+def extract_members(tar: tarfile.TarFile, dest: Path, members: list[tarfile.TarInfo]) -> None:
+    """Extract `members` under `dest`, refusing what PEP 706's "data" filter refuses: absolute or escaping
+    paths, links that leave `dest`, devices and FIFOs; setuid/setgid/sticky and group/other write bits are
+    dropped, as is the owner. The filter
+    itself where Python has it (3.11.4+); the same checks here for the Pythons before it (Debian 12's
+    /usr/bin/python3 is 3.11.2, whose `extractall` takes no `filter`)."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(dest, members=members, filter="data")
+        return
+    root, source = dest.resolve(), str(tar.name)
+    for member in members:
+        target = (root / member.name).resolve()
+        if member.name.startswith("/") or not target.is_relative_to(root):
+            raise EngineSetupError(f"{source}: member {member.name!r} would land outside {dest}; refusing it")
+        if member.issym() or member.islnk():
+            base = target.parent if member.issym() else root
+            if os.path.isabs(member.linkname) or not (base / member.linkname).resolve().is_relative_to(root):
+                raise EngineSetupError(f"{source}: link {member.name!r} points outside {dest}; refusing it")
+        elif not (member.isfile() or member.isdir()):
+            raise EngineSetupError(f"{source}: member {member.name!r} is a device or FIFO; refusing it")
+        member.mode &= 0o755
+        member.uid = member.gid = os.getuid()
+        member.uname = member.gname = ""
+    tar.extractall(dest, members=members)
 
 
 def build_server(paths: EnginePaths, jobs: int | None = None, log: Callable[[str], None] = print) -> Path:

@@ -1,5 +1,5 @@
 """Minimal loopback HTTP for starting and measuring the engine: stdlib only (no proxies, no
-environment), so `chunkwise.harness.llama_server` and `chunkwise measure --api openai` also run on a machine
+environment), so `chunkwise.harness.llama_server` and `chunkwise measure --local-engine` also run on a machine
 that has Python and pynvml but not chunkwise's dependencies (the GPU check, scripts/gpu_measure.sh).
 Runs use the OpenAI client (chunkwise/openai/), not this."""
 

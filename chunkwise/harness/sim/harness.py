@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from chunkwise.harness.sim.options import SimOptions
+from chunkwise.harness.sim.options import SimOptions, flag_for
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -55,7 +55,7 @@ def cli_args(options: SimOptions) -> list[str]:
             continue
         if isinstance(value, tuple):
             value = f"{value[0]}:{value[1]}"
-        args += [f"--{name.replace('_', '-')}", str(value)]
+        args += [flag_for(name), str(value)]
     return args
 
 

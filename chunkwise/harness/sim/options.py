@@ -1,8 +1,8 @@
 """`SimOptions`: every setting of the Ollama simulator, shared by the CLI, the harness and /sim/config.
 
 Each field maps onto one `chunkwise sim` flag (`--` + the field name with `-` for `_`, e.g.
-`prefill_tps` -> `--prefill-tps`); `chunkwise.commands.sim` builds the parser from this model, so a
-new field is a new flag. Rates of 0 mean "infinitely fast": the simulator then never sleeps.
+`load_ms` -> `--load-ms`, except `FLAG_NAMES`); `chunkwise.commands.sim` builds the parser from this
+model, so a new field is a new flag. Rates of 0 mean "infinitely fast": the simulator then never sleeps.
 """
 
 from __future__ import annotations
@@ -26,6 +26,15 @@ LoadFailure = Literal["none", "load", "oom"]
 FAULT_FIELDS = ("fail_rate", "reset_rate", "stall_rate", "incomplete_rate", "stream_error_rate")
 #: Fields fixed for the life of a server (POST /sim/config refuses them).
 STARTUP_ONLY = ("host", "port")
+#: Fields whose `chunkwise sim` flag is not `--field-name`: the names every command shares
+#: (`chunkwise.commands.flags`) for the address a server listens on, one slot's rates, the fault draws' seed.
+FLAG_NAMES = {"host": "--bind", "prefill_tps": "--slot-prefill-tps", "decode_tps": "--slot-decode-tps",
+              "seed": "--fault-seed"}
+
+
+def flag_for(name: str) -> str:
+    """The `chunkwise sim` flag of a field."""
+    return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
 
 
 class SimOptions(BaseModel):
@@ -33,7 +42,7 @@ class SimOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    host: str = Field(default="127.0.0.1", description="Address to bind; loopback by default.")
+    host: str = Field(default="127.0.0.1", description="Address to listen on; loopback by default.")
     port: int = Field(default=11434, ge=0, le=65535, description="TCP port; 0 picks a free one.")
     parallel: int = Field(
         default=1, ge=1, le=256, description="Parallel slots, like OLLAMA_NUM_PARALLEL (Ollama's default is 1)."
@@ -43,19 +52,25 @@ class SimOptions(BaseModel):
         ge=0,
         description="Requests that may wait in the queue for a model (re)load, like OLLAMA_MAX_QUEUE, besides "
         "the one the scheduler is loading for; one more is answered 503 at once. As in Ollama >= 0.11.5 "
-        "(server/sched.go:197-208) requests for the loaded model wait without limit.",
+        "(Ollama's server/sched.go:197-208) requests for the loaded model wait without limit.",
     )
     num_ctx_default: int = Field(
         default=4096, ge=4,
         description="Context (tokens) when a request sets no options.num_ctx (OLLAMA_CONTEXT_LENGTH)."
     )
-    prefill_tps: float = Field(default=0.0, ge=0, description="Prompt evaluation rate, tokens/s; 0 = instant.")
-    decode_tps: float = Field(default=0.0, ge=0, description="Generation rate, tokens/s; 0 = instant.")
+    prefill_tps: float = Field(
+        default=0.0, ge=0, description="Prompt evaluation rate of one slot, tokens/s; 0 = instant."
+    )
+    decode_tps: float = Field(
+        default=0.0, ge=0,
+        description="Generation rate of one slot, tokens/s (several busy slots: see batch_gain); 0 = instant.",
+    )
     attention_scale_tokens: int = Field(
         default=131072,
         ge=0,
         description="Context slowdown: a token at context position p costs (1 + p / this) times the "
-        "base time (1.98x at 131,072 on an H100, gpu-measurements.md section 2); 0 disables it.",
+        "base time (1.98x at 131,072: one decode step of a Llama-3.1-8B shape on an H100 80GB, 2026-11-26, "
+        "chunkwise/plan/report.py ATTENTION_CONTEXT); 0 disables it.",
     )
     load_ms: float = Field(default=0.0, ge=0, description="Model (re)load time, milliseconds (a real sleep).")
     kv_cache_type: Literal["f16", "q8_0", "q4_0"] = Field(
@@ -109,7 +124,7 @@ class SimOptions(BaseModel):
     compute_buffers: bool = Field(
         default=True,
         description="Count the runner's compute buffers (activations and attention masks for one batch, "
-        "sim/memory.py) in /api/ps size, as every Ollama does; off leaves weights + KV only.",
+        "chunkwise/harness/sim/memory.py) in /api/ps size, as every Ollama does; off leaves weights + KV only.",
     )
     token_density: float = Field(
         default=1.0, ge=1.0, le=4.0,
@@ -123,12 +138,12 @@ class SimOptions(BaseModel):
     prefill_share: float = Field(
         default=PREFILL_SHARE, ge=0, le=1,
         description="Continuous batching: share of the engine a prefill takes from the other slots' "
-        "decoding while it runs (timing.py).",
+        "decoding while it runs (chunkwise/harness/sim/timing.py).",
     )
     batch_gain: float = Field(
         default=BATCH_GAIN, ge=0, le=1,
         description="Continuous batching: aggregate decode rate with n busy slots is decode_tps x n^this "
-        "(1 = perfect scaling, 0 = no gain; timing.py).",
+        "(1 = perfect scaling, 0 = no gain; chunkwise/harness/sim/timing.py).",
     )
     seed: int = Field(default=0, description="Seed of the fault draws (output text depends on options.seed).")
     model_build: str = Field(
@@ -137,7 +152,7 @@ class SimOptions(BaseModel):
     )
     ollama_version: str = Field(
         default=CURRENT_VERSION,
-        description="Version reported by GET /api/version; selects the era's behaviour (sim/era.py).",
+        description="Version reported by GET /api/version; selects the era's behaviour (chunkwise/harness/sim/era.py).",
     )
 
     @field_validator("answer_tokens", "thinking_tokens", mode="before")

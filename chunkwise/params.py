@@ -100,10 +100,10 @@ class RunParams(BaseModel):
     parallel: int = Field(
         default=4,
         ge=1,
-        le=64,
+        le=1024,
         description="Requests in flight at once; match the server's slots (OLLAMA_NUM_PARALLEL, llama-server "
-        "-np, whose default is 4). More than the server has wait in its queue; in conversation mode it is the "
-        "number of conversations in flight.",
+        "-np, whose default is 4; vLLM max_num_seqs, SGLang max_running_requests; up to 1,024). More than the "
+        "server has wait in its queue; in conversation mode it is the number of conversations in flight.",
     )
     system_prompt: str = Field(
         default="", description="System prompt for every request (a row's `system` overrides it)."

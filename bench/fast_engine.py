@@ -1,6 +1,7 @@
 """Benchmark: 256 requests in flight against one fast-engine host, both modes (issue 22 item 2). SIMULATOR figures.
 
-    python -m bench.fast_engine [--rows 3000] [--modes independent conversation] [--label NAME]
+    python -m bench.fast_engine [--rows 3000] [--modes independent conversation] [--stream auto|on|off]
+                                [--label NAME]
 
 One simulator with the `fast-engine` preset (chunkwise/harness/sim/presets.py: 256 slots, 5,800 output
 tokens/s at full batch, prefill 30,000 tokens/s), answers of 100-140 tokens (MLPerf's shape, ~48 req/s at
@@ -51,8 +52,9 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def one_run(url: str, data: Path, tmp: Path, mode: str) -> dict[str, Any]:
-    env = {**os.environ, **RUN_ROOTS, "PREFECT_HOME": str(tmp / "prefect-home"), "PREFECT_LOGGING_LEVEL": "WARNING",
+def one_run(url: str, data: Path, tmp: Path, mode: str, stream: str = "auto") -> dict[str, Any]:
+    env = {**os.environ, **RUN_ROOTS, "CHUNKWISE_STREAM": stream, "PREFECT_HOME": str(tmp / "prefect-home"),
+           "PREFECT_LOGGING_LEVEL": "WARNING",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
     env.pop("PREFECT_API_URL", None)
     argv = [sys.executable, "-m", "chunkwise", "run", "--input", str(data), "--model", "llama3.1:8b", "--host", url,
@@ -75,6 +77,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=3000)
     ap.add_argument("--modes", nargs="+", default=["independent", "conversation"])
+    ap.add_argument("--stream", choices=("auto", "on", "off"), default="auto",
+                    help="CHUNKWISE_STREAM for the runs (auto: whole answers at 256 in flight; on: one line per token)")
     ap.add_argument("--label", default="fast engine, 256 in flight")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
@@ -86,7 +90,7 @@ def main() -> None:
         for mode in args.modes:
             with running_simulator(SimOptions(port=0, preset="fast-engine", answer_tokens=(100, 140)),
                                    process=True) as sim:
-                result = one_run(sim.url, data, tmp, mode)
+                result = one_run(sim.url, data, tmp, mode, args.stream)
                 result["sim"] = sim.stats(fingerprints=False)
             rows.append((mode, result))
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
@@ -96,7 +100,7 @@ def main() -> None:
         "",
         f"Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, code {rev}. Machine: {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, shared with other work (load average {os.getloadavg()[0]:.1f} at the "
-        f"end). {args.rows} requests per mode. SIMULATOR figures.",
+        f"end). {args.rows} requests per mode, CHUNKWISE_STREAM={args.stream}. SIMULATOR figures.",
         "",
         "| mode | slot utilisation while sending (simulator) | whole window | sending s / window s | req/s in the "
         "window | whole command s | command CPU ms / request | chunks (size) | chunk tasks at once | "

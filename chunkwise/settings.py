@@ -52,7 +52,8 @@ class Settings(BaseSettings):
         description="Read answers token by token (on: the read timeout bounds the silence between two tokens) or "
         "whole (off: it bounds the wait for the whole answer). auto: token by token below "
         "`WHOLE_ANSWERS_FROM_PARALLEL` (64) requests in flight, whole answers from there, where reading one line "
-        "per token costs the client more CPU than the rest of a request (bench/results/fast_engine.md). "
+        "per token costs the client more CPU than the rest of a request (`python -m bench.fast_engine --stream on` "
+        "against the default). "
         "CHUNKWISE_OPENAI_STREAM=false also turns streaming off for --api openai.",
     )
     output_dir: Path = Field(

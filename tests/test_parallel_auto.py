@@ -111,3 +111,36 @@ def test_a_run_with_parallel_auto_takes_llama_servers_slots(tmp_path, caplog):
     assert prepared.ctx.params.parallel == 6
     assert "--parallel auto: 6 requests in flight (llama-server /props total_slots" in caplog.text
 
+
+
+def test_plan_probe_reads_sglangs_slot_count_without_props():
+    """`chunkwise plan`'s probe: SGLang has no /props, so the KV layout stays unknown, but its slots are read."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from chunkwise.openai.probe import probe_model
+
+    answers = {**MODELS, "/v1/loads": {"loads": [{"dp_rank": 0, "max_running_requests": 48}]}}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = answers.get(self.path)
+            data = json.dumps(body if body is not None else {"detail": "Not Found"}).encode()
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        facts = probe_model(f"http://127.0.0.1:{server.server_address[1]}", "m")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert facts.model_info is None and "no llama.cpp /props" in facts.source
+    assert facts.slots == 48

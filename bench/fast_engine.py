@@ -1,7 +1,7 @@
 """Benchmark: 256 requests in flight against one fast-engine host, both modes (issue 22 item 2). SIMULATOR figures.
 
     python -m bench.fast_engine [--rows 3000] [--modes independent conversation] [--stream auto|on|off]
-                                [--label NAME]
+                                [--code DIR] [--label NAME]
 
 One simulator with the `fast-engine` preset (chunkwise/harness/sim/presets.py: 256 slots, 5,800 output
 tokens/s at full batch, prefill 30,000 tokens/s), answers of 100-140 tokens (MLPerf's shape, ~48 req/s at
@@ -52,8 +52,10 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def one_run(url: str, data: Path, tmp: Path, mode: str, stream: str = "auto") -> dict[str, Any]:
+def one_run(url: str, data: Path, tmp: Path, mode: str, stream: str = "auto", code: Path = REPO) -> dict[str, Any]:
+    """One `chunkwise run` of the chunkwise found in `code` (its cwd and PYTHONPATH) against `url`."""
     env = {**os.environ, **RUN_ROOTS, "CHUNKWISE_STREAM": stream, "PREFECT_HOME": str(tmp / "prefect-home"),
+           "PYTHONPATH": str(code),
            "PREFECT_LOGGING_LEVEL": "WARNING",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
     env.pop("PREFECT_API_URL", None)
@@ -61,7 +63,7 @@ def one_run(url: str, data: Path, tmp: Path, mode: str, stream: str = "auto") ->
             "--mode", mode, "--parallel", str(PARALLEL), "--num-ctx", "8192", "--num-predict", "256",
             "--system-prompt", SYSTEM, "--output-dir", str(tmp / "runs"), "--run-name", mode, "--json"]
     cpu0, started = children_cpu_s(), time.perf_counter()
-    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True)
+    proc = subprocess.run(argv, cwd=code, env=env, capture_output=True, text=True)
     wall, cpu = time.perf_counter() - started, children_cpu_s() - cpu0
     run_dir = tmp / "runs" / mode
     if proc.returncode not in (0, 1) or not (run_dir / "stats.json").exists():  # 1: some requests failed
@@ -79,6 +81,8 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", default=["independent", "conversation"])
     ap.add_argument("--stream", choices=("auto", "on", "off"), default="auto",
                     help="CHUNKWISE_STREAM for the runs (auto: whole answers at 256 in flight; on: one line per token)")
+    ap.add_argument("--code", type=Path, default=REPO,
+                    help="directory of the chunkwise under test (e.g. a `git archive` of an older commit)")
     ap.add_argument("--label", default="fast engine, 256 in flight")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
@@ -90,11 +94,11 @@ def main() -> None:
         for mode in args.modes:
             with running_simulator(SimOptions(port=0, preset="fast-engine", answer_tokens=(100, 140)),
                                    process=True) as sim:
-                result = one_run(sim.url, data, tmp, mode, args.stream)
+                result = one_run(sim.url, data, tmp, mode, args.stream, args.code.resolve())
                 result["sim"] = sim.stats(fingerprints=False)
             rows.append((mode, result))
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                         text=True).stdout.strip() or "(no git)"
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=args.code, capture_output=True,
+                         text=True).stdout.strip() or f"{args.code} (no git)"
     lines = [
         f"## {args.label}",
         "",

@@ -64,7 +64,8 @@ class SimStats:
         self._leased = max(0, self._leased - 1)
 
     def slots(self, parallel: int) -> dict[str, Any]:
-        """Server-slot utilisation: leased slot time over parallel x (last release - first lease); and
+        """Server-slot utilisation: leased slot time over parallel x (last release - first lease), the first
+        lease's time (`time.perf_counter_ns`, for a benchmark's time to the first request); and
         `utilisation_sending`, the same from the first lease to the last one (while requests remained to be
         sent: a client's own share, without the final drain whose length is one answer's)."""
         if self.first_lease_ns is None or self.last_release_ns is None:
@@ -74,7 +75,8 @@ class SimStats:
         sending = (self.last_lease_ns or self.first_lease_ns) - self.first_lease_ns
         return {"busy_s": round(self.slot_busy_ns / 1e9, 3), "window_s": round(window / 1e9, 3),
                 "utilisation": round(self.slot_busy_ns / (parallel * window), 4) if window > 0 else None,
-                "sending_s": round(sending / 1e9, 3),
+                # perf_counter_ns is CLOCK_MONOTONIC on Linux: comparable with another process's on this machine
+                "first_lease_ns": self.first_lease_ns, "sending_s": round(sending / 1e9, 3),
                 "utilisation_sending": round(self.busy_at_last_lease_ns / (parallel * sending), 4)
                 if sending > 0 else None}
 

@@ -111,6 +111,11 @@ class ServerFacts:
     #: The server may cut an over-long prompt silently: Ollama before 0.12.6. False where it refuses one
     #: with an error (Ollama 0.12.6+ and its 0.0.0 source builds given `truncate: false`; llama-server, vLLM).
     cuts_prompts: bool = False
+    #: Requests the server decodes at once where it states it (llama-server `/props` total_slots, SGLang
+    #: max_running_requests); None where it does not (Ollama, vLLM). `--parallel auto` takes it.
+    slots: int | None = None
+    #: Where `slots` was read, or why the server's slot count is unknown (for the run's log line).
+    slots_source: str = ""
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ Think = Literal["off", "on", "low", "medium", "high"]
 RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 #: Go duration strings as Ollama parses `keep_alive` (a bare number string is rejected by Ollama).
 GO_DURATION_RE = re.compile(r"^-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$|^0$")
+#: Most requests a run keeps in flight: vLLM's default max_num_seqs on an H100 (1,024).
+MAX_PARALLEL = 1024
 
 
 def _form_order(schema: dict[str, Any]) -> None:
@@ -100,10 +102,16 @@ class RunParams(BaseModel):
     parallel: int = Field(
         default=4,
         ge=1,
-        le=64,
+        le=MAX_PARALLEL,
         description="Requests in flight at once; match the server's slots (OLLAMA_NUM_PARALLEL, llama-server "
-        "-np, whose default is 4). More than the server has wait in its queue; in conversation mode it is the "
-        "number of conversations in flight.",
+        "-np, whose default is 4; vLLM max_num_seqs, SGLang max_running_requests; up to 1,024), or 'auto': the "
+        "count the server states (llama-server, SGLang; `parallel_auto`). More than the server has wait in its "
+        "queue; in conversation mode it is the number of conversations in flight.",
+    )
+    parallel_auto: bool = Field(
+        default=False,
+        description="Take `parallel` from the server's own slot count at the run's start (`parallel: auto` sets "
+        "it). Where the server does not state one (Ollama, vLLM) the run says so and keeps `parallel`.",
     )
     system_prompt: str = Field(
         default="", description="System prompt for every request (a row's `system` overrides it)."
@@ -230,6 +238,15 @@ class RunParams(BaseModel):
         if fitted == self.num_ctx or fitted < 256:
             return self
         return self.model_copy(update={"num_ctx": fitted})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parallel_auto(cls, data: Any) -> Any:
+        """`parallel: auto` (the CLI's `--parallel auto`) is `parallel_auto` with `parallel`'s default."""
+        if isinstance(data, dict) and isinstance(data.get("parallel"), str) and data["parallel"].strip() == "auto":
+            data = {k: v for k, v in data.items() if k != "parallel"}
+            data["parallel_auto"] = True
+        return data
 
     @field_validator("run_name")
     @classmethod

@@ -16,6 +16,10 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
+#: Requests in flight from which `stream: auto` asks for whole answers: above what any Ollama host runs
+#: usefully (a few to 16 slots); the engines that batch this many decode thousands of tokens/s, one NDJSON
+#: or SSE line each.
+WHOLE_ANSWERS_FROM_PARALLEL = 64
 
 
 class Settings(BaseSettings):
@@ -42,6 +46,15 @@ class Settings(BaseSettings):
         default=True,
         description="Stream `/v1/chat/completions` answers (with stream_options.include_usage). Turn off for a "
         "server that streams without reporting token usage.",
+    )
+    stream: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Read answers token by token (on: the read timeout bounds the silence between two tokens) or "
+        "whole (off: it bounds the wait for the whole answer). auto: token by token below "
+        "`WHOLE_ANSWERS_FROM_PARALLEL` (64) requests in flight, whole answers from there, where reading one line "
+        "per token costs the client more CPU than the rest of a request (`python -m bench.fast_engine --stream on` "
+        "against the default). "
+        "CHUNKWISE_OPENAI_STREAM=false also turns streaming off for --api openai.",
     )
     output_dir: Path = Field(
         default=Path("runs"),
@@ -104,7 +117,7 @@ class Settings(BaseSettings):
         default=10.0, ge=0, description="First delay before a chunk retry, seconds; doubles per retry, with jitter."
     )
     parallel: int | None = Field(
-        default=None, ge=1, le=512,
+        default=None, ge=1, le=1024,
         description="Distributed mode: this host's parallel slots (its OLLAMA_NUM_PARALLEL), set in its worker's "
         "environment; shards it runs use it instead of the run's --parallel.",
     )

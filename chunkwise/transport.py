@@ -1,5 +1,5 @@
 """The HTTP plumbing the two LLM boundaries share (`chunkwise.ollama.client`, `chunkwise.openai.client`):
-the pooled `httpx.Client` (built once, in `HttpBoundary.__init__`), one request or one streamed
+the pooled `httpx.Client`s (one per 16 connections, `HttpBoundary._http`), one request or one streamed
 response, every transport failure mapped onto the error tree of `chunkwise.errors` in one place
 (`map_transport_errors`, as httpx's own `_transports/default.py` `map_httpcore_exceptions` maps
 httpcore's), and the status ladder every server shares (`classify_status`).
@@ -16,6 +16,8 @@ client says in `_error_for` and `_unreachable`.
 
 from __future__ import annotations
 
+import itertools
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Self
@@ -37,6 +39,11 @@ from chunkwise.errors import (
 DEFAULT_KEEPALIVE_EXPIRY_S = 5.0
 #: Seconds a request body may take to write.
 WRITE_TIMEOUT_S = 60.0
+#: Threads per httpx pool, roughly: httpcore's pool takes one lock at every request's start and end and
+#: walks its requests and connections under it, so 256 threads on one pool spent a third of the client's
+#: CPU waiting for that lock (py-spy, issue 22); a client for hundreds in flight deals its threads over
+#: max_connections / this many pools.
+POOL_CONNECTIONS = 16
 
 
 def transport_error(exc: Exception, host: str, unreachable: Callable[[Exception], str]) -> LLMError | None:
@@ -83,11 +90,11 @@ def classify_status(status: int, message: str) -> LLMError:
 
 
 class HttpBoundary:
-    """Base of an LLM client: `host` (the normalised base URL) and `_http`, a thread-safe pooled
-    `httpx.Client` on it. Timeouts live here, not in Prefect: a Prefect task timeout cannot interrupt
-    a thread blocked on a socket. `read_timeout_s` bounds the silence between two bytes, so a stalled
-    server is detected without capping long generations. The subclass says how an error answer reads
-    (`_error_for`) and what to do when the server cannot be reached (`_unreachable`)."""
+    """Base of an LLM client: `host` (the normalised base URL) and `_http`, the calling thread's pooled
+    `httpx.Client` on it (`POOL_CONNECTIONS`). Timeouts live here, not in Prefect: a Prefect task timeout
+    cannot interrupt a thread blocked on a socket. `read_timeout_s` bounds the silence between two bytes, so
+    a stalled server is detected without capping long generations. The subclass says how an error answer
+    reads (`_error_for`) and what to do when the server cannot be reached (`_unreachable`)."""
 
     def __init__(self, host: str, *, connect_timeout_s: float, read_timeout_s: float, max_connections: int,
                  headers: dict[str, str] | None = None, keepalive_expiry_s: float = DEFAULT_KEEPALIVE_EXPIRY_S,
@@ -95,18 +102,39 @@ class HttpBoundary:
         self.host = host
         timeout = httpx.Timeout(connect=connect_timeout_s, read=read_timeout_s, write=WRITE_TIMEOUT_S, pool=None)
         self._errors = map_transport_errors(host, self._unreachable)
-        self._http = httpx.Client(
-            base_url=host,
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections,
-                                keepalive_expiry=keepalive_expiry_s),
-            headers={"User-Agent": f"chunkwise/{__version__}", **(headers or {})},
-            transport=transport,
-        )
+        # Every pool may open as many connections as the whole client (the run's slot semaphore bounds what
+        # is on the wire), so a pool whose threads happen to be busy together never makes one of them wait.
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections,
+                              keepalive_expiry=keepalive_expiry_s)
+        all_headers = {"User-Agent": f"chunkwise/{__version__}", **(headers or {})}
+        self._pool_args: dict[str, Any] = {"base_url": host, "timeout": timeout, "limits": limits,
+                                           "headers": all_headers, "transport": transport}
+        count = 1 if transport is not None else max(1, -(-max_connections // POOL_CONNECTIONS))
+        self._pools: list[httpx.Client | None] = [None] * count
+        self._pools_lock = threading.Lock()
+        self._next_pool = itertools.count()
+        self._mine = threading.local()
+
+    @property
+    def _http(self) -> httpx.Client:
+        """This thread's pool: threads are dealt round-robin over the pools on first use and keep theirs."""
+        pool: httpx.Client | None = getattr(self._mine, "pool", None)
+        if pool is None:
+            with self._pools_lock:
+                index = next(self._next_pool) % len(self._pools)
+                pool = self._pools[index]
+                if pool is None:
+                    pool = self._pools[index] = httpx.Client(**self._pool_args)
+            self._mine.pool = pool
+        return pool
 
     def close(self) -> None:
-        """Release the connection pool; the client is not used afterwards."""
-        self._http.close()
+        """Release the connection pools; the client is not used afterwards."""
+        with self._pools_lock:
+            pools, self._pools = self._pools, [None] * len(self._pools)
+        for pool in pools:
+            if pool is not None:
+                pool.close()
 
     def __enter__(self) -> Self:
         return self

@@ -18,7 +18,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from chunkwise.params import RunParams
 from chunkwise.results.statsdoc import StatsDoc
 from chunkwise.run.ending import raise_for_unfinished
-from chunkwise.run.session import RunSession, chunk_workers
+from chunkwise.run.session import RunSession, chunk_workers, largest
 from chunkwise.run.telemetry import RunTelemetry
 from chunkwise.settings import get_settings
 from chunkwise.store.layout import RunPaths
@@ -51,7 +51,7 @@ def batch(params: RunParams) -> StatsDoc:
                             requests_total=sum(s.stop - s.start for s in specs), manifest=paths.manifest)
         unfinished: list[tuple[str, BaseException]] = []
         with (RunTelemetry(session, prepared.model_info) as telemetry,
-              ThreadPoolTaskRunner[Any](max_workers=chunk_workers(ctx.params, settings)) as runner):
+              ThreadPoolTaskRunner[Any](max_workers=chunk_workers(ctx.params, settings, largest(specs))) as runner):
             futures = runner.map(chunk_task_for(session, settings), {"session": unmapped(session), "spec": specs})
             labels = {future.task_run_id: spec.label for future, spec in zip(futures, specs, strict=True)}
             pending = list(futures)

@@ -25,7 +25,7 @@ from chunkwise.plan.chunks import ChunkSpec
 from chunkwise.plan.shards import load_recorded
 from chunkwise.results.statsdoc import StatsDoc
 from chunkwise.run.prepare import PreparedRun
-from chunkwise.run.session import RunSession, chunk_workers
+from chunkwise.run.session import RunSession, chunk_workers, largest
 from chunkwise.settings import get_settings
 from chunkwise.store import chunklock
 from chunkwise.store.confine import run_dir_inside
@@ -65,7 +65,8 @@ def shard(run_dir: str, shard: int, attempt: int = 0) -> dict[str, Any]:
     try:
         # Sized for this run on this host, as the batch flow does: a conversation holds a worker for its whole
         # length, so a host with more slots than the settings' pool needs more workers to keep them busy.
-        with (telemetry, ThreadPoolTaskRunner[Any](max_workers=chunk_workers(ctx.params, get_settings())) as runner):
+        workers = chunk_workers(ctx.params, get_settings(), largest(specs))
+        with (telemetry, ThreadPoolTaskRunner[Any](max_workers=workers) as runner):
             futures = runner.map(shard_chunk_task, {"session": unmapped(session), "spec": specs,
                                                     "label": unmapped(label), "shard": unmapped(shard),
                                                     "attempt": unmapped(attempt)})

@@ -120,3 +120,12 @@ def test_an_unreadable_model_file_or_a_server_without_props_gives_the_reason(tmp
                                "--host", host, "--model", "other", "--json"], capture_output=True, text=True,
                               cwd=REPO, timeout=120)
     assert "model 'other' is not served" in json.loads(done.stdout)["kv_reason"]
+
+
+def test_plan_with_parallel_auto_sizes_the_kv_cache_for_the_servers_slots(tmp_path):
+    gguf = tmp_path / "gemma.gguf"
+    write_header(gguf, GEMMA3)
+    with recorded_server({**RECORDED["props"], "model_path": str(gguf)}) as host:
+        p = plan(tmp_path, host, "--num-ctx", "2048", "--parallel", "auto")
+    assert p["parallel"] == 2 == p["server_slots"]  # the recorded llama-server runs -np 2
+    assert not [a for a in p["advice"] if "slot(s)" in a]

@@ -281,5 +281,23 @@ def test_slot_utilisation_counts_leased_time_over_the_window():
     stats.slot_released(t0, t0 + 1_000_000_000)  # slot A busy 1 s
     stats.slot_released(t0, t0 + 2_000_000_000)  # slot B busy 2 s; window 2 s
     slots = stats.slots(parallel=2)
-    assert slots == {"busy_s": 3.0, "window_s": 2.0, "utilisation": 0.75}
+    assert {k: slots[k] for k in ("busy_s", "window_s", "utilisation")} == {"busy_s": 3.0, "window_s": 2.0,
+                                                                           "utilisation": 0.75}
     assert SimStats().slots(parallel=2)["utilisation"] is None
+
+
+def test_utilisation_while_sending_leaves_the_final_drain_out():
+    """Two slots: A busy 0-10 s (one long answer), B 0-2 s, then B's last lease at 2 s, busy 2-3 s; then
+    nothing is left to send. While sending (0-2 s) both slots were busy; the drain 2-10 s does not count."""
+    from chunkwise.harness.sim.stats import SimStats
+
+    stats, s = SimStats(), 1_000_000_000
+    stats.slot_acquired(0)
+    stats.slot_acquired(0)
+    stats.slot_released(0, 2 * s)
+    stats.slot_acquired(2 * s)
+    stats.slot_released(2 * s, 3 * s)
+    stats.slot_released(0, 10 * s)
+    slots = stats.slots(parallel=2)
+    assert slots["utilisation"] == 0.65 and slots["window_s"] == 10.0  # 13 slot-s of 20
+    assert slots["sending_s"] == 2.0 and slots["utilisation_sending"] == 1.0  # 4 slot-s of 4

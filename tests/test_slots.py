@@ -87,3 +87,58 @@ def test_a_conversation_keeps_its_one_slot_through_a_backoff(tmp_path):
                       lambda outcome: recorded.append(outcome))
     assert [r["status"] for r in recorded] == ["ok", "ok"]
     assert held_during_backoff == [True, True]  # one slot, kept: its prefix cache stays on that slot
+
+
+class ThreadCountingClient:
+    """Answers after `wire_s`; records which threads sent and the most requests on the wire at once."""
+
+    def __init__(self, wire_s: float = 0.02) -> None:
+        self.wire_s = wire_s
+        self.threads: set[int] = set()
+        self.in_flight = self.max_in_flight = 0
+        self._lock = threading.Lock()
+
+    def chat(self, request: ChatRequest) -> ChatResult:
+        with self._lock:
+            self.threads.add(threading.get_ident())
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        time.sleep(self.wire_s)
+        with self._lock:
+            self.in_flight -= 1
+        return ChatResult(content="fine", done_reason="stop", prompt_eval_count=2, eval_count=1, wall_ns=1)
+
+    def close(self) -> None:
+        pass
+
+
+def test_chunks_in_flight_share_one_sender_pool_bounded_by_the_slots(tmp_path):
+    """Eight independent chunks of 20 rows at once, 2 slots: every request goes through the run's one pool of
+    2 x parallel threads (each chunk used to open its own pool: 8 x 4 threads for 2 slots; at 256 slots and
+    25 chunks that was 3,000 threads)."""
+    client = ThreadCountingClient()
+    ctx, rt = setup(tmp_path, client, "independent")
+    ctx = ctx.model_copy(update={"params": ctx.params.model_copy(update={"parallel": 2})})
+    rt = RunSession(ctx, client_factory=lambda ctx: client)
+    recorded: list[dict] = []
+    lock = threading.Lock()
+
+    def chunk(k: int) -> None:
+        rows = [{"_row": 20 * k + i, "prompt": f"p{20 * k + i}"} for i in range(20)]
+        spec = ChunkSpec(index=k, start=20 * k, stop=20 * k + 20, first_row=20 * k, last_row=20 * k + 19)
+
+        def record(outcome: dict) -> None:
+            with lock:
+                recorded.append(outcome)
+
+        _independent(ctx, rt, spec, rows, record)
+
+    runners = [threading.Thread(target=chunk, args=(k,)) for k in range(8)]
+    for t in runners:
+        t.start()
+    for t in runners:
+        t.join()
+    rt.close()
+    assert sorted(r["_row"] for r in recorded) == list(range(160))
+    assert client.max_in_flight == 2
+    assert len(client.threads) <= 4, len(client.threads)

@@ -15,6 +15,16 @@ SHARED_FIELDS = ("id_column", "prompt_column", "limit", "model", "host", "api", 
                  "num_predict", "expected_answer_tokens", "chars_per_token", "temperature", "seed")
 
 
+def parallel_flag(value: str) -> int | str:
+    """`--parallel`: a whole number, or `auto` (RunParams turns it into `parallel_auto`)."""
+    if value.strip() == "auto":
+        return "auto"
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number or 'auto'") from None
+
+
 def add_shared_flags(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--input", dest="input_path", required=True, metavar="PATH",
@@ -51,9 +61,10 @@ def add_shared_flags(parser: argparse.ArgumentParser) -> None:
     add("--trim-threshold", type=float, metavar="X",
         help=run_help("trim_threshold", "conversation mode: drop the oldest turns when the context passes this "
                       "fraction of --num-ctx"))
-    add("--parallel", type=int, metavar="N",
+    add("--parallel", type=parallel_flag, metavar="N|auto",
         help=run_help("parallel", "requests in flight; match the server's slots (OLLAMA_NUM_PARALLEL, "
-                      "llama-server -np)"))
+                      "llama-server -np). auto: the count the server states (llama-server /props, SGLang); "
+                      "Ollama and vLLM state none, so the run says so and keeps the default"))
     system = parser.add_mutually_exclusive_group()
     system.add_argument("--system-prompt", metavar="TEXT",
                         help=run_help("system_prompt", "system prompt for every request (a row's own `system` "

@@ -44,6 +44,11 @@ def _api(client: ChatClient | OllamaApi) -> OllamaApi:
     return cast(OllamaApi, client)
 
 
+#: Why `--parallel auto` cannot read an Ollama's slot count: OLLAMA_NUM_PARALLEL is read by the server
+#: (envconfig.NumParallel) and no endpoint reports it (/api/ps lists models, /api/version the version).
+NO_SLOT_COUNT = "Ollama does not state its slot count (OLLAMA_NUM_PARALLEL) through its API"
+
+
 def facts_of(version: dict[str, Any], show: dict[str, Any], tags: list[dict[str, Any]], model: str) -> ServerFacts:
     """`ServerFacts` from the three answers: digest by Ollama's name rule, capabilities, model_info."""
     number = str(version.get("version", ""))
@@ -51,7 +56,7 @@ def facts_of(version: dict[str, Any], show: dict[str, Any], tags: list[dict[str,
     return ServerFacts(version=number, digest=model_digest(tags, model), model_info=info,
                        think=versions.think_support(show), training_ctx=training_context(info),
                        is_simulator=bool(version.get("is_simulator")), memory_view=True, truncate_switch=True,
-                       cuts_prompts=versions.cuts_prompts(number))
+                       cuts_prompts=versions.cuts_prompts(number), slots=None, slots_source=NO_SLOT_COUNT)
 
 
 class OllamaBackend:

@@ -130,7 +130,8 @@ class OllamaClient(HttpBoundary):
             if self.stream:
                 final, content, thinking = self._chat_stream(body, model)
             else:
-                final = self._request("POST", "/api/chat", model=model, json=body).json()
+                final = orjson.loads(self._request("POST", "/api/chat", model=model, content=orjson.dumps(body),
+                                                   headers=JSON_HEADERS).content)
                 if "error" in final:
                     raise ServerError(f"{final['error']} (in answer)", 200)
                 message = final.get("message") or {}

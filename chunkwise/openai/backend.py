@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 from chunkwise.backend import ChatClient, ModelFacts, ServerFacts
 from chunkwise.errors import LLMError, ServerMismatch, SetupError
 from chunkwise.openai.client import OpenAIClient
+from chunkwise.openai.slots import server_slots
 from chunkwise.openai.thinking import resolve_think, think_fields, think_support
 from chunkwise.openai.urls import parse_base_url
 from chunkwise.params import RunParams
@@ -61,7 +62,8 @@ class OpenAIBackend:
 
     def inspect(self, client: ChatClient, model: str) -> ServerFacts:
         """The model is served (`/v1/models`) and, from llama.cpp's `/props`, the slots' context and the
-        chat template's thinking switches. `SetupError` when the server cannot be asked or lacks the model."""
+        chat template's thinking switches; the slot count where the server states it (`chunkwise.openai.slots`).
+        `SetupError` when the server cannot be asked or lacks the model."""
         api = _api(client)
         try:
             served = api.models()
@@ -72,8 +74,10 @@ class OpenAIBackend:
                                  f"{', '.join(served[:10])}); pass one of them with --model")
         props = api.props()
         n_ctx = ((props or {}).get("default_generation_settings") or {}).get("n_ctx")
+        slots, source = server_slots(api, props)
         return ServerFacts(version=str((props or {}).get("build_info") or ""), think=think_support(props),
-                           slot_ctx=n_ctx if isinstance(n_ctx, int) and n_ctx > 0 else None)
+                           slot_ctx=n_ctx if isinstance(n_ctx, int) and n_ctx > 0 else None, slots=slots,
+                           slots_source=source)
 
     def check(self, params: RunParams, facts: ServerFacts) -> bool | str | None:
         """Refuse what the server cannot honour (see the module docstring); the thinking setting to send."""

@@ -77,8 +77,13 @@ class OpenAIClient(HttpBoundary):
     def props(self) -> dict[str, Any] | None:
         """llama.cpp's `GET /props` (tools/server/README.md): `default_generation_settings.n_ctx` is
         the context per slot, `build_info` the server build; None for servers without it."""
+        return self.optional_json("/props")
+
+    def optional_json(self, path: str) -> dict[str, Any] | None:
+        """`GET path` as a JSON object; None when the server has no such endpoint, cannot be asked or
+        answers anything else (a server's own endpoints beside the OpenAI API: `chunkwise.openai.slots`)."""
         try:
-            data = self._request("GET", "/props", model="").json()
+            data = self._request("GET", path, model="").json()
         except (LLMError, ValueError):
             return None
         return data if isinstance(data, dict) else None

@@ -12,8 +12,9 @@ plan reads them from the GGUF header at `model_path` (`chunkwise.openai.gguf`), 
 the only case chunkwise supports (loopback hosts only). The weights' size is the GGUF file's size.
 
 Other OpenAI-compatible servers (vLLM, SGLang, OpenAI) have no `/props`: the plan then says the KV
-layout is unknown and why, and still shows the chunking. A probe never stops a plan; only a host
-that is not an http(s) URL is an error (`chunkwise.errors.ConfigError`).
+layout is unknown and why, and still shows the chunking (and SGLang's slot count, `chunkwise.openai.slots`).
+A probe never stops a plan; only a host that is not an http(s) URL is an error
+(`chunkwise.errors.ConfigError`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from chunkwise.backend import PROBE_TIMEOUT_S, ModelFacts
 from chunkwise.errors import LLMError, SetupError
 from chunkwise.openai.client import OpenAIClient
 from chunkwise.openai.gguf import read_metadata
+from chunkwise.openai.slots import server_slots
 from chunkwise.units import MIB
 
 
@@ -48,14 +50,14 @@ def probe_model(host: str, model: str, api_key: str | None = None) -> ModelFacts
             return ModelFacts(None, f"unknown (model {model!r} is not served at {client.host}; GET /v1/models lists "
                                      f"{', '.join(served[:10])}: pass one of them with --model)")
         props = client.props()
+        slots, _ = server_slots(client, props)  # llama-server's /props, else SGLang's endpoints
     finally:
         client.close()
     if props is None:
-        return ModelFacts(None, f"unknown ({client.host} has no llama.cpp /props, so its model file and slots are "
-                                 "unknown; the KV formula needs llama-server)")
+        return ModelFacts(None, f"unknown ({client.host} has no llama.cpp /props, so its model file is unknown; the "
+                                 "KV formula needs llama-server)", slots=slots)
     settings = props.get("default_generation_settings")
     slot_ctx = _positive_int(settings.get("n_ctx")) if isinstance(settings, dict) else None
-    slots = _positive_int(props.get("total_slots"))
     path = props.get("model_path")
     if not isinstance(path, str) or not path:
         return ModelFacts(None, f"unknown ({client.host}/props names no model_path)", None, slot_ctx, slots)

@@ -15,7 +15,7 @@ from chunkwise.errors import ConfigError, InputError, SetupError
 from chunkwise.inputs.checks import conversation_problem, input_checks, no_accepted_rows, with_file_model
 from chunkwise.inputs.scan import validate_only
 from chunkwise.ollama.kv import training_context
-from chunkwise.params import RunParams
+from chunkwise.params import MAX_PARALLEL, RunParams
 from chunkwise.plan import probe as gpu_probe
 from chunkwise.plan.figures import Plan
 from chunkwise.plan.report import build_plan
@@ -79,6 +79,9 @@ def make_plan(params: RunParams, *, kv_cache_type: str = "f16", prefill_tps: flo
     if "host_error" in probes:
         raise SetupError(probes["host_error"])
     server = probes.get("server", {})
+    slots = server.get("server_slots")
+    if slots and (params.parallel_auto or "parallel" not in params.model_fields_set):
+        params = params.model_copy(update={"parallel": min(slots, MAX_PARALLEL)})  # as a run resolves it
     if not summary.accepted:
         raise InputError(no_accepted_rows(summary, rejects=None))
     problem = conversation_problem(summary, params)

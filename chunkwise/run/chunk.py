@@ -5,13 +5,13 @@ Conversation mode sends the chunk's requests in order as one chat, holding one s
 whole conversation (interleaving conversations on a slot would evict each one's prefix cache).
 Independent mode sends each request on its own with the system prompt first, up to `parallel` in
 flight across all chunks, each request holding a slot only while an attempt is on the wire (not
-while it waits out a retry's backoff).
+while it waits out a retry's backoff), from the run's one sender pool.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, wait
 from pathlib import Path
 from typing import Any
 
@@ -170,15 +170,14 @@ def _independent(ctx: RunContext, rt: RunSession, spec: ChunkSpec, rows: list[di
         record(send(ctx, rt, row=row["_row"], chunk=spec.index, messages=messages, slot=rt.slots,
                     own=_own_options(row)))
 
-    # Twice as many workers as slots: while some requests wait out a retry's backoff (slot given back),
-    # others of the same chunk are ready to take the freed slots; the semaphore bounds what is on the wire.
-    workers = 2 * ctx.params.parallel
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"chunk{spec.index}") as pool:
-        futures = [pool.submit(one, row) for row in rows]
-        finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        if any(f.exception() is not None for f in finished):
-            for f in futures:
-                f.cancel()
+    # The run's one sender pool (twice as many threads as slots, `RunSession.senders`), shared by every chunk
+    # in flight: first submitted, first sent, so the oldest chunk finishes first, and the threads stay bounded
+    # by the slots however many chunks run at once.
+    futures = [rt.senders.submit(one, row) for row in rows]
+    finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+    if any(f.exception() is not None for f in finished):
+        for f in futures:
+            f.cancel()
     errors = [e for f in futures if not f.cancelled() and (e := f.exception()) is not None]
     if errors:
         raise root_cause(errors)

@@ -23,6 +23,7 @@ from chunkwise.params import RunParams
 from chunkwise.plan import chunks as planning
 from chunkwise.run.context import RunContext
 from chunkwise.run.manifest import build_manifest, differences, run_identity, start_session, upgraded
+from chunkwise.run.parallel import resolve_parallel
 from chunkwise.run.rundir import (
     discard_empty_run_dir,
     discard_new_run_dir,
@@ -81,6 +82,9 @@ def prepare_run(params: RunParams) -> PreparedRun:
                                 read_timeout_s=60.0)) as client:
         facts = backend.inspect(client, params.model)  # unreachable, model missing: SetupError
     params = params.with_server_context(facts.slot_ctx, facts.training_ctx)  # the default num_ctx fits the server
+    params, note, warn = resolve_parallel(params, facts)  # --parallel auto or left out; a number vs the slots
+    if note:
+        (log().warning if warn else log().info)(note)
     think = backend.check(params, facts)  # an option this server cannot honour: SetupError
     if facts.is_simulator:
         log().warning("the server at %s is chunkwise's Ollama simulator, not a real Ollama", host)

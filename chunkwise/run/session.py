@@ -16,18 +16,23 @@ gets its own event, which only a fatal error can end early.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from chunkwise.backend import Backend, ChatClient
 from chunkwise.params import RunParams
 from chunkwise.run.breaker import CircuitBreaker
 from chunkwise.run.context import RunContext
 from chunkwise.servers import backend_for
-from chunkwise.settings import Settings, get_settings
+from chunkwise.settings import WHOLE_ANSWERS_FROM_PARALLEL, Settings, get_settings
 from chunkwise.store import lock as runlock
 from chunkwise.tokens import TokenEstimator
+
+if TYPE_CHECKING:
+    from chunkwise.plan.chunks import ChunkSpec
 
 #: Builds the run's client from its context (`ctx.params.api`, `ctx.host`); the seam tests use.
 ClientFactory = Callable[[RunContext], ChatClient]
@@ -36,19 +41,41 @@ ClientFactory = Callable[[RunContext], ChatClient]
 stop_requests: ContextVar[threading.Event | None] = ContextVar("chunkwise_stop_requests", default=None)
 
 
+def streams_answers(parallel: int, settings: Settings) -> bool | None:
+    """Whether the run reads answers token by token (`Settings.stream`): None leaves it to the backend
+    (Ollama streams; --api openai follows CHUNKWISE_OPENAI_STREAM)."""
+    if settings.stream == "on":
+        return True
+    if settings.stream == "off" or parallel >= WHOLE_ANSWERS_FROM_PARALLEL:
+        return False
+    return None
+
+
 def default_client(ctx: RunContext) -> ChatClient:
-    """The run's client (its backend's, `chunkwise.servers`) with the settings' timeouts and a connection
-    pool a little above `parallel`."""
+    """The run's client (its backend's, `chunkwise.servers`) with the settings' timeouts, a connection
+    pool a little above `parallel`, and whole answers or streamed ones (`streams_answers`)."""
     s = get_settings()
     return backend_for(ctx.params.api).client(ctx.host, s, connect_timeout_s=s.connect_timeout_s,
-                                              read_timeout_s=s.read_timeout_s, max_connections=ctx.params.parallel + 4)
+                                              read_timeout_s=s.read_timeout_s, max_connections=ctx.params.parallel + 4,
+                                              stream=streams_answers(ctx.params.parallel, s))
 
 
-def chunk_workers(params: RunParams, settings: Settings) -> int:
-    """Chunk tasks run at once. Conversation mode holds one worker per conversation for its whole
-    length, so at least `parallel` workers keep every server slot busy; the setting bounds the pool
-    otherwise (Prefect's default pool is unbounded: 1,532 chunks would mean 1,532 threads)."""
-    return max(settings.chunk_workers, params.parallel)
+def largest(specs: Sequence[ChunkSpec]) -> int:
+    """Rows of the largest chunk (at least 1): what `chunk_workers` sizes by."""
+    return max((s.size for s in specs), default=1)
+
+
+def chunk_workers(params: RunParams, settings: Settings, chunk_size: int) -> int:
+    """Chunk tasks run at once (Prefect's default pool is unbounded: 1,532 chunks would mean 1,532 threads
+    and as many task runs open on its API).
+
+    Conversation mode holds one worker per conversation for its whole length, so `parallel` workers keep
+    every server slot busy. Independent mode sends every chunk's rows through the run's one sender pool
+    (`RunSession.senders`); enough chunks run to keep twice `parallel` rows queued there, so the slots stay
+    full across a chunk's end (8 chunks of 113 rows for 256 in flight). The setting is the floor in both."""
+    if params.mode == "conversation":
+        return max(settings.chunk_workers, params.parallel)
+    return max(settings.chunk_workers, -(-2 * params.parallel // max(1, chunk_size)) + 1)
 
 
 class RunSession:
@@ -72,10 +99,27 @@ class RunSession:
         #: The first fatal error (a fatal answer, or a run directory that cannot be written); once
         #: set, every chunk stops sending.
         self.fatal: Exception | None = None
+        self._senders: ThreadPoolExecutor | None = None
+        self._senders_lock = threading.Lock()
+
+    @property
+    def senders(self) -> ThreadPoolExecutor:
+        """The threads that send independent requests, for every chunk of the run in this process: twice
+        `parallel`, so that while some requests wait out a retry's backoff (their slot given back) others
+        are ready to take the freed slots; the slot semaphore bounds what is on the wire. Made on first use
+        (a conversation run has none)."""
+        with self._senders_lock:
+            if self._senders is None:
+                self._senders = ThreadPoolExecutor(max_workers=2 * self.ctx.params.parallel,
+                                                   thread_name_prefix="chunkwise-send")
+            return self._senders
 
     def close(self) -> None:
-        """Close the client and give up the run directory (the run is over in this process)."""
+        """Close the client and give up the run directory (the run is over in this process). Every chunk
+        has waited for its senders by then, so the pool has nothing running."""
         try:
+            if self._senders is not None:
+                self._senders.shutdown(wait=True, cancel_futures=True)
             self.client.close()
         finally:
             runlock.release(self.ctx.dir)

@@ -76,6 +76,9 @@ SWA_PERIOD = {"gemma3": 6, "gemma2": 2, "gptoss": 2, "cohere2": 4}
 #: Sliding-window cache memory per slot where Ollama's engine keeps more than the window.
 SWA_MEMORY = {"gptoss": 4096}
 MASK_BYTES = 2  # f16 mask with flash attention
+#: Share of GPU memory a paged-KV engine takes at start: vLLM's `gpu_memory_utilization` default 0.9
+#: (`vllm/config/cache.py`, CacheConfig).
+PAGED_MEMORY_SHARE = 0.9
 ACTIVATION_BYTES = 4  # f32 activations
 
 
@@ -187,7 +190,13 @@ def automatic_batch(effective_ctx: int, predicted_bytes: int, vram_mib: int) -> 
 
 
 def loaded_size(profile: ModelProfile, num_ctx: int, parallel: int, cache_type: str, vram_mib: int, era: Era,
-                compute_buffers: bool = True) -> int:
-    """/api/ps `size` in bytes: weights + KV (+ compute buffers unless `compute_buffers` is off)."""
+                compute_buffers: bool = True, kv_layout: str = "reserved") -> int:
+    """/api/ps `size` in bytes: weights + KV (+ compute buffers unless `compute_buffers` is off).
+
+    `kv_layout` "paged" (the fast-engine preset, vLLM and SGLang): the engine takes
+    `PAGED_MEMORY_SHARE` of the GPU for weights, activations and a KV block pool, whatever the slots and
+    context, so the size is that share (or weights + compute buffers when those alone are larger)."""
     alloc = allocation(profile, num_ctx, parallel, cache_type, vram_mib, era)
+    if kv_layout == "paged":
+        return max(alloc.weights + alloc.compute, int(vram_mib * MIB * PAGED_MEMORY_SHARE))
     return alloc.total if compute_buffers else alloc.weights + alloc.kv

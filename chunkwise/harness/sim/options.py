@@ -45,7 +45,7 @@ class SimOptions(BaseModel):
     host: str = Field(default="127.0.0.1", description="Address to listen on; loopback by default.")
     port: int = Field(default=11434, ge=0, le=65535, description="TCP port; 0 picks a free one.")
     parallel: int = Field(
-        default=1, ge=1, le=256, description="Parallel slots, like OLLAMA_NUM_PARALLEL (Ollama's default is 1)."
+        default=1, ge=1, le=1024, description="Parallel slots, like OLLAMA_NUM_PARALLEL (Ollama's default is 1)."
     )
     max_queue: int = Field(
         default=512,
@@ -145,6 +145,24 @@ class SimOptions(BaseModel):
         description="Continuous batching: aggregate decode rate with n busy slots is decode_tps x n^this "
         "(1 = perfect scaling, 0 = no gain; chunkwise/harness/sim/timing.py).",
     )
+    decode_batch_tps: float = Field(
+        default=0.0, ge=0,
+        description="Continuous batching, step-time model: aggregate decode rate with every slot busy, "
+        "tokens/s (decode_tps is one sequence alone); the rate rises with the busy slots and flattens there "
+        "(timing.py). 0 = the batch_gain power law.",
+    )
+    kv_layout: Literal["reserved", "paged"] = Field(
+        default="reserved",
+        description="KV cache memory in /api/ps: reserved = num_ctx x parallel cells at load (Ollama, "
+        "llama-server); paged = a block pool that takes what the GPU has left (vLLM, SGLang), so many slots "
+        "never spill (sim/memory.py).",
+    )
+    preset: Literal["none", "fast-engine"] = Field(
+        default="none",
+        description="Start from a named set of values (sim/presets.py, every number's source there); flags "
+        "given beside it win. fast-engine: 256 slots, decode saturating at ~5,800 tokens/s, prefill 30,000 "
+        "tokens/s, paged KV (vLLM/SGLang on one H100, FP8).",
+    )
     seed: int = Field(default=0, description="Seed of the fault draws (output text depends on options.seed).")
     model_build: str = Field(
         default="", description="Another build of every model: mixed into the digest /api/tags and /api/ps "
@@ -154,6 +172,18 @@ class SimOptions(BaseModel):
         default=CURRENT_VERSION,
         description="Version reported by GET /api/version; selects the era's behaviour (chunkwise/harness/sim/era.py).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        """A preset fills every field the caller did not give (`presets.PRESETS`)."""
+        if isinstance(data, dict) and data.get("preset") not in (None, "none"):
+            from chunkwise.harness.sim.presets import PRESETS
+
+            values = PRESETS.get(str(data["preset"]))
+            if values is not None:
+                return {**values, **data}
+        return data
 
     @field_validator("answer_tokens", "thinking_tokens", mode="before")
     @classmethod

@@ -42,7 +42,7 @@ from chunkwise.harness.sim.request import CompletionRequest
 from chunkwise.harness.sim.scheduler import Lease
 from chunkwise.harness.sim.state import JSON_TYPE, NDJSON_TYPE, SimState
 from chunkwise.harness.sim.templates import TEMPLATES
-from chunkwise.harness.sim.timing import decode_ns, prefill_ns, prefill_stall_ns, slot_slowdown
+from chunkwise.harness.sim.timing import decode_ns, decode_slowdown, prefill_ns, prefill_stall_ns
 
 
 class _Ndjson(web.StreamResponse):
@@ -74,7 +74,8 @@ class Responder:
         scale = opts.attention_scale_tokens
         self.prefill_ns = prefill_ns(cached, n - cached, opts.prefill_tps, scale)
         loaded = lease.loaded
-        slowdown = slot_slowdown(loaded.active, opts.batch_gain)
+        slowdown = decode_slowdown(loaded.active, loaded.key.parallel, opts.batch_gain, opts.decode_tps,
+                                   opts.decode_batch_tps)
         self.decode: Callable[[int], int] = lambda k: round(decode_ns(n, k, opts.decode_tps, scale) * slowdown)
         # this prefill runs in the shared engine and delays the other busy slots' decoding (timing.py)
         if self.prefill_ns and loaded.active > 1:

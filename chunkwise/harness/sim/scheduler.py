@@ -296,7 +296,7 @@ class Scheduler:
         options = self._options()
         profile, key = loaded.profile, loaded.key
         size = loaded_size(profile, key.num_ctx, key.parallel, key.kv_cache_type, options.vram_mib, options.era,
-                           options.compute_buffers)
+                           options.compute_buffers, options.kv_layout)
         if loaded.expires_at is not None:
             expires = loaded.expires_at
         elif math.isfinite(loaded.session_s):

@@ -36,22 +36,49 @@ class SimStats:
         self.slot_busy_ns = 0
         self.first_lease_ns: int | None = None
         self.last_release_ns: int | None = None
+        #: Slots leased now, the leased slot-ns integrated up to the last lease or release, and when that was.
+        self._leased = 0
+        self._integral_ns = 0
+        self._event_ns: int | None = None
+        #: The last lease's start and the leased slot-ns up to it: after it the client had nothing left to
+        #: send, and the slots empty as the last answers end (the drain, which no client can fill).
+        self.last_lease_ns: int | None = None
+        self.busy_at_last_lease_ns = 0
+
+    def _advance(self, now_ns: int) -> None:
+        if self._event_ns is not None:
+            self._integral_ns += self._leased * max(0, now_ns - self._event_ns)
+        self._event_ns = now_ns if self._event_ns is None else max(self._event_ns, now_ns)
 
     def slot_acquired(self, now_ns: int) -> None:
         if self.first_lease_ns is None:
             self.first_lease_ns = now_ns
+        self._advance(now_ns)
+        self._leased += 1
+        self.last_lease_ns, self.busy_at_last_lease_ns = now_ns, self._integral_ns
 
     def slot_released(self, since_ns: int, now_ns: int) -> None:
         self.slot_busy_ns += now_ns - since_ns
         self.last_release_ns = now_ns
+        self._advance(now_ns)
+        self._leased = max(0, self._leased - 1)
 
     def slots(self, parallel: int) -> dict[str, Any]:
-        """Server-slot utilisation: leased slot time over parallel x (last release - first lease)."""
+        """Server-slot utilisation: leased slot time over parallel x (last release - first lease), the first
+        lease's time (`time.perf_counter_ns`, for a benchmark's time to the first request); and
+        `utilisation_sending`, the same from the first lease to the last one (while requests remained to be
+        sent: a client's own share, without the final drain whose length is one answer's)."""
         if self.first_lease_ns is None or self.last_release_ns is None:
-            return {"busy_s": 0.0, "window_s": 0.0, "utilisation": None}
+            return {"busy_s": 0.0, "window_s": 0.0, "utilisation": None, "sending_s": 0.0,
+                    "utilisation_sending": None}
         window = self.last_release_ns - self.first_lease_ns
+        sending = (self.last_lease_ns or self.first_lease_ns) - self.first_lease_ns
         return {"busy_s": round(self.slot_busy_ns / 1e9, 3), "window_s": round(window / 1e9, 3),
-                "utilisation": round(self.slot_busy_ns / (parallel * window), 4) if window > 0 else None}
+                "utilisation": round(self.slot_busy_ns / (parallel * window), 4) if window > 0 else None,
+                # perf_counter_ns is CLOCK_MONOTONIC on Linux: comparable with another process's on this machine
+                "first_lease_ns": self.first_lease_ns, "sending_s": round(sending / 1e9, 3),
+                "utilisation_sending": round(self.busy_at_last_lease_ns / (parallel * sending), 4)
+                if sending > 0 else None}
 
     def record(self, endpoint: str, status: int | str) -> None:
         self.requests[endpoint][str(status)] += 1

@@ -25,6 +25,13 @@ step, and a prompt's chunks ride in the same batches). Two effects, both modelle
   BATCH_GAIN = 0.55 comes from llama.cpp's own batched-bench sample (`examples/batched-bench/README.md`,
   LLaMA 7B F16, prompt 128 / 128 generated): S_TG 41.57 t/s at B=1, 74.44 at B=4, 139.43 at B=8,
   242.23 at B=16, i.e. B^0.42, B^0.58, B^0.64. Not calibrated on an H100 with Ollama.
+- With `decode_batch_tps` set (the fast-engine preset, `presets.py`) the power law gives way to a
+  step-time model, the shape of a memory-bound decode step: every step reads the weights once
+  (fixed) plus each busy sequence's KV and work (per sequence), so one step with n busy slots costs
+  `(1 + (n - 1) k) / decode_tps` and the aggregate rate n x decode_tps / (1 + (n - 1) k) rises with
+  n and flattens (toward decode_tps / k); k is chosen so that all `parallel` slots busy give exactly
+  `decode_batch_tps` (`step_slowdown`). This is what "saturates at full batch" means for vLLM or
+  SGLang at their `max_num_seqs` / `max_running_requests`.
 - A prefill is compute-bound and takes the engine from the others: while a request's uncached prompt
   is evaluated (prefill_ns), every other busy slot's decoding is delayed by PREFILL_SHARE x prefill_ns.
   PREFILL_SHARE = 0.5 is an assumption (llama-server interleaves prompt chunks of n_batch tokens with
@@ -44,6 +51,25 @@ PREFILL_SHARE = 0.5
 def slot_slowdown(busy: int, gain: float = BATCH_GAIN) -> float:
     """How much slower each of `busy` slots decodes than a lone one: busy ** (1 - gain)."""
     return 1.0 if busy <= 1 else busy ** (1.0 - gain)
+
+
+def step_slowdown(busy: int, slots: int, single_tps: float, full_tps: float) -> float:
+    """How much slower each of `busy` slots decodes than a lone one in the step-time model (module
+    docstring): 1 + (busy - 1) k, with k such that `slots` busy slots decode `full_tps` tokens/s in all
+    when one alone decodes `single_tps`. A full rate above slots x single_tps would need steps to get
+    cheaper with more sequences; k is then 0 (linear scaling)."""
+    if busy <= 1 or slots <= 1 or single_tps <= 0 or full_tps <= 0:
+        return 1.0
+    k = max(0.0, (slots * single_tps / full_tps - 1.0) / (slots - 1))
+    return 1.0 + (busy - 1) * k
+
+
+def decode_slowdown(busy: int, slots: int, gain: float, single_tps: float, full_tps: float) -> float:
+    """Each busy slot's decode slowdown: the step-time model when `full_tps` (decode_batch_tps) is set,
+    else the power law of `gain`."""
+    if full_tps > 0:
+        return step_slowdown(busy, slots, single_tps, full_tps)
+    return slot_slowdown(busy, gain)
 
 
 def prefill_stall_ns(prefill: int, share: float = PREFILL_SHARE) -> int:

@@ -1,0 +1,127 @@
+"""Benchmark: the makespan model (chunkwise/plan/makespan.py, issue 22 item 5) against measured runs, and its
+prediction for the reference job. SIMULATOR figures for every measurement.
+
+    python -m bench.makespan_model [--small 1000 --large 3000] [--no-measure]
+
+Fast profile, one host (measured here, `bench.fast_engine`'s setup, independent mode, 256 in flight): the
+model is calibrated on a run of `--small` requests (its fixed costs outside the sending window, the host's
+steady rate (requests answered before the last was sent, over the time to that last lease), the rest of
+the window as the drain) and predicts a run of `--large` requests, which is then measured.
+
+Slow profile, 1 and 3 hosts in distributed mode: the recorded runs of bench/results/scaleout.md, section
+"Scaling efficiency E(N), shards of 360" (2026-11-28 01:26 UTC, 720 requests per host, shards of 360,
+simulated hosts of 2 slots at ~4.3 req/s; `python -m bench.scaleout --part scaling --hosts 1,3 --per-host
+720 --shard 360` re-measures them, ~7 minutes, too long for a shared machine here). Calibrated on the
+1-host run (its gap between shards and its costs outside the shard window), it predicts the 3-host run.
+
+The reference job (170,000 requests of ~700 prompt + ~200 answer tokens) on 1 and 8 hosts at the
+published H100 rate (vLLM FP8, MLPerf v5.1: 5,800 output tokens/s, 41-48 req/s for this shape per issue
+22; 45 req/s is used, and 29 req/s for answers of a full 200 tokens), with this machine's measured
+client utilisation while sending, the measured 5.2 s between shards and the default shard of 900.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+
+from bench.fast_engine import PARALLEL, one_run
+from bench.procs import replace_section
+from chunkwise.harness.sim.harness import running_simulator
+from chunkwise.harness.sim.options import SimOptions
+from chunkwise.inputs.sample import write_sample
+from chunkwise.plan.makespan import Costs, makespan
+
+RESULTS = Path(__file__).resolve().parent / "results" / "makespan_model.md"
+REPO = Path(__file__).resolve().parents[1]
+
+#: bench/results/scaleout.md, "Scaling efficiency E(N), shards of 360" (2026-11-28 01:26 UTC), per run:
+#: requests, parent wall s, shard window s, host req/s while busy (mean), gap report + pickup + spawn + enter s.
+SLOW_RECORDED = {1: (720, 185.2, 172.2, 4.294, 0.0 + 1.3 + 3.1 + 0.0),
+                 3: (2160, 194.6, 175.0, (4.366 + 4.379 + 4.432) / 3, 0.1 + 2.3 + 6.1 + 0.4)}
+SLOW_SHARD = 360
+#: Between two shards of one host with Prefect 3.9.1's process worker (scaleout.md, 900-request shards).
+GAP_S = 5.2
+REFERENCE_REQUESTS = 170_000
+
+
+def fast_runs(small: int, large: int) -> list[tuple[int, dict]]:
+    out = []
+    with tempfile.TemporaryDirectory(prefix="cw-model-") as tmp_name:
+        tmp = Path(tmp_name)
+        for rows in (small, large):
+            data = tmp / f"requests-{rows}.parquet"
+            write_sample(data, rows, seed=7)
+            with running_simulator(SimOptions(port=0, preset="fast-engine", answer_tokens=(100, 140)),
+                                   process=True) as sim:
+                run_tmp = tmp / str(rows)
+                run_tmp.mkdir()
+                result = one_run(sim.url, data, run_tmp, "independent")
+                result["sim"] = sim.stats(fingerprints=False)
+            out.append((rows, result))
+    return out
+
+
+def fast_costs(rows: int, result: dict) -> Costs:
+    slots = result["sim"]["slots"]
+    rate = max(1, rows - PARALLEL) / slots["sending_s"]  # answered before the last lease, over that time
+    return Costs(host_rps=rate, fixed_s=result["wall"] - slots["window_s"], drain_s=slots["window_s"] - rows / rate)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--small", type=int, default=1000)
+    ap.add_argument("--large", type=int, default=3000)
+    ap.add_argument("--no-measure", action="store_true", help="skip the fast-profile runs")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    lines = [f"## Model against measurement, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC", ""]
+    utilisation = None
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                         text=True).stdout.strip()
+    lines += [f"Code {rev}. Machine: {os.cpu_count()} cores, Python {platform.python_version()}, shared with other "
+              f"work (load average {os.getloadavg()[0]:.1f} at the start). SIMULATOR measurements.", "",
+              "| profile | run | calibrated on | predicted s | measured s | error |", "|---|---|---|---|---|---|"]
+    if not args.no_measure:
+        (small, first), (large, second) = fast_runs(args.small, args.large)
+        costs = fast_costs(small, first)
+        predicted = makespan(large, 1, costs).seconds
+        lines.append(f"| fast engine (256 slots), one process | {large} requests, 1 host | {small} requests: rate "
+                     f"{costs.host_rps:.1f} req/s, fixed {costs.fixed_s:.1f} s, drain {costs.drain_s:.1f} s | "
+                     f"{predicted:.1f} | {second['wall']:.1f} | {predicted / second['wall'] - 1:+.1%} |")
+        utilisation = second["sim"]["slots"]["utilisation_sending"]
+    _, wall1, window1, rps1, gap1 = SLOW_RECORDED[1]
+    slow = Costs(host_rps=rps1, fixed_s=wall1 - window1, gap_s=gap1)
+    for hosts, (requests, wall, _, _, _) in SLOW_RECORDED.items():
+        predicted = makespan(requests, hosts, slow, SLOW_SHARD).seconds
+        lines.append(f"| slow (2 slots, ~4.3 req/s), distributed | {requests} requests, {hosts} host(s), shards of "
+                     f"{SLOW_SHARD} | the recorded 1-host run: rate {rps1:.2f} req/s, gap {gap1:.1f} s, fixed "
+                     f"{slow.fixed_s:.1f} s | {predicted:.1f} | {wall:.1f} (recorded) | {predicted / wall - 1:+.1%} |")
+    share = utilisation if utilisation is not None else 0.977
+    lines += ["", f"Reference job, {REFERENCE_REQUESTS:,} requests, predicted (a MODEL, not a measurement): client "
+              f"utilisation while sending {share:.1%} (measured above against the simulator), {GAP_S} s between "
+              f"shards, fixed costs {slow.fixed_s:.0f} s, drain 9 s (200 tokens at 5,800 / 256 tokens/s per slot).",
+              "", "| engine rate per host | hosts | shards | predicted | sending / gaps |", "|---|---|---|---|---|"]
+    for rps in (45.0, 29.0):
+        costs = Costs(host_rps=rps * share, fixed_s=slow.fixed_s, drain_s=9.0, gap_s=GAP_S)
+        for hosts, shard in ((1, None), (8, 900), (8, int(rps * 180))):
+            result = makespan(REFERENCE_REQUESTS, hosts, costs, shard)
+            label = "one process" if shard is None else f"{shard} requests ({shard / rps:.0f} s of work)"
+            lines.append(f"| {rps:.0f} req/s | {hosts} | {label} | **{result.seconds / 60:.1f} min** | "
+                         f"{result.sending_s:.0f} s / {result.gaps_s:.0f} s |")
+    lines.append("")
+    print("\n".join(lines))
+    if not args.no_write:
+        head = ["# The makespan model against measured runs (SIMULATOR measurements; predictions are a MODEL)", "",
+                "From `python -m bench.makespan_model` (see its docstring; the model is chunkwise/plan/makespan.py).",
+                ""]
+        replace_section(RESULTS, head, lines[0].removeprefix("## "), lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -13,18 +13,20 @@ from collections.abc import Iterator
 
 import pytest
 
-from chunkwise.harness.ollama_server.paths import ollama_paths
+from chunkwise.harness.ollama_server.paths import OllamaPaths, ollama_paths
 from chunkwise.harness.ollama_server.server import RunningOllama, running_ollama
 
 OLLAMA_PARALLEL = 4
 OLLAMA_ENV = {"OLLAMA_FLASH_ATTENTION": "1"}
 
 
-def require_ollama() -> None:
-    """Fail (not skip) with the instruction when `make ollama` has not run."""
-    paths = ollama_paths()
+def require_ollama(paths: OllamaPaths | None = None) -> None:
+    """Fail (not skip) with the instruction when `make ollama` (or, for v0.33.0, `make ollama-next`) has
+    not run."""
+    paths = paths or ollama_paths()
     if not paths.stamp.is_file():
-        pytest.fail(f"the real Ollama is not set up ({paths.stamp} missing): run `make ollama`")
+        pytest.fail(f"the real Ollama v{paths.version} is not set up ({paths.stamp} missing): run "
+                    f"`{paths.setup_command}`")
 
 
 @pytest.fixture(scope="session")

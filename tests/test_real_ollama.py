@@ -30,7 +30,7 @@ from chunkwise.params import RunParams
 from tests.support.ollama_fixture import OLLAMA_ENV, OLLAMA_PARALLEL
 from tests.support.pipeline_helpers import write_requests
 from tests.support.real_engine_proxy import CountingProxy, counting_proxy, request_key
-from tests.support.run_checks import ledger_records
+from tests.support.run_checks import assert_reconciles, ledger_records
 
 pytestmark = [pytest.mark.ollama, pytest.mark.slow, pytest.mark.usefixtures("prefect_harness"),
               pytest.mark.timeout(1800)]
@@ -68,14 +68,6 @@ def prompts_by_id(source: Path) -> dict[str, str]:
 def chat_requests(ollama, since: int = 0) -> int:
     """POST /api/chat lines in Ollama's own request log (gin), after the first `since` of them."""
     return max(ollama.log_text().count('"/api/chat"') - since, 0)
-
-
-def assert_reconciles(results: pl.DataFrame, stats: dict) -> None:
-    r = stats["requests"]
-    assert r["reconciles"] and r["total"] == results.height
-    assert r["succeeded"] == results.filter(pl.col("status") == "ok").height
-    assert stats["tokens"]["generated"] == results["eval_count"].sum()
-    assert stats["tokens"]["prompt_evaluated"] == results["prompt_eval_count"].sum()
 
 
 @pytest.mark.parametrize("mode", ["independent", "conversation"])

@@ -47,6 +47,23 @@ def test_non_streamed_answer_and_omitted_zero_metrics():
     assert result.content == "!" and result.load_duration == 0
 
 
+def test_llama_servers_error_body_passed_on_by_ollama_is_unwrapped_to_its_message():
+    """Ollama >= 0.30 (tests/fixtures/ollama-0.33.0/chat_overlong_truncate_false.json) passes llama-server's
+    JSON error body on as its message: the record says llama-server's sentence, not the JSON."""
+    inner = "request (1526 tokens) exceeds the available context size (256 tokens), try increasing it"
+    body = json.dumps({"error": {"code": 400, "message": inner, "type": "exceed_context_size_error",
+                                 "n_prompt_tokens": 1526, "n_ctx": 256}}, separators=(",", ":"))
+    client = client_for(lambda r: httpx.Response(400, json={"error": body}))
+    with pytest.raises(e.ContextExceeded) as info:
+        client.chat(request("m"))
+    assert inner in str(info.value) and "{" not in str(info.value)
+    for other in ("{not json", '{"error": "flat"}', '["error"]'):  # anything else stays as it is
+        client = client_for(lambda r, other=other: httpx.Response(500, json={"error": other}))
+        with pytest.raises(e.ServerError) as failed:
+            client.chat(request("m"))
+        assert other in str(failed.value)
+
+
 @pytest.mark.parametrize(
     ("status", "message", "error"),
     [

@@ -28,7 +28,21 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 CONTEXT_PHRASES = ("exceeds the context length", "longer than the context", "exceeds the available context")
 
 
+def _unwrap(message: str) -> str:
+    """The message inside a JSON error body passed on as Ollama's message: from 0.30 Ollama's engine is
+    llama-server, and Ollama hands its error body on as it is (`{"error":{"code":400,"message":"request (N
+    tokens) exceeds the available context size (C tokens), ..."}}`); any other message unchanged."""
+    if not message.startswith("{"):
+        return message
+    try:
+        inner = json.loads(message).get("error")
+    except (ValueError, AttributeError):
+        return message
+    return str(inner["message"]) if isinstance(inner, dict) and inner.get("message") else message
+
+
 def _error_from_response(status: int, message: str, model: str) -> LLMError:
+    message = _unwrap(message)
     if status == 404:
         return ModelNotFound(f"{message} (status 404); pull it with: ollama pull {model}", status)
     if status == 400 and any(phrase in message for phrase in CONTEXT_PHRASES):

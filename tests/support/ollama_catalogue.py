@@ -212,10 +212,19 @@ def _matches(path: str, prefixes: tuple[str, ...]) -> bool:
 BLOB = re.compile(r"\S*/blobs/sha256-[0-9a-f]{64}")
 
 
+#: The prompt's length in llama-server's refusal of an over-long prompt, which Ollama >= 0.30 passes on as its
+#: error text (`request (1526 tokens) exceeds ...`, `"n_prompt_tokens":1526`): a token count, which may differ
+#: (the simulator's tokenizer is its own); the context size next to it must not.
+PROMPT_TOKENS = (re.compile(r"request \(\d+ tokens\)"), re.compile(r'"n_prompt_tokens":\d+'))
+
+
 def _scalar(value: Any, path: str = "") -> Any:
     if path == "parameters" and isinstance(value, str):  # one line per parameter, in Go's random map order
         return "\n".join(sorted(value.splitlines()))
-    return BLOB.sub("<blob>", value) if isinstance(value, str) else value
+    if not isinstance(value, str):
+        return value
+    value = PROMPT_TOKENS[0].sub("request (<n> tokens)", BLOB.sub("<blob>", value))
+    return PROMPT_TOKENS[1].sub('"n_prompt_tokens":<n>', value)
 
 
 def _is_value_key(path: str, key: str) -> bool:

@@ -47,6 +47,18 @@ def test_non_streamed_answer_and_omitted_zero_metrics():
     assert result.content == "!" and result.load_duration == 0
 
 
+def test_a_multi_line_server_message_becomes_one_line_with_each_line_once():
+    """Ollama 0.33.0's load error for a GGUF with an unknown tokenizer (llama-server logs the line twice)."""
+    line = "error loading model: error loading model vocabulary: unknown tokenizer: 'llamq'"
+    message = f"llama-server process has terminated: exit status 1: {line}\n{line}"
+    client = client_for(lambda r: httpx.Response(500, json={"error": message}))
+    with pytest.raises(e.ServerError) as info:
+        client.chat(request("m"))
+    text = str(info.value)
+    assert "\n" not in text and text.count("unknown tokenizer") == 1
+    assert text.startswith(f"llama-server process has terminated: exit status 1: {line}")
+
+
 def test_llama_servers_error_body_passed_on_by_ollama_is_unwrapped_to_its_message():
     """Ollama >= 0.30 (tests/fixtures/ollama-0.33.0/chat_overlong_truncate_false.json) passes llama-server's
     JSON error body on as its message: the record says llama-server's sentence, not the JSON."""

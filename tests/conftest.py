@@ -7,8 +7,11 @@ Tiers (registered in pyproject.toml, applied here by `pytest_collection_modifyit
     slow   real components: a Prefect server, a browser, subprocess runs, the soak (marked by hand)
     engine the real llama-server from `make engine` (marked by hand, with slow)
     ollama the real Ollama from `make ollama` (marked by hand, with slow)
+    ollama_next  the real Ollama v0.33.0 from `make ollama-next` (marked by hand, with slow): run by
+           `make test-ollama-next`, left out of `make test` (its build costs ~13 more minutes)
 
-`pytest -m pure` is the quick loop, `pytest -m "not slow"` adds the flows, `make test` runs all.
+`pytest -m pure` is the quick loop, `pytest -m "not slow"` adds the flows, `make test` runs all but
+ollama_next.
 
 Prefect: flow tests share ONE `prefect_test_harness` for the whole session (starting it costs
 ~15 s; a harness per test would cost that every time), with result storage and Prefect's home kept
@@ -77,7 +80,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         fixtures = getattr(item, "fixturenames", ())
         if "prefect_harness" in fixtures:
             item.add_marker(pytest.mark.flow)
-        if not any(item.get_closest_marker(tier) for tier in ("flow", "slow", "engine", "ollama")):
+        if not any(item.get_closest_marker(tier) for tier in ("flow", "slow", "engine", "ollama", "ollama_next")):
             item.add_marker(pytest.mark.pure)
 
 

@@ -47,6 +47,35 @@ def test_non_streamed_answer_and_omitted_zero_metrics():
     assert result.content == "!" and result.load_duration == 0
 
 
+def test_a_multi_line_server_message_becomes_one_line_with_each_line_once():
+    """Ollama 0.33.0's load error for a GGUF with an unknown tokenizer (llama-server logs the line twice)."""
+    line = "error loading model: error loading model vocabulary: unknown tokenizer: 'llamq'"
+    message = f"llama-server process has terminated: exit status 1: {line}\n{line}"
+    client = client_for(lambda r: httpx.Response(500, json={"error": message}))
+    with pytest.raises(e.ServerError) as info:
+        client.chat(request("m"))
+    text = str(info.value)
+    assert "\n" not in text and text.count("unknown tokenizer") == 1
+    assert text.startswith(f"llama-server process has terminated: exit status 1: {line}")
+
+
+def test_llama_servers_error_body_passed_on_by_ollama_is_unwrapped_to_its_message():
+    """Ollama >= 0.30 (tests/fixtures/ollama-0.33.0/chat_overlong_truncate_false.json) passes llama-server's
+    JSON error body on as its message: the record says llama-server's sentence, not the JSON."""
+    inner = "request (1526 tokens) exceeds the available context size (256 tokens), try increasing it"
+    body = json.dumps({"error": {"code": 400, "message": inner, "type": "exceed_context_size_error",
+                                 "n_prompt_tokens": 1526, "n_ctx": 256}}, separators=(",", ":"))
+    client = client_for(lambda r: httpx.Response(400, json={"error": body}))
+    with pytest.raises(e.ContextExceeded) as info:
+        client.chat(request("m"))
+    assert inner in str(info.value) and "{" not in str(info.value)
+    for other in ("{not json", '{"error": "flat"}', '["error"]'):  # anything else stays as it is
+        client = client_for(lambda r, other=other: httpx.Response(500, json={"error": other}))
+        with pytest.raises(e.ServerError) as failed:
+            client.chat(request("m"))
+        assert other in str(failed.value)
+
+
 @pytest.mark.parametrize(
     ("status", "message", "error"),
     [

@@ -10,7 +10,6 @@ cores generation dominates (every token computes logits over Gemma's 262,144-tok
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -22,15 +21,14 @@ import jsonschema
 import polars as pl
 import pytest
 
-from chunkwise.harness.llama_server.paths import engine_paths
-from chunkwise.harness.ollama_server.models import create, damaged_copy
-from chunkwise.harness.ollama_server.paths import MODEL_NAME
+from chunkwise.harness.ollama_server.paths import MODEL_NAME, ollama_paths
 from chunkwise.harness.ollama_server.server import running_ollama
 from chunkwise.params import RunParams
+from tests.support.ollama_breaker import broken_then_repaired, cli_env
 from tests.support.ollama_fixture import OLLAMA_ENV, OLLAMA_PARALLEL
 from tests.support.pipeline_helpers import write_requests
 from tests.support.real_engine_proxy import CountingProxy, counting_proxy, request_key
-from tests.support.run_checks import ledger_records
+from tests.support.run_checks import assert_reconciles, ledger_records
 
 pytestmark = [pytest.mark.ollama, pytest.mark.slow, pytest.mark.usefixtures("prefect_harness"),
               pytest.mark.timeout(1800)]
@@ -68,14 +66,6 @@ def prompts_by_id(source: Path) -> dict[str, str]:
 def chat_requests(ollama, since: int = 0) -> int:
     """POST /api/chat lines in Ollama's own request log (gin), after the first `since` of them."""
     return max(ollama.log_text().count('"/api/chat"') - since, 0)
-
-
-def assert_reconciles(results: pl.DataFrame, stats: dict) -> None:
-    r = stats["requests"]
-    assert r["reconciles"] and r["total"] == results.height
-    assert r["succeeded"] == results.filter(pl.col("status") == "ok").height
-    assert stats["tokens"]["generated"] == results["eval_count"].sum()
-    assert stats["tokens"]["prompt_evaluated"] == results["prompt_eval_count"].sum()
 
 
 @pytest.mark.parametrize("mode", ["independent", "conversation"])
@@ -117,14 +107,6 @@ def test_200_requests_answered_exactly_once_with_ollamas_counts(proxy, ollama, t
 def spawn_run(args: list[str], env: dict) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "chunkwise", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def cli_env(tmp_path: Path) -> dict[str, str]:
-    from prefect.settings import get_current_settings
-
-    return {**os.environ, "PREFECT_API_URL": str(get_current_settings().api.url),
-            "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_LOGGING_LEVEL": "WARNING",
-            "PYTHONUNBUFFERED": "1"}
 
 
 def request_key_for(prompt: str) -> str:
@@ -210,41 +192,17 @@ def test_structured_output_is_valid_json_in_every_ok_row(proxy, ollama, tmp_path
 
 
 def test_a_run_stopped_by_a_model_that_cannot_load_resumes_once_the_model_is_repaired(tmp_path):
-    """The same model name and digest, broken and then repaired: a server of its own whose model store holds
-    `gemma3-270m`, with the model's blob overwritten by the damaged GGUF (every load fails), then restored.
-    The first run stops with exit 2 and Ollama's message; the same command afterwards answers every row once."""
-    gguf = engine_paths().model
-    store = tmp_path / "models"
-    with running_ollama(OLLAMA_PARALLEL, log_path=tmp_path / "ollama.log",
-                        extra_env={"OLLAMA_MODELS": str(store)}) as server, counting_proxy(server.url) as proxy:
-        create(server, MODEL_NAME, gguf, tmp_path / "modelfiles")
-        blob = max((store / "blobs").iterdir(), key=lambda b: b.stat().st_size)
-        assert blob.stat().st_size == gguf.stat().st_size
-        damaged_copy(gguf, blob)
-        source = write_requests(tmp_path / "in.parquet", 40, prompt_words=4)
-        args = ["run", "--host", proxy.url, "--input", str(source), "--model", MODEL_NAME, "--output-dir",
-                str(tmp_path / "runs"), "--run-name", "r", "--num-ctx", str(NUM_CTX), "--num-predict",
-                str(ANSWER_TOKENS), "--parallel", str(OLLAMA_PARALLEL), "--mode", "independent"]
-        first = subprocess.run([sys.executable, "-m", "chunkwise", *args], cwd=REPO, env=cli_env(tmp_path),
-                               capture_output=True, text=True, timeout=600)
-        assert first.returncode == 2, first.stdout + first.stderr
-        assert "unable to load model" in first.stderr.strip().splitlines()[-1]
-        first_sent, first_answered = proxy.counts()
-        assert sum(first_answered.values()) == 0  # nothing answered: every load failed
-        # the breaker, not the retries, ended it: a few attempts across the slots (each ~0.5 s on this server),
-        # not 40 rows x 6 attempts
-        assert sum(first_sent.values()) <= 5 + 2 * OLLAMA_PARALLEL
-
-        blob.write_bytes(gguf.read_bytes())  # repaired: same bytes, same digest
-        proxy.reset()
-        second = subprocess.run([sys.executable, "-m", "chunkwise", *args], cwd=REPO, env=cli_env(tmp_path),
-                                capture_output=True, text=True, timeout=900)
-        assert second.returncode in (0, 1), second.stdout + second.stderr
-        sent, answered = proxy.counts()
-    results = pl.read_parquet(tmp_path / "runs" / "r" / "results.parquet")
-    assert sorted(results["id"].to_list()) == sorted(prompts_by_id(source))
-    assert results["response"].null_count() == 0
-    assert set(sent.values()) == {1} and answered == sent and len(sent) == 40
+    """The same model name and digest, broken and then repaired (tests/support/ollama_breaker.py): the first
+    run stops with exit 2 and Ollama's message; the same command afterwards answers every row once."""
+    got = broken_then_repaired(tmp_path, ollama_paths(), OLLAMA_PARALLEL, NUM_CTX, ANSWER_TOKENS)
+    assert got.first_code == 2, got
+    assert "unable to load model" in got.first_last_line
+    assert got.first_answered == 0  # nothing answered: every load failed
+    # the breaker, not the retries, ended it: a few attempts across the slots (each ~0.5 s on this server),
+    # not 40 rows x 6 attempts
+    assert got.first_sent <= 5 + 2 * OLLAMA_PARALLEL
+    assert got.ids == got.expected_ids and got.null_responses == 0
+    assert set(got.sent.values()) == {1} and got.answered == got.sent and len(got.sent) == 40
 
 
 def test_a_full_queue_is_back_pressure_nothing_lost_nothing_failed(tmp_path, clean_process):

@@ -83,14 +83,26 @@ def test_half_mode_matches_ollama_0_30_11_counts(sim_factory, model, num_ctx, ex
     assert body["prompt_eval_count"] == expected
 
 
-def test_error_mode_and_truncate_false_give_400(sim_factory):
-    sim = sim_factory(truncation="error")
-    r = chat(sim.url, "llama3.1:8b", [msg("user", 5000)])
-    assert r.status_code == 400 and r.json() == {"error": INPUT_TOO_LONG}
+def refused(version: str, tokens: int, num_ctx: int = 4096) -> str:
+    """The 400 text of an over-long prompt: the Go runners' sentence, or from 0.30 llama-server's JSON body
+    as Ollama passes it on (tests/fixtures/ollama-0.33.0/chat_overlong_truncate_false.json)."""
+    if version < "0.30":
+        return INPUT_TOO_LONG
+    return (f'{{"error":{{"code":400,"message":"request ({tokens} tokens) exceeds the available context size '
+            f'({num_ctx} tokens), try increasing it","type":"exceed_context_size_error","n_prompt_tokens":{tokens},'
+            f'"n_ctx":{num_ctx}}}}}')
+
+
+@pytest.mark.parametrize("version", ["0.24.0", "0.33.0"])
+def test_error_mode_and_truncate_false_give_400(sim_factory, version):
+    sim = sim_factory(truncation="error", ollama_version=version)
+    long = [msg("user", 5000)]
+    r = chat(sim.url, "llama3.1:8b", long)
+    assert r.status_code == 400 and r.json() == {"error": refused(version, chat_prompt_tokens(long))}
     assert chat(sim.url, "llama3.1:8b", [msg("user", 100)]).status_code == 200
     sim.configure(truncation="keep-tail")
-    r = chat(sim.url, "llama3.1:8b", [msg("user", 5000)], truncate=False)
-    assert r.status_code == 400 and r.json()["error"] == INPUT_TOO_LONG
+    r = chat(sim.url, "llama3.1:8b", long, truncate=False)
+    assert r.status_code == 400 and r.json()["error"] == refused(version, chat_prompt_tokens(long))
     r = httpx.post(f"{sim.url}/api/generate", json={"model": "llama3.1:8b", "prompt": words(5000), "truncate": False,
                                                     "stream": False}, trust_env=False)
     assert r.status_code == 400

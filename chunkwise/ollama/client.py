@@ -28,7 +28,33 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 CONTEXT_PHRASES = ("exceeds the context length", "longer than the context", "exceeds the available context")
 
 
+def _unwrap(message: str) -> str:
+    """The message inside a JSON error body passed on as Ollama's message: from 0.30 Ollama's engine is
+    llama-server, and Ollama hands its error body on as it is (`{"error":{"code":400,"message":"request (N
+    tokens) exceeds the available context size (C tokens), ..."}}`); any other message unchanged."""
+    if not message.startswith("{"):
+        return message
+    try:
+        inner = json.loads(message).get("error")
+    except (ValueError, AttributeError):
+        return message
+    return str(inner["message"]) if isinstance(inner, dict) and inner.get("message") else message
+
+
+def _one_line(message: str) -> str:
+    """A multi-line server message on one line, each line once (not one already contained in an earlier
+    line): from 0.30 Ollama's load errors are every error line llama-server logged, joined by newlines
+    (`v0.33.0:llm/status.go` AppendError; an unknown tokenizer is logged twice), and chunkwise's errors are
+    one line."""
+    kept: list[str] = []
+    for line in (line.strip() for line in message.splitlines()):
+        if line and not any(line in earlier for earlier in kept):  # a repeat, maybe under a prefix
+            kept.append(line)
+    return "; ".join(kept)
+
+
 def _error_from_response(status: int, message: str, model: str) -> LLMError:
+    message = _one_line(_unwrap(message))
     if status == 404:
         return ModelNotFound(f"{message} (status 404); pull it with: ollama pull {model}", status)
     if status == 400 and any(phrase in message for phrase in CONTEXT_PHRASES):
@@ -177,7 +203,7 @@ class OllamaClient(HttpBoundary):
         except orjson.JSONDecodeError:
             raise IncompleteResponse(f"{self.host} sent a line that is not JSON: {line[:120]!r}") from None
         if "error" in item:  # an error after the first chunk arrives inside a 200 stream
-            raise ServerError(f"{item['error']} (in stream)", status)
+            raise ServerError(f"{_one_line(str(item['error']))} (in stream)", status)
         message = item.get("message")
         if message:
             pieces.append(message.get("content") or "")

@@ -23,8 +23,10 @@ ErrMaxQueue when it is full; `processPending` holds the one it took while the ru
 `sched.go:163-260`), and four more such requests overflow it: at least two are 503, every time.
 
 Used by tests/test_sim_conformance.py (the simulator against the committed fixtures, and live against
-`running_ollama()`), and by `python -m tests.support.ollama_catalogue record` (`make ollama-fixtures`),
-which writes the fixtures in tests/fixtures/ollama-<version>/.
+`running_ollama()`), and by `python -m tests.support.ollama_catalogue record [--version V]` (`make
+ollama-fixtures [OLLAMA_VERSION=V]`), which writes the fixtures in tests/fixtures/ollama-<version>/. The
+same catalogue is recorded against each built version (`VERSIONS`: 0.24.0, and 0.33.0 whose engine is
+llama-server); the simulator answers it in that version's era.
 """
 
 from __future__ import annotations
@@ -42,8 +44,16 @@ import httpx
 
 MODEL = "gemma3-270m"
 DAMAGED_MODEL = "gemma3-270m-damaged"
-VERSION = "0.24.0"
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / f"ollama-{VERSION}"
+#: The real Ollamas the catalogue is recorded against (chunkwise.harness.ollama_server.paths.VERSIONS).
+VERSIONS = ("0.24.0", "0.33.0")
+VERSION = VERSIONS[0]
+
+
+def fixtures_dir(version: str = VERSION) -> Path:
+    return Path(__file__).resolve().parent.parent / "fixtures" / f"ollama-{version}"
+
+
+FIXTURES = fixtures_dir()
 NUM_CTX = 256
 OPTIONS: dict[str, Any] = {"num_ctx": NUM_CTX, "temperature": 0, "seed": 42, "num_predict": 8}
 #: Keys whose values are behaviour wherever they occur (not under model_info: those are GGUF metadata).
@@ -202,10 +212,19 @@ def _matches(path: str, prefixes: tuple[str, ...]) -> bool:
 BLOB = re.compile(r"\S*/blobs/sha256-[0-9a-f]{64}")
 
 
+#: The prompt's length in llama-server's refusal of an over-long prompt, which Ollama >= 0.30 passes on as its
+#: error text (`request (1526 tokens) exceeds ...`, `"n_prompt_tokens":1526`): a token count, which may differ
+#: (the simulator's tokenizer is its own); the context size next to it must not.
+PROMPT_TOKENS = (re.compile(r"request \(\d+ tokens\)"), re.compile(r'"n_prompt_tokens":\d+'))
+
+
 def _scalar(value: Any, path: str = "") -> Any:
     if path == "parameters" and isinstance(value, str):  # one line per parameter, in Go's random map order
         return "\n".join(sorted(value.splitlines()))
-    return BLOB.sub("<blob>", value) if isinstance(value, str) else value
+    if not isinstance(value, str):
+        return value
+    value = PROMPT_TOKENS[0].sub("request (<n> tokens)", BLOB.sub("<blob>", value))
+    return PROMPT_TOKENS[1].sub('"n_prompt_tokens":<n>', value)
 
 
 def _is_value_key(path: str, key: str) -> bool:
@@ -410,13 +429,22 @@ def read_fixture(name: str, directory: Path = FIXTURES) -> dict[str, Any]:
 
 # -- comparing -------------------------------------------------------------------------------------
 
-#: The simulator as the conformance test runs it, matching the recorded server: Ollama 0.24.0, one slot, the
-#: default context (4096 on that machine), a CPU (no VRAM), non-zero rates (Go omits zero durations), and
-#: answers longer than any limit in the catalogue, as a base model's that never stops on its own.
-SIM_OPTIONS: dict[str, Any] = {"ollama_version": VERSION, "parallel": 1, "vram_mib": 0, "prefill_tps": 1e7,
-                               "decode_tps": 1e7, "answer_tokens": (1024, 1024)}
-#: The queue scenario's server: one slot and OLLAMA_MAX_QUEUE=1.
-QUEUE_SIM_OPTIONS: dict[str, Any] = {**SIM_OPTIONS, "max_queue": 1, "decode_tps": 200.0, "answer_tokens": (4096, 4096)}
+def sim_options(version: str = VERSION) -> dict[str, Any]:
+    """The simulator as the conformance test runs it, matching the recorded server: Ollama `version`, one
+    slot, the default context (4096 on that machine), a CPU (no VRAM), non-zero rates (Go omits zero
+    durations), and answers longer than any limit in the catalogue, as a base model's that never stops on
+    its own."""
+    return {"ollama_version": version, "parallel": 1, "vram_mib": 0, "prefill_tps": 1e7, "decode_tps": 1e7,
+            "answer_tokens": (1024, 1024)}
+
+
+def queue_sim_options(version: str = VERSION) -> dict[str, Any]:
+    """The queue scenario's server: one slot and OLLAMA_MAX_QUEUE=1."""
+    return {**sim_options(version), "max_queue": 1, "decode_tps": 200.0, "answer_tokens": (4096, 4096)}
+
+
+SIM_OPTIONS = sim_options()
+QUEUE_SIM_OPTIONS = queue_sim_options()
 
 
 def _shape_diffs(real: Any, sim: Any, path: str) -> list[str]:
@@ -502,29 +530,34 @@ def record_queue(url: str, directory: Path = FIXTURES) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`record`: start the built Ollama twice (`make ollama`) and re-record the fixtures, or use running
-    servers with `--url URL --queue-url URL` (fresh ones: the catalogue starts with nothing loaded)."""
+    """`record`: start the built Ollama `--version` twice (`make ollama`, `make ollama-next`) and re-record
+    its fixtures, or use running servers with `--url URL --queue-url URL` (fresh ones: the catalogue starts
+    with nothing loaded)."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m tests.support.ollama_catalogue")
     parser.add_argument("command", choices=["record"])
-    parser.add_argument("--url", help="a running Ollama 0.24.0 with one slot, nothing loaded")
-    parser.add_argument("--queue-url", help="a running Ollama 0.24.0 with one slot and OLLAMA_MAX_QUEUE=1")
-    parser.add_argument("--out", type=Path, default=FIXTURES, help=f"fixture directory (default {FIXTURES})")
+    parser.add_argument("--version", choices=VERSIONS, default=VERSION, help="which built Ollama (default %(default)s)")
+    parser.add_argument("--url", help="a running Ollama of that version with one slot, nothing loaded")
+    parser.add_argument("--queue-url", help="a running Ollama of that version with one slot and OLLAMA_MAX_QUEUE=1")
+    parser.add_argument("--out", type=Path, default=None, help="fixture directory (default tests/fixtures/ollama-V)")
     args = parser.parse_args(argv)
+    out = args.out or fixtures_dir(args.version)
     if args.url and args.queue_url:
-        record_catalogue(args.url, args.out)
-        record_queue(args.queue_url, args.out)
+        record_catalogue(args.url, out)
+        record_queue(args.queue_url, out)
         return 0
     import tempfile
 
+    from chunkwise.harness.ollama_server.paths import ollama_paths
     from chunkwise.harness.ollama_server.server import running_ollama
 
+    paths = ollama_paths(version=args.version)
     with tempfile.TemporaryDirectory(prefix="chunkwise-ollama-fixtures-") as logs:
-        with running_ollama(1, log_path=Path(logs) / "catalogue.log") as server:
-            record_catalogue(server.url, args.out)
-        with running_ollama(1, max_queue=1, log_path=Path(logs) / "queue.log") as server:
-            record_queue(server.url, args.out)
+        with running_ollama(1, paths=paths, log_path=Path(logs) / "catalogue.log") as server:
+            record_catalogue(server.url, out)
+        with running_ollama(1, max_queue=1, paths=paths, log_path=Path(logs) / "queue.log") as server:
+            record_queue(server.url, out)
     return 0
 
 

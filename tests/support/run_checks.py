@@ -38,6 +38,15 @@ def assert_same_results(run_dir: Path, expected: pl.DataFrame) -> pl.DataFrame:
     return got
 
 
+def assert_reconciles(results: pl.DataFrame, stats: dict[str, Any]) -> None:
+    """stats.json's request and token totals are those of results.parquet's rows."""
+    r = stats["requests"]
+    assert r["reconciles"] and r["total"] == results.height
+    assert r["succeeded"] == results.filter(pl.col("status") == "ok").height
+    assert stats["tokens"]["generated"] == results["eval_count"].sum()
+    assert stats["tokens"]["prompt_evaluated"] == results["prompt_eval_count"].sum()
+
+
 def assert_answered_once(sim_stats: dict[str, Any], expected: int | None = None) -> None:
     """No request was answered twice by the simulator (and, if given, exactly `expected` were answered)."""
     assert sim_stats["max_answered_per_fingerprint"] == 1, (

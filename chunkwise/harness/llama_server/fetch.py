@@ -21,7 +21,6 @@ from chunkwise.harness.llama_server.paths import (
     MODEL_MODULE,
     MODEL_PACKAGE,
     MODEL_PACKAGE_VERSION,
-    SDIST_NAME,
     SDIST_SHA256,
     EnginePaths,
 )
@@ -40,40 +39,47 @@ def sha256_of(path: Path, block: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def check_sha256(path: Path, expected: str) -> None:
+def check_sha256(path: Path, expected: str, setup_command: str = "make engine") -> None:
     """Raise EngineSetupError naming the file when its sha256 is not `expected`."""
     actual = sha256_of(path)
     if actual != expected:
         raise EngineSetupError(f"{path}: sha256 {actual} is not the pinned {expected}; delete the file and run "
-                               "`make engine` again (a truncated download or a different upload)")
+                               f"`{setup_command}` again (a truncated download or a different upload)")
 
 
-def _pip(args: list[str], what: str) -> None:
+def _pip(args: list[str], what: str, setup_command: str = "make engine") -> None:
     cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
     done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if done.returncode != 0:
         tail = "\n".join(done.stdout.strip().splitlines()[-15:])
         raise EngineSetupError(f"{what} failed (pip exit {done.returncode}); check network access to the package "
-                               f"index and run `make engine` again. pip said:\n{tail}")
+                               f"index and run `{setup_command}` again. pip said:\n{tail}")
+
+
+def download_sdist(target: Path, version: str, sha256: str, log: Callable[[str], None] = print,
+                   setup_command: str = "make engine") -> Path:
+    """llama-cpp-python `version`'s sdist at `target`, downloaded through pip if absent, sha256-checked.
+    The caller holds a lock on `target`'s directory."""
+    if target.is_file():
+        check_sha256(target, sha256, setup_command)
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    name = f"llama_cpp_python-{version}.tar.gz"
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".dl-") as tmp:
+        log(f"downloading the llama-cpp-python {version} sdist (about 75 MB) for its llama.cpp")
+        _pip(["download", "--no-deps", "--no-binary", ":all:", "--dest", tmp, f"llama-cpp-python=={version}"],
+             f"downloading the llama-cpp-python {version} sdist", setup_command)
+        got = Path(tmp) / name
+        if not got.is_file():
+            raise EngineSetupError(f"pip did not write {name}; found {sorted(os.listdir(tmp))}")
+        check_sha256(got, sha256, setup_command)
+        os.replace(got, target)
+    return target
 
 
 def ensure_sdist(paths: EnginePaths, log: Callable[[str], None] = print) -> Path:
-    """The pinned llama-cpp-python sdist in the cache, downloaded if absent and sha256-checked."""
-    target = paths.sdist
-    if target.is_file():
-        check_sha256(target, SDIST_SHA256)
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".dl-") as tmp:
-        log(f"engine: downloading the llama-cpp-python {LLAMA_CPP_PYTHON_VERSION} sdist (76.6 MB)")
-        _pip(["download", "--no-deps", "--no-binary", ":all:", "--dest", tmp,
-              f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"], "downloading the llama-cpp-python sdist")
-        got = Path(tmp) / SDIST_NAME
-        if not got.is_file():
-            raise EngineSetupError(f"pip did not write {SDIST_NAME}; found {sorted(os.listdir(tmp))}")
-        check_sha256(got, SDIST_SHA256)
-        os.replace(got, target)
-    return target
+    """The pinned llama-cpp-python sdist in the engine's cache, downloaded if absent and sha256-checked."""
+    return download_sdist(paths.sdist, LLAMA_CPP_PYTHON_VERSION, SDIST_SHA256, log)
 
 
 def ensure_model(paths: EnginePaths, log: Callable[[str], None] = print) -> Path:

@@ -12,10 +12,17 @@ default applies; changing it per request would reload the model.
 
 Two more models make the server errors the failure tests need, on the real server rather than a fake:
 
-- `gemma3-270m-damaged`: a copy of the GGUF whose `general.architecture` reads `gemmq3`. `ollama create`
-  accepts it (it checks tensor offsets against the file size, so a truncated copy is refused at create), and
-  every load fails the same way: 500 `unable to load model: <blob>` (llama.cpp: "unknown model architecture"),
-  about 0.5 s per request here: a persistent server error.
+- `gemma3-270m-damaged`: a copy of the GGUF with one metadata value that `ollama create` accepts and every
+  load rejects the same way: a persistent server error. Which value depends on the version (`DAMAGE`):
+  - v0.24.0: `general.architecture` reads `gemmq3`. create checks only tensor offsets against the file size
+    (a truncated copy is refused at create); every load fails with 500 `unable to load model: <blob>`
+    (llama.cpp: "unknown model architecture"), about 0.5 s per request here.
+  - v0.33.0: create copies every GGUF through `llama-quantize COPY` (`v0.33.0:server/create.go:767`,
+    `copyLayerWithLlamaQuantize`), which builds the model from its architecture, so an unknown one is
+    refused at create. It reads the hyper-parameters but not the vocabulary (llama.cpp 4df29be4f
+    `src/llama-quant.cpp`: `llama_model_create`, `load_hparams`, `load_stats`), and copies the metadata
+    as it is; so here `tokenizer.ggml.model` reads `llamq`, which every load of llama-server rejects
+    (`src/llama-vocab.cpp`: "unknown tokenizer: 'llamq'").
 - `gemma3-270m-poison`: the same GGUF (no new blob) with a template that fails to render a user message whose
   content is exactly `POISON`: 500 `template: ... error calling index: index out of range: 99`, streamed or
   not, every time, while every other message is answered: a poison row (a renderer error is one of the
@@ -28,7 +35,14 @@ import os
 import subprocess
 from pathlib import Path
 
-from chunkwise.harness.ollama_server.paths import BROKEN_MODEL_NAME, MODEL_NAME, POISON_MODEL_NAME, OllamaPaths
+from chunkwise.harness.ollama_server.paths import (
+    BROKEN_MODEL_NAME,
+    MODEL_NAME,
+    NEXT_VERSION,
+    POISON_MODEL_NAME,
+    VERSION,
+    OllamaPaths,
+)
 from chunkwise.harness.ollama_server.server import RunningOllama
 from chunkwise.harness.ollama_server.toolchain import OllamaSetupError
 
@@ -50,8 +64,10 @@ POISON_TEMPLATE = TEMPLATE.replace(
     '{{- if or (eq .Role "user")',
     f'{{{{- if and (eq .Role "user") (eq .Content "{POISON}") }}}}{{{{ index $.Messages 99 }}}}{{{{ end }}}}\n'
     '{{- if or (eq .Role "user")', 1)
-#: `general.architecture` of the damaged copy: same length as `gemma3`, unknown to every loader.
-DAMAGED_ARCH = b"gemmq3"
+#: The damaged copy per version: (GGUF string key, its value in the Gemma GGUF, the damaged value of the
+#: same length, so every offset stays).
+DAMAGE = {VERSION: (b"general.architecture", b"gemma3", b"gemmq3"),
+          NEXT_VERSION: (b"tokenizer.ggml.model", b"llama", b"llamq")}
 
 
 def modelfile(gguf: Path, template: str = TEMPLATE) -> str:
@@ -63,15 +79,16 @@ def manifest(paths: OllamaPaths, name: str) -> Path:
     return paths.models / "manifests" / "registry.ollama.ai" / "library" / name / "latest"
 
 
-def damaged_copy(gguf: Path, dest: Path) -> Path:
-    """A copy of `gguf` whose architecture is DAMAGED_ARCH (the GGUF header: key, type 8 = string,
-    uint64 length, value)."""
+def damaged_copy(gguf: Path, dest: Path, version: str = VERSION) -> Path:
+    """A copy of `gguf` with `version`'s DAMAGE applied (the GGUF header: key, type 8 = string, uint64
+    length, value)."""
+    key, value, damaged = DAMAGE[version]
     data = bytearray(gguf.read_bytes())
-    key = b"general.architecture"
     at = data.find(key) + len(key) + 12
-    if data.find(key) < 0 or data[at:at + len(DAMAGED_ARCH)] != b"gemma3":
-        raise OllamaSetupError(f"{gguf}: no general.architecture = gemma3 in its header; is it the Gemma 3 GGUF?")
-    data[at:at + len(DAMAGED_ARCH)] = DAMAGED_ARCH
+    if data.find(key) < 0 or data[at - 12:at] != (8).to_bytes(4, "little") + len(value).to_bytes(8, "little") \
+            or data[at:at + len(value)] != value:
+        raise OllamaSetupError(f"{gguf}: no {key.decode()} = {value.decode()} in its header; is it the Gemma 3 GGUF?")
+    data[at:at + len(damaged)] = damaged
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + ".part")
     partial.write_bytes(data)
@@ -105,7 +122,7 @@ def ensure_models(server: RunningOllama, gguf: Path) -> list[str]:
         if manifest(paths, name).is_file() and written.is_file() and written.read_text() == modelfile(source, template):
             continue
         if source == damaged:  # the damaged copy lives only until `ollama create` has copied it into a blob
-            damaged_copy(gguf, damaged)
+            damaged_copy(gguf, damaged, paths.version)
         create(server, name, source, workdir, template)
         damaged.unlink(missing_ok=True)
         created.append(name)

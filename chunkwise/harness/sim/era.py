@@ -24,6 +24,28 @@ behaviour starts:
   queue_loads_only    v0.11.5+: OLLAMA_MAX_QUEUE bounds only requests that need a (re)load; requests
                       for a loaded runner wait without limit (`v0.33.0-rc2:server/sched.go:197-208`).
 
+Read in the real Ollama 0.33.0 built here (tests/fixtures/ollama-0.33.0/) and its tag's source. Where a
+change lies between two tags read (v0.24.0, v0.30.0, v0.30.1, v0.31.0, v0.32.15, v0.33.0), it is taken to
+start at the later one; the tags between were not read:
+
+  list_cache          v0.30.0: /api/tags answers from the model-list cache, whose details add
+                      `context_length` and `embedding_length` and whose entries carry `capabilities`
+                      (`v0.33.0:server/model_list_cache.go:322-375`; absent in v0.24.0).
+  show_display_name   v0.30.0: /api/show's 404 names the model with its tag, `'x:latest'` (the handler sets
+                      `req.Model = name.DisplayShortest()` first, `v0.33.0:server/routes.go:1355,1367`).
+  create_copies_gguf  v0.30.0: `ollama create` rewrites a GGUF through `llama-quantize COPY` into a new
+                      layer that has no `From`, so /api/show's `parent_model` (`layer.From`,
+                      `v0.33.0:server/images.go:719`) is empty (`server/create.go:767,942`).
+  openai_finish_chunk v0.32.15 (not in v0.31.0): an OpenAI stream names the role only in its first chunk
+                      and ends with a chunk of its own, empty delta and `finish_reason`, after the last
+                      content chunk; the metrics-only trailer is not sent as a content chunk
+                      (`v0.33.0:middleware/openai.go:100-160`, `openai/openai.go:301-340,369-395`).
+  (llama_server)      with `truncate: false` an over-long prompt is refused by llama-server itself, whose
+                      JSON error body Ollama passes on as the message (`v0.33.0:llm/llama_server.go:1648-1654`,
+                      `statusErrorMessage` :1782): `{"error":{"code":400,"message":"request (N tokens) exceeds
+                      the available context size (C tokens), try increasing it",...}}` (llama.cpp 4df29be4f
+                      `tools/server/server-context.cpp:3113-3118`, `server-common.cpp:52`).
+
 Facts of the Go-runner eras (before v0.30.0), read in `v0.24.0`:
 
   first_token_in_prompt  prompt_eval_duration runs until the first generated token and eval_duration
@@ -66,6 +88,10 @@ class Era:
     queue_loads_only: bool
     first_token_in_prompt: bool = False
     zero_predict_unbounded: bool = False
+    list_cache: bool = False
+    show_display_name: bool = False
+    create_copies_gguf: bool = False
+    openai_finish_chunk: bool = False
 
 
 #: Architectures Ollama's own engine serves in the Go-runner eras (`v0.24.0:fs/ggml/ggml.go:277-303`).
@@ -106,4 +132,8 @@ def era_of(version: str) -> Era:
         queue_loads_only=v >= (0, 11, 5),
         first_token_in_prompt=v < (0, 30, 0),
         zero_predict_unbounded=v < (0, 30, 0),
+        list_cache=v >= (0, 30, 0),
+        show_display_name=v >= (0, 30, 0),
+        create_copies_gguf=v >= (0, 30, 0),
+        openai_finish_chunk=v >= (0, 32, 15),
     )

@@ -44,6 +44,12 @@ MODEL_FAILED_TO_LOAD = (
 #: Error line inside a 200 stream (`v0.33.0-rc2:llm/llama_server.go:1766`; msg = "unexpected EOF"
 #: when llama-server left no error line in its log).
 STREAM_CRASH = "an error was encountered while running the model: unexpected EOF"
+#: What llama-server's failed load leaves in Ollama's status writer for the damaged GGUF of the llama-server
+#: eras (the harness damages `tokenizer.ggml.model` there, as 0.33.0's create refuses an unknown architecture:
+#: chunkwise/harness/ollama_server/models.py): llama.cpp's loader line (4df29be4f `src/llama.cpp:355,372`)
+#: twice, each captured from "error loading model" on and joined by a newline (`v0.33.0:llm/status.go`
+#: AppendError, errorPrefixes); as a real 0.33.0 answered (tests/fixtures/ollama-0.33.0/damaged_load.json).
+DAMAGED_VOCABULARY = "\n".join(["error loading model: error loading model vocabulary: unknown tokenizer: 'llamq'"] * 2)
 #: Order matters: the cumulative draw adds kinds in this order (new kinds go last, so old seeds keep their draws).
 KINDS = ("error", "reset", "stall", "incomplete", "stream_error")
 
@@ -70,6 +76,8 @@ def load_error(options: SimOptions, num_ctx: int, profile: ModelProfile | None =
         return MODEL_FAILED_TO_LOAD
     elif engine == "llamarunner" and profile is not None and profile.load_fails:
         return f"unable to load model: {profile.blob_path}"  # `v0.24.0:llama/llama.go:308-311`
+    elif engine == "llama-server" and profile is not None and profile.load_fails:
+        detail = DAMAGED_VOCABULARY
     else:
         detail = "error loading model: llama_model_loader: failed to load model from the model blob"
     if engine == "llama-server":

@@ -109,8 +109,11 @@ def details(profile: ModelProfile, parent_model: str = "") -> dict[str, Any]:
 
 
 @lru_cache(maxsize=32)
-def show_body(name: str, verbose: bool) -> bytes:
-    """The encoded /api/show answer (static per profile; a verbose one carries the vocabulary arrays)."""
+def show_body(name: str, verbose: bool, parent_blob: bool = True) -> bytes:
+    """The encoded /api/show answer (static per profile; a verbose one carries the vocabulary arrays).
+    `parent_blob`: `details.parent_model` names the GGUF blob the model was created from, as before 0.30;
+    from 0.30 `ollama create` copies the GGUF into a new layer without one and it is empty (`era.py`
+    create_copies_gguf)."""
     profile = PROFILES[name]
     template = TEMPLATES[profile.template]
     blob = profile.blob_path
@@ -124,7 +127,7 @@ def show_body(name: str, verbose: bool) -> bytes:
         "modelfile": modelfile,
         "parameters": parameters,
         "template": template.template_text,
-        "details": details(profile, blob),
+        "details": details(profile, blob if parent_blob else ""),
         "model_info": model_info(profile, verbose),
         "tensors": tensors(profile),
         "capabilities": list(profile.capabilities),

@@ -8,8 +8,9 @@ json_schema becomes `format`, `reasoning_effort` becomes `think`. The simulator 
 the rewritten body to its own /api/chat. Answers (`openai/openai.go:262-351`): one `chat.completion`
 object (`system_fingerprint` "fp_ollama", `usage` from the token counts), or with `stream` one SSE
 `data:` line per NDJSON line (`chat.completion.chunk`, delta with role and content, `finish_reason`
-null until the last) and `data: [DONE]`. A non-200 from the chat handler is rewritten as
-`{"error": {"message", "type", "param": null, "code": null}}` with the type by status (400
+null until the last) and `data: [DONE]`; from 0.32.15 (`era.py` openai_finish_chunk) the role only in
+the first chunk and the finish reason on a last chunk of its own with an empty delta. A non-200 from the
+chat handler is rewritten as `{"error": {"message", "type", "param": null, "code": null}}` with the type by status (400
 invalid_request_error, 404 not_found_error, else api_error; `openai.go:218-230`) and Content-Type
 `application/json` (`middleware/openai.go:58-72`).
 """
@@ -131,6 +132,14 @@ def chunk_object(chat_id: str, answer: dict[str, Any]) -> dict[str, Any]:
                          "finish_reason": answer.get("done_reason") or None}]}
 
 
+def finish_object(chat_id: str, answer: dict[str, Any]) -> dict[str, Any]:
+    """The chunk that ends a stream from 0.32.15: empty delta, the finish reason (`stop` when none;
+    `v0.33.0:openai/openai.go:369-395` FinishChunk)."""
+    return {"id": chat_id, "object": "chat.completion.chunk", "created": int(time.time()),
+            "model": answer.get("model"), "system_fingerprint": "fp_ollama",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": answer.get("done_reason") or "stop"}]}
+
+
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     try:
@@ -159,6 +168,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             return web.Response(body=data.encode(), headers={"Content-Type": "application/json"})
         response = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
+        finish_chunk = request.app[STATE].options.era.openai_finish_chunk
+        first = True
         async for raw_line in inner.content:
             if not raw_line.strip():
                 continue
@@ -166,7 +177,19 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             if "error" in answer:
                 await response.write(f"data: {json.dumps(error_body(500, answer['error']))}\n\n".encode())
                 break
-            await response.write(f"data: {json.dumps(chunk_object(chat_id, answer))}\n\n".encode())
+            if not finish_chunk:
+                await response.write(f"data: {json.dumps(chunk_object(chat_id, answer))}\n\n".encode())
+            else:  # from 0.32.15: role in the first chunk only, no empty trailer, finish_reason on its own chunk
+                empty = not (answer.get("message") or {}).get("content") and not (answer.get("message") or {}).get(
+                    "thinking")
+                if not (answer.get("done") and empty and not first):
+                    chunk = chunk_object(chat_id, {**answer, "done_reason": None})
+                    if not first:
+                        del chunk["choices"][0]["delta"]["role"]
+                    await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    first = False
+                if answer.get("done"):
+                    await response.write(f"data: {json.dumps(finish_object(chat_id, answer))}\n\n".encode())
             if answer.get("done"):
                 await response.write(b"data: [DONE]\n\n")
         await response.write_eof()

@@ -143,6 +143,9 @@ GEMMA3_270M = ModelProfile(
 
 #: `gemma3-270m-damaged` of the real-Ollama tier: the same GGUF with `general.architecture` changed to
 #: "gemmq3" (chunkwise/harness/ollama_server/models.py), which `ollama create` accepts and no runner loads.
+#: The real tier's twin for 0.30 and later keeps gemma3 and damages the tokenizer instead (their create
+#: refuses an unknown architecture); in those eras only its load error follows it (`faults.DAMAGED_VOCABULARY`),
+#: the architecture /api/show would report is not modelled.
 GEMMA3_270M_DAMAGED = replace(
     GEMMA3_270M, name="gemma3-270m-damaged:latest", arch="gemmq3", family="gemmq3", load_fails=True,
     gguf_info={**(GEMMA3_270M.gguf_info or {}), "general.architecture": "gemmq3"},

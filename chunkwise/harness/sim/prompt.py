@@ -26,6 +26,7 @@ num_ctx tokens (num_ctx - 1 in `half` mode, where Ollama cuts anything above num
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -40,7 +41,23 @@ Segments = tuple[tuple[str, ...], ...]
 
 
 class PromptTooLong(Exception):
-    """An over-length prompt that must be answered 400 (`INPUT_TOO_LONG`)."""
+    """An over-length prompt that must be answered 400 (`INPUT_TOO_LONG`, or llama-server's refusal:
+    `refusal_text`). `tokens`: the prompt's length in tokens."""
+
+    def __init__(self, tokens: int) -> None:
+        super().__init__(INPUT_TOO_LONG)
+        self.tokens = tokens
+
+
+def refusal_text(tokens: int, num_ctx: int, llama_server: bool) -> str:
+    """The 400 message for a prompt of `tokens` that `truncate: false` keeps from being cut. The Go runners
+    say INPUT_TOO_LONG; from 0.30 llama-server refuses it and Ollama passes its JSON error body on as the
+    message (`era.py`, llama_server)."""
+    if not llama_server:
+        return INPUT_TOO_LONG
+    return json.dumps({"error": {"code": 400, "message": f"request ({tokens} tokens) exceeds the available context "
+                                 f"size ({num_ctx} tokens), try increasing it", "type": "exceed_context_size_error",
+                                 "n_prompt_tokens": tokens, "n_ctx": num_ctx}}, separators=(",", ":"))
 
 
 @lru_cache(maxsize=2048)  # ~50 KB per 700-token message: <= ~100 MB; 8 conversations of 111 turns fit
@@ -126,7 +143,7 @@ def cut_tokens(tokens: list[str], num_ctx: int, num_keep: int, adds_bos: bool, m
     if n <= fits:
         return tokens
     if not truncate or mode == "error":
-        raise PromptTooLong(INPUT_TOO_LONG)
+        raise PromptTooLong(n)
     keep = n if num_keep < 0 else num_keep
     keep = max(0, min(keep + (1 if adds_bos else 0), num_ctx - 1))
     if mode == "keep-tail":

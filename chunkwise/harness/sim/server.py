@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -45,15 +46,18 @@ async def version(request: web.Request) -> web.Response:
 
 
 async def tags(request: web.Request) -> web.Response:
-    """GET /api/tags: every profile, most recently modified first (`v0.24.0:server/routes.go:1433-1482`)."""
-    build = request.app[STATE].options.model_build
-    models = [
-        {
-            "name": p.name, "model": p.name, "modified_at": p.modified_at, "size": p.weights_bytes,
-            "digest": p.build_digest(build), "details": p.details(),
-        }
-        for p in sorted(PROFILES.values(), key=lambda p: p.modified_at, reverse=True)
-    ]
+    """GET /api/tags: every profile, most recently modified first (`v0.24.0:server/routes.go:1433-1482`); from
+    the model-list cache's era on with context and embedding lengths and capabilities (`era.py` list_cache)."""
+    options = request.app[STATE].options
+    models = []
+    for p in sorted(PROFILES.values(), key=lambda p: p.modified_at, reverse=True):
+        entry: dict[str, Any] = {"name": p.name, "model": p.name, "modified_at": p.modified_at,
+                                 "size": p.weights_bytes, "digest": p.build_digest(options.model_build),
+                                 "details": p.details()}
+        if options.era.list_cache:
+            entry["details"].update(context_length=p.context_length, embedding_length=p.embedding_length)
+            entry["capabilities"] = list(p.capabilities)
+        models.append(entry)
     return request.app[STATE].json(request.path, 200, {"models": models})
 
 
@@ -69,11 +73,13 @@ async def show(request: web.Request) -> web.Response:
     if not isinstance(name, str) or not name:
         return state.error(request.path, 400, "model is required")
     profile = resolve(name)
-    if profile is None:
-        return state.error(request.path, 404, f"model '{name}' not found")
+    era = state.options.era
+    if profile is None:  # from 0.30 named with its tag (`era.py` show_display_name)
+        shown = name if not era.show_display_name or ":" in name.rpartition("/")[2] else f"{name}:latest"
+        return state.error(request.path, 404, f"model '{shown}' not found")
     state.stats.record(request.path, 200)
-    return web.Response(body=show_body(profile.name, bool(body.get("verbose"))), content_type="application/json",
-                        charset="utf-8")
+    body_bytes = show_body(profile.name, bool(body.get("verbose")), parent_blob=not era.create_copies_gguf)
+    return web.Response(body=body_bytes, content_type="application/json", charset="utf-8")
 
 
 async def ps(request: web.Request) -> web.Response:

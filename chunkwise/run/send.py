@@ -74,8 +74,9 @@ def log() -> RunLogger:
 
 
 def backoff_delay(attempt: int, base_s: float, max_s: float) -> float:
-    """Exponential backoff with +-50 % jitter: base x 2^(attempt-1), capped, then jittered."""
-    return float(min(max_s, base_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5))
+    """Exponential backoff with +-50 % jitter: base x 2^(attempt-1), capped, then jittered (the exponent stops
+    at 30: a long 503 wait counts its answers in the hundreds)."""
+    return float(min(max_s, base_s * 2 ** min(attempt - 1, 30)) * random.uniform(0.5, 1.5))
 
 
 def check_running(rt: RunSession) -> None:

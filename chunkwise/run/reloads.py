@@ -12,8 +12,11 @@ Two signs, both recorded in stats.json (`model_load.reloads`) and named in the l
 - an answer whose `load_duration` (time from the request's arrival until a runner was ready for it,
   `v0.24.0:server/routes.go` ChatHandler `checkpointLoaded - checkpointStart`) is at least `RELOAD_MIN_S`
   and `RELOAD_FACTOR` times the median of the run's earlier answers. It is never 0 on a real Ollama: the
-  scheduler pings the runner for every request (0.25-0.35 s on the 2-core CPU machine of the real-Ollama
-  tests, a reload 1.2-2.4 s there), hence a threshold relative to the run's own figures. The model was
+  scheduler pings the runner for every request (`v0.24.0:server/sched.go:682-705`), usually 0.25-0.35 s on
+  the 2-core CPU machine of the real-Ollama tests but up to 1.2 s while both cores generate (measured
+  2026-12-07 on runs nobody else used), and a reload of the 270M test model takes 1.2-2.4 s there. So
+  the sign cannot tell a slow ping from the reload of a model that loads in under `RELOAD_MIN_S`; for
+  the models batch runs use (GBs, loads of several seconds) it can. The model was
   loaded before the first request (`chunkwise.run.preload`), so the first answers are not loads;
 - the server's memory view after a chunk showing the model at another context length than right after
   the run loaded it (another client's runner is loaded now: Ollama reports the runner's num_ctx per slot,
@@ -29,7 +32,7 @@ from typing import Any
 from chunkwise.logs import RunLogger, logger
 
 #: An answer waited for a (re)load when its load_duration is at least this many seconds...
-RELOAD_MIN_S = 1.0
+RELOAD_MIN_S = 2.0
 #: ...and at least this many times the median load_duration of the run's earlier answers.
 RELOAD_FACTOR = 3.0
 #: Earlier answers the median is taken over (the first ones of the run).

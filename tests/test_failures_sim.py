@@ -35,7 +35,7 @@ MODEL = "llama3.1:8b"
 
 def run(sim, source, tmp_path, capsys, *extra: str) -> tuple[int, str]:
     argv = ["run", "--input", str(source), "--host", sim.url, "--output-dir", str(tmp_path / "runs"), "--run-name",
-            "t", "--num-ctx", "2048", "--num-predict", "64", *extra]
+            "t", "--num-ctx", "2048", "--num-predict", "64", "--parallel", "1", *extra]
     code = cli_main(argv)
     captured = capsys.readouterr()
     return code, captured.out + captured.err

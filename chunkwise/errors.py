@@ -24,12 +24,13 @@ Our exception hierarchy (exit code in brackets; the layout follows httpx's `_exc
     | - RequestTimeout .................... no byte for `read_timeout_s` (a stall)
     | + ServerError ....................... HTTP 5xx or 429, or an error line inside a 200 stream
     | | - ServerBusy ...................... HTTP 503 "server busy ... maximum pending requests exceeded"
-    | - IncompleteResponse ................ the answer ended without its final metrics or broke off mid-body
+    | + IncompleteResponse ................ the answer ended without its final metrics or broke off mid-body
+    |   - AnswerUnfinished ................ the stream ended cleanly without `done` (Ollama's repeated-token abort)
     - ContextExceeded [1] ................. HTTP 400 "the input length exceeds the context length"; a failed record
     + FatalError [2] ...................... stop the run: retrying cannot help
       - ModelNotFound ..................... HTTP 404; the hint says how to get the model
       - BadRequest ........................ other HTTP 400s (bad option, bad schema, ...)
-      - ServerKeepsFailing ................ the circuit breaker: the same server error, attempt after attempt
+      - ServerKeepsFailing ................ the circuit breaker: the same server error on several different rows
 
 Exit codes:
 
@@ -202,6 +203,13 @@ class IncompleteResponse(TransientError):
     """The answer broke off mid-body or ended without its final metrics."""
 
 
+class AnswerUnfinished(IncompleteResponse):
+    """The server ended the answer cleanly but without `done: true`: Ollama's repeated-token abort (more than
+    30 identical tokens in a row end the completion with no final line, `v0.24.0:llm/server.go:1697-1706`),
+    which at temperature 0 happens every time for the same request. Retried warmer, then recorded
+    `incomplete` (`chunkwise.run.send`)."""
+
+
 class ContextExceeded(LLMError):
     """HTTP 400: the prompt is longer than the context; recorded as a failed request, not retried."""
 
@@ -221,8 +229,8 @@ class BadRequest(FatalError):
 
 
 class ServerKeepsFailing(FatalError):
-    """The run's circuit breaker tripped (`chunkwise.run.breaker`): the server failed attempt after
-    attempt with the same error; every answer is kept, resume once the server is fixed."""
+    """The run's circuit breaker tripped (`chunkwise.run.breaker`): several different rows in a row failed
+    with the same server error (or timed out); every answer is kept, resume once the server is fixed."""
 
 
 def is_transient(exc: BaseException | None) -> bool:

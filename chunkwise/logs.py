@@ -30,3 +30,30 @@ def logger(name: str) -> RunLogger:
 
         return get_run_logger()
     return logging.getLogger(name)
+
+
+#: Prefect's loggers that log the exception ending a task run or a flow run, with its traceback, at ERROR
+#: (prefect 3.9: `task_engine.py` "Task run failed with exception ...", `flow_engine.py` "Encountered
+#: exception during execution").
+PREFECT_RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")
+
+
+class OwnStopsWithoutTraceback(logging.Filter):
+    """Drops the traceback from a record whose exception is one of chunkwise's own (`ChunkwiseError`: a breaker
+    stop, a spill, a full disk): its message already says what happened and what to do, and the CLI prints it
+    as its one last line. Any other exception (a bug) keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from chunkwise.errors import ChunkwiseError
+
+        if record.exc_info and isinstance(record.exc_info[1], ChunkwiseError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_own_stops() -> None:
+    """Install `OwnStopsWithoutTraceback` on Prefect's run loggers (once; the flows call it when they start)."""
+    for name in PREFECT_RUN_LOGGERS:
+        target = logging.getLogger(name)
+        if not any(isinstance(f, OwnStopsWithoutTraceback) for f in target.filters):
+            target.addFilter(OwnStopsWithoutTraceback())

@@ -171,7 +171,9 @@ class RunParams(BaseModel):
         default=6, ge=1, le=50, description="Attempts per request for transient failures (connection, timeout, 5xx)."
     )
     invalid_output_attempts: int = Field(
-        default=3, ge=1, le=20, description="Attempts per request whose answer fails the JSON schema."
+        default=3, ge=1, le=20,
+        description="Attempts per request whose answer fails the JSON schema, and per request whose answer ends "
+        "without done: true (Ollama's repeated-token abort); each retry is warmer (greedy decoding repeats itself).",
     )
     retry_output_truncated: bool = Field(
         default=False,
@@ -188,9 +190,17 @@ class RunParams(BaseModel):
         default=5,
         ge=1,
         le=1000,
-        description="Stop the run (exit 2, every answer kept, resumable) after this many consecutive "
-        "requests failed with the same server error (a model that cannot load, out of memory, a bad "
-        "option).",
+        description="Stop the run (exit 2, every answer kept, resumable) when this many different rows in a row "
+        "(plus parallel - 1, one burst) failed with the same server error (a model that cannot load, out of "
+        "memory, a bad option) or ended without done: true; read timeouts stop it at min(this, 2) rows. A row's "
+        "own retries never count twice: a row that fails every attempt (a poison row) is recorded failed and "
+        "the run goes on.",
+    )
+    allow_spill: bool = Field(
+        default=False,
+        description="Run even when the server's memory view shows part of the model on the CPU of a GPU server "
+        "(a spill: every request several times slower); without it such a run stops before the first request. "
+        "A server without a GPU is not a spill.",
     )
     output_dir: str = Field(default="runs", min_length=1, description="Directory holding run directories.")
     output_format: OutputFormat | None = Field(

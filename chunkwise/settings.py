@@ -106,6 +106,12 @@ class Settings(BaseSettings):
     retry_max_delay_s: float = Field(
         default=30.0, ge=0, description="Longest backoff delay between request attempts, seconds."
     )
+    busy_timeout_s: float = Field(
+        default=900.0,
+        ge=0,
+        description="How long one request keeps retrying HTTP 503 'server busy' (Ollama's load queue is full: "
+        "back-pressure, never one of max_attempts), seconds; then it is recorded failed (transient).",
+    )
     chunk_retries: int = Field(
         default=8,
         ge=0,

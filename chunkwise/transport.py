@@ -46,13 +46,15 @@ WRITE_TIMEOUT_S = 60.0
 POOL_CONNECTIONS = 16
 
 
-def transport_error(exc: Exception, host: str, unreachable: Callable[[Exception], str]) -> LLMError | None:
+def transport_error(exc: Exception, host: str, unreachable: Callable[[Exception], str],
+                    read_timeout_s: float | None = None) -> LLMError | None:
     """The error-tree error an httpx transport failure means (the table in the module docstring), or None
     for anything else; `unreachable(exc)` words the "server is down" message."""
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         return ServerUnavailable(unreachable(exc))
     if isinstance(exc, httpx.TimeoutException):
-        return RequestTimeout(f"no answer from {host} within the timeout ({type(exc).__name__})")
+        within = f" {read_timeout_s:g} s" if read_timeout_s is not None and isinstance(exc, httpx.ReadTimeout) else ""
+        return RequestTimeout(f"no answer from {host} within the{within} timeout ({type(exc).__name__})")
     if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
         return IncompleteResponse(f"connection to {host} broke mid-response: {exc}")
     return None
@@ -64,17 +66,17 @@ class map_transport_errors:
     A class rather than a generator: it wraps every request, and holds no state, so one serves a client's
     every thread."""
 
-    __slots__ = ("host", "unreachable")
+    __slots__ = ("host", "read_timeout_s", "unreachable")
 
-    def __init__(self, host: str, unreachable: Callable[[Exception], str]) -> None:
-        self.host, self.unreachable = host, unreachable
+    def __init__(self, host: str, unreachable: Callable[[Exception], str], read_timeout_s: float | None = None) -> None:
+        self.host, self.unreachable, self.read_timeout_s = host, unreachable, read_timeout_s
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if isinstance(exc, httpx.TransportError):
-            mapped = transport_error(exc, self.host, self.unreachable)
+            mapped = transport_error(exc, self.host, self.unreachable, self.read_timeout_s)
             if mapped is not None:
                 raise mapped from None
 
@@ -101,7 +103,7 @@ class HttpBoundary:
                  transport: httpx.BaseTransport | None = None) -> None:
         self.host = host
         timeout = httpx.Timeout(connect=connect_timeout_s, read=read_timeout_s, write=WRITE_TIMEOUT_S, pool=None)
-        self._errors = map_transport_errors(host, self._unreachable)
+        self._errors = map_transport_errors(host, self._unreachable, read_timeout_s)
         # Every pool may open as many connections as the whole client (the run's slot semaphore bounds what
         # is on the wire), so a pool whose threads happen to be busy together never makes one of them wait.
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections,

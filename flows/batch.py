@@ -15,6 +15,7 @@ from prefect import flow, unmapped
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from chunkwise.logs import quiet_own_stops
 from chunkwise.params import RunParams
 from chunkwise.results.statsdoc import StatsDoc
 from chunkwise.run.ending import raise_for_unfinished
@@ -37,6 +38,7 @@ FLOW_NAME = "chunkwise-batch"
     validate_parameters=True,
 )
 def batch(params: RunParams) -> StatsDoc:
+    quiet_own_stops()  # a run stopped by chunkwise's own error logs no traceback (a bug still does)
     prepared = load_requests(params)
     ctx = prepared.ctx
     settings = get_settings()

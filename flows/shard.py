@@ -21,6 +21,7 @@ from chunkwise.cluster.shard import host_label, load_context
 from chunkwise.cluster.telemetry import HostTelemetry
 from chunkwise.cluster.worker import leave_note
 from chunkwise.errors import HostUnusable
+from chunkwise.logs import quiet_own_stops
 from chunkwise.plan.chunks import ChunkSpec
 from chunkwise.plan.shards import load_recorded
 from chunkwise.results.statsdoc import StatsDoc
@@ -40,6 +41,7 @@ FLOW_NAME = "chunkwise-shard"
       validate_parameters=True)
 def shard(run_dir: str, shard: int, attempt: int = 0) -> dict[str, Any]:
     started = time.time()
+    quiet_own_stops()  # a shard stopped by chunkwise's own error logs no traceback (a bug still does)
     # `run_dir` is whatever the flow run's creator wrote: inside this host's runs root, or nothing is read
     run_dir_inside(get_settings().runs_root_path(), run_dir)
     apply_umask()

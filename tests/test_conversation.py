@@ -116,11 +116,35 @@ def test_a_fixed_ratio_alone_would_overflow_the_same_conversation():
 
 def test_harder_trim_after_a_refusal_keeps_a_quarter_of_the_limit_free():
     conv = Conversation("sys", num_ctx=4096, trim_threshold=0.875, chars_per_token=4.0)
-    for _ in range(8):
+    for _ in range(6):
         conv.prepare("q" * 1200)
         conv.add("q" * 1200, "a" * 400)
+    # past the harder limit, within the usual one (no trim yet)
+    assert int(0.875 * 4096 * 0.75) < conv.estimated_tokens("q" * 1200) <= conv.limit
     before = len(conv.prepare("q" * 1200))
     after = conv.prepare("q" * 1200, harder=True)
     assert len(after) < before and conv.harder_trims == 1
     assert conv.estimated_tokens("q" * 1200) <= int(0.875 * 4096 * 0.75)
 
+
+
+def test_a_trim_goes_down_to_a_fraction_of_the_limit_so_the_next_turns_reuse_the_prompt_cache():
+    """Issue 19 item 7: the server re-evaluates a prompt from the first token that differs from the slot's last
+    one. Dropping one pair per turn changes the prompt right after the system prompt on every full turn; a
+    trim down to TRIM_TO_FRACTION of the limit lets the next turns only append. Over 60 turns of dense text, the
+    turns whose prompt is not the previous prompt plus its answer (a cache miss past the system prompt) are few,
+    and every prompt still fits."""
+    num_ctx, num_predict = 4096, 256
+    conv = Conversation("s" * 400, num_ctx=num_ctx, trim_threshold=0.875, chars_per_token=4.0, num_predict=num_predict)
+    previous: list[dict[str, str]] = []
+    misses, worst = 0, 0
+    for i in range(60):
+        user = f"def f{i}(x): return x[{i}] + 1; " * 12
+        messages = conv.prepare(user)
+        misses += bool(previous) and messages[: len(previous)] != previous
+        real = dense_server_count(messages)
+        worst = max(worst, real)
+        conv.add(user, "a" * 600, prompt_eval_count=real, eval_count=200)
+        previous = [*messages, {"role": "assistant", "content": "a" * 600}]
+    assert conv.trimmed > 0 and worst + num_predict <= num_ctx
+    assert misses <= 60 // 5, f"{misses} of 60 turns re-evaluated the history"  # one pair per turn: 50 of 60

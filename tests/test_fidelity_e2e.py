@@ -10,7 +10,8 @@ import polars as pl
 import pytest
 
 from chunkwise.cli import main as cli_main
-from chunkwise.errors import EXIT_CONFIG, EXIT_OK
+from chunkwise.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
+from chunkwise.harness.sim.fingerprint import chat_fingerprint
 from chunkwise.store.files import read_json
 from tests.support.pipeline_helpers import write_requests
 from tests.support.run_checks import assert_answered_once
@@ -35,19 +36,48 @@ def chat_statuses(sim) -> dict[str, int]:
     return sim.stats(fingerprints=False)["requests"].get("/api/chat", {})
 
 
-@pytest.mark.parametrize("fault", [{"load_failure": "load"}, {"stream_error_rate": 1.0}])
-def test_a_server_failing_every_request_the_same_way_stops_the_run_and_a_resume_finishes_it(
-        sim_factory, tmp_path, capsys, fault):
-    """A model that cannot load (500 before the first byte), or a runner that crashes after the first
-    tokens (an error line inside a 200 stream): the breaker stops the run with the server's message."""
+def empty_chat_fingerprint(model: str = "llama3.1:8b") -> str:
+    """The fingerprint of the run's model load (a chat without messages)."""
+    return chat_fingerprint(model, [])
+
+
+def test_a_model_that_cannot_load_stops_the_run_before_any_row_is_sent(sim_factory, tmp_path, capsys):
+    """The run loads the model before its first row (an empty-messages chat, done_reason "load"): a model that
+    cannot load stops it there with the server's message (exit 2), and nothing of the input was sent."""
     source = write_requests(tmp_path / "in.parquet", 24, prompt_words=8)
-    sim = sim_factory(answer_tokens=(8, 16), **fault)
-    code, out = run(sim, source, tmp_path, capsys, "--mode", "independent", "--breaker-threshold", "3")
+    sim = sim_factory(answer_tokens=(8, 16), load_failure="load")
+    code, out = run(sim, source, tmp_path, capsys, "--mode", "independent")
     assert code == EXIT_CONFIG, out
-    assert "attempts in a row with the same error" in out and "resume" in out
-    assert sum(chat_statuses(sim).values()) == 3  # stopped at the threshold, not 24 x 6 attempts
-    sim.configure(load_failure="none", stream_error_rate=0.0)
-    code, out = run(sim, source, tmp_path, capsys, "--mode", "independent", "--breaker-threshold", "3")
+    assert "could not load" in out and "error loading model" in out and "resume" in out
+    fingerprints = sim.stats()["fingerprints"]
+    assert set(fingerprints) == {empty_chat_fingerprint()}, fingerprints  # only the load was asked for
+    sim.configure(load_failure="none")
+    code, out = run(sim, source, tmp_path, capsys, "--mode", "independent")
+    assert code == EXIT_OK, out
+    assert_answered_once(sim.stats(), expected=24)  # a load request is not an answer
+
+
+def test_a_server_failing_every_request_the_same_way_stops_the_run_and_a_resume_finishes_it(
+        sim_factory, tmp_path, capsys):
+    """A runner that crashes after the first tokens of every answer (an error line inside a 200 stream): rows are
+    recorded failed after their attempts until the same error has hit three different rows in a row; then the
+    run stops with the server's message (exit 2), not 24 rows x 6 attempts. Rows of several chunks are in
+    flight together, so the third row may come before the first has used its two attempts."""
+    source = write_requests(tmp_path / "in.parquet", 24, prompt_words=8)
+    sim = sim_factory(answer_tokens=(8, 16), stream_error_rate=1.0)
+    argv = ("--mode", "independent", "--breaker-threshold", "3", "--max-attempts", "2")
+    code, out = run(sim, source, tmp_path, capsys, *argv)
+    assert code == EXIT_CONFIG, out
+    assert "3 different rows in a row failed the same way" in out and "resume" in out
+    assert 3 <= sim.stats(fingerprints=False)["faults"]["stream_error"] <= 2 + 2 + 1
+    sim.configure(stream_error_rate=0.0)
+    code, out = run(sim, source, tmp_path, capsys, *argv)
+    table, _stats = results(tmp_path)
+    failed = table.filter(pl.col("status") == "failed")
+    assert code == (EXIT_FAILED if failed.height else EXIT_OK), out  # rows recorded failed before the stop stay
+    assert failed.height <= 2 and (failed["error_class"] == "transient").all()
+    assert table.height == 24 and table.filter(pl.col("status") == "ok").height == 24 - failed.height
+    code, out = run(sim, source, tmp_path, capsys, *argv, "--retry-failed")
     assert code == EXIT_OK, out
     table, _stats = results(tmp_path)
     assert table["status"].to_list() == ["ok"] * 24

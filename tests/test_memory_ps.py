@@ -1,8 +1,9 @@
-"""ps_entry_for and spill_warning: the /api/ps helpers the pipeline calls at run start and end."""
+"""ps_entry_for, spill_warning and memory_view: the /api/ps helpers the pipeline calls before the first request,
+after chunks and at the end."""
 
 from __future__ import annotations
 
-from chunkwise.ollama.ps import ps_entry_for, spill_warning
+from chunkwise.ollama.ps import memory_view, ps_entry_for, spill_warning
 from chunkwise.units import MIB
 
 PS = [
@@ -46,3 +47,16 @@ def test_spill_warning_names_sizes_share_and_remedy():
 def test_all_on_cpu():
     text = spill_warning({"name": "m", "size": 4096 * MIB, "size_vram": 0})
     assert "4096 MiB (100.0%)" in text
+
+
+def test_a_server_without_a_gpu_is_cpu_only_not_a_spill():
+    """A CPU-only Ollama reports size_vram 0 for every model (the real 0.24.0 of `make ollama` does): nothing to
+    warn about. The same 0 while another model holds GPU memory is a spill of the whole model."""
+    cpu = [{"name": "m:latest", "size": 4096 * MIB, "size_vram": 0}, {"name": "n:latest", "size": 10, "size_vram": 0}]
+    view = memory_view(cpu, "m")
+    assert view["cpu_only"] is True and "spill_warning" not in view
+    mixed = [{"name": "m:latest", "size": 4096 * MIB, "size_vram": 0},
+             {"name": "n:latest", "size": 10, "size_vram": 10}]
+    assert "4096 MiB (100.0%)" in memory_view(mixed, "m")["spill_warning"] and "cpu_only" not in memory_view(mixed, "m")
+    assert "3000 MiB (33.3%)" in memory_view(PS, "llama3.1")["spill_warning"]
+    assert memory_view(PS, "qwen2.5:7b") == PS[0] and memory_view(PS, "absent") is None

@@ -50,7 +50,7 @@ def test_request_counts_reconcile_and_failures_are_counted_by_class(tmp_path: Pa
     assert (requests["total"], requests["succeeded"], requests["failed"], requests["rejected"]) == (7, 4, 2, 1)
     assert requests["reconciles"] is True
     assert requests["failed_by_class"] == {"transient": 1, "context_truncated": 0, "output_truncated": 0,
-                                           "invalid_output": 1, "fatal": 0}
+                                           "invalid_output": 1, "incomplete": 0, "fatal": 0}
 
 
 def test_tokens_latency_throughput_retries_and_loads(tmp_path: Path) -> None:

@@ -29,15 +29,19 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     add("--max-attempts", type=int, metavar="N",
         help=run_help("max_attempts", "attempts per request on transient failures"))
     add("--invalid-output-attempts", type=int, metavar="N",
-        help=run_help("invalid_output_attempts", "attempts per request whose answer fails the --format-file schema"))
+        help=run_help("invalid_output_attempts", "attempts per request whose answer fails the --format-file schema "
+                      "or ends without done (each retry warmer)"))
     add("--retry-output-truncated", action="store_true", default=None,
         help=run_help("retry_output_truncated", "retry an answer cut by num_predict once with twice the num_predict"))
     add("--think", choices=("off", "on", "low", "medium", "high"),
         help=run_help("think", "thinking models: off, on, or a level where the model takes one",
                       "off for models that can think (low for gpt-oss), not sent otherwise"))
     add("--breaker-threshold", type=int, metavar="N",
-        help=run_help("breaker_threshold", "stop (exit 2, resumable) after this many consecutive requests fail "
-                      "with the same server error"))
+        help=run_help("breaker_threshold", "stop (exit 2, resumable) when this many different rows in a row (plus "
+                      "parallel - 1) fail with the same server error or end without done (read timeouts: 2 rows); a "
+                      "row's own retries count once, so one poison row is recorded failed and the run goes on"))
+    add("--allow-spill", action="store_true", default=None,
+        help="run even if the server puts part of the model on the CPU (default: stop before the first request)")
     add("--output-dir", metavar="DIR",
         help=run_help("output_dir", "directory for run directories", "CHUNKWISE_OUTPUT_DIR, else runs"))
     add("--run-name", metavar="NAME",
@@ -54,8 +58,8 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 FIELDS = ("input_path", *SHARED_FIELDS, "output_format", "keep_alive", "max_attempts", "invalid_output_attempts",
-          "retry_output_truncated", "think", "breaker_threshold", "output_dir", "run_name", "new_run", "retry_failed",
-          "pool", "shard_requests")
+          "retry_output_truncated", "think", "breaker_threshold", "allow_spill", "output_dir", "run_name", "new_run",
+          "retry_failed", "pool", "shard_requests")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

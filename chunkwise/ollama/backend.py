@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from chunkwise.backend import ChatClient, ModelFacts, ServerFacts
+from chunkwise.backend import ChatClient, ChatRequest, ModelFacts, ServerFacts
 from chunkwise.errors import LLMError, ServerMismatch, SetupError
 from chunkwise.ollama import versions
 from chunkwise.ollama.client import OllamaClient, parse_host
 from chunkwise.ollama.engines import engine_for_version
 from chunkwise.ollama.kv import training_context
 from chunkwise.ollama.names import model_digest
-from chunkwise.ollama.ps import ps_entry_for, spill_warning
+from chunkwise.ollama.ps import memory_view
 
 if TYPE_CHECKING:
     from chunkwise.params import RunParams
@@ -37,6 +37,8 @@ class OllamaApi(Protocol):
     def tags(self) -> list[dict[str, Any]]: ...
 
     def ps(self) -> list[dict[str, Any]]: ...
+
+    def load(self, request: ChatRequest) -> float: ...
 
 
 def _api(client: ChatClient | OllamaApi) -> OllamaApi:
@@ -109,10 +111,14 @@ class OllamaBackend:
         return model_digest(_api(client).tags(), model)
 
     def memory(self, client: ChatClient | OllamaApi, model: str) -> dict[str, Any] | None:
-        """The model's `/api/ps` entry, with `spill_warning` added when part of it runs on the CPU."""
-        entry = ps_entry_for(_api(client).ps(), model)
-        warning = spill_warning(entry)
-        return {**entry, "spill_warning": warning} if entry is not None and warning else entry
+        """The model's `/api/ps` entry, with `cpu_only` when every loaded model has size_vram 0 (a server
+        without a GPU: nothing spilled), else `spill_warning` when part of it runs on the CPU."""
+        return memory_view(_api(client).ps(), model)
+
+    def preload(self, client: ChatClient | OllamaApi, request: ChatRequest) -> float | None:
+        """An empty-`messages` chat with the run's num_ctx and fields: Ollama schedules (loads) the model and
+        answers `done_reason: "load"` (`v0.24.0:server/routes.go:2383-2392`, after `scheduleRunner`)."""
+        return _api(client).load(request)
 
     def probe(self, host: str, model: str, settings: Settings) -> ModelFacts:
         from chunkwise.ollama.probe import probe_model

@@ -17,7 +17,7 @@ import httpx
 import orjson
 
 from chunkwise.backend import ChatRequest, ChatResult
-from chunkwise.errors import ContextExceeded, IncompleteResponse, LLMError, ModelNotFound, ServerError
+from chunkwise.errors import AnswerUnfinished, ContextExceeded, IncompleteResponse, LLMError, ModelNotFound, ServerError
 from chunkwise.ollama.urls import DEFAULT_PORT, parse_host
 from chunkwise.transport import HttpBoundary, classify_status
 
@@ -127,6 +127,18 @@ class OllamaClient(HttpBoundary):
         """`GET /api/ps`: the loaded models with size, size_vram and context_length."""
         return list(self._request("GET", "/api/ps", model="").json().get("models") or [])
 
+    def load(self, request: ChatRequest) -> float:
+        """Load the model as `request` would (its num_ctx and fields; no messages) and wait until it is loaded:
+        `POST /api/chat` with empty `messages` answers `done_reason: "load"` once the scheduler has a runner
+        (`v0.24.0:server/routes.go:2372-2392`). Returns the wall seconds; raises an `LLMError` subclass."""
+        body = {**self.body(request._replace(messages=[])), "stream": False}
+        started = time.perf_counter()
+        answer = self._request("POST", "/api/chat", model=request.model, json=body).json()
+        if answer.get("done_reason") != "load":
+            raise IncompleteResponse(f"{self.host} answered a load request without done_reason 'load': "
+                                     f"{str(answer)[:200]}")
+        return time.perf_counter() - started
+
     # -- generation ---------------------------------------------------------------------------
 
     def body(self, request: ChatRequest) -> dict[str, Any]:
@@ -162,8 +174,14 @@ class OllamaClient(HttpBoundary):
                     raise ServerError(f"{final['error']} (in answer)", 200)
                 message = final.get("message") or {}
                 content, thinking = message.get("content") or "", message.get("thinking") or ""
-        if not final.get("done") or ("eval_count" not in final and "prompt_eval_count" not in final):
-            raise IncompleteResponse(f"{self.host} ended the answer without done: true and metrics")
+        if not final.get("done"):
+            # a clean end without the final line: Ollama aborts a completion that repeats one token more than
+            # 30 times (`v0.24.0:llm/server.go:1697-1706`; `stream: false` then answers 200 with done: false)
+            raise AnswerUnfinished(f"{self.host} ended the answer without done: true after "
+                                   f"{len(content)} characters (Ollama stops an answer that repeats one token "
+                                   "more than 30 times)")
+        if "eval_count" not in final and "prompt_eval_count" not in final:
+            raise IncompleteResponse(f"{self.host} ended the answer without its metrics")
         return ChatResult(
             content=content,
             done_reason=str(final.get("done_reason") or ""),

@@ -1,10 +1,14 @@
 """What Ollama's `/api/ps` says about a loaded model's memory, and the CPU-spill warning.
 
 `/api/ps` lists each loaded model with `size` (bytes of the whole runner: weights, KV cache for
-`num_ctx x NUM_PARALLEL` tokens, compute buffers) and `size_vram` (the part on the GPU). When
-`size_vram < size` the model spilled layers to system RAM and runs them on the CPU, several times
-slower (`api/types.go` ProcessModelResponse; Ollama issues #7198, #10615, #11773, #14116). These figures
-are Ollama's accounting, not a GPU measurement; `chunkwise.gpu.sampler` reads the GPU itself.
+`num_ctx x NUM_PARALLEL` tokens, compute buffers) and `size_vram` (the part on the GPU; both from the
+runner's `MemorySize()`, `v0.24.0:server/routes.go:2122-2160`). When `0 < size_vram < size` the model
+spilled layers to system RAM and runs them on the CPU, several times slower (`api/types.go`
+ProcessModelResponse; Ollama issues #7198, #10615, #11773, #14116). A server without a GPU reports
+`size_vram: 0` for every model (seen on the CPU-only Ollama 0.24.0 of `make ollama`): nothing is slower
+than the alternative there, so that is `cpu_only`, not a spill. `size_vram: 0` for this model while
+another loaded model holds GPU memory is a spill of all of it. These figures are Ollama's accounting,
+not a GPU measurement; `chunkwise.gpu.sampler` reads the GPU itself.
 """
 
 from __future__ import annotations
@@ -14,6 +18,20 @@ from typing import Any
 
 from chunkwise.ollama.names import find_model
 from chunkwise.units import MIB
+
+
+def memory_view(ps_models: Iterable[Mapping[str, Any]] | None, model: str) -> dict[str, Any] | None:
+    """The `/api/ps` entry of `model` with `cpu_only: True` when every loaded model has size_vram 0, else
+    `spill_warning` when part (or all, while another model holds GPU memory) of it runs on the CPU; None when
+    the model is not loaded."""
+    listed = list(ps_models or [])
+    entry = ps_entry_for(listed, model)
+    if entry is None:
+        return None
+    if all(_int(m.get("size_vram")) == 0 for m in listed):
+        return {**entry, "cpu_only": True}
+    warning = spill_warning(entry)
+    return {**entry, "spill_warning": warning} if warning else entry
 
 
 def ps_entry_for(ps_models: Iterable[Mapping[str, Any]] | None, model: str) -> dict[str, Any] | None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
 
-from chunkwise.backend import ChatClient, ModelFacts, ServerFacts
+from chunkwise.backend import ChatClient, ChatRequest, ModelFacts, ServerFacts
 from chunkwise.errors import LLMError, ServerMismatch, SetupError
 from chunkwise.openai.client import OpenAIClient
 from chunkwise.openai.slots import server_slots
@@ -103,6 +103,9 @@ class OpenAIBackend:
 
     def memory(self, client: ChatClient, model: str) -> dict[str, Any] | None:
         return None
+
+    def preload(self, client: ChatClient, request: ChatRequest) -> float | None:
+        return None  # the server loaded its model when it started; there is no load request
 
     def probe(self, host: str, model: str, settings: Settings) -> ModelFacts:
         from chunkwise.openai.probe import probe_model

@@ -1,11 +1,22 @@
 """Conversation mode: one chat per chunk, the system prompt once, each request a user turn and its
 answer an assistant turn.
 
-Before each request the conversation is trimmed: while the predicted prompt tokens of (system
-prompt + kept pairs + the new user turn) exceed the limit, the oldest request/answer pair is
-dropped; the system prompt always stays. The limit is `trim_threshold x num_ctx`, and never more
-than `num_ctx - num_predict` (the answer needs room: chunkwise sends `shift: false`, so a full
-context ends the answer instead of silently dropping half of it).
+Before each request the conversation is trimmed: once the predicted prompt tokens of (system
+prompt + kept pairs + the new user turn) exceed the limit, the oldest request/answer pairs are
+dropped until the prediction is at most `TRIM_TO_FRACTION` of the limit; the system prompt always
+stays. The limit is `trim_threshold x num_ctx`, and never more than `num_ctx - num_predict` (the
+answer needs room: chunkwise sends `shift: false`, so a full context ends the answer instead of
+silently dropping half of it).
+
+Why trim in one large step rather than one pair per turn: the server keeps each slot's last prompt
+and re-evaluates only what follows the longest common prefix (Ollama's prompt cache,
+`v0.24.0:runner/ollamarunner/cache.go:96-229`, LoadCacheSlot and countCommonPrefix; llama-server's
+`cache_prompt`). Dropping the oldest pair changes the prompt right after the system prompt, so the
+whole history is evaluated again; a conversation that drops one pair per turn does that on every
+turn once it is full (on dense text 54-58 of 60 turns). After a trim down to the fraction, the next
+turns only append, and each re-evaluates just its new pair until the limit is reached again. The
+price is a shorter history on average (between the fraction and the whole limit instead of the
+whole limit).
 
 Predictions rest on the server's own counts, not on a characters-per-token guess: once a turn has
 been answered, the next prompt is that turn's `prompt_eval_count` plus its answer (`eval_count`)
@@ -33,6 +44,8 @@ from chunkwise.tokens import GENERATION_PROMPT_TOKENS, MESSAGE_OVERHEAD_TOKENS, 
 NEW_TEXT_MARGIN = 1.25
 #: A retry after a context-exceeded answer trims to this fraction of the usual limit.
 HARDER_FRACTION = 0.75
+#: A trim drops pairs until the prompt is predicted at this fraction of the limit (see the module docstring).
+TRIM_TO_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -97,8 +110,8 @@ class Conversation:
     def prepare(self, user: str, system: str | None = None, *, harder: bool = False) -> list[dict[str, str]]:
         """Trim for `user` (restarting on a different system prompt) and return the messages to send.
 
-        `harder`: the previous attempt of this turn exceeded the context; trim to HARDER_FRACTION of
-        the limit.
+        `harder`: the previous attempt of this turn exceeded the context; the limit is HARDER_FRACTION
+        of the usual one.
         """
         if system is not None and system != self.system:
             self._restart(system)
@@ -106,8 +119,10 @@ class Conversation:
         if harder:
             self.harder_trims += 1
             limit = int(limit * HARDER_FRACTION)
-        while self.pairs and self.estimated_tokens(user) > limit:
-            self._drop_oldest()
+        if self.pairs and self.estimated_tokens(user) > limit:
+            target = int(limit * TRIM_TO_FRACTION)
+            while self.pairs and self.estimated_tokens(user) > target:
+                self._drop_oldest()
         messages = [{"role": "system", "content": self.system}] if self.system else []
         for pair in self.pairs:
             messages.append({"role": "user", "content": pair.user})

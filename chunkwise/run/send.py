@@ -2,13 +2,26 @@
 (see `chunkwise.store.records`). Prompt and answer text are never logged above DEBUG.
 
 Every request carries the backend's own fields for the run (`RunSession.extras`: for Ollama
-`truncate: false`, `shift: false`, `keep_alive` and the run's `think`). Consecutive identical server
-errors feed the run's circuit breaker (`chunkwise.run.breaker`).
+`truncate: false`, `shift: false`, `keep_alive` and the run's `think`). Failed attempts feed the run's
+circuit breaker (`chunkwise.run.breaker`), which stops the run when the same failure hits several
+different rows in a row; a row whose own attempts all fail (a poison row) is recorded `failed` with the
+server's message and the run goes on.
 
-An answer that fails the JSON schema is retried at a higher temperature: at temperature 0 decoding
-is greedy and the seed changes nothing (ollama/ollama#586), and a grammar-constrained answer
-repeats itself, so a retry with only the next seed would get the same answer again. Retry k
-(1-based) uses `max(temperature, INVALID_RETRY_TEMPERATURE x k)`, capped at
+Budgets per request:
+- `max_attempts` attempts for transient failures (a 5xx, a broken-off answer, an unreachable server);
+- a read timeout at most `TIMEOUT_ATTEMPTS` times (Ollama has no per-request timeout: a stall is a hung
+  runner or a prompt whose prefill outlasts the read timeout, and six 900 s waits per row help neither);
+- a 503 is back-pressure (Ollama's load queue is full, `v0.24.0:server/sched.go:131-139`), never an
+  attempt: it is retried with the usual backoff for up to `busy_timeout_s` seconds (a setting), then the
+  row is recorded `transient`;
+- `invalid_output_attempts` answers that fail the JSON schema, and as many answers that end without
+  `done: true` (`AnswerUnfinished`: Ollama's repeated-token abort), each retried warmer, then recorded
+  `invalid_output` or `incomplete`.
+
+An answer that fails the JSON schema, or ends in a repeat abort, is retried at a higher temperature: at
+temperature 0 decoding is greedy and the seed changes nothing (ollama/ollama#586), and a grammar-constrained
+or looping answer repeats itself, so a retry with only the next seed would get the same answer again. Retry
+k (1-based, both kinds counted) uses `max(temperature, INVALID_RETRY_TEMPERATURE x k)`, capped at
 `INVALID_RETRY_MAX_TEMPERATURE`, with seed `seed + k`; the record keeps the temperature used.
 """
 
@@ -16,11 +29,22 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from chunkwise.backend import ChatOptions, ChatRequest
-from chunkwise.errors import ContextExceeded, FatalError, LLMError, RunInterrupted, ServerUnavailable, TransientError
+from chunkwise.errors import (
+    AnswerUnfinished,
+    ContextExceeded,
+    FatalError,
+    LLMError,
+    RequestTimeout,
+    RunInterrupted,
+    ServerBusy,
+    ServerUnavailable,
+    TransientError,
+)
 from chunkwise.logs import RunLogger, logger
 from chunkwise.run.context import RunContext
 from chunkwise.run.session import RunSession
@@ -34,6 +58,8 @@ _debug = logging.getLogger("chunkwise.run.send")
 #: Temperature added per retry of an invalid answer, and its cap.
 INVALID_RETRY_TEMPERATURE = 0.4
 INVALID_RETRY_MAX_TEMPERATURE = 1.0
+#: Read timeouts one request may meet before it is recorded failed (see the module docstring).
+TIMEOUT_ATTEMPTS = 2
 
 
 def retry_temperature(temperature: float, invalid: int) -> float:
@@ -48,8 +74,9 @@ def log() -> RunLogger:
 
 
 def backoff_delay(attempt: int, base_s: float, max_s: float) -> float:
-    """Exponential backoff with +-50 % jitter: base x 2^(attempt-1), capped, then jittered."""
-    return float(min(max_s, base_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5))
+    """Exponential backoff with +-50 % jitter: base x 2^(attempt-1), capped, then jittered (the exponent stops
+    at 30: a long 503 wait counts its answers in the hundreds)."""
+    return float(min(max_s, base_s * 2 ** min(attempt - 1, 30)) * random.uniform(0.5, 1.5))
 
 
 def check_running(rt: RunSession) -> None:
@@ -93,7 +120,8 @@ def send(
     base_temperature, seed = float(own.get("temperature", p.temperature)), int(own.get("seed", p.seed))
     answer_format = own.get("format", p.format)
     top_p, stop = own.get("top_p"), tuple(own["stop"]) if own.get("stop") else None
-    attempts = transient = invalid = 0
+    attempts = transient = timeouts = busy = invalid = unfinished = 0
+    busy_since: float | None = None
     widened = False
     last: dict[str, Any] = {}
 
@@ -105,14 +133,21 @@ def send(
             temperature=temperature, **last,
         )
 
+    def failed_attempt(exc: TransientError) -> None:
+        tripped = rt.breaker.failure(exc, row)
+        if tripped is not None:
+            rt.fatal = rt.fatal or tripped
+            raise tripped from None
+
     while True:
         check_running(rt)
         attempts += 1
-        temperature = retry_temperature(base_temperature, invalid)
+        warmer = invalid + unfinished
+        temperature = retry_temperature(base_temperature, warmer)
         try:
             with slot if slot is not None else nullcontext():
                 check_running(rt)  # the stop may have come while this request waited for a slot
-                options = ChatOptions(p.num_ctx, num_predict, temperature, seed + invalid, top_p, stop)
+                options = ChatOptions(p.num_ctx, num_predict, temperature, seed + warmer, top_p, stop)
                 result = rt.client.chat(ChatRequest(p.model, messages, options, answer_format, rt.extras))
         except ContextExceeded as exc:
             rt.breaker.success()
@@ -120,13 +155,30 @@ def send(
         except FatalError as exc:
             rt.fatal = rt.fatal or exc.at(row=row)
             raise
+        except ServerBusy as exc:  # back-pressure: not an attempt (see the module docstring)
+            busy += 1
+            busy_since = time.monotonic() if busy_since is None else busy_since
+            if time.monotonic() - busy_since >= settings.busy_timeout_s:
+                return done(Status.FAILED, FailureClass.TRANSIENT,
+                            f"the server stayed busy for {settings.busy_timeout_s:g} s ({busy} answers 503): {exc}")
+            log().info("row %d: the server is busy (503); waiting", row)
+            if rt.stop.wait(backoff_delay(busy, settings.retry_base_delay_s, settings.retry_max_delay_s)):
+                check_running(rt)
+            continue
+        except AnswerUnfinished as exc:  # a repeat abort: the same again at this temperature
+            failed_attempt(exc)
+            unfinished += 1
+            if unfinished < p.invalid_output_attempts:
+                log().info("row %d: the answer ended without done: true; retrying warmer", row)
+                continue
+            return done(Status.FAILED, FailureClass.INCOMPLETE,
+                        f"the answer ended without done: true {unfinished} times, the last at temperature "
+                        f"{temperature:g}: {exc}; raise --temperature or change the prompt")
         except TransientError as exc:
-            tripped = rt.breaker.failure(exc)
-            if tripped is not None:
-                rt.fatal = rt.fatal or tripped
-                raise tripped from None
+            failed_attempt(exc)
             transient += 1
-            if transient >= p.max_attempts:
+            timeouts += isinstance(exc, RequestTimeout)
+            if transient >= p.max_attempts or timeouts >= TIMEOUT_ATTEMPTS:
                 if isinstance(exc, ServerUnavailable):
                     raise
                 return done(Status.FAILED, FailureClass.TRANSIENT, f"gave up after {transient} attempts: {exc}")
@@ -138,6 +190,7 @@ def send(
             rt.fatal = rt.fatal or exc.at(row=row)
             raise
         rt.breaker.success()
+        rt.reloads.answered(row, result.load_duration)
         last = {
             "response": result.content,
             "thinking": result.thinking or None,

@@ -1,6 +1,6 @@
 """One run's live state in this process (`RunSession`), opened by the flow that owns the run and
 closed when the run ends here: the server's backend and client, the server slots, the token estimator, the
-circuit breaker, the stop flag, the first fatal error, and the run directory's lock.
+circuit breaker, the reload watch, the stop flag, the first fatal error, and the run directory's lock.
 
 Nothing here is global or pickled. The flow hands the session to every chunk task as a parameter
 (Prefect's thread-pool task runner passes it through as it is), and what the end of a run needs is
@@ -26,6 +26,7 @@ from chunkwise.backend import Backend, ChatClient
 from chunkwise.params import RunParams
 from chunkwise.run.breaker import CircuitBreaker
 from chunkwise.run.context import RunContext
+from chunkwise.run.reloads import ReloadWatch
 from chunkwise.servers import backend_for
 from chunkwise.settings import WHOLE_ANSWERS_FROM_PARALLEL, Settings, get_settings
 from chunkwise.store import lock as runlock
@@ -95,6 +96,8 @@ class RunSession:
         self.estimator = TokenEstimator(ctx.chars_per_token)
         #: Stops the run when the server keeps failing the same way (`chunkwise.run.breaker`).
         self.breaker = CircuitBreaker(ctx.params.breaker_threshold, ctx.params.parallel)
+        #: Answers that waited for a model (re)load mid-run (`chunkwise.run.reloads`).
+        self.reloads = ReloadWatch(ctx.params.num_ctx)
         self.stop = stop if stop is not None else (stop_requests.get() or threading.Event())
         #: The first fatal error (a fatal answer, or a run directory that cannot be written); once
         #: set, every chunk stops sending.

@@ -5,8 +5,12 @@ Statuses: `ok` (answered), `failed` (recorded with a failure class and message; 
 is kept when there was one, since the run paid for it), `rejected` (quarantined before sending).
 
 Failure classes and their policies:
-- `transient`: connection error, timeout, 5xx, 503, an answer without `done: true` -- retried with
-  exponential backoff and jitter up to `max_attempts`;
+- `transient`: connection error, timeout, 5xx, a broken-off answer -- retried with exponential backoff
+  and jitter up to `max_attempts` (a timeout twice: `chunkwise.run.send`); the message is the server's.
+  A 503 (the server's queue is full) is back-pressure, never an attempt: it is waited out for up to
+  `busy_timeout_s` per request;
+- `incomplete`: the server ended the answer without `done: true` (Ollama's repeated-token abort, the same
+  every time at temperature 0) -- retried warmer, like `invalid_output`, up to `invalid_output_attempts`;
 - `context_truncated`: Ollama evaluated a cut prompt (per `prompt_eval_count`), answered 400
   "input length exceeds the context length", or the context filled during the answer (done_reason
   `length` before num_predict, with `shift: false`) -- not retried as is; in conversation mode the
@@ -36,6 +40,7 @@ class FailureClass(StrEnum):
     CONTEXT_TRUNCATED = "context_truncated"
     OUTPUT_TRUNCATED = "output_truncated"
     INVALID_OUTPUT = "invalid_output"
+    INCOMPLETE = "incomplete"
     FATAL = "fatal"
 
 

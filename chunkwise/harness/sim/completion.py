@@ -5,7 +5,8 @@ Order of work, as in Ollama (`v0.24.0:server/routes.go:2178-2440`): bind the bod
 unloads the model and answers `done_reason: "unload"` before anything else is checked (`routes.go:
 2242-2253`); check `think` (400) and the options (500, request.py); draw a fault (500 at once); wait
 for a slot (503 only when a (re)load is needed and the load queue is full; 500 when the model cannot
-load); an empty prompt answers `done_reason: "load"`. Only then does the runner see the prompt: an
+load); an empty prompt answers `done_reason: "load"`. Only then is the template rendered (a poisoned
+request: 500, `v0.24.0:server/routes.go:2432-2436`) and does the runner see the prompt: an
 over-long prompt with `truncate: false` is a 400 and a `format` that is neither "json" nor a schema a
 500 (`llm/server.go:1583-1594`), both with the model loaded. Otherwise sleep the modelled prefill and
 decode times and write the answer (streamed NDJSON by default, one object with `stream: false`).
@@ -26,8 +27,8 @@ import time
 
 from aiohttp import web
 
-from chunkwise.harness.sim.answer import chunk_body, make_answer
-from chunkwise.harness.sim.faults import RUNNER_STOPPED, pick_fault
+from chunkwise.harness.sim.answer import Answer, chunk_body, make_answer
+from chunkwise.harness.sim.faults import POISON_ERROR, REPEAT_LIMIT, RUNNER_STOPPED, persistent_fault, pick_fault
 from chunkwise.harness.sim.prompt import Prompt, PromptTooLong, chat_prompt, generate_prompt, refusal_text
 from chunkwise.harness.sim.request import (
     ApiError,
@@ -84,13 +85,16 @@ async def _complete(request: web.Request, kind: str) -> web.StreamResponse:
         prompt, too_long = _prompt(req, num_ctx, opts.truncation_mode, opts.token_density)
     except ApiError as exc:
         return state.error(endpoint, exc.status, exc.message)
-    fault = pick_fault(opts, req.fingerprint, receipts_before)
+    persistent = persistent_fault(opts, req.fingerprint, req.temperature, req.num_predict)
+    fault = "repeat" if persistent == "repeat" else pick_fault(opts, req.fingerprint, receipts_before)
     if fault == "error":
         state.stats.faults["error"] += 1
         return state.error(endpoint, 500, RUNNER_STOPPED)
     keep = req.num_keep + (1 if profile.adds_bos else 0)
     answer = make_answer(req, opts.answer_tokens, num_ctx, len(prompt.tokens), opts.token_density,
                          opts.thinking_tokens, keep, unbounded_zero=era.zero_predict_unbounded)
+    if fault == "repeat":  # greedy decoding repeats one token: Ollama stops after REPEAT_LIMIT + 1 of them
+        answer = Answer([(answer.tokens or ["a"])[0]] * (REPEAT_LIMIT + 1), "", [])
     t_sched = time.perf_counter_ns()
     try:
         lease = await state.scheduler.acquire(key, profile, prompt.tokens, req.keep_alive_s, prompt.segments)
@@ -101,9 +105,12 @@ async def _complete(request: web.Request, kind: str) -> web.StreamResponse:
     except asyncio.CancelledError:
         state.stats.record(endpoint, 499)
         raise
-    refusal = ((400, refusal_text(too_long, num_ctx, era.llama_server)) if too_long is not None
+    refusal = ((500, POISON_ERROR) if persistent == "poison"
+               else (400, refusal_text(too_long, num_ctx, era.llama_server)) if too_long is not None
                else (500, req.bad_format) if req.bad_format else None)
-    if refusal is not None:  # the runner refuses the prompt: the slot was never used
+    if refusal is not None:  # the template or the runner refuses the prompt: the slot was never used
+        if persistent == "poison":
+            state.stats.faults["poison"] += 1
         state.scheduler.release(lease, None)
         if req.stream:
             return _stream_error(state, endpoint, refusal[0], refusal[1])

@@ -22,6 +22,24 @@ the kind by cumulative rates in the order error, reset, stall, incomplete:
 Persistent failures (`SimOptions.load_failure`) are not draws: every load attempt fails the same
 way, and each request that needs the model tries the load again (`server/sched.go:575-600,733-738`;
 `handleScheduleError` answers 500 with the error text, `server/routes.go:3107-3118`).
+
+Faults of one request (`persistent_fault`) are not draws per receipt either: they depend only on (seed,
+fingerprint), so every retry of the same request meets them again, as on a real server:
+
+  poison  HTTP 500 with a template error, every time, once the model is loaded: Ollama renders the chat
+          template after scheduling the runner and answers a render error 500 (`v0.24.0:server/routes.go:
+          2432-2436`). The text is what the real Ollama 0.24.0 of `make ollama` answers for the
+          `gemma3-270m-poison` model's one unrenderable message (harness/ollama_server/models.py). Other
+          real errors of one request behave the same: a builtin parser that cannot read the model's
+          answer (`v0.33.0-rc2:server/routes.go:2892-2895`), llama-server refusing that prompt
+          (`llm/llama_server.go:1648-1655`).
+  repeat  at temperature 0 (greedy decoding: the same tokens every time) the answer repeats one token:
+          Ollama aborts a completion once more than 30 identical tokens arrived in a row and ends the
+          answer without its final line (`v0.24.0:llm/server.go:1697-1706`: `tokenRepeat > 30` returns
+          before the callback); 31 tokens are sent, then the stream ends (`stream: false`: 200 with
+          `done: false`). Seen on the real 0.24.0 for the prompt `"a " * 60` at temperature 0 and 0.4.
+          Any temperature above 0 samples and escapes the loop here (on the real model a warmer retry
+          escapes it only sometimes: 0.8 with seed 0 did, 0.8 with seed 1 did not).
 """
 
 from __future__ import annotations
@@ -52,6 +70,12 @@ STREAM_CRASH = "an error was encountered while running the model: unexpected EOF
 DAMAGED_VOCABULARY = "\n".join(["error loading model: error loading model vocabulary: unknown tokenizer: 'llamq'"] * 2)
 #: Order matters: the cumulative draw adds kinds in this order (new kinds go last, so old seeds keep their draws).
 KINDS = ("error", "reset", "stall", "incomplete", "stream_error")
+#: Faults of one request, whatever the receipt (`persistent_fault`).
+PERSISTENT_KINDS = ("poison", "repeat")
+#: The render error of the real poison model (`gemma3-270m-poison`, Ollama 0.24.0).
+POISON_ERROR = 'template: :3:57: executing "" at <index $.Messages 99>: error calling index: index out of range: 99'
+#: Ollama aborts an answer once a token repeats more than this many times in a row (`llm/server.go:1704`).
+REPEAT_LIMIT = 30
 
 
 def load_error(options: SimOptions, num_ctx: int, profile: ModelProfile | None = None) -> str | None:
@@ -103,4 +127,16 @@ def pick_fault(options: SimOptions, fingerprint: str, previous_receipts: int) ->
         edge += rate
         if u < edge:
             return kind
+    return None
+
+
+def persistent_fault(options: SimOptions, fingerprint: str, temperature: object, num_predict: int) -> str | None:
+    """"poison", "repeat" or None for this request, the same on every receipt (see the module docstring). A
+    repeat needs greedy decoding (temperature 0) and room for more than `REPEAT_LIMIT + 1` tokens."""
+    if options.poison_rate and draw(options.seed, f"poison:{fingerprint}", 0) < options.poison_rate:
+        return "poison"
+    greedy = isinstance(temperature, int | float) and temperature <= 0
+    room = num_predict <= 0 or num_predict > REPEAT_LIMIT + 1
+    if options.repeat_rate and greedy and room and draw(options.seed, f"repeat:{fingerprint}", 0) < options.repeat_rate:
+        return "repeat"
     return None

@@ -112,6 +112,16 @@ class SimOptions(BaseModel):
         description="Share whose 200 stream ends with an {\"error\": ...} line after some tokens (a runner "
         "crash mid-answer); with stream false a 500 after the modelled time.",
     )
+    poison_rate: float = Field(
+        default=0.0, ge=0, le=1,
+        description="Share of requests (by fingerprint: every retry of one meets it again) answered 500 with a "
+        "template error once the model is loaded, as Ollama answers a chat it cannot render (faults.py).",
+    )
+    repeat_rate: float = Field(
+        default=0.0, ge=0, le=1,
+        description="Share of requests (by fingerprint) whose answer at temperature 0 repeats one token: 31 "
+        "tokens, then the answer ends without done (Ollama's repeat abort, faults.py); warmer ones are answered.",
+    )
     load_failure: LoadFailure = Field(
         default="none",
         description="Persistent load failure: load = every model load fails (HTTP 500, the runner cannot "

@@ -69,6 +69,7 @@ class Responder:
         self.recorded = False
         opts = state.options
         n, cached, gen = len(prompt.tokens), lease.cached, answer.eval_count
+        self.cached_tokens = cached
         self.prompt_count = n - cached if opts.era.uncached_count else n
         self.generated = answer.thinking + answer.tokens
         scale = opts.attention_scale_tokens
@@ -177,10 +178,10 @@ class Responder:
             await response.prepare(self.request)
             await response.write_eof()
             return response
-        if self.fault == "incomplete":
-            self.state.stats.faults["incomplete"] += 1
-            half = self.answer.tokens[: len(self.answer.tokens) // 2]
-            body = chunk_body(self.req, "".join(half), False)
+        if self.fault in ("incomplete", "repeat"):
+            self.state.stats.faults[self.fault] += 1
+            kept = self.answer.tokens if self.fault == "repeat" else self.answer.tokens[: len(self.answer.tokens) // 2]
+            body = chunk_body(self.req, "".join(kept), False)
         else:
             body = self._final()
         data = json.dumps(body, ensure_ascii=False).encode("utf-8")
@@ -195,11 +196,12 @@ class Responder:
         start = time.perf_counter()
         total, step = len(self.generated), self.state.options.stream_chunk_tokens
         ends = [*range(step, total, step), total] if total else []
-        incomplete = self.fault == "incomplete"
+        incomplete = self.fault in ("incomplete", "repeat")
         crash = self.fault == "stream_error"
         if self.fault is not None and (incomplete or crash):
             self.state.stats.faults[self.fault] += 1
-            ends = ends[: max(1, len(ends) // 2)] if ends else []
+            if self.fault != "repeat":  # a repeat abort sends every token it generated, then ends
+                ends = ends[: max(1, len(ends) // 2)] if ends else []
         response = _Ndjson(status=200)
         response.content_type = NDJSON_TYPE
         self._headers(response)
@@ -231,8 +233,10 @@ class Responder:
 
     def _done(self) -> None:
         self._record(200)
-        if self.fault not in ("incomplete", "stream_error"):
+        if self.fault not in ("incomplete", "stream_error", "repeat"):
             self.state.stats.answered(self.req.fingerprint)
+            self.state.stats.prompt_tokens_cached += self.cached_tokens
+            self.state.stats.prompt_tokens_evaluated += len(self.prompt.tokens) - self.cached_tokens
 
     async def _reset(self) -> web.StreamResponse:
         """Send the headers and about half of the body, then abort the TCP connection."""

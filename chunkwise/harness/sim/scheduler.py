@@ -176,7 +176,12 @@ class Scheduler:
         if key == current:
             return -1
         waiting = sum(1 for w in self.waiters if w.key != current)
-        if waiting and self.waiters[0].key != current:
+        if not waiting and self._load_task is None:
+            # the scheduler is idle, receiving: even an unbuffered channel (OLLAMA_MAX_QUEUE=0) takes the request
+            # (`v0.24.0:server/sched.go:71,133-138,163`: a `select` send with `default` succeeds on a waiting
+            # receiver); while it loads a model it receives nothing, and only the channel's buffer takes requests
+            return -1
+        if self.waiters[0].key != current:
             waiting -= 1  # the scheduler has taken the first one off the queue (`v0.24.0:server/sched.go:163`)
         return waiting
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from chunkwise.harness.sim.faults import KINDS
+from chunkwise.harness.sim.faults import KINDS, PERSISTENT_KINDS
 
 
 class SimStats:
@@ -20,7 +20,10 @@ class SimStats:
 
     def clear(self) -> None:
         self.requests: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        self.faults: dict[str, int] = {kind: 0 for kind in KINDS}
+        self.faults: dict[str, int] = {kind: 0 for kind in (*KINDS, *PERSISTENT_KINDS)}
+        #: Prompt tokens of answered requests: evaluated (not found in the slot's cache) and served from the cache.
+        self.prompt_tokens_evaluated = 0
+        self.prompt_tokens_cached = 0
         self.faults["load_failure"] = 0
         #: Answers during which the context filled and llama-server shifted it (half the context dropped).
         self.context_shifts = 0
@@ -108,6 +111,7 @@ class SimStats:
             "loads": self.loads,
             "unloads": self.unloads,
             "context_shifts": self.context_shifts,
+            "prompt_tokens": {"evaluated": self.prompt_tokens_evaluated, "cached": self.prompt_tokens_cached},
             "received_total": self.received_total,
             "answered_total": self.answered_total,
             "distinct_fingerprints": len(self.fingerprints),

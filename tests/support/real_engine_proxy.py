@@ -1,7 +1,7 @@
-"""A counting pass-through proxy in front of llama-server (tests only): it relays every request
-unchanged, byte for byte (streams included), and counts per request key -- the last user message,
-which holds the row's unique prompt -- how often a chat request was sent and how often its answer
-was relayed to the end. The engine's own counters (`/metrics`) say how many tokens it generated;
+"""A counting pass-through proxy in front of llama-server or Ollama (tests and bench/faults only): it relays
+every request unchanged, byte for byte (streams included), and counts per request key -- the last user
+message, which holds the row's unique prompt -- how often a chat request reached the server (a refused
+connection does not count) and how often its answer was relayed to the end. The engine's own counters (`/metrics`) say how many tokens it generated;
 only the proxy can say *which* request was sent twice.
 """
 
@@ -75,6 +75,13 @@ class CountingProxy:
                         complete = response.status_code == 200
                 except (BrokenPipeError, ConnectionResetError):
                     return  # the client is gone (killed): its answer was not delivered
+                except httpx.ConnectError:  # the server is down: it never received the request
+                    with proxy.lock:
+                        if key is not None:
+                            proxy.sent[key] -= 1
+                    return  # the client's connection closes without an answer, as a refused one would fail
+                except httpx.TransportError:
+                    return  # the server died mid-answer (the fault matrix kills it): the client sees the cut
                 if key is not None and complete:
                     with proxy.lock:
                         proxy.answered[key] += 1

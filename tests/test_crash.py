@@ -127,6 +127,8 @@ def test_graceful_stop_exits_130_with_in_flight_answers_recorded(sim_factory, tm
     code, text = finish(proc)
     assert code == EXIT_INTERRUPTED, text
     assert f"{signal.Signals(signum).name}: no new requests" in text
+    assert "Traceback" not in text  # Prefect logged the interrupt's traceback above the one line (issue 19)
+    assert text.rstrip().splitlines()[-1].startswith("chunkwise run: run g stopped: "), text[-2000:]
 
     stats = sim.stats()
     records, bad = ledger_records(run_dir)

@@ -129,7 +129,7 @@ def execute(
     except SetupError:
         raise
     except BaseException as exc:  # noqa: BLE001 - every ending maps to an exit code
-        fail(command, f"run {params.run_name} stopped: {exc}")
+        fail(command, f"run {params.run_name} stopped: {expected_errors.describe(exc)}")
         return exit_code_for(exc), None
     finally:
         stop_requests.reset(token)

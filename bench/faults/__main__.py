@@ -1,5 +1,5 @@
 """`python -m bench.faults [FAMILY ...] [--dry]` (`make faults`): every fault family in turn, or the named ones,
-then bench/results/fault_matrix.md. Needs root for the storage family (mounts)."""
+then bench/results/fault_matrix.md. Needs root for the storage and postgres families (mounts; PostgreSQL runs as its own user)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tests.support.ui_helpers import prefect_server
 
 #: Family name -> module (each has `family(ctx) -> list[Row]`), in the order of the table.
 FAMILIES = {"kills": "bench.faults.kills", "llm": "bench.faults.llm_server", "prefect": "bench.faults.prefect_api",
-            "storage": "bench.faults.storage"}
+            "storage": "bench.faults.storage", "postgres": "bench.faults.postgres"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,9 +6,10 @@ Figures (the column definitions of bench/results/fault_matrix.md):
 * answered once: requests the server answered exactly once (a complete `done: true` answer written).
 * re-sent: requests the server received more than once (per request fingerprint, /sim/stats or the counting
   proxy), summed over the row's faults; `max/fault` is the most after any one fault (goal: <= parallel).
-* lost: input rows with no `ok` record in results.parquet after the recovery the README prescribes
-  (re-run the same command, or `chunkwise resume`). Stricter than "no final record": a row recorded as
-  failed counts as lost here, since the fault cost its answer.
+* lost: input rows without a recorded answer in results.parquet after the recovery the README prescribes
+  (re-run the same command, or `chunkwise resume`): neither `ok` nor `output_truncated` (the server's whole
+  answer, recorded as it came: Gemma 3 270M, a base-sized model, often runs to `num_predict`). Stricter than
+  "no final record": a row recorded as failed for any other reason counts as lost here.
 * exit codes: of every `chunkwise run`/`resume` process of the row, in order (-9 = killed by SIGKILL).
 * recover s: from the end of the fault (the server back, the command re-run, the disk freed) to the first
   answer recorded after it (the ledger's `_t`): how long until the run is working again.
@@ -148,14 +149,29 @@ def received(fingerprints: Mapping[str, Mapping[str, int]]) -> Counter[str]:
     return Counter({fp: v["received"] for fp, v in fingerprints.items()})
 
 
+#: Failure classes whose row holds the server's whole answer (not lost).
+ANSWERED_CLASSES = ("output_truncated",)
+
+
 def lost(run_dir: Path, ids: Iterable[str]) -> int:
-    """Input ids without an `ok` row in results.parquet (all of them when it is missing)."""
+    """Input ids without an answer in results.parquet (all of them when it is missing): `ok`, or one of
+    ANSWERED_CLASSES."""
     ids = list(ids)
     path = run_dir / "results.parquet"
     if not path.exists():
         return len(ids)
-    ok = set(pl.read_parquet(path, columns=["id", "status"]).filter(pl.col("status") == "ok")["id"].cast(pl.String))
-    return sum(1 for i in ids if str(i) not in ok)
+    rows = pl.read_parquet(path, columns=["id", "status", "error_class"])
+    answered = rows.filter((pl.col("status") == "ok") | pl.col("error_class").is_in(ANSWERED_CLASSES))
+    have = set(answered["id"].cast(pl.String))
+    return sum(1 for i in ids if str(i) not in have)
+
+
+def truncated(run_dir: Path) -> int:
+    """Rows recorded `output_truncated` (answered, but cut at num_predict)."""
+    path = run_dir / "results.parquet"
+    if not path.exists():
+        return 0
+    return pl.read_parquet(path, columns=["error_class"]).filter(pl.col("error_class") == "output_truncated").height
 
 
 def ledger_times(run_dir: Path) -> list[float]:

@@ -1,9 +1,12 @@
 """The LLM server killed mid-stream (SIGKILL, answers streaming) and started again on the same port a few
-seconds later, while `chunkwise run` goes on: the simulator (`chunkwise sim` in its own process) and the real
-Ollama 0.24.0 of `make ollama` (serve and its runner killed together, as a crashed machine or container).
+seconds later, while `chunkwise run` goes on: the simulator (`chunkwise sim` in its own process), the real
+Ollama 0.24.0 of `make ollama` (serve and its runner killed together, as a crashed machine or container) and
+the real llama-server of `make engine` (`--api openai`).
 
 Receipts come from the counting proxy of tests/support/real_engine_proxy.py in front of the server (the killed
-server's own counters die with it): a request counts as received once the server accepted its connection.
+server's own counters die with it): a request counts as re-sent when the server began to answer it (status
+200) more than once; attempts it refused while it started again (llama-server's 503 while loading) are
+counted apart.
 README's recovery for a server that comes back: none, the run's retries ride through the outage.
 """
 
@@ -27,9 +30,12 @@ from bench.faults.common import (
     session_text,
     spawn,
     stops,
+    truncated,
     wait_for,
     write_input,
 )
+from chunkwise.harness.llama_server.paths import MODEL_ALIAS
+from chunkwise.harness.llama_server.server import running_engine, start_engine
 from chunkwise.harness.ollama_server.paths import MODEL_NAME, VERSION
 from chunkwise.harness.ollama_server.server import running_ollama, start_ollama
 from chunkwise.harness.sim.harness import running_simulator
@@ -64,12 +70,20 @@ def ride_through(ctx: Ctx, name: str, against: str, kill: Callable[[], None], re
     back = time.time()
     code = finish(proc)
     sent, answered = proxy.counts()
-    kind, lines = stops([session_text(log)]) if code else ("-", [])
+    began = proxy.began_counts()
+    cut = truncated(run_dir)
+    # exit 1 with every failure an output_truncated answer: the run finished (the model's doing, not the fault's)
+    kind, lines = stops([session_text(log)]) if code and cut < n else ("-", [])
     once = sum(1 for key in sent if answered[key] == 1)
-    resent = sum(1 for v in sent.values() if v > 1)
+    resent = sum(1 for v in began.values() if v > 1)
+    refused = sum(sent.values()) - sum(began.values())
+    notes = [*lines, f"{in_flight} requests were on the wire at the kill; the run went on by itself"]
+    if refused:
+        notes.append(f"{refused} attempts reached the server but were refused before an answer began (not re-sent)")
+    if cut:
+        notes.append(f"{cut} rows recorded output_truncated (the model ran to --num-predict; exit 1 says so): answered")
     return Row(f"LLM server SIGKILLed mid-stream, back after {DOWN_S:g} s", against, "independent", PARALLEL, n,
-               once, resent, resent, lost(run_dir, ids), [code], first_record_after(run_dir, back), kind,
-               [*lines, f"{in_flight} requests were on the wire at the kill; the run went on by itself"])
+               once, resent, resent, lost(run_dir, ids), [code], first_record_after(run_dir, back), kind, notes)
 
 
 def simulator(ctx: Ctx) -> Row:
@@ -102,12 +116,36 @@ def real_ollama(ctx: Ctx) -> Row:
             servers[-1].wait_ready()
 
         try:
-            return ride_through(ctx, "llm-ollama", f"real Ollama {VERSION}", kill, restart, n=24,
-                                extra=["--model", MODEL_NAME, "--num-predict", "48"], proxy=proxy)
+            return ride_through(ctx, "llm-ollama", f"real Ollama {VERSION}", kill, restart, n=16,
+                                extra=["--model", MODEL_NAME, "--num-predict", "32"], proxy=proxy)
+        finally:
+            for server in servers[1:]:
+                server.stop()
+
+
+def real_llama_server(ctx: Ctx) -> Row:
+    log = ctx.tmp / "llama-server.log"
+    # 2 slots of 2048 tokens; flash attention as the engine tests run it
+    with running_engine(PARALLEL, 2 * 2048, log_path=log, extra=("-fa", "on")) as first, \
+            counting_proxy(first.url) as proxy:
+        servers = [first]
+
+        def kill() -> None:
+            os.kill(servers[-1].pid, signal.SIGKILL)
+            servers[-1].stop()  # reaps it
+
+        def restart() -> None:
+            servers.append(start_engine(first.config, log))
+            servers[-1].wait_ready()
+
+        try:
+            return ride_through(ctx, "llm-llama", "real llama-server (make engine)", kill, restart, n=16,
+                                extra=["--api", "openai", "--model", MODEL_ALIAS, "--num-predict", "32"],
+                                proxy=proxy)
         finally:
             for server in servers[1:]:
                 server.stop()
 
 
 def family(ctx: Ctx) -> list[Row]:
-    return [simulator(ctx), real_ollama(ctx)]
+    return [simulator(ctx), real_ollama(ctx), real_llama_server(ctx)]

@@ -1,8 +1,9 @@
 """A counting pass-through proxy in front of llama-server or Ollama (tests and bench/faults only): it relays
 every request unchanged, byte for byte (streams included), and counts per request key -- the last user
 message, which holds the row's unique prompt -- how often a chat request reached the server (a refused
-connection does not count) and how often its answer was relayed to the end. The engine's own counters (`/metrics`) say how many tokens it generated;
-only the proxy can say *which* request was sent twice.
+connection does not count), how often the server began an answer to it (status 200: a 503 while the model
+loads costs nothing) and how often its answer was relayed to the end. The engine's own counters
+(`/metrics`) say how many tokens it generated; only the proxy can say *which* request was sent twice.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class CountingProxy:
         self.upstream = upstream
         self.sent: Counter[str] = Counter()
         self.answered: Counter[str] = Counter()
+        #: Requests the server began to answer (status 200), per key.
+        self.began: Counter[str] = Counter()
         #: Every Authorization header seen (to prove the API key is sent).
         self.auth: set[str] = set()
         self.lock = threading.Lock()
@@ -40,11 +43,16 @@ class CountingProxy:
         with self.lock:
             self.sent.clear()
             self.answered.clear()
+            self.began.clear()
             self.auth.clear()
 
     def counts(self) -> tuple[Counter[str], Counter[str]]:
         with self.lock:
             return Counter(self.sent), Counter(self.answered)
+
+    def began_counts(self) -> Counter[str]:
+        with self.lock:
+            return Counter(self.began)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
@@ -66,6 +74,9 @@ class CountingProxy:
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in DROP}
                 try:
                     with proxy._http.stream(method, self.path, content=body, headers=headers) as response:
+                        if key is not None and response.status_code == 200:
+                            with proxy.lock:
+                                proxy.began[key] += 1
                         self.send_response(response.status_code)
                         self.send_header("Content-Type", response.headers.get("content-type", "application/json"))
                         self.end_headers()

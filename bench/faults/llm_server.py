@@ -4,9 +4,9 @@ Ollama 0.24.0 of `make ollama` (serve and its runner killed together, as a crash
 the real llama-server of `make engine` (`--api openai`).
 
 Receipts come from the counting proxy of tests/support/real_engine_proxy.py in front of the server (the killed
-server's own counters die with it): a request counts as re-sent when the server began to answer it (status
-200) more than once; attempts it refused while it started again (llama-server's 503 while loading) are
-counted apart.
+server's own counters die with it): a request counts as re-sent when the server worked on it more than once
+(it answered 200, or died while the request was on the wire); attempts it refused while it started again
+(llama-server's 503 while loading) cost no work and are counted apart.
 README's recovery for a server that comes back: none, the run's retries ride through the outage.
 """
 
@@ -79,7 +79,8 @@ def ride_through(ctx: Ctx, name: str, against: str, kill: Callable[[], None], re
     refused = sum(sent.values()) - sum(began.values())
     notes = [*lines, f"{in_flight} requests were on the wire at the kill; the run went on by itself"]
     if refused:
-        notes.append(f"{refused} attempts reached the server but were refused before an answer began (not re-sent)")
+        notes.append(f"{refused} further attempts reached the server while it started again and were refused "
+                     "without work (not counted as re-sent)")
     if cut:
         notes.append(f"{cut} rows recorded output_truncated (the model ran to --num-predict; exit 1 says so): answered")
     return Row(f"LLM server SIGKILLed mid-stream, back after {DOWN_S:g} s", against, "independent", PARALLEL, n,

@@ -22,11 +22,12 @@ HEAD = """# Fault matrix
 Each fault injected into a real `chunkwise run` (a child process, as a user starts it), then the recovery the
 README prescribes (run the same command again, or `chunkwise resume`). Definitions: bench/faults/common.py and
 docs/faults.md. **against** says who answered: `simulator` (chunkwise's Ollama simulator, `chunkwise sim`:
-every figure of such a row is a simulator figure) or the real Ollama 0.24.0 of `make ollama` (Gemma 3 270M on
-this machine's CPU). Re-sent is counted by the server side (the simulator's per-fingerprint receipts, or a
-counting proxy in front of a server that is killed: its own counters die with it). Goal: 0 lost, re-sent <=
-parallel per fault, one line (never a traceback) where the run must stop. Times are wall-clock seconds on a
-shared 2-core machine (load 2-6): noisy; the other columns are not.
+every figure of such a row is a simulator figure), the real Ollama 0.24.0 of `make ollama` or the real
+llama-server of `make engine` (both Gemma 3 270M on this machine's CPU). Re-sent is counted by the server side
+(the simulator's per-fingerprint receipts, or a counting proxy in front of a server that is killed: its own
+counters die with it). Goal: 0 lost, re-sent <= parallel per fault, one line (never a traceback) where the run
+must stop. Times are wall-clock seconds on a shared machine (load under "When and where"): noisy; the other
+columns are not. Run `make faults` (as root) to reproduce; `make faults FAULTS=kills` for one family.
 """
 
 

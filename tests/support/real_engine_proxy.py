@@ -1,9 +1,10 @@
 """A counting pass-through proxy in front of llama-server or Ollama (tests and bench/faults only): it relays
 every request unchanged, byte for byte (streams included), and counts per request key -- the last user
 message, which holds the row's unique prompt -- how often a chat request reached the server (a refused
-connection does not count), how often the server began an answer to it (status 200: a 503 while the model
-loads costs nothing) and how often its answer was relayed to the end. The engine's own counters
-(`/metrics`) say how many tokens it generated; only the proxy can say *which* request was sent twice.
+connection does not count), how often the server worked on it (it answered status 200, or died while
+the request was on the wire; a 503 while the model loads costs nothing) and how often its answer was
+relayed to the end. The engine's own counters (`/metrics`) say how many tokens it generated; only the
+proxy can say *which* request was sent twice.
 """
 
 from __future__ import annotations
@@ -72,9 +73,11 @@ class CountingProxy:
                     if self.headers.get("Authorization"):
                         proxy.auth.add(self.headers["Authorization"])
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in DROP}
+                began = False
                 try:
                     with proxy._http.stream(method, self.path, content=body, headers=headers) as response:
-                        if key is not None and response.status_code == 200:
+                        began = response.status_code == 200
+                        if key is not None and began:
                             with proxy.lock:
                                 proxy.began[key] += 1
                         self.send_response(response.status_code)
@@ -91,8 +94,11 @@ class CountingProxy:
                         if key is not None:
                             proxy.sent[key] -= 1
                     return  # the client's connection closes without an answer, as a refused one would fail
-                except httpx.TransportError:
-                    return  # the server died mid-answer (the fault matrix kills it): the client sees the cut
+                except httpx.TransportError:  # the server died while working on it (the fault matrix kills it)
+                    if key is not None and not began:  # Ollama sends its 200 with the first token: cut in prefill
+                        with proxy.lock:
+                            proxy.began[key] += 1
+                    return  # the client sees the cut
                 if key is not None and complete:
                     with proxy.lock:
                         proxy.answered[key] += 1

@@ -133,7 +133,7 @@ bench: $(STAMP) engine ollama
 	$(PY) -m bench.run_all
 
 # The fault matrix (issue 19 item 8; docs/faults.md): every fault injected into a real `chunkwise run`, then
-# bench/results/fault_matrix.md. As root (mounts, PostgreSQL); 15-25 minutes on 2 cores. One family:
+# bench/results/fault_matrix.md. As root (mounts, PostgreSQL); 13-25 minutes on 2 cores, with the load. One family:
 # make faults FAULTS=kills (kills llm prefect storage postgres).
 faults: $(STAMP) engine ollama
 	$(PY) -m bench.faults $(FAULTS)

@@ -21,8 +21,8 @@ endif
 # A first start of Prefect's ephemeral API on a fresh home can take over its 20 s default here.
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 
-.PHONY: venv test lint chromium nginx postgresql toolchain demo bench server serve gpu-check clean engine ollama \
-	ollama-fixtures ollama-next test-ollama-next
+.PHONY: venv test lint chromium nginx postgresql toolchain demo bench faults server serve gpu-check clean engine \
+	ollama ollama-fixtures ollama-next test-ollama-next
 
 venv: $(STAMP)
 
@@ -131,6 +131,12 @@ demo: $(STAMP)
 
 bench: $(STAMP) engine ollama
 	$(PY) -m bench.run_all
+
+# The fault matrix (issue 19 item 8; docs/faults.md): every fault injected into a real `chunkwise run`, then
+# bench/results/fault_matrix.md. As root (mounts, PostgreSQL); 13-25 minutes on 2 cores, with the load. One family:
+# make faults FAULTS=kills (kills llm prefect storage postgres).
+faults: $(STAMP) engine ollama
+	$(PY) -m bench.faults $(FAULTS)
 
 clean:
 	rm -rf $(VENV) .prefect .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -16,7 +16,6 @@ start-up for the whole suite) through PREFECT_API_URL.
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from chunkwise.errors import EXIT_INTERRUPTED, EXIT_OK
+from tests.support.kills import KillOnRequest, kill_plan
 from tests.support.pipeline_helpers import write_requests
 from tests.support.run_checks import assert_answered_once, assert_same_results, ledger_records, results
 
@@ -58,50 +58,10 @@ def finish(proc: subprocess.Popen, timeout: float = 180) -> tuple[int, str]:
     return proc.returncode, out
 
 
-class KillOnRequest:
-    """Wraps the simulator's fault draw: at the n-th chat request of the armed session it SIGKILLs
-    the client process, waits for it to be gone, and answers that request 500 -- nobody is left to
-    read an answer, and the simulator must not count one as delivered."""
-
-    def __init__(self, monkeypatch) -> None:
-        from chunkwise.harness.sim import completion
-
-        self._real = completion.pick_fault
-        self.proc: subprocess.Popen | None = None
-        self.at = self.count = 0
-        self.fired = False
-        monkeypatch.setattr(completion, "pick_fault", self._draw)
-
-    def arm(self, proc: subprocess.Popen, at: int) -> None:
-        self.proc, self.at, self.count, self.fired = proc, at, 0, False
-
-    def _draw(self, options, fingerprint, previous):
-        self.count += 1
-        if self.proc is not None and not self.fired and self.count == self.at:
-            self.fired = True
-            self.proc.kill()
-            self.proc.wait()
-            return "error"
-        return self._real(options, fingerprint, previous)
-
-
 def run_args(source: Path, sim, out: Path, name: str) -> list[str]:
     return ["run", "--input", str(source), "--host", sim.url, "--output-dir", str(out), "--run-name", name,
             "--mode", "conversation", "--parallel", "1", "--chunk-size", "8", "--num-ctx", "1024",
             "--num-predict", "128", "--system-prompt", "You are terse."]
-
-
-def kill_plan(seed: int) -> list[tuple[str, object, str]]:
-    """(kind, argument, how the session is started) for the 10 killed sessions, drawn from `seed`."""
-    rng = random.Random(seed)
-    request = lambda: ("request", rng.randint(1, 6), rng.choice(["run", "resume"]))  # noqa: E731
-    return [
-        ("after", round(rng.uniform(0.3, 1.5), 2), "run"),  # seconds after spawn: start-up, staging
-        request(), request(), request(), request(), request(), request(),
-        ("checkpoint", None, "run"),  # the last chunk's checkpoint
-        ("results", None, "run"),
-        ("stats", None, "resume"),
-    ]
 
 
 def test_sigkill_at_seeded_moments_then_resume_gives_the_uninterrupted_results(
@@ -167,6 +127,8 @@ def test_graceful_stop_exits_130_with_in_flight_answers_recorded(sim_factory, tm
     code, text = finish(proc)
     assert code == EXIT_INTERRUPTED, text
     assert f"{signal.Signals(signum).name}: no new requests" in text
+    assert "Traceback" not in text  # Prefect logged the interrupt's traceback above the one line (issue 19)
+    assert text.rstrip().splitlines()[-1].startswith("chunkwise run: run g stopped: "), text[-2000:]
 
     stats = sim.stats()
     records, bad = ledger_records(run_dir)

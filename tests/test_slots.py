@@ -142,3 +142,32 @@ def test_chunks_in_flight_share_one_sender_pool_bounded_by_the_slots(tmp_path):
     assert sorted(r["_row"] for r in recorded) == list(range(160))
     assert client.max_in_flight == 2
     assert len(client.threads) <= 4, len(client.threads)
+
+
+def test_an_answer_keeps_its_slot_until_its_record_is_durable(tmp_path):
+    """What a kill can cost is bounded by the slots: a request gives its slot back only once its answer is in
+    the ledger, so never more than `parallel` requests are on the wire or answered but not yet recorded (a
+    SIGKILL loses exactly those; the fault matrix measured 3 re-sent with 2 slots when the slot went back
+    before the record's fsync)."""
+    client = FlakyClient(wire_s=0.0)
+    client.calls = [(f"p{i}", 1) for i in range(4)]  # first attempts "already failed": every call succeeds
+    ctx, rt = setup(tmp_path, client, "independent")
+    rows = [{"_row": i, "prompt": f"p{i}"} for i in range(4)]
+    lock, unrecorded, worst = threading.Lock(), [0], [0]
+    real_chat = client.chat
+
+    def chat(request: ChatRequest) -> ChatResult:
+        with lock:
+            unrecorded[0] += 1
+            worst[0] = max(worst[0], unrecorded[0])
+        return real_chat(request)
+
+    def record(outcome: dict) -> None:  # a slow fsync: another request has ample time to take a free slot
+        time.sleep(0.3)
+        with lock:
+            unrecorded[0] -= 1
+
+    client.chat = chat  # type: ignore[method-assign]
+    _independent(ctx, rt, ChunkSpec(index=0, start=0, stop=4, first_row=0, last_row=3), rows, record)
+    assert unrecorded[0] == 0
+    assert worst[0] == 1  # parallel 1: the next request waited for the previous record

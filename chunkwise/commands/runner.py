@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from chunkwise.cli import fail
+from chunkwise.commands import expected_errors
 from chunkwise.commands.display import run_with_display
 from chunkwise.errors import EXIT_INTERRUPTED, SetupError, exit_code_for
 from chunkwise.params import RunParams
@@ -118,6 +119,7 @@ def execute(
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     stop = threading.Event()
     install_stop_handlers(stop, get_settings().stop_grace_s, say)
+    expected_errors.install()  # a purposeful ending is one line, not Prefect's traceback
     from flows.batch import batch  # imported during the preflight by EarlyApi; here only once it passed
 
     token = stop_requests.set(stop)  # run_off_main_thread runs the flow in a copy of this context
@@ -127,7 +129,7 @@ def execute(
     except SetupError:
         raise
     except BaseException as exc:  # noqa: BLE001 - every ending maps to an exit code
-        fail(command, f"run {params.run_name} stopped: {exc}")
+        fail(command, f"run {params.run_name} stopped: {expected_errors.describe(exc)}")
         return exit_code_for(exc), None
     finally:
         stop_requests.reset(token)

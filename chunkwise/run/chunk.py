@@ -4,8 +4,8 @@ write the checkpoint.
 Conversation mode sends the chunk's requests in order as one chat, holding one server slot for the
 whole conversation (interleaving conversations on a slot would evict each one's prefix cache).
 Independent mode sends each request on its own with the system prompt first, up to `parallel` in
-flight across all chunks, each request holding a slot only while an attempt is on the wire (not
-while it waits out a retry's backoff), from the run's one sender pool.
+flight across all chunks, from the run's one sender pool, each request holding a slot while an attempt is
+on the wire and, once answered, until its record is durable (not while it waits out a retry's backoff).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from chunkwise.run.context import RunContext
 from chunkwise.run.conversation import Conversation
 from chunkwise.run.send import check_running, send
 from chunkwise.run.session import RunSession
+from chunkwise.run.slot import SlotHold
 from chunkwise.store.checkpoint import load_checkpoint, write_checkpoint
 from chunkwise.store.layout import RunPaths
 from chunkwise.store.ledger import Ledger
@@ -166,9 +167,14 @@ def _independent(ctx: RunContext, rt: RunSession, spec: ChunkSpec, rows: list[di
     def one(row: dict[str, Any]) -> None:
         messages = _messages(_system_for(ctx, row), row)
         check_running(rt)
-        # the slot is taken per attempt inside send(), and given back during a retry's backoff
-        record(send(ctx, rt, row=row["_row"], chunk=spec.index, messages=messages, slot=rt.slots,
-                    own=_own_options(row)))
+        # the slot is taken per attempt inside send(), given back during a retry's backoff and, once answered,
+        # only after the record is durable (chunkwise.run.slot: what a kill can cost stays within the slots)
+        hold = SlotHold(rt.slots)
+        try:
+            record(send(ctx, rt, row=row["_row"], chunk=spec.index, messages=messages, slot=hold,
+                        own=_own_options(row)))
+        finally:
+            hold.release()
 
     # The run's one sender pool (twice as many threads as slots, `RunSession.senders`), shared by every chunk
     # in flight: first submitted, first sent, so the oldest chunk finishes first, and the threads stay bounded

@@ -1,8 +1,10 @@
-"""A counting pass-through proxy in front of llama-server (tests only): it relays every request
-unchanged, byte for byte (streams included), and counts per request key -- the last user message,
-which holds the row's unique prompt -- how often a chat request was sent and how often its answer
-was relayed to the end. The engine's own counters (`/metrics`) say how many tokens it generated;
-only the proxy can say *which* request was sent twice.
+"""A counting pass-through proxy in front of llama-server or Ollama (tests and bench/faults only): it relays
+every request unchanged, byte for byte (streams included), and counts per request key -- the last user
+message, which holds the row's unique prompt -- how often a chat request reached the server (a refused
+connection does not count), how often the server worked on it (it answered status 200, or died while
+the request was on the wire; a 503 while the model loads costs nothing) and how often its answer was
+relayed to the end. The engine's own counters (`/metrics`) say how many tokens it generated; only the
+proxy can say *which* request was sent twice.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ class CountingProxy:
         self.upstream = upstream
         self.sent: Counter[str] = Counter()
         self.answered: Counter[str] = Counter()
+        #: Requests the server began to answer (status 200), per key.
+        self.began: Counter[str] = Counter()
         #: Every Authorization header seen (to prove the API key is sent).
         self.auth: set[str] = set()
         self.lock = threading.Lock()
@@ -40,11 +44,16 @@ class CountingProxy:
         with self.lock:
             self.sent.clear()
             self.answered.clear()
+            self.began.clear()
             self.auth.clear()
 
     def counts(self) -> tuple[Counter[str], Counter[str]]:
         with self.lock:
             return Counter(self.sent), Counter(self.answered)
+
+    def began_counts(self) -> Counter[str]:
+        with self.lock:
+            return Counter(self.began)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
@@ -64,8 +73,13 @@ class CountingProxy:
                     if self.headers.get("Authorization"):
                         proxy.auth.add(self.headers["Authorization"])
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in DROP}
+                began = False
                 try:
                     with proxy._http.stream(method, self.path, content=body, headers=headers) as response:
+                        began = response.status_code == 200
+                        if key is not None and began:
+                            with proxy.lock:
+                                proxy.began[key] += 1
                         self.send_response(response.status_code)
                         self.send_header("Content-Type", response.headers.get("content-type", "application/json"))
                         self.end_headers()
@@ -75,6 +89,16 @@ class CountingProxy:
                         complete = response.status_code == 200
                 except (BrokenPipeError, ConnectionResetError):
                     return  # the client is gone (killed): its answer was not delivered
+                except httpx.ConnectError:  # the server is down: it never received the request
+                    with proxy.lock:
+                        if key is not None:
+                            proxy.sent[key] -= 1
+                    return  # the client's connection closes without an answer, as a refused one would fail
+                except httpx.TransportError:  # the server died while working on it (the fault matrix kills it)
+                    if key is not None and not began:  # Ollama sends its 200 with the first token: cut in prefill
+                        with proxy.lock:
+                            proxy.began[key] += 1
+                    return  # the client sees the cut
                 if key is not None and complete:
                     with proxy.lock:
                         proxy.answered[key] += 1

@@ -136,11 +136,16 @@ def test_a_503_from_a_full_load_queue_is_waited_out_not_counted_as_an_attempt(si
     sim = sim_factory(answer_tokens=(4, 8), max_queue=0, load_ms=100, parallel=1)
     stop = threading.Event()
 
-    def other_client() -> None:  # a chat UI with its own num_ctx, a request every 0.3 s
-        body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": False,
-                "options": {"num_ctx": 1024, "num_predict": 1}}
+    def other_client() -> None:
+        """Two chat UIs taking turns, each with its own num_ctx: every one of their requests needs a reload, so
+        the scheduler is loading most of the time and a request of the run's almost always meets a full queue
+        (at a request every 0.3 s with one num_ctx, a fast run could slip between the loads and see no 503)."""
         with httpx.Client(timeout=30) as client:
-            while not stop.wait(0.3):
+            for turn in itertools.count():
+                if stop.wait(0.02):
+                    return
+                body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": False,
+                        "options": {"num_ctx": 1024 + 512 * (turn % 2), "num_predict": 1}}
                 client.post(f"{sim.url}/api/chat", json=body)
 
     with chunkwise_env(retry_base_delay_s=0.02, retry_max_delay_s=0.1):

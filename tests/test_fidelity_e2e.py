@@ -61,11 +61,12 @@ def test_a_server_failing_every_request_the_same_way_stops_the_run_and_a_resume_
         sim_factory, tmp_path, capsys):
     """A runner that crashes after the first tokens of every answer (an error line inside a 200 stream): rows are
     recorded failed after their attempts until the same error has hit three different rows in a row; then the
-    run stops with the server's message (exit 2), not 24 rows x 6 attempts. Rows of several chunks are in
-    flight together, so the third row may come before the first has used its two attempts."""
+    run stops with the server's message (exit 2), not 24 rows x 6 attempts. One slot (the default of 4 would
+    trip at 3 + 4 - 1 rows, chunkwise.run.breaker); rows of several chunks are still in flight together, so
+    the third row may come before the first has used its two attempts."""
     source = write_requests(tmp_path / "in.parquet", 24, prompt_words=8)
     sim = sim_factory(answer_tokens=(8, 16), stream_error_rate=1.0)
-    argv = ("--mode", "independent", "--breaker-threshold", "3", "--max-attempts", "2")
+    argv = ("--mode", "independent", "--breaker-threshold", "3", "--max-attempts", "2", "--parallel", "1")
     code, out = run(sim, source, tmp_path, capsys, *argv)
     assert code == EXIT_CONFIG, out
     assert "3 different rows in a row failed the same way" in out and "resume" in out

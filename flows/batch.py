@@ -52,7 +52,8 @@ def batch(params: RunParams) -> StatsDoc:
         progress = Progress(len(specs), ctx.dir.name, run_dir=ctx.dir,
                             requests_total=sum(s.stop - s.start for s in specs), manifest=paths.manifest)
         unfinished: list[tuple[str, BaseException]] = []
-        with (RunTelemetry(session, prepared.model_info) as telemetry,
+        to_send = not paths.all_checkpointed(spec.index for spec in specs)  # a finished run sends nothing again
+        with (RunTelemetry(session, prepared.model_info, load=to_send) as telemetry,
               ThreadPoolTaskRunner[Any](max_workers=chunk_workers(ctx.params, settings, largest(specs))) as runner):
             futures = runner.map(chunk_task_for(session, settings), {"session": unmapped(session), "spec": specs})
             labels = {future.task_run_id: spec.label for future, spec in zip(futures, specs, strict=True)}

@@ -34,7 +34,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 REPO = Path(__file__).resolve().parents[1]
 SEED = 20241126
 N = 48
-CRASH_SIM = dict(answer_tokens=(30, 60), parallel=1, fail_rate=0.03, incomplete_rate=0.02, seed=7)
+#: No random incomplete answers: one is retried warmer (issue 19 item 3), so its text differs by design, and
+#: the simulator's random draws land on other rows once a kill moves its request count; the comparison with
+#: the uninterrupted run then fails on rows that were answered correctly. Unfinished answers and their
+#: resume are tested in tests/test_failures_sim.py.
+CRASH_SIM = dict(answer_tokens=(30, 60), parallel=1, fail_rate=0.03, incomplete_rate=0.0, seed=7)
 
 
 @pytest.fixture

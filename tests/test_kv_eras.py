@@ -31,6 +31,7 @@ from chunkwise.ollama.engines import engine_for_version
 from chunkwise.params import RunParams
 from chunkwise.plan import probe
 from chunkwise.run.context import RunContext
+from chunkwise.run.reloads import ReloadWatch
 from chunkwise.run.telemetry import RunTelemetry
 from chunkwise.servers import backend_for
 from chunkwise.units import MIB
@@ -111,10 +112,12 @@ def test_measure_on_ollama_0_30_predicts_the_global_layers_only(tmp_path):
 
 
 class _Session:
-    """What RunTelemetry reads of a session: its context, backend and client."""
+    """What RunTelemetry reads of a session: its context, backend, client and reload watch (no server: the
+    telemetry is entered without the preload)."""
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx, self.backend = ctx, backend_for("ollama")
+        self.reloads = ReloadWatch(ctx.params.num_ctx)
         self.client = type("NoServer", (), {"host": "http://127.0.0.1:9", "ps": lambda _self: []})()
 
 
@@ -127,7 +130,7 @@ def test_run_telemetry_reports_the_kv_of_the_servers_era(tmp_path, version):
                      send_truncate_false=True, chars_per_token=4.0)
     (tmp_path / "r").mkdir()
     info = PROFILES["gpt-oss:20b"].model_info(verbose=True)
-    telemetry = RunTelemetry(_Session(ctx), info)
+    telemetry = RunTelemetry(_Session(ctx), info, load=False)
     with telemetry:
         pass
     assert telemetry.kv_mib == pytest.approx(sim_kv_mib("gpt-oss:20b", 131072, version, parallel=2), abs=0.05)

@@ -44,10 +44,14 @@ def memory_snapshot(backend: Backend, client: ChatClient, model: str, *,
 
 
 class RunTelemetry:
-    """Context manager: sampler running and the memory view read at start; summary dict at the end."""
+    """Context manager: sampler running and the memory view read at start; summary dict at the end.
 
-    def __init__(self, session: RunSession, model_info: dict[str, Any] | None = None) -> None:
+    `load` false skips the preload (a re-run of a run whose every chunk is checkpointed sends nothing, not
+    even the load); the memory view is then read as it is."""
+
+    def __init__(self, session: RunSession, model_info: dict[str, Any] | None = None, *, load: bool = True) -> None:
         self.session = session
+        self._load = load
         self.ctx = session.ctx
         self.backend = session.backend
         self.client = session.client
@@ -82,7 +86,10 @@ class RunTelemetry:
         if self.kv_mib is not None:
             log().info("num_ctx %d x parallel %d: the server reserves about %.0f MiB of KV cache at load (%s)",
                        p.num_ctx, p.parallel, self.kv_mib, "formula from the server's model_info")
-        self.load, self.ps_start = preload(self.session)  # stops the run on a load failure or a spill
+        if self._load:
+            self.load, self.ps_start = preload(self.session)  # stops the run on a load failure or a spill
+        else:
+            self.load, self.ps_start = {"load_s": None, "placement": None}, self._snapshot()
         self.session.reloads.expect(self.ps_start)
         self.sampler.start()
         return self

@@ -28,6 +28,7 @@ spelled here and nowhere else (`RunPaths`; the bare names for code that is hande
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -109,6 +110,11 @@ class RunPaths:
 
     def checkpoint(self, index: int) -> Path:
         return self.chunks_dir / f"chunk-{index:05d}.parquet"
+
+    def all_checkpointed(self, indexes: Iterable[int]) -> bool:
+        """Whether every one of these chunks has its checkpoint in place (present; a chunk task still
+        verifies its bytes before trusting it)."""
+        return all(self.checkpoint(index).exists() for index in indexes)
 
     @property
     def cluster_context(self) -> Path:

@@ -24,7 +24,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ import polars as pl
 
 from bench.procs import RUN_ROOTS
 from chunkwise.store.ledger import STAMP, decode_line
+from tests.support.ui_helpers import wait_for as poll_until
 
 REPO = Path(__file__).resolve().parents[2]
 SIMULATOR = "simulator"
@@ -196,14 +196,8 @@ def first_record_after(run_dir: Path, at: float) -> float | None:
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(interval_s)
+    """The tests' poll (AssertionError on timeout), at a finer interval: recover times are measured with it."""
+    return poll_until(predicate, timeout_s, what, interval_s)
 
 
 def write_input(path: Path, n: int, salt: str, words: int = 20) -> tuple[Path, list[str]]:

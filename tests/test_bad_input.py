@@ -235,7 +235,7 @@ def test_rows_that_cannot_be_sent_are_quarantined_and_the_rest_answered(sim_fact
     assert got["error_class"].to_list()[6] == "context_truncated"
     stats = (tmp_path / "runs" / "t" / "stats.json").read_text()
     assert '"reconciles": true' in stats and '"rejected": 5' in stats
-    assert sim.stats()["answered_total"] == 2 and sim.stats()["received_total"] == 3
+    assert sim.stats()["answered_total"] == 2 and sim.stats()["received_total"] == 4  # the load, 2 answers, 1 refusal
 
 
 def snapshot(run_dir: Path) -> dict[str, str]:

@@ -168,7 +168,7 @@ def test_fatal_error_mid_run_stops_at_once_with_the_servers_message(sim_factory,
     real_resolve = request.resolve
     calls = {"n": 0, "gone": True}
 
-    def resolve(name):  # the model is deleted from the server after 10 chat requests
+    def resolve(name):  # the model is deleted from the server after 10 chat requests: the run's load and 9 rows
         calls["n"] += 1
         return None if calls["n"] > 10 and calls["gone"] else real_resolve(name)
 
@@ -185,7 +185,7 @@ def test_fatal_error_mid_run_stops_at_once_with_the_servers_message(sim_factory,
     assert first <= row <= last
     assert sim.stats()["received_total"] == 11  # nothing was sent after the fatal answer
     records, bad = ledger_records(tmp_path / "runs" / "t")
-    assert len(records) == 10 and bad == 0 and {r["status"] for r in records} == {"ok"}
+    assert len(records) == 9 and bad == 0 and {r["status"] for r in records} == {"ok"}
     assert row not in {r["_row"] for r in records}
     assert not (tmp_path / "runs" / "t" / "results.parquet").exists()
 

@@ -61,8 +61,10 @@ def served(stack):
 
 
 def run_params(stack, source: Path, out: Path, **changes) -> dict:
+    # conversation mode, as these tests were written for (the default is now independent): its chunks are a
+    # multiple of `parallel`, which the task-run names below are checked against
     params = dict(input_path=str(source), host=stack["sim"].url, output_dir=str(out), num_ctx=8192,
-                  chunk_size=10, parallel=2, system_prompt="You are terse.")
+                  chunk_size=10, parallel=2, system_prompt="You are terse.", mode="conversation")
     return {"params": {**params, **changes}}
 
 

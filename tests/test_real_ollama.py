@@ -212,7 +212,7 @@ def test_a_full_queue_is_back_pressure_nothing_lost_nothing_failed(tmp_path, cle
     """Ollama answers 503 "server busy" to a request that needs a (re)load while the scheduler is busy and
     OLLAMA_MAX_QUEUE more already wait (`v0.24.0:server/sched.go:128-139`; a request for the loaded runner takes
     the fast path and never queues). chunkwise loads the model before the first row, so the reload comes from
-    another client: after chunkwise's fourth answer a chat UI asks for the model with another num_ctx, and
+    another client: after chunkwise's fourth answer a chat UI asks for the model with other num_ctx values, and
     chunkwise's next requests (4 at once; held back 1.5 s so that the reload has begun) need the model back
     while it loads: with one slot and a queue of one, all but one are answered 503. With one attempt per
     request, a 503 counted as an attempt would fail the row; as back-pressure it is waited out: every row
@@ -230,11 +230,20 @@ def test_a_full_queue_is_back_pressure_nothing_lost_nothing_failed(tmp_path, cle
     lock = threading.Lock()
     answers: list[int] = []
     held: set[int] = set()
+    direct: dict[str, str] = {}
 
     def other_client(url: str) -> None:
-        body = {"model": MODEL_NAME, "messages": [{"role": "user", "content": "hi"}], "stream": False,
-                "options": {"num_ctx": 2 * NUM_CTX, "num_predict": 1}}  # less would be 2048: gemma3 counts as a
-        httpx.post(f"{url}/api/chat", json=body, timeout=300)  # vision model (`v0.24.0:server/sched.go:114-116`)
+        """Six reloads in a row, num_ctx alternating 2x and 3x the run's (less would be 2048: gemma3 counts as a
+        vision model, `v0.24.0:server/sched.go:114-116`): the scheduler stays busy loading for several seconds,
+        so the run's held-back requests meet it busy even where one reload is quicker than the hold (a single
+        reload passed unseen on a quiet machine: 0 503s in a fresh-clone run)."""
+        for turn in range(6):
+            body = {"model": MODEL_NAME, "messages": [{"role": "user", "content": "hi"}], "stream": False,
+                    "options": {"num_ctx": (2 + turn % 2) * NUM_CTX, "num_predict": 1}}
+            try:  # a 503 for it too is fine, and so is a request Ollama drops while it swaps runners
+                httpx.post(f"{url}/api/chat", json=body, timeout=300)
+            except httpx.HTTPError:
+                pass
 
     def chat(client, request):
         me = threading.get_ident()
@@ -245,13 +254,14 @@ def test_a_full_queue_is_back_pressure_nothing_lost_nothing_failed(tmp_path, cle
         with lock:
             answers.append(1)
             if len(answers) == 4:
-                threading.Thread(target=other_client, args=(client.host,), daemon=True).start()
+                threading.Thread(target=other_client, args=(direct["url"],), daemon=True).start()
                 reload_started.set()
         return result
 
     wrap_chat(monkeypatch, chat)
     with running_ollama(1, max_queue=1, log_path=tmp_path / "ollama.log", extra_env=OLLAMA_ENV) as server, \
             counting_proxy(server.url) as proxy:
+        direct["url"] = server.url  # the other client does not pass the proxy that counts chunkwise's requests
         code, stats = run(params(proxy, source, tmp_path / "runs", mode="independent", chunk_size=24,
                                  max_attempts=1))
         busy = server.log_text().count("| 503 |")

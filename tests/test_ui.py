@@ -104,7 +104,7 @@ def custom_run(ui, tmp_path) -> None:
     chunk_size = form_field(page, "Chunk Size")
     chunk_size.get_by_role("button", name="int", exact=True).click()
     chunk_size.locator("input").fill("10")
-    form_field(page, "Parallel").locator("input").fill("2")
+    form_field(page, "Parallel").first.locator("input").fill("2")  # "Parallel Auto" follows it
     num_ctx = form_field(page, "Num Ctx").locator("input")
     num_ctx.fill("8192")
     form_field(page, "Input Path").scroll_into_view_if_needed()

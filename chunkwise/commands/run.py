@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import sys
 from typing import TYPE_CHECKING, Any
 
 from chunkwise.commands.common import SHARED_FIELDS, add_shared_flags
@@ -95,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     from chunkwise.commands.runner import execute, print_summary
 
     params = params_from_args(args)
-    code, stats = execute(params)
+    # with --json, stdout is the JSON document alone: the run's own lines (new or resuming, stops) go to stderr
+    code, stats = execute(params, functools.partial(print, file=sys.stderr) if args.json else print)
     if stats is not None and args.json:
         print(json.dumps(stats, indent=2, default=str))
     elif stats is not None:

@@ -49,28 +49,33 @@ def body(prompt: str, max_tokens: int) -> dict[str, Any]:
             "options": {"num_ctx": SLOT_CTX, "num_predict": max_tokens, "temperature": 0.0, "seed": SEED}}
 
 
-async def plain_client(url: str, prompts: list[str], parallel: int, max_tokens: int) -> tuple[float, int]:
-    """Send every prompt, `parallel` at a time, reading each stream to its `done` line; (wall s, answers)."""
+async def plain_client(url: str, prompts: list[str], parallel: int, max_tokens: int) -> tuple[float, int, int]:
+    """Send every prompt once, `parallel` at a time, reading each stream to its end; (wall s, streams that
+    ended, of those the ones without a `done` line). A plain client retries nothing: a stream Ollama ends
+    without its final line (its repeat abort, `llm/llama_server.go`: one token repeated more than 30 times)
+    counts as ended, where chunkwise retries it warmer (issue 19 item 3)."""
     queue: asyncio.Queue[str] = asyncio.Queue()
     for prompt in prompts:
         queue.put_nowait(prompt)
-    answered = 0
+    ended = no_done = 0
 
     async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal answered
+        nonlocal ended, no_done
         while not queue.empty():
             prompt = queue.get_nowait()
+            done = False
             async with client.stream("POST", "/api/chat", json=body(prompt, max_tokens)) as response:
                 response.raise_for_status()
                 async for line in response.aiter_lines():
-                    if line and json.loads(line).get("done"):
-                        answered += 1
+                    done = done or bool(line and json.loads(line).get("done"))
+            ended += 1
+            no_done += not done
 
     limits = httpx.Limits(max_connections=parallel, max_keepalive_connections=parallel)
     started = time.perf_counter()
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=600, trust_env=False) as client:
         await asyncio.gather(*(worker(client) for _ in range(parallel)))
-    return time.perf_counter() - started, answered
+    return time.perf_counter() - started, ended, no_done
 
 
 def main() -> None:
@@ -95,7 +100,8 @@ def main() -> None:
                                 tmp_path / "home", api="ollama", model=MODEL_NAME)[1]
             print(f"ollama ready in {server.ready_s:.1f} s, warm-up run {warm:.1f} s; plain client: "
                   f"{len(prompts)} requests", file=sys.stderr, flush=True)
-            plain_s, plain_answered = asyncio.run(plain_client(server.url, prompts, args.parallel, args.max_tokens))
+            plain_s, plain_answered, plain_no_done = asyncio.run(
+                plain_client(server.url, prompts, args.parallel, args.max_tokens))
             print(f"plain client: {plain_s:.1f} s; now chunkwise run", file=sys.stderr, flush=True)
             _t0, wall, _log = run_pipeline(server.url, data, tmp_path / "runs", args.parallel, args.max_tokens,
                                            tmp_path / "home", api="ollama", model=MODEL_NAME)
@@ -103,9 +109,11 @@ def main() -> None:
     load_after = os.getloadavg()
     req = run_stats["requests"]
     capped = req["failed_by_class"].get("output_truncated", 0)
-    answered = req["succeeded"] + capped
+    incomplete = req["failed_by_class"].get("incomplete", 0)
+    answered = req["succeeded"] + capped + incomplete
     if answered != args.requests or plain_answered != args.requests:
-        raise SystemExit(f"answered: chunkwise {answered}, plain {plain_answered} of {args.requests}: {json.dumps(req)}")
+        raise SystemExit(f"answered: chunkwise {answered} in {wall:.1f} s, plain {plain_answered} in {plain_s:.1f} s "
+                         f"of {args.requests}: {json.dumps(req)}")
     active = run_stats["throughput"]["active_seconds"]
     ratio = wall / plain_s
     cmd = f"python -m bench.real_ollama --requests {args.requests} --parallel {args.parallel} --max-tokens {args.max_tokens}"
@@ -132,7 +140,10 @@ def main() -> None:
         f"- chunkwise's own active time (`stats.json` throughput.active_seconds: its sessions, each from its start to its last answer): {active:.1f} s, "
         f"{active / plain_s:.3f} of the plain client's wall time.",
         f"- Run statistics: {req['succeeded']} answers ended by the model, {capped} capped at num_predict "
-        f"(`output_truncated`: this base model rarely stops), {req['failed'] - capped} other failures.",
+        f"(`output_truncated`: this base model rarely stops), {incomplete} ended by Ollama's repeat abort after "
+        f"chunkwise's warmer retries (`incomplete`), {req['failed'] - capped - incomplete} other failures. The plain "
+        f"client's streams that Ollama ended without a final line (repeat abort; a plain client retries nothing): "
+        f"{plain_no_done}.",
     ]
     publish(lines, RESULTS, write=not args.no_write, keep_notes=True)
 

@@ -301,3 +301,36 @@ def test_utilisation_while_sending_leaves_the_final_drain_out():
     slots = stats.slots(parallel=2)
     assert slots["utilisation"] == 0.65 and slots["window_s"] == 10.0  # 13 slot-s of 20
     assert slots["sending_s"] == 2.0 and slots["utilisation_sending"] == 1.0  # 4 slot-s of 4
+
+
+def test_occupancy_per_second_shows_where_the_slots_stood_idle():
+    """The same two slots as above, second by second: both busy in seconds 0-1, one in 2-9; and a lease of
+    half a second inside one bucket counts half a slot there."""
+    from chunkwise.harness.sim.stats import SimStats
+
+    stats, s = SimStats(), 1_000_000_000
+    stats.slot_acquired(0)
+    stats.slot_acquired(0)
+    stats.slot_released(0, 2 * s)
+    stats.slot_acquired(2 * s)
+    stats.slot_released(2 * s, 3 * s)
+    stats.slot_released(0, 10 * s)
+    assert stats.slots(parallel=2)["occupancy_per_s"] == [2.0, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    stats.slot_acquired(10 * s + s // 4)
+    stats.slot_released(10 * s + s // 4, 10 * s + 3 * s // 4)
+    assert stats.slots(parallel=2)["occupancy_per_s"][10] == 0.5
+
+
+def test_utilisation_from_the_first_row_leaves_a_lone_early_request_out():
+    """A count request at 0-1 s, then the rows from 10 s on (A 10-14 s, B 10-12 s, B again 12-13 s, the last lease):
+    measured from the second lease the two slots were always busy; from the first, mostly idle."""
+    from chunkwise.harness.sim.stats import SimStats
+
+    stats, s = SimStats(), 1_000_000_000
+    for start, end in ((0, s), (10 * s, 12 * s), (12 * s, 13 * s), (10 * s, 14 * s)):
+        stats.slot_acquired(start)
+        stats.slot_released(start, end)
+    after = stats.slots_after(parallel=2, skip_leases=1)
+    assert after["first_lease_ns"] == 10 * s and after["sending_s"] == 2.0 and after["utilisation_sending"] == 1.0
+    assert stats.slots_after(parallel=2, skip_leases=0)["utilisation_sending"] == round(5 / 24, 4)
+    assert stats.slots_after(parallel=2, skip_leases=4)["utilisation_sending"] is None

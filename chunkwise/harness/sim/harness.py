@@ -166,9 +166,11 @@ class SimHandle:
                 self._state.options = self._state.options.updated({"port": port})
 
     # -- inspection --------------------------------------------------------------------------
-    def stats(self, fingerprints: bool = True) -> dict[str, Any]:
+    def stats(self, fingerprints: bool = True, skip_leases: int | None = None) -> dict[str, Any]:
         """GET /sim/stats (see chunkwise.harness.sim.stats for the shape)."""
         params = {} if fingerprints else {"fingerprints": "0"}
+        if skip_leases is not None:
+            params["skip_leases"] = str(skip_leases)
         return self._checked(self._client.get(f"{self.url}/sim/stats", params=params))
 
     def reset(self) -> None:

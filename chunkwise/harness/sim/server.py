@@ -3,8 +3,9 @@
 Ollama endpoints: GET / and /api/version, GET /api/tags, POST /api/show, GET /api/ps,
 POST /api/chat, POST /api/generate (`completion.py`), and OpenAI's POST /v1/chat/completions and
 GET /v1/models (`openai_compat.py`). Simulator endpoints (not in Ollama):
-GET /sim/stats[?fingerprints=0], POST /sim/reset, GET|POST /sim/config (switching `load_failure` on
-unloads the model, as a runner that died; switching it to "none" makes the server healthy again).
+GET /sim/stats[?fingerprints=0][&skip_leases=K] (K adds `slots_after_skipped`: `SimStats.slots_after`),
+POST /sim/reset, GET|POST /sim/config (switching `load_failure` on unloads the model, as a runner that died;
+switching it to "none" makes the server healthy again).
 
 Every response carries `X-Ollama-Simulator: chunkwise`, and /api/version adds
 `"simulator": "chunkwise"`, so the simulator can never pass for a real server.
@@ -101,6 +102,9 @@ async def sim_stats(request: web.Request) -> web.Response:
         loaded_model=None if loaded is None else {"model": loaded.key.model, "num_ctx": loaded.key.num_ctx},
         slots=state.stats.slots(state.options.parallel),
     )
+    skip = request.query.get("skip_leases")
+    if skip is not None and skip.isdigit():
+        body["slots_after_skipped"] = state.stats.slots_after(state.options.parallel, int(skip))
     return state.json(request.path, 200, body, record=False)
 
 

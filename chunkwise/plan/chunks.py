@@ -7,7 +7,8 @@ answer tokens. The chunk count is round-half-up(n / chunk size), raised until no
 2 % over the size, with rows spread evenly (sizes differ by at most one): 5,000 requests at 111 give
 45 chunks, 170,000 give 1,532.
 
-The run plan `chunkwise plan` prints is built from these in `chunkwise.plan.report`.
+The run plan `chunkwise plan` prints is built from these in `chunkwise.plan.report`. A conversation run passes
+the characters per token the server counted on a sample of its rows (`chunkwise.run.density`).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from chunkwise.inputs.checks import conversation_problem, no_accepted_rows, with
 from chunkwise.logs import RunLogger, logger
 from chunkwise.params import RunParams
 from chunkwise.plan import chunks as planning
+from chunkwise.run import density
 from chunkwise.run.context import RunContext
 from chunkwise.run.manifest import build_manifest, differences, run_identity, start_session, upgraded
 from chunkwise.run.parallel import resolve_parallel
@@ -142,14 +143,20 @@ def plan_run(prepared: PreparedRun, *, write: bool = True) -> tuple[list[plannin
     params = ctx.params
     if not staged.accepted:  # every row quarantined: nothing to send, nothing to chunk
         raise InputError(no_accepted_rows(staged, rejects=str(RunPaths(ctx.dir).rejects)))
+    # conversation mode: the server's count of a sample of the rows, not the configured ratio (chunkwise.run.density)
+    sizing = density.sizing_for(ctx, staged, existing)
     try:
-        chunk_size, computed = planning.chunk_size_for(staged, params, system_prompt=ctx.system_prompt,
-                                                       chars_per_token=ctx.chars_per_token)
+        chunk_size, computed = planning.chunk_size_for(
+            staged, params, system_prompt=ctx.system_prompt,
+            chars_per_token=sizing["chars_per_token"] if sizing else ctx.chars_per_token)
     except ValueError as exc:
         raise SetupError(str(exc)) from None
     specs = planning.plan_chunks(staged.accepted, chunk_size, rows=staged.accepted_rows,
                                  multiple_of=planning.chunk_multiple(params))
-    plan = {"chunk_size": chunk_size, "computed": computed, "chunks": len(specs), "requests": staged.accepted}
+    plan: dict[str, Any] = {"chunk_size": chunk_size, "computed": computed, "chunks": len(specs),
+                            "requests": staged.accepted}
+    if sizing:  # absent otherwise, so a run planned without a count resumes with the same plan
+        plan["sizing"] = sizing
     manifest = build_manifest(ctx, input_path=os.path.abspath(params.input_path), chunk_plan=plan)
     if existing is not None:
         binding, advisory = differences(existing, manifest)

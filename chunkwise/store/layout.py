@@ -5,6 +5,7 @@ spelled here and nowhere else (`RunPaths`; the bare names for code that is hande
     requests.parquet           the accepted requests, staged from the input (small row groups)
     rejects.parquet            rows quarantined before sending, with the reason
     staged.json                the input fingerprint and limits the two files above were staged with
+    token_sample.json          conversation mode: the server's token count of a sample of the rows (chunk sizes)
     ledger/chunk-NNNNN.jsonl   per-request outcomes, appended and fsynced as they happen
     chunks/chunk-NNNNN.parquet finished chunks (atomic, self-verifying)
     results.parquet            one row per input request, in input order
@@ -41,6 +42,7 @@ LEDGER_DIR, CHUNKS_DIR, RESULTS, STATS = "ledger", "chunks", "results.parquet", 
 GPU_SAMPLES, PREFECT_RESULTS, LOCK, WRITE_TEST = "gpu_samples.csv", "prefect-results", ".lock", ".write-test"
 BATCH_OUTPUT, BATCH_ERRORS = "batch_output.jsonl", "batch_errors.jsonl"
 CLUSTER, SHARDS, LOCKS_DIR, HOSTS_DIR = "cluster.json", "shards.json", "locks", "hosts"
+TOKEN_SAMPLE = "token_sample.json"
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,10 @@ class RunPaths:
     @property
     def staged(self) -> Path:
         return self.root / STAGED
+
+    @property
+    def token_sample(self) -> Path:
+        return self.root / TOKEN_SAMPLE
 
     @property
     def results(self) -> Path:

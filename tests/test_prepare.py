@@ -42,3 +42,12 @@ def test_a_run_whose_manifest_says_ollama_version_resumes_and_is_rewritten_with_
     assert len(manifest["sessions"]) == 2 and all(s["from_checkpoint"] for s in summaries)
     assert sim.stats()["requests"]["/api/chat"] == before  # nothing sent again
     assert stats["server"]["server_version"] == sim.options.ollama_version
+
+
+def test_the_prepared_run_carries_the_architecture_not_the_vocabulary(sim, tmp_path):
+    """A verbose /api/show carries the model's whole vocabulary (256,512 entries for the simulated llama3.1:8b);
+    Prefect walks every element of `plan_chunks(prepared)`'s parameters before the task starts (1.7 s of CPU on the
+    2-core machine), and nothing in a run reads it."""
+    prepared = prepare_run(params_for(sim, write_requests(tmp_path / "in.parquet", 4), tmp_path / "runs"))
+    assert not any(key.startswith("tokenizer.ggml.") for key in prepared.model_info)
+    assert prepared.model_info["llama.block_count"] == 32 and prepared.model_info["general.architecture"] == "llama"

@@ -10,6 +10,7 @@ the CLI turns it into exit code 2. Nothing is sent to the model until all of the
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,7 +132,14 @@ def prepare_run(params: RunParams) -> PreparedRun:
         cuts_prompts=facts.cuts_prompts,
         chars_per_token=params.chars_per_token,
     )
-    return PreparedRun(ctx=ctx, staged=staged, existing_manifest=existing, model_info=dict(facts.model_info))
+    return PreparedRun(ctx=ctx, staged=staged, existing_manifest=existing, model_info=architecture(facts.model_info))
+
+
+def architecture(model_info: Mapping[str, Any]) -> dict[str, Any]:
+    """`model_info` without the tokenizer's arrays: a verbose /api/show carries the whole vocabulary (tokens,
+    scores and types: 3 x 128,256 entries for Llama 3), which nothing here reads, and Prefect walks every
+    element of a task's parameters before the task starts (seconds for `plan_chunks(prepared)` alone)."""
+    return {k: v for k, v in model_info.items() if not k.startswith("tokenizer.ggml.")}
 
 
 def plan_run(prepared: PreparedRun, *, write: bool = True) -> tuple[list[planning.ChunkSpec], dict[str, Any]]:

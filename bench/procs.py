@@ -101,3 +101,49 @@ def replace_section(path: Path, head: list[str], label: str, section: list[str])
     kept = [parts[0].rstrip("\n") + "\n"] + ["## " + p.rstrip("\n") + "\n" for p in parts[1:]
                                               if not p.startswith(label + "\n")]
     path.write_text("\n".join([*kept, "\n".join(section)]), encoding="utf-8")
+
+
+def cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of process `pid` so far (/proc/PID/stat fields 14 and 15), None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+class TreeCpu(Sampler):
+    """Samples every `interval_s` the CPU seconds of each process in `pid`'s tree: `samples[pid]` is a list of
+    (time.perf_counter_ns(), CPU s), `commands[pid]` its command line."""
+
+    def __init__(self, pid: int, interval_s: float = 0.5) -> None:
+        super().__init__()
+        self.pid, self.interval_s = pid, interval_s
+        self.samples: dict[int, list[tuple[int, float]]] = {}
+        self.commands: dict[int, str] = {}
+
+    def _loop(self) -> None:
+        while not self._stop.is_set() and os.path.exists(f"/proc/{self.pid}"):
+            for p in tree(self.pid):
+                used = cpu_s(p)
+                if used is not None:
+                    self.samples.setdefault(p, []).append((time.perf_counter_ns(), used))
+                    if p not in self.commands:
+                        self.commands[p] = cmdline(p)
+            time.sleep(self.interval_s)
+
+    def between(self, pid: int, start_ns: int, stop_ns: int) -> float:
+        """CPU seconds `pid` used between the samples nearest `start_ns` and `stop_ns`."""
+        series = self.samples.get(pid) or [(0, 0.0)]
+
+        def at(ns: int) -> float:
+            return min(series, key=lambda s: abs(s[0] - ns))[1]
+
+        return at(stop_ns) - at(start_ns)

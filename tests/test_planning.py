@@ -125,6 +125,7 @@ def test_build_plan_conversation(summary):
     assert json.loads(json.dumps(p.as_dict()))["first_rejects"][0]["id"] == "r11"
     text = p.render()
     assert "2 chunks of 5-6 requests; chunk size 8 (computed" in text
+    assert "sizes them from the server's count of a sample of the rows" in text  # chunkwise.run.density
     assert ("fits vram    yes: KV 1,024 MiB + weights 4,700 MiB + compute buffers 768 MiB (num_batch 1024) = "
             "6,492 MiB vs 20,000 MiB free") in text
 

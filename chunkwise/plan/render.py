@@ -31,6 +31,9 @@ def render_lines(p: Plan) -> list[str]:
            f"{p.mean_request_tokens})" if p.chunk_size_computed else "given")
     out.append(f"chunks       {p.chunk_count} chunks of {p.chunk_sizes[0]}-{p.chunk_sizes[1]} requests; "
                f"chunk size {p.chunk_size} ({how})")
+    if p.chunk_size_computed and p.mode == "conversation":  # chunkwise.run.density
+        out.append("             (a run without --chars-per-token sizes them from the server's count of a sample of "
+                   "the rows, so its chunks may differ)")
     out.append(f"mode         {p.mode}, model {p.model}, num_ctx {p.num_ctx}, parallel {p.parallel}, "
                f"num_predict {p.num_predict}")
     if p.conversation_peak_tokens is not None:

@@ -212,13 +212,15 @@ def test_a_full_queue_is_back_pressure_nothing_lost_nothing_failed(tmp_path, cle
     """Ollama answers 503 "server busy" to a request that needs a (re)load while the scheduler is busy and
     OLLAMA_MAX_QUEUE more already wait (`v0.24.0:server/sched.go:128-139`; a request for the loaded runner takes
     the fast path and never queues). chunkwise loads the model before the first row, so the reload comes from
-    another client: after chunkwise's fourth answer a chat UI asks for the model with other num_ctx values, and
-    chunkwise's next requests (4 at once; held back 1.5 s so that the reload has begun) need the model back
-    while it loads: with one slot and a queue of one, all but one are answered 503. With one attempt per
-    request, a 503 counted as an attempt would fail the row; as back-pressure it is waited out: every row
-    answered once, none failed. (Whether stats.json names the reload is printed, not asserted: this 270M model
-    reloads in 1.2-2.8 s here, which overlaps the up to 1.2 s Ollama's per-request ping takes on this loaded
-    machine, so `chunkwise.run.reloads` cannot tell them apart; the simulator's test asserts it.)"""
+    another client: after chunkwise's fourth answer a chat UI asks for the model with another num_ctx, and
+    chunkwise's requests are held until that reload has been answered (the runner now has the other num_ctx).
+    Then they go out together, each needing the model back, while the other client asks again with yet another
+    num_ctx: the scheduler takes one, the queue of one holds one, and the rest are answered 503 whatever the
+    machine's speed (a fixed hold of 1.5 s met the scheduler idle on a quiet and on a loaded machine). With one
+    attempt per request, a 503 counted as an attempt would fail the row; as back-pressure it is waited out:
+    every row answered once, none failed. (Whether stats.json names the reload is printed, not asserted: this
+    270M model reloads in 1.2-2.8 s here, which overlaps the up to 1.2 s Ollama's per-request ping takes on this
+    loaded machine, so `chunkwise.run.reloads` cannot tell them apart; the simulator's test asserts it.)"""
     import threading
 
     import httpx
@@ -227,29 +229,31 @@ def test_a_full_queue_is_back_pressure_nothing_lost_nothing_failed(tmp_path, cle
 
     source = write_requests(tmp_path / "in.parquet", 24, prompt_words=4)
     reload_started = threading.Event()
+    reloaded = threading.Event()
     lock = threading.Lock()
     answers: list[int] = []
     held: set[int] = set()
     direct: dict[str, str] = {}
 
     def other_client(url: str) -> None:
-        """Six reloads in a row, num_ctx alternating 2x and 3x the run's (less would be 2048: gemma3 counts as a
-        vision model, `v0.24.0:server/sched.go:114-116`): the scheduler stays busy loading for several seconds,
-        so the run's held-back requests meet it busy even where one reload is quicker than the hold (a single
-        reload passed unseen on a quiet machine: 0 503s in a fresh-clone run)."""
-        for turn in range(6):
+        """Reloads with num_ctx alternating 2x and 3x the run's (less would be 2048: gemma3 counts as a vision
+        model, `v0.24.0:server/sched.go:114-116`); the run's requests are released once the first is answered,
+        and the later ones keep the scheduler loading while they arrive."""
+        for turn in range(4):
             body = {"model": MODEL_NAME, "messages": [{"role": "user", "content": "hi"}], "stream": False,
                     "options": {"num_ctx": (2 + turn % 2) * NUM_CTX, "num_predict": 1}}
             try:  # a 503 for it too is fine, and so is a request Ollama drops while it swaps runners
                 httpx.post(f"{url}/api/chat", json=body, timeout=300)
             except httpx.HTTPError:
                 pass
+            finally:
+                reloaded.set()
 
     def chat(client, request):
         me = threading.get_ident()
         if reload_started.is_set() and me not in held:
             held.add(me)
-            time.sleep(1.5)
+            assert reloaded.wait(300), "the other client's reload was never answered"
         result = client.chat(request)
         with lock:
             answers.append(1)
@@ -272,6 +276,7 @@ def test_a_full_queue_is_back_pressure_nothing_lost_nothing_failed(tmp_path, cle
     assert results["response"].null_count() == 0
     assert stats["requests"]["failed_by_class"]["transient"] == 0, stats["requests"]
     sent, answered = proxy.counts()
+    assert sum(sent.values()) > 24, "no request of the run met a 503: the test did not fill the queue for it"
     assert all(answered[k] == 1 for k in sent)
     reloads = stats["model_load"]["reloads"]
     print(f"\n{busy} answers 503 from Ollama; {sum(sent.values())} requests sent for 24 rows; reloads {reloads}")

@@ -5,14 +5,17 @@ host 2 on a network of its own (`chunkwise.harness.cluster.netns`): its simulato
 every shard flow that worker starts) run in a network namespace that reaches the Prefect API over a veth
 pair; the API listens on the pair's outside address (with the cluster's basic authentication). Host 1, the
 parent and PostgreSQL stay on this machine's network. Both hosts see the same shared storage (one
-filesystem), as two machines mounting one NFS export do; this row cuts the network to the API only.
+filesystem), as two machines mounting one NFS export do: this family cuts the network to the API only.
 
-Once host 2 is sending a chunk and 20 answers are recorded, every frame between the island and the API is
-dropped in silence (`Island.cut`) for CUT_S seconds, then the link is healed. What must hold: host 1 goes on
-with the shards it can pull; the cut host's shard, still able to reach its own simulator and the shared
-storage, never sends a request host 1 sends (the chunk locks); whatever the cut host could not finish is
-re-dispatched; nothing is lost. A parent that stops is run again with the same run name (README "Several
-GPU machines"). Needs root (namespaces; PostgreSQL as its own user) and Debian's postgresql package.
+Every frame between the island and the API is dropped in silence (`Island.cut`) for CUT_S seconds, then the
+link is healed, at two moments: while host 2 is sending a chunk (20 answers recorded), with Prefect's client
+defaults and with a client that gives up within the cut (as it does within minutes with the defaults); and
+the moment host 2's worker starts a shard's process, before that process reports Running. What must hold:
+host 1 goes on with the shards it can pull; the cut host's shard, still able to reach its own simulator and
+the shared storage, never sends a request another host sends (the chunk locks); whatever the cut host
+could not finish is re-dispatched; the parent ends; nothing is lost. A parent that stops is run again with
+the same run name (README "Several GPU machines"). Needs root (namespaces; PostgreSQL as its own user) and
+Debian's postgresql package.
 """
 
 from __future__ import annotations
@@ -251,13 +254,13 @@ def partitioned(ctx: Ctx, c: Cluster, island: netns.Island, cut_off: Host, name:
             if f.get("kind") == "chunk-start"}
     timeline = ["shard {}: {}".format(r["shard"], " > ".join(
         f"a{h['attempt']} {h['state']} {moment(h['at'], cut_at, healed)}" for h in r.get("history", [])))
-        for r in dist.get("shard_runs", []) if r["shard"] in mine]
+        for r in dist.get("shard_runs", []) if r["shard"] in mine or r.get("attempts", 1) > 1]
     what = "ended" if exits[0] else "finished"
     notes = [*hung, *(line for _, line in kinds),
              f"answers recorded during the cut: {during} ({host1_during} by host 1, "
              f"{during - host1_during} by the cut-off host 2 from its own simulator)",
              f"shards re-dispatched: {dist.get('redispatched', 0)}; the parent's view of the cut host's "
-             f"shards: {'; '.join(timeline) or 'none'}",
+             f"shards and of those re-dispatched: {'; '.join(timeline) or 'none'}",
              f"the parent {what} at {finished}"]
     return Row(sc.fault, SIMULATOR, MODE, PARALLEL, N, once, resent, resent, lost(run_dir, ids), exits,
                first_record_after(run_dir, recover_from), ended_how, notes)

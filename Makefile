@@ -133,8 +133,9 @@ bench: $(STAMP) engine ollama
 	$(PY) -m bench.run_all
 
 # The fault matrix (issue 19 item 8; docs/faults.md): every fault injected into a real `chunkwise run`, then
-# bench/results/fault_matrix.md. As root (mounts, PostgreSQL); 13-25 minutes on 2 cores, with the load. One family:
-# make faults FAULTS=kills (kills llm prefect storage postgres).
+# bench/results/fault_matrix.md. As root (mounts, PostgreSQL, network namespaces); 18-31 minutes on 2 cores, with the
+# load. One family:
+# make faults FAULTS=kills (kills llm prefect storage postgres partition).
 faults: $(STAMP) engine ollama
 	$(PY) -m bench.faults $(FAULTS)
 

@@ -133,7 +133,8 @@ class Settings(BaseSettings):
     )
     shard_lost_after_s: float = Field(
         default=30.0, gt=0, description="Distributed mode: seconds a shard run may stay Running with its shard lock "
-        "free (its process gone, nobody left to report its end) before the parent marks it Crashed.",
+        "free (its process gone, nobody left to report its end) before the parent marks it Crashed; a run Pending "
+        "(its process never reported Running) gets 4 times as long.",
     )
     worker_notes: str | None = Field(
         default=None, description="Distributed mode: file (set by `chunkwise worker`) where a shard its host "

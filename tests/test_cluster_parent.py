@@ -114,3 +114,31 @@ def test_a_live_slow_shard_is_left_alone():
     supervise("r", SHARDS, fake, lambda c: c in fake.done_chunks, sleep=lambda s: now.__setitem__(0, now[0] + s),
               clock=lambda: now[0], alive=lambda shard, attempt: True, lost_after_s=30, poll_s=5)
     assert fake.crashed == [] and now[0] >= 200
+
+
+def test_a_run_left_pending_by_a_process_that_never_started_is_marked_crashed_and_redispatched():
+    # its worker set Pending and started the process, which died before it reported Running (its host cut
+    # off from the API), and the worker's crash report was lost too: Pending forever on the server
+    fake = FakePrefect({"r:0:0": ["PENDING"]})
+    fake.completes = {"r:0:1": (0, 1), "r:1:0": (2,)}
+    now = [0.0]
+
+    def sleep(s):
+        now[0] += s
+        assert now[0] < 3600, "the parent still waits for a run that will never start"
+
+    tracks = supervise("r", SHARDS, fake, lambda c: c in fake.done_chunks, sleep=sleep, clock=lambda: now[0],
+                       alive=lambda shard, attempt: False, lost_after_s=30, poll_s=5)
+    assert [run for run, _ in fake.crashed] == [fake.runs["r:0:0"]]
+    assert "shard 0 attempt 0: Pending for 120 s and never started" in fake.crashed[0][1]
+    assert 120 <= now[0] <= 130  # four times the Running grace, noticed within one poll
+    assert ("r:0:1", True) in fake.launches and tracks[0].attempt == 1 and all(t.done for t in tracks)
+
+
+def test_a_run_slow_to_start_is_left_alone():
+    fake = FakePrefect({"r:0:0": ["PENDING"] * 20 + ["RUNNING", "COMPLETED"]})  # 95 s Pending, then it runs
+    fake.completes = {"r:0:0": (0, 1), "r:1:0": (2,)}
+    now = [0.0]
+    supervise("r", SHARDS, fake, lambda c: c in fake.done_chunks, sleep=lambda s: now.__setitem__(0, now[0] + s),
+              clock=lambda: now[0], alive=lambda shard, attempt: False, lost_after_s=30, poll_s=5)
+    assert fake.crashed == [] and [key for key, _ in fake.launches] == ["r:0:0", "r:1:0"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from bench.faults.common import ending, receipts, resent_per_session, stops
 from bench.faults.report import exits_cell
 
@@ -51,3 +53,56 @@ def test_a_row_is_lost_unless_its_answer_is_recorded(tmp_path):
         tmp_path / "results.parquet")
     # b's whole answer is recorded (cut at num_predict); c failed; e has no row at all
     assert lost(tmp_path, ["a", "b", "c", "e"]) == 2
+
+
+def test_a_partition_this_machine_cannot_make_is_a_row_that_says_so(monkeypatch, tmp_path):
+    from bench.faults import partition
+    from bench.faults.common import Ctx
+    from bench.faults.report import table
+    from chunkwise.harness.cluster import netns
+
+    def refuse() -> netns.Island:
+        raise netns.NetnsUnavailable("`ip netns add cwpart1` failed: mount --make-shared /run/netns failed")
+
+    monkeypatch.setattr(netns, "create", refuse)
+    row, *_ = partition.family(Ctx(tmp=tmp_path, api_url="http://127.0.0.1:1/api", prefect_home=tmp_path))
+    assert row.not_run.startswith("`ip netns add cwpart1` failed")
+    # nothing measured is shown as a result: the row says it was not run, and why
+    line = table([row])[-1]
+    assert "**not run on this machine**: `ip netns add cwpart1` failed" in line
+    assert "**0**" not in line
+
+
+@pytest.mark.slow
+def test_a_cut_island_drops_every_frame_and_healing_restores_it():
+    """The partition itself (root; about 3 s): the island reaches the outside, then not at all (a silent drop:
+    connects time out, nothing is refused), then again."""
+    import socket
+    import subprocess
+
+    from chunkwise.harness.cluster import netns
+
+    try:
+        island = netns.create()
+    except netns.NetnsUnavailable as exc:
+        pytest.skip(f"network namespaces unavailable here: {exc}")
+    try:
+        with socket.socket() as server:
+            server.bind((island.outer_ip, 0))
+            server.listen()
+            port = server.getsockname()[1]
+
+            def connect() -> int:
+                probe = f"exec 3<>/dev/tcp/{island.outer_ip}/{port}"
+                return subprocess.run([*island.prefix, "timeout", "2", "bash", "-c", probe],
+                                      capture_output=True, timeout=30).returncode
+
+            assert connect() == 0
+            island.cut()
+            assert connect() == 124  # timed out: the frames vanished (a refusal would be 1)
+            island.heal()
+            assert connect() == 0
+    finally:
+        island.heal()
+        island.close()
+    assert island.name not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout

@@ -56,6 +56,8 @@ class Row:
     stop: str
     #: The lines a stopped run ended with, and what else the reader should know (the details section).
     notes: list[str] = field(default_factory=list)
+    #: Why the fault could not be injected on this machine (nothing measured; the table says so): "" when it ran.
+    not_run: str = ""
 
 
 @dataclass

@@ -46,6 +46,10 @@ def table(rows: list[Row]) -> list[str]:
     out = ["| fault | against | mode, parallel | total | answered once | re-sent (max/fault) | lost | exit codes | "
            "recover s | stop |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        if r.not_run:
+            out.append(f"| {r.fault} | {r.against} | {r.mode}, {r.parallel} | **not run on this machine**: "
+                       f"{r.not_run} | | | | | | |")
+            continue
         recover = "-" if r.recover_s is None else f"{r.recover_s:.1f}"
         out.append(f"| {r.fault} | {r.against} | {r.mode}, {r.parallel} | {r.total} | {r.answered_once} | "
                    f"{r.resent} ({r.resent_max}) | **{r.lost}** | {exits_cell(r.exits)} | {recover} | {r.stop} |")

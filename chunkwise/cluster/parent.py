@@ -47,6 +47,8 @@ class ShardTrack:
     done: bool = False
     #: When this attempt was first seen Running (supervisor clock, s).
     running_since: float | None = None
+    #: When this attempt was first seen Pending: a worker took it and is starting its process (supervisor clock, s).
+    pending_since: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -56,6 +58,7 @@ def idempotency_key(run_name: str, shard: int, attempt: int) -> str:
 
 def supervise(run_name: str, shards: list[Shard], dispatcher: Dispatcher, chunk_done: Callable[[int], bool], *,
               alive: Callable[[Shard, int], bool] | None = None, lost_after_s: float = 30.0,
+              pending_lost_after_s: float | None = None,
               max_attempts: int = 4, poll_s: float = 2.0, sleep: Callable[[float], None] = time.sleep,
               clock: Callable[[], float] = time.monotonic,
               on_change: Callable[[ShardTrack], None] | None = None) -> list[ShardTrack]:
@@ -67,7 +70,16 @@ def supervise(run_name: str, shards: list[Shard], dispatcher: Dispatcher, chunk_
     stays Running on the server forever. `alive(shard, attempt)` says whether the run's process still
     holds its shard lock (`chunkwise.store.chunklock.shard_lock_path`; the kernel drops it with the
     process); a run Running for `lost_after_s` whose lock is free is marked Crashed and re-dispatched.
+
+    A run can also stay Pending forever: its worker set Pending and started its process, then the process
+    died before it reported Running (it could not reach the API: a host cut off by a network partition,
+    bench/faults/partition.py) and the worker's own report of the crash was lost the same way. Prefect's
+    server has no service that moves such a run (its late-runs service watches Scheduled runs only), so a
+    run Pending for `pending_lost_after_s` (default 4 x `lost_after_s`: a process normally reports Running
+    within seconds) whose lock is free is marked Crashed and re-dispatched too. Should its process still
+    come up, the chunk locks keep it from sending what the re-dispatched attempt sends.
     """
+    pending_grace = 4 * lost_after_s if pending_lost_after_s is None else pending_lost_after_s
     tracks = [ShardTrack(s) for s in shards]
     for track in tracks:
         if all(chunk_done(c) for c in track.shard.chunks):
@@ -87,6 +99,14 @@ def supervise(run_name: str, shards: list[Shard], dispatcher: Dispatcher, chunk_
                         not alive(track.shard, track.attempt):
                     dispatcher.mark_crashed(track.run_id, f"shard {track.shard.index} attempt {track.attempt}: its "
                                             "process is gone (its shard lock is free); re-dispatched by the parent")
+                    state = "CRASHED"
+            elif state == "PENDING":
+                track.pending_since = track.pending_since if track.pending_since is not None else clock()
+                if alive is not None and clock() - track.pending_since >= pending_grace and \
+                        not alive(track.shard, track.attempt):
+                    dispatcher.mark_crashed(track.run_id, f"shard {track.shard.index} attempt {track.attempt}: Pending "
+                                            f"for {pending_grace:g} s and never started (its host may be cut off "
+                                            "from the API); re-dispatched by the parent")
                     state = "CRASHED"
             if state != track.state:
                 track.state = state
@@ -129,4 +149,4 @@ def _launch(run_name: str, track: ShardTrack, dispatcher: Dispatcher, *, retry: 
     track.run_id = dispatcher.launch(track.shard, track.attempt, idempotency_key(run_name, track.shard.index,
                                                                                    track.attempt), retry=retry)
     track.state = "PENDING"
-    track.running_since = None
+    track.running_since = track.pending_since = None

@@ -99,10 +99,16 @@ class Host:
     sim_args: list[str]
     sim: subprocess.Popen[bytes] | None = None
     worker: subprocess.Popen[bytes] | None = None
+    #: Where its simulator listens: loopback, or the inside address of a network island (`netns.Island`).
+    address: str = "127.0.0.1"
+    #: Prepended to its simulator's and worker's commands (`netns.Island.prefix`: run them on the island).
+    prefix: list[str] = field(default_factory=list)
+    #: Added to the cluster's environment for its worker (and the shard flows it starts).
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.address}:{self.port}"
 
     def stats(self) -> dict[str, Any]:
         return get_json(f"{self.url}/sim/stats")
@@ -139,17 +145,17 @@ class Cluster:
 
     def start_sim(self, host: Host) -> None:
         log = open(self.base / f"sim-{host.name}.log", "ab")  # noqa: SIM115 (the child keeps it)
-        host.sim = subprocess.Popen([sys.executable, "-m", "chunkwise", "sim", "--port", str(host.port),
-                                     *host.sim_args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+        host.sim = subprocess.Popen([*host.prefix, sys.executable, "-m", "chunkwise", "sim", "--port",
+                                     str(host.port), "--bind", host.address, *host.sim_args], env=self.env, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
         _wait(f"{host.url}/api/version", 60, host.sim)
 
     def start_worker(self, host: Host, parallel: int = 2) -> None:
         log = open(self.base / f"worker-{host.name}.log", "ab")  # noqa: SIM115
         host.worker = subprocess.Popen(
-            [sys.executable, "-m", "chunkwise", "worker", "--pool", POOL, "--name", host.name,
+            [*host.prefix, sys.executable, "-m", "chunkwise", "worker", "--pool", POOL, "--name", host.name,
              "--host", host.url, "--parallel", str(parallel), "--check-s", "1"],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            env={**self.env, **host.env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def run_parent(self, input_path: Path, run_name: str, *extra: str, timeout_s: float = 600,
                    background: bool = False, chunk_size: int = 10,
@@ -186,15 +192,16 @@ def write_secret(path: Path, secret: str) -> Path:
 
 
 def start_cluster(base: Path, sim_args: list[list[str]], shared: Path | None = None,
-                  env: dict[str, str] | None = None) -> Cluster:
+                  env: dict[str, str] | None = None, api_host: str = "127.0.0.1") -> Cluster:
     """The whole cluster; `sim_args[k]` are host k's `chunkwise sim` flags; `shared` (default
     `base/shared`) is the shared storage holding the run directories; `env` is added to the environment
-    of every process."""
+    of every process; `api_host` is the address the Prefect API listens on (loopback; the outside end
+    of a network island's veth pair for a host on its own network, `netns.Island.outer_ip`)."""
     postgres = start_postgres(base)
     home = base / "prefect-home"
     home.mkdir(mode=0o700)
-    api_port = free_port()
-    api_url = f"http://127.0.0.1:{api_port}/api"
+    api_port = free_port(api_host)
+    api_url = f"http://{api_host}:{api_port}/api"
     auth_string = f"chunkwise:{secrets.token_urlsafe(24)}"
     shared = (shared or base / "shared").resolve()
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "CHUNKWISE_", "OLLAMA_"))}
@@ -213,7 +220,7 @@ def start_cluster(base: Path, sim_args: list[list[str]], shared: Path | None = N
     try:
         server_log = open(base / "server.log", "ab")  # noqa: SIM115
         # the database URL (with PostgreSQL's password) is the server's alone
-        server = subprocess.Popen([*chunkwise, "prefect", "server", "start", "--host", "127.0.0.1",
+        server = subprocess.Popen([*chunkwise, "prefect", "server", "start", "--host", api_host,
                                    "--port", str(api_port), "--no-ui"],
                                   env={**env, "PREFECT_API_DATABASE_CONNECTION_URL": postgres.url}, stdout=server_log,
                                   stderr=subprocess.STDOUT, start_new_session=True, cwd=base)

@@ -110,7 +110,7 @@ def run_shards(prepared: PreparedRun, specs: list[ChunkSpec], pool: str) -> Stat
     ctx = prepared.ctx
     started = time.time()
     write_context(ctx)
-    shards = load_or_write(ctx.dir, specs, ctx.params.shard_requests, ctx.params.shard_seconds)
+    shards = load_or_write(ctx.dir, specs, ctx.params.shard_requests, ctx.params.shard_seconds, ctx.params.parallel)
     dispatcher = PrefectDispatcher(str(ctx.dir), ctx.dir.name, pool=pool)
     tracks = supervise(ctx.dir.name, shards, dispatcher, lambda i: chunk_done(ctx.dir, i),
                        alive=lambda s, a: chunklock.is_held(chunklock.shard_lock_path(ctx.dir, s.index, a)),

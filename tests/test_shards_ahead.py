@@ -48,9 +48,9 @@ def test_the_shard_size_follows_the_rate_measured_on_the_hosts(tmp_path, rps):
     assert pending_chunks(tmp_path)[0] == opening[-1].chunks[-1] + 1
     extend = rest_planner(tmp_path, 60)
     assert extend(False) == []  # nothing measured yet: wait
-    closings(tmp_path, "gpu1", rps, chunks=6, size=100)
-    closings(tmp_path, "gpu2", rps * 1.1, chunks=6, size=100, shard=1)
-    closings(tmp_path, "gpu3", rps * 0.9, chunks=6, size=100, shard=2)
+    closings(tmp_path, "gpu1", rps, chunks=8, size=100)
+    closings(tmp_path, "gpu2", rps * 1.1, chunks=8, size=100, shard=1)
+    closings(tmp_path, "gpu3", rps * 0.9, chunks=8, size=100, shard=2)
     rest = extend(False)
     assert rest is not None and rest[0].index == OPENING_SHARDS
     full = [s.requests for s in rest[1:-4]]  # the first takes the remainder, the last 4 taper
@@ -59,16 +59,15 @@ def test_the_shard_size_follows_the_rate_measured_on_the_hosts(tmp_path, rps):
     assert sum(s.requests for s in opening + rest) == 200_000
 
 
-def test_the_rate_pools_a_hosts_shards_and_needs_a_few_closings(tmp_path):
-    closings(tmp_path, "gpu1", 40.0, chunks=3, size=100)
-    assert measured_rps(tmp_path) is None  # 3 closings: not yet
-    closings(tmp_path, "gpu1", 20.0, chunks=3, size=100, shard=1, t0=2000.0)  # the time between shards is not counted
+def test_the_rate_runs_from_a_hosts_first_closing_across_its_shards_and_needs_a_few(tmp_path):
+    closings(tmp_path, "gpu1", 40.0, chunks=3, size=100)  # closings at +2.5, +5, +7.5 s
+    assert measured_rps(tmp_path) is None  # 3 closings over 5 s: not yet
+    closings(tmp_path, "gpu1", 40.0, chunks=3, size=100, shard=1, t0=1007.5)  # the next shard, straight on
     rate = measured_rps(tmp_path)
-    assert rate is not None and rate[0] == pytest.approx(600 / (7.5 + 15.0)) and rate[1] == 1
-    # a shard smaller than the slots: its chunks close together, yet the rate stays the shard's throughput
-    together = [{"kind": "chunk-start", "shard": 0, "at": 0.0}] + [
-        {"kind": "chunk", "shard": 0, "at": 4.0 + k * 0.001, "requests": 50} for k in range(4)]
-    assert host_rate(together) == (200, pytest.approx(4.003))
+    assert rate is not None and rate[0] == pytest.approx(40.0) and rate[1] == 1  # the ramp-up to +2.5 s left out
+    # a shard smaller than the slots: its chunks close together and say nothing about the rate
+    together = [{"kind": "chunk", "shard": 0, "at": 4.0 + k * 0.001, "requests": 50} for k in range(6)]
+    assert host_rate(together) is None
     assert host_rate([{"kind": "chunk-start", "shard": 0, "at": 1.0}]) is None
 
 
@@ -92,6 +91,12 @@ def test_a_restarted_parent_gets_the_same_shards_before_and_after_the_rest_is_pl
     assert [i for s in rest for i in s.chunks] == pending
     assert plan_rest(tmp_path, 10.0, "measured", shard_seconds=30) == []  # nothing re-planned
     assert [s.index for s in again] == list(range(len(again)))
+
+
+def test_opening_shards_hold_a_few_rounds_of_the_slots(tmp_path):
+    specs = plan_chunks(100_000, 100)
+    opening = load_or_write(tmp_path, specs, None, shard_seconds=60, parallel=256)
+    assert len(opening) == OPENING_SHARDS and min(s.requests for s in opening) >= 4 * 256 - 100  # not 60 x 5 = 300 (whole chunks of 100)
 
 
 def test_a_fixed_shard_size_plans_everything_at_once(tmp_path):

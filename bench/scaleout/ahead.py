@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.scaleout.cluster import answered, write_requests
-from bench.scaleout.timing import shard_timing
+from bench.scaleout.timing import chunk_to_chunk, facts, shard_timing
 from chunkwise.harness.cluster.local import cleanup_tree, make_base, start_cluster, stop
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -67,7 +67,8 @@ def one_run(hosts: int, per_host: int, shard_seconds: float, before: bool) -> di
         src = write_requests(cluster.base / f"{name}.parquet", n, name)
         sizing = ["--shard-requests", "900"] if before else ["--shard-seconds", str(shard_seconds)]
         t = time.monotonic()
-        done = cluster.run_parent(src, name, *sizing, timeout_s=900, chunk_size=100)
+        # the run's --parallel is the hosts' slots, as a user gives it (the opening shards hold 4 rounds of them)
+        done = cluster.run_parent(src, name, *sizing, "--parallel", str(PARALLEL), timeout_s=900, chunk_size=100)
         wall = time.monotonic() - t
         assert isinstance(done, subprocess.CompletedProcess)
         if done.returncode != 0:
@@ -84,6 +85,7 @@ def one_run(hosts: int, per_host: int, shard_seconds: float, before: bool) -> di
             "wall_s": round(wall, 1), "window_s": round(figures["window_s"], 1), "requests": figures["requests"],
             "idle_between": round(figures["idle_chunks"], 4), "tail_s": round(figures["tail_s"], 1),
             "shards_per_host": figures["shards_per_host"],
+            "gaps_s": [round(g, 2) for g in chunk_to_chunk(facts(run_dir))],
             "sizing": plan.get("sizing"), "shards": len(plan["shards"]),
             "util_sending": [s.get("utilisation_sending") for s in slots],
             "twice": sum(1 for c in answered(cluster).values() if c > 1),

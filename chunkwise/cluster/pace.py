@@ -1,14 +1,16 @@
 """A host's measured rate (requests/s) from the facts its shards recorded (pure but for reading the
 facts; no Prefect): what the parent sizes the rest of a run's shards by (`chunkwise.plan.shards`).
 
-Per shard attempt on a host: the requests of its closed chunks (`kind: chunk` facts, `requests` sent)
-over the time from its first chunk's start (`chunk-start`) to its last closing (epoch `at` both), so
-far. That is the throughput the attempt reached, ramp-up included (nothing ends before one answer's
-length: ~5 s for a fast engine at 256 in flight, under 3 % of a 3-minute shard, ~10 % of a 40-s opening
-shard, so early figures err low and shards come out a little shorter than asked, never longer). The
-rate between closings alone was rejected: a shard smaller than the host's slots sends all its chunks at
-once and they close together, which reads as an absurd rate. A host's rate pools its attempts (requests
-over seconds); the run's is the median over its hosts (any shard may go to any host).
+A host's chunks close (`kind: chunk` facts: epoch `at`, `requests` sent) at the rate it answers while it
+is kept busy: its rate is the requests of every closing after its first over the time from the first to
+the last, across all its shards. Starting at the first closing leaves out the ramp-up (nothing ends
+before one answer's length: ~5 s for a fast engine at 256 in flight), which a rate counted from the
+first request would charge to a short measurement (~30 % low after 15 s). Across shards, not per shard:
+the next shard starts sending during the tail of the one before (`chunkwise.cluster.turn`), so
+per-shard spans overlap and their sum would count that time twice; and a shard smaller than the host's
+slots sends all its chunks at once, so its own closings come together and say nothing. Any time the
+host waited between shards stays in, as it will in the shards being sized. The run's rate is the median
+over its hosts (any shard may go to any host).
 """
 
 from __future__ import annotations
@@ -23,30 +25,19 @@ from chunkwise.plan.shards import DEFAULT_HOST_RPS, Shard, pending_chunks, plan_
 
 #: Chunk closings a host needs before its rate counts ...
 MIN_CLOSINGS = 4
-#: ... and seconds of sending they span (a rate over less is mostly noise).
-MIN_SPAN_S = 2.0
+#: ... and seconds between its first and last closing (shorter is mostly noise: chunks that close
+#: together, one answer's length of variation).
+MIN_SPAN_S = 10.0
 
 
 def host_rate(facts: Iterable[Mapping[str, Any]]) -> tuple[int, float] | None:
-    """(requests, seconds) of one host's measured sending, summed over its shard attempts (see the module
-    docstring); None until MIN_CLOSINGS closings over MIN_SPAN_S."""
-    starts: dict[tuple[Any, Any], float] = {}
-    closed: dict[tuple[Any, Any], list[tuple[float, int]]] = {}
-    for f in facts:
-        if "shard" not in f or f.get("kind") not in ("chunk-start", "chunk"):
-            continue
-        key, at = (f["shard"], f.get("attempt", 0)), float(f["at"])
-        if f["kind"] == "chunk-start":
-            starts[key] = min(at, starts.get(key, at))
-        elif f.get("requests"):
-            closed.setdefault(key, []).append((at, int(f["requests"])))
-    requests, seconds, closings = 0, 0.0, 0
-    for key, ends in closed.items():
-        if key in starts:
-            requests += sum(n for _, n in ends)
-            seconds += max(at for at, _ in ends) - starts[key]
-            closings += len(ends)
-    return (requests, seconds) if closings >= MIN_CLOSINGS and seconds >= MIN_SPAN_S else None
+    """(requests, seconds) of one host's measured sending (see the module docstring); None until it has
+    MIN_CLOSINGS closings over MIN_SPAN_S."""
+    ends = sorted((float(f["at"]), int(f["requests"])) for f in facts
+                  if f.get("kind") == "chunk" and "shard" in f and f.get("requests"))
+    if len(ends) < MIN_CLOSINGS or ends[-1][0] - ends[0][0] < MIN_SPAN_S:
+        return None
+    return sum(n for _, n in ends[1:]), ends[-1][0] - ends[0][0]
 
 
 def measured_rps(run_dir: Path) -> tuple[float, int] | None:

@@ -14,8 +14,8 @@ Sized by time. A shard is `shard_seconds` (`--shard-seconds`, default 180 s) of 
 host's measured rate, so an engine answering 48 requests/s gets shards of ~8,600 requests and an Ollama
 host at 5 requests/s shards of 900: the per-shard cost stays the same share of the run whatever the
 engine. The rate is measured on the run itself, not guessed: the run opens with `OPENING_SHARDS` shards
-sized at the slow-host estimate (`DEFAULT_HOST_RPS`, 5 requests/s: 900 requests at 180 s) over the first
-chunks and leaves the rest unplanned; once a host has closed a few chunks (`chunkwise.cluster.pace`:
+sized at the slow-host estimate (`DEFAULT_HOST_RPS`, 5 requests/s: 900 requests at 180 s; at least
+`OPENING_ROUNDS` rounds of the run's `--parallel` slots) over the first chunks and leaves the rest unplanned; once a host has closed a few chunks (`chunkwise.cluster.pace`:
 the rate between chunk closings, ramp-up left out) the parent plans the rest at that rate, the last few
 shards tapering (`TAPER`: half, then a quarter of the size) so that the host holding the last shard,
 and the one holding a shard started ahead of it, finish close to the others. A calibration probe was
@@ -52,8 +52,11 @@ DEFAULT_SHARD_SECONDS = 180.0
 #: (issue 11), so a slow host's first shards are not hours long; a fast one's are short, and few.
 DEFAULT_HOST_RPS = 5.0
 #: Shards sized at the estimate before the rest waits for a measured rate: two per host for four hosts
-#: (each `chunkwise worker` holds its shard and the next), far more than the few seconds a measurement takes.
+#: (each `chunkwise worker` holds its shard and the next), longer than the ~15 s a measurement takes.
 OPENING_SHARDS = 8
+#: ... each at least this many rounds of the run's slots (`--parallel`): a shard of fewer requests than a
+#: few rounds is mostly its ramp-up and its drain, and ends before the next shard's process is ready.
+OPENING_ROUNDS = 4
 #: The last shards of a time-sized plan, as fractions of the size, the very last first.
 TAPER = (0.25, 0.25, 0.5, 0.5)
 
@@ -163,12 +166,12 @@ def _recorded(run_dir: Path) -> dict[str, Any]:
 
 
 def load_or_write(run_dir: Path, specs: Sequence[ChunkSpec], target_requests: int | None,
-                  shard_seconds: float = DEFAULT_SHARD_SECONDS) -> list[Shard]:
+                  shard_seconds: float = DEFAULT_SHARD_SECONDS, parallel: int = 1) -> list[Shard]:
     """The run's planned shards: those recorded in `shards.json` when they (with the chunks still
     unplanned) cover exactly these chunks (a restarted parent must give every shard index the same
     chunks), else a new plan, recorded: every chunk in shards of `target_requests` when it is given,
-    else the opening (`OPENING_SHARDS` shards of `shard_seconds` at `DEFAULT_HOST_RPS`) with the rest
-    left for `plan_rest`."""
+    else the opening (`OPENING_SHARDS` shards of `shard_seconds` at `DEFAULT_HOST_RPS`, at least
+    `OPENING_ROUNDS` x `parallel` requests) with the rest left for `plan_rest`."""
     path = shards_path(run_dir)
     chunk_indexes = sorted(s.index for s in specs)
     if path.exists():
@@ -181,7 +184,7 @@ def load_or_write(run_dir: Path, specs: Sequence[ChunkSpec], target_requests: in
         shards = plan_shards(specs, target_requests)
         _record(run_dir, specs, shards, [], [{"source": "fixed", "requests": target_requests}])
         return shards
-    opening = requests_per_shard(shard_seconds, DEFAULT_HOST_RPS)
+    opening = max(requests_per_shard(shard_seconds, DEFAULT_HOST_RPS), OPENING_ROUNDS * parallel)
     head: list[ChunkSpec] = []
     for spec in specs:
         if head and sum(s.size for s in head) + spec.size > OPENING_SHARDS * opening:

@@ -15,14 +15,15 @@ host's measured rate, so an engine answering 48 requests/s gets shards of ~8,600
 host at 5 requests/s shards of 900: the per-shard cost stays the same share of the run whatever the
 engine. The rate is measured on the run itself, not guessed: the run opens with `OPENING_SHARDS` shards
 sized at the slow-host estimate (`DEFAULT_HOST_RPS`, 5 requests/s: 900 requests at 180 s; at least
-`OPENING_ROUNDS` rounds of the run's `--parallel` slots) over the first chunks and leaves the rest unplanned; once a host has closed a few chunks (`chunkwise.cluster.pace`:
-the rate between chunk closings, ramp-up left out) the parent plans the rest at that rate, the last few
-shards tapering (`TAPER`: half, then a quarter of the size) so that the host holding the last shard,
-and the one holding a shard started ahead of it, finish close to the others. A calibration probe was
-rejected (its answers would be paid for outside the ledger, or it would hold every host idle while it
-ran); a rate from the plan's own model would be a guess. `--shard-requests N` keeps a fixed size
-(no opening, no taper). When no host ever gets measured (every opening shard refused), the rest is
-planned at the slow-host estimate when the opening is done.
+`OPENING_ROUNDS` rounds of the run's `--parallel` slots) over the first chunks and leaves the rest
+unplanned; once a host has closed a few chunks (`chunkwise.cluster.pace`: the rate between chunk
+closings, ramp-up left out) the parent plans the rest at that rate, the last few shards tapering
+(`TAPER`: half, then a quarter of the size) so that the host holding the last shard, and the one holding
+a shard started ahead of it, finish close to the others. A calibration probe was rejected (its answers
+would be paid for outside the ledger, or it would hold every host idle while it ran); a rate from the
+plan's own model would be a guess. `--shard-requests N` keeps a fixed size (no opening, no taper). When
+no host ever gets measured (every opening shard refused), the rest is planned at the slow-host estimate
+when the opening is done.
 
 Shard `k` covers chunks `shards[k]`; the sets are disjoint, cover every planned chunk, and hold request
 counts as even as whole chunks allow. The plan is written to `<run dir>/shards.json` (the opening and

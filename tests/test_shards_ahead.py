@@ -48,9 +48,9 @@ def test_the_shard_size_follows_the_rate_measured_on_the_hosts(tmp_path, rps):
     assert pending_chunks(tmp_path)[0] == opening[-1].chunks[-1] + 1
     extend = rest_planner(tmp_path, 60)
     assert extend(False) == []  # nothing measured yet: wait
-    closings(tmp_path, "gpu1", rps, chunks=8, size=100)
-    closings(tmp_path, "gpu2", rps * 1.1, chunks=8, size=100, shard=1)
-    closings(tmp_path, "gpu3", rps * 0.9, chunks=8, size=100, shard=2)
+    closings(tmp_path, "gpu1", rps, chunks=12, size=100)
+    closings(tmp_path, "gpu2", rps * 1.1, chunks=12, size=100, shard=1)
+    closings(tmp_path, "gpu3", rps * 0.9, chunks=12, size=100, shard=2)
     rest = extend(False)
     assert rest is not None and rest[0].index == OPENING_SHARDS
     full = [s.requests for s in rest[1:-4]]  # the first takes the remainder, the last 4 taper
@@ -59,14 +59,20 @@ def test_the_shard_size_follows_the_rate_measured_on_the_hosts(tmp_path, rps):
     assert sum(s.requests for s in opening + rest) == 200_000
 
 
-def test_the_rate_runs_from_a_hosts_first_closing_across_its_shards_and_needs_a_few(tmp_path):
-    closings(tmp_path, "gpu1", 40.0, chunks=3, size=100)  # closings at +2.5, +5, +7.5 s
-    assert measured_rps(tmp_path) is None  # 3 closings over 5 s: not yet
-    closings(tmp_path, "gpu1", 40.0, chunks=3, size=100, shard=1, t0=1007.5)  # the next shard, straight on
+def test_the_rate_is_the_slope_of_a_hosts_closings_across_its_shards_and_needs_a_few(tmp_path):
+    closings(tmp_path, "gpu1", 40.0, chunks=5, size=100)  # closings at +2.5 ... +12.5 s
+    assert measured_rps(tmp_path) is None  # 5 closings over 10 s: not yet
+    closings(tmp_path, "gpu1", 40.0, chunks=5, size=100, shard=1, t0=1012.5)  # the next shard, straight on
     rate = measured_rps(tmp_path)
     assert rate is not None and rate[0] == pytest.approx(40.0) and rate[1] == 1  # the ramp-up to +2.5 s left out
+    # 256 in flight, every answer 5.33 s (48 req/s), chunks of 100: chunks close in rounds, several at once;
+    # first-to-last closing reads 56, 47, 52, 45 req/s after 10 to 13 chunks, the slope 46-47 from the 11th
+    for n in (11, 12, 13):
+        rounds = [{"kind": "chunk", "shard": 0, "at": ((100 * c + 99) // 256 + 1) * 5.33, "requests": 100}
+                  for c in range(n)]
+        assert host_rate(rounds) == pytest.approx(256 / 5.33, rel=0.07)
     # a shard smaller than the slots: its chunks close together and say nothing about the rate
-    together = [{"kind": "chunk", "shard": 0, "at": 4.0 + k * 0.001, "requests": 50} for k in range(6)]
+    together = [{"kind": "chunk", "shard": 0, "at": 4.0 + k * 0.001, "requests": 50} for k in range(8)]
     assert host_rate(together) is None
     assert host_rate([{"kind": "chunk-start", "shard": 0, "at": 1.0}]) is None
 

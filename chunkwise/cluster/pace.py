@@ -3,18 +3,18 @@ facts; no Prefect): what the parent sizes the rest of a run's shards by (`chunkw
 
 A host's chunks close (`kind: chunk` facts: epoch `at`, `requests` sent) at the rate it answers while it
 is kept busy: its rate is the slope of its requests closed against time (least squares over its
-closings, across all its shards). A slope, not the first and last closing alone: chunks close in clumps (at 256 in flight, answers
-end in rounds that close two or three 100-row chunks at once; on a busy client, records land late and
-then together), so the rate between two closings depends on where the clumps fall (82 req/s read off
-a 48 req/s host after 10 s in the 3-host bench on 2 shared cores), and a line through every closing
-is moved much less. Starting at the first closing leaves out the ramp-up (nothing ends
-before one answer's length: ~5 s for a fast engine at 256 in flight), which a rate counted from the
-first request would charge to a short measurement (~30 % low after 15 s). Across shards, not per shard:
-the next shard starts sending during the tail of the one before (`chunkwise.cluster.turn`), so
-per-shard spans overlap and their sum would count that time twice; and a shard smaller than the host's
-slots sends all its chunks at once, so its own closings come together and say nothing. Any time the
-host waited between shards stays in, as it will in the shards being sized. The run's rate is the median
-over its hosts (any shard may go to any host).
+closings, across all its shards). A slope, not the first and last closing alone: chunks close in clumps
+(at 256 in flight, answers end in rounds that close two or three 100-row chunks at once; on a busy
+client, records land late and then together), so the rate between two closings depends on where the
+clumps fall (82 req/s read off a 48 req/s host after 10 s in the 3-host bench on 2 shared cores), and a
+line through every closing is moved much less. Starting at the first closing leaves out the ramp-up
+(nothing ends before one answer's length: ~5 s for a fast engine at 256 in flight), which a rate counted
+from the first request would charge to a short measurement (~30 % low after 15 s). Across shards, not
+per shard: the next shard starts sending during the tail of the one before (`chunkwise.cluster.turn`),
+so per-shard spans overlap and their sum would count that time twice; and a shard smaller than the
+host's slots sends all its chunks at once, so its own closings come together and say nothing. Any time
+the host waited between shards stays in, as it will in the shards being sized. The run's rate is the
+median over its hosts (any shard may go to any host).
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.procs import replace_section
 from bench.scaleout.cluster import answered, write_requests
 from bench.scaleout.timing import chunk_to_chunk, facts, shard_timing
 from chunkwise.harness.cluster.local import cleanup_tree, make_base, start_cluster, stop
@@ -103,13 +104,18 @@ def sizing_cell(r: dict[str, Any]) -> str:
     parts = []
     for s in r.get("sizing") or []:
         rate = f" at {s['host_rps']} req/s" if s.get("host_rps") else ""
-        parts.append(f"{s['source']}: {s.get('shards', '')} x {s['requests']}{rate}")
+        count = f"{s['shards']} x " if s.get("shards") else ""
+        parts.append(f"{s['source']}: {count}{s['requests']}{rate}")
     return "; ".join(parts)
 
 
-def render(all_rows: list[dict[str, Any]]) -> str:
+HEAD = ["# Shards sized by time, dispatched ahead: fast-engine hosts (SIMULATOR figures)", ""]
+
+
+def render(all_rows: list[dict[str, Any]]) -> list[str]:
+    """The `## Runs` section: every row so far (other sections of the file are kept)."""
     lines = [
-        "# Shards sized by time, dispatched ahead: fast-engine hosts (SIMULATOR figures)", "",
+        "## Runs", "",
         "From `python -m bench.scaleout.ahead` (see its docstring for every definition); one row per invocation, "
         "newest last. Simulated hosts: `chunkwise sim " + " ".join(FAST_SIM) + "` (256 slots, ~48 req/s each), "
         "`chunkwise worker --parallel 256`, chunks of 100, all processes (PostgreSQL, Prefect server, parent, "
@@ -123,15 +129,17 @@ def render(all_rows: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in all_rows:
         rps = r["requests"] / r["window_s"]
-        one = [x for x in all_rows if x["kind"] == r["kind"] and x["hosts"] == 1]
-        e = f"{rps / (r['hosts'] * one[-1]['requests'] / one[-1]['window_s']):.2f}" if one else "n/a"
+        # against the latest 1-host row of the same kind before it (a 1-host row is its own reference)
+        one = [x for x in all_rows[:all_rows.index(r)] if x["kind"] == r["kind"] and x["hosts"] == 1]
+        e = "-" if r["hosts"] == 1 else \
+            f"{rps / (r['hosts'] * one[-1]['requests'] / one[-1]['window_s']):.2f}" if one else "n/a"
         util = ", ".join(f"{u:.1%}" if u is not None else "n/a" for u in r["util_sending"])
         lines.append(
             f"| {r['at']} | {r['code']} | {r['kind']} | {r['hosts']} | {r['requests']} | {r['shard_seconds'] or '-'} | "
             f"{sizing_cell(r)} | {r['shards_per_host']} | {r['window_s']} | {rps:.1f} | {e} | "
             f"{r['idle_between']:.2%} | {util} | {r['tail_s']} | {r['wall_s']} | {r['twice']} | "
             f"{r['load_before'][0]} / {r['load_after'][0]} |")
-    return "\n".join(lines) + "\n"
+    return [*lines, ""]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry:
         all_rows = [*rows(), row]
         ROWS.write_text(json.dumps(all_rows, indent=1) + "\n")
-        OUT.write_text(render(all_rows))
+        replace_section(OUT, HEAD, "Runs", render(all_rows))
         print(f"mean slot utilisation {statistics.mean(u for u in row['util_sending'] if u is not None):.1%}")
     return 0
 

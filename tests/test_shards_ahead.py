@@ -99,6 +99,17 @@ def test_a_restarted_parent_gets_the_same_shards_before_and_after_the_rest_is_pl
     assert [s.index for s in again] == list(range(len(again)))
 
 
+def test_the_rest_holds_at_least_two_shards_per_host_seen(tmp_path):
+    specs = plan_chunks(50_000, 100)
+    opening = load_or_write(tmp_path, specs, None, shard_seconds=180, parallel=256)
+    for k in range(8):  # eight hosts have started the opening shards; one host measured at 48 req/s
+        closings(tmp_path, f"gpu{k}", 48.0, chunks=12 if k == 0 else 1, size=100, shard=k)
+    rest = rest_planner(tmp_path, 180)(False)
+    assert rest is not None and len(rest) >= 16  # not 180 s x 48 = 8,640 requests: 5 shards for 8 hosts
+    pending = 50_000 - sum(s.requests for s in opening)
+    assert max(s.requests for s in rest) <= pending // 16 * 1.5 + 100  # the first takes the remainder
+
+
 def test_opening_shards_hold_a_few_rounds_of_the_slots(tmp_path):
     specs = plan_chunks(100_000, 100)
     opening = load_or_write(tmp_path, specs, None, shard_seconds=60, parallel=256)

@@ -62,6 +62,12 @@ def measured_rps(run_dir: Path) -> tuple[float, int] | None:
     return (statistics.median(rates), len(rates)) if rates else None
 
 
+def hosts_seen(run_dir: Path) -> int:
+    """Hosts that have started a chunk of this run so far (at least 1)."""
+    return max(1, sum(1 for facts in read_facts(Path(run_dir)).values()
+                      if any(f.get("kind") == "chunk-start" for f in facts)))
+
+
 def rest_planner(run_dir: Path, shard_seconds: float,
                  measure: Callable[[Path], tuple[float, int] | None] = measured_rps,
                  ) -> Callable[[bool], list[Shard] | None]:
@@ -73,8 +79,10 @@ def rest_planner(run_dir: Path, shard_seconds: float,
             return None
         measured = measure(run_dir)
         if measured is not None:
-            return plan_rest(run_dir, measured[0], f"measured: median of {measured[1]} host(s)", shard_seconds)
+            return plan_rest(run_dir, measured[0], f"measured: median of {measured[1]} host(s)", shard_seconds,
+                             hosts_seen(run_dir))
         if all_done:
-            return plan_rest(run_dir, DEFAULT_HOST_RPS, "estimate: no host was measured", shard_seconds)
+            return plan_rest(run_dir, DEFAULT_HOST_RPS, "estimate: no host was measured", shard_seconds,
+                             hosts_seen(run_dir))
         return []
     return extend

@@ -1,6 +1,6 @@
 """A host's sending turn: how a shard started ahead waits for the shard before it (no Prefect here).
 
-`chunkwise worker` lets Prefect's process worker hold two shard runs at once (`--limit 2`,
+`chunkwise worker --shards-at-once 2` lets Prefect's process worker hold two shard runs at once (`--limit 2`,
 `chunkwise.cluster.worker.SHARDS_AT_ONCE`; prefect 3.9.1 `workers/base.py` takes a run only while its
 `anyio.CapacityLimiter` of `limit` tokens has one free, and polls every PREFECT_WORKER_QUERY_SECONDS).
 The second run is the next shard, dispatched ahead: its process starts, imports, reads the run's

@@ -2,8 +2,8 @@
 
 A worker whose Ollama is down or serves another model build would pull shard after shard only to fail
 them, so the supervisor checks the host every `check_s` seconds and runs `prefect worker start --pool P
---limit 2` only while the check passes (two shard runs at once: the one sending and the next, dispatched
-ahead, which waits for the host's turn: `chunkwise.cluster.turn`). The check passes when the server
+--limit 1` only while the check passes (`--limit 2` with `--shards-at-once 2`: the one sending and the
+next, dispatched ahead, which waits for the host's turn: `chunkwise.cluster.turn`). The check passes when the server
 answers `/api/version`, and, when a model is named, `/api/tags` lists it (with the given digest, when
 one is given). When the check fails it stops the worker: SIGTERM starts Prefect's graceful shutdown,
 which needed a second signal in practice (research/prefect.md section 4.2), so SIGINT follows after
@@ -93,9 +93,10 @@ def host_usable(host: str, model: str | None, digest: str | None, timeout_s: flo
     return True, ""
 
 
-#: Shard runs a worker holds at once: the one sending and the next, started ahead so that its process
-#: start and preflight overlap the first one's sending (`chunkwise.cluster.turn`). One without a turn
-#: file (cfg.turn None) holds one: two shards sending at once would each fill the host's slots.
+#: Shard runs a worker holds at once with a turn file (`chunkwise worker --shards-at-once 2`): the one
+#: sending and the next, started ahead so that its process start and preflight overlap the first one's
+#: sending (`chunkwise.cluster.turn`). Without one (cfg.turn None) it holds one: two shards sending at
+#: once would each fill the host's slots.
 SHARDS_AT_ONCE = 2
 
 

@@ -19,7 +19,8 @@ sized at the slow-host estimate (`DEFAULT_HOST_RPS`, 5 requests/s: 900 requests 
 unplanned; once a host has closed a few chunks (`chunkwise.cluster.pace`: the rate between chunk
 closings, ramp-up left out) the parent plans the rest at that rate, the last few shards tapering
 (`TAPER`: half, then a quarter of the size) so that the host holding the last shard, and the one holding
-a shard started ahead of it, finish close to the others. A calibration probe was rejected (its answers
+a shard started ahead of it, finish close to the others; and never fewer than `MIN_SHARDS_PER_HOST`
+shards per host seen so far. A calibration probe was rejected (its answers
 would be paid for outside the ledger, or it would hold every host idle while it ran); a rate from the
 plan's own model would be a guess. `--shard-requests N` keeps a fixed size (no opening, no taper). When
 no host ever gets measured (every opening shard refused), the rest is planned at the slow-host estimate
@@ -60,6 +61,10 @@ OPENING_SHARDS = 8
 OPENING_ROUNDS = 4
 #: The last shards of a time-sized plan, as fractions of the size, the very last first.
 TAPER = (0.25, 0.25, 0.5, 0.5)
+#: The rest of a plan holds at least this many shards per host seen so far, whatever the seconds say: a
+#: run of a few shards per host would otherwise leave hosts idle (50,000 requests on 8 hosts at 48 req/s
+#: are 130 s of work each, less than one 180-s shard of 8,640 requests).
+MIN_SHARDS_PER_HOST = 2
 
 
 class Shard(BaseModel):
@@ -204,19 +209,21 @@ def pending_chunks(run_dir: Path) -> list[int]:
 
 
 def plan_rest(run_dir: Path, host_rps: float, source: str, shard_seconds: float = DEFAULT_SHARD_SECONDS,
-              ) -> list[Shard]:
-    """Plan the unplanned chunks at `host_rps` (shards of `shard_seconds`, tapered), record them with
-    the rate and its `source`, and return them; [] when nothing is pending. Called once per run."""
+              hosts: int = 1) -> list[Shard]:
+    """Plan the unplanned chunks at `host_rps` (shards of `shard_seconds`, at most 1 / (`hosts` x
+    MIN_SHARDS_PER_HOST) of them each, tapered), record them with the rate and its `source`, and return
+    them; [] when nothing is pending. Called once per run."""
     data = _recorded(run_dir)
     if not data["pending"]:
         return []
     by_index = {c["index"]: ChunkSpec(**c) for c in data["chunks"]}
-    target = requests_per_shard(shard_seconds, host_rps)
+    pending = sum(by_index[i].size for i in data["pending"])
+    target = min(requests_per_shard(shard_seconds, host_rps), max(1, pending // (MIN_SHARDS_PER_HOST * max(1, hosts))))
     first = 1 + max((s["index"] for s in data["shards"]), default=-1)
     rest = plan_tapered([by_index[i] for i in data["pending"]], target, first)
     shards = [Shard(**s) for s in data["shards"]] + rest
     sizing = [*data["sizing"], {"source": source, "requests": target, "seconds": shard_seconds,
-                                "host_rps": round(host_rps, 3), "shards": len(rest)}]
+                                "host_rps": round(host_rps, 3), "hosts": hosts, "shards": len(rest)}]
     _record(run_dir, list(by_index.values()), shards, [], sizing)
     return rest
 

@@ -115,7 +115,7 @@ def run_shards(prepared: PreparedRun, specs: list[ChunkSpec], pool: str) -> Stat
     tracks = supervise(ctx.dir.name, shards, dispatcher, lambda i: chunk_done(ctx.dir, i),
                        alive=lambda s, a: chunklock.is_held(chunklock.shard_lock_path(ctx.dir, s.index, a)),
                        lost_after_s=get_settings().shard_lost_after_s,
-                       extend=rest_planner(ctx.dir, ctx.params.shard_seconds))
+                       extend=rest_planner(ctx.dir, ctx.params.shard_seconds, ctx.params.parallel))
     credit_dead_holders(ctx.dir, [s.index for s in specs])
     rows = hosts.host_rows(ctx.dir)
     summary = {"hosts": rows, "distributed": {

@@ -104,10 +104,17 @@ def test_the_rest_holds_at_least_two_shards_per_host_seen(tmp_path):
     opening = load_or_write(tmp_path, specs, None, shard_seconds=180, parallel=256)
     for k in range(8):  # eight hosts have started the opening shards; one host measured at 48 req/s
         closings(tmp_path, f"gpu{k}", 48.0, chunks=12 if k == 0 else 1, size=100, shard=k)
-    rest = rest_planner(tmp_path, 180)(False)
+    rest = rest_planner(tmp_path, 180, parallel=256)(False)
     assert rest is not None and len(rest) >= 16  # not 180 s x 48 = 8,640 requests: 5 shards for 8 hosts
     pending = 50_000 - sum(s.requests for s in opening)
     assert max(s.requests for s in rest) <= pending // 16 * 1.5 + 100  # the first takes the remainder
+
+
+def test_no_shard_of_the_rest_is_under_a_few_rounds_of_the_slots(tmp_path):
+    specs = plan_chunks(12_000, 100)
+    load_or_write(tmp_path, specs, None, shard_seconds=60, parallel=256)
+    rest = plan_rest(tmp_path, 40.0, "measured", shard_seconds=60, hosts=3, parallel=256)
+    assert min(s.requests for s in rest[:-4]) >= 4 * 256 - 100  # 3,900 pending / 6 = 650 would be under it
 
 
 def test_opening_shards_hold_a_few_rounds_of_the_slots(tmp_path):

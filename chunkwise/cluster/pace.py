@@ -68,7 +68,7 @@ def hosts_seen(run_dir: Path) -> int:
                       if any(f.get("kind") == "chunk-start" for f in facts)))
 
 
-def rest_planner(run_dir: Path, shard_seconds: float,
+def rest_planner(run_dir: Path, shard_seconds: float, parallel: int = 1,
                  measure: Callable[[Path], tuple[float, int] | None] = measured_rps,
                  ) -> Callable[[bool], list[Shard] | None]:
     """The parent's `extend` (`chunkwise.cluster.parent.supervise`): plans the run's unplanned chunks
@@ -80,9 +80,9 @@ def rest_planner(run_dir: Path, shard_seconds: float,
         measured = measure(run_dir)
         if measured is not None:
             return plan_rest(run_dir, measured[0], f"measured: median of {measured[1]} host(s)", shard_seconds,
-                             hosts_seen(run_dir))
+                             hosts_seen(run_dir), parallel)
         if all_done:
             return plan_rest(run_dir, DEFAULT_HOST_RPS, "estimate: no host was measured", shard_seconds,
-                             hosts_seen(run_dir))
+                             hosts_seen(run_dir), parallel)
         return []
     return extend

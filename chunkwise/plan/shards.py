@@ -63,7 +63,9 @@ OPENING_ROUNDS = 4
 TAPER = (0.25, 0.25, 0.5, 0.5)
 #: The rest of a plan holds at least this many shards per host seen so far, whatever the seconds say: a
 #: run of a few shards per host would otherwise leave hosts idle (50,000 requests on 8 hosts at 48 req/s
-#: are 130 s of work each, less than one 180-s shard of 8,640 requests).
+#: are 130 s of work each, less than one 180-s shard of 8,640 requests); but no shard under
+#: `OPENING_ROUNDS` rounds of the slots (measured: 650-request shards on 256-slot hosts ended before the
+#: next shard's process was up on a loaded machine, 13 % idle; bench/results/shards_ahead.md).
 MIN_SHARDS_PER_HOST = 2
 
 
@@ -209,16 +211,17 @@ def pending_chunks(run_dir: Path) -> list[int]:
 
 
 def plan_rest(run_dir: Path, host_rps: float, source: str, shard_seconds: float = DEFAULT_SHARD_SECONDS,
-              hosts: int = 1) -> list[Shard]:
+              hosts: int = 1, parallel: int = 1) -> list[Shard]:
     """Plan the unplanned chunks at `host_rps` (shards of `shard_seconds`, at most 1 / (`hosts` x
-    MIN_SHARDS_PER_HOST) of them each, tapered), record them with the rate and its `source`, and return
-    them; [] when nothing is pending. Called once per run."""
+    MIN_SHARDS_PER_HOST) of them each but never under `OPENING_ROUNDS` x `parallel`, tapered), record
+    them with the rate and its `source`, and return them; [] when nothing is pending. Once per run."""
     data = _recorded(run_dir)
     if not data["pending"]:
         return []
     by_index = {c["index"]: ChunkSpec(**c) for c in data["chunks"]}
     pending = sum(by_index[i].size for i in data["pending"])
-    target = min(requests_per_shard(shard_seconds, host_rps), max(1, pending // (MIN_SHARDS_PER_HOST * max(1, hosts))))
+    balanced = max(pending // (MIN_SHARDS_PER_HOST * max(1, hosts)), OPENING_ROUNDS * parallel, 1)
+    target = min(requests_per_shard(shard_seconds, host_rps), balanced)
     first = 1 + max((s["index"] for s in data["shards"]), default=-1)
     rest = plan_tapered([by_index[i] for i in data["pending"]], target, first)
     shards = [Shard(**s) for s in data["shards"]] + rest

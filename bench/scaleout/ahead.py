@@ -1,7 +1,7 @@
 """Shards sized by time and dispatched ahead against fast-engine hosts (issue 22 item 3) ->
 bench/results/shards_ahead.md. SIMULATOR figures.
 
-    python -m bench.scaleout.ahead --hosts 1 [--per-host 5000] [--shard-seconds 40] [--before]
+    python -m bench.scaleout.ahead --hosts 1 [--per-host 6000] [--shard-seconds 60] [--before]
 
 One invocation is one run: its own loopback cluster (`chunkwise.harness.cluster.local`: PostgreSQL, a
 Prefect server, `--hosts` simulators with the `fast-engine` preset and answers of 100-140 tokens, about 48
@@ -145,8 +145,8 @@ def render(all_rows: list[dict[str, Any]]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.scaleout.ahead", description=__doc__.splitlines()[0])
     ap.add_argument("--hosts", type=int, default=1, help="fast-engine hosts (1)")
-    ap.add_argument("--per-host", type=int, default=5000, help="requests per host (5000: ~105 s of one host)")
-    ap.add_argument("--shard-seconds", type=float, default=40.0, help="--shard-seconds of the run (40)")
+    ap.add_argument("--per-host", type=int, default=6000, help="requests per host (6000: ~130 s of one host)")
+    ap.add_argument("--shard-seconds", type=float, default=60.0, help="--shard-seconds of the run (60)")
     ap.add_argument("--before", action="store_true", help="the previous behaviour (one shard at a time, 900)")
     ap.add_argument("--dry", action="store_true", help="print the row, do not write the results")
     args = ap.parse_args(argv)

@@ -234,8 +234,13 @@ class RunParams(BaseModel):
     )
     shard_requests: int | None = Field(
         default=None, ge=1,
-        description="Distributed mode: requests per shard (whole chunks; a few minutes of one host's work). "
-        "Empty: 900 (3 minutes at 5 req/s).",
+        description="Distributed mode: requests per shard (whole chunks), fixed. Empty: shards of --shard-seconds "
+        "at the hosts' measured rate (chunkwise/plan/shards.py).",
+    )
+    shard_seconds: float = Field(
+        default=180.0, gt=0,
+        description="Distributed mode: seconds of one host's work per shard, at the rate the run measures on its "
+        "hosts (a few minutes keeps Prefect's per-shard cost small and the tail short).",
     )
 
     def with_server_context(self, slot_ctx: int | None, training_ctx: int | None) -> RunParams:

@@ -140,6 +140,10 @@ class Settings(BaseSettings):
         default=None, description="Distributed mode: file (set by `chunkwise worker`) where a shard its host "
         "refused leaves the model and digest the run needs, so the worker stops polling until the host serves it.",
     )
+    worker_turn: str | None = Field(
+        default=None, description="Distributed mode: the host's sending-turn lock file (set by `chunkwise worker`); "
+        "a shard started ahead waits for it before it sends (chunkwise/cluster/turn.py). Empty: no waiting.",
+    )
     gpu_sample_interval_s: float = Field(default=1.0, gt=0, description="GPU sampler period, seconds.")
     stop_grace_s: float = Field(
         default=30.0,

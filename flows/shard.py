@@ -1,7 +1,8 @@
 """The shard flow: one shard of a distributed run on the host whose worker picked it up.
 
 Preflight against this host's server (`chunkwise.cluster.preflight`: digest, num_ctx, CPU spill; a
-refusal fails the shard at once, recorded for the per-host statistics), then the shard's chunks, each
+refusal fails the shard at once, recorded for the per-host statistics), then the host's sending turn
+(`chunkwise.cluster.turn`: a shard started ahead waits there for the one before it), then the shard's chunks, each
 under its chunk lock with short retries, with the GPU sampler and `/api/ps` on this host. A chunk
 another process holds is skipped; a chunk that keeps failing fails the shard so the parent moves it.
 This file only orchestrates.
@@ -19,6 +20,7 @@ from chunkwise.cluster import hosts
 from chunkwise.cluster.preflight import check_host
 from chunkwise.cluster.shard import host_label, load_context
 from chunkwise.cluster.telemetry import HostTelemetry
+from chunkwise.cluster.turn import free_slots, sending_turn
 from chunkwise.cluster.worker import leave_note
 from chunkwise.errors import HostUnusable
 from chunkwise.logs import quiet_own_stops
@@ -62,13 +64,17 @@ def shard(run_dir: str, shard: int, attempt: int = 0) -> dict[str, Any]:
             leave_note(str(get_settings().worker_notes), ctx.params.model, ctx.model_digest, str(exc))
         session.close()
         raise
-    outcome, results = "failed", list[ChunkSummary]()
+    outcome, results, sending_from = "failed", list[ChunkSummary](), started
     telemetry = HostTelemetry(ctx, session.backend, session.client, hosts.host_dir(ctx.dir, label))
     try:
         # Sized for this run on this host, as the batch flow does: a conversation holds a worker for its whole
         # length, so a host with more slots than the settings' pool needs more workers to keep them busy.
         workers = chunk_workers(ctx.params, get_settings(), largest(specs))
-        with (telemetry, ThreadPoolTaskRunner[Any](max_workers=workers) as runner):
+        # the turn is given up before the telemetry's closing reads, so the next shard starts sending at once
+        with (telemetry, sending_turn(get_settings().worker_turn, lambda: free_slots(session.slots) > 0) as waited,
+              ThreadPoolTaskRunner[Any](max_workers=workers) as runner):
+            sending_from = time.time()
+            record.update({"turn_waited_s": round(waited, 3), "sending_from": sending_from})
             futures = runner.map(shard_chunk_task, {"session": unmapped(session), "spec": specs,
                                                     "label": unmapped(label), "shard": unmapped(shard),
                                                     "attempt": unmapped(attempt)})
@@ -78,7 +84,9 @@ def shard(run_dir: str, shard: int, attempt: int = 0) -> dict[str, Any]:
         return {"shard": shard, "attempt": attempt, "host": label, "chunks": results}
     finally:
         hosts.append_fact(ctx.dir, label, {**record, "at": time.time(), "outcome": outcome, "digest": check.digest,
-                                           "busy_s": time.time() - started, "gpu_peak_mib": telemetry.gpu_peak_mib,
+                                           # a shard started ahead is busy from its turn, not while it waits
+                                           "busy_s": time.time() - sending_from,
+                                           "gpu_peak_mib": telemetry.gpu_peak_mib,
                                            "ollama_ps": telemetry.ps_record(),
                                            "skipped": [r["index"] for r in results if r.get("skipped")]})
         session.close()
@@ -92,24 +100,26 @@ def run_shards(prepared: PreparedRun, specs: list[ChunkSpec], pool: str) -> Stat
     holds the run's lock meanwhile."""
     from prefect.artifacts import create_table_artifact
 
+    from chunkwise.cluster.pace import rest_planner
     from chunkwise.cluster.parent import supervise
     from chunkwise.cluster.shard import chunk_done, credit_dead_holders, write_context
-    from chunkwise.plan.shards import load_or_write, requests_per_shard
+    from chunkwise.plan.shards import load_or_write
     from tasks.aggregate import aggregate
     from tasks.dispatch import PrefectDispatcher
 
     ctx = prepared.ctx
     started = time.time()
     write_context(ctx)
-    shards = load_or_write(ctx.dir, specs, ctx.params.shard_requests or requests_per_shard())
+    shards = load_or_write(ctx.dir, specs, ctx.params.shard_requests, ctx.params.shard_seconds, ctx.params.parallel)
     dispatcher = PrefectDispatcher(str(ctx.dir), ctx.dir.name, pool=pool)
     tracks = supervise(ctx.dir.name, shards, dispatcher, lambda i: chunk_done(ctx.dir, i),
                        alive=lambda s, a: chunklock.is_held(chunklock.shard_lock_path(ctx.dir, s.index, a)),
-                       lost_after_s=get_settings().shard_lost_after_s)
+                       lost_after_s=get_settings().shard_lost_after_s,
+                       extend=rest_planner(ctx.dir, ctx.params.shard_seconds, ctx.params.parallel))
     credit_dead_holders(ctx.dir, [s.index for s in specs])
     rows = hosts.host_rows(ctx.dir)
     summary = {"hosts": rows, "distributed": {
-        "pool": pool, "shards": len(shards), "wall_s": round(time.time() - started, 3),
+        "pool": pool, "shards": len(tracks), "wall_s": round(time.time() - started, 3),
         "redispatched": sum(t.attempt for t in tracks),
         "shard_runs": [{"shard": t.shard.index, "attempts": t.attempt + 1, "history": t.history} for t in tracks]}}
     stats = aggregate(ctx, len(specs), summary)

@@ -44,7 +44,7 @@ def test_bad_targets_are_refused():
 def test_recorded_plan_is_reused_and_a_different_chunk_plan_replaces_it(tmp_path):
     specs = plan_chunks(1000, 50)
     first = load_or_write(tmp_path, specs, 200)
-    assert json.loads(shards_path(tmp_path).read_text())["target_requests"] == 200
+    assert json.loads(shards_path(tmp_path).read_text())["sizing"] == [{"source": "fixed", "requests": 200}]
     assert load_or_write(tmp_path, specs, 300) == first  # a restarted parent sees the same shards
     other = plan_chunks(1000, 100)
     replanned = load_or_write(tmp_path, other, 300)

@@ -57,7 +57,8 @@ def shard_timing(run_dir: Path) -> dict[str, Any]:
     leads, last_ends, each = [], [], []
     for runs in by_host.values():
         runs.sort(key=lambda f: f["started"])
-        each += [max(0.0, b["started"] - a["at"]) for a, b in pairwise(runs)]
+        # a shard started ahead (chunkwise/cluster/turn.py) sends from its turn, not from its start
+        each += [max(0.0, b.get("sending_from", b["started"]) - a["at"]) for a, b in pairwise(runs)]
         leads.append(runs[0]["started"] - start)
         last_ends.append(max(f["at"] for f in runs))
     wide = chunk_to_chunk(every)

@@ -12,6 +12,10 @@ valid checkpoint is re-dispatched with the next attempt number on the retry queu
 so the re-dispatch does not wait behind fresh shards), at most `max_attempts` times in all; a
 Completed shard can leave chunks behind only when another live process held their locks. The parent
 never decides whether a request was answered: the ledgers and checkpoints on shared storage do.
+
+A time-sized plan (`chunkwise.plan.shards`) is not whole at the start: `extend` is asked on every poll
+for shards planned since (the rest of the run, once a host's rate is measured), which are launched like
+the first ones; it answers None once nothing more will come.
 """
 
 from __future__ import annotations
@@ -61,7 +65,8 @@ def supervise(run_name: str, shards: list[Shard], dispatcher: Dispatcher, chunk_
               pending_lost_after_s: float | None = None,
               max_attempts: int = 4, poll_s: float = 2.0, sleep: Callable[[float], None] = time.sleep,
               clock: Callable[[], float] = time.monotonic,
-              on_change: Callable[[ShardTrack], None] | None = None) -> list[ShardTrack]:
+              on_change: Callable[[ShardTrack], None] | None = None,
+              extend: Callable[[bool], list[Shard] | None] | None = None) -> list[ShardTrack]:
     """Launch (or re-attach to) every shard, re-dispatch those that end with chunks unsent, and return
     once every shard's chunks are checkpointed; raise `ShardsUnfinished` when a shard used up
     `max_attempts`. A shard whose chunks are already all checkpointed is not launched at all.
@@ -78,15 +83,18 @@ def supervise(run_name: str, shards: list[Shard], dispatcher: Dispatcher, chunk_
     run Pending for `pending_lost_after_s` (default 4 x `lost_after_s`: a process normally reports Running
     within seconds) whose lock is free is marked Crashed and re-dispatched too. Should its process still
     come up, the chunk locks keep it from sending what the re-dispatched attempt sends.
+
+    `extend(all_done)` (see the module docstring) gets whether every shard launched so far is done.
     """
     pending_grace = 4 * lost_after_s if pending_lost_after_s is None else pending_lost_after_s
-    tracks = [ShardTrack(s) for s in shards]
-    for track in tracks:
-        if all(chunk_done(c) for c in track.shard.chunks):
-            track.done, track.state = True, "SKIPPED"
-            continue
-        _launch(run_name, track, dispatcher, retry=False)
+    tracks: list[ShardTrack] = []
+    more = extend is not None
+    _add(run_name, tracks, shards, dispatcher, chunk_done)
     while True:
+        if more and extend is not None:
+            planned = extend(all(t.done for t in tracks))
+            more = planned is not None
+            _add(run_name, tracks, planned or [], dispatcher, chunk_done)
         exhausted = []
         states = read_states(dispatcher, [t.run_id for t in tracks if not t.done])
         for track in tracks:
@@ -127,15 +135,29 @@ def supervise(run_name: str, shards: list[Shard], dispatcher: Dispatcher, chunk_
             names = ", ".join(f"shard {t.shard.index} ({t.state} after {t.attempt + 1} attempts)" for t in exhausted)
             raise ShardsUnfinished(f"{names}: chunks left unsent; check the hosts' workers and Ollama, then run again "
                                    "with the same run name (answered requests are never sent again)")
-        if all(t.done for t in tracks):
+        if not more and all(t.done for t in tracks):
             return tracks
         sleep(poll_s)
+
+
+def _add(run_name: str, tracks: list[ShardTrack], shards: list[Shard], dispatcher: Dispatcher,
+         chunk_done: Callable[[int], bool]) -> None:
+    """Track `shards` and launch those with a chunk still unsent."""
+    for shard in shards:
+        track = ShardTrack(shard)
+        tracks.append(track)
+        if all(chunk_done(c) for c in shard.chunks):
+            track.done, track.state = True, "SKIPPED"
+            continue
+        _launch(run_name, track, dispatcher, retry=False)
 
 
 def read_states(dispatcher: Dispatcher, run_ids: list[str]) -> dict[str, str]:
     """Every run's state type: in one call per poll when the dispatcher reads many runs at once
     (`states`), else one call per run. One call per unfinished shard every `poll_s` grows with the run
     (189 shards of 900 requests for 170,000) and loads the Prefect server the workers also need."""
+    if not run_ids:
+        return {}
     many: Callable[[list[str]], dict[str, str]] | None = getattr(dispatcher, "states", None)
     if many is not None:
         return many(run_ids)

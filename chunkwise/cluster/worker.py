@@ -1,15 +1,15 @@
 """`chunkwise worker`'s supervision: a Prefect worker that polls only while its Ollama is usable.
 
-A worker whose Ollama is down or serves another model build would pull shard after shard only to
-fail them, so the supervisor checks the host every `check_s` seconds and runs
-`prefect worker start --pool P --limit 1` only while the check passes: the server answers
-`/api/version`, and, when a model is named, `/api/tags` lists it (with the given digest, when one is
-given). When the check fails it stops the worker: SIGTERM starts Prefect's graceful shutdown, which
-needed a second signal in practice (research/prefect.md section 4.2), so SIGINT follows after
-`grace_s`, then SIGKILL. A shard flow already running is a child of the worker's process group only
-if started so; Prefect's process worker starts flow runs in their own process, which keeps running
-and reports its own state (a dead Ollama fails it within about a minute, see
-`chunkwise.cluster.shard`).
+A worker whose Ollama is down or serves another model build would pull shard after shard only to fail
+them, so the supervisor checks the host every `check_s` seconds and runs `prefect worker start --pool P
+--limit 1` only while the check passes (`--limit 2` with `--shards-at-once 2`: the one sending and the
+next, dispatched ahead, which waits for the host's turn: `chunkwise.cluster.turn`). The check passes when the server
+answers `/api/version`, and, when a model is named, `/api/tags` lists it (with the given digest, when
+one is given). When the check fails it stops the worker: SIGTERM starts Prefect's graceful shutdown,
+which needed a second signal in practice (research/prefect.md section 4.2), so SIGINT follows after
+`grace_s`, then SIGKILL. A shard flow already running is a child of the worker's process group only if
+started so; Prefect's process worker starts flow runs in their own process, which keeps running and
+reports its own state (a dead Ollama fails it within about a minute, see `chunkwise.cluster.shard`).
 
 A worker started without `--model`/`--digest` learns them from its first refused shard: the shard's
 preflight leaves the run's model and digest in the worker's notes file (`CHUNKWISE_WORKER_NOTES`),
@@ -49,6 +49,8 @@ class WorkerConfig:
     grace_s: float = 10.0
     #: File where refused shards leave the model and digest their run needs (None: learn nothing).
     notes: str | None = None
+    #: The host's sending-turn lock file (`chunkwise.cluster.turn`); None: shards do not wait for a turn.
+    turn: str | None = None
 
 
 def leave_note(path: str, model: str, digest: str, error: str) -> None:
@@ -91,8 +93,17 @@ def host_usable(host: str, model: str | None, digest: str | None, timeout_s: flo
     return True, ""
 
 
+#: Shard runs a worker holds at once with a turn file (`chunkwise worker --shards-at-once 2`): the one
+#: sending and the next, started ahead so that its process start and preflight overlap the first one's
+#: sending (`chunkwise.cluster.turn`). Without one (cfg.turn None) it holds one: two shards sending at
+#: once would each fill the host's slots.
+SHARDS_AT_ONCE = 2
+
+
 def worker_command(cfg: WorkerConfig) -> list[str]:
-    cmd = [sys.executable, "-m", "prefect", "worker", "start", "--pool", cfg.pool, "--limit", "1", "--name", cfg.name]
+    limit = SHARDS_AT_ONCE if cfg.turn else 1
+    cmd = [sys.executable, "-m", "prefect", "worker", "start", "--pool", cfg.pool, "--limit", str(limit),
+           "--name", cfg.name]
     for queue in cfg.queues:
         cmd += ["--work-queue", queue]
     return cmd
@@ -119,6 +130,8 @@ def worker_env(cfg: WorkerConfig, base: dict[str, str] | None = None) -> dict[st
     env.update({"CHUNKWISE_OLLAMA_HOST": cfg.ollama_host, "CHUNKWISE_HOST_LABEL": cfg.name})
     if cfg.notes:
         env["CHUNKWISE_WORKER_NOTES"] = cfg.notes
+    if cfg.turn:
+        env["CHUNKWISE_WORKER_TURN"] = cfg.turn
     if cfg.parallel:
         env["CHUNKWISE_PARALLEL"] = str(cfg.parallel)
     return env

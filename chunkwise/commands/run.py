@@ -56,12 +56,16 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     add("--pool", metavar="NAME",
         help="distributed mode (--api ollama only): Prefect work pool of the shard workers (needs PREFECT_API_URL)")
     add("--shard-requests", type=int, metavar="N",
-        help=run_help("shard_requests", "distributed mode: requests per shard", 900))
+        help=run_help("shard_requests", "distributed mode: requests per shard, fixed",
+                      "--shard-seconds at the hosts' measured rate"))
+    add("--shard-seconds", type=float, metavar="S",
+        help=run_help("shard_seconds", "distributed mode: seconds of one host's work per shard, at the rate the "
+                      "run measures on its hosts"))
 
 
 FIELDS = ("input_path", *SHARED_FIELDS, "output_format", "keep_alive", "max_attempts", "invalid_output_attempts",
           "retry_output_truncated", "think", "breaker_threshold", "allow_spill", "output_dir", "run_name", "new_run",
-          "retry_failed", "pool", "shard_requests")
+          "retry_failed", "pool", "shard_requests", "shard_seconds")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -30,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--work-queue", action="append", default=[], metavar="NAME",
         help="queue(s) to poll (default: every queue of the pool)")
     add("--check-s", type=float, default=5.0, metavar="S", help="seconds between health checks (default: 5)")
+    add("--shards-at-once", type=int, choices=(1, 2), default=1, metavar="N",
+        help="shard runs held at once: 2 starts the next shard while one sends, so the host never waits on "
+             "Prefect between shards (for runs of many shards per host: a worker may take two of the first "
+             "shards while another host gets none); 1 takes the next only when the last has ended (default: 1)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,8 +49,12 @@ def run(args: argparse.Namespace) -> int:
     # the shards this worker starts leave the run's model and digest here when they refuse the host
     fd, notes = tempfile.mkstemp(prefix="chunkwise-worker-", suffix=".json")
     os.close(fd)
+    # the host's sending turn: the shard started ahead waits on it (chunkwise.cluster.turn)
+    fd, turn = tempfile.mkstemp(prefix="chunkwise-worker-", suffix=".turn")
+    os.close(fd)
     cfg = WorkerConfig(pool=args.pool, name=name, ollama_host=host, parallel=args.parallel, model=args.model,
-                       digest=args.digest, queues=tuple(args.work_queue), check_s=args.check_s, notes=notes)
+                       digest=args.digest, queues=tuple(args.work_queue), check_s=args.check_s, notes=notes,
+                       turn=turn if args.shards_at_once > 1 else None)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
@@ -54,4 +62,5 @@ def run(args: argparse.Namespace) -> int:
         supervise_worker(cfg, log=lambda m: print(m, flush=True), stop=stopping.is_set)
     finally:
         os.unlink(notes)
+        os.unlink(turn)
     return 0

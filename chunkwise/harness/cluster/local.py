@@ -150,11 +150,12 @@ class Cluster:
                                     stderr=subprocess.STDOUT, start_new_session=True)
         _wait(f"{host.url}/api/version", 60, host.sim)
 
-    def start_worker(self, host: Host, parallel: int = 2) -> None:
+    def start_worker(self, host: Host, parallel: int = 2, *extra: str) -> None:
+        """`chunkwise worker` for `host` with `parallel` slots; `extra` are more of its flags."""
         log = open(self.base / f"worker-{host.name}.log", "ab")  # noqa: SIM115
         host.worker = subprocess.Popen(
             [*host.prefix, sys.executable, "-m", "chunkwise", "worker", "--pool", POOL, "--name", host.name,
-             "--host", host.url, "--parallel", str(parallel), "--check-s", "1"],
+             "--host", host.url, "--parallel", str(parallel), "--check-s", "1", *extra],
             env={**self.env, **host.env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def run_parent(self, input_path: Path, run_name: str, *extra: str, timeout_s: float = 600,

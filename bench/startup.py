@@ -3,9 +3,14 @@
     python -m bench.startup [--rows 600] [--repeat 3] --label "after: ..."
 
 The simulator runs in its own process; this script spawns `chunkwise run` and polls `/sim/stats`
-every 10 ms until the first `/api/chat` request has arrived (so the figure is accurate to ~10 ms).
-One unmeasured run first creates the Prefect home's database (as on any machine after its first
-run); each measured run is a new run directory. Each `--label` is a section of
+every 10 ms until the first `/api/chat` request has arrived (so that figure is accurate to ~10 ms):
+that first request is the model load (an empty chat, `chunkwise.run.preload`). The first request of
+the first chunk is timed by the simulator itself: its first slot lease (`first_lease_ns`, the
+simulator's CLOCK_MONOTONIC, the same clock as this script's `perf_counter_ns`), taken as the
+request is received when a slot is free, as it is at the start; the simulator is reset before each
+run. One unmeasured run first creates the Prefect home's database (as on any machine after its first
+run); each measured run is a new run directory. `PREFECT_API_URL` is unset: Prefect's temporary API
+starts with each run, as for a user without a Prefect server. Each `--label` is a section of
 bench/results/startup.md (a section with the same label is replaced), so before and after sit side
 by side. Figures are against the simulator; the start-up path does not depend on the server's speed.
 """
@@ -39,8 +44,9 @@ def chat_requests(url: str, client: httpx.Client) -> int:
     return sum(stats["requests"].get("/api/chat", {}).values())
 
 
-def one_run(url: str, data: Path, tmp: Path, name: str, code: Path = REPO) -> tuple[float, float]:
-    """(seconds to the first chat request, seconds for the whole command) of the chunkwise in `code`."""
+def one_run(url: str, data: Path, tmp: Path, name: str, code: Path = REPO) -> tuple[float, float, float]:
+    """(seconds to the first chat request, to the first chunk's first request, for the whole command) of the
+    chunkwise in `code`."""
     env = {**os.environ, **RUN_ROOTS, "PREFECT_HOME": str(tmp / "prefect-home"), "PREFECT_LOGGING_LEVEL": "WARNING",
            "PYTHONPATH": str(code)}
     env.pop("PREFECT_API_URL", None)
@@ -48,7 +54,9 @@ def one_run(url: str, data: Path, tmp: Path, name: str, code: Path = REPO) -> tu
             "--mode", "independent", "--parallel", "4", "--num-ctx", "8192", "--num-predict", "256",
             "--output-dir", str(tmp / "runs"), "--run-name", name]
     with httpx.Client(timeout=5) as client:
+        client.post(f"{url}/sim/reset").raise_for_status()
         before = chat_requests(url, client)
+        started_ns = time.perf_counter_ns()
         started = time.perf_counter()
         proc = subprocess.Popen(argv, cwd=code, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         first = None
@@ -58,9 +66,10 @@ def one_run(url: str, data: Path, tmp: Path, name: str, code: Path = REPO) -> tu
             time.sleep(0.01)
         wall = time.perf_counter() - started
         out = proc.stdout.read() if proc.stdout else ""
-    if proc.returncode not in (0, 1) or first is None:
+        lease = client.get(f"{url}/sim/stats", params={"fingerprints": "0"}).json()["slots"].get("first_lease_ns")
+    if proc.returncode not in (0, 1) or first is None or lease is None:
         raise SystemExit(f"run {name} exited {proc.returncode}: {out[-3000:]}")
-    return first, wall
+    return first, (lease - started_ns) / 1e9, wall
 
 
 def main() -> None:
@@ -74,6 +83,7 @@ def main() -> None:
     args = ap.parse_args()
     codes = {"this commit": REPO} if args.before is None else {"before": args.before.resolve(), "this commit": REPO}
     firsts: dict[str, list[float]] = {k: [] for k in codes}
+    chunks: dict[str, list[float]] = {k: [] for k in codes}
     walls: dict[str, list[float]] = {k: [] for k in codes}
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="cw-startup-") as tmp_name:
@@ -86,8 +96,9 @@ def main() -> None:
             one_run(sim.url, data, tmp, "warm-up")
             for i in range(args.repeat):
                 for j, (key, code) in enumerate(codes.items()):
-                    first, wall = one_run(sim.url, data, tmp, f"r{i}-{j}", code)
+                    first, chunk, wall = one_run(sim.url, data, tmp, f"r{i}-{j}", code)
                     firsts[key].append(first)
+                    chunks[key].append(chunk)
                     walls[key].append(wall)
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                          text=True).stdout.strip()
@@ -99,13 +110,17 @@ def main() -> None:
         f"Command: `python -m bench.startup --rows {args.rows} --repeat {args.repeat} --label '{args.label}'"
         + (f" --before {args.before}`" if args.before else "`") + " (runs alternate between the two codes).",
         "",
-        "| code | command -> first request at the server, median | runs | whole command (simulator), median | runs |",
-        "|---|---|---|---|---|",
+        "| code | command -> first request (the model load), median | runs | command -> first chunk's first "
+        "request, median | runs | whole command (simulator), median | runs |",
+        "|---|---|---|---|---|---|---|",
     ]
+
+    def cells(values: list[float], bold: bool = False) -> str:
+        median = f"{statistics.median(values):.2f} s"
+        return (f"**{median}**" if bold else median) + " | " + ", ".join(f"{x:.2f}" for x in values)
+
     for key in codes:
-        section.append(f"| {key} | **{statistics.median(firsts[key]):.2f} s** | "
-                       + ", ".join(f"{x:.2f}" for x in firsts[key]) + f" | {statistics.median(walls[key]):.2f} s | "
-                       + ", ".join(f"{x:.2f}" for x in walls[key]) + " |")
+        section.append(f"| {key} | {cells(firsts[key])} | {cells(chunks[key], bold=True)} | {cells(walls[key])} |")
     section.append("")
     print("\n".join(section))
     if args.no_write:

@@ -19,6 +19,7 @@ from chunkwise.logs import quiet_own_stops
 from chunkwise.params import RunParams
 from chunkwise.results.statsdoc import StatsDoc
 from chunkwise.run.ending import raise_for_unfinished
+from chunkwise.run.headstart import head_start_for
 from chunkwise.run.session import RunSession, chunk_workers, largest
 from chunkwise.run.telemetry import RunTelemetry
 from chunkwise.settings import get_settings
@@ -39,11 +40,13 @@ FLOW_NAME = "chunkwise-batch"
 )
 def batch(params: RunParams) -> StatsDoc:
     quiet_own_stops()  # a run stopped by chunkwise's own error logs no traceback (a bug still does)
-    prepared = load_requests(params)
+    head = head_start_for(params)  # `chunkwise run` began sending before this flow started (run/headstart.py)
+    prepared = load_requests(params, head)
     ctx = prepared.ctx
     settings = get_settings()
-    with RunSession(ctx) as session:  # the client, slots, estimator, stop flag; releases the run lock
-        specs = plan_chunks(prepared)
+    # the client, slots, estimator, stop flag (the head start's, when it opened them); releases the run lock
+    with (head if head is not None else RunSession(ctx)) as session:
+        specs = plan_chunks(prepared, head)
         if params.pool:  # distributed mode: shards on the pool's workers (flows/shard.py)
             from flows.shard import run_shards
 
@@ -53,8 +56,11 @@ def batch(params: RunParams) -> StatsDoc:
                             requests_total=sum(s.stop - s.start for s in specs), manifest=paths.manifest)
         unfinished: list[tuple[str, BaseException]] = []
         to_send = not paths.all_checkpointed(spec.index for spec in specs)  # a finished run sends nothing again
-        with (RunTelemetry(session, prepared.model_info, load=to_send) as telemetry,
+        preloaded = head.loaded() if head is not None else None  # the head start's load (or its error)
+        with (RunTelemetry(session, prepared.model_info, load=to_send, preloaded=preloaded) as telemetry,
               ThreadPoolTaskRunner[Any](max_workers=chunk_workers(ctx.params, settings, largest(specs))) as runner):
+            if head is not None:
+                head.hand_over()  # no chunk is begun there any more; the tasks adopt the ones it began
             futures = runner.map(chunk_task_for(session, settings), {"session": unmapped(session), "spec": specs})
             labels = {future.task_run_id: spec.label for future, spec in zip(futures, specs, strict=True)}
             pending = list(futures)

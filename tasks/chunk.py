@@ -19,7 +19,8 @@ from prefect.tasks import exponential_backoff
 
 from chunkwise.errors import is_transient
 from chunkwise.plan.chunks import ChunkSpec
-from chunkwise.run.chunk import checkpoint_is_final, run_chunk
+from chunkwise.run.chunk import checkpoint_is_final
+from chunkwise.run.headstart import run_or_adopt
 from chunkwise.run.session import RunSession
 from chunkwise.settings import Settings
 from chunkwise.store.checkpoint import load_checkpoint
@@ -56,8 +57,9 @@ def chunk_cache_key(context: Any, parameters: dict[str, Any]) -> str | None:
     cache_result_in_memory=False,
 )
 def run_chunk_task(session: RunSession, spec: ChunkSpec) -> ChunkSummary:
-    """Send the chunk's unanswered requests and checkpoint it; returns counts, never text."""
-    summary = run_chunk(session, spec)
+    """Send the chunk's unanswered requests and checkpoint it; returns counts, never text. A chunk the CLI's
+    head start began is adopted: waited for, not sent again (`chunkwise.run.headstart`)."""
+    summary = run_or_adopt(session, spec)
     summary["task_run_count"] = task_run.run_count
     return summary
 

@@ -3,6 +3,8 @@ Parquet input into the run directory."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
@@ -10,6 +12,9 @@ from prefect.context import FlowRunContext
 from chunkwise.params import RunParams
 from chunkwise.run.prepare import PreparedRun, prepare_run
 from chunkwise.store.layout import default_run_name
+
+if TYPE_CHECKING:
+    from chunkwise.run.headstart import HeadStart
 
 
 def name_run_for_flow_run(params: RunParams) -> RunParams:
@@ -25,6 +30,7 @@ def name_run_for_flow_run(params: RunParams) -> RunParams:
 
 
 @task(name="load-requests", cache_policy=NO_CACHE, persist_result=False)
-def load_requests(params: RunParams) -> PreparedRun:
-    """Name the run, validate and stage the requests (Polars, streaming); quarantine bad rows with a reason."""
-    return prepare_run(name_run_for_flow_run(params))
+def load_requests(params: RunParams, head: HeadStart | None = None) -> PreparedRun:
+    """Name the run, validate and stage the requests (Polars, streaming); quarantine bad rows with a reason.
+    With the CLI's head start (`chunkwise.run.headstart`), what its preflight prepared, checked and staged."""
+    return head.prepared if head is not None else prepare_run(name_run_for_flow_run(params))

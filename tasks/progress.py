@@ -95,6 +95,7 @@ class Progress:
         if summary:
             self.chunk_task_retries += max(0, int(summary.get("task_run_count", 1)) - 1)
             how = "from checkpoint" if summary.get("from_checkpoint") else f"sent {summary.get('sent', 0)}"
+            how += " by the head start" if summary.get("head_start") else ""
             log().info("%s finished: %d ok, %d failed, %s [%d/%d chunks, %.1f%% of requests]", label, summary["ok"],
                        summary["failed"], how, self.done, self.total, self.percent)
         else:

@@ -22,6 +22,16 @@ When the preflight fails, `cancel()` stops it (or keeps it from starting), so a 
 still exits at once and leaves no process behind. If it cannot start, nothing is set and the flow
 starts Prefect's own (and reports a failure itself; that one has no keeper). While the server
 process starts, another thread imports the flow module, so that cost overlaps it too.
+
+Nothing is imported from Prefect in this process before `after` is set (`chunkwise run` sets it once its
+head start has begun the first chunk, `chunkwise.run.headstart`, or once it knows there will be none):
+imports hold the interpreter lock, and Prefect's settings and flow engine (about 3 s of CPU here) would
+otherwise slow the preflight and the first requests on the main thread. In a fresh process (Prefect not
+imported yet) and without `PREFECT_API_URL` in the environment, the server process is therefore launched
+at once without asking Prefect's settings, which cannot be read without importing them: the child reads the
+same environment and Prefect profile itself. Once `after` is set, the settings are read; when they name an
+API after all (a profile's `PREFECT_API_URL`) or turn the temporary server off, the launched process is
+stopped again and nothing is set, as if it had never been started.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import importlib
+import importlib.util
 import os
 import random
 import socket
@@ -36,6 +47,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 
@@ -64,8 +76,18 @@ def _import_quietly(name: str) -> None:
         importlib.import_module(name)
 
 
+def site_dir() -> Path:
+    """The directory Prefect is installed in (`prefect.__module_path__.parent`), found without importing it."""
+    spec = importlib.util.find_spec("prefect")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("prefect is not installed")
+    return Path(spec.origin).parent.parent
+
+
 class EarlyApi:
-    def __init__(self) -> None:
+    def __init__(self, after: threading.Event | None = None) -> None:
+        #: Prefect is imported in this process only once this is set (None: at once); see the module docstring.
+        self._after = after
         self._lock = threading.Lock()
         self._cancelled = False
         self._process: subprocess.Popen[bytes] | None = None
@@ -79,55 +101,102 @@ class EarlyApi:
         return self
 
     def _launch(self, port: int, settings_env: dict[str, str]) -> subprocess.Popen[bytes]:
-        import prefect
-
         server_env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
-        argv = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
+        argv = [sys.executable, "-m", "uvicorn", "--app-dir", str(site_dir()), "--factory",
                 "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
                 "--log-level", "error", "--lifespan", "on"]
         # tied to this process: a SIGKILLed run (no atexit) must not leave the server running (lifeline.py)
         return tie(subprocess.Popen(argv, env={**os.environ, **server_env, **settings_env}), grace_s=5)
 
     def _run(self) -> None:
-        from prefect.settings import (
-            PREFECT_API_URL,
-            PREFECT_SERVER_EPHEMERAL_ENABLED,
-            PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
-            get_current_settings,
-        )
-
-        # a configured API (a real server, the tests' harness) needs nothing; without ephemeral mode
-        # Prefect refuses to run, and says so itself
-        if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-            self._warm_flow_import()
-            return
-        settings_env = get_current_settings().to_environment_variables(exclude_unset=True)
-        deadline = time.monotonic() + float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
         try:
-            with httpx.Client(trust_env=False) as client:
-                while time.monotonic() < deadline:
-                    with self._lock:
-                        if self._cancelled:
-                            return
-                        if self._process is None or self._process.poll() == PORT_IN_USE_EXIT:
-                            port = free_port()
-                            self._process = self._launch(port, settings_env)
-                            url = f"http://127.0.0.1:{port}/api"
-                            self._warm_flow_import()
-                        elif self._process.poll() is not None:
-                            return  # it failed: the flow starts Prefect's own and reports why
-                    try:
-                        if client.get(f"{url}/health", timeout=2.0).status_code == 200:
-                            self._url = url
-                            return
-                    except httpx.HTTPError:
-                        pass
-                    time.sleep(0.1)
-        except Exception:  # noqa: BLE001 - the flow starts Prefect's own and reports a failure itself
-            return
+            self._start_server()
         finally:
             if self._process is not None:
                 atexit.register(self.stop)
+
+    def _gate(self) -> bool:
+        """Wait for `after` (see the module docstring); False once the run was cancelled."""
+        if self._after is not None:
+            self._after.wait()
+        with self._lock:
+            return not self._cancelled
+
+    def _relaunch(self, settings_env: dict[str, str]) -> str | None:
+        """Launch the server on a free port (under the lock, so `cancel` cannot miss it); its API URL, or None
+        once cancelled."""
+        with self._lock:
+            if self._cancelled:
+                return None
+            port = free_port()
+            self._process = self._launch(port, settings_env)
+            return f"http://127.0.0.1:{port}/api"
+
+    def _start_server(self) -> None:
+        # an API named in the environment (a real server, the tests' harness) needs nothing
+        if os.environ.get("PREFECT_API_URL"):
+            if self._gate():
+                self._warm_flow_import()
+            return
+        url: str | None = None
+        settings_env: dict[str, str] = {}
+        speculative = "prefect" not in sys.modules  # Prefect's settings would cost an import: launch first
+        try:
+            if speculative:
+                url = self._relaunch(settings_env)
+            elif not self._wanted():
+                if self._gate():
+                    self._warm_flow_import()
+                return
+            else:
+                from prefect.settings import get_current_settings
+
+                settings_env = get_current_settings().to_environment_variables(exclude_unset=True)
+                url = self._relaunch(settings_env)
+            if url is None or not self._gate():
+                return
+            if speculative and not self._wanted():
+                self.stop()  # a profile names an API, or turns the temporary server off: not needed after all
+                self._warm_flow_import()
+                return
+            self._warm_flow_import()
+            self._poll(url, settings_env)
+        except Exception:  # noqa: BLE001 - the flow starts Prefect's own and reports a failure itself
+            return
+
+    @staticmethod
+    def _wanted() -> bool:
+        """Whether Prefect's settings want the temporary server: no API configured, ephemeral mode on (without
+        it Prefect refuses to run, and says so itself)."""
+        from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+        return not PREFECT_API_URL.value() and bool(PREFECT_SERVER_EPHEMERAL_ENABLED.value())
+
+    def _poll(self, url: str, settings_env: dict[str, str]) -> None:
+        """Wait for `/health` (a lost race for the port starts it again on another one); sets `_url`."""
+        from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+        deadline = time.monotonic() + float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+        with httpx.Client(trust_env=False) as client:
+            while time.monotonic() < deadline:
+                with self._lock:
+                    process = self._process
+                if process is None:
+                    return  # cancelled
+                if process.poll() == PORT_IN_USE_EXIT:
+                    relaunched = self._relaunch(settings_env)
+                    if relaunched is None:
+                        return
+                    url = relaunched
+                elif process.poll() is not None:
+                    return  # it failed: the flow starts Prefect's own and reports why
+                try:
+                    if client.get(f"{url}/health", timeout=2.0).status_code == 200:
+                        self._url = url
+                        return
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.1)
 
     def _warm_flow_import(self) -> None:
         """Import the flow module (Prefect's flow engine, task runners: about 1 s of CPU) in another
@@ -157,6 +226,8 @@ class EarlyApi:
         """The run will not start: stop the server, or keep it from starting."""
         with self._lock:
             self._cancelled = True
+        if self._after is not None:
+            self._after.set()  # a thread waiting to import Prefect goes on, sees the cancel and ends
         self.stop()
 
     def stop(self) -> None:

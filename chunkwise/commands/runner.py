@@ -9,6 +9,9 @@ Graceful stop: the first Ctrl-C or SIGTERM stops new requests; in-flight ones ma
 resumes where it stopped. A second signal, or the grace period running out, exits at once (130).
 Each `execute` has its own stop flag, handed to the flow's `RunSession` through
 `chunkwise.run.session.stop_requests`.
+
+Head start: once the checks passed, the run's first chunks are sent from here, by the flow's own chunk code,
+while Prefect's API comes up (`chunkwise.run.headstart`); the flow adopts them (`head_starts`).
 """
 
 from __future__ import annotations
@@ -26,11 +29,13 @@ from chunkwise.commands import expected_errors
 from chunkwise.commands.display import run_with_display
 from chunkwise.errors import EXIT_INTERRUPTED, SetupError, exit_code_for
 from chunkwise.params import RunParams
+from chunkwise.plan.chunks import ChunkSpec
 from chunkwise.results.statsdoc import StatsDoc
-from chunkwise.run.prepare import plan_run, prepare_run
+from chunkwise.run.headstart import HeadStart, head_starts
+from chunkwise.run.prepare import PreparedRun, plan_run, prepare_run
 from chunkwise.run.session import stop_requests
 from chunkwise.settings import get_settings
-from chunkwise.store.layout import RunPaths, run_paths
+from chunkwise.store.layout import RunPaths
 
 
 def preflight(params: RunParams) -> RunParams:
@@ -40,9 +45,25 @@ def preflight(params: RunParams) -> RunParams:
 
 def preflight_plan(params: RunParams) -> tuple[RunParams, int, int]:
     """`preflight`, plus the number of requests to answer and of chunks (for the progress display)."""
-    prepared = prepare_run(params)
-    specs, _ = plan_run(prepared, write=False)
+    prepared, specs, _ = preflight_run(params)
     return prepared.ctx.params, sum(s.stop - s.start for s in specs), len(specs)
+
+
+def preflight_run(params: RunParams) -> tuple[PreparedRun, list[ChunkSpec], dict[str, Any]]:
+    """Every check before a request is sent: the prepared run, its chunks and the manifest to write."""
+    prepared = prepare_run(params)
+    specs, manifest = plan_run(prepared, write=False)
+    return prepared, specs, manifest
+
+
+def begin_head_start(prepared: PreparedRun, specs: list[ChunkSpec], manifest: dict[str, Any],
+                     stop: threading.Event, first_sent: threading.Event) -> HeadStart | None:
+    """Start sending before Prefect's flow starts (`chunkwise.run.headstart`); None (and `first_sent` set) for a
+    distributed run (its shards run on the pool's workers) or a run with nothing left to send."""
+    if prepared.ctx.params.pool or RunPaths(prepared.ctx.dir).all_checkpointed(s.index for s in specs):
+        first_sent.set()
+        return None
+    return HeadStart.begin(prepared, specs, manifest, stop=stop, first_sent=first_sent)
 
 
 def install_stop_handlers(stop: threading.Event, grace_s: float, say: Callable[[str], object] = print) -> None:
@@ -105,34 +126,45 @@ def execute(
     from chunkwise.prefect_auth import check_configured_api, check_environment_api
 
     check_environment_api()  # a server refusing this credential: one line before the run directory is touched
-    api = EarlyApi().start()  # overlaps Prefect's temporary API start with the checks and staging
+    # Set once the head start has begun the first chunk (or there is none): Prefect is imported here only then
+    first_sent = threading.Event()
+    api = EarlyApi(after=first_sent).start()  # Prefect's temporary API starts alongside the checks and the sending
     try:
-        params, requests_total, chunks_total = preflight_plan(params)
+        prepared, specs, manifest = preflight_run(params)  # nothing is sent before every check has passed
     except BaseException:
         api.cancel()
         raise
-    api.wait()
+    params = prepared.ctx.params
+    requests_total, chunks_total = sum(s.stop - s.start for s in specs), len(specs)
     if resolved is not None:
         resolved.append(params)
-    say_resuming(run_paths(params.output_dir, params.run_name or "").root, say)
-    check_configured_api()  # also an API configured in a Prefect profile, or the temporary one
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    say_resuming(prepared.ctx.dir, say)  # before the head start writes this session into the manifest
     stop = threading.Event()
     install_stop_handlers(stop, get_settings().stop_grace_s, say)
-    expected_errors.install()  # a purposeful ending is one line, not Prefect's traceback
-    from flows.batch import batch  # imported during the preflight by EarlyApi; here only once it passed
-
-    token = stop_requests.set(stop)  # run_off_main_thread runs the flow in a copy of this context
+    head = begin_head_start(prepared, specs, manifest, stop, first_sent)
     try:
-        stats = run_with_display(run_paths(params.output_dir, params.run_name or "").root, params.run_name or "",
-                                 requests_total, chunks_total, run_off_main_thread, batch, params)
-    except SetupError:
-        raise
-    except BaseException as exc:  # noqa: BLE001 - every ending maps to an exit code
-        fail(command, f"run {params.run_name} stopped: {expected_errors.describe(exc)}")
-        return exit_code_for(exc), None
+        api.wait()
+        check_configured_api()  # also an API configured in a Prefect profile, or the temporary one
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+        expected_errors.install()  # a purposeful ending is one line, not Prefect's traceback
+        from flows.batch import batch  # imported by EarlyApi's thread once the head start began; here only joined
+
+        # the flow runs in a copy of this context (run_off_main_thread): it finds the stop flag and the head start
+        tokens = stop_requests.set(stop), head_starts.set(head)
+        try:
+            stats = run_with_display(prepared.ctx.dir, params.run_name or "", requests_total, chunks_total,
+                                     run_off_main_thread, batch, params)
+        except SetupError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - every ending maps to an exit code
+            fail(command, f"run {params.run_name} stopped: {expected_errors.describe(exc)}")
+            return exit_code_for(exc), None
+        finally:
+            stop_requests.reset(tokens[0])
+            head_starts.reset(tokens[1])
     finally:
-        stop_requests.reset(token)
+        if head is not None:
+            head.close()  # closed by the flow when it ran; else (the flow never ran) it stops sending here
     requests = stats["requests"]
     if requests["rejected"]:
         say(f"{requests['rejected']} rows were rejected before sending (reasons in results.parquet and "

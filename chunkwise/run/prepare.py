@@ -178,6 +178,12 @@ def plan_run(prepared: PreparedRun, *, write: bool = True) -> tuple[list[plannin
         manifest = {**upgraded(existing), "server_version": manifest["server_version"],
                     "code_version": manifest["code_version"]}
     if write:
-        start_session(manifest, retry_failed=params.retry_failed)
-        write_json_atomic(RunPaths(ctx.dir).manifest, manifest)
+        record_session(ctx, manifest)
     return specs, manifest
+
+
+def record_session(ctx: RunContext, manifest: dict[str, Any]) -> None:
+    """Append this session (a start or a resume) to `manifest` and write it, before the session's first
+    request: a ledger line is charged to the session that started before it (`chunkwise.results.sessions`)."""
+    start_session(manifest, retry_failed=ctx.params.retry_failed)
+    write_json_atomic(RunPaths(ctx.dir).manifest, manifest)

@@ -34,6 +34,7 @@ from chunkwise.tokens import TokenEstimator
 
 if TYPE_CHECKING:
     from chunkwise.plan.chunks import ChunkSpec
+    from chunkwise.run.headstart import HeadStart
 
 #: Builds the run's client from its context (`ctx.params.api`, `ctx.host`); the seam tests use.
 ClientFactory = Callable[[RunContext], ChatClient]
@@ -102,6 +103,9 @@ class RunSession:
         #: The first fatal error (a fatal answer, or a run directory that cannot be written); once
         #: set, every chunk stops sending.
         self.fatal: Exception | None = None
+        #: The CLI's head start that opened this session and began its first chunks (`chunkwise.run.headstart`):
+        #: a chunk task adopts what it began instead of sending it again; None for a session the flow opened.
+        self.head_start: HeadStart | None = None
         self._senders: ThreadPoolExecutor | None = None
         self._senders_lock = threading.Lock()
 

@@ -47,11 +47,14 @@ class RunTelemetry:
     """Context manager: sampler running and the memory view read at start; summary dict at the end.
 
     `load` false skips the preload (a re-run of a run whose every chunk is checkpointed sends nothing, not
-    even the load); the memory view is then read as it is."""
+    even the load); the memory view is then read as it is. `preloaded` is a preload done already (the CLI's
+    head start): its record and memory view are used, nothing is loaded again."""
 
-    def __init__(self, session: RunSession, model_info: dict[str, Any] | None = None, *, load: bool = True) -> None:
+    def __init__(self, session: RunSession, model_info: dict[str, Any] | None = None, *, load: bool = True,
+                 preloaded: tuple[dict[str, Any], dict[str, Any] | None] | None = None) -> None:
         self.session = session
         self._load = load
+        self._preloaded = preloaded
         self.ctx = session.ctx
         self.backend = session.backend
         self.client = session.client
@@ -86,7 +89,9 @@ class RunTelemetry:
         if self.kv_mib is not None:
             log().info("num_ctx %d x parallel %d: the server reserves about %.0f MiB of KV cache at load (%s)",
                        p.num_ctx, p.parallel, self.kv_mib, "formula from the server's model_info")
-        if self._load:
+        if self._preloaded is not None:  # loaded by the CLI's head start (`chunkwise.run.headstart`)
+            self.load, self.ps_start = self._preloaded
+        elif self._load:
             self.load, self.ps_start = preload(self.session)  # stops the run on a load failure or a spill
         else:
             self.load, self.ps_start = {"load_s": None, "placement": None}, self._snapshot()

@@ -135,6 +135,9 @@ class ChunkSummary(TypedDict, total=False):
     ledger_lines_dropped: int
     #: Prefect's run count of the chunk task (1 + its retries this session).
     task_run_count: int
+    #: Sent by `chunkwise run`'s head start before the flow started, and adopted by the chunk's task
+    #: (`chunkwise.run.headstart`).
+    head_start: bool
     #: Distributed mode: the chunk was held by another live process and skipped, and by whom.
     skipped: bool
     held_by: str

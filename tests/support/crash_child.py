@@ -6,6 +6,8 @@ at a point that polling from outside could not hit reliably (tests only):
                 request in flight: an answer in flight at a kill is lost and must be sent again)
     results     results.parquet is complete in its temporary file, not yet renamed (aggregation)
     stats       results.parquet is in place, stats.json not yet written (aggregation)
+    head-start  Prefect's API never comes up (the flow never starts), and the fifth answer the head start
+                records is the last (`chunkwise.run.headstart`): killed with requests in flight
 
 The process kills itself with SIGKILL (no cleanup, no atexit), exactly as an outside kill would.
 """
@@ -84,6 +86,22 @@ def arm(point: str) -> None:
             real(path, data)
 
         chunkwise.results.finish.write_json_atomic = write_json
+    elif point == "head-start":
+        import chunkwise.commands.early_api
+        import chunkwise.store.ledger
+
+        chunkwise.commands.early_api.EarlyApi.wait = lambda self: threading.Event().wait()  # type: ignore[method-assign]
+        real_append = chunkwise.store.ledger.Ledger.append
+        recorded = [0]
+
+        def append_then_die(self, record):
+            real_append(self, record)
+            with _writing_lock:
+                recorded[0] += 1
+                if recorded[0] >= 5:
+                    _die()
+
+        chunkwise.store.ledger.Ledger.append = append_then_die
     else:
         raise SystemExit(f"unknown kill point {point!r}")
 

@@ -25,7 +25,6 @@ import polars as pl
 import pytest
 
 from chunkwise.errors import EXIT_OK
-from chunkwise.run.headstart import HeadStart, run_or_adopt
 from chunkwise.run.prepare import plan_run, prepare_run
 from chunkwise.store.files import read_json
 from tests.support.pipeline_helpers import params_for, write_requests
@@ -49,6 +48,8 @@ def answered(sim) -> int:
 
 def test_the_head_start_begins_the_first_chunks_and_their_tasks_adopt_them_without_sending_again(
         sim_factory, tmp_path):
+    from chunkwise.run.headstart import HeadStart, run_or_adopt
+
     sim = sim_factory(decode_tps=400, answer_tokens=(30, 60))  # a chunk lasts about a second: the hand-over is first
     source = write_requests(tmp_path / "in.parquet", 60)  # 6 chunks of 10, more than the head start's 4 workers
     params = params_for(sim, source, tmp_path / "runs", mode="independent")
@@ -74,6 +75,8 @@ def test_the_head_start_begins_the_first_chunks_and_their_tasks_adopt_them_witho
 
 def test_a_stop_during_the_head_start_is_raised_by_the_chunk_task_once_and_a_retry_sends_only_the_rest(
         sim_factory, tmp_path):
+    from chunkwise.run.headstart import HeadStart, run_or_adopt
+
     sim = sim_factory(parallel=2, decode_tps=200, answer_tokens=(40, 60))
     source = write_requests(tmp_path / "in.parquet", 20)
     params = params_for(sim, source, tmp_path / "runs", mode="independent", chunk_size=20)

@@ -90,6 +90,7 @@ def test_each_line_keeps_its_own_options_and_turns(tmp_path):
     staged = stage.stage_input(src, tmp_path / "run", num_ctx=4096, num_predict=16, run=RUN)
     assert (staged.accepted, staged.rejected, staged.history_rows) == (5, 0, 1)
     rows = {r["id"]: r for r in stage.read_requests(staged.requests_path, 0, 5).to_dicts()}
+    assert stage.read_request_rows(staged.requests_path, 0, 5) == list(rows.values())  # what a chunk reads
     assert json.loads(rows["a"]["_options"]) == {"num_predict": 1000, "temperature": 0.7, "top_p": 0.9,
                                                  "stop": ["END"], "seed": 3}
     assert json.loads(rows["b"]["_options"]) == {"format": schema}

@@ -14,7 +14,7 @@ from chunkwise.errors import InputError
 from chunkwise.inputs import parquet
 from chunkwise.inputs import stage as staging
 from chunkwise.inputs.scan import validate_only
-from chunkwise.inputs.stage import read_requests, stage_input
+from chunkwise.inputs.stage import read_request_rows, read_requests, stage_input
 from chunkwise.inputs.staged import load_staged
 from chunkwise.inputs.summary import REASON_NULL
 
@@ -286,6 +286,12 @@ def test_read_requests_boundaries(staged, start, stop):
     assert df["id"].to_list() == [f"id-{r}" for r in rows]
     assert df["prompt"].to_list() == [f"p{r}" for r in rows]
     assert df["system"].null_count() == len(rows)
+
+
+@pytest.mark.parametrize(("start", "stop"), [(0, 0), (255, 257), (0, 999)])
+def test_a_chunk_reads_its_rows_as_read_requests_gives_them_without_polars(staged, start, stop):
+    assert read_request_rows(staged.requests_path, start, stop) == read_requests(
+        staged.requests_path, start, stop).to_dicts()
 
 
 def test_read_requests_reads_only_needed_row_groups(staged, monkeypatch):

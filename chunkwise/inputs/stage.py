@@ -198,6 +198,31 @@ def read_requests(staged_path: str | os.PathLike[str], start: int, stop: int) ->
     Reads only the row groups overlapping [start, stop)."""
     import polars as pl
 
+    table = _requests_table(staged_path, start, stop)
+    df = pl.from_arrow(table)
+    assert isinstance(df, pl.DataFrame)
+    missing = [c for c in ("system", OPTIONS_COLUMN) if c not in df.columns]
+    df = df.with_columns(*[pl.lit(None, dtype=pl.String).alias(c) for c in missing])
+    if HISTORY_COLUMN not in df.columns:
+        df = df.with_columns(pl.lit(None, dtype=pl.List(pl.Struct({"role": pl.String, "content": pl.String})))
+                             .alias(HISTORY_COLUMN))
+    return df.with_columns(pl.col("prompt").cast(pl.String), pl.col("system").cast(pl.String),
+                           pl.col(OPTIONS_COLUMN).cast(pl.String)).select(
+        ROW_COLUMN, "id", "prompt", "system", HISTORY_COLUMN, OPTIONS_COLUMN
+    )
+
+
+def read_request_rows(staged_path: str | os.PathLike[str], start: int, stop: int) -> list[dict[str, Any]]:
+    """`read_requests(...).to_dicts()` (one dict per request, the same keys and values) read with pyarrow
+    alone: a run's first chunk does not wait for polars' import (0.3-0.6 s of CPU on a 2-core machine, on
+    the path from `chunkwise run` to its first request)."""
+    table = _requests_table(staged_path, start, stop)
+    fill = {c: None for c in ("system", HISTORY_COLUMN, OPTIONS_COLUMN) if c not in table.column_names}
+    return [{**row, **fill} for row in table.to_pylist()]
+
+
+def _requests_table(staged_path: str | os.PathLike[str], start: int, stop: int) -> pa.Table:
+    """The staged rows [start, stop) with the columns a chunk reads (those the file has)."""
     path = str(staged_path)
     st = os.stat(path)
     md, starts = _staged_metadata(path, st.st_size, st.st_mtime_ns)
@@ -214,15 +239,4 @@ def read_requests(staged_path: str | os.PathLike[str], start: int, stop: int) ->
         g1 = bisect.bisect_left(starts, stop)  # first group starting at or after stop
         table = _read_row_groups(path, md, list(range(g0, g1)), columns)
         first = starts[g0]
-    table = table.slice(start - first, stop - start)
-    df = pl.from_arrow(table)
-    assert isinstance(df, pl.DataFrame)
-    missing = [c for c in ("system", OPTIONS_COLUMN) if c not in df.columns]
-    df = df.with_columns(*[pl.lit(None, dtype=pl.String).alias(c) for c in missing])
-    if HISTORY_COLUMN not in df.columns:
-        df = df.with_columns(pl.lit(None, dtype=pl.List(pl.Struct({"role": pl.String, "content": pl.String})))
-                             .alias(HISTORY_COLUMN))
-    return df.with_columns(pl.col("prompt").cast(pl.String), pl.col("system").cast(pl.String),
-                           pl.col(OPTIONS_COLUMN).cast(pl.String)).select(
-        ROW_COLUMN, "id", "prompt", "system", HISTORY_COLUMN, OPTIONS_COLUMN
-    )
+    return table.slice(start - first, stop - start)

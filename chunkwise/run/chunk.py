@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from chunkwise.errors import ChunkwiseError, FatalError, RunInterrupted, StorageError
-from chunkwise.inputs.stage import read_requests
+from chunkwise.inputs.stage import read_request_rows
 from chunkwise.inputs.summary import HISTORY_COLUMN, OPTIONS_COLUMN
 from chunkwise.logs import RunLogger, logger
 from chunkwise.plan.chunks import ChunkSpec
@@ -64,7 +64,7 @@ def run_chunk(session: RunSession, spec: ChunkSpec) -> ChunkSummary:
         return summarize(spec, existing[0], existing[1], sent=0, from_checkpoint=True)
 
     check_running(rt)
-    rows = read_requests(paths.requests, spec.start, spec.stop).to_dicts()
+    rows = read_request_rows(paths.requests, spec.start, spec.stop)
     with Ledger(paths.ledger(spec.index)) as ledger:
         try:
             done = ledger.load()

@@ -71,8 +71,9 @@ class HeadStart:
     def __init__(self, prepared: PreparedRun, specs: list[ChunkSpec], session: RunSession, *,
                  first_sent: threading.Event | None = None) -> None:
         self.prepared, self.specs, self.session = prepared, specs, session
-        #: Set when the first chunk is begun (its requests go out next) or the head start ended without one:
-        #: the CLI's critical path is over, Prefect may be imported in this process (`EarlyApi`).
+        #: Set as the first chunk's first request goes out (the session's `first_request`), or when the head start
+        #: ended without one: the CLI's critical path is over, Prefect may be imported in this process
+        #: (`EarlyApi`).
         self.first_sent = first_sent if first_sent is not None else threading.Event()
         self._workers = chunk_workers(prepared.ctx.params, get_settings(), largest(specs))
         self._lock = threading.Lock()
@@ -91,7 +92,8 @@ class HeadStart:
               stop: threading.Event, first_sent: threading.Event | None = None) -> HeadStart:
         """Record the session in the manifest, open the run's session and start sending (in threads)."""
         record_session(prepared.ctx, manifest)
-        session = RunSession(prepared.ctx, stop=stop)
+        first_sent = first_sent if first_sent is not None else threading.Event()
+        session = RunSession(prepared.ctx, stop=stop, first_request=first_sent)  # set by the first chat request
         head = cls(prepared, specs, session, first_sent=first_sent)
         session.head_start = head
         head.start()
@@ -141,7 +143,6 @@ class HeadStart:
     def _work(self) -> None:
         while (claim := self._claim()) is not None:
             spec, future = claim
-            self.first_sent.set()
             try:
                 summary = run_chunk(self.session, spec)
             except BaseException as exc:  # noqa: BLE001 - handed to the chunk's task, which raises it

@@ -148,6 +148,8 @@ def send(
             with slot if slot is not None else nullcontext():
                 check_running(rt)  # the stop may have come while this request waited for a slot
                 options = ChatOptions(p.num_ctx, num_predict, temperature, seed + warmer, top_p, stop)
+                if not rt.first_request.is_set():
+                    rt.first_request.set()
                 result = rt.client.chat(ChatRequest(p.model, messages, options, answer_format, rt.extras))
         except ContextExceeded as exc:
             rt.breaker.success()

@@ -85,7 +85,7 @@ class RunSession:
     and releases the run directory's lock (taken by `prepare_run`) on exit."""
 
     def __init__(self, ctx: RunContext, *, client_factory: ClientFactory = default_client,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None, first_request: threading.Event | None = None) -> None:
         self.ctx = ctx
         #: The run's server kind (`chunkwise.servers.backend_for`), chosen once.
         self.backend: Backend = backend_for(ctx.params.api)
@@ -100,6 +100,9 @@ class RunSession:
         #: Answers that waited for a model (re)load mid-run (`chunkwise.run.reloads`).
         self.reloads = ReloadWatch(ctx.params.num_ctx)
         self.stop = stop if stop is not None else (stop_requests.get() or threading.Event())
+        #: Set as the run's first chat request of this session goes out (`chunkwise.run.send`): the CLI imports
+        #: Prefect only then (`chunkwise.run.headstart`), so that the import does not delay that request.
+        self.first_request = first_request if first_request is not None else threading.Event()
         #: The first fatal error (a fatal answer, or a run directory that cannot be written); once
         #: set, every chunk stops sending.
         self.fatal: Exception | None = None

@@ -3,7 +3,8 @@
     python -m bench.startup [--rows 600] [--repeat 3] --label "after: ..."
 
 The simulator runs in its own process; this script spawns `chunkwise run` and polls `/sim/stats`
-every 10 ms until the first `/api/chat` request has arrived (so that figure is accurate to ~10 ms):
+every 50 ms until the first `/api/chat` request has arrived (so that figure is accurate to ~50 ms; polling
+every 10 ms took enough CPU from the run, on 2 shared cores, to delay it by up to a second):
 that first request is the model load (an empty chat, `chunkwise.run.preload`). The first request of
 the first chunk is timed by the simulator itself: its first slot lease (`first_lease_ns`, the
 simulator's CLOCK_MONOTONIC, the same clock as this script's `perf_counter_ns`), taken as the
@@ -63,7 +64,7 @@ def one_run(url: str, data: Path, tmp: Path, name: str, code: Path = REPO) -> tu
         while proc.poll() is None:
             if first is None and chat_requests(url, client) > before:
                 first = time.perf_counter() - started
-            time.sleep(0.01)
+            time.sleep(0.05)
         wall = time.perf_counter() - started
         out = proc.stdout.read() if proc.stdout else ""
         lease = client.get(f"{url}/sim/stats", params={"fingerprints": "0"}).json()["slots"].get("first_lease_ns")

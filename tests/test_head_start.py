@@ -51,8 +51,8 @@ def test_the_head_start_begins_the_first_chunks_and_their_tasks_adopt_them_witho
     from chunkwise.run.headstart import HeadStart, run_or_adopt
 
     sim = sim_factory(decode_tps=400, answer_tokens=(30, 60))  # a chunk lasts about a second: the hand-over is first
-    source = write_requests(tmp_path / "in.parquet", 60)  # 6 chunks of 10, more than the head start's 4 workers
-    params = params_for(sim, source, tmp_path / "runs", mode="independent")
+    source = write_requests(tmp_path / "in.parquet", 60)  # 12 chunks of 5, more than the head start's 8 workers
+    params = params_for(sim, source, tmp_path / "runs", mode="independent", chunk_size=5)
     prepared = prepare_run(params)
     specs, manifest = plan_run(prepared, write=False)
     run_dir = prepared.ctx.dir

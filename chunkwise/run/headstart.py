@@ -148,7 +148,8 @@ class HeadStart:
             except BaseException as exc:  # noqa: BLE001 - handed to the chunk's task, which raises it
                 future.set_exception(exc)
             else:
-                summary["head_start"] = True
+                if not summary.get("from_checkpoint"):  # a checkpointed chunk (a resume) was only read here
+                    summary["head_start"] = True
                 future.set_result(summary)
 
     def loaded(self) -> Preloaded:
@@ -209,6 +210,8 @@ def run_or_adopt(session: RunSession, spec: ChunkSpec) -> ChunkSummary:
     summary = head.adopt(spec.index) if head is not None else None
     if summary is None:
         return run_chunk(session, spec)
-    log().info("%s: sent by the head start before the flow started (%d sent, %d ok, %d failed); adopted, nothing "
-               "sent again", spec.label, summary.get("sent", 0), summary.get("ok", 0), summary.get("failed", 0))
+    if summary.get("head_start"):
+        log().info("%s: sent by the head start before the flow started (%d sent, %d ok, %d failed); adopted, "
+                   "nothing sent again", spec.label, summary.get("sent", 0), summary.get("ok", 0),
+                   summary.get("failed", 0))
     return summary

@@ -286,9 +286,8 @@ def test_slot_utilisation_counts_leased_time_over_the_window():
     assert SimStats().slots(parallel=2)["utilisation"] is None
 
 
-def test_utilisation_while_sending_leaves_the_final_drain_out():
-    """Two slots: A busy 0-10 s (one long answer), B 0-2 s, then B's last lease at 2 s, busy 2-3 s; then
-    nothing is left to send. While sending (0-2 s) both slots were busy; the drain 2-10 s does not count."""
+def two_slots_busy_then_draining():
+    """Two slots: A busy 0-10 s (one long answer), B 0-2 s, then B's last lease busy 2-3 s (times in ns)."""
     from chunkwise.harness.sim.stats import SimStats
 
     stats, s = SimStats(), 1_000_000_000
@@ -298,6 +297,13 @@ def test_utilisation_while_sending_leaves_the_final_drain_out():
     stats.slot_acquired(2 * s)
     stats.slot_released(2 * s, 3 * s)
     stats.slot_released(0, 10 * s)
+    return stats
+
+
+def test_utilisation_while_sending_leaves_the_final_drain_out():
+    """Two slots: A busy 0-10 s (one long answer), B 0-2 s, then B's last lease at 2 s, busy 2-3 s; then
+    nothing is left to send. While sending (0-2 s) both slots were busy; the drain 2-10 s does not count."""
+    stats = two_slots_busy_then_draining()
     slots = stats.slots(parallel=2)
     assert slots["utilisation"] == 0.65 and slots["window_s"] == 10.0  # 13 slot-s of 20
     assert slots["sending_s"] == 2.0 and slots["utilisation_sending"] == 1.0  # 4 slot-s of 4
@@ -306,15 +312,7 @@ def test_utilisation_while_sending_leaves_the_final_drain_out():
 def test_occupancy_per_second_shows_where_the_slots_stood_idle():
     """The same two slots as above, second by second: both busy in seconds 0-1, one in 2-9; and a lease of
     half a second inside one bucket counts half a slot there."""
-    from chunkwise.harness.sim.stats import SimStats
-
-    stats, s = SimStats(), 1_000_000_000
-    stats.slot_acquired(0)
-    stats.slot_acquired(0)
-    stats.slot_released(0, 2 * s)
-    stats.slot_acquired(2 * s)
-    stats.slot_released(2 * s, 3 * s)
-    stats.slot_released(0, 10 * s)
+    stats, s = two_slots_busy_then_draining(), 1_000_000_000
     assert stats.slots(parallel=2)["occupancy_per_s"] == [2.0, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
     stats.slot_acquired(10 * s + s // 4)
     stats.slot_released(10 * s + s // 4, 10 * s + 3 * s // 4)

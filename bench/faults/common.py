@@ -127,6 +127,26 @@ def stops(texts: Iterable[str]) -> tuple[str, list[str]]:
     return ("traceback" if "traceback" in kinds else "one line" if kinds else "-"), lines
 
 
+def cluster_receipts(hosts: Iterable[Any]) -> dict[str, Counter[str]]:
+    """{'received': per fingerprint, 'answered': per fingerprint}, summed over the simulators of a cluster's
+    hosts (each a `chunkwise.harness.cluster.local.Host`)."""
+    out: dict[str, Counter[str]] = {"received": Counter(), "answered": Counter()}
+    for host in hosts:
+        for fp, v in host.stats().get("fingerprints", {}).items():
+            out["received"][fp] += v["received"]
+            out["answered"][fp] += v["answered"]
+    return out
+
+
+def cluster_once_resent(hosts: Iterable[Any], before: dict[str, Counter[str]]) -> tuple[int, int]:
+    """(requests answered exactly once, requests received more than once) by the cluster's simulators since
+    `before` (a `cluster_receipts`)."""
+    after = cluster_receipts(hosts)
+    received = {fp: after["received"][fp] - before["received"][fp] for fp in after["received"]}
+    answered = {fp: after["answered"][fp] - before["answered"][fp] for fp in after["answered"]}
+    return sum(1 for v in answered.values() if v == 1), sum(1 for v in received.values() if v > 1)
+
+
 def receipts(fingerprints: Mapping[str, Mapping[str, int]]) -> tuple[int, int]:
     """(answered exactly once, received more than once) over `{fingerprint: {received, answered}}`."""
     once = sum(1 for v in fingerprints.values() if v["answered"] == 1)

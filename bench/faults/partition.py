@@ -25,7 +25,6 @@ import json
 import shutil
 import subprocess
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,11 +33,13 @@ from bench.faults.common import (
     SIMULATOR,
     Ctx,
     Row,
-    ending,
+    cluster_once_resent,
+    cluster_receipts,
     first_record_after,
     ledger_count,
     ledger_times,
     lost,
+    stops,
     wait_for,
     write_input,
 )
@@ -95,16 +96,6 @@ SCENARIOS = {
                                 "past its Prefect client's patience", IMPATIENT, "start",
                                 {"CHUNKWISE_SHARD_LOST_AFTER_S": LOST_AFTER_S}),
 }
-
-
-def receipts(every: list[Host]) -> dict[str, Counter[str]]:
-    """{'received': per fingerprint, 'answered': per fingerprint}, summed over the hosts' simulators."""
-    out: dict[str, Counter[str]] = {"received": Counter(), "answered": Counter()}
-    for host in every:
-        for fp, v in host.stats().get("fingerprints", {}).items():
-            out["received"][fp] += v["received"]
-            out["answered"][fp] += v["answered"]
-    return out
 
 
 def answers(host: Host) -> int:
@@ -202,7 +193,7 @@ def partitioned(ctx: Ctx, c: Cluster, island: netns.Island, cut_off: Host, name:
     inputs.mkdir()
     source, ids = write_input(inputs / f"{name}.parquet", N, name)
     run_dir = c.shared / name
-    before = receipts(c.hosts)
+    before = cluster_receipts(c.hosts)
     args = ("--shard-requests", str(SHARD_REQUESTS))
     parent = c.run_parent(source, name, *args, background=True)
     if sc.at == "start":
@@ -242,13 +233,8 @@ def partitioned(ctx: Ctx, c: Cluster, island: netns.Island, cut_off: Host, name:
         recover_from = time.time()
         again = c.run_parent(source, name, *args, background=True)
         exits.append(again.wait(timeout=900))
-    after = receipts(c.hosts)
-    received = {fp: after["received"][fp] - before["received"][fp] for fp in after["received"]}
-    answered = {fp: after["answered"][fp] - before["answered"][fp] for fp in after["answered"]}
-    once = sum(1 for v in answered.values() if v == 1)
-    resent = sum(1 for v in received.values() if v > 1)
-    kinds = [ending(t) for t in texts]
-    ended_how = "traceback" if any(k == "traceback" for k, _ in kinds) else "one line" if kinds else "-"
+    once, resent = cluster_once_resent(c.hosts, before)
+    ended_how, stopped_lines = stops(texts)
     dist = distributed(run_dir)
     mine = {f["shard"] for f in hosts.read_facts(run_dir).get(hosts.safe_label(cut_off.name), [])
             if f.get("kind") == "chunk-start"}
@@ -256,7 +242,7 @@ def partitioned(ctx: Ctx, c: Cluster, island: netns.Island, cut_off: Host, name:
         f"a{h['attempt']} {h['state']} {moment(h['at'], cut_at, healed)}" for h in r.get("history", [])))
         for r in dist.get("shard_runs", []) if r["shard"] in mine or r.get("attempts", 1) > 1]
     what = "ended" if exits[0] else "finished"
-    notes = [*hung, *(line for _, line in kinds),
+    notes = [*hung, *stopped_lines,
              f"answers recorded during the cut: {during} ({host1_during} by host 1, "
              f"{during - host1_during} by the cut-off host 2 from its own simulator)",
              f"shards re-dispatched: {dist.get('redispatched', 0)}; the parent's view of the cut host's "

@@ -9,17 +9,18 @@ Needs root (PostgreSQL runs as its own user) and Debian's postgresql package.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from pathlib import Path
 
 from bench.faults.common import (
     SIMULATOR,
     Ctx,
     Row,
-    ending,
+    cluster_once_resent,
+    cluster_receipts,
     first_record_after,
     ledger_count,
     lost,
+    stops,
     wait_for,
     write_input,
 )
@@ -29,16 +30,6 @@ from chunkwise.harness.cluster.postgres import PG_BIN, Postgres, as_pg
 PARALLEL = 2  # the cluster's `--parallel`
 N = 300
 DOWN_S = 5.0
-
-
-def receipts(c: Cluster) -> dict[str, Counter[str]]:
-    """{'received': per fingerprint, 'answered': per fingerprint}, summed over every simulator."""
-    out: dict[str, Counter[str]] = {"received": Counter(), "answered": Counter()}
-    for host in c.hosts:
-        for fp, v in host.stats().get("fingerprints", {}).items():
-            out["received"][fp] += v["received"]
-            out["answered"][fp] += v["answered"]
-    return out
 
 
 def restart(pg: Postgres) -> None:
@@ -76,7 +67,7 @@ def restarted(ctx: Ctx, c: Cluster) -> Row:
     inputs.mkdir()
     source, ids = write_input(inputs / f"{name}.parquet", N, name)
     run_dir: Path = c.shared / name
-    before = receipts(c)
+    before = cluster_receipts(c.hosts)
     parent = c.run_parent(source, name, "--shard-requests", "100", background=True)
     wait_for(lambda: parent.poll() is not None or ledger_count(run_dir) >= 60, 600, f"{name}: 60 answers")
     if parent.poll() is not None:
@@ -91,15 +82,10 @@ def restarted(ctx: Ctx, c: Cluster) -> Row:
         back = time.time()
         again = c.run_parent(source, name, "--shard-requests", "100", background=True)
         exits.append(again.wait(timeout=900))
-    after = receipts(c)
-    received = {fp: after["received"][fp] - before["received"][fp] for fp in after["received"]}
-    answered = {fp: after["answered"][fp] - before["answered"][fp] for fp in after["answered"]}
-    once = sum(1 for v in answered.values() if v == 1)
-    resent = sum(1 for v in received.values() if v > 1)
-    kinds = [ending(t) for t in texts]
-    stop = "traceback" if any(k == "traceback" for k, _ in kinds) else "one line" if kinds else "-"
+    once, resent = cluster_once_resent(c.hosts, before)
+    stop, stopped_lines = stops(texts)
     what = "ended" if exits[0] else "finished"
     return Row(f"PostgreSQL crash-stopped under a cluster run, back after {DOWN_S:g} s", SIMULATOR,
                "independent, cluster of 2 hosts", PARALLEL, N, once, resent, resent, lost(run_dir, ids), exits,
                first_record_after(run_dir, back), stop,
-               [*(line for _, line in kinds), f"the parent {what} {stop_s:.0f} s after the fault"])
+               [*stopped_lines, f"the parent {what} {stop_s:.0f} s after the fault"])

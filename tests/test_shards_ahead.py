@@ -167,6 +167,45 @@ def test_a_worker_holds_the_next_shard_while_the_current_one_sends(tmp_path):
     cmd = worker_command(cfg)
     assert cmd[cmd.index("--limit") + 1] == "2"
     assert worker_env(cfg, base={"PATH": "/bin"})["CHUNKWISE_WORKER_TURN"] == str(tmp_path / "turn")
+    assert cmd[cmd.index("-m") + 1] == "chunkwise.cluster.lookahead"  # the second shard only while one sends
+    plain = worker_command(WorkerConfig(pool="p", name="gpu1", ollama_host="http://10.0.0.5:11434"))
+    assert plain[plain.index("-m") + 1] == "prefect" and plain[plain.index("--limit") + 1] == "1"
+
+
+def test_the_worker_takes_a_second_shard_only_while_its_first_one_sends(tmp_path, monkeypatch):
+    """A worker holding two runs at once took two of a run's first shards in one poll while another host
+    got none; it now takes one per poll, and the second only while the host's turn is held."""
+    import asyncio
+
+    from prefect.workers.process import ProcessWorker
+
+    from chunkwise.cluster.lookahead import LookaheadProcessWorker, turn_busy
+
+    path = tmp_path / "turn"
+    monkeypatch.setenv("CHUNKWISE_WORKER_TURN", str(path))
+    offered: list[list[str]] = []
+
+    async def submit(self, flow_run_response):
+        offered.append(list(flow_run_response))
+        return list(flow_run_response)
+
+    monkeypatch.setattr(ProcessWorker, "_submit_scheduled_flow_runs", submit)
+    worker = LookaheadProcessWorker(work_pool_name="p", limit=2)
+    worker._limiter = type("Limiter", (), {"borrowed_tokens": 0})()
+    poll = ["shard-0", "shard-1", "shard-2"]
+    assert not turn_busy(str(path))  # no file yet
+    assert asyncio.run(worker._submit_scheduled_flow_runs(poll)) == ["shard-0"]  # one, never two at once
+    worker._limiter.borrowed_tokens = 1
+    path.touch()
+    assert asyncio.run(worker._submit_scheduled_flow_runs(poll)) == []  # its shard starts, does not send yet
+    sending = HostTurn(path)
+    sending.take()
+    try:
+        assert turn_busy(str(path))
+        assert asyncio.run(worker._submit_scheduled_flow_runs(poll)) == ["shard-0"]  # the next, started ahead
+    finally:
+        sending.give_up()
+    assert not turn_busy(str(path)) and offered == [["shard-0"], [], ["shard-0"]]
 
 
 class FakeHost:

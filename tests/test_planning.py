@@ -280,3 +280,36 @@ def test_conversation_chunk_count_is_a_multiple_of_parallel():
     assert chunk_count(3, 111, multiple_of=4) == 3  # never more chunks than requests
     sizes = [s.size for s in plan_chunks(5_000, 111, multiple_of=4)]
     assert max(sizes) <= 111 and sum(sizes) == 5_000
+
+
+def test_conversation_mode_ends_with_a_taper_of_halving_chunks_parallel_of_each():
+    """The last chunks halve down to one row, `parallel` of each size, so the conversations still running at
+    the end finish within about one answer of each other (chunkwise.plan.chunks' docstring)."""
+    from chunkwise.plan.chunks import chunk_bounds, tail_sizes
+
+    assert tail_sizes(6_000, 5, 256) == [2] * 256 + [1] * 256
+    assert tail_sizes(5_000, 111, 4) == [s for s in (55, 27, 13, 6, 3, 1) for _ in range(4)]
+    specs = plan_chunks(6_000, 5, multiple_of=256, taper=True)
+    sizes = [s.size for s in specs]
+    assert sizes[-512:] == [2] * 256 + [1] * 256 and sum(sizes) == 6_000
+    assert all(a.stop == b.start for a, b in pairwise(specs)) and specs[-1].stop == 6_000
+    head = sizes[:-512]
+    assert len(head) % 256 == 0 and max(head) - min(head) <= 1 and max(head) <= 5  # the rounds before: even
+    untapered = plan_chunks(6_000, 5, multiple_of=256)
+    assert chunk_bounds(6_000, 5, 256, taper=False) == [s.start for s in untapered] + [6_000]
+    # no taper with one conversation at a time, one-row chunks, or a run without a whole round before its tail
+    assert tail_sizes(6_000, 5, 1) == [] and tail_sizes(6_000, 1, 256) == []
+    assert tail_sizes(767 + 1_280 - 1, 5, 256) == [] and tail_sizes(768 + 1_280, 5, 256) != []
+    assert [s.size for s in plan_chunks(1_000, 5, multiple_of=256, taper=True)] == \
+        [s.size for s in plan_chunks(1_000, 5, multiple_of=256)]
+
+
+def test_a_conversation_plan_shows_the_taper_in_its_chunk_sizes(tmp_path):
+    """`chunkwise plan` counts the chunks as a new run cuts them: its smallest chunk is the taper's one row."""
+    path = tmp_path / "many.parquet"
+    pq.write_table(pa.table({"id": [f"r{i}" for i in range(4_000)], "prompt": ["a" * 400] * 4_000}), path)
+    many = validate_only(path, num_ctx=2048, num_predict=128)
+    p = build_plan(many, params(num_ctx=2048, expected_answer_tokens=100, parallel=4), system_prompt="",
+                   model_info=LLAMA31_8B, model_info_source="test", free_vram_mib=None, gpu_reason="none")
+    # floor(0.8 x 2048 / 200) = 8 a chunk: 4 x (4 + 2 + 1) = 28 rows in the tail, 3,972 in 500 chunks of 7-8
+    assert (p.chunk_size, p.chunk_count, p.chunk_sizes) == (8, 500 + 12, (1, 8))

@@ -51,3 +51,22 @@ def test_the_prepared_run_carries_the_architecture_not_the_vocabulary(sim, tmp_p
     prepared = prepare_run(params_for(sim, write_requests(tmp_path / "in.parquet", 4), tmp_path / "runs"))
     assert not any(key.startswith("tokenizer.ggml.") for key in prepared.model_info)
     assert prepared.model_info["llama.block_count"] == 32 and prepared.model_info["general.architecture"] == "llama"
+
+
+def test_a_conversation_run_planned_before_the_taper_resumes_with_its_own_plan(sim, tmp_path):
+    """New conversation runs end with the taper (`chunkwise.plan.chunks.tail_sizes`), recorded as
+    `chunk_plan.taper`; a run whose manifest was written before it resumes with the chunks it was cut into,
+    not refused for a changed plan."""
+    from chunkwise.plan.chunks import plan_chunks
+    from chunkwise.store.files import read_json, write_json_atomic
+
+    params = params_for(sim, write_requests(tmp_path / "in.parquet", 60), tmp_path / "runs")
+    specs, manifest = plan_run(prepare_run(params))
+    assert [s.size for s in specs][-6:] == [5, 5, 2, 2, 1, 1] and manifest["chunk_plan"]["taper"] is True
+    path = tmp_path / "runs" / "t" / "manifest.json"
+    old = read_json(path)
+    before = plan_chunks(60, 10, multiple_of=2)
+    old["chunk_plan"] = {**{k: v for k, v in old["chunk_plan"].items() if k != "taper"}, "chunks": len(before)}
+    write_json_atomic(path, old)
+    resumed, manifest = plan_run(prepare_run(params))
+    assert [s.size for s in resumed] == [s.size for s in before] == [10] * 6 and "taper" not in manifest["chunk_plan"]

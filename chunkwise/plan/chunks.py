@@ -7,6 +7,16 @@ answer tokens. The chunk count is round-half-up(n / chunk size), raised until no
 2 % over the size, with rows spread evenly (sizes differ by at most one): 5,000 requests at 111 give
 45 chunks, 170,000 give 1,532.
 
+Conversation mode ends with a taper (`tail_sizes`): the last chunks get smaller, `parallel` of each size,
+halving down to one row. Why: a conversation's turns go one after another and hold its slot, so without it
+the run ends as raggedly as its conversations are long: the threads that drew a longer last conversation
+(one more turn, longer answers) send alone while the other slots have nothing left they may send (18 s of
+a 130-s run at 256 conversations, 5 % of the slot time; bench/results/fast_engine.md). With chunks
+handed out in plan order to whichever conversation slot frees first, the last ones to go are one-row
+chunks, so the slots finish within about one answer of each other (guided self-scheduling and factoring:
+Polychronopoulos & Kuck 1987, Hummel, Schonberg & Flynn 1992). The price: the tail's rows see shorter
+histories and its system prompt is sent once per tail chunk (`parallel` x log2(chunk size) chunks).
+
 The run plan `chunkwise plan` prints is built from these in `chunkwise.plan.report`. A conversation run passes
 the characters per token the server counted on a sample of its rows (`chunkwise.run.density`).
 """
@@ -69,7 +79,8 @@ class ChunkSpec(BaseModel):
 def chunk_count(n_requests: int, chunk_size: int, multiple_of: int = 1) -> int:
     """round-half-up(n / chunk_size), raised until no chunk exceeds floor(chunk_size x 1.02), then
     up to a multiple of `multiple_of` (conversation mode passes `parallel`: with P conversations in
-    flight, a chunk count that is a multiple of P keeps every slot busy until the last round)."""
+    flight, a chunk count that is a multiple of P keeps every slot busy until the last round, which the
+    taper then shortens: `tail_sizes`)."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     if n_requests <= 0:
@@ -88,11 +99,38 @@ def chunk_multiple(params: RunParams) -> int:
     return params.parallel if params.mode == "conversation" else 1
 
 
+def tail_sizes(n_requests: int, chunk_size: int, parallel: int) -> list[int]:
+    """Conversation mode's taper (see the module docstring): `parallel` chunks of chunk_size // 2 rows, then
+    `parallel` of chunk_size // 4, ... down to 1 row. None ([]) with one conversation at a time, chunks of
+    one row, or a run that does not hold a whole round of full chunks before its tail."""
+    if parallel <= 1 or chunk_size <= 1:
+        return []
+    sizes: list[int] = []
+    size = chunk_size // 2
+    while size >= 1:
+        sizes += [size] * parallel
+        size //= 2
+    return sizes if n_requests - sum(sizes) >= parallel * chunk_size else []
+
+
+def chunk_bounds(n_requests: int, chunk_size: int, multiple_of: int = 1, *, taper: bool = False) -> list[int]:
+    """Positions where the chunks start, then `n_requests`: rows spread evenly over `chunk_count` chunks, then
+    (with `taper`, conversation mode's `multiple_of` = parallel) the tail of `tail_sizes`."""
+    tail = tail_sizes(n_requests, chunk_size, multiple_of) if taper else []
+    head = n_requests - sum(tail)
+    count = chunk_count(head, chunk_size, multiple_of)
+    bounds = [i * head // count for i in range(count + 1)] if count else [0]
+    for size in tail:
+        bounds.append(bounds[-1] + size)
+    return bounds
+
+
 def plan_chunks(n_requests: int, chunk_size: int, rows: Sequence[int] | pa.Array | None = None,
-                multiple_of: int = 1) -> list[ChunkSpec]:
-    """The chunks of `n_requests` accepted requests. `rows` maps positions to input row numbers
-    (InputSummary.accepted_rows, the `_row` column); without it they are the positions."""
-    count = chunk_count(n_requests, chunk_size, multiple_of)
+                multiple_of: int = 1, *, taper: bool = False) -> list[ChunkSpec]:
+    """The chunks of `n_requests` accepted requests (`chunk_bounds`). `rows` maps positions to input row
+    numbers (InputSummary.accepted_rows, the `_row` column); without it they are the positions."""
+    bounds = chunk_bounds(n_requests, chunk_size, multiple_of, taper=taper)
+    count = len(bounds) - 1
     if rows is not None and len(rows) != n_requests:
         raise ValueError(f"rows has {len(rows)} entries for {n_requests} requests")
 
@@ -102,7 +140,6 @@ def plan_chunks(n_requests: int, chunk_size: int, rows: Sequence[int] | pa.Array
         value = rows[pos]
         return int(value.as_py() if isinstance(value, pa.Scalar) else value)
 
-    bounds = [i * n_requests // count for i in range(count + 1)]
     return [ChunkSpec(index=i, start=bounds[i], stop=bounds[i + 1], first_row=row(bounds[i]),
                       last_row=row(bounds[i + 1] - 1)) for i in range(count)]
 

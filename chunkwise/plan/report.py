@@ -11,6 +11,7 @@ and text (`chunkwise.plan.figures`, `chunkwise.plan.render`).
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 from typing import Any
 
 import pyarrow as pa
@@ -18,7 +19,7 @@ import pyarrow.compute as pc
 
 from chunkwise.inputs.summary import InputSummary
 from chunkwise.params import RunParams
-from chunkwise.plan.chunks import chunk_count, chunk_multiple, chunk_size_for, mean_request_tokens
+from chunkwise.plan.chunks import chunk_bounds, chunk_multiple, chunk_size_for, mean_request_tokens
 from chunkwise.plan.figures import Plan, TokenStats
 from chunkwise.plan.memory import fixed_buffers, memory_figures, slots_that_fit
 from chunkwise.tokens import MIN_TOLERANCE, estimate_tokens
@@ -82,8 +83,10 @@ def build_plan(summary: InputSummary, params: RunParams, *, system_prompt: str, 
     mean_request = mean_request_tokens(summary, params.expected_answer_tokens, cpt)
     budget = params.num_ctx if conversation else params.chunk_token_budget
     size, computed = chunk_size_for(summary, params, system_prompt=system_prompt, chars_per_token=cpt)
-    count = chunk_count(n, size, chunk_multiple(params))
-    sizes = (n // count, -(-n // count)) if count else (0, 0)
+    bounds = chunk_bounds(n, size, chunk_multiple(params), taper=conversation)  # as a new run plans them
+    count = len(bounds) - 1
+    steps = [b - a for a, b in pairwise(bounds)]
+    sizes = (min(steps), max(steps)) if steps else (0, 0)
 
     # Characters of each request as sent: prompt + its own system prompt, else the run's.
     own = summary.system_chars

@@ -159,12 +159,18 @@ def plan_run(prepared: PreparedRun, *, write: bool = True) -> tuple[list[plannin
             chars_per_token=sizing["chars_per_token"] if sizing else ctx.chars_per_token)
     except ValueError as exc:
         raise SetupError(str(exc)) from None
-    specs = planning.plan_chunks(staged.accepted, chunk_size, rows=staged.accepted_rows,
-                                 multiple_of=planning.chunk_multiple(params))
+    # conversation mode's taper (`planning.tail_sizes`); a run planned before it existed resumes without it
+    taper = bool((existing.get("chunk_plan") or {}).get("taper")) if existing is not None else \
+        params.mode == "conversation"
+    multiple = planning.chunk_multiple(params)
+    specs = planning.plan_chunks(staged.accepted, chunk_size, rows=staged.accepted_rows, multiple_of=multiple,
+                                 taper=taper)
     plan: dict[str, Any] = {"chunk_size": chunk_size, "computed": computed, "chunks": len(specs),
                             "requests": staged.accepted}
     if sizing:  # absent otherwise, so a run planned without a count resumes with the same plan
         plan["sizing"] = sizing
+    if taper and planning.tail_sizes(staged.accepted, chunk_size, multiple):  # absent without a tail, as sizing
+        plan["taper"] = True
     manifest = build_manifest(ctx, input_path=os.path.abspath(params.input_path), chunk_plan=plan)
     if existing is not None:
         binding, advisory = differences(existing, manifest)

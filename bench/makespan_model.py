@@ -14,16 +14,25 @@ simulated hosts of 2 slots at ~4.3 req/s; `python -m bench.scaleout --part scali
 720 --shard 360` re-measures them, ~7 minutes, too long for a shared machine here). Calibrated on the
 1-host run (its gap between shards and its costs outside the shard window), it predicts the 3-host run.
 
+Fast profile at a third of the rate, 1 and 3 hosts in distributed mode, shards sized by time and dispatched
+ahead (the defaults): the latest rows of bench/results/shards_ahead.json with `rate_scale` 0.333 (`python -m
+bench.scaleout.ahead --rate-scale 0.333 --hosts 1`, then `--hosts 3`: three 256-slot hosts at ~16 req/s
+each, which this machine's 2 cores can hold where three full-rate ones are not). Calibrated on the 1-host
+row (its rate over its shard window, which includes its handoffs and its drain; the parent's costs outside
+that window), it predicts the 3-host row's parent wall time with `balanced=True`.
+
 The reference job (170,000 requests of ~700 prompt + ~200 answer tokens) on 1 and 8 hosts at the
 published H100 rate (vLLM FP8, MLPerf v5.1: 5,800 output tokens/s, 41-48 req/s for this shape per issue
 22; 45 req/s is used, and 29 req/s for answers of a full 200 tokens), with this machine's measured
-client utilisation while sending, the measured 5.2 s between shards and the default shard of 900.
+client utilisation while sending, the measured 5.2 s between shards and the old default shard of 900, and
+with shards of 3 minutes of work dispatched ahead (today's defaults: no gap, hosts ending together).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import subprocess
@@ -47,6 +56,10 @@ SLOW_RECORDED = {1: (720, 185.2, 172.2, 4.294, 0.0 + 1.3 + 3.1 + 0.0),
 SLOW_SHARD = 360
 #: Between two shards of one host with Prefect 3.9.1's process worker (scaleout.md, 900-request shards).
 GAP_S = 5.2
+#: The rows of `python -m bench.scaleout.ahead` (shards sized by time, dispatched ahead).
+AHEAD_ROWS = Path(__file__).resolve().parent / "results" / "shards_ahead.json"
+#: `--rate-scale` of the 1- and 3-host rows the model is checked against.
+AHEAD_SCALE = 0.333
 REFERENCE_REQUESTS = 170_000
 
 
@@ -71,6 +84,29 @@ def fast_costs(rows: int, result: dict) -> Costs:
     slots = result["sim"]["slots"]
     rate = max(1, rows - PARALLEL) / slots["sending_s"]  # answered before the last lease, over that time
     return Costs(host_rps=rate, fixed_s=result["wall"] - slots["window_s"], drain_s=slots["window_s"] - rows / rate)
+
+
+def ahead_lines() -> list[str]:
+    """The model against the latest 1- and 3-host rows dispatched ahead at `AHEAD_SCALE` (module docstring)."""
+    recorded = json.loads(AHEAD_ROWS.read_text()) if AHEAD_ROWS.exists() else []
+    latest = {}
+    for r in recorded:
+        if r["kind"] == "ahead" and r.get("rate_scale", 1) == AHEAD_SCALE and r["hosts"] in (1, 3):
+            latest[r["hosts"]] = r
+    if set(latest) != {1, 3}:
+        return [f"| fast engine x{AHEAD_SCALE}, distributed, ahead | (no recorded 1- and 3-host rows in "
+                f"{AHEAD_ROWS.name}) | | | | |"]
+    one = latest[1]
+    costs = Costs(host_rps=one["requests"] / one["window_s"], fixed_s=one["wall_s"] - one["window_s"])
+    out = []
+    for hosts in (1, 3):
+        r = latest[hosts]
+        predicted = makespan(r["requests"], hosts, costs, max(1, r["requests"] // r["shards"]), balanced=True).seconds
+        out.append(f"| fast engine x{AHEAD_SCALE} (256 slots, ~16 req/s), distributed, dispatched ahead | "
+                   f"{r['requests']} requests, {hosts} host(s), {r['shards']} shards sized by time ({r['at']}) | "
+                   f"the 1-host row: rate {costs.host_rps:.1f} req/s, fixed {costs.fixed_s:.1f} s | {predicted:.1f} "
+                   f"| {r['wall_s']:.1f} (recorded) | {predicted / r['wall_s'] - 1:+.1%} |")
+    return out
 
 
 def main() -> None:
@@ -102,6 +138,7 @@ def main() -> None:
         lines.append(f"| slow (2 slots, ~4.3 req/s), distributed | {requests} requests, {hosts} host(s), shards of "
                      f"{SLOW_SHARD} | the recorded 1-host run: rate {rps1:.2f} req/s, gap {gap1:.1f} s, fixed "
                      f"{slow.fixed_s:.1f} s | {predicted:.1f} | {wall:.1f} (recorded) | {predicted / wall - 1:+.1%} |")
+    lines += ahead_lines()
     share = utilisation if utilisation is not None else 0.977
     lines += ["", f"Reference job, {REFERENCE_REQUESTS:,} requests, predicted (a MODEL, not a measurement): client "
               f"utilisation while sending {share:.1%} (measured above against the simulator), {GAP_S} s between "
@@ -109,9 +146,13 @@ def main() -> None:
               "", "| engine rate per host | hosts | shards | predicted | sending / gaps |", "|---|---|---|---|---|"]
     for rps in (45.0, 29.0):
         costs = Costs(host_rps=rps * share, fixed_s=slow.fixed_s, drain_s=9.0, gap_s=GAP_S)
-        for hosts, shard in ((1, None), (8, 900), (8, int(rps * 180))):
-            result = makespan(REFERENCE_REQUESTS, hosts, costs, shard)
+        for hosts, shard, ahead in ((1, None, False), (8, 900, False), (8, int(rps * 180), False),
+                                    (8, int(rps * 180), True)):
+            result = makespan(REFERENCE_REQUESTS, hosts, Costs(host_rps=costs.host_rps, fixed_s=costs.fixed_s,
+                                                               drain_s=costs.drain_s, gap_s=0.0 if ahead else GAP_S),
+                              shard, balanced=ahead)
             label = "one process" if shard is None else f"{shard} requests ({shard / rps:.0f} s of work)"
+            label += ", sized by time and dispatched ahead (the defaults)" if ahead else ""
             lines.append(f"| {rps:.0f} req/s | {hosts} | {label} | **{result.seconds / 60:.1f} min** | "
                          f"{result.sending_s:.0f} s / {result.gaps_s:.0f} s |")
     lines.append("")

@@ -14,13 +14,14 @@ import time
 from typing import Any, cast
 
 from prefect import flow, unmapped
+from prefect.futures import PrefectConcurrentFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from chunkwise.cluster import hosts
 from chunkwise.cluster.preflight import check_host
 from chunkwise.cluster.shard import host_label, load_context
 from chunkwise.cluster.telemetry import HostTelemetry
-from chunkwise.cluster.turn import free_slots, sending_turn
+from chunkwise.cluster.turn import Remaining, free_slots, sending_turn
 from chunkwise.cluster.worker import leave_note
 from chunkwise.errors import HostUnusable
 from chunkwise.logs import quiet_own_stops
@@ -71,13 +72,18 @@ def shard(run_dir: str, shard: int, attempt: int = 0) -> dict[str, Any]:
         # length, so a host with more slots than the settings' pool needs more workers to keep them busy.
         workers = chunk_workers(ctx.params, get_settings(), largest(specs))
         # the turn is given up before the telemetry's closing reads, so the next shard starts sending at once
-        with (telemetry, sending_turn(get_settings().worker_turn, lambda: free_slots(session.slots) > 0) as waited,
+        # and its expected end is kept for the worker, which takes the next shard when that end is near
+        remaining = Remaining([s.size for s in specs])
+        with (telemetry, sending_turn(get_settings().worker_turn, lambda: free_slots(session.slots) > 0,
+                                      remaining=remaining) as waited,
               ThreadPoolTaskRunner[Any](max_workers=workers) as runner):
             sending_from = time.time()
             record.update({"turn_waited_s": round(waited, 3), "sending_from": sending_from})
             futures = runner.map(shard_chunk_task, {"session": unmapped(session), "spec": specs,
                                                     "label": unmapped(label), "shard": unmapped(shard),
                                                     "attempt": unmapped(attempt)})
+            # (the same typing: each is a PrefectConcurrentFuture, whose thread's future says when the chunk ended)
+            remaining.start([cast(PrefectConcurrentFuture[Any], f).wrapped_future.done for f in futures])
             # mypy reads Prefect 3.9's typing of this mapped result as a future; it is the chunk's summary
             results = [cast(ChunkSummary, f.result()) for f in futures]
         outcome = "completed"

@@ -32,3 +32,11 @@ def test_several_hosts_need_shards_and_nonsense_is_refused():
         makespan(100, 2, Costs(host_rps=1.0, fixed_s=0.0))
     with pytest.raises(ValueError, match="host_rps > 0"):
         makespan(100, 1, Costs(host_rps=0.0, fixed_s=0.0))
+
+
+def test_shards_sized_by_time_end_the_hosts_together():
+    """Balanced (time-sized, tapered) shards: the busiest host sends requests / hosts, whatever the shard count."""
+    result = makespan(170_000, 8, Costs(host_rps=45.0, fixed_s=13.0, drain_s=9.0), shard_requests=8100,
+                      balanced=True)
+    assert result.sending_s == pytest.approx(170_000 / 8 / 45.0) and result.gaps_s == 0.0
+    assert result.seconds == pytest.approx(13.0 + 170_000 / 8 / 45.0 + 9.0)

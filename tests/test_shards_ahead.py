@@ -5,6 +5,8 @@ slots its predecessor's tail frees, never a chunk twice."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -172,14 +174,17 @@ def test_a_worker_holds_the_next_shard_while_the_current_one_sends(tmp_path):
     assert plain[plain.index("-m") + 1] == "prefect" and plain[plain.index("--limit") + 1] == "1"
 
 
-def test_the_worker_takes_a_second_shard_only_while_its_first_one_sends(tmp_path, monkeypatch):
-    """A worker holding two runs at once took two of a run's first shards in one poll while another host
-    got none; it now takes one per poll, and the second only while the host's turn is held."""
+def test_the_worker_takes_the_next_shard_only_when_the_sending_one_nears_its_end(tmp_path, monkeypatch):
+    """A worker holding two runs at once took two of a run's first shards in one poll while another host got
+    none, and a slow host held a shard through its whole slow shard. It now takes one per poll, and the second
+    only once the sending shard expects to end within LEAD_S (its `<turn>.ends`, from a live writer)."""
     import asyncio
+    import json
+    import os
 
     from prefect.workers.process import ProcessWorker
 
-    from chunkwise.cluster.lookahead import LookaheadProcessWorker, turn_busy
+    from chunkwise.cluster.lookahead import LEAD_S, LookaheadProcessWorker
 
     path = tmp_path / "turn"
     monkeypatch.setenv("CHUNKWISE_WORKER_TURN", str(path))
@@ -189,23 +194,52 @@ def test_the_worker_takes_a_second_shard_only_while_its_first_one_sends(tmp_path
         offered.append(list(flow_run_response))
         return list(flow_run_response)
 
+    def ends(at: float, pid: int = os.getpid()) -> None:
+        (tmp_path / "turn.ends").write_text(json.dumps({"pid": pid, "ends_at": at}))
+
     monkeypatch.setattr(ProcessWorker, "_submit_scheduled_flow_runs", submit)
     worker = LookaheadProcessWorker(work_pool_name="p", limit=2)
     worker._limiter = type("Limiter", (), {"borrowed_tokens": 0})()
     poll = ["shard-0", "shard-1", "shard-2"]
-    assert not turn_busy(str(path))  # no file yet
-    assert asyncio.run(worker._submit_scheduled_flow_runs(poll)) == ["shard-0"]  # one, never two at once
+
+    def take() -> list[str]:
+        return asyncio.run(worker._submit_scheduled_flow_runs(poll))
+
+    assert take() == ["shard-0"]  # one, never two in one poll
     worker._limiter.borrowed_tokens = 1
-    path.touch()
-    assert asyncio.run(worker._submit_scheduled_flow_runs(poll)) == []  # its shard starts, does not send yet
-    sending = HostTurn(path)
-    sending.take()
+    assert take() == []  # its shard starts: no estimate of its end yet
+    ends(time.time() + 5 * LEAD_S)
+    assert take() == []  # sending, far from its end
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    ends(time.time() + 1.0, pid=int(dead.stdout))
+    assert take() == []  # near its end, but written by a process that is gone: says nothing
+    ends(time.time() + LEAD_S - 5)
+    assert take() == ["shard-0"]  # the next, started ahead
+
+
+def test_a_sending_shard_keeps_its_expected_end_from_its_ended_chunks(tmp_path):
+    """`Remaining`: requests not in an ended chunk over the rate of those in ended chunks; `EndsWriter` keeps
+    it in `<turn>.ends` and removes it when the shard's turn ends."""
+    from chunkwise.cluster.turn import EndsWriter, Remaining, read_ends
+
+    now = [100.0]
+    ended = [False, False, False, False]
+    left = Remaining([100, 100, 100, 100], clock=lambda: now[0])
+    assert left() is None  # not sending yet
+    left.start([lambda k=k: ended[k] for k in range(4)])
+    now[0] = 104.0
+    assert left() is None  # nothing ended: no rate yet
+    ended[0] = ended[1] = True
+    assert left() == pytest.approx(200 / (200 / 4.0))  # 200 requests in 4 s: 200 more take 4 s
+    writer = EndsWriter(tmp_path / "turn", left, every_s=0.02).start()
     try:
-        assert turn_busy(str(path))
-        assert asyncio.run(worker._submit_scheduled_flow_runs(poll)) == ["shard-0"]  # the next, started ahead
+        deadline = time.monotonic() + 5
+        while read_ends(tmp_path / "turn") is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert read_ends(tmp_path / "turn") == pytest.approx(time.time() + 4.0, abs=1.0)
     finally:
-        sending.give_up()
-    assert not turn_busy(str(path)) and offered == [["shard-0"], [], ["shard-0"]]
+        writer.stop()
+    assert read_ends(tmp_path / "turn") is None and not (tmp_path / "turn.ends").exists()
 
 
 class FakeHost:
@@ -286,9 +320,6 @@ def test_the_turn_passes_at_the_tail_before_the_current_shard_ends(tmp_path):
 
 
 def test_a_dead_holder_frees_the_turn(tmp_path):
-    import subprocess
-    import sys
-
     code = ("import sys,time;from chunkwise.cluster.turn import HostTurn;HostTurn(sys.argv[1]).take();"
             "print('held',flush=True);time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "turn")], stdout=subprocess.PIPE, text=True)

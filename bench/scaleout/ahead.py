@@ -1,16 +1,20 @@
 """Shards sized by time and dispatched ahead against fast-engine hosts (issue 22 item 3) ->
 bench/results/shards_ahead.md. SIMULATOR figures.
 
-    python -m bench.scaleout.ahead --hosts 1 [--per-host 6000] [--shard-seconds 60] [--before]
+    python -m bench.scaleout.ahead --hosts 1 [--per-host 6000] [--shard-seconds 60] [--before] [--rate-scale 1]
 
 One invocation is one run: its own loopback cluster (`chunkwise.harness.cluster.local`: PostgreSQL, a
 Prefect server, `--hosts` simulators with the `fast-engine` preset and answers of 100-140 tokens, about 48
 requests/s each at 256 in flight, and one `chunkwise worker --parallel 256` per simulator), one parent run
 of `--per-host` x hosts requests in chunks of 100, then the figures, appended to
 bench/results/shards_ahead.json (one row per invocation, kept) and the table in the .md rebuilt from it.
-Workers run with `--shards-at-once 2`; `--before` runs the previous behaviour for comparison: one shard
-run at a time (`--shards-at-once 1`, still the default) and fixed shards of 900 requests (the old default). Each invocation takes 2-4
-minutes on this machine's 2 cores (cluster start ~60 s); `--per-host` is kept small so that it does.
+Workers run with `--shards-at-once 2` (the default); `--before` runs the previous behaviour for comparison:
+one shard run at a time (`--shards-at-once 1`) and fixed shards of 900 requests (the old default). Each
+invocation takes 2-5 minutes on this machine's 2 cores (cluster start ~60 s); `--per-host` is kept small so
+that it does. `--rate-scale X` multiplies the simulated engine's decode rates (one slot's and the full
+batch's) by X, everything else as the preset: three hosts at a third of the rate load this machine's cores
+about as much as one at full rate (the client's and the simulator's cost follow requests/s, not slots),
+which is how three 256-slot hosts fit here; E(N) compares rows of the same rate.
 
 Figures (hosts' facts in `hosts/*.jsonl`, epoch s, and the simulators' `/sim/stats`):
 - window: first shard start to last shard end; req/s over it; E(N) = req/s with N hosts / (N x req/s of
@@ -54,10 +58,18 @@ def git_head() -> str:
     return r.stdout.strip() or "unknown"
 
 
-def one_run(hosts: int, per_host: int, shard_seconds: float, before: bool) -> dict[str, Any]:
+def sim_flags(rate_scale: float) -> list[str]:
+    """The simulators' flags: the fast-engine preset, its decode rates times `rate_scale`."""
+    if rate_scale == 1:
+        return FAST_SIM
+    return [*FAST_SIM, "--slot-decode-tps", f"{300 * rate_scale:g}", "--decode-batch-tps", f"{5800 * rate_scale:g}"]
+
+
+def one_run(hosts: int, per_host: int, shard_seconds: float, before: bool, rate_scale: float = 1.0,
+            ) -> dict[str, Any]:
     base = make_base()
     load_before = os.getloadavg()
-    cluster = start_cluster(base, [[*FAST_SIM, "--fault-seed", str(k)] for k in range(hosts)])
+    cluster = start_cluster(base, [[*sim_flags(rate_scale), "--fault-seed", str(k)] for k in range(hosts)])
     try:
         for host in cluster.hosts:
             stop(host.worker)
@@ -83,6 +95,7 @@ def one_run(hosts: int, per_host: int, shard_seconds: float, before: bool) -> di
             "cores": os.cpu_count(), "load_before": [round(x, 2) for x in load_before],
             "load_after": [round(x, 2) for x in os.getloadavg()], "kind": "before" if before else "ahead",
             "hosts": hosts, "requests_in": n, "shard_seconds": None if before else shard_seconds,
+            "rate_scale": rate_scale,
             "wall_s": round(wall, 1), "window_s": round(figures["window_s"], 1), "requests": figures["requests"],
             "idle_between": round(figures["idle_chunks"], 4), "tail_s": round(figures["tail_s"], 1),
             "shards_per_host": figures["shards_per_host"],
@@ -94,6 +107,11 @@ def one_run(hosts: int, per_host: int, shard_seconds: float, before: bool) -> di
     finally:
         cluster.close()
         cleanup_tree(base)
+
+
+def scale_note(r: dict[str, Any]) -> str:
+    scale = r.get("rate_scale", 1)
+    return "" if scale == 1 else f" (engine x{scale:.3g})"
 
 
 def rows() -> list[dict[str, Any]]:
@@ -130,12 +148,13 @@ def render(all_rows: list[dict[str, Any]]) -> list[str]:
     for r in all_rows:
         rps = r["requests"] / r["window_s"]
         # against the latest 1-host row of the same kind before it (a 1-host row is its own reference)
-        one = [x for x in all_rows[:all_rows.index(r)] if x["kind"] == r["kind"] and x["hosts"] == 1]
+        one = [x for x in all_rows[:all_rows.index(r)] if x["kind"] == r["kind"] and x["hosts"] == 1
+               and x.get("rate_scale", 1) == r.get("rate_scale", 1)]
         e = "-" if r["hosts"] == 1 else \
             f"{rps / (r['hosts'] * one[-1]['requests'] / one[-1]['window_s']):.2f}" if one else "n/a"
         util = ", ".join(f"{u:.1%}" if u is not None else "n/a" for u in r["util_sending"])
         lines.append(
-            f"| {r['at']} | {r['code']} | {r['kind']} | {r['hosts']} | {r['requests']} | {r['shard_seconds'] or '-'} | "
+            f"| {r['at']} | {r['code']} | {r['kind']}{scale_note(r)} | {r['hosts']} | {r['requests']} | {r['shard_seconds'] or '-'} | "
             f"{sizing_cell(r)} | {r['shards_per_host']} | {r['window_s']} | {rps:.1f} | {e} | "
             f"{r['idle_between']:.2%} | {util} | {r['tail_s']} | {r['wall_s']} | {r['twice']} | "
             f"{r['load_before'][0]} / {r['load_after'][0]} |")
@@ -148,9 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-host", type=int, default=6000, help="requests per host (6000: ~130 s of one host)")
     ap.add_argument("--shard-seconds", type=float, default=60.0, help="--shard-seconds of the run (60)")
     ap.add_argument("--before", action="store_true", help="the previous behaviour (one shard at a time, 900)")
+    ap.add_argument("--rate-scale", type=float, default=1.0,
+                    help="the simulated engine's decode rates times this (1; 0.333 fits three hosts here)")
     ap.add_argument("--dry", action="store_true", help="print the row, do not write the results")
     args = ap.parse_args(argv)
-    row = one_run(args.hosts, args.per_host, args.shard_seconds, args.before)
+    row = one_run(args.hosts, args.per_host, args.shard_seconds, args.before, args.rate_scale)
     print(json.dumps(row), flush=True)
     if not args.dry:
         all_rows = [*rows(), row]

@@ -1,14 +1,16 @@
 """The Prefect worker process of `chunkwise worker` when shards are dispatched ahead: Prefect's process
-worker, taking a second shard only while its first one sends.
+worker, taking the next shard only when the one sending is near its end.
 
 Why: dispatched ahead, a worker holds two shard runs (`--limit 2`): the one sending and the next, whose
 process starts and checks the host while the first sends (`chunkwise.cluster.turn`). Prefect's own worker
 takes as many scheduled runs as its limit has room for in one poll (prefect 3.9.1 `workers/base.py`,
-`_submit_scheduled_flow_runs`), so at a run's start the first worker to poll took two of the first shards
-while another host got none (a three-host test with three shards: one host sent nothing). This worker
-takes at most one run per poll, and a second one only while the host's turn is held, i.e. while a shard
-of this worker sends: by then every other worker has had its polls (one a second,
-`chunkwise.cluster.worker.WORKER_QUERY_SECONDS`) during the first shard's process start and preflight.
+`_submit_scheduled_flow_runs`): at a run's start the first worker to poll took two of the first shards
+while another host got none (a three-host test with three shards: one host sent nothing), and a slow host
+held a second shard for its whole slow shard while the fast hosts ran out of work (a host at a quarter of
+the others' rate: the run a slow shard longer). This worker takes at most one run per poll, and a second
+one only once the sending shard expects to end within `LEAD_S` (`chunkwise.cluster.turn.read_ends`; no
+estimate yet: not yet). Fast hosts get there sooner, so the next shard goes to the host that will start
+it first, as without dispatch ahead, but its process is ready when the host is.
 
 Run as `python -m chunkwise.cluster.lookahead worker start --pool P --limit 2 ...` (Prefect's own command
 line, everything else unchanged: signals, heartbeats, the pool's job template). It replaces Prefect's
@@ -18,39 +20,28 @@ key: `utilities/dispatch.py`, `register_type`); the turn file comes from CHUNKWI
 
 from __future__ import annotations
 
-import fcntl
 import os
+import time
 import warnings
 from typing import Any
 
 from prefect.workers.process import ProcessWorker
 
+from chunkwise.cluster.turn import read_ends
 
-def turn_busy(path: str | None) -> bool:
-    """True while some process holds the host's turn at `path` (`HostTurn.take`): a shard is sending. A
-    missing path or file: False. The probe holds the lock for microseconds; a shard waiting in `take` gets
-    it right after."""
-    if not path:
-        return False
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
+#: Seconds before the sending shard's expected end at which the next one is taken: more than a shard
+#: process needs from the worker's poll to sending (poll <= 1 s, the process start and imports, the run's
+#: context, the host's check: 5.2 s in all on an idle machine with Prefect 3.9.1, bench/results/scaleout.md;
+#: 10-20 s on this 2-core machine under load), and short against a shard of a few minutes (`--shard-seconds`
+#: 180), so a shard waits on its host for at most about this long.
+LEAD_S = 30.0
 
 
-def runs_to_take(held: int, sending: bool) -> int:
-    """Shard runs to take in this poll: one when the worker holds none, one more only while its shard
-    sends (`sending`), else none; the limit (2) is Prefect's to enforce."""
-    return 1 if held == 0 or sending else 0
+def runs_to_take(held: int, ends_in: float | None, lead_s: float = LEAD_S) -> int:
+    """Shard runs to take in this poll: one when the worker holds none; one more only once the sending shard
+    expects to end within `lead_s` seconds (`ends_in`; None: no estimate yet); else none. The limit (2) is
+    Prefect's to enforce."""
+    return 1 if held == 0 or (ends_in is not None and ends_in <= lead_s) else 0
 
 
 with warnings.catch_warnings():
@@ -61,7 +52,9 @@ with warnings.catch_warnings():
 
         async def _submit_scheduled_flow_runs(self, flow_run_response: list[Any]) -> list[Any]:
             held = int(self._limiter.borrowed_tokens) if self._limiter is not None else 0
-            take = runs_to_take(held, turn_busy(os.environ.get("CHUNKWISE_WORKER_TURN")))
+            turn = os.environ.get("CHUNKWISE_WORKER_TURN")
+            ends_at = read_ends(turn) if turn else None
+            take = runs_to_take(held, None if ends_at is None else ends_at - time.time())
             return await super()._submit_scheduled_flow_runs(flow_run_response[:take])
 
 

@@ -16,15 +16,22 @@ tail the host holds up to twice its slots in flight (the server queues the exces
 OLLAMA_MAX_QUEUE, 512 by default), which costs the tail's answers some latency, never an answer:
 chunk locks (`chunkwise.store.chunklock`) still keep every chunk to one sender, and the ledger keeps
 every answer. The kernel drops the turn with a dead process, so a killed shard never blocks the next.
+
+When to dispatch the next shard: the sending shard keeps its expected end in `<turn>.ends` (`EndsWriter`,
+from the requests of its chunks that have ended and the rate they took: `Remaining`), and the worker takes
+the next shard only once that end is near (`chunkwise.cluster.lookahead`): early enough for the next
+process to be ready, late enough that a slow host does not hold a shard a faster one could start sooner.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -114,18 +121,90 @@ class GiveUpWhenIdle:
                 return
 
 
+class Remaining:
+    """Seconds of sending a shard has left: the requests of its chunks not yet ended over the rate at which
+    its ended chunks' requests went (requests / s since `start()`); None until a chunk has ended. Chunks
+    run several at once, so the estimate errs late while they are all under way, never early."""
+
+    def __init__(self, sizes: Sequence[int], clock: Callable[[], float] = time.monotonic) -> None:
+        self.sizes, self.clock = list(sizes), clock
+        self._ended: list[Callable[[], bool]] = []
+        self._started: float | None = None
+
+    def start(self, ended: Sequence[Callable[[], bool]]) -> None:
+        """Sending begins; `ended[k]()` says whether chunk k has ended (Prefect's futures, `done`)."""
+        self._ended, self._started = list(ended), self.clock()
+
+    def __call__(self) -> float | None:
+        if self._started is None:
+            return None
+        done = sum(size for size, ended in zip(self.sizes, self._ended, strict=False) if ended())
+        elapsed = self.clock() - self._started
+        if done <= 0 or elapsed <= 0:
+            return None
+        return (sum(self.sizes) - done) / (done / elapsed)
+
+
+def ends_path(turn: str | Path) -> Path:
+    return Path(f"{turn}.ends")
+
+
+def read_ends(turn: str | Path) -> float | None:
+    """When the host's sending shard expects to end (epoch s), or None: nothing written, or its writer dead."""
+    try:
+        record = json.loads(ends_path(turn).read_text())
+        os.kill(int(record["pid"]), 0)  # a killed shard's estimate says nothing
+        return float(record["ends_at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+class EndsWriter:
+    """A thread writing this process's expected end (`remaining()` from now, epoch s) to `<turn>.ends`
+    every `every_s` (atomic replace), and removing the file at `stop()` unless another shard's is there."""
+
+    def __init__(self, turn: str | Path, remaining: Callable[[], float | None], every_s: float = 1.0) -> None:
+        self.path, self.remaining, self.every_s = ends_path(turn), remaining, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="chunkwise-ends", daemon=True)
+
+    def start(self) -> EndsWriter:
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            left = self.remaining()
+            if left is not None:
+                tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}")
+                tmp.write_text(json.dumps({"pid": os.getpid(), "ends_at": time.time() + left}))
+                os.replace(tmp, self.path)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            if json.loads(self.path.read_text())["pid"] == os.getpid():
+                self.path.unlink()
+
+
 @contextmanager
-def sending_turn(path: str | None, idle: Callable[[], bool], *, settle_s: float = SETTLE_S) -> Iterator[float]:
+def sending_turn(path: str | None, idle: Callable[[], bool], *, settle_s: float = SETTLE_S,
+                 remaining: Callable[[], float | None] | None = None) -> Iterator[float]:
     """Hold the host's turn at `path` while the body sends (yields the seconds waited for it), giving it
-    up early once `idle()` holds for `settle_s`; no turn (None): nothing to wait for, 0.0."""
+    up early once `idle()` holds for `settle_s`, and keeping `<path>.ends` from `remaining` (seconds left,
+    `Remaining`) for the worker; no turn (None): nothing to wait for, 0.0."""
     if not path:
         yield 0.0
         return
     turn = HostTurn(path)
     waited = turn.take()
     watcher = GiveUpWhenIdle(turn, idle, settle_s=settle_s).start()
+    ends = EndsWriter(path, remaining).start() if remaining is not None else None
     try:
         yield waited
     finally:
         watcher.stop()
+        if ends is not None:
+            ends.stop()
         turn.give_up()

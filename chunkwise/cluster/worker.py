@@ -4,7 +4,7 @@ A worker whose Ollama is down or serves another model build would pull shard aft
 them, so the supervisor checks the host every `check_s` seconds and runs `prefect worker start --pool P
 --limit 1` only while the check passes (`--limit 2` with `--shards-at-once 2`, the default: the one sending
 and the next, dispatched ahead, which waits for the host's turn: `chunkwise.cluster.turn`; the second one
-taken only while the first sends: `chunkwise.cluster.lookahead`). The check passes when the server
+taken only when the first is near its end: `chunkwise.cluster.lookahead`). The check passes when the server
 answers `/api/version`, and, when a model is named, `/api/tags` lists it (with the given digest, when
 one is given). When the check fails it stops the worker: SIGTERM starts Prefect's graceful shutdown,
 which needed a second signal in practice (research/prefect.md section 4.2), so SIGINT follows after
@@ -103,7 +103,7 @@ SHARDS_AT_ONCE = 2
 
 def worker_command(cfg: WorkerConfig) -> list[str]:
     """Prefect's worker command line; with a turn file, run by `chunkwise.cluster.lookahead`, whose process
-    worker takes the second shard only while the first one sends (fair to the other hosts at a run's start)."""
+    worker takes the second shard only when the first one is near its end (fair to the other hosts)."""
     limit = SHARDS_AT_ONCE if cfg.turn else 1
     program = "chunkwise.cluster.lookahead" if cfg.turn else "prefect"
     cmd = [sys.executable, "-m", program, "worker", "start", "--pool", cfg.pool, "--limit", str(limit),

@@ -32,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--check-s", type=float, default=5.0, metavar="S", help="seconds between health checks (default: 5)")
     add("--shards-at-once", type=int, choices=(1, 2), default=2, metavar="N",
         help="shard runs held at once: 2 starts the next shard while one sends, so the host never waits on "
-             "Prefect between shards (the second is taken only once the first sends, so every host gets one "
-             "of a run's first shards); 1 takes the next only when the last has ended (default: 2)")
+             "Prefect between shards (the second is taken only when the first is near its end, so every host "
+             "gets its share); 1 takes the next only when the last has ended (default: 2)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,6 +15,12 @@ The run, as the model sees it (every term a measured input; bench/makespan_model
 - `drain_s`: after the last request is sent, the slots empty as the last answers end (one answer's length
   at the engine's batch speed).
 
+- Shards sized by time (`chunkwise/plan/shards.py`: an opening, then shards of a few minutes at each host's
+  measured rate, the last ones tapering) let the hosts finish together, and a worker dispatched ahead
+  starts its next shard while the current one sends (`chunkwise.cluster.lookahead`: idle between shards
+  0.00 %, bench/results/shards_ahead.md): `balanced=True` then gives the busiest host requests / N and
+  `gap_s` is 0.
+
 makespan = fixed_s + busiest host's requests / host_rps + its shards x gap_s + drain_s. It ignores what
 the benchmarks show to be small at few-minute shards: hosts of unequal speed, retries, the API's own
 queueing; the calibration error against measured runs says how much that leaves out.
@@ -46,9 +52,11 @@ class Makespan:
     shards_per_host: int
 
 
-def makespan(requests: int, hosts: int, costs: Costs, shard_requests: int | None = None) -> Makespan:
+def makespan(requests: int, hosts: int, costs: Costs, shard_requests: int | None = None, *,
+             balanced: bool = False) -> Makespan:
     """Predicted seconds from the command to the end for `requests` over `hosts` hosts; `shard_requests`
-    None: one process sends everything (no shards, one host)."""
+    None: one process sends everything (no shards, one host); `balanced`: shards sized by time, whose
+    taper ends every host together (the busiest host sends requests / hosts)."""
     if requests < 1 or hosts < 1 or costs.host_rps <= 0:
         raise ValueError("requests and hosts must be >= 1 and host_rps > 0")
     if shard_requests is None:
@@ -58,7 +66,8 @@ def makespan(requests: int, hosts: int, costs: Costs, shard_requests: int | None
         return Makespan(costs.fixed_s + sending + costs.drain_s, sending, 0.0, 0)
     shards = math.ceil(requests / shard_requests)
     per_host = math.ceil(shards / hosts)
-    busiest = min(requests, per_host * requests / shards)  # shards hold counts as even as whole chunks allow
+    # fixed shards hold counts as even as whole chunks allow; balanced ones end the hosts together
+    busiest = requests / hosts if balanced else min(requests, per_host * requests / shards)
     sending = busiest / costs.host_rps
     gaps = per_host * costs.gap_s
     return Makespan(costs.fixed_s + sending + gaps + costs.drain_s, sending, gaps, per_host)

@@ -12,7 +12,7 @@ import time
 
 BENCHMARKS = ("bench.sim_throughput", "bench.plan_speed", "bench.latency_modes", "bench.pipeline_170k", "bench.client_cost",
               "bench.prefect_ingest", "bench.real_engine", "bench.real_ollama",
-              "bench.scaleout", "bench.scaleout.ahead", "bench.fast_engine", "bench.makespan_model")
+              "bench.scaleout", "bench.scaleout.ahead", "bench.startup", "bench.fast_engine", "bench.makespan_model")
 
 
 def main() -> None:

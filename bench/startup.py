@@ -77,7 +77,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=600)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--label", required=True, help="section title, e.g. 'before' or 'after: ...'")
+    ap.add_argument("--label", default="the current code (make bench)",
+                    help="section title, e.g. 'before' or 'after: ...' (default: the current code (make bench))")
     ap.add_argument("--before", type=Path, help="also run the chunkwise in this directory (e.g. a `git archive` of "
                     "an older commit), alternating with this one, so both see the same machine load")
     ap.add_argument("--no-write", action="store_true")

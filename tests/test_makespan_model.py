@@ -40,3 +40,10 @@ def test_shards_sized_by_time_end_the_hosts_together():
                       balanced=True)
     assert result.sending_s == pytest.approx(170_000 / 8 / 45.0) and result.gaps_s == 0.0
     assert result.seconds == pytest.approx(13.0 + 170_000 / 8 / 45.0 + 9.0)
+
+
+def test_the_first_round_is_under_way_from_the_first_request():
+    """A host's slots start together: sending takes (requests - in_flight) / rate, then the drain."""
+    result = makespan(3000, 1, Costs(host_rps=46.0, fixed_s=2.0, drain_s=5.0, in_flight=256))
+    assert result.sending_s == pytest.approx((3000 - 256) / 46.0)
+    assert result.seconds == pytest.approx(2.0 + (3000 - 256) / 46.0 + 5.0)

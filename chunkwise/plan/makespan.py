@@ -40,6 +40,9 @@ class Costs:
     fixed_s: float
     drain_s: float = 0.0
     gap_s: float = 0.0
+    #: Requests the first round starts at once (a host's slots): under way from the first request on, so a
+    #: host's sending (first to last request) takes (its requests - in_flight) / host_rps, then the drain.
+    in_flight: int = 0
 
 
 @dataclass(frozen=True)
@@ -62,12 +65,12 @@ def makespan(requests: int, hosts: int, costs: Costs, shard_requests: int | None
     if shard_requests is None:
         if hosts != 1:
             raise ValueError("several hosts need shards (distributed mode): give shard_requests")
-        sending = requests / costs.host_rps
+        sending = max(0, requests - costs.in_flight) / costs.host_rps
         return Makespan(costs.fixed_s + sending + costs.drain_s, sending, 0.0, 0)
     shards = math.ceil(requests / shard_requests)
     per_host = math.ceil(shards / hosts)
     # fixed shards hold counts as even as whole chunks allow; balanced ones end the hosts together
     busiest = requests / hosts if balanced else min(requests, per_host * requests / shards)
-    sending = busiest / costs.host_rps
+    sending = max(0.0, busiest - costs.in_flight) / costs.host_rps
     gaps = per_host * costs.gap_s
     return Makespan(costs.fixed_s + sending + gaps + costs.drain_s, sending, gaps, per_host)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import signal
 import socket
@@ -37,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from chunkwise.cluster.turn import ends_path
     from chunkwise.cluster.worker import WorkerConfig, supervise_worker
     from chunkwise.prefect_auth import check_configured_api
     from chunkwise.servers import backend_for
@@ -63,4 +65,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         os.unlink(notes)
         os.unlink(turn)
+        # what a killed shard left of its expected end (`chunkwise.cluster.turn.EndsWriter`)
+        for left in glob.glob(glob.escape(str(ends_path(turn))) + "*"):
+            os.unlink(left)
     return 0

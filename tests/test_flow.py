@@ -23,9 +23,9 @@ def test_every_request_answered_once_in_input_order(sim, tmp_path, mode):
     assert results["group"].to_list() == [i % 3 for i in range(45)]  # carried through
     assert set(results["status"]) == {"ok"}
     assert results["response"].str.len_chars().min() > 0
-    # chunk_size 10 -> 45 rows in 5 balanced chunks; conversation mode rounds up to a multiple of
-    # parallel (2) so both slots stay busy to the end
-    assert results["chunk"].n_unique() == (6 if mode == "conversation" else 5)
+    # chunk_size 10 -> 45 rows in 5 balanced chunks; conversation mode ends with a taper of 2 chunks of 5,
+    # 2 of 2 and 2 of 1 (16 rows) and cuts the 29 before it into a multiple of parallel (2): 4 + 6
+    assert results["chunk"].n_unique() == (10 if mode == "conversation" else 5)
 
     sim_stats = sim.stats()
     assert sim_stats["answered_total"] == 45
@@ -126,7 +126,8 @@ def test_a_conversation_shard_keeps_every_slot_of_its_host_busy(sim, tmp_path, m
     seen = in_flight(wrap_chat, monkeypatch)
     with chunkwise_env(ollama_host=sim.url, parallel=16, host_label="gpu1"):
         result = shard(str(ctx.dir), 0)
-    assert len(result["chunks"]) == len(specs) == 32 and not any(c["skipped"] for c in result["chunks"])
+    # 62 rows in 32 chunks of 1-2 (a multiple of parallel), then the taper's 2 chunks of 1
+    assert len(result["chunks"]) == len(specs) == 34 and not any(c["skipped"] for c in result["chunks"])
     assert seen["peak"] == 16
 
 

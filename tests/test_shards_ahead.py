@@ -184,7 +184,7 @@ def test_the_worker_takes_the_next_shard_only_when_the_sending_one_nears_its_end
 
     from prefect.workers.process import ProcessWorker
 
-    from chunkwise.cluster.lookahead import LEAD_S, LookaheadProcessWorker
+    from chunkwise.cluster.lookahead import LEAD_S, worker_class
 
     path = tmp_path / "turn"
     monkeypatch.setenv("CHUNKWISE_WORKER_TURN", str(path))
@@ -198,7 +198,7 @@ def test_the_worker_takes_the_next_shard_only_when_the_sending_one_nears_its_end
         (tmp_path / "turn.ends").write_text(json.dumps({"pid": pid, "ends_at": at}))
 
     monkeypatch.setattr(ProcessWorker, "_submit_scheduled_flow_runs", submit)
-    worker = LookaheadProcessWorker(work_pool_name="p", limit=2)
+    worker = worker_class()(work_pool_name="p", limit=2)
     worker._limiter = type("Limiter", (), {"borrowed_tokens": 0})()
     poll = ["shard-0", "shard-1", "shard-2"]
 

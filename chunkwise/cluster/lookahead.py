@@ -20,12 +20,11 @@ key: `utilities/dispatch.py`, `register_type`); the turn file comes from CHUNKWI
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import warnings
 from typing import Any
-
-from prefect.workers.process import ProcessWorker
 
 from chunkwise.cluster.turn import read_ends
 
@@ -44,21 +43,30 @@ def runs_to_take(held: int, ends_in: float | None, lead_s: float = LEAD_S) -> in
     return 1 if held == 0 or (ends_in is not None and ends_in <= lead_s) else 0
 
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # "the existing type will be overridden": on purpose, see the docstring
+@functools.cache
+def worker_class() -> type[Any]:
+    """The worker class, defined (and so registered as Prefect's `process` type) on the first call: Prefect
+    is imported here, not when this module is, as every logic module of chunkwise (tests/test_rules.py)."""
+    from prefect.workers.process import ProcessWorker
 
-    class LookaheadProcessWorker(ProcessWorker):
-        """Prefect's process worker with `runs_to_take` applied to every poll's scheduled runs."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "the existing type will be overridden": on purpose, see the docstring
 
-        async def _submit_scheduled_flow_runs(self, flow_run_response: list[Any]) -> list[Any]:
-            held = int(self._limiter.borrowed_tokens) if self._limiter is not None else 0
-            turn = os.environ.get("CHUNKWISE_WORKER_TURN")
-            ends_at = read_ends(turn) if turn else None
-            take = runs_to_take(held, None if ends_at is None else ends_at - time.time())
-            return await super()._submit_scheduled_flow_runs(flow_run_response[:take])
+        class LookaheadProcessWorker(ProcessWorker):
+            """Prefect's process worker with `runs_to_take` applied to every poll's scheduled runs."""
+
+            async def _submit_scheduled_flow_runs(self, flow_run_response: list[Any]) -> list[Any]:
+                held = int(self._limiter.borrowed_tokens) if self._limiter is not None else 0
+                turn = os.environ.get("CHUNKWISE_WORKER_TURN")
+                ends_at = read_ends(turn) if turn else None
+                take = runs_to_take(held, None if ends_at is None else ends_at - time.time())
+                return await super()._submit_scheduled_flow_runs(flow_run_response[:take])
+
+    return LookaheadProcessWorker
 
 
 def main() -> None:
+    worker_class()
     from prefect.cli import app
 
     app()

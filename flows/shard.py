@@ -82,9 +82,10 @@ def shard(run_dir: str, shard: int, attempt: int = 0) -> dict[str, Any]:
             futures = runner.map(shard_chunk_task, {"session": unmapped(session), "spec": specs,
                                                     "label": unmapped(label), "shard": unmapped(shard),
                                                     "attempt": unmapped(attempt)})
-            # (the same typing: each is a PrefectConcurrentFuture, whose thread's future says when the chunk ended)
+            # mypy reads Prefect 3.9's typing of these mapped futures as futures of futures: each is a
+            # PrefectConcurrentFuture, whose thread's future says when its chunk ended, and its result is the
+            # chunk's summary
             remaining.start([cast(PrefectConcurrentFuture[Any], f).wrapped_future.done for f in futures])
-            # mypy reads Prefect 3.9's typing of this mapped result as a future; it is the chunk's summary
             results = [cast(ChunkSummary, f.result()) for f in futures]
         outcome = "completed"
         return {"shard": shard, "attempt": attempt, "host": label, "chunks": results}

@@ -45,6 +45,7 @@ from bench.procs import replace_section
 from bench.scaleout.cluster import answered, write_requests
 from bench.scaleout.timing import chunk_to_chunk, facts, shard_timing
 from chunkwise.harness.cluster.local import cleanup_tree, make_base, start_cluster, stop
+from chunkwise.harness.sim.presets import FAST_ENGINE
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 ROWS, OUT = RESULTS / "shards_ahead.json", RESULTS / "shards_ahead.md"
@@ -62,7 +63,8 @@ def sim_flags(rate_scale: float) -> list[str]:
     """The simulators' flags: the fast-engine preset, its decode rates times `rate_scale`."""
     if rate_scale == 1:
         return FAST_SIM
-    return [*FAST_SIM, "--slot-decode-tps", f"{300 * rate_scale:g}", "--decode-batch-tps", f"{5800 * rate_scale:g}"]
+    return [*FAST_SIM, "--slot-decode-tps", f"{FAST_ENGINE['decode_tps'] * rate_scale:g}",
+            "--decode-batch-tps", f"{FAST_ENGINE['decode_batch_tps'] * rate_scale:g}"]
 
 
 def one_run(hosts: int, per_host: int, shard_seconds: float, before: bool, rate_scale: float = 1.0,

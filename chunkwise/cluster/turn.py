@@ -128,6 +128,7 @@ class Remaining:
 
     def __init__(self, sizes: Sequence[int], clock: Callable[[], float] = time.monotonic) -> None:
         self.sizes, self.clock = list(sizes), clock
+        self.total = sum(self.sizes)
         self._ended: list[Callable[[], bool]] = []
         self._started: float | None = None
 
@@ -142,7 +143,7 @@ class Remaining:
         elapsed = self.clock() - self._started
         if done <= 0 or elapsed <= 0:
             return None
-        return (sum(self.sizes) - done) / (done / elapsed)
+        return (self.total - done) / (done / elapsed)
 
 
 def ends_path(turn: str | Path) -> Path:
